@@ -1,0 +1,1 @@
+"""The ``dataprep`` command line: one thin Click module per command over the core library."""

@@ -1,0 +1,53 @@
+"""``dataprep lmdb``: a list of images to Caffe Datum records in LMDB or LevelDB."""
+
+from __future__ import annotations
+
+import click
+
+from .options import echo_result, input_options, run_store
+
+
+@click.command("lmdb")
+@click.argument("list_file", metavar="LIST")
+@click.argument("db", type=click.Path())
+@click.option("--backend", type=click.Choice(["lmdb", "leveldb"]), default="lmdb", show_default=True,
+              help="LevelDB needs the leveldb extra (plyvel).")
+@click.option("--encoded", is_flag=True,
+              help="Store compressed image bytes (encoded=true): the original file when unchanged.")
+@click.option("--encode-type", type=click.Choice(["jpg", "png"]), default=None,
+              help="Re-encode as this format with --encoded [default: pass files through].")
+@click.option("--labels-db", type=click.Path(), default=None,
+              help="Companion store for float or multi-column labels (float_data, same keys).")
+@input_options
+def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, root, gray, resize, check_size,
+             shuffle, skip_bad, workers, seed, overwrite, as_json):
+    """Convert the images of LIST (- for stdin) to Datum records in DB, like convert_imageset.
+
+    Keys are %08d_PATH in list order (after --shuffle); each Datum holds C x H x W BGR
+    pixels and the integer label. The manifest goes to DB/dataprep.json, not into the
+    database.
+
+    \b
+    dataprep lmdb train.txt train_lmdb --resize 256x256 --shuffle
+    dataprep lmdb train.txt train_leveldb --backend leveldb --encoded
+    dataprep lmdb train.txt train_lmdb --labels-db train_lmdb_labels   # float labels
+    """
+    from ..convert import list_source, source_list, store_meta
+    from ..handlers import OnError
+    from ..stores import STORES
+    from ..stores.datum import check_datum_labels
+
+    if encode_type and not encoded:
+        raise click.UsageError("--encode-type needs --encoded")
+    on_error = OnError(skip_bad)
+    source = list_source(list_file, root, gray, resize, shuffle, seed, on_error)
+    listfile = source_list(source)
+    check_datum_labels(listfile.label_count, listfile.integer_labels, labels_db is not None, listfile.name)
+    meta = store_meta(source, gray, resize, encoded=encoded, encode_type=encode_type,
+                      shuffle=shuffle, seed=seed if shuffle else None)
+    writer = STORES[backend](db, overwrite=overwrite, labels_path=labels_db, encoded=encoded,
+                             encode_type=encode_type, meta=meta)
+    result = run_store(source, writer, workers, on_error, check_size, backend)
+    summary = {"outputs": [str(p) for p in result.outputs], "written": result.written,
+               "skipped": result.skipped}
+    echo_result(as_json, summary, [str(p) for p in result.outputs])

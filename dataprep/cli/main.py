@@ -1,0 +1,100 @@
+"""The ``dataprep`` root group: logging, error mapping, ``--version``, lazy subcommands."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import DataprepError
+from .options import Settings, common_options
+
+# name -> (module, one-line summary); modules are imported only when their command runs,
+# so ``dataprep --help`` stays fast and a missing optional dependency breaks one command only.
+COMMANDS = {
+    "noise": "Generate the random-frequency noise dataset and its train/val/test lists.",
+    "list": "Write a list file (path label) from a folder of images, one subfolder per class.",
+    "hdf5": "Convert a list of images to HDF5 files for Caffe's HDF5Data layer.",
+    "lmdb": "Convert a list of images to Caffe Datum records in LMDB or LevelDB.",
+}
+
+log = logging.getLogger("dataprep")
+
+
+class LazyGroup(click.Group):
+    """Loads each command's module on first use and maps errors to one line and exit 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"dataprep.cli.{name}")
+        return getattr(module, name.replace("-", "_") + "_cmd")
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(COMMANDS.items()))
+
+    def invoke(self, ctx: click.Context):
+        settings = ctx.ensure_object(Settings)
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.Abort, click.exceptions.Exit):
+            raise
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except DataprepError as exc:
+            if settings.debug:
+                raise
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            if settings.debug:
+                raise
+            where = f": {exc.filename}" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
+        except Exception as exc:
+            if settings.debug:
+                raise
+            raise click.ClickException(
+                f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+            ) from None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="dataprep")
+@common_options
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Turn raw images into Caffe-compatible training datasets.
+
+    \b
+    dataprep noise --n 7000                 # noise images + train/val/test lists
+    dataprep hdf5 train.txt --mean 128      # HDF5 for an HDF5Data layer
+    dataprep lmdb train.txt train_lmdb      # Caffe Datum records in LMDB
+
+    Results go to stdout, logs and progress bars to stderr. Errors are one line and
+    exit code 1 (usage errors 2); --debug shows tracebacks.
+    """
+    ctx.ensure_object(Settings)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    Settings.apply(ctx)
+    # a kill (SIGTERM) unwinds like Ctrl-C, so writers remove their partial outputs
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+if __name__ == "__main__":
+    cli()

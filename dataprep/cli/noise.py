@@ -1,0 +1,62 @@
+"""``dataprep noise``: the regression tutorial's noise dataset, as image files or stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import (common_options, echo_result, json_opt, overwrite_opt, progress, seed_opt,
+                      workers_opt)
+
+
+@click.command("noise")
+@click.option("-n", "--n", "n", type=int, default=70000, show_default=True, help="Number of samples.")
+@click.option("--out", type=click.Path(file_okay=False), default="samples", show_default=True,
+              help="Folder for the images (with --to: for the stores).")
+@click.option("--size", default="100x100", show_default=True, metavar="HxW", help="Image size.")
+@click.option("--split", default=None, metavar="TRAIN,VAL,TEST",
+              help="Counts (50000,10000,10000) or ratios (0.8,0.1,0.1) [default: 5/7,1/7,1/7].")
+@click.option("--format", "fmt", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
+              help="Image file format (png is lossless).")
+@click.option("--quality", type=click.IntRange(0, 100), default=95, show_default=True,
+              help="JPEG quality.")
+@click.option("--classes", type=int, default=None, metavar="K",
+              help="Integer labels: fx binned into K equal bins (written to labels.txt).")
+@click.option("--lists-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the list files [default: the folder containing --out].")
+@click.option("--to", "to", type=click.Choice(["files", "hdf5", "lmdb", "leveldb"]), default="files",
+              show_default=True, help="Write image files and lists, or stream straight into stores.")
+@seed_opt
+@workers_opt
+@overwrite_opt
+@json_opt
+@common_options
+def noise_cmd(n, out, size, split, fmt, quality, classes, lists_dir, to, seed, workers,
+              overwrite, as_json):
+    """Generate random-frequency noise images labelled with their frequencies.
+
+    Sample i depends only on (--seed, i), so output is byte-identical for any --workers.
+    Writes OUT/NNNNN_fx_fy.jpg and, in --lists-dir, train.txt and val.txt
+    (path fx fy), test.txt (paths) and test_labels.txt (path fx fy).
+
+    \b
+    dataprep noise --n 70000 --size 100x100 --split 50000,10000,10000
+    dataprep noise --n 7000 --classes 4 --format png
+    """
+    from ..images import parse_size
+    from ..noise import NoiseSource, write_noise_files
+    from ..parallel import make_executor
+    from ..splits import default_split, parse_split, split_counts
+
+    out_path = Path(out)
+    lists = Path(lists_dir) if lists_dir else out_path.absolute().parent
+    source = NoiseSource(n=n, size=parse_size(size), seed=seed, classes=classes, ext=fmt)
+    counts = split_counts(parse_split(split), n) if split else default_split(n)
+    executor = make_executor(workers, n)
+    with progress(n, "noise") as update:
+        result = write_noise_files(source, out_path, lists, counts, executor, fmt=fmt,
+                                   quality=quality, overwrite=overwrite, progress=update)
+    summary = {"images": str(result.folder), "n": n, "counts": result.counts,
+               "lists": {k: str(v) for k, v in result.lists.items()}}
+    echo_result(as_json, summary, [str(p) for p in result.lists.values()])

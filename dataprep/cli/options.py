@@ -1,0 +1,156 @@
+"""Options shared by the commands, one spelling per concept.
+
+* ``common_options`` (``--quiet``, ``--verbose``, ``--debug``): the root group and every command.
+* ``workers_opt``, ``seed_opt``, ``overwrite_opt``, ``json_opt``: noise, list, hdf5, lmdb.
+* ``skip_bad_opt``, ``root_opt``, ``gray_opt``, ``resize_opt``, ``check_size_opt``,
+  ``shuffle_opt``: hdf5, lmdb (the shared list-input options, ``input_options``).
+* ``mean_opt``, ``mean_file_opt``, ``scale_opt``, ``label_names_opt``, ``shard_size_opt``,
+  ``compression_opt``, ``relative_opt``: hdf5, and noise ``--to hdf5``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import click
+
+
+@dataclass
+class Settings:
+    """Cross-cutting settings in ``ctx.obj``: set by the root group or any command."""
+
+    verbosity: int = 0
+    debug: bool = False
+
+    @property
+    def progress(self) -> bool:
+        return self.verbosity >= 0
+
+    @staticmethod
+    def get(ctx: click.Context | None = None) -> "Settings":
+        ctx = ctx or click.get_current_context()
+        return ctx.find_root().ensure_object(Settings)
+
+    @staticmethod
+    def apply(ctx: click.Context) -> None:
+        settings = Settings.get(ctx)
+        level = logging.DEBUG if settings.debug or settings.verbosity > 0 else (
+            logging.ERROR if settings.verbosity < 0 else logging.INFO
+        )
+        logging.getLogger("dataprep").setLevel(level)
+
+
+def _setter(attr: str, value: Callable[[Settings, Any], Any]) -> Callable:
+    def callback(ctx: click.Context, param: click.Parameter, given: Any) -> None:
+        if given:
+            settings = Settings.get(ctx)
+            setattr(settings, attr, value(settings, given))
+            Settings.apply(ctx)
+
+    return callback
+
+
+def common_options(f: Callable) -> Callable:
+    """``--quiet``/``--verbose``/``--debug``, accepted before or after the command name."""
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True,
+                     help="No progress bars or info logs.",
+                     callback=_setter("verbosity", lambda s, v: -1))(f)
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True,
+                     help="Debug logs.", callback=_setter("verbosity", lambda s, v: 1))(f)
+    f = click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+                     help="Show tracebacks on errors.",
+                     callback=_setter("debug", lambda s, v: True))(f)
+    return f
+
+
+workers_opt = click.option(
+    "-j", "--workers", type=click.IntRange(min=1), default=None, show_default="all cores",
+    help="Worker processes. Output is identical for any value.")
+seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+skip_bad_opt = click.option(
+    "--skip-bad", is_flag=True,
+    help="Log and skip bad lines and images instead of stopping; print the count at the end.")
+
+
+def input_options(f: Callable) -> Callable:
+    """The list-input options every store command shares."""
+    for opt in reversed([
+        click.option("--root", type=click.Path(file_okay=False), default=None,
+                     help="Folder the list's paths are relative to [default: the list's folder]."),
+        click.option("--gray", is_flag=True, help="Decode as 1-channel gray (default: 3-channel BGR)."),
+        click.option("--resize", "resize", metavar="HxW", default=None,
+                     help="Resize every image to exactly HxW (bilinear, like convert_imageset)."),
+        click.option("--check-size", is_flag=True, help="Fail unless all images share one size."),
+        click.option("--shuffle", is_flag=True, help="Shuffle the list (seeded by --seed)."),
+        skip_bad_opt,
+        workers_opt,
+        seed_opt,
+        overwrite_opt,
+        json_opt,
+        common_options,
+    ]):
+        f = opt(f)
+    return f
+
+
+def echo_result(as_json: bool, summary: dict, lines: list[str]) -> None:
+    """Results on stdout: the JSON summary, or one output per line."""
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+@contextlib.contextmanager
+def progress(total: int, desc: str, unit: str = "img") -> Iterator[Callable[[int], object]]:
+    """A progress callback for the core, drawn as a tqdm bar on stderr unless quiet."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from ..progress import progress_bar
+
+    with progress_bar(total, desc, unit, Settings.get().progress) as bar:
+        with logging_redirect_tqdm(loggers=[logging.getLogger("dataprep")]):
+            yield bar.update
+
+
+def store_options(f: Callable) -> Callable:
+    """HDF5 output options: label dataset names, mean/scale baking, sharding, compression."""
+    for opt in reversed([
+        click.option("--label-names", default="label", show_default=True, metavar="NAMES",
+                     help="One name: all label columns in one N x k dataset; k names: one each."),
+        click.option("--mean", "mean", default=None, metavar="V|B,G,R",
+                     help="Subtract a mean value, or one per channel (104,117,123)."),
+        click.option("--mean-file", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Subtract a mean image (mean.binaryproto or mean.npy)."),
+        click.option("--scale", type=float, default=1.0, show_default=True,
+                     help="Multiply by this after mean subtraction (Caffe's order)."),
+        click.option("--shard-size", default=None, metavar="N|SIZE",
+                     help="Images per HDF5 file (10000) or a file size (1GB): NAME_000.h5, ..."),
+        click.option("--compression", type=click.Choice(["none", "gzip"]), default="none",
+                     show_default=True, help="gzip is slow to write; Caffe reads it."),
+        click.option("--relative", is_flag=True,
+                     help="Write paths in NAME_h5.txt relative to it (default: absolute)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def run_store(source, writer, workers: int | None, on_error, check_size: bool, desc: str):
+    """Stream ``source`` into ``writer`` with a progress bar; the shared body of store commands."""
+    from ..convert import write_store
+    from ..parallel import make_executor
+
+    executor = make_executor(workers, len(source))
+    with progress(len(source), desc) as update:
+        result = write_store(source, writer, executor, on_error=on_error, check_size=check_size,
+                             progress=update)
+    if result.skipped:
+        logging.getLogger("dataprep").warning("skipped %d bad input(s)", result.skipped)
+    return result

@@ -1,0 +1,139 @@
+"""The one conversion pipeline: records decoded and encoded in workers, written in order.
+
+``write_store`` serves every store (HDF5, LMDB, LevelDB) and every source (list files,
+generated noise); ``list_source`` builds the source every store command reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import DataprepError, ImageError
+from .handlers import OnError
+from .images import parse_size
+from .listfile import read_list
+from .parallel import Executor, ordered_map
+from .records import ImageListSource, Record, RecordSource, Subset
+from .stores.base import StoreWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _EncodeTask:
+    """Worker task: load records and run the writer's encoder; bad images become data."""
+
+    source: RecordSource
+    encode: Callable[[Record], Any]
+
+    def __call__(self, start: int, stop: int) -> list[tuple[Any, str | None]]:
+        out: list[tuple[Any, str | None]] = []
+        for i in range(start, stop):
+            try:
+                record = self.source.record(i)
+            except ImageError as exc:
+                out.append((None, str(exc)))
+                continue
+            out.append(((record.key, record.origin, record.image.shape, self.encode(record)), None))
+        return out
+
+
+def list_source(
+    list_path: str,
+    root: str | None = None,
+    gray: bool = False,
+    resize: str | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    on_error: OnError | None = None,
+) -> RecordSource:
+    """The images of a list file as a record source, shuffled (seeded) when asked."""
+    listfile = read_list(list_path, root=root, on_error=on_error)
+    size = parse_size(resize) if resize else None
+    source: RecordSource = ImageListSource(listfile, gray=gray, size=size)
+    if shuffle:
+        order = np.random.default_rng(seed).permutation(len(listfile))
+        source = Subset(source, order.tolist())
+    return source
+
+
+def source_list(source: RecordSource):
+    """The ListFile behind a list source (through a shuffle), or None for generated sources."""
+    while isinstance(source, Subset):
+        source = source.source
+    return source.listfile if isinstance(source, ImageListSource) else None
+
+
+def store_meta(source: RecordSource, gray: bool = False, resize: str | None = None,
+               label_names: list[str] | None = None, **extra: Any) -> dict:
+    """What a store's manifest records besides its records: origin, label layout and the
+    preprocessing applied (so ``predict`` can redo it on raw images)."""
+    listfile = source_list(source)
+    labels: dict[str, Any] = {}
+    if listfile is not None:
+        labels = {"count": listfile.label_count, "kind": "int" if listfile.integer_labels else "float"}
+    if label_names:
+        labels["names"] = label_names
+    return {
+        "source": listfile.name if listfile is not None else type(source).__name__,
+        "labels": labels,
+        "preprocessing": {"gray": gray, "resize": list(parse_size(resize)) if resize else None,
+                          "interpolation": "linear" if resize else None, **extra},
+    }
+
+
+@dataclass
+class WriteResult:
+    outputs: list[Path]
+    written: int
+    skipped: int
+
+
+def write_store(
+    source: RecordSource,
+    writer: StoreWriter,
+    executor: Executor,
+    on_error: OnError | None = None,
+    check_size: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> WriteResult:
+    """Stream every record of ``source`` through ``writer`` in index order.
+
+    Decode and encode run in the executor's workers; this process only writes, so the store
+    is identical for any worker count. A bad image stops the run (nothing is left at the
+    destination) or, with a skipping ``on_error``, is logged and counted. Sizes must agree
+    when ``check_size`` or when the store needs one shape (HDF5).
+    """
+    on_error = on_error or OnError()
+    uniform = check_size or getattr(writer, "requires_uniform_shape", False)
+    first: tuple[tuple[int, ...], str] | None = None
+    written = 0
+    with writer:
+        task = _EncodeTask(source, writer.encoder())
+        for index, (item, error) in enumerate(ordered_map(task, len(source), executor, progress=progress)):
+            if error is not None:
+                on_error(ImageError(error))
+                continue
+            key, origin, shape, payload = item
+            if first is None:
+                first = (shape, origin or key)
+            elif uniform and shape != first[0]:
+                on_error(ImageError(
+                    f"{origin or key}: size {_fmt(shape)} differs from {_fmt(first[0])} of the first "
+                    f"image ({first[1]})"
+                ))
+                continue
+            writer.put(index, key, payload)
+            written += 1
+        if not written:
+            raise DataprepError("no records to write: every input was skipped")
+    return WriteResult(writer.outputs, written, on_error.skipped)
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return f"{shape[0]}x{shape[1]}x{shape[2]}" if len(shape) == 3 else "x".join(map(str, shape))

@@ -1,0 +1,157 @@
+"""List files: ``path label1 label2 ...`` lines, the input of every conversion command.
+
+Rules (the same for every command):
+
+* one image per line: a path, then zero or more labels separated by whitespace;
+* labels are integers (``3``) or floats (``0.125``, ``1e-3``);
+* a path containing whitespace must be written in double quotes (``"my dir/a.jpg" 1``);
+* blank lines and lines whose first non-blank character is ``#`` are ignored;
+* every line of a list carries the same number of labels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import ListFileError
+from .handlers import OnError
+
+Label = int | float
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One parsed list line: where it came from, the image path as written, its labels."""
+
+    line: int
+    path: str
+    labels: tuple[Label, ...]
+
+
+@dataclass
+class ListFile:
+    """A parsed list: entries in file order, the label count and the folder paths resolve against."""
+
+    name: str
+    entries: list[Entry]
+    label_count: int
+    root: Path
+
+    @property
+    def integer_labels(self) -> bool:
+        """True when every label of every entry is an integer (what a Datum label can hold)."""
+        return all(isinstance(v, int) for e in self.entries for v in e.labels)
+
+    def resolve(self, entry: Entry) -> Path:
+        """The file an entry names: its path joined to the list's root."""
+        return self.root / entry.path
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def parse_label(text: str) -> Label:
+    """An int when the text is an integer literal, else a float; ValueError otherwise."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(text)
+    return value
+
+
+def _split(text: str) -> list[str]:
+    if '"' in text or "'" in text:
+        return shlex.split(text, posix=True)
+    return text.split()
+
+
+def parse_lines(
+    lines: Iterable[str],
+    name: str = "<list>",
+    on_error: OnError | None = None,
+    label_count: int | None = None,
+) -> tuple[list[Entry], int]:
+    """Parse list lines into entries; bad lines go to ``on_error`` (default: raise).
+
+    Returns the entries and the label count (taken from the first good line unless given).
+    """
+    on_error = on_error or OnError()
+    entries: list[Entry] = []
+    for number, text in enumerate(lines, start=1):
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        where = f"{name}:{number}"
+        try:
+            fields = _split(stripped)
+        except ValueError as exc:
+            on_error(ListFileError(f"{where}: cannot parse line ({exc}): {stripped!r}"))
+            continue
+        path, raw = fields[0], fields[1:]
+        try:
+            labels = tuple(parse_label(v) for v in raw)
+        except ValueError:
+            bad = next(v for v in raw if not _is_number(v))
+            on_error(ListFileError(f"{where}: {path}: label {bad!r} is not a number"))
+            continue
+        if label_count is None:
+            label_count = len(labels)
+        if len(labels) != label_count:
+            on_error(
+                ListFileError(f"{where}: {path}: {len(labels)} labels, expected {label_count}")
+            )
+            continue
+        entries.append(Entry(number, path, labels))
+    return entries, label_count or 0
+
+
+def _is_number(text: str) -> bool:
+    try:
+        parse_label(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_list(
+    source: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    on_error: OnError | None = None,
+    allow_empty: bool = False,
+) -> ListFile:
+    """Read a list file (``-`` for stdin); paths resolve against ``root`` or the list's folder."""
+    if str(source) == "-":
+        name, text = "<stdin>", sys.stdin.read()
+        default_root = Path.cwd()
+    else:
+        path = Path(source)
+        name = str(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ListFileError(f"{name}: cannot read list: {exc.strerror}") from None
+        default_root = path.parent
+    entries, count = parse_lines(io.StringIO(text), name=name, on_error=on_error)
+    if not entries and not allow_empty:
+        raise ListFileError(f"{name}: the list is empty")
+    return ListFile(name, entries, count, Path(root) if root is not None else default_root)
+
+
+def format_path(path: str) -> str:
+    """A path as a list line writes it: quoted when it contains whitespace or quotes."""
+    if any(c.isspace() for c in path) or '"' in path or "'" in path:
+        return shlex.quote(path) if '"' in path else f'"{path}"'
+    return path
+
+
+def format_line(path: str, labels: Sequence[Label] = ()) -> str:
+    """One list line; floats written with ``repr`` so they read back exactly."""
+    return " ".join([format_path(path), *(repr(v) if isinstance(v, float) else str(v) for v in labels)])

@@ -1,0 +1,162 @@
+"""The random-frequency noise dataset of Caffe's regression tutorial, reproducible per sample.
+
+Sample ``i`` depends only on ``(seed, i)``: draw ``h`` in ``[1, H-1]`` and ``w`` in
+``[1, W-1]``, fill an ``h x w`` matrix with uniform ``[0, 1)`` values, upscale it to
+``H x W`` with bicubic interpolation, clip, and store it as 8-bit gray. The labels are the
+horizontal and vertical frequencies ``fx = w / W`` and ``fy = h / H``, or with ``classes=K``
+the bin of ``fx`` among ``K`` equal bins of ``[0, 1)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .errors import DataprepError
+from .images import ENCODINGS, encode
+from .listfile import Label, format_line
+from .parallel import Executor, ordered_map
+from .records import Record
+from .splits import SPLIT_NAMES, assign
+from .staging import Staging
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NoiseSource:
+    """``n`` noise samples of ``size`` (H, W) from ``seed``; keys are ``prefix/NAME.ext``."""
+
+    n: int
+    size: tuple[int, int] = (100, 100)
+    seed: int = 0
+    classes: int | None = None
+    ext: str = "png"
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise DataprepError(f"--n must be at least 1, got {self.n}")
+        if min(self.size) < 2:
+            raise DataprepError(f"noise images need at least 2x2 pixels, got {self.size}")
+        if self.classes is not None and self.classes < 1:
+            raise DataprepError(f"--classes must be at least 1, got {self.classes}")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def sample(self, index: int) -> tuple[np.ndarray, int, int]:
+        """The H x W x 1 uint8 image of sample ``index`` and its drawn (h, w)."""
+        height, width = self.size
+        rng = np.random.default_rng([self.seed, index])
+        h = int(rng.integers(1, height))
+        w = int(rng.integers(1, width))
+        small = rng.random((h, w), dtype=np.float32)
+        big = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+        image = np.rint(np.clip(big, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return image[:, :, None], h, w
+
+    def labels(self, h: int, w: int) -> tuple[Label, ...]:
+        """``(fx, fy)``, or ``(class,)`` with ``classes``."""
+        fx, fy = w / self.size[1], h / self.size[0]
+        if self.classes is None:
+            return (fx, fy)
+        return (min(int(fx * self.classes), self.classes - 1),)
+
+    def name(self, index: int, h: int, w: int) -> str:
+        """``{i:05d}_{fx:.2f}_{fy:.2f}.ext``, the index widened past 100000 samples."""
+        digits = max(5, len(str(self.n - 1)))
+        fx, fy = w / self.size[1], h / self.size[0]
+        return f"{index:0{digits}d}_{fx:.2f}_{fy:.2f}.{self.ext}"
+
+    def record(self, index: int) -> Record:
+        image, h, w = self.sample(index)
+        key = self.name(index, h, w)
+        return Record(f"{self.prefix}/{key}" if self.prefix else key, image, self.labels(h, w))
+
+
+def class_names(classes: int) -> list[str]:
+    """Names of the ``fx`` bins: class k holds ``k/K <= fx < (k+1)/K``."""
+    return [f"fx[{k / classes:.4g},{(k + 1) / classes:.4g})" for k in range(classes)]
+
+
+@dataclass(frozen=True)
+class _WriteFiles:
+    """Worker task: write samples ``start..stop-1`` as image files into ``folder``."""
+
+    source: NoiseSource
+    folder: Path
+    fmt: str
+    quality: int
+
+    def __call__(self, start: int, stop: int) -> list[tuple[str, tuple[Label, ...]]]:
+        out = []
+        for i in range(start, stop):
+            image, h, w = self.source.sample(i)
+            name = self.source.name(i, h, w)
+            (self.folder / name).write_bytes(encode(image, self.fmt, self.quality))
+            out.append((name, self.source.labels(h, w)))
+        return out
+
+
+@dataclass
+class NoiseFiles:
+    """What ``write_noise_files`` made: the image folder and the list files, by role."""
+
+    folder: Path
+    lists: dict[str, Path] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def write_noise_files(
+    source: NoiseSource,
+    out: Path,
+    lists_dir: Path,
+    counts: list[int],
+    executor: Executor,
+    fmt: str = "jpg",
+    quality: int = 95,
+    overwrite: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> NoiseFiles:
+    """Write every sample as an image file in ``out`` and the split lists in ``lists_dir``.
+
+    ``train.txt``/``val.txt`` hold ``path labels``, ``test.txt`` paths only and
+    ``test_labels.txt`` the held-back labels; paths are relative to ``lists_dir``.
+    Everything is built at temporary paths and moved into place when complete.
+    """
+    if fmt not in ENCODINGS:
+        raise DataprepError(f"unknown image format {fmt!r}; choose from {', '.join(ENCODINGS)}")
+    result = NoiseFiles(Path(out))
+    rel = Path(os.path.relpath(out, lists_dir)).as_posix()
+    with Staging(overwrite) as staging:
+        folder = staging.path(out, allow_empty_dir=True)
+        roles = [*SPLIT_NAMES, "test_labels"] + (["labels"] if source.classes is not None else [])
+        result.lists = {role: lists_dir / f"{role}.txt" for role in roles}
+        outputs = {role: staging.path(dest) for role, dest in result.lists.items()}
+        folder.mkdir()
+        task = _WriteFiles(source, folder, fmt, quality)
+        written = list(ordered_map(task, source.n, executor, progress=progress))
+        parts = dict(zip(SPLIT_NAMES, assign(source.n, counts, source.seed)))
+        for split, indices in parts.items():
+            rows = [(f"{rel}/{written[i][0]}", written[i][1]) for i in indices]
+            labelled = split != "test"
+            _write_lines(outputs[split], [format_line(p, ls if labelled else ()) for p, ls in rows])
+            if split == "test":
+                _write_lines(outputs["test_labels"], [format_line(p, ls) for p, ls in rows])
+            result.counts[split] = len(indices)
+        if source.classes is not None:
+            names = class_names(source.classes)
+            _write_lines(outputs["labels"], [f"{k} {name}" for k, name in enumerate(names)])
+    return result
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines))

@@ -1,0 +1,85 @@
+"""Record sources: indexed collections of ``(key, image, labels)`` that workers can split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .errors import ImageError
+from .images import decode, read_bytes, resize
+from .listfile import Label, ListFile
+
+
+@dataclass
+class Record:
+    """One sample: its key (the path as a list writes it), H x W x C uint8 BGR image, labels.
+
+    ``data`` holds the original file bytes when the pixels are exactly that file's decode,
+    so stores asked for encoded records can pass them through without re-encoding.
+    ``origin`` says where it came from in error messages (``list:line: path``).
+    """
+
+    key: str
+    image: np.ndarray
+    labels: tuple[Label, ...]
+    data: bytes | None = None
+    origin: str = ""
+
+
+class RecordSource(Protocol):
+    """What writers consume: a length and random access by index (picklable, for workers)."""
+
+    def __len__(self) -> int: ...
+
+    def record(self, index: int) -> Record: ...
+
+
+@dataclass(frozen=True)
+class Subset:
+    """The records of ``source`` at ``indices``, in that order."""
+
+    source: RecordSource
+    indices: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def record(self, index: int) -> Record:
+        return self.source.record(int(self.indices[index]))
+
+
+@dataclass(frozen=True)
+class ImageListSource:
+    """The images a list file names, decoded the way Caffe's convert_imageset does.
+
+    Color images come back as 3-channel BGR, ``gray`` gives one channel, ``size`` an exact
+    resize with ``interpolation``. A missing or undecodable image raises ImageError naming
+    the list line and the path.
+    """
+
+    listfile: ListFile
+    gray: bool = False
+    size: tuple[int, int] | None = None
+    interpolation: str = "linear"
+
+    def __len__(self) -> int:
+        return len(self.listfile)
+
+    def record(self, index: int) -> Record:
+        entry = self.listfile.entries[index]
+        where = f"{self.listfile.name}:{entry.line}: {entry.path}"
+        path = self.listfile.resolve(entry)
+        try:
+            data = read_bytes(path)
+        except ImageError as exc:
+            raise ImageError(f"{where}: {str(exc).split(': ', 1)[-1]}") from None
+        try:
+            image = decode(data, gray=self.gray)
+        except ValueError:
+            raise ImageError(f"{where}: cannot decode image") from None
+        if self.size is not None and image.shape[:2] != self.size:
+            image = resize(image, self.size, self.interpolation)
+            data = None
+        return Record(entry.path, image, entry.labels, data, where)

@@ -1,0 +1,119 @@
+"""Image lists from folders: an ImageNet-style tree (one subfolder per class) or a flat folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import DataprepError
+from .listfile import format_line
+from .splits import SPLIT_NAMES, split_counts
+from .staging import Staging
+
+DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "ppm", "pgm", "tif", "tiff", "webp")
+
+
+def _images_under(folder: Path, extensions: set[str]) -> list[Path]:
+    found = [
+        Path(dirpath) / name
+        for dirpath, dirnames, names in os.walk(folder, followlinks=True)
+        for name in names
+        if name.rsplit(".", 1)[-1].lower() in extensions and not name.startswith(".")
+    ]
+    return sorted(found)
+
+
+def scan(
+    root: Path, extensions: Sequence[str] = DEFAULT_EXTENSIONS, flat: bool = False
+) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class names (sorted subfolder names) and ``(image path, label)`` pairs in sorted order.
+
+    With ``flat`` every image under ``root`` gets label 0 and there are no class names.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataprepError(f"{root}: not a folder")
+    exts = {e.lower().lstrip(".") for e in extensions}
+    if flat:
+        classes, items = [], [(p, 0) for p in _images_under(root, exts)]
+    else:
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not classes:
+            raise DataprepError(f"{root}: no class subfolders (use --flat for a folder of images)")
+        items = [(p, k) for k, c in enumerate(classes) for p in _images_under(root / c, exts)]
+    if not items:
+        raise DataprepError(f"{root}: no images with extensions {', '.join(sorted(exts))}")
+    return classes, items
+
+
+def stratified_split(
+    labels: Sequence[int], ratios: Sequence[float] | Sequence[int], seed: int
+) -> list[list[int]]:
+    """Indices per split: each class is shuffled and cut by ``ratios``; each split then shuffled."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    parts: list[list[int]] = [[] for _ in SPLIT_NAMES]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        counts = split_counts(ratios, len(members))
+        bounds = np.cumsum([0, *counts])
+        for i in range(len(SPLIT_NAMES)):
+            parts[i].extend(members[bounds[i] : bounds[i + 1]].tolist())
+    return [rng.permutation(p).tolist() for p in parts]
+
+
+@dataclass
+class ImageLists:
+    """What ``write_image_lists`` made."""
+
+    lists: dict[str, Path] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+
+
+def write_image_lists(
+    root: Path,
+    out: Path,
+    split: Sequence[float] | None = None,
+    seed: int = 0,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    flat: bool = False,
+    overwrite: bool = False,
+) -> ImageLists:
+    """Scan ``root`` and write ``out`` (or, with ``split``, train/val/test lists beside it).
+
+    Paths are written relative to the list's folder; ``labels.txt`` (``index name``) goes
+    beside the lists when there are classes.
+    """
+    classes, items = scan(root, extensions, flat)
+    out = Path(out)
+    folder = out.parent
+    if split is None:
+        parts = {"list": list(range(len(items)))}
+        dests = {"list": out}
+    else:
+        if any(isinstance(r, int) for r in split) and not all(isinstance(r, float) for r in split):
+            raise DataprepError("--split for `list` takes ratios such as 0.8,0.1,0.1")
+        indices = stratified_split([k for _, k in items], split, seed)
+        parts = {name: idx for name, idx in zip(SPLIT_NAMES, indices) if idx or name == "train"}
+        dests = {name: folder / f"{name}.txt" for name in parts}
+    result = ImageLists(classes=classes)
+    with Staging(overwrite) as staging:
+        tmps = {name: staging.path(dest) for name, dest in dests.items()}
+        if classes:
+            labels_tmp = staging.path(folder / "labels.txt")
+            labels_tmp.write_text("".join(f"{k} {c}\n" for k, c in enumerate(classes)))
+            result.lists["labels"] = folder / "labels.txt"
+        for name, idx in parts.items():
+            lines = [
+                format_line(Path(os.path.relpath(items[i][0], folder)).as_posix(), (items[i][1],))
+                for i in idx
+            ]
+            tmps[name].write_text("".join(line + "\n" for line in lines))
+            result.lists[name] = dests[name]
+            result.counts[name] = len(idx)
+    return result

@@ -1,0 +1,47 @@
+"""Caffe-compatible stores: writers and readers for HDF5, LMDB and LevelDB."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from ..errors import StoreError
+from .base import StoredRecord, StoreReader, StoreWriter
+from .datum import DatumReader, DatumWriter
+from .hdf5 import Hdf5Reader, Hdf5Writer
+
+STORES: dict[str, Callable[..., StoreWriter]] = {
+    "hdf5": Hdf5Writer,
+    "lmdb": partial(DatumWriter, backend="lmdb"),
+    "leveldb": partial(DatumWriter, backend="leveldb"),
+}
+
+__all__ = ["STORES", "StoreReader", "StoreWriter", "StoredRecord", "open_store", "store_kind"]
+
+
+def store_kind(path: str | Path) -> str:
+    """``hdf5``, ``lmdb`` or ``leveldb`` from what is at ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "data.mdb").is_file():
+            return "lmdb"
+        if (path / "CURRENT").is_file():
+            return "leveldb"
+        raise StoreError(f"{path}: neither an LMDB nor a LevelDB directory")
+    if path.suffix.lower() in (".h5", ".hdf5", ".hdf") and path.is_file():
+        return "hdf5"
+    if path.suffix == ".txt" and path.is_file():
+        tokens = path.read_text().split()
+        if tokens and all(t.lower().endswith((".h5", ".hdf5", ".hdf")) for t in tokens):
+            return "hdf5"
+        raise StoreError(f"{path}: not a list of HDF5 files")
+    raise StoreError(f"{path}: no store there" if not path.exists() else f"{path}: unknown store type")
+
+
+def open_store(path: str | Path) -> StoreReader:
+    """A reader for any store dataprep writes (LMDB or LevelDB folder, .h5 file, _h5.txt list)."""
+    kind = store_kind(path)
+    if kind == "hdf5":
+        return Hdf5Reader(path)
+    return DatumReader(path, backend=kind)

@@ -1,0 +1,122 @@
+"""The store interface: one writer and one reader contract shared by HDF5, LMDB and LevelDB.
+
+Writers build at a temporary path and move into place on ``close()``; the manifest, a JSON
+document with the record count, shapes, label layout, preprocessing and a checksum per
+record, is written last as the completion marker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..records import Record
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "dataprep.json"
+CHECKSUM = "blake2b-64"
+
+
+def checksum(*buffers: bytes | memoryview) -> str:
+    """The per-record checksum the manifests hold: 64-bit BLAKE2b, hex."""
+    digest = hashlib.blake2b(digest_size=8)
+    for buf in buffers:
+        digest.update(buf)
+    return digest.hexdigest()
+
+
+def dump_manifest(manifest: dict) -> str:
+    """Manifest JSON with stable key order, so identical stores have identical bytes."""
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+
+
+class StoreWriter(ABC):
+    """Writes records in index order to a store; a context manager that aborts on error.
+
+    Used as a context manager it closes on success (``outputs`` then lists what it wrote)
+    and aborts on any exception, Ctrl-C included. ``encoder()`` returns a picklable callable ``Record -> payload`` run in worker
+    processes (the expensive, parallel part); ``put`` stores one payload in the parent.
+    """
+
+    outputs: list[Path] = []
+
+    @abstractmethod
+    def encoder(self) -> Callable[[Record], Any]: ...
+
+    @abstractmethod
+    def put(self, index: int, key: str, payload: Any) -> None: ...
+
+    @abstractmethod
+    def close(self) -> list[Path]:
+        """Finish, write the manifest, move into place; returns the outputs."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Remove everything written so far."""
+
+    def write(self, index: int, record: Record) -> None:
+        """Encode and store one record in this process (the serial path, for small jobs)."""
+        self.put(index, record.key, self.encoder()(record))
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.outputs = self.close()
+        else:
+            self.abort()
+
+
+@dataclass
+class StoredRecord:
+    """A record read back: its key, the C x H x W array and the labels (1-D float array)."""
+
+    key: str
+    array: np.ndarray
+    labels: np.ndarray
+
+
+class StoreReader(ABC):
+    """Random and range access to a store's records, in key (training) order."""
+
+    kind: str
+    path: Path
+    manifest: dict | None
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def keys(self) -> list[str]: ...
+
+    @abstractmethod
+    def iter_range(self, start: int, stop: int) -> Iterator[StoredRecord]:
+        """Records ``start..stop-1`` in order: workers split a store by index ranges."""
+
+    def __getitem__(self, index: int) -> StoredRecord:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        return next(self.iter_range(index, index + 1))
+
+    def __iter__(self) -> Iterator[StoredRecord]:
+        return self.iter_range(0, len(self))
+
+    def close(self) -> None:
+        """Release file handles."""
+
+    def __enter__(self) -> "StoreReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

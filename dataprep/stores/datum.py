@@ -1,0 +1,270 @@
+"""Datum stores (LMDB or LevelDB): records keyed ``%08d_<path>``, as Caffe's convert_imageset.
+
+Float or multi-column labels cannot live in ``Datum.label`` (one int32); they go to a
+companion store with the same keys whose Datums carry the labels in ``float_data``.
+The manifest sits in a sidecar file inside each store's folder, never as a key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+
+from ..errors import DataprepError, StoreError
+from ..images import decode, encode
+from ..records import Record
+from ..staging import Staging
+from . import leveldb, lmdb
+from .base import (
+    CHECKSUM, FORMAT_VERSION, MANIFEST_NAME, StoredRecord, StoreReader, StoreWriter, checksum,
+    dump_manifest,
+)
+from .caffe_pb import datum_encoded, datum_floats, datum_raw, parse_datum
+
+BACKENDS = {
+    "lmdb": (lmdb.LmdbWriteKV, lmdb.LmdbReadKV),
+    "leveldb": (leveldb.LevelDbWriteKV, leveldb.LevelDbReadKV),
+}
+INT32 = (-(2**31), 2**31 - 1)
+COMMIT_EVERY = 1000
+
+
+def datum_key(index: int, key: str) -> bytes:
+    """``format_int(index, 8) + "_" + path``: key order is list order."""
+    return f"{index:08d}_{key}".encode()
+
+
+def check_datum_labels(label_count: int, integer: bool, labels_db: bool, source: str) -> None:
+    """Refuse labels a Datum cannot hold unless a float_data labels store is asked for."""
+    if labels_db or label_count == 0 or (label_count == 1 and integer):
+        return
+    what = f"{label_count} labels" if label_count > 1 else "a float label"
+    raise DataprepError(
+        f"{source} has {what} per line, but a Datum label is one int32: pass --labels-db PATH "
+        "to store the labels as float_data in a companion store, or use `dataprep hdf5`"
+    )
+
+
+class DatumPayload(NamedTuple):
+    value: bytes
+    labels_value: bytes | None
+    shape: tuple[int, ...]
+    checksum: str
+
+
+@dataclass(frozen=True)
+class DatumEncoder:
+    """Record -> serialized Datum (and labels Datum); runs in worker processes."""
+
+    encoded: bool = False
+    encode_type: str | None = None
+    labels_db: bool = False
+
+    def _label(self, record: Record) -> int:
+        labels = record.labels
+        if len(labels) == 1 and isinstance(labels[0], int):
+            if not INT32[0] <= labels[0] <= INT32[1]:
+                raise DataprepError(f"{record.origin or record.key}: label {labels[0]} overflows int32")
+            return labels[0]
+        return 0
+
+    def _data(self, record: Record) -> bytes:
+        if self.encode_type is None and record.data is not None:
+            return record.data  # the original file, untouched: no re-encoding loss
+        fmt = self.encode_type or ("jpg" if record.key.lower().endswith((".jpg", ".jpeg")) else "png")
+        return encode(record.image, fmt)
+
+    def __call__(self, record: Record) -> DatumPayload:
+        label = self._label(record)
+        if self.encoded:
+            value = datum_encoded(self._data(record), label)
+        else:
+            value = datum_raw(record.image, label)
+        labels_value = datum_floats(record.labels, label) if self.labels_db else None
+        hw_c = record.image.shape
+        return DatumPayload(value, labels_value, (hw_c[2], hw_c[0], hw_c[1]), checksum(value))
+
+
+class DatumWriter(StoreWriter):
+    """Writes a new LMDB or LevelDB Datum store (and its labels store) at temporary paths."""
+
+    requires_uniform_shape = False
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        backend: str = "lmdb",
+        overwrite: bool = False,
+        labels_path: str | Path | None = None,
+        encoded: bool = False,
+        encode_type: str | None = None,
+        meta: dict | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise DataprepError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        self.backend = backend
+        self.path = Path(path)
+        self.labels_path = Path(labels_path) if labels_path is not None else None
+        self.meta = dict(meta or {})
+        self._encoder = DatumEncoder(encoded, encode_type, self.labels_path is not None)
+        self._staging = Staging(overwrite)
+        make_kv = BACKENDS[backend][0]
+        try:
+            tmp = self._staging.path(self.path)
+            self._kv = make_kv(tmp)
+            self._labels_kv = self._labels_tmp = None
+            if self.labels_path is not None:
+                self._labels_tmp = self._staging.path(self.labels_path)
+                self._labels_kv = make_kv(self._labels_tmp)
+        except BaseException:
+            self._staging.abort()
+            raise
+        self._tmp = tmp
+        self._batch: list[tuple[bytes, bytes]] = []
+        self._labels_batch: list[tuple[bytes, bytes]] = []
+        self._checksums: list[str] = []
+        self._label_checksums: list[str] = []
+        self._shapes: set[tuple[int, ...]] = set()
+        self._label_width: int | None = None
+
+    def encoder(self) -> Callable[[Record], DatumPayload]:
+        return self._encoder
+
+    def put(self, index: int, key: str, payload: DatumPayload) -> None:
+        k = datum_key(index, key)
+        self._batch.append((k, payload.value))
+        self._checksums.append(payload.checksum)
+        self._shapes.add(payload.shape)
+        if payload.labels_value is not None:
+            self._labels_batch.append((k, payload.labels_value))
+            self._label_checksums.append(checksum(payload.labels_value))
+            if self._label_width is None:
+                self._label_width = parse_datum(payload.labels_value).channels
+        if len(self._batch) >= COMMIT_EVERY:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            self._kv.write_batch(self._batch)
+            self._batch = []
+        if self._labels_batch and self._labels_kv is not None:
+            self._labels_kv.write_batch(self._labels_batch)
+            self._labels_batch = []
+
+    def _manifest(self, count: int, shape: Any, dtype: str, checksums: list[str], **extra) -> dict:
+        return {
+            "format": "dataprep", "format_version": FORMAT_VERSION, "kind": self.backend,
+            "count": count, "shape": shape, "dtype": dtype, **self.meta, **extra,
+            "checksum": CHECKSUM, "checksums": checksums,
+        }
+
+    def close(self) -> list[Path]:
+        self._flush()
+        self._kv.close()
+        count = len(self._checksums)
+        shape = list(next(iter(self._shapes))) if len(self._shapes) == 1 else None
+        labels_layout = dict(self.meta.get("labels", {}))
+        if self.labels_path is not None:
+            labels_layout["db"] = self.labels_path.name
+        main = self._manifest(count, shape, "uint8", self._checksums, encoded=self._encoder.encoded,
+                              role="data", labels=labels_layout)
+        (self._tmp / MANIFEST_NAME).write_text(dump_manifest(main))
+        outputs = [self.path]
+        if self._labels_kv is not None:
+            self._labels_kv.close()
+            side = self._manifest(count, [self._label_width, 1, 1], "float32", self._label_checksums,
+                                  encoded=False, role="labels", labels_of=self.path.name,
+                                  labels=labels_layout)
+            (self._labels_tmp / MANIFEST_NAME).write_text(dump_manifest(side))
+            outputs.append(self.labels_path)
+        self._staging.commit()
+        return outputs
+
+    def abort(self) -> None:
+        for kv in (self._kv, self._labels_kv):
+            try:
+                if kv is not None:
+                    kv.close()
+            except Exception:  # already closed or broken: removal below is what matters
+                pass
+        self._staging.abort()
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The sidecar manifest of a Datum store, or None for stores written by other tools."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: unreadable manifest: {exc}") from None
+
+
+def datum_array(datum, gray: bool = False) -> np.ndarray:
+    """The C x H x W array a Datum holds: raw pixels, float_data, or encoded bytes decoded as
+    Caffe's data layer does (3-channel BGR, or 1 channel with ``gray``)."""
+    if datum.encoded:
+        try:
+            image = decode(datum.data, gray=gray)
+        except ValueError:
+            raise StoreError("encoded Datum holds undecodable image bytes") from None
+        return np.ascontiguousarray(image.transpose(2, 0, 1))
+    if datum.data:
+        return np.frombuffer(datum.data, np.uint8).reshape(datum.channels, datum.height, datum.width)
+    return np.asarray(datum.float_data, np.float32).reshape(datum.channels, datum.height, datum.width)
+
+
+class DatumReader(StoreReader):
+    """Reads an LMDB or LevelDB Datum store; labels come from its labels store when it has one."""
+
+    def __init__(self, path: str | Path, backend: str = "lmdb") -> None:
+        self.kind = backend
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        self._kv = BACKENDS[backend][1](self.path)
+        self._keys: list[bytes] | None = None
+        self._labels: DatumReader | None = None
+        self._gray = bool(((self.manifest or {}).get("preprocessing") or {}).get("gray"))
+        db = ((self.manifest or {}).get("labels") or {}).get("db")
+        if db and (self.manifest or {}).get("role") != "labels":
+            self._labels = DatumReader(self.path.parent / db, backend)
+
+    def __len__(self) -> int:
+        return len(self._kv) if self._keys is None else len(self._keys)
+
+    def raw_keys(self) -> list[bytes]:
+        if self._keys is None:
+            self._keys = self._kv.keys()
+        return self._keys
+
+    def keys(self) -> list[str]:
+        return [k.decode(errors="replace") for k in self.raw_keys()]
+
+    def raw_values(self, start: int, stop: int) -> Iterator[tuple[bytes, bytes]]:
+        """Serialized ``(key, value)`` pairs ``start..stop-1`` (for checksums and raw copies)."""
+        keys = self.raw_keys()
+        if start >= stop or start >= len(keys):
+            return iter(())
+        return self._kv.items_from(keys[start], min(stop, len(keys)) - start)
+
+    def iter_range(self, start: int, stop: int) -> Iterator[StoredRecord]:
+        labels = self._labels.iter_range(start, stop) if self._labels is not None else None
+        for key, value in self.raw_values(start, stop):
+            datum = parse_datum(value)
+            array = datum_array(datum, self._gray)
+            if labels is not None:
+                label_values = next(labels).array.ravel()
+            else:
+                label_values = np.array([datum.label], np.float64)
+            yield StoredRecord(key.decode(errors="replace"), array, label_values)
+
+    def close(self) -> None:
+        self._kv.close()
+        if self._labels is not None:
+            self._labels.close()

@@ -1,0 +1,363 @@
+"""HDF5 stores for Caffe's HDF5Data layer: float32 ``data`` (N x C x H x W) plus label datasets.
+
+Rows stream into chunked, resizable datasets, so memory does not grow with N. HDF5Data
+reads a whole file into memory and a blob holds at most INT_MAX elements, so large outputs
+are split into shards ``NAME_000.h5, NAME_001.h5, ...``, all named in ``NAME_h5.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from ..errors import DataprepError, StoreError
+from ..records import Record
+from ..staging import Staging, exists, refuse_existing, remove
+from .base import CHECKSUM, FORMAT_VERSION, StoredRecord, StoreReader, StoreWriter, checksum, dump_manifest
+
+INT_MAX = 2**31 - 1
+COMPRESSIONS = {"none": None, "gzip": "gzip"}  # only filters plain libhdf5 (and so Caffe) reads
+LIBVER = ("v108", "v108")  # readable by the HDF5 1.8/1.10 that Caffe builds link
+CHUNK_BYTES = 1 << 20
+BUFFER_BYTES = 8 << 20
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+
+
+def parse_shard_size(text: str) -> tuple[int | None, int | None]:
+    """``"10000"`` -> (rows, None); ``"1GB"`` / ``"500MiB"`` -> (None, bytes)."""
+    if text.strip().isdigit():
+        rows = int(text)
+        if rows < 1:
+            raise DataprepError("--shard-size must be at least 1 image")
+        return rows, None
+    match = _SIZE.match(text)
+    if not match or not match.group(2) and not text.strip().upper().endswith("B"):
+        raise DataprepError(f"--shard-size {text!r}: give images per file (10000) or a size (1GB)")
+    factor = 1024 ** " KMGT".index(match.group(2).upper() or " ")
+    return None, max(1, int(float(match.group(1)) * factor))
+
+
+def mean_array(values: Sequence[float] | np.ndarray | None) -> np.ndarray | None:
+    """A mean broadcastable to C x H x W: scalar, per channel (C,), or a C x H x W image."""
+    if values is None:
+        return None
+    mean = np.asarray(values, dtype=np.float32)
+    if mean.ndim == 4 and mean.shape[0] == 1:
+        mean = mean[0]
+    if mean.ndim == 1:
+        mean = mean.reshape(-1, 1, 1)
+    return mean
+
+
+class Hdf5Payload(NamedTuple):
+    row: np.ndarray
+    labels: np.ndarray
+    checksum: str
+
+
+@dataclass(frozen=True)
+class ArrayEncoder:
+    """Record -> float32 C x H x W row, ``(pixel - mean) * scale`` in Caffe's order; in workers."""
+
+    mean: np.ndarray | None = None
+    scale: float = 1.0
+
+    def __call__(self, record: Record) -> Hdf5Payload:
+        row = record.image.transpose(2, 0, 1).astype(np.float32)
+        if self.mean is not None:
+            try:
+                fits = np.broadcast_shapes(self.mean.shape, row.shape) == row.shape
+            except ValueError:
+                fits = False
+            if not fits:
+                raise DataprepError(
+                    f"mean of shape {tuple(self.mean.shape)} does not fit images of shape {row.shape}"
+                )
+            row -= self.mean
+        if self.scale != 1.0:
+            row *= np.float32(self.scale)
+        labels = np.asarray(record.labels, dtype=np.float32)
+        return Hdf5Payload(row, labels, checksum(row.tobytes(), labels.tobytes()))
+
+
+def shard_name(path: Path, index: int) -> Path:
+    return path.with_name(f"{path.stem}_{index:03d}{path.suffix}")
+
+
+def default_list_path(path: Path) -> Path:
+    """``train.h5`` -> ``train_h5.txt``, the file an HDF5Data layer's ``source`` names."""
+    return path.with_name(f"{path.stem}_h5.txt")
+
+
+class _Shard:
+    """One HDF5 file being filled through a row buffer."""
+
+    def __init__(self, tmp: Path, shape: tuple[int, ...], label_shapes: dict[str, tuple[int, ...]],
+                 rows: int, compression: str | None) -> None:
+        import h5py
+
+        self.tmp = tmp
+        self.file = h5py.File(tmp, "w", libver=LIBVER)
+        row_bytes = int(np.prod(shape)) * 4
+        chunk = max(1, min(rows, CHUNK_BYTES // row_bytes))
+        self.buffer_rows = max(chunk, BUFFER_BYTES // row_bytes)
+        opts = dict(dtype="f4", compression=compression, track_times=False)
+        self.data = self.file.create_dataset("data", (0, *shape), maxshape=(None, *shape),
+                                             chunks=(chunk, *shape), **opts)
+        self.labels = {
+            name: self.file.create_dataset(name, (0, *s), maxshape=(None, *s),
+                                           chunks=(max(1, min(rows, 4096)), *s), **opts)
+            for name, s in label_shapes.items()
+        }
+        self.buffer = np.empty((self.buffer_rows, *shape), np.float32)
+        self.label_buffer = {n: np.empty((self.buffer_rows, *s), np.float32) for n, s in label_shapes.items()}
+        self.filled = 0
+        self.count = 0
+        self.keys: list[str] = []
+        self.checksums: list[str] = []
+
+    def add(self, key: str, payload: Hdf5Payload, columns: Callable[[np.ndarray], dict]) -> None:
+        self.buffer[self.filled] = payload.row
+        for name, value in columns(payload.labels).items():
+            self.label_buffer[name][self.filled] = value
+        self.filled += 1
+        self.count += 1
+        self.keys.append(key)
+        self.checksums.append(payload.checksum)
+        if self.filled == self.buffer_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.filled:
+            return
+        start = self.data.shape[0]
+        for ds, buf in [(self.data, self.buffer), *((self.labels[n], b) for n, b in self.label_buffer.items())]:
+            ds.resize(start + self.filled, axis=0)
+            ds[start:] = buf[: self.filled]
+        self.filled = 0
+
+    def close(self) -> None:
+        import h5py
+
+        self.flush()
+        self.file.attrs["dataprep_keys"] = np.array(self.keys, dtype=h5py.string_dtype())
+        self.file.attrs["dataprep_checksums"] = np.array([int(c, 16) for c in self.checksums], np.uint64)
+        self.file.close()
+
+
+class Hdf5Writer(StoreWriter):
+    """Writes ``NAME.h5`` (or shards) and ``NAME_h5.txt`` listing them, for HDF5Data layers."""
+
+    requires_uniform_shape = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        list_path: str | Path | None = None,
+        overwrite: bool = False,
+        label_names: Sequence[str] = ("label",),
+        shard_rows: int | None = None,
+        shard_bytes: int | None = None,
+        compression: str | None = None,
+        relative: bool = False,
+        mean: np.ndarray | None = None,
+        scale: float = 1.0,
+        expected: int | None = None,
+        meta: dict | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.list_path = Path(list_path) if list_path else default_list_path(self.path)
+        if compression not in COMPRESSIONS.values():
+            raise DataprepError(f"unknown compression {compression!r}; choose gzip or none")
+        self.label_names = list(label_names)
+        self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
+        self.compression = compression
+        self.relative = relative
+        self.expected = expected
+        self.meta = dict(meta or {})
+        self.overwrite = overwrite
+        self._encoder = ArrayEncoder(mean_array(mean), scale)
+        self._old = self._existing_outputs()
+        for old in self._old:
+            refuse_existing(old, overwrite)
+        refuse_existing(self.list_path, overwrite)
+        self._staging = Staging(overwrite=True)
+        self._shards: list[tuple[Path, _Shard]] = []
+        self._rows_per_shard = 0
+        self._numbered = False
+        self._layout: dict[str, tuple[int, ...]] | None = None
+        self._shape: tuple[int, ...] | None = None
+
+    def _existing_outputs(self) -> list[Path]:
+        pattern = re.compile(re.escape(self.path.stem) + r"_\d{3,}" + re.escape(self.path.suffix) + "$")
+        folder = self.path.parent
+        shards = sorted(p for p in folder.iterdir() if pattern.match(p.name)) if folder.is_dir() else []
+        return [p for p in [self.path, *shards] if exists(p)]
+
+    def encoder(self) -> Callable[[Record], Hdf5Payload]:
+        return self._encoder
+
+    def _columns(self, labels: np.ndarray) -> dict[str, np.ndarray]:
+        if len(self.label_names) == 1:
+            value = labels[0] if labels.shape[0] == 1 else labels
+            return {self.label_names[0]: value}
+        return {name: labels[i] for i, name in enumerate(self.label_names)}
+
+    def _plan(self, payload: Hdf5Payload) -> None:
+        self._shape = payload.row.shape
+        k = payload.labels.shape[0]
+        if k == 0:
+            self.label_names = []
+        elif len(self.label_names) not in (1, k):
+            raise DataprepError(
+                f"{len(self.label_names)} label names ({','.join(self.label_names)}) for {k} label columns"
+            )
+        self._layout = {name: np.shape(v) for name, v in self._columns(payload.labels).items()} if k else {}
+        elements = int(np.prod(self._shape))
+        limits = [INT_MAX // elements]
+        if self.shard_rows:
+            limits.append(self.shard_rows)
+        if self.shard_bytes:
+            limits.append(max(1, self.shard_bytes // (elements * 4)))
+        self._rows_per_shard = min(limits)
+        self._numbered = bool(self.shard_rows or self.shard_bytes) or (
+            self.expected is not None and self.expected > self._rows_per_shard
+        )
+
+    def _open_shard(self) -> _Shard:
+        index = len(self._shards)
+        if index and not self._numbered:
+            raise DataprepError("more rows than one HDF5 file can hold; pass --shard-size")
+        dest = shard_name(self.path, index) if self._numbered else self.path
+        shard = _Shard(self._staging.path(dest), self._shape, self._layout, self._rows_per_shard,
+                       self.compression)
+        self._shards.append((dest, shard))
+        return shard
+
+    def put(self, index: int, key: str, payload: Hdf5Payload) -> None:
+        if self._shape is None:
+            self._plan(payload)
+        elif payload.row.shape != self._shape:
+            raise DataprepError(f"{key}: shape {payload.row.shape} differs from {self._shape}")
+        shard = self._shards[-1][1] if self._shards else None
+        if shard is None or shard.count == self._rows_per_shard:
+            if shard is not None:
+                shard.close()
+            shard = self._open_shard()
+        shard.add(key, payload, self._columns)
+
+    def close(self) -> list[Path]:
+        import h5py
+
+        if not self._shards:
+            raise DataprepError(f"{self.path}: no records to write")
+        self._shards[-1][1].close()
+        total = sum(s.count for _, s in self._shards)
+        offset = 0
+        for i, (dest, shard) in enumerate(self._shards):
+            manifest = {
+                "format": "dataprep", "format_version": FORMAT_VERSION, "kind": "hdf5",
+                "count": total, "shard": i, "shards": len(self._shards), "shard_count": shard.count,
+                "offset": offset, "shape": list(self._shape), "dtype": "float32",
+                **self.meta, "labels": {**self.meta.get("labels", {}), "names": self.label_names},
+                "checksum": CHECKSUM,
+            }
+            with h5py.File(shard.tmp, "r+") as f:
+                f.attrs["dataprep"] = dump_manifest(manifest)
+            offset += shard.count
+        outputs = [dest for dest, _ in self._shards]
+        list_tmp = self._staging.path(self.list_path)
+        list_tmp.write_text("".join(f"{self._listed(p)}\n" for p in outputs))
+        self._staging.commit()
+        for stale in self._old:
+            if stale not in outputs:
+                remove(stale)
+        return [*outputs, self.list_path]
+
+    def _listed(self, path: Path) -> str:
+        if self.relative:
+            return Path(os.path.relpath(path, self.list_path.parent)).as_posix()
+        return str(path.absolute())
+
+    def abort(self) -> None:
+        for _, shard in self._shards:
+            try:
+                shard.file.close()
+            except Exception:  # already closed: removal below is what matters
+                pass
+        self._staging.abort()
+
+
+def read_h5_list(path: Path) -> list[Path]:
+    """The HDF5 files an ``_h5.txt`` names; relative entries resolve against its folder, else cwd."""
+    folder = Path(path).parent
+    files = []
+    for token in Path(path).read_text().split():
+        p = Path(token)
+        files.append(p if p.is_absolute() or not (folder / p).exists() else folder / p)
+    return files
+
+
+class Hdf5Reader(StoreReader):
+    """Reads one HDF5 file or every file of an ``_h5.txt`` list as one sequence of records."""
+
+    kind = "hdf5"
+
+    def __init__(self, path: str | Path) -> None:
+        import h5py
+
+        self.path = Path(path)
+        paths = read_h5_list(self.path) if self.path.suffix == ".txt" else [self.path]
+        if not paths:
+            raise StoreError(f"{self.path}: lists no HDF5 files")
+        self.files = []
+        for p in paths:
+            try:
+                self.files.append(h5py.File(p, "r"))
+            except OSError as exc:
+                self.close()
+                raise StoreError(f"{p}: cannot open HDF5 file: {exc}") from None
+        raw = self.files[0].attrs.get("dataprep")
+        self.manifest = json.loads(raw) if raw is not None else None
+        names = (self.manifest or {}).get("labels", {}).get("names")
+        self.label_names = names if names is not None else sorted(k for k in self.files[0] if k != "data")
+        self.counts = [f["data"].shape[0] for f in self.files]
+        self.offsets = np.cumsum([0, *self.counts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def keys(self) -> list[str]:
+        """Keys the writer stored; row numbers for files written by other tools."""
+        keys: list[str] = []
+        for f, n in zip(self.files, self.counts):
+            stored = f.attrs.get("dataprep_keys")
+            if stored is None or len(stored) != n:
+                stored = [str(len(keys) + i) for i in range(n)]
+            keys.extend(k.decode() if isinstance(k, bytes) else str(k) for k in stored)
+        return keys
+
+    def iter_range(self, start: int, stop: int, block: int = 256) -> Iterator[StoredRecord]:
+        keys = self.keys()
+        stop = min(stop, len(self))
+        for fi, f in enumerate(self.files):
+            lo, hi = max(start, self.offsets[fi]), min(stop, self.offsets[fi + 1])
+            for b in range(lo, hi, block):
+                e = min(b + block, hi)
+                local = slice(int(b - self.offsets[fi]), int(e - self.offsets[fi]))
+                data = f["data"][local]
+                labels = [f[n][local].reshape(e - b, -1) for n in self.label_names]
+                for j in range(e - b):
+                    row_labels = np.concatenate([l[j] for l in labels]) if labels else np.empty(0)
+                    yield StoredRecord(keys[b + j], data[j], row_labels.astype(np.float64))
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()

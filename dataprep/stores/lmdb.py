@@ -1,0 +1,70 @@
+"""LMDB key-value access for Datum stores: a growing map for writing, read-only access."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import lmdb
+
+from ..errors import StoreError
+
+INITIAL_MAP_SIZE = 64 << 20
+
+
+class LmdbWriteKV:
+    """A new LMDB environment at ``path``; the map doubles on MapFullError, as Caffe's does.
+
+    Without MAP_WRITEMAP the file only grows with the pages written, so a generous map
+    costs nothing on disk.
+    """
+
+    def __init__(self, path: Path, map_size: int = INITIAL_MAP_SIZE) -> None:
+        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, meminit=False,
+                             map_async=True, max_dbs=0)
+
+    def write_batch(self, items: list[tuple[bytes, bytes]]) -> None:
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for key, value in items:
+                        txn.put(key, value)
+                return
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def close(self) -> None:
+        self.env.sync(True)
+        self.env.close()
+
+
+class LmdbReadKV:
+    """Read-only access (MDB_RDONLY, no lock file writes) to an LMDB directory."""
+
+    def __init__(self, path: Path) -> None:
+        if not (Path(path) / "data.mdb").is_file():
+            raise StoreError(f"{path}: not an LMDB directory (no data.mdb)")
+        try:
+            self.env = lmdb.open(str(path), readonly=True, lock=False, subdir=True, readahead=False)
+        except lmdb.Error as exc:
+            raise StoreError(f"{path}: cannot open LMDB: {exc}") from None
+
+    def __len__(self) -> int:
+        return self.env.stat()["entries"]
+
+    def keys(self) -> list[bytes]:
+        with self.env.begin() as txn:
+            return list(txn.cursor().iternext(keys=True, values=False))
+
+    def items_from(self, key: bytes, count: int) -> Iterator[tuple[bytes, bytes]]:
+        with self.env.begin(buffers=False) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_key(key):
+                raise StoreError(f"key {key!r} not found")
+            for n, item in enumerate(cursor.iternext()):
+                if n == count:
+                    break
+                yield item
+
+    def close(self) -> None:
+        self.env.close()
