@@ -15,7 +15,7 @@ from .options import echo_result, input_options, run_store, store_options
               help="HDF5 file [default: LIST with .h5, beside it]; shards add _000, _001, ...")
 @click.option("--list-out", type=click.Path(dir_okay=False), default=None,
               help="The HDF5Data source list [default: OUT's name + _h5.txt].")
-@store_options
+@store_options()
 @input_options
 def hdf5_cmd(list_file, out, list_out, label_names, mean, mean_file, scale, shard_size, compression,
              relative, root, gray, resize, check_size, shuffle, skip_bad, workers, seed, overwrite,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from .options import (common_options, echo_result, json_opt, overwrite_opt, progress, seed_opt,
-                      workers_opt)
+                      store_options, workers_opt)
 
 
 @click.command("noise")
@@ -27,22 +28,29 @@ from .options import (common_options, echo_result, json_opt, overwrite_opt, prog
               help="Folder for the list files [default: the folder containing --out].")
 @click.option("--to", "to", type=click.Choice(["files", "hdf5", "lmdb", "leveldb"]), default="files",
               show_default=True, help="Write image files and lists, or stream straight into stores.")
+@store_options(None, "freq, or label with --classes")
 @seed_opt
 @workers_opt
 @overwrite_opt
 @json_opt
 @common_options
-def noise_cmd(n, out, size, split, fmt, quality, classes, lists_dir, to, seed, workers,
-              overwrite, as_json):
+def noise_cmd(n, out, size, split, fmt, quality, classes, lists_dir, to, label_names, mean, mean_file,
+              scale, shard_size, compression, relative, seed, workers, overwrite, as_json):
     """Generate random-frequency noise images labelled with their frequencies.
 
     Sample i depends only on (--seed, i), so output is byte-identical for any --workers.
     Writes OUT/NNNNN_fx_fy.jpg and, in --lists-dir, train.txt and val.txt
     (path fx fy), test.txt (paths) and test_labels.txt (path fx fy).
 
+    With --to hdf5|lmdb|leveldb no image files are made: the samples stream straight into
+    OUT/{train,val,test}.h5 (+ _h5.txt; labels in `freq`) or OUT/{split}_lmdb with the
+    float labels in OUT/{split}_lmdb_labels (integer labels in the Datum with --classes).
+    The pixels equal those of the PNG file route. The HDF5 options apply to --to hdf5.
+
     \b
     dataprep noise --n 70000 --size 100x100 --split 50000,10000,10000
     dataprep noise --n 7000 --classes 4 --format png
+    dataprep noise --n 70000 --to hdf5 --out noise_h5 --mean 128
     """
     from ..images import parse_size
     from ..noise import NoiseSource, write_noise_files
@@ -54,6 +62,22 @@ def noise_cmd(n, out, size, split, fmt, quality, classes, lists_dir, to, seed, w
     source = NoiseSource(n=n, size=parse_size(size), seed=seed, classes=classes, ext=fmt)
     counts = split_counts(parse_split(split), n) if split else default_split(n)
     executor = make_executor(workers, n)
+    if to != "files":
+        from ..mean import resolve_mean
+        from ..noise import write_noise_stores
+        from ..stores.hdf5 import COMPRESSIONS, parse_shard_size
+
+        rows, nbytes = parse_shard_size(shard_size) if shard_size else (None, None)
+        options = dict(label_names=label_names.split(",") if label_names else None, mean=resolve_mean(mean, mean_file), scale=scale, shard_rows=rows,
+                       shard_bytes=nbytes, compression=COMPRESSIONS[compression], relative=relative)
+        source = replace(source, ext="png")
+        with progress(n, f"noise -> {to}") as update:
+            stores = write_noise_stores(source, out_path, counts, to, executor, overwrite=overwrite,
+                                        hdf5_options=options, progress=update)
+        outputs = [str(p) for paths in stores.values() for p in paths]
+        echo_result(as_json, {"n": n, "counts": dict(zip(("train", "val", "test"), counts)),
+                              "outputs": outputs}, outputs)
+        return
     with progress(n, "noise") as update:
         result = write_noise_files(source, out_path, lists, counts, executor, fmt=fmt,
                                    quality=quality, overwrite=overwrite, progress=update)

@@ -80,7 +80,7 @@ skip_bad_opt = click.option(
 
 def input_options(f: Callable) -> Callable:
     """The list-input options every store command shares."""
-    for opt in reversed([
+    return _apply([
         click.option("--root", type=click.Path(file_okay=False), default=None,
                      help="Folder the list's paths are relative to [default: the list's folder]."),
         click.option("--gray", is_flag=True, help="Decode as 1-channel gray (default: 3-channel BGR)."),
@@ -94,9 +94,7 @@ def input_options(f: Callable) -> Callable:
         overwrite_opt,
         json_opt,
         common_options,
-    ]):
-        f = opt(f)
-    return f
+    ], f)
 
 
 def echo_result(as_json: bool, summary: dict, lines: list[str]) -> None:
@@ -120,11 +118,12 @@ def progress(total: int, desc: str, unit: str = "img") -> Iterator[Callable[[int
             yield bar.update
 
 
-def store_options(f: Callable) -> Callable:
+def store_options(label_names: str | None = "label", shown: str | bool = True) -> Callable:
     """HDF5 output options: label dataset names, mean/scale baking, sharding, compression."""
-    for opt in reversed([
-        click.option("--label-names", default="label", show_default=True, metavar="NAMES",
-                     help="One name: all label columns in one N x k dataset; k names: one each."),
+    return lambda f: _apply([
+        click.option("--label-names", default=label_names, show_default=shown, metavar="NAMES",
+                     help="HDF5 label datasets. One name: all label columns in one N x k "
+                          "dataset; k names: one dataset each."),
         click.option("--mean", "mean", default=None, metavar="V|B,G,R",
                      help="Subtract a mean value, or one per channel (104,117,123)."),
         click.option("--mean-file", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -137,7 +136,11 @@ def store_options(f: Callable) -> Callable:
                      show_default=True, help="gzip is slow to write; Caffe reads it."),
         click.option("--relative", is_flag=True,
                      help="Write paths in NAME_h5.txt relative to it (default: absolute)."),
-    ]):
+    ], f)
+
+
+def _apply(options: list[Callable], f: Callable) -> Callable:
+    for opt in reversed(options):
         f = opt(f)
     return f
 

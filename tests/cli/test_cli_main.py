@@ -1,0 +1,48 @@
+"""The root group: help for every command, version, error conventions."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_dataprep
+
+from dataprep import __version__
+from dataprep.cli.main import COMMANDS
+
+
+def test_help_lists_every_command(invoke):
+    r = invoke("--help")
+    assert r.exit_code == 0
+    for name, summary in COMMANDS.items():
+        assert name in r.stdout and summary.split()[0] in r.stdout
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_help(invoke, name):
+    r = invoke(name, "--help")
+    assert r.exit_code == 0 and "Usage: " in r.stdout and "--quiet" in r.stdout
+
+
+def test_version(invoke):
+    assert __version__ in invoke("--version").stdout
+
+
+def test_usage_error_is_exit_2(invoke):
+    assert invoke("noise", "--workers", 0).exit_code == 2
+    assert invoke("nonsense").exit_code == 2
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    plain = run_dataprep("noise", "--n", 0, "--out", tmp_path / "s")
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    debug = run_dataprep("--debug", "noise", "--n", 0, "--out", tmp_path / "s")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "DataprepError" in debug.stderr
+
+
+def test_help_does_not_import_heavy_modules():
+    import subprocess
+    import sys
+
+    code = ("import sys; from dataprep.cli.main import cli; cli(['--help'], standalone_mode=False);"
+            "print(sorted(m for m in ('numpy','cv2','h5py','lmdb','matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.strip().endswith("[]")

@@ -1,0 +1,124 @@
+"""``dataprep noise`` through the CLI: files, lists, determinism, errors, stores."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from conftest import leftovers, run_dataprep, tree_bytes
+
+from dataprep.listfile import read_list
+from dataprep.noise import NoiseSource
+from dataprep.stores import open_store
+
+
+def test_files_and_lists(invoke, tmp_path):
+    out = tmp_path / "samples"
+    r = invoke("noise", "--n", 70, "--out", out, "--size", "20x30", "--seed", 3, "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.split() == [str(tmp_path / f) for f in
+                                ("train.txt", "val.txt", "test.txt", "test_labels.txt")]
+    train, val = read_list(tmp_path / "train.txt"), read_list(tmp_path / "val.txt")
+    test, held = read_list(tmp_path / "test.txt"), read_list(tmp_path / "test_labels.txt")
+    assert (len(train), len(val), len(test)) == (50, 10, 10)
+    assert test.label_count == 0 and held.label_count == 2
+    assert [e.path for e in test.entries] == [e.path for e in held.entries]
+    paths = {e.path for lf in (train, val, test) for e in lf.entries}
+    assert len(paths) == 70 and all(p.startswith("samples/") for p in paths)
+    assert len(list(out.iterdir())) == 70
+    for entry in train.entries[:10]:
+        index = int(entry.path.split("/")[1].split("_")[0])
+        fx, fy = entry.labels
+        image, h, w = NoiseSource(70, (20, 30), seed=3).sample(index)
+        assert (fx, fy) == (w / 30, h / 20)
+        assert entry.path.endswith(f"_{fx:.2f}_{fy:.2f}.jpg")
+        stored = cv2.imread(str(tmp_path / entry.path), cv2.IMREAD_GRAYSCALE)
+        assert np.abs(stored.astype(int) - image[:, :, 0]).mean() < 3  # JPEG q95
+
+
+def test_same_bytes_for_any_worker_count(invoke, tmp_path):
+    for j in (1, 2):
+        r = invoke("noise", "--n", 60, "--out", tmp_path / f"w{j}/s", "-j", j, "--seed", 5)
+        assert r.exit_code == 0, r.stderr
+    assert tree_bytes(tmp_path / "w1") == tree_bytes(tmp_path / "w2")
+
+
+def test_png_is_lossless_and_classes_write_labels(invoke, tmp_path):
+    r = invoke("noise", "--n", 30, "--out", tmp_path / "s", "--format", "png", "--classes", 3,
+               "--split", "20,5,5", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    labels = (tmp_path / "labels.txt").read_text().splitlines()
+    assert labels == ["0 fx[0,0.3333)", "1 fx[0.3333,0.6667)", "2 fx[0.6667,1)"]
+    train = read_list(tmp_path / "train.txt")
+    assert train.integer_labels and {e.labels[0] for e in train.entries} <= {0, 1, 2}
+    source = NoiseSource(30, seed=0, classes=3)
+    for entry in train.entries:
+        index = int(entry.path.split("/")[1][:5])
+        stored = cv2.imread(str(tmp_path / entry.path), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(stored, source.sample(index)[0][:, :, 0])
+        assert source.record(index).labels == entry.labels
+
+
+def test_lists_dir_and_ratio_split(invoke, tmp_path):
+    r = invoke("noise", "--n", 40, "--out", tmp_path / "a/imgs", "--lists-dir", tmp_path / "lists",
+               "--split", "0.5,0.25,0.25", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    train = read_list(tmp_path / "lists/train.txt")
+    assert len(train) == 20 and train.entries[0].path.startswith("../a/imgs/")
+    assert (tmp_path / "lists" / train.entries[0].path).is_file()
+
+
+def test_refuses_non_empty_out_unless_overwrite(invoke, tmp_path):
+    args = ["noise", "--n", 10, "--out", tmp_path / "s", "-j", 1]
+    assert invoke(*args).exit_code == 0
+    before = tree_bytes(tmp_path / "s")
+    r = invoke(*args, "--seed", 9)
+    assert r.exit_code == 1 and "already exists; pass --overwrite" in r.stderr
+    assert tree_bytes(tmp_path / "s") == before
+    assert invoke(*args, "--seed", 9, "--overwrite").exit_code == 0
+    assert tree_bytes(tmp_path / "s") != before and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n", 0], "--n must be at least 1"),
+    (["--split", "5,5,5"], "--split counts add up to 15, not 10"),
+    (["--split", "0.5,0.6"], "ratios add up to 1.1"),
+    (["--size", "big"], "size 'big' is not HxW"),
+])
+def test_bad_input_is_one_line_exit_1(invoke, tmp_path, args, message):
+    r = invoke("noise", "--n", 10, "--out", tmp_path / "s", *args)
+    assert r.exit_code == 1
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_directory(invoke, tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = invoke("noise", "--n", 5, "--out", tmp_path / "file/s", "--lists-dir", tmp_path / "file/lists")
+    assert "cannot create" in r.stderr
+    assert r.exit_code == 1 and "file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_stores_hold_the_png_route_pixels(invoke, tmp_path):
+    r = invoke("noise", "--n", 35, "--out", tmp_path / "files", "--format", "png", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    for kind in ("hdf5", "lmdb"):
+        r = invoke("noise", "--n", 35, "--to", kind, "--out", tmp_path / kind, "-j", 2)
+        assert r.exit_code == 0, r.stderr
+    train = read_list(tmp_path / "train.txt")
+    h5 = open_store(tmp_path / "hdf5/train_h5.txt")
+    db = open_store(tmp_path / "lmdb/train_lmdb")
+    assert len(h5) == len(db) == len(train) == 25
+    for entry, a, b in zip(train.entries, h5, db):
+        png = cv2.imread(str(tmp_path / entry.path), cv2.IMREAD_UNCHANGED)[None]
+        assert np.array_equal(a.array, png.astype(np.float32)) and np.array_equal(b.array, png)
+        assert np.allclose(a.labels, entry.labels) and np.allclose(b.labels, entry.labels)
+        assert b.key.endswith(entry.path.split("/")[1])
+    assert h5.label_names == ["freq"] and h5.files[0]["freq"].shape == (25, 2)
+
+
+def test_console_script_runs(tmp_path):
+    p = run_dataprep("noise", "--n", 8, "--out", tmp_path / "s", "-q", "-j", 1)
+    assert p.returncode == 0 and p.stderr == ""
+    assert (tmp_path / "train.txt").is_file()

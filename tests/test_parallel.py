@@ -1,0 +1,46 @@
+"""The ordered, chunked executor: order, chunking, errors and crashes."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import DieAt, FailAt, Square
+
+from dataprep.errors import DataprepError
+from dataprep.parallel import InlineExecutor, ProcessExecutor, chunk_bounds, make_executor, ordered_map
+
+
+def test_chunk_bounds_cover_the_range():
+    assert chunk_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert chunk_bounds(0, 4) == []
+
+
+def test_results_come_back_in_order_and_use_several_processes():
+    seen = []
+    results = list(ordered_map(Square(0.02), 200, ProcessExecutor(2), chunk_size=7, progress=seen.append))
+    assert [(i, sq) for i, sq, _ in results] == [(i, i * i) for i in range(200)]
+    assert len({pid for *_, pid in results}) == 2
+    assert sum(seen) == 200 and max(seen) == 7
+
+
+def test_inline_and_process_executors_agree():
+    inline = [r[:2] for r in ordered_map(Square(), 50, InlineExecutor())]
+    pooled = [r[:2] for r in ordered_map(Square(), 50, ProcessExecutor(2), chunk_size=3)]
+    assert inline == pooled
+
+
+def test_task_errors_propagate():
+    with pytest.raises(ValueError, match="boom at 33"):
+        list(ordered_map(FailAt(33), 100, ProcessExecutor(2), chunk_size=5))
+
+
+def test_a_dying_worker_is_a_clear_error():
+    with pytest.raises(DataprepError, match="worker process died"):
+        list(ordered_map(DieAt(40), 100, ProcessExecutor(2), chunk_size=5))
+
+
+def test_make_executor():
+    assert isinstance(make_executor(1), InlineExecutor)
+    assert isinstance(make_executor(2, n=1), InlineExecutor)
+    assert make_executor(2).workers == 2
+    with pytest.raises(DataprepError):
+        make_executor(0)
