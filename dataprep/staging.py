@@ -6,11 +6,15 @@ finished; at worst a hidden ``.NAME.partial-*`` sibling remains after a hard kil
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import threading
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Iterator
 
 from .errors import DataprepError, StoreExistsError
 
@@ -47,6 +51,19 @@ def _move_into_place(tmp: Path, dest: Path) -> None:
         os.replace(tmp, dest)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class Staging:
     """Hands out temporary paths for destinations and commits them in registration order.
 
@@ -75,12 +92,17 @@ class Staging:
         return tmp
 
     def commit(self) -> list[Path]:
-        """Move every temporary path to its destination; returns the destinations."""
+        """Move every temporary path to its destination; returns the destinations.
+
+        Ctrl-C and SIGTERM are held back until all moves are done, so an interrupt never
+        leaves half of a multi-file output in place.
+        """
         done = []
-        for tmp, dest in self._pending:
-            _move_into_place(tmp, dest)
-            done.append(dest)
-        self._pending.clear()
+        with _signals_held():
+            for tmp, dest in self._pending:
+                _move_into_place(tmp, dest)
+                done.append(dest)
+            self._pending.clear()
         return done
 
     def abort(self) -> None:

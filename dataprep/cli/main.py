@@ -25,6 +25,14 @@ COMMANDS = {
 log = logging.getLogger("dataprep")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 class LazyGroup(click.Group):
     """Loads each command's module on first use and maps errors to one line and exit 1."""
 
@@ -87,7 +95,7 @@ def cli(ctx: click.Context) -> None:
     """
     ctx.ensure_object(Settings)
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         log.addHandler(handler)
         log.propagate = False

@@ -71,10 +71,14 @@ class StoreWriter(ABC):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is None:
-            self.outputs = self.close()
-        else:
+        if exc_type is not None:
             self.abort()
+            return
+        try:
+            self.outputs = self.close()
+        except BaseException:
+            self.abort()
+            raise
 
 
 @dataclass

@@ -16,11 +16,12 @@ class LmdbWriteKV:
     """A new LMDB environment at ``path``; the map doubles on MapFullError, as Caffe's does.
 
     Without MAP_WRITEMAP the file only grows with the pages written, so a generous map
-    costs nothing on disk.
+    costs nothing on disk. ``meminit`` zeroes unused page space, so the same records give
+    the same file bytes.
     """
 
     def __init__(self, path: Path, map_size: int = INITIAL_MAP_SIZE) -> None:
-        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, meminit=False,
+        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, meminit=True,
                              map_async=True, max_dbs=0)
 
     def write_batch(self, items: list[tuple[bytes, bytes]]) -> None:

@@ -1,0 +1,197 @@
+"""``dataprep hdf5`` and ``dataprep lmdb`` through the CLI: options, bad input, interrupts."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+from conftest import leftovers, tree_bytes, write_images
+
+from dataprep.stores import open_store
+
+COMMANDS = {
+    "hdf5": lambda tmp: ["hdf5", "-o", tmp / "out.h5"],
+    "lmdb": lambda tmp: ["lmdb", "--list-placeholder", tmp / "out_db"],
+    "leveldb": lambda tmp: ["lmdb", "--backend", "leveldb", "--list-placeholder", tmp / "out_db"],
+}
+
+
+def command(kind, tmp, list_path, *extra):
+    args = COMMANDS[kind](tmp)
+    if "--list-placeholder" in args:
+        i = args.index("--list-placeholder")
+        args = [*args[:i], list_path, *args[i + 1:]]
+    else:
+        args = [*args, list_path]
+    return [*args, "-j", 1, *extra]
+
+
+def destinations(tmp):
+    return [p for p in (tmp / "out.h5", tmp / "out_h5.txt", tmp / "out_db") if p.exists()]
+
+
+@pytest.mark.parametrize("kind", sorted(COMMANDS))
+def test_converts_and_prints_outputs(invoke, tmp_path, kind):
+    list_path, images = write_images(tmp_path, 9)
+    r = invoke(*command(kind, tmp_path, list_path), "--json")
+    assert r.exit_code == 0, r.stderr
+    import json
+
+    summary = json.loads(r.stdout)
+    assert summary["written"] == 9 and summary["skipped"] == 0
+    store_path = tmp_path / ("out_h5.txt" if kind == "hdf5" else "out_db")
+    with open_store(store_path) as store:
+        assert len(store) == 9 and np.array_equal(store[4].array, images[4].transpose(2, 0, 1))
+
+
+def corrupt(tmp, list_path):
+    (tmp / "img/0003.png").write_bytes(b"not a png at all")
+
+
+def missing(tmp, list_path):
+    (tmp / "img/0003.png").unlink()
+
+
+def wrong_label_count(tmp, list_path):
+    lines = list_path.read_text().splitlines()
+    lines[3] += " 7"
+    list_path.write_text("\n".join(lines) + "\n")
+
+
+def non_numeric(tmp, list_path):
+    lines = list_path.read_text().splitlines()
+    lines[3] = lines[3].split()[0] + " cat"
+    list_path.write_text("\n".join(lines) + "\n")
+
+
+def mixed_sizes(tmp, list_path):
+    cv2.imwrite(str(tmp / "img/0003.png"), np.zeros((5, 5, 3), np.uint8))
+
+
+BAD = {
+    "corrupt": (corrupt, "list.txt:4: img/0003.png: cannot decode image"),
+    "missing": (missing, "list.txt:4: img/0003.png: cannot read image (No such file or directory)"),
+    "labels": (wrong_label_count, "list.txt:4: img/0003.png: 2 labels, expected 1"),
+    "non_numeric": (non_numeric, "list.txt:4: img/0003.png: label 'cat' is not a number"),
+    "mixed": (mixed_sizes, "list.txt:4: img/0003.png: size 5x5x3 differs from 12x16x3"),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD))
+@pytest.mark.parametrize("kind", sorted(COMMANDS))
+def test_bad_input_stops_with_line_and_path(invoke, tmp_path, kind, bad):
+    list_path, _ = write_images(tmp_path, 8)
+    spoil, message = BAD[bad]
+    spoil(tmp_path, list_path)
+    args = command(kind, tmp_path, list_path, "--check-size")
+    r = invoke(*args)
+    assert r.exit_code == 1, r.stdout
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert destinations(tmp_path) == [] and leftovers(tmp_path) == []
+    r = invoke(*args, "--skip-bad")
+    assert r.exit_code == 0, r.stderr
+    assert message in r.stderr and "skipped 1 bad input" in r.stderr
+    with open_store(tmp_path / ("out.h5" if kind == "hdf5" else "out_db")) as store:
+        assert len(store) == 7 and not any(k.endswith("img/0003.png") for k in store.keys())
+
+
+@pytest.mark.parametrize("kind", sorted(COMMANDS))
+def test_empty_list(invoke, tmp_path, kind):
+    (tmp_path / "list.txt").write_text("# nothing here\n")
+    r = invoke(*command(kind, tmp_path, tmp_path / "list.txt"))
+    assert r.exit_code == 1 and "list.txt: the list is empty" in r.stderr
+    assert destinations(tmp_path) == [] and leftovers(tmp_path) == []
+
+
+def test_lmdb_refuses_float_labels_without_labels_db(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 4, labels="float")
+    r = invoke("lmdb", list_path, tmp_path / "db")
+    assert r.exit_code == 1 and "--labels-db" in r.stderr and not (tmp_path / "db").exists()
+    r = invoke("lmdb", list_path, tmp_path / "db", "--labels-db", tmp_path / "db_labels", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    with open_store(tmp_path / "db") as store:
+        assert np.allclose(store[2].labels, [2 / 7, 1.0])
+
+
+def test_overwrite(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 4)
+    assert invoke("lmdb", list_path, tmp_path / "db", "-j", 1).exit_code == 0
+    before = tree_bytes(tmp_path / "db")
+    r = invoke("lmdb", list_path, tmp_path / "db", "--gray")
+    assert r.exit_code == 1 and "already exists; pass --overwrite" in r.stderr
+    assert tree_bytes(tmp_path / "db") == before
+    r = invoke("lmdb", list_path, tmp_path / "db", "--gray", "--overwrite", "-j", 1)
+    assert r.exit_code == 0 and open_store(tmp_path / "db")[0].array.shape[0] == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_hdf5_overwrite_removes_stale_shards(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 6)
+    assert invoke("hdf5", list_path, "--shard-size", 2, "-j", 1).exit_code == 0
+    assert (tmp_path / "list_002.h5").exists()
+    r = invoke("hdf5", list_path, "--shard-size", 3, "-j", 1)
+    assert r.exit_code == 1 and "list_000.h5 already exists" in r.stderr
+    assert invoke("hdf5", list_path, "--shard-size", 3, "-j", 1, "--overwrite").exit_code == 0
+    assert sorted(p.name for p in tmp_path.glob("list*.h5")) == ["list_000.h5", "list_001.h5"]
+
+
+def test_shuffle_resize_gray_mean_through_cli(invoke, tmp_path):
+    list_path, images = write_images(tmp_path, 10)
+    r = invoke("hdf5", list_path, "--shuffle", "--seed", 2, "--resize", "6x8", "--gray", "--mean", "100",
+               "--scale", "0.5", "--label-names", "cls", "--relative", "-j", 2)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "list_h5.txt").read_text() == "list.h5\n"
+    with h5py.File(tmp_path / "list.h5") as f:
+        keys = [k.decode() if isinstance(k, bytes) else k for k in f.attrs["dataprep_keys"]]
+        assert sorted(keys) == [f"img/{i:04d}.png" for i in range(10)] and keys != sorted(keys)
+        first = int(keys[0][4:8])
+        gray = cv2.imread(str(tmp_path / keys[0]), cv2.IMREAD_GRAYSCALE)
+        want = (cv2.resize(gray, (8, 6), interpolation=cv2.INTER_LINEAR).astype(np.float32) - 100) * 0.5
+        assert np.allclose(f["data"][0, 0], want) and f["cls"][0] == first % 5
+
+
+def test_mean_file(invoke, tmp_path):
+    list_path, images = write_images(tmp_path, 3)
+    mean = np.random.default_rng(0).random((3, 12, 16)).astype(np.float32) * 50
+    np.save(tmp_path / "mean.npy", mean)
+    r = invoke("hdf5", list_path, "--mean-file", tmp_path / "mean.npy", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    with h5py.File(tmp_path / "list.h5") as f:
+        assert np.allclose(f["data"][1], images[1].transpose(2, 0, 1) - mean)
+    np.save(tmp_path / "bad.npy", mean[:, :5])
+    r = invoke("hdf5", list_path, "--mean-file", tmp_path / "bad.npy", "-j", 1, "-o", tmp_path / "b.h5")
+    assert r.exit_code == 1 and "does not fit" in r.stderr and not (tmp_path / "b.h5").exists()
+
+
+def test_stdin_list(invoke, tmp_path, monkeypatch):
+    list_path, _ = write_images(tmp_path, 3)
+    monkeypatch.chdir(tmp_path)
+    r = invoke("lmdb", "-", tmp_path / "db", "-j", 1, input=list_path.read_text())
+    assert r.exit_code == 0, r.stderr
+    assert len(open_store(tmp_path / "db")) == 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("kind", ["lmdb", "hdf5"])
+def test_interrupted_write_leaves_no_store(tmp_path, kind, sig):
+    list_path, _ = write_images(tmp_path, 4000, shape=(32, 32, 3))
+    args = ["lmdb", list_path, tmp_path / "out_db"] if kind == "lmdb" else ["hdf5", list_path, "-o", tmp_path / "out.h5"]
+    proc = subprocess.Popen([sys.executable, "-m", "dataprep.cli.main", *map(str, args), "-j", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not any(".partial-" in p.name for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.time() < deadline, "finished before it could be interrupted"
+        time.sleep(0.005)
+    time.sleep(0.1)
+    proc.send_signal(sig)
+    proc.wait(30)
+    assert proc.returncode != 0
+    assert destinations(tmp_path) == []
+    if sig == signal.SIGTERM:  # a catchable signal: the partial output is removed too
+        assert leftovers(tmp_path) == []
