@@ -113,11 +113,10 @@ class ProcessExecutor(Executor):
 
 
 def _stop_pool(pool: ProcessPoolExecutor, in_flight: deque[Future]) -> None:
+    # Queued chunks are cancelled; chunks already running finish (workers ignore Ctrl-C and a
+    # chunk is short). Killing a worker mid-reply could corrupt the result pipe and hang.
     for future in in_flight:
         future.cancel()
-    if in_flight:  # stopped early (error or Ctrl-C): don't wait for running chunks
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()
     pool.shutdown(wait=True, cancel_futures=True)
 
 

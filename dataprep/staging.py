@@ -19,6 +19,11 @@ from typing import Iterator
 from .errors import DataprepError, StoreExistsError
 
 
+# Set by the CLI's Ctrl-C / SIGTERM handler. The KeyboardInterrupt it raises can be swallowed
+# when it lands inside a finalizer (h5py's weakref callbacks); commit checks this flag too.
+INTERRUPTED = threading.Event()
+
+
 def exists(path: Path) -> bool:
     """True for anything at ``path``, broken symlinks included."""
     return path.exists() or path.is_symlink()
@@ -97,6 +102,8 @@ class Staging:
         Ctrl-C and SIGTERM are held back until all moves are done, so an interrupt never
         leaves half of a multi-file output in place.
         """
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         done = []
         with _signals_held():
             for tmp, dest in self._pending:

@@ -75,6 +75,9 @@ class LazyGroup(click.Group):
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    from ..staging import INTERRUPTED
+
+    INTERRUPTED.set()
     raise KeyboardInterrupt
 
 
@@ -100,7 +103,8 @@ def cli(ctx: click.Context) -> None:
         log.addHandler(handler)
         log.propagate = False
     Settings.apply(ctx)
-    # a kill (SIGTERM) unwinds like Ctrl-C, so writers remove their partial outputs
+    # Ctrl-C and a kill (SIGTERM) unwind alike, so writers remove their partial outputs
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
 
 

@@ -177,6 +177,16 @@ def test_stdin_list(invoke, tmp_path, monkeypatch):
     assert len(open_store(tmp_path / "db")) == 3
 
 
+def started_writing(folder):
+    """True once a partial store holds some records (LMDB commits every 1000)."""
+    for p in folder.iterdir():
+        if ".partial-" in p.name:
+            data = p / "data.mdb" if p.is_dir() else p
+            if data.exists() and data.stat().st_size > 200_000:
+                return True
+    return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 @pytest.mark.parametrize("kind", ["lmdb", "hdf5"])
 def test_interrupted_write_leaves_no_store(tmp_path, kind, sig):
@@ -185,10 +195,9 @@ def test_interrupted_write_leaves_no_store(tmp_path, kind, sig):
     proc = subprocess.Popen([sys.executable, "-m", "dataprep.cli.main", *map(str, args), "-j", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
-    while not any(".partial-" in p.name for p in tmp_path.iterdir()):
+    while not started_writing(tmp_path):
         assert proc.poll() is None and time.time() < deadline, "finished before it could be interrupted"
-        time.sleep(0.005)
-    time.sleep(0.1)
+        time.sleep(0.002)
     proc.send_signal(sig)
     proc.wait(30)
     assert proc.returncode != 0
