@@ -6,10 +6,12 @@ generated noise); ``list_source`` builds the source every store command reads.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -106,33 +108,74 @@ def write_store(
 
     Decode and encode run in the executor's workers; this process only writes, so the store
     is identical for any worker count. A bad image stops the run (nothing is left at the
-    destination) or, with a skipping ``on_error``, is logged and counted. Sizes must agree
-    when ``check_size`` or when the store needs one shape (HDF5).
+    destination) or, with a skipping ``on_error``, is logged and counted (list lines
+    skipped earlier with the same ``on_error`` included). Sizes must agree when
+    ``check_size`` or when the store needs one shape (HDF5).
     """
     on_error = on_error or OnError()
-    uniform = check_size or getattr(writer, "requires_uniform_shape", False)
+    (result,) = write_stores(source, [(writer, len(source))], executor, on_error, check_size, progress)
+    result.skipped = on_error.skipped
+    return result
+
+
+def write_stores(
+    source: RecordSource,
+    parts: list[tuple[StoreWriter, int]],
+    executor: Executor,
+    on_error: OnError | None = None,
+    check_size: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> list[WriteResult]:
+    """Like ``write_store``, but the first ``n0`` records go to the first writer, the next
+    ``n1`` to the second, and so on: one worker pool serves every split of a dataset.
+
+    The writers must share one encoder. If any part fails, every writer is aborted.
+    """
+    on_error = on_error or OnError()
+    writers = [w for w, _ in parts]
+    encoder = writers[0].encoder()
+    if any(w.encoder() != encoder for w in writers[1:]):
+        raise ValueError("write_stores needs writers with identical encoders")
+    bounds = np.cumsum([0, *(n for _, n in parts)]).tolist()
+    if bounds[-1] != len(source):
+        raise ValueError(f"parts cover {bounds[-1]} records, the source has {len(source)}")
+    counts = []
+    with contextlib.ExitStack() as stack:
+        for writer in writers:
+            stack.enter_context(writer)
+        records = enumerate(ordered_map(_EncodeTask(source, encoder), len(source), executor,
+                                        progress=progress))
+        for k, writer in enumerate(writers):
+            part = itertools.islice(records, bounds[k + 1] - bounds[k])
+            skipped = on_error.skipped
+            uniform = check_size or writer.requires_uniform_shape
+            written = _write_part(part, bounds[k], writer, on_error, uniform)
+            counts.append((written, on_error.skipped - skipped))
+    return [WriteResult(w.outputs, n, skipped) for w, (n, skipped) in zip(writers, counts)]
+
+
+def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: OnError,
+                uniform: bool) -> int:
     first: tuple[tuple[int, ...], str] | None = None
     written = 0
-    with writer:
-        task = _EncodeTask(source, writer.encoder())
-        for index, (item, error) in enumerate(ordered_map(task, len(source), executor, progress=progress)):
-            if error is not None:
-                on_error(ImageError(error))
-                continue
-            key, origin, shape, payload = item
-            if first is None:
-                first = (shape, origin or key)
-            elif uniform and shape != first[0]:
-                on_error(ImageError(
-                    f"{origin or key}: size {_fmt(shape)} differs from {_fmt(first[0])} of the first "
-                    f"image ({first[1]})"
-                ))
-                continue
-            writer.put(index, key, payload)
-            written += 1
-        if not written:
-            raise DataprepError("no records to write: every input was skipped")
-    return WriteResult(writer.outputs, written, on_error.skipped)
+    for index, (item, error) in records:
+        if error is not None:
+            on_error(ImageError(error))
+            continue
+        key, origin, shape, payload = item
+        if first is None:
+            first = (shape, origin or key)
+        elif uniform and shape != first[0]:
+            on_error(ImageError(
+                f"{origin or key}: size {_fmt(shape)} differs from {_fmt(first[0])} of the first "
+                f"image ({first[1]})"
+            ))
+            continue
+        writer.put(index - start, key, payload)
+        written += 1
+    if not written:
+        raise DataprepError("no records to write: every input was skipped")
+    return written
 
 
 def _fmt(shape: tuple[int, ...]) -> str:

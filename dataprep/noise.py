@@ -204,7 +204,7 @@ def write_noise_stores(
     equal the PNG file route's exactly. Float labels go to HDF5 ``freq`` or, for Datum
     stores, a companion ``*_labels`` store; ``classes`` gives integer labels.
     """
-    from .convert import write_store
+    from .convert import write_stores
 
     if kind not in NOISE_STORES:
         raise DataprepError(f"unknown store {kind!r}; choose from {', '.join(sorted(NOISE_STORES))}")
@@ -229,13 +229,8 @@ def write_noise_stores(
         for writer in writers:
             writer.abort()
         raise
-    outputs = {}
-    for i, ((name, idx), writer) in enumerate(zip(splits, writers)):
-        try:
-            result = write_store(Subset(source, idx.tolist()), writer, executor, progress=progress)
-        except BaseException:
-            for waiting in writers[i + 1 :]:
-                waiting.abort()
-            raise
-        outputs[name] = result.outputs
+    order = np.concatenate([idx for _, idx in splits]).tolist()
+    parts = [(writer, len(idx)) for writer, (_, idx) in zip(writers, splits)]
+    results = write_stores(Subset(source, order), parts, executor, progress=progress)
+    outputs = {name: result.outputs for (name, _), result in zip(splits, results)}
     return outputs

@@ -7,7 +7,7 @@ record, is written last as the completion marker.
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -21,15 +21,19 @@ from ..records import Record
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "dataprep.json"
-CHECKSUM = "blake2b-64"
+CHECKSUM = "crc32"
 
 
 def checksum(*buffers: bytes | memoryview) -> str:
-    """The per-record checksum the manifests hold: 64-bit BLAKE2b, hex."""
-    digest = hashlib.blake2b(digest_size=8)
+    """The per-record checksum the manifests hold: CRC-32 as 8 hex digits.
+
+    It detects truncation, bit rot and edited records; CRC-32 runs at about 7 GB/s here
+    where BLAKE2b managed 1.1 GB/s and became a visible share of conversion time.
+    """
+    crc = 0
     for buf in buffers:
-        digest.update(buf)
-    return digest.hexdigest()
+        crc = zlib.crc32(buf, crc)
+    return f"{crc:08x}"
 
 
 def dump_manifest(manifest: dict) -> str:
@@ -46,6 +50,7 @@ class StoreWriter(ABC):
     """
 
     outputs: list[Path] = []
+    requires_uniform_shape = False  # HDF5 needs one shape; Datum stores only with --check-size
 
     @abstractmethod
     def encoder(self) -> Callable[[Record], Any]: ...

@@ -92,8 +92,6 @@ class DatumEncoder:
 class DatumWriter(StoreWriter):
     """Writes a new LMDB or LevelDB Datum store (and its labels store) at temporary paths."""
 
-    requires_uniform_shape = False
-
     def __init__(
         self,
         path: str | Path,

@@ -147,7 +147,7 @@ class _Shard:
 
         self.flush()
         self.file.attrs["dataprep_keys"] = np.array(self.keys, dtype=h5py.string_dtype())
-        self.file.attrs["dataprep_checksums"] = np.array([int(c, 16) for c in self.checksums], np.uint64)
+        self.file.attrs["dataprep_checksums"] = np.array([int(c, 16) for c in self.checksums], np.uint32)
         self.file.close()
 
 

@@ -1,0 +1,44 @@
+"""Helpers shared by the benchmarks: timing subprocesses and their peak memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_MEASURE = r"""
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+wall = time.perf_counter() - t
+print(json.dumps({"rc": p.returncode, "wall": wall, "stderr": p.stderr[-2000:],
+                  "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def measure(cmd: list, cwd: Path | None = None) -> dict:
+    """Run ``cmd`` in a fresh wrapper; wall seconds and the largest RSS of any of its processes."""
+    out = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, cmd)], cwd=cwd,
+                         capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    if result["rc"] != 0:
+        raise RuntimeError(f"{cmd} failed: {result['stderr']}")
+    return result
+
+
+def dataprep(*args) -> list[str]:
+    """The command line of the installed dataprep CLI."""
+    return [sys.executable, "-m", "dataprep.cli.main", *map(str, args)]
+
+
+def row(name: str, n: int, seconds: float, peak_mb: float | None = None) -> str:
+    mem = f"{peak_mb:8.0f} MB" if peak_mb is not None else " " * 11
+    return f"{name:<46} {n / seconds:9.0f} img/s {seconds:8.2f} s {mem}"
+
+
+def timed(fn, *args, **kw) -> float:
+    t = time.perf_counter()
+    fn(*args, **kw)
+    return time.perf_counter() - t
