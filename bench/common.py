@@ -42,3 +42,27 @@ def timed(fn, *args, **kw) -> float:
     t = time.perf_counter()
     fn(*args, **kw)
     return time.perf_counter() - t
+
+
+def interleaved(cmds: dict[str, tuple[list, Path | None, list[Path]]], repeat: int, settle) -> dict:
+    """Run every command ``repeat`` times, round-robin, removing its outputs between runs;
+    returns per name the median wall time and the largest peak memory.
+
+    The disk here swings by 2x within minutes, so single runs compare nothing; interleaved
+    medians do.
+    """
+    import shutil
+    import statistics
+
+    walls: dict[str, list[float]] = {name: [] for name in cmds}
+    peaks: dict[str, float] = {name: 0.0 for name in cmds}
+    for _ in range(repeat):
+        for name, (cmd, cwd, outputs) in cmds.items():
+            for out in outputs:
+                shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
+            settle()
+            m = measure(cmd, cwd=cwd)
+            walls[name].append(m["wall"])
+            peaks[name] = max(peaks[name], m["peak_mb"])
+    return {name: {"wall": statistics.median(walls[name]), "peak_mb": peaks[name], "runs": walls[name]}
+            for name in cmds}

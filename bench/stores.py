@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataprep, measure, row  # noqa: E402
+from common import dataprep, interleaved, measure, row  # noqa: E402
 from noise import run_tutorial  # noqa: E402
 
 GEN_HDF5 = r"""
@@ -170,19 +170,19 @@ def bench_pipeline(base: Path, n: int, j: int) -> None:
     print(f"  speed-up: {t_tutorial / to['wall']:.2f}x")
 
 
-def bench_lmdb(base: Path, m: int, j: int) -> None:
+def bench_lmdb(base: Path, m: int, j: int, repeat: int) -> None:
     py = sys.executable
     photos = make_photos(base / "photos", m)
-    print(f"LMDB, {m} photos of about 500x375 resized to 256x256 (bilinear)")
-    times = {}
-    for name, cmd in [
-        ("plain", [py, "-c", LMDB_LOOP, photos.name, "plain_db", "plain"]),
-        ("tuned", [py, "-c", LMDB_LOOP, photos.name, "tuned_db", "tuned"]),
-        ("dp1", dataprep("lmdb", photos.name, "dp1_db", "--resize", "256x256", "-j", 1, "-q")),
-        ("dp", dataprep("lmdb", photos.name, "dp_db", "--resize", "256x256", "-j", j, "-q")),
-    ]:
-        settle()
-        times[name] = measure(cmd, cwd=base)
+    print(f"LMDB, {m} photos of about 500x375 resized to 256x256 (bilinear), median of {repeat} rounds")
+    cmds = {
+        "plain": ([py, "-c", LMDB_LOOP, photos.name, "plain_db", "plain"], base, [base / "plain_db"]),
+        "tuned": ([py, "-c", LMDB_LOOP, photos.name, "tuned_db", "tuned"], base, [base / "tuned_db"]),
+        "dp1": (dataprep("lmdb", photos.name, "dp1_db", "--resize", "256x256", "-j", 1, "-q"), base,
+                [base / "dp1_db"]),
+        "dp": (dataprep("lmdb", photos.name, "dp_db", "--resize", "256x256", "-j", j, "-q"), base,
+               [base / "dp_db"]),
+    }
+    times = interleaved(cmds, repeat, settle)
     labels = {"plain": "single-process loop, LMDB defaults",
               "tuned": "single-process loop, tuned LMDB writes",
               "dp1": "dataprep lmdb --workers 1", "dp": f"dataprep lmdb --workers {j}"}
@@ -200,6 +200,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--only", choices=["hdf5", "pipeline", "lmdb"], default=None)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of the LMDB comparison")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench_stores_", dir=args.dir))
     try:
@@ -208,7 +209,7 @@ def main():
         if args.only in (None, "pipeline"):
             bench_pipeline(base, args.n, args.workers)
         if args.only in (None, "lmdb"):
-            bench_lmdb(base, args.photos, args.workers)
+            bench_lmdb(base, args.photos, args.workers, args.repeat)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import echo_result, input_options, run_store, store_options
+from .options import echo_result, input_options, run_store, start_workers, store_options
 
 
 @click.command("hdf5")
@@ -30,6 +30,7 @@ def hdf5_cmd(list_file, out, list_out, label_names, mean, mean_file, scale, shar
     dataprep hdf5 train.txt --mean 128 --label-names freq
     dataprep hdf5 train.txt --resize 227x227 --mean-file mean.binaryproto --shard-size 1GB
     """
+    start_workers(workers)
     from ..convert import list_source, store_meta
     from ..handlers import OnError
     from ..mean import resolve_mean

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import echo_result, input_options, run_store
+from .options import echo_result, input_options, run_store, start_workers
 
 
 @click.command("lmdb")
@@ -32,6 +32,7 @@ def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, root, gray
     dataprep lmdb train.txt train_leveldb --backend leveldb --encoded
     dataprep lmdb train.txt train_lmdb --labels-db train_lmdb_labels   # float labels
     """
+    start_workers(workers)
     from ..convert import list_source, source_list, store_meta
     from ..handlers import OnError
     from ..stores import STORES

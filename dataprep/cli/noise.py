@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .options import (common_options, echo_result, json_opt, overwrite_opt, progress, seed_opt,
-                      store_options, workers_opt)
+                      start_workers, store_options, workers_opt)
 
 
 @click.command("noise")
@@ -52,6 +52,7 @@ def noise_cmd(n, out, size, split, fmt, quality, classes, lists_dir, to, label_n
     dataprep noise --n 7000 --classes 4 --format png
     dataprep noise --n 70000 --to hdf5 --out noise_h5 --mean 128
     """
+    start_workers(workers)
     from ..images import parse_size
     from ..noise import NoiseSource, write_noise_files
     from ..parallel import make_executor

@@ -145,6 +145,14 @@ def _apply(options: list[Callable], f: Callable) -> Callable:
     return f
 
 
+def start_workers(workers: int | None) -> None:
+    """Start the worker fork server first thing, so its imports overlap with the command's."""
+    if workers != 1:
+        from ..parallel import warm_up
+
+        warm_up()
+
+
 def run_store(source, writer, workers: int | None, on_error, check_size: bool, desc: str):
     """Stream ``source`` into ``writer`` with a progress bar; the shared body of store commands."""
     from ..convert import write_store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -9,21 +10,23 @@ import lmdb
 
 from ..errors import StoreError
 
-INITIAL_MAP_SIZE = 64 << 20
+INITIAL_MAP_SIZE = 1 << 30  # a sparse file while writing; truncated to the used pages at close
 
 
 class LmdbWriteKV:
     """A new LMDB environment at ``path``; the map doubles on MapFullError, as Caffe's does.
 
-    Without MAP_WRITEMAP the file only grows with the pages written, so a generous map
-    costs nothing on disk. ``meminit`` zeroes unused page space, so the same records give
-    the same file bytes. Commits do not fsync (a store is only valid once renamed into
-    place, after ``close`` synced it once), and batches of ascending keys are appended
-    without B-tree searches: together about 3x faster than LMDB's defaults here.
+    Pages are written straight into the memory map (MAP_WRITEMAP): committing through
+    LMDB's default private buffers cost about 1 s per 400 MB here, all of it in the one
+    process that writes. That mode sizes the file to the map, so ``close`` truncates it to
+    the pages in use: the result is an ordinary LMDB, as small as one written without it.
+    Commits do not fsync (a store is valid only once renamed into place, after ``close``
+    synced it), and batches of ascending keys are appended without B-tree searches.
     """
 
     def __init__(self, path: Path, map_size: int = INITIAL_MAP_SIZE) -> None:
-        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, meminit=True,
+        self.path = Path(path)
+        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, writemap=True,
                              sync=False, max_dbs=0)
         self._last = b""
 
@@ -40,8 +43,12 @@ class LmdbWriteKV:
         self._last = max(self._last, max(keys))
 
     def close(self) -> None:
+        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
         self.env.sync(True)
         self.env.close()
+        data = self.path / "data.mdb"
+        if data.stat().st_size > used:
+            os.truncate(data, used)
 
 
 class LmdbReadKV:

@@ -182,7 +182,7 @@ def started_writing(folder):
     for p in folder.iterdir():
         if ".partial-" in p.name:
             data = p / "data.mdb" if p.is_dir() else p
-            if data.exists() and data.stat().st_size > 200_000:
+            if data.exists() and data.stat().st_blocks * 512 > 200_000:  # LMDB's file is sparse
                 return True
     return False
 
