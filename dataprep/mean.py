@@ -1,13 +1,21 @@
-"""Mean images and values: read ``mean.binaryproto`` / ``mean.npy`` and parse ``--mean`` values."""
+"""Mean images: compute them exactly from any store or image list (compute_image_mean done
+right), write and read ``mean.binaryproto`` / ``mean.npy``, parse ``--mean`` values."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 import numpy as np
 
-from .errors import DataprepError
-from .stores.caffe_pb import blob_array
+from .errors import DataprepError, StoreError
+from .parallel import Executor, InlineExecutor, ordered_map
+from .records import ImageListSource
+from .staging import Staging
+from .stores import open_store, store_kind
+from .stores.base import StoreReader
+from .stores.caffe_pb import blob_array, blob_bytes
 
 
 def parse_mean_values(text: str) -> np.ndarray:
@@ -45,3 +53,187 @@ def resolve_mean(values: str | None, path: str | None) -> np.ndarray | None:
     if values is not None:
         return parse_mean_values(values)
     return read_mean_file(path) if path is not None else None
+
+
+CHANNEL_NAMES = {1: ["gray"], 3: ["B", "G", "R"], 4: ["B", "G", "R", "A"]}
+MEAN_CHUNK = 128  # fixed, so float sums (HDF5 sources) add up in the same order for any --workers
+_U16_RUN = 257  # 257 * 255 < 2**16: uint8 images summed in uint16 before widening
+
+
+class ArraySource(Protocol):
+    """Indexed C x H x W arrays with keys; picklable, opened lazily in each process.
+    ``shareable`` is false where only one process may open the data (LevelDB)."""
+
+    shareable: bool
+
+    def __len__(self) -> int: ...
+
+    def arrays(self, start: int, stop: int) -> Iterator[tuple[str, np.ndarray]]: ...
+
+
+_READERS: dict[str, StoreReader] = {}
+
+
+@dataclass(frozen=True)
+class StoreArrays:
+    """The arrays of a store; each process opens it once (LMDB readers may share a file)."""
+
+    path: str
+
+    @property
+    def shareable(self) -> bool:
+        return self.reader().kind != "leveldb"
+
+    def reader(self) -> StoreReader:
+        if self.path not in _READERS:
+            _READERS[self.path] = open_store(self.path)
+        return _READERS[self.path]
+
+    def __len__(self) -> int:
+        return len(self.reader())
+
+    def arrays(self, start: int, stop: int) -> Iterator[tuple[str, np.ndarray]]:
+        for rec in self.reader().iter_range(start, stop):
+            yield rec.key, rec.array
+
+
+@dataclass(frozen=True)
+class ListArrays:
+    """The images of a list file, decoded (and resized) as the store commands do."""
+
+    source: ImageListSource
+    shareable = True
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def arrays(self, start: int, stop: int) -> Iterator[tuple[str, np.ndarray]]:
+        for i in range(start, stop):
+            rec = self.source.record(i)
+            yield rec.origin, rec.image.transpose(2, 0, 1)
+
+
+class ChunkSum(NamedTuple):
+    total: np.ndarray | None  # uint64 for uint8 data, float64 otherwise
+    count: int
+    shape: tuple[int, ...] | None
+    first_key: str
+    mismatch: str | None  # "key: shape A differs from shape B"
+
+
+@dataclass(frozen=True)
+class _SumTask:
+    """Worker task: exact sum of a range of arrays."""
+
+    source: ArraySource
+
+    def __call__(self, start: int, stop: int) -> list[ChunkSum]:
+        total = run = None
+        shape, first, count, in_run = None, "", 0, 0
+        for key, array in self.source.arrays(start, stop):
+            if shape is None:
+                shape, first = array.shape, key
+                integer = array.dtype == np.uint8
+                total = np.zeros(shape, np.uint64 if integer else np.float64)
+                run = np.zeros(shape, np.uint16) if integer else None
+            elif array.shape != shape:
+                return [ChunkSum(None, 0, shape, first,
+                                 f"{key}: shape {_hw(array.shape)} differs from {_hw(shape)} of {first}")]
+            if run is not None:
+                run += array
+                in_run += 1
+                if in_run == _U16_RUN:
+                    total += run
+                    run[:] = 0
+                    in_run = 0
+            else:
+                total += array
+            count += 1
+        if run is not None:
+            total += run
+        return [ChunkSum(total, count, shape, first, None)]
+
+
+def _hw(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+@dataclass
+class MeanResult:
+    """The mean image (C x H x W, float64), per-channel means and the record count."""
+
+    mean: np.ndarray
+    count: int
+
+    @property
+    def channels(self) -> list[tuple[str, float]]:
+        values = self.mean.mean(axis=(1, 2))
+        names = CHANNEL_NAMES.get(len(values), [f"c{i}" for i in range(len(values))])
+        return list(zip(names, values.tolist()))
+
+
+def compute_mean(
+    source: ArraySource,
+    executor: Executor,
+    progress: Callable[[int], object] | None = None,
+) -> MeanResult:
+    """The exact mean of every array of ``source``: uint8 pixels are summed as integers and
+    divided once, so the result has no drift and is identical for any worker count."""
+    n = len(source)
+    if n == 0:
+        raise DataprepError("the source holds no records")
+    if not source.shareable:
+        executor = InlineExecutor()  # LevelDB: one process at a time
+    total, count, shape, first = None, 0, None, ""
+    for part in ordered_map(_SumTask(source), n, executor, chunk_size=MEAN_CHUNK, progress=progress):
+        if part.mismatch:
+            raise DataprepError(f"records of different sizes: {part.mismatch}")
+        if part.shape is None:
+            continue
+        if shape is None:
+            shape, first, total = part.shape, part.first_key, part.total
+        elif part.shape != shape:
+            raise DataprepError(f"records of different sizes: {part.first_key}: shape "
+                                f"{_hw(part.shape)} differs from {_hw(shape)} of {first}")
+        else:
+            total += part.total
+        count += part.count
+    return MeanResult(total.astype(np.float64) / count, count)
+
+
+def array_source(path: str, kind: str | None = None, root: str | None = None, gray: bool = False,
+                 resize: str | None = None) -> ArraySource:
+    """A store, or a list file of images (``kind`` "list"), as arrays; ``kind`` forces the type."""
+    from .images import parse_size
+    from .listfile import read_list
+
+    if kind is None:
+        try:
+            store_kind(path)
+            kind = "store"
+        except StoreError:
+            if not str(path).endswith(".txt") and path != "-":
+                raise
+            kind = "list"
+    if kind == "list":
+        listfile = read_list(path, root=root)
+        size = parse_size(resize) if resize else None
+        return ListArrays(ImageListSource(listfile, gray=gray, size=size))
+    open_store(path).close()  # fail early, in this process, on a store that cannot be opened
+    return StoreArrays(str(path))
+
+
+def write_mean(result: MeanResult, binaryproto: Path | None, npy: Path | None,
+               overwrite: bool = False) -> list[Path]:
+    """``mean.binaryproto`` (1 x C x H x W BlobProto) and/or ``mean.npy`` (C x H x W float32)."""
+    mean32 = result.mean.astype(np.float32)
+    written = []
+    with Staging(overwrite) as staging:
+        if binaryproto is not None:
+            staging.path(binaryproto).write_bytes(blob_bytes(mean32))
+            written.append(Path(binaryproto))
+        if npy is not None:
+            with open(staging.path(npy), "wb") as f:
+                np.save(f, mean32)
+            written.append(Path(npy))
+    return written

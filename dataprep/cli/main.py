@@ -20,6 +20,7 @@ COMMANDS = {
     "list": "Write a list file (path label) from a folder of images, one subfolder per class.",
     "hdf5": "Convert a list of images to HDF5 files for Caffe's HDF5Data layer.",
     "lmdb": "Convert a list of images to Caffe Datum records in LMDB or LevelDB.",
+    "mean": "Compute the mean image (mean.binaryproto, .npy) and per-channel means.",
 }
 
 log = logging.getLogger("dataprep")

@@ -1,0 +1,55 @@
+"""``dataprep mean``: the mean image of a store or an image list, like compute_image_mean."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import (common_options, echo_result, json_opt, overwrite_opt, progress, start_workers,
+                      workers_opt)
+
+
+@click.command("mean")
+@click.argument("source")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default="mean.binaryproto",
+              show_default=True, help="The BlobProto (1 x C x H x W) for a layer's mean_file.")
+@click.option("--npy", type=click.Path(dir_okay=False), default=None,
+              help="Also write the C x H x W mean as NumPy (.npy).")
+@click.option("--per-channel-only", is_flag=True, help="Print the per-channel means; write no image.")
+@click.option("--type", "kind", type=click.Choice(["store", "list"]), default=None,
+              help="Force how SOURCE is read [default: detected; a .txt of images is a list].")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Folder a list's paths are relative to [default: the list's folder].")
+@click.option("--gray", is_flag=True, help="Lists: decode as 1-channel gray.")
+@click.option("--resize", default=None, metavar="HxW", help="Lists: resize every image to HxW.")
+@workers_opt
+@overwrite_opt
+@json_opt
+@common_options
+def mean_cmd(source, out, npy, per_channel_only, kind, root, gray, resize, workers, overwrite, as_json):
+    """Compute the mean image of SOURCE: an LMDB/LevelDB folder, an .h5 file, an _h5.txt list,
+    or a list file of images.
+
+    Sums the uint8 pixels exactly as integers and divides once, so the mean does not drift
+    over millions of images and is identical for any --workers. Prints the per-channel
+    means (B G R order for color) on stdout.
+
+    \b
+    dataprep mean train_lmdb                      # mean.binaryproto
+    dataprep mean train_lmdb --npy mean.npy -o mean.binaryproto
+    dataprep mean train.txt --resize 256x256 --per-channel-only
+    """
+    start_workers(workers)
+    from ..mean import array_source, compute_mean, write_mean
+    from ..parallel import make_executor
+
+    src = array_source(source, kind, root=root, gray=gray, resize=resize)
+    with progress(len(src), "mean") as update:
+        result = compute_mean(src, make_executor(workers, len(src)), progress=update)
+    outputs = [] if per_channel_only else write_mean(result, Path(out), Path(npy) if npy else None,
+                                                     overwrite=overwrite)
+    summary = {"count": result.count, "shape": list(result.mean.shape),
+               "channels": dict(result.channels), "outputs": [str(p) for p in outputs]}
+    echo_result(as_json, summary, ["  ".join(f"{name} {value:.2f}" for name, value in result.channels)])
+
