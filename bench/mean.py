@@ -1,0 +1,76 @@
+"""`dataprep mean` against a single-process decode-and-sum loop, on raw and encoded LMDBs.
+
+Run: python bench/mean.py [--n 5000]. Builds two LMDBs of 256 x 256 color Datums from the
+photos scikit-image ships (raw pixels, and JPEG-encoded), then times in one run, median of
+--repeat interleaved rounds:
+  * a loop that reads every Datum, decodes it and adds it to a float64 sum in NumPy;
+  * `dataprep mean --workers 1` and `--workers 2`.
+Targets: at least 1.6x the loop on encoded records with 2 workers; at least 1 GB/s of pixel
+data on raw records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import dataprep, interleaved, measure, row  # noqa: E402
+from stores import make_photos, settle  # noqa: E402
+
+LOOP = r"""
+import sys, cv2, lmdb, numpy as np
+from dataprep.stores.caffe_pb import Datum
+env = lmdb.open(sys.argv[1], readonly=True, lock=False)
+total, n = None, 0
+with env.begin() as txn:
+    for key, value in txn.cursor():
+        datum = Datum()
+        datum.ParseFromString(value)
+        if datum.encoded:
+            image = cv2.imdecode(np.frombuffer(datum.data, np.uint8), cv2.IMREAD_COLOR).transpose(2, 0, 1)
+        else:
+            image = np.frombuffer(datum.data, np.uint8).reshape(datum.channels, datum.height, datum.width)
+        total = image.astype(np.float64) if total is None else total + image
+        n += 1
+np.save(sys.argv[2], (total / n).astype(np.float32))
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dir", type=Path, default=None)
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench_mean_", dir=args.dir))
+    py, n = sys.executable, args.n
+    try:
+        photos = make_photos(base / "photos", n)
+        for name, extra in (("raw", []), ("enc", ["--encoded", "--encode-type", "jpg"])):
+            measure(dataprep("lmdb", photos.name, f"{name}_db", "--resize", "256x256", "-q", *extra), cwd=base)
+        pixel_gb = n * 3 * 256 * 256 / 1e9
+        for name in ("raw", "enc"):
+            db = f"{name}_db"
+            cmds = {
+                "loop": ([py, "-c", LOOP, db, "loop.npy"], base, [base / "loop.npy"]),
+                "dp1": (dataprep("mean", db, "-o", "m1.bp", "-j", 1, "-q"), base, [base / "m1.bp"]),
+                "dp2": (dataprep("mean", db, "-o", "m2.bp", "-j", 2, "-q"), base, [base / "m2.bp"]),
+            }
+            t = interleaved(cmds, args.repeat, settle)
+            label = "raw Datums" if name == "raw" else "JPEG-encoded Datums"
+            print(f"mean of {n} 256x256 color {label}, median of {args.repeat} rounds")
+            print(row("  single-process decode + NumPy sum loop", n, t["loop"]["wall"], t["loop"]["peak_mb"]))
+            print(row("  dataprep mean --workers 1", n, t["dp1"]["wall"], t["dp1"]["peak_mb"]))
+            print(row("  dataprep mean --workers 2", n, t["dp2"]["wall"], t["dp2"]["peak_mb"]))
+            print(f"  speed-up (2 workers): {t['loop']['wall'] / t['dp2']['wall']:.2f}x; pixel data "
+                  f"{pixel_gb / t['dp2']['wall']:.2f} GB/s (loop {pixel_gb / t['loop']['wall']:.2f} GB/s)")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
