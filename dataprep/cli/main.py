@@ -21,6 +21,8 @@ COMMANDS = {
     "hdf5": "Convert a list of images to HDF5 files for Caffe's HDF5Data layer.",
     "lmdb": "Convert a list of images to Caffe Datum records in LMDB or LevelDB.",
     "mean": "Compute the mean image (mean.binaryproto, .npy) and per-channel means.",
+    "info": "Summarize a store: count, shapes, labels, size; --grid draws samples.",
+    "verify": "Check every record of a store (and against its list); exit 1 on problems.",
 }
 
 log = logging.getLogger("dataprep")

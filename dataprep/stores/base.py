@@ -112,6 +112,19 @@ class StoreReader(ABC):
     def iter_range(self, start: int, stop: int) -> Iterator[StoredRecord]:
         """Records ``start..stop-1`` in order: workers split a store by index ranges."""
 
+    def all_labels(self) -> np.ndarray:
+        """Every record's labels as an N x k float64 array."""
+        rows = [rec.labels for rec in self]
+        return np.stack(rows) if rows else np.empty((0, 0))
+
+    def encoded(self) -> bool:
+        """Whether records hold compressed image bytes."""
+        return False
+
+    def files_on_disk(self) -> list[Path]:
+        """The files that make up the store."""
+        return [p for p in Path(self.path).rglob("*") if p.is_file()] if Path(self.path).is_dir() else [Path(self.path)]
+
     def __getitem__(self, index: int) -> StoredRecord:
         if not -len(self) <= index < len(self):
             raise IndexError(index)

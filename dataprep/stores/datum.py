@@ -228,7 +228,7 @@ class DatumReader(StoreReader):
         self._kv = BACKENDS[backend][1](self.path)
         self._keys: list[bytes] | None = None
         self._labels: DatumReader | None = None
-        self._gray = bool(((self.manifest or {}).get("preprocessing") or {}).get("gray"))
+        self.gray = bool(((self.manifest or {}).get("preprocessing") or {}).get("gray"))
         db = ((self.manifest or {}).get("labels") or {}).get("db")
         if db and (self.manifest or {}).get("role") != "labels":
             self._labels = DatumReader(self.path.parent / db, backend)
@@ -251,11 +251,28 @@ class DatumReader(StoreReader):
             return iter(())
         return self._kv.items_from(keys[start], min(stop, len(keys)) - start)
 
+    def labels_reader(self) -> "DatumReader | None":
+        """The companion float_data labels store, when this store has one."""
+        return self._labels
+
+    def encoded(self) -> bool:
+        first = next(iter(self.raw_values(0, 1)), None)
+        return bool(first and parse_datum(first[1]).encoded)
+
+    def all_labels(self) -> np.ndarray:
+        if self._labels is not None:
+            return np.stack([rec.array.ravel() for rec in self._labels]).astype(np.float64)
+        return np.array([[parse_datum(v).label] for _, v in self.raw_values(0, len(self))], np.float64)
+
+    def files_on_disk(self) -> list[Path]:
+        own = super().files_on_disk()
+        return own + (self._labels.files_on_disk() if self._labels is not None else [])
+
     def iter_range(self, start: int, stop: int) -> Iterator[StoredRecord]:
         labels = self._labels.iter_range(start, stop) if self._labels is not None else None
         for key, value in self.raw_values(start, stop):
             datum = parse_datum(value)
-            array = datum_array(datum, self._gray)
+            array = datum_array(datum, self.gray)
             if labels is not None:
                 label_values = next(labels).array.ravel()
             else:

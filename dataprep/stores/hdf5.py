@@ -341,6 +341,14 @@ class Hdf5Reader(StoreReader):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def all_labels(self) -> np.ndarray:
+        columns = [np.concatenate([f[name][:].reshape(len(f[name]), -1) for f in self.files])
+                   for name in self.label_names]
+        return np.concatenate(columns, axis=1).astype(np.float64) if columns else np.empty((len(self), 0))
+
+    def files_on_disk(self) -> list[Path]:
+        return [Path(f.filename) for f in self.files] + ([self.path] if self.path.suffix == ".txt" else [])
+
     def keys(self) -> list[str]:
         """Keys the writer stored; row numbers for files written by other tools."""
         keys: list[str] = []

@@ -1,0 +1,66 @@
+"""``dataprep info``: a store's summary, and a montage of its samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import common_options, json_opt, seed_opt
+
+
+@click.command("info")
+@click.argument("store")
+@click.option("--grid", type=click.Path(dir_okay=False), default=None,
+              help="Also write a montage of samples with their labels (PNG).")
+@click.option("--count", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Samples in the montage.")
+@click.option("--random", is_flag=True, help="Pick the montage's samples at random (seeded).")
+@seed_opt
+@json_opt
+@common_options
+def info_cmd(store, grid, count, random, seed, as_json):
+    """Summarize STORE (LMDB/LevelDB folder, .h5 file or _h5.txt list): type, record count,
+    data shape and dtype, encoding, label ranges (class histogram for integer labels),
+    size on disk and the first keys.
+
+    \b
+    dataprep info train_lmdb
+    dataprep info train_h5.txt --json
+    dataprep info train_lmdb --grid grid.png --count 36 --random
+    """
+    import json
+
+    from ..info import make_grid, summarize
+
+    summary = summarize(store)
+    if grid:
+        from ..images import encode
+        from ..staging import Staging
+
+        with Staging(overwrite=True) as staging:
+            staging.path(Path(grid)).write_bytes(encode(make_grid(store, count, random, seed), "png"))
+        summary["grid"] = grid
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(_text(summary))
+
+
+def _text(s: dict) -> str:
+    lines = [
+        f"{s['path']}: {s['type']}, {s['count']} records, {'encoded' if s['encoded'] else 'raw'}",
+        f"  data: {'x'.join(map(str, s['shape'] or []))} {s['dtype']}",
+        f"  size on disk: {s['bytes_on_disk'] / 1e6:.1f} MB",
+    ]
+    for name, st in zip(s["labels"]["columns_named"], s["labels"]["stats"]):
+        line = f"  {name}: min {st['min']:.4g}  max {st['max']:.4g}  mean {st['mean']:.4g}"
+        if "histogram" in st and len(st["histogram"]) <= 20:
+            line += "  classes " + " ".join(f"{c}:{n}" for c, n in st["histogram"].items())
+        lines.append(line)
+    lines.append("  first keys: " + ", ".join(s["first_keys"]))
+    if not s["manifest"]:
+        lines.append("  no dataprep manifest (written by another tool)")
+    if s.get("grid"):
+        lines.append(f"  grid: {s['grid']}")
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""What a user checks before training: a store's summary, and a montage of its samples."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .stores import open_store
+from .stores.base import StoreReader
+
+CELL = 96  # pixels a sample gets in the montage (longer side)
+TEXT_ROWS = 14
+
+
+def disk_usage(reader: StoreReader) -> int:
+    """Bytes the store's files occupy on disk (allocated blocks: LMDB files may be sparse)."""
+    paths = list(getattr(reader, "files_on_disk", lambda: [])())
+    return sum(os.stat(p).st_blocks * 512 for p in paths)
+
+
+def column_names(manifest: dict, k: int) -> list[str]:
+    """Names for the k label columns: the manifest's column or dataset names, else label[i]."""
+    layout = manifest.get("labels") or {}
+    if len(layout.get("columns") or []) == k:
+        return list(layout["columns"])
+    names = layout.get("names") or []
+    if len(names) == k:
+        return list(names)
+    base = names[0] if len(names) == 1 else "label"
+    return [base] if k == 1 else [f"{base}[{i}]" for i in range(k)]
+
+
+def label_stats(labels: np.ndarray, integer: bool) -> list[dict]:
+    """Per label column: min, max, mean, and for integer labels a class histogram."""
+    stats = []
+    for column in labels.T:
+        entry = {"min": float(column.min()), "max": float(column.max()), "mean": float(column.mean())}
+        if integer:
+            values, counts = np.unique(column.astype(np.int64), return_counts=True)
+            entry["histogram"] = {int(v): int(c) for v, c in zip(values, counts)}
+        stats.append(entry)
+    return stats
+
+
+def summarize(path: str | Path, first_keys: int = 5) -> dict:
+    """Type, count, data shape and dtype, encoding, labels, size on disk and first keys."""
+    with open_store(path) as reader:
+        n = len(reader)
+        first = reader[0] if n else None
+        labels = reader.all_labels() if n else np.empty((0, 0))
+        integer = bool(labels.size) and bool(np.all(labels == np.round(labels)))
+        manifest = reader.manifest or {}
+        return {
+            "path": str(path),
+            "type": reader.kind,
+            "count": n,
+            "shape": list(first.array.shape) if first is not None else None,
+            "dtype": str(first.array.dtype) if first is not None else None,
+            "uniform_shape": manifest.get("shape") is not None if manifest else None,
+            "encoded": manifest.get("encoded", reader.kind != "hdf5" and reader.encoded()),
+            "labels": {"columns": labels.shape[1] if labels.ndim == 2 else 0,
+                       "integer": integer,
+                       "columns_named": column_names(manifest, labels.shape[1] if labels.ndim == 2 else 0),
+                       "stats": label_stats(labels, integer) if labels.size else []},
+            "bytes_on_disk": disk_usage(reader),
+            "first_keys": reader.keys()[:first_keys],
+            "manifest": bool(manifest),
+            "preprocessing": manifest.get("preprocessing"),
+        }
+
+
+def _displayable(array: np.ndarray) -> np.ndarray:
+    """A C x H x W record as an H x W x 3 uint8 BGR picture (float data stretched to 0..255)."""
+    image = array.transpose(1, 2, 0)
+    if image.dtype != np.uint8:
+        lo, hi = float(image.min()), float(image.max())
+        image = ((image - lo) * (255.0 / (hi - lo)) if hi > lo else image * 0).astype(np.uint8)
+    if image.shape[2] == 1:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def _label_text(labels: np.ndarray) -> str:
+    return " ".join(f"{v:.3g}" for v in labels.tolist())
+
+
+def make_grid(path: str | Path, count: int = 64, random: bool = False, seed: int = 0) -> np.ndarray:
+    """A montage of ``count`` samples (the first, or a seeded random pick), labels under each."""
+    with open_store(path) as reader:
+        n = len(reader)
+        count = max(1, min(count, n))
+        indices = (np.sort(np.random.default_rng(seed).choice(n, count, replace=False)) if random
+                   else np.arange(count))
+        records = [reader[int(i)] for i in indices]
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    grid = np.full((rows * (CELL + TEXT_ROWS), cols * CELL, 3), 255, np.uint8)
+    for k, rec in enumerate(records):
+        image = _displayable(rec.array)
+        h, w = image.shape[:2]
+        scale = CELL / max(h, w)
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)
+        y, x = (k // cols) * (CELL + TEXT_ROWS), (k % cols) * CELL
+        grid[y : y + image.shape[0], x : x + image.shape[1]] = image
+        cv2.putText(grid, _label_text(rec.labels), (x + 2, y + CELL + TEXT_ROWS - 3),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    return grid

@@ -1,0 +1,154 @@
+"""``dataprep info`` and ``dataprep verify`` on good stores and deliberately broken ones."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+from conftest import write_images
+
+from dataprep.convert import list_source, store_meta
+from dataprep.stores import STORES
+
+
+def build(invoke, tmp, kind, labels="int", n=12, extra=()):
+    list_path, images = write_images(tmp, n, labels=labels)
+    args = {"lmdb": ["lmdb", list_path, tmp / "db"], "leveldb": ["lmdb", list_path, tmp / "db", "--backend", "leveldb"],
+            "hdf5": ["hdf5", list_path, "-o", tmp / "db.h5", "--shard-size", 5]}[kind]
+    if labels == "float" and kind != "hdf5":
+        args += ["--labels-db", tmp / "db_labels"]
+    r = invoke(*args, "-j", 1, *extra)
+    assert r.exit_code == 0, r.stderr
+    return list_path, images, tmp / ("db_h5.txt" if kind == "hdf5" else "db")
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "leveldb", "hdf5"])
+def test_info_numbers_match_the_data(invoke, tmp_path, kind):
+    _, images, store = build(invoke, tmp_path, kind)
+    r = invoke("info", store, "--json")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["type"] == kind and info["count"] == 12
+    assert info["shape"] == [3, 12, 16]
+    assert info["dtype"] == ("float32" if kind == "hdf5" else "uint8")
+    labels = [i % 5 for i in range(12)]
+    stats = info["labels"]["stats"][0]
+    assert (stats["min"], stats["max"]) == (0, 4) and stats["mean"] == pytest.approx(np.mean(labels))
+    assert stats["histogram"] == {str(k): labels.count(k) for k in range(5)} or \
+        stats["histogram"] == {k: labels.count(k) for k in range(5)}
+    assert info["bytes_on_disk"] > 12 * 3 * 12 * 16
+    assert info["first_keys"][0].endswith("img/0000.png")
+    text = invoke("info", store)
+    assert "12 records" in text.stdout and "classes 0:3 1:3 2:2 3:2 4:2" in text.stdout
+
+
+def test_info_float_labels(invoke, tmp_path):
+    _, _, store = build(invoke, tmp_path, "lmdb", labels="float")
+    info = json.loads(invoke("info", store, "--json").stdout)
+    assert info["labels"]["columns"] == 2 and not info["labels"]["integer"]
+    assert info["labels"]["stats"][1]["max"] == pytest.approx(5.5)
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "hdf5"])
+def test_grid(invoke, tmp_path, kind):
+    _, _, store = build(invoke, tmp_path, kind)
+    r = invoke("info", store, "--grid", tmp_path / "grid.png", "--count", 9, "--random")
+    assert r.exit_code == 0, r.stderr
+    grid = cv2.imread(str(tmp_path / "grid.png"))
+    assert grid.shape == (3 * (96 + 14), 3 * 96, 3)
+    assert grid.std() > 20  # images and label text, not a blank canvas
+    gray = build(invoke, tmp_path / "g", "lmdb", extra=["--gray"])[2]
+    assert invoke("info", gray, "--grid", tmp_path / "g.png", "--count", 4).exit_code == 0
+    assert cv2.imread(str(tmp_path / "g.png")).shape == (2 * 110, 2 * 96, 3)
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "leveldb", "hdf5"])
+def test_verify_good_stores(invoke, tmp_path, kind):
+    list_path, _, store = build(invoke, tmp_path, kind, labels="float" if kind != "leveldb" else "int")
+    r = invoke("verify", store, "--list", list_path)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("12 records checked, OK")
+
+
+def test_verify_shuffled_store_against_its_list(invoke, tmp_path):
+    list_path, _, store = build(invoke, tmp_path, "lmdb", extra=["--shuffle", "--seed", 3])
+    assert invoke("verify", store, "--list", list_path).exit_code == 0
+
+
+def test_verify_tampered_lmdb(invoke, tmp_path):
+    _, _, store = build(invoke, tmp_path, "lmdb")
+    with lmdb.open(str(store)) as env, env.begin(write=True) as txn:
+        key = b"00000004_img/0004.png"
+        value = bytearray(txn.get(key))
+        value[-10] ^= 0xFF
+        txn.put(key, bytes(value))
+    r = invoke("verify", store)
+    assert r.exit_code == 1
+    assert "00000004_img/0004.png: checksum mismatch" in r.stdout
+    assert "1 problem(s)" in r.stdout
+
+
+def test_verify_unfinished_writer(tmp_path, invoke):
+    list_path, _ = write_images(tmp_path, 6)
+    source = list_source(str(list_path))
+    writer = STORES["lmdb"](tmp_path / "db", meta=store_meta(source))
+    for i in range(3):
+        writer.write(i, source.record(i))
+    writer._flush()
+    writer._kv.close()  # killed here: the temporary store is all that is left
+    partial = next(p for p in tmp_path.iterdir() if ".partial-" in p.name)
+    r = invoke("verify", partial)
+    assert r.exit_code == 1 and "unfinished dataprep output" in r.stdout
+    assert not (tmp_path / "db").exists()
+
+
+def test_verify_truncated_and_missing_hdf5_shards(invoke, tmp_path):
+    _, _, store = build(invoke, tmp_path, "hdf5")
+    shard = tmp_path / "db_001.h5"
+    os.truncate(shard, shard.stat().st_size // 2)
+    r = invoke("verify", store)
+    assert r.exit_code == 1 and "db_001.h5: cannot be read" in r.stdout
+    shard.unlink()
+    r = invoke("verify", store)
+    assert r.exit_code == 1 and "db_001.h5: listed in db_h5.txt but missing" in r.stdout
+
+
+def test_verify_hdf5_edited_row(invoke, tmp_path):
+    import h5py
+
+    _, _, store = build(invoke, tmp_path, "hdf5")
+    with h5py.File(tmp_path / "db_000.h5", "r+") as f:
+        f["data"][2, 0, 0, 0] += 1
+    r = invoke("verify", store)
+    assert r.exit_code == 1 and "img/0002.png: checksum mismatch" in r.stdout
+
+
+def test_verify_against_a_different_list(invoke, tmp_path):
+    list_path, _, store = build(invoke, tmp_path, "lmdb")
+    lines = list_path.read_text().splitlines()
+    lines[5] = lines[5].split()[0] + " 9"
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(lines + ["img/extra.png 1"]) + "\n")
+    r = invoke("verify", store, "--list", other)
+    assert r.exit_code == 1
+    assert "00000005_img/0005.png: labels [0.0] differ from the list's [9]" in r.stdout
+    assert "img/extra.png: in the list but not in the store" in r.stdout
+
+
+def test_verify_store_from_another_tool(invoke, tmp_path):
+    """No manifest: records are still decoded and checked, with a note."""
+    from dataprep.stores.caffe_pb import datum_raw
+
+    with lmdb.open(str(tmp_path / "foreign"), map_size=1 << 24) as env, env.begin(write=True) as txn:
+        for i in range(4):
+            txn.put(b"%08d_x%d.jpg" % (i, i), datum_raw(np.full((4, 4, 3), i, np.uint8), i))
+    r = invoke("verify", tmp_path / "foreign")
+    assert r.exit_code == 0 and "4 records checked, OK" in r.stdout and "no manifest" in r.stderr
+    with lmdb.open(str(tmp_path / "foreign")) as env, env.begin(write=True) as txn:
+        txn.put(b"00000009_bad.jpg", b"\xff\xff garbage")
+    r = invoke("verify", tmp_path / "foreign")
+    assert r.exit_code == 1 and "00000009_bad.jpg: cannot decode" in r.stdout
