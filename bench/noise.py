@@ -47,15 +47,20 @@ def tutorial_make_noise(indices, folder):
         plt.imsave(f"{folder}/{i:05d}_{fx:.2f}_{fy:.2f}.jpg", noise, cmap="gray")
 
 
-def run_tutorial(n, workers, folder):
-    folder.mkdir()
-    procs = [mp.Process(target=tutorial_make_noise, args=(range(k, n, workers), folder)) for k in range(workers)]
+def _timed_processes(target, arg_lists) -> float:
+    """Seconds to run one process per argument tuple, all at once, as the tutorial does."""
+    procs = [mp.Process(target=target, args=args) for args in arg_lists]
     t = time.perf_counter()
     for p in procs:
         p.start()
     for p in procs:
         p.join()
     return time.perf_counter() - t
+
+
+def run_tutorial(n, workers, folder):
+    folder.mkdir()
+    return _timed_processes(tutorial_make_noise, [(range(k, n, workers), folder) for k in range(workers)])
 
 
 def _write_files(blobs, folder):
@@ -67,13 +72,7 @@ def run_file_bound(source: Path, workers: int, folder: Path) -> float:
     """Write the bytes of every file in ``source`` to ``folder`` with ``workers`` processes."""
     folder.mkdir()
     blobs = [(p.name, p.read_bytes()) for p in sorted(source.iterdir())]
-    procs = [mp.Process(target=_write_files, args=(blobs[k::workers], folder)) for k in range(workers)]
-    t = time.perf_counter()
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    return time.perf_counter() - t
+    return _timed_processes(_write_files, [(blobs[k::workers], folder) for k in range(workers)])
 
 
 def main():

@@ -129,28 +129,34 @@ class _SumTask:
 
     def __call__(self, start: int, stop: int) -> list[ChunkSum]:
         total = run = None
-        shape, first, count, in_run = None, "", 0, 0
+        shape, first, count, in_run, hwc = None, "", 0, 0, False
         for key, array in self.source.arrays(start, stop):
             if shape is None:
                 shape, first = array.shape, key
+                # decoded images are C x H x W views of H x W x C memory: sum in memory order
+                hwc = not array.flags.c_contiguous and array.transpose(1, 2, 0).flags.c_contiguous
+                native = array.transpose(1, 2, 0) if hwc else array
                 integer = array.dtype == np.uint8
-                total = np.zeros(shape, np.uint64 if integer else np.float64)
-                run = np.zeros(shape, np.uint16) if integer else None
+                total = np.zeros(native.shape, np.uint64 if integer else np.float64)
+                run = np.zeros(native.shape, np.uint16) if integer else None
             elif array.shape != shape:
                 return [ChunkSum(None, 0, shape, first,
                                  f"{key}: shape {_hw(array.shape)} differs from {_hw(shape)} of {first}")]
+            native = array.transpose(1, 2, 0) if hwc else array
             if run is not None:
-                run += array
+                run += native
                 in_run += 1
                 if in_run == _U16_RUN:
                     total += run
                     run[:] = 0
                     in_run = 0
             else:
-                total += array
+                total += native
             count += 1
         if run is not None:
             total += run
+        if hwc:
+            total = np.ascontiguousarray(total.transpose(2, 0, 1))
         return [ChunkSum(total, count, shape, first, None)]
 
 
@@ -185,20 +191,29 @@ def compute_mean(
     if not source.shareable:
         executor = InlineExecutor()  # LevelDB: one process at a time
     total, count, shape, first = None, 0, None, ""
-    for part in ordered_map(_SumTask(source), n, executor, chunk_size=MEAN_CHUNK, progress=progress):
-        if part.mismatch:
-            raise DataprepError(f"records of different sizes: {part.mismatch}")
-        if part.shape is None:
-            continue
-        if shape is None:
-            shape, first, total = part.shape, part.first_key, part.total
-        elif part.shape != shape:
-            raise DataprepError(f"records of different sizes: {part.first_key}: shape "
-                                f"{_hw(part.shape)} differs from {_hw(shape)} of {first}")
-        else:
-            total += part.total
-        count += part.count
+    try:
+        for part in ordered_map(_SumTask(source), n, executor, chunk_size=MEAN_CHUNK, progress=progress):
+            if part.mismatch:
+                raise DataprepError(f"records of different sizes: {part.mismatch}")
+            if part.shape is None:
+                continue
+            if shape is None:
+                shape, first, total = part.shape, part.first_key, part.total
+            elif part.shape != shape:
+                raise DataprepError(f"records of different sizes: {part.first_key}: shape "
+                                    f"{_hw(part.shape)} differs from {_hw(shape)} of {first}")
+            else:
+                total += part.total
+            count += part.count
+    finally:
+        close_readers()  # workers keep theirs until they exit; this process closes its own
     return MeanResult(total.astype(np.float64) / count, count)
+
+
+def close_readers() -> None:
+    """Close the stores this process opened through StoreArrays."""
+    while _READERS:
+        _READERS.popitem()[1].close()
 
 
 def array_source(path: str, kind: str | None = None, root: str | None = None, gray: bool = False,

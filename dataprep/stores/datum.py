@@ -212,7 +212,7 @@ def datum_array(datum, gray: bool = False) -> np.ndarray:
             image = decode(datum.data, gray=gray)
         except ValueError:
             raise StoreError("encoded Datum holds undecodable image bytes") from None
-        return np.ascontiguousarray(image.transpose(2, 0, 1))
+        return image.transpose(2, 0, 1)  # a view: consumers that sum or copy need no extra pass
     if datum.data:
         return np.frombuffer(datum.data, np.uint8).reshape(datum.channels, datum.height, datum.width)
     return np.asarray(datum.float_data, np.float32).reshape(datum.channels, datum.height, datum.width)
