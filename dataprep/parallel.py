@@ -47,7 +47,7 @@ def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
 
 
-def default_chunk_size(n: int, workers: int, cap: int = 64) -> int:
+def default_chunk_size(n: int, workers: int, cap: int = 16) -> int:
     """Enough chunks to balance the workers, few enough to amortize messaging."""
     return max(1, min(cap, math.ceil(n / max(1, workers * 8))))
 
@@ -148,7 +148,7 @@ class ProcessExecutor(Executor):
     Ctrl-C the children are stopped at once.
     """
 
-    def __init__(self, workers: int, window: int = 3) -> None:
+    def __init__(self, workers: int, window: int = 8) -> None:
         self.workers = workers
         self.window = window
 

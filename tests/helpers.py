@@ -28,9 +28,15 @@ class FailAt:
 
 @dataclass(frozen=True)
 class DieAt:
+    """Kills the worker process that reaches ``index`` (the parent, which computes chunks
+    too, only sleeps there, so the chunk is left to a child)."""
+
     index: int
+    parent: int = 0
 
     def __call__(self, start: int, stop: int) -> list[int]:
-        if start <= self.index < stop:
+        if os.getpid() == self.parent:
+            time.sleep(0.01)  # make the parent slow, so children take most chunks
+        elif start <= self.index < stop:
             os._exit(3)
         return list(range(start, stop))

@@ -237,3 +237,14 @@ def test_leveldb_without_plyvel_says_how_to_install(monkeypatch, tmp_path):
     with pytest.raises(DataprepError, match=r"pip install 'dataprep\[leveldb\]'"):
         STORES["leveldb"](tmp_path / "db")
     assert not any(tmp_path.iterdir())
+
+
+def test_hdf5_gzip_compression_reads_back(tmp_path):
+    list_path, images = write_images(tmp_path, 5)
+    source = list_source(str(list_path))
+    write_store(source, Hdf5Writer(tmp_path / "z.h5", compression="gzip", expected=5), InlineExecutor())
+    with h5py.File(tmp_path / "z.h5") as f:
+        assert f["data"].compression == "gzip" and f["label"].compression == "gzip"
+        assert np.array_equal(f["data"][3], images[3].transpose(2, 0, 1).astype(np.float32))
+    with pytest.raises(DataprepError, match="unknown compression 'lzf'"):
+        Hdf5Writer(tmp_path / "l.h5", compression="lzf")

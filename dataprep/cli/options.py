@@ -69,7 +69,7 @@ def common_options(f: Callable) -> Callable:
 
 workers_opt = click.option(
     "-j", "--workers", type=click.IntRange(min=1), default=None, show_default="all cores",
-    help="Worker processes. Output is identical for any value.")
+    help="Processes sharing the work, this one included. Output is identical for any value.")
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")

@@ -30,7 +30,8 @@ BACKENDS = {
     "leveldb": (leveldb.LevelDbWriteKV, leveldb.LevelDbReadKV),
 }
 INT32 = (-(2**31), 2**31 - 1)
-COMMIT_EVERY = 1000
+COMMIT_EVERY = 1000  # records, as convert_imageset; or sooner, at COMMIT_BYTES
+COMMIT_BYTES = 16 << 20  # small commits spread the writing evenly between the chunks
 
 
 def datum_key(index: int, key: str) -> bytes:
@@ -124,6 +125,7 @@ class DatumWriter(StoreWriter):
             raise
         self._tmp = tmp
         self._batch: list[tuple[bytes, bytes]] = []
+        self._batch_bytes = 0
         self._labels_batch: list[tuple[bytes, bytes]] = []
         self._checksums: list[str] = []
         self._label_checksums: list[str] = []
@@ -143,13 +145,14 @@ class DatumWriter(StoreWriter):
             self._label_checksums.append(checksum(payload.labels_value))
             if self._label_width is None:
                 self._label_width = parse_datum(payload.labels_value).channels
-        if len(self._batch) >= COMMIT_EVERY:
+        self._batch_bytes += len(payload.value)
+        if len(self._batch) >= COMMIT_EVERY or self._batch_bytes >= COMMIT_BYTES:
             self._flush()
 
     def _flush(self) -> None:
         if self._batch:
             self._kv.write_batch(self._batch)
-            self._batch = []
+            self._batch, self._batch_bytes = [], 0
         if self._labels_batch and self._labels_kv is not None:
             self._labels_kv.write_batch(self._labels_batch)
             self._labels_batch = []
