@@ -140,17 +140,17 @@ class RemoteTraceback(Exception):
 class ProcessExecutor(Executor):
     """``workers`` processes share the chunks: ``workers - 1`` children and this process.
 
-    Each child has its own job and result pipes and at most ``window`` chunks in flight;
+    Each child has its own job and result pipes and a few chunks in flight;
     results are read back in chunk order. While the next result is not ready, this process
-    computes a later chunk itself (at most ``window`` ahead): on a 2-core machine the
+    computes a later chunk itself (a few at most): on a 2-core machine the
     parent would otherwise sit idle between writes, and its chunks never cross a pipe.
     A child that dies is detected through its sentinel and reported; on an error or
     Ctrl-C the children are stopped at once.
     """
 
-    def __init__(self, workers: int, window: int = 8) -> None:
+    def __init__(self, workers: int, queued_items: int = 128) -> None:
         self.workers = workers
-        self.window = window
+        self.queued_items = queued_items
 
     def map_chunks(self, task: Task, bounds: list[tuple[int, int]]) -> Iterator[list[Any]]:
         import cv2
@@ -159,6 +159,9 @@ class ProcessExecutor(Executor):
         ctx = _context()
         n = len(bounds)
         children = max(1, min(self.workers - 1, n - 1))
+        # About ``queued_items`` items queued per child: deep enough that a child never runs
+        # dry while this process writes, shallow enough to keep the tail short.
+        window = max(2, min(8, self.queued_items // max(1, bounds[0][1] - bounds[0][0])))
         procs, jobs, results = [], [], []
         finished = False
         try:
@@ -179,7 +182,7 @@ class ProcessExecutor(Executor):
             nxt = 0  # the first chunk nobody has taken yet
             for i in range(n):
                 for k in range(children):  # keep every child's queue full
-                    while load[k] < self.window and nxt < n:
+                    while load[k] < window and nxt < n:
                         try:
                             jobs[k].send(bounds[nxt])
                         except OSError:  # its pipe is gone: the child died
@@ -189,7 +192,7 @@ class ProcessExecutor(Executor):
                     yield mine.pop(i)
                     continue
                 k = owner.pop(i)
-                while not results[k].poll() and nxt < n and len(mine) < self.window:
+                while not results[k].poll() and nxt < n and len(mine) < window:
                     mine[nxt] = task(*bounds[nxt])
                     nxt += 1
                 load[k] -= 1
