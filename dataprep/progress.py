@@ -7,7 +7,7 @@ import sys
 from tqdm import tqdm
 
 
-def progress_bar(total: int, desc: str, unit: str = "img", enabled: bool = True) -> tqdm:
+def progress_bar(total: int | None, desc: str, unit: str = "img", enabled: bool = True) -> tqdm:
     """A tqdm bar for ``total`` items showing items/s; ``enabled=False`` hides it."""
     return tqdm(
         total=total,

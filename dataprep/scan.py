@@ -17,7 +17,8 @@ from .staging import Staging
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "ppm", "pgm", "tif", "tiff", "webp")
 
 
-def _images_under(folder: Path, extensions: set[str]) -> list[Path]:
+def images_under(folder: Path, extensions: set[str]) -> list[Path]:
+    """Image files below ``folder`` (hidden ones excluded), sorted."""
     found = [
         Path(dirpath) / name
         for dirpath, dirnames, names in os.walk(folder, followlinks=True)
@@ -39,12 +40,12 @@ def scan(
         raise DataprepError(f"{root}: not a folder")
     exts = {e.lower().lstrip(".") for e in extensions}
     if flat:
-        classes, items = [], [(p, 0) for p in _images_under(root, exts)]
+        classes, items = [], [(p, 0) for p in images_under(root, exts)]
     else:
         classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
         if not classes:
             raise DataprepError(f"{root}: no class subfolders (use --flat for a folder of images)")
-        items = [(p, k) for k, c in enumerate(classes) for p in _images_under(root / c, exts)]
+        items = [(p, k) for k, c in enumerate(classes) for p in images_under(root / c, exts)]
     if not items:
         raise DataprepError(f"{root}: no images with extensions {', '.join(sorted(exts))}")
     return classes, items

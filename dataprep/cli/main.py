@@ -23,6 +23,7 @@ COMMANDS = {
     "mean": "Compute the mean image (mean.binaryproto, .npy) and per-channel means.",
     "info": "Summarize a store: count, shapes, labels, size; --grid draws samples.",
     "verify": "Check every record of a store (and against its list); exit 1 on problems.",
+    "resize": "Resize a folder or list of images to files (exact, shorter side, crop); resumable.",
 }
 
 log = logging.getLogger("dataprep")

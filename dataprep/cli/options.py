@@ -107,7 +107,7 @@ def echo_result(as_json: bool, summary: dict, lines: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def progress(total: int, desc: str, unit: str = "img") -> Iterator[Callable[[int], object]]:
+def progress(total: int | None, desc: str, unit: str = "img") -> Iterator[Callable[[int], object]]:
     """A progress callback for the core, drawn as a tqdm bar on stderr unless quiet."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 

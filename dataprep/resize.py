@@ -1,0 +1,195 @@
+"""Resize image folders or lists to files: exact size, shorter side, or shorter side plus
+center crop. Resumable: each output is written under a temporary name and renamed when
+complete, so a rerun skips exactly the outputs that are done."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, NamedTuple
+
+import cv2
+import numpy as np
+
+from .errors import DataprepError, ImageError
+from .handlers import OnError
+from .images import INTERPOLATIONS, as_hwc, decode, read_bytes
+from .listfile import format_line, read_list
+from .parallel import Executor, ordered_map
+from .scan import DEFAULT_EXTENSIONS, images_under
+from .staging import Staging
+
+FORMATS = {"keep": None, "jpg": ".jpg", "png": ".png"}
+
+
+@dataclass(frozen=True)
+class ResizeSpec:
+    """What to do to each image. Sizes are (H, W); ``interpolation`` None picks area when
+    shrinking and cubic when enlarging (quality first)."""
+
+    size: tuple[int, int] | None = None
+    shorter: int | None = None
+    crop: tuple[int, int] | None = None
+    interpolation: str | None = None
+    gray: bool = False
+    fmt: str = "keep"
+    quality: int = 95
+
+    def __post_init__(self) -> None:
+        if (self.size is None) == (self.shorter is None):
+            raise DataprepError("give exactly one of --size and --shorter-side")
+        if self.crop is not None and self.shorter is None:
+            raise DataprepError("--center-crop goes with --shorter-side")
+        if self.crop is not None and min(self.crop) > self.shorter:
+            raise DataprepError(f"--center-crop {self.crop[0]}x{self.crop[1]} is larger than the "
+                                f"shorter side {self.shorter}")
+        if self.fmt not in FORMATS:
+            raise DataprepError(f"unknown format {self.fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def target_size(shape: tuple[int, ...], spec: ResizeSpec) -> tuple[int, int]:
+    """The (H, W) an image of ``shape`` is resized to, before any crop."""
+    if spec.size is not None:
+        return spec.size
+    h, w = shape[:2]
+    scale = spec.shorter / min(h, w)
+    return (spec.shorter, max(1, round(w * scale))) if h <= w else (max(1, round(h * scale)), spec.shorter)
+
+
+def center_crop(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The centered (H, W) window of an image (top-left biased when the margin is odd)."""
+    h, w = image.shape[:2]
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    return image[top : top + size[0], left : left + size[1]]
+
+
+def resize_image(image: np.ndarray, spec: ResizeSpec) -> np.ndarray:
+    """Resize (and crop) one H x W x C image as ``spec`` says."""
+    out_h, out_w = target_size(image.shape, spec)
+    h, w = image.shape[:2]
+    interpolation = spec.interpolation or ("area" if out_h * out_w <= h * w else "cubic")
+    if (out_h, out_w) != (h, w):
+        image = as_hwc(cv2.resize(image, (out_w, out_h), interpolation=INTERPOLATIONS[interpolation]))
+    return center_crop(image, spec.crop) if spec.crop else image
+
+
+class Item(NamedTuple):
+    source: str  # absolute path of the input
+    output: str  # relative path under OUT
+    where: str  # for messages: "list:line: path" or the relative path
+
+
+def output_name(relative: str, fmt: str) -> str:
+    """The output's relative path: the input's, with the extension ``fmt`` asks for."""
+    ext = FORMATS[fmt]
+    return str(PurePosixPath(relative).with_suffix(ext)) if ext else relative
+
+
+def contained(out: Path, relative: str, where: str) -> None:
+    """Refuse an output that would land outside OUT (``..``, absolute paths)."""
+    root = os.path.realpath(out)
+    target = os.path.realpath(os.path.join(root, relative))
+    if PurePosixPath(relative).is_absolute() or os.path.commonpath([root, target]) != root:
+        raise DataprepError(f"{where}: output {relative!r} would land outside {out}")
+
+
+def folder_items(src: Path, out: Path, fmt: str) -> list[Item]:
+    """Every image under ``src``, mirrored under ``out``."""
+    files = images_under(src, set(DEFAULT_EXTENSIONS))
+    if not files:
+        raise DataprepError(f"{src}: no images")
+    return [Item(str(p), output_name(p.relative_to(src).as_posix(), fmt), p.relative_to(src).as_posix())
+            for p in files]
+
+
+def list_items(listfile, out: Path, fmt: str) -> list[Item]:
+    """The images of a list; each entry's path is kept (made relative) under ``out``."""
+    items = []
+    for e in listfile.entries:
+        where = f"{listfile.name}:{e.line}: {e.path}"
+        relative = output_name(e.path, fmt)
+        contained(out, relative, where)
+        items.append(Item(str(listfile.resolve(e)), relative, where))
+    return items
+
+
+@dataclass(frozen=True)
+class _ResizeTask:
+    """Worker task: resize items ``start..stop-1``; returns ("done"|"kept"|error message)."""
+
+    items: list[Item]
+    out: str
+    spec: ResizeSpec
+    overwrite: bool
+
+    def __call__(self, start: int, stop: int) -> list[str]:
+        return [self._one(self.items[i]) for i in range(start, stop)]
+
+    def _one(self, item: Item) -> str:
+        dest = Path(self.out) / item.output
+        if dest.exists() and not self.overwrite:
+            return "kept"
+        try:
+            image = decode(read_bytes(Path(item.source)), gray=self.spec.gray)
+        except (ImageError, ValueError) as exc:
+            reason = "cannot decode image" if isinstance(exc, ValueError) else str(exc).split(": ", 1)[-1]
+            return f"{item.where}: {reason}"
+        image = resize_image(image, self.spec)
+        ext = dest.suffix.lower() or ".png"
+        params = [cv2.IMWRITE_JPEG_QUALITY, self.spec.quality] if ext in (".jpg", ".jpeg") else []
+        ok, data = cv2.imencode(ext, image, params)
+        if not ok:
+            return f"{item.where}: cannot encode as {ext}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+        tmp.write_bytes(data.tobytes())
+        os.replace(tmp, dest)  # complete files only: a rerun skips exactly these
+        return "done"
+
+
+class ResizeResult(NamedTuple):
+    done: int
+    kept: int
+    skipped: int
+    list_path: Path | None
+
+
+def resize_all(
+    src: Path,
+    out: Path,
+    spec: ResizeSpec,
+    executor: Executor,
+    root: str | None = None,
+    overwrite: bool = False,
+    on_error: OnError | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> ResizeResult:
+    """Resize a folder (mirrored under ``out``) or a list file (images under ``out`` and the
+    list rewritten as ``out/<list name>`` with the same labels)."""
+    on_error = on_error or OnError()
+    src, out = Path(src), Path(out)
+    listfile = None
+    if str(src) != "-" and src.is_dir():
+        items = folder_items(src, out, spec.fmt)
+    else:
+        listfile = read_list(src, root=root, on_error=on_error)
+        items = list_items(listfile, out, spec.fmt)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {"done": 0, "kept": 0}
+    good: list[int] = []
+    task = _ResizeTask(items, str(out), spec, overwrite)
+    for i, status in enumerate(ordered_map(task, len(items), executor, progress=progress)):
+        if status in counts:
+            counts[status] += 1
+            good.append(i)
+        else:
+            on_error(ImageError(status))
+    list_path = None
+    if listfile is not None:
+        list_path = out / (Path(listfile.name).name if str(src) != "-" else "list.txt")
+        with Staging(overwrite=True) as staging:
+            lines = [format_line(items[i].output, listfile.entries[i].labels) for i in good]
+            staging.path(list_path).write_text("".join(line + "\n" for line in lines))
+    return ResizeResult(counts["done"], counts["kept"], on_error.skipped, list_path)
+
