@@ -85,7 +85,7 @@ def main():
     n, j = args.n, args.workers
     runs = {k: [] for k in ("tutorial", "files", "bound", "hdf5", "lmdb")}
     peaks = {}
-    for r in range(args.repeat):
+    for _ in range(args.repeat):
         base = Path(tempfile.mkdtemp(prefix="bench_noise_", dir=args.dir))
         try:
             settle()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -23,7 +22,6 @@ from .parallel import Executor, ordered_map
 from .records import ImageListSource, Record, RecordSource, Subset
 from .stores.base import StoreWriter
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,15 +70,13 @@ def source_list(source: RecordSource):
 
 
 def store_meta(source: RecordSource, gray: bool = False, resize: str | None = None,
-               label_names: list[str] | None = None, **extra: Any) -> dict:
+               **extra: Any) -> dict:
     """What a store's manifest records besides its records: origin, label layout and the
     preprocessing applied (so ``predict`` can redo it on raw images)."""
     listfile = source_list(source)
     labels: dict[str, Any] = {}
     if listfile is not None:
         labels = {"count": listfile.label_count, "kind": "int" if listfile.integer_labels else "float"}
-    if label_names:
-        labels["names"] = label_names
     return {
         "source": listfile.name if listfile is not None else type(source).__name__,
         "labels": labels,

@@ -9,8 +9,6 @@ the bin of ``fx`` among ``K`` equal bins of ``[0, 1)``.
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,6 @@ from .records import Record, Subset
 from .splits import SPLIT_NAMES, assign
 from .staging import Staging
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

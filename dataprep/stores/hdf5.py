@@ -268,7 +268,7 @@ class Hdf5Writer(StoreWriter):
         self._shards[-1][1].close()
         total = sum(s.count for _, s in self._shards)
         offset = 0
-        for i, (dest, shard) in enumerate(self._shards):
+        for i, (_, shard) in enumerate(self._shards):
             manifest = {
                 "format": "dataprep", "format_version": FORMAT_VERSION, "kind": "hdf5",
                 "count": total, "shard": i, "shards": len(self._shards), "shard_count": shard.count,
