@@ -142,7 +142,7 @@ class _ResizeTask:
         if not ok:
             return f"{item.where}: cannot encode as {ext}"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+        tmp = dest.with_name(f".{dest.name}.partial")  # a rerun rewrites a killed run's leftover
         tmp.write_bytes(data.tobytes())
         os.replace(tmp, dest)  # complete files only: a rerun skips exactly these
         return "done"
