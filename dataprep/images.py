@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -78,3 +79,17 @@ def resize(image: np.ndarray, size: tuple[int, int], interpolation: str = "linea
         return image
     out = cv2.resize(image, (size[1], size[0]), interpolation=INTERPOLATIONS[interpolation])
     return as_hwc(out)
+
+
+def write_image(dest: Path, image: np.ndarray, quality: int = 95) -> None:
+    """Encode by ``dest``'s extension and write it complete or not at all: a temporary
+    sibling is renamed into place, so a file that exists is a finished one."""
+    ext = dest.suffix.lower() or ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext in (".jpg", ".jpeg") else []
+    ok, data = cv2.imencode(ext, image, params)
+    if not ok:
+        raise ImageError(f"cannot encode as {ext}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.partial")  # a rerun rewrites a killed run's leftover
+    tmp.write_bytes(data.tobytes())
+    os.replace(tmp, dest)

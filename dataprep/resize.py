@@ -14,8 +14,8 @@ import numpy as np
 
 from .errors import DataprepError, ImageError
 from .handlers import OnError
-from .images import INTERPOLATIONS, as_hwc, decode, read_bytes
-from .listfile import format_line, read_list
+from .images import INTERPOLATIONS, as_hwc, decode, read_bytes, write_image
+from .listfile import ListFile, format_line, read_list
 from .parallel import Executor, ordered_map
 from .scan import DEFAULT_EXTENSIONS, images_under
 from .staging import Staging
@@ -114,9 +114,19 @@ def list_items(listfile, out: Path, fmt: str) -> list[Item]:
     return items
 
 
+def load(item: Item, gray: bool) -> np.ndarray:
+    """Decode an item's image; ImageError naming its list line and path."""
+    try:
+        return decode(read_bytes(Path(item.source)), gray=gray)
+    except ImageError as exc:
+        raise ImageError(f"{item.where}: {str(exc).split(': ', 1)[-1]}") from None
+    except ValueError:
+        raise ImageError(f"{item.where}: cannot decode image") from None
+
+
 @dataclass(frozen=True)
 class _ResizeTask:
-    """Worker task: resize items ``start..stop-1``; returns ("done"|"kept"|error message)."""
+    """Worker task: resize items ``start..stop-1``; each gives "done", "kept" or an error."""
 
     items: list[Item]
     out: str
@@ -131,55 +141,49 @@ class _ResizeTask:
         if dest.exists() and not self.overwrite:
             return "kept"
         try:
-            image = decode(read_bytes(Path(item.source)), gray=self.spec.gray)
-        except (ImageError, ValueError) as exc:
-            reason = "cannot decode image" if isinstance(exc, ValueError) else str(exc).split(": ", 1)[-1]
-            return f"{item.where}: {reason}"
-        image = resize_image(image, self.spec)
-        ext = dest.suffix.lower() or ".png"
-        params = [cv2.IMWRITE_JPEG_QUALITY, self.spec.quality] if ext in (".jpg", ".jpeg") else []
-        ok, data = cv2.imencode(ext, image, params)
-        if not ok:
-            return f"{item.where}: cannot encode as {ext}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.partial")  # a rerun rewrites a killed run's leftover
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, dest)  # complete files only: a rerun skips exactly these
+            write_image(dest, resize_image(load(item, self.spec.gray), self.spec), self.spec.quality)
+        except ImageError as exc:
+            return str(exc)
         return "done"
 
 
-class ResizeResult(NamedTuple):
+class JobResult(NamedTuple):
     done: int
     kept: int
     skipped: int
     list_path: Path | None
 
 
-def resize_all(
+def file_job(
     src: Path,
     out: Path,
-    spec: ResizeSpec,
+    fmt: str,
+    make_task: Callable[[list[Item]], Callable[[int, int], list[str]]],
+    outputs: Callable[[Item], list[str]],
     executor: Executor,
     root: str | None = None,
-    overwrite: bool = False,
     on_error: OnError | None = None,
     progress: Callable[[int], object] | None = None,
-) -> ResizeResult:
-    """Resize a folder (mirrored under ``out``) or a list file (images under ``out`` and the
-    list rewritten as ``out/<list name>`` with the same labels)."""
+    check_list: Callable[[ListFile], None] | None = None,
+) -> JobResult:
+    """Run an image-to-files task over a folder (mirrored under ``out``) or a list file (its
+    images under ``out``, the list rewritten as ``out/<list name>`` naming every output of
+    every good entry with that entry's labels). Bad images follow ``on_error``; ``check_list``
+    may refuse a list before any work starts."""
     on_error = on_error or OnError()
     src, out = Path(src), Path(out)
     listfile = None
     if str(src) != "-" and src.is_dir():
-        items = folder_items(src, out, spec.fmt)
+        items = folder_items(src, out, fmt)
     else:
         listfile = read_list(src, root=root, on_error=on_error)
-        items = list_items(listfile, out, spec.fmt)
+        if check_list is not None:
+            check_list(listfile)
+        items = list_items(listfile, out, fmt)
     out.mkdir(parents=True, exist_ok=True)
     counts = {"done": 0, "kept": 0}
     good: list[int] = []
-    task = _ResizeTask(items, str(out), spec, overwrite)
-    for i, status in enumerate(ordered_map(task, len(items), executor, progress=progress)):
+    for i, status in enumerate(ordered_map(make_task(items), len(items), executor, progress=progress)):
         if status in counts:
             counts[status] += 1
             good.append(i)
@@ -188,8 +192,16 @@ def resize_all(
     list_path = None
     if listfile is not None:
         list_path = out / (Path(listfile.name).name if str(src) != "-" else "list.txt")
+        lines = [format_line(name, listfile.entries[i].labels) for i in good for name in outputs(items[i])]
         with Staging(overwrite=True) as staging:
-            lines = [format_line(items[i].output, listfile.entries[i].labels) for i in good]
             staging.path(list_path).write_text("".join(line + "\n" for line in lines))
-    return ResizeResult(counts["done"], counts["kept"], on_error.skipped, list_path)
+    return JobResult(counts["done"], counts["kept"], on_error.skipped, list_path)
 
+
+def resize_all(src: Path, out: Path, spec: ResizeSpec, executor: Executor, root: str | None = None,
+               overwrite: bool = False, on_error: OnError | None = None,
+               progress: Callable[[int], object] | None = None) -> JobResult:
+    """Resize a folder or a list file's images into ``out`` (see ``file_job``)."""
+    return file_job(src, out, spec.fmt, lambda items: _ResizeTask(items, str(out), spec, overwrite),
+                    lambda item: [item.output], executor, root=root, on_error=on_error,
+                    progress=progress)

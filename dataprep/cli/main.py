@@ -24,6 +24,7 @@ COMMANDS = {
     "info": "Summarize a store: count, shapes, labels, size; --grid draws samples.",
     "verify": "Check every record of a store (and against its list); exit 1 on problems.",
     "resize": "Resize a folder or list of images to files (exact, shorter side, crop); resumable.",
+    "augment": "Write K seeded random variants (crop, mirror, rotate, color, lighting) per image.",
 }
 
 log = logging.getLogger("dataprep")

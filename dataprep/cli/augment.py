@@ -1,0 +1,95 @@
+"""``dataprep augment``: K seeded random variants of every image, as files with a list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import (common_options, echo_result, json_opt, overwrite_opt, progress, seed_opt,
+                      skip_bad_opt, start_workers, workers_opt)
+
+
+def _pair(text: str | None, what: str) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{what} takes two numbers, e.g. 0.08,1.0") from None
+    if not 0 < lo <= hi <= 1:
+        raise click.BadParameter(f"{what} needs 0 < min <= max <= 1")
+    return lo, hi
+
+
+@click.command("augment")
+@click.argument("src")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--copies", "-k", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Variants per input image.")
+@click.option("--crop", default=None, metavar="HxW|S", help="Random crop of this size.")
+@click.option("--crop-scale", default=None, metavar="MIN,MAX",
+              help="Random-resized-crop: area share range (0.08,1.0), resized to --size.")
+@click.option("--size", default=None, metavar="HxW",
+              help="Output size of --crop-scale [default: the input's size].")
+@click.option("--mirror", is_flag=True, help="Flip left-right with probability 1/2.")
+@click.option("--rotate", type=float, default=0.0, metavar="DEG", help="Rotate by up to DEG either way.")
+@click.option("--brightness", type=float, default=0.0, help="Scale by a factor in [1-b, 1+b].")
+@click.option("--contrast", type=float, default=0.0, help="Contrast factor in [1-c, 1+c].")
+@click.option("--saturation", type=float, default=0.0, help="Saturation factor in [1-s, 1+s].")
+@click.option("--lighting", type=float, default=0.0, help="AlexNet PCA lighting noise, alpha std (0.1).")
+@click.option("--noise", type=float, default=0.0, help="Additive Gaussian noise std, grey levels.")
+@click.option("--force", is_flag=True, help="Allow label-changing transforms on float labels.")
+@click.option("--format", "fmt", type=click.Choice(["keep", "jpg", "png"]), default="keep",
+              show_default=True, help="Output format (keep: the input's).")
+@click.option("--quality", type=click.IntRange(0, 100), default=95, show_default=True, help="JPEG quality.")
+@click.option("--gray", is_flag=True, help="Decode as 1-channel gray.")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Folder a list's paths are relative to [default: the list's folder].")
+@seed_opt
+@skip_bad_opt
+@workers_opt
+@overwrite_opt
+@json_opt
+@common_options
+def augment_cmd(src, out, copies, crop, crop_scale, size, mirror, rotate, brightness, contrast,
+                saturation, lighting, noise, force, fmt, quality, gray, root, seed, skip_bad, workers,
+                overwrite, as_json):
+    """Write K random variants of every image of SRC (a folder or a list) into OUT as
+    NAME_aug0.ext ... NAME_aug{K-1}.ext; a list is rewritten as OUT/<list name> with each
+    variant carrying its source's labels.
+
+    Variant k of image i depends only on (--seed, i, k): the output is identical for any
+    --workers. Label-safe for float (regression) labels: --crop, --mirror, --brightness,
+    --contrast, --saturation, --lighting, --noise. --crop-scale and --rotate change scale
+    or orientation and are refused for float labels unless --force.
+
+    \b
+    dataprep augment train.txt train_aug --copies 4 --crop 227 --mirror --lighting 0.1
+    dataprep augment photos/ aug --crop-scale 0.08,1.0 --size 224x224 --brightness 0.4
+    """
+    start_workers(workers)
+    from ..augment import augment_all
+    from ..handlers import OnError
+    from ..images import parse_size
+    from ..parallel import make_executor
+    from ..transforms import AugmentSpec
+
+    spec = AugmentSpec(crop=parse_size(crop) if crop else None,
+                       crop_scale=_pair(crop_scale, "--crop-scale"),
+                       out_size=parse_size(size) if size else None, mirror=mirror, rotate=rotate,
+                       brightness=brightness, contrast=contrast, saturation=saturation,
+                       lighting=lighting, noise=noise)
+    on_error = OnError(skip_bad)
+    with progress(None, "augment") as update:
+        result = augment_all(Path(src), Path(out), spec, copies, make_executor(workers), seed=seed,
+                             gray=gray, fmt=fmt, quality=quality, root=root, overwrite=overwrite,
+                             force=force, on_error=on_error, progress=update)
+    if result.skipped:
+        import logging
+
+        logging.getLogger("dataprep").warning("skipped %d bad input(s)", result.skipped)
+    summary = {"out": out, "images": result.done, "already_done": result.kept,
+               "variants": (result.done + result.kept) * copies, "skipped": result.skipped,
+               "list": str(result.list_path) if result.list_path else None}
+    echo_result(as_json, summary, [str(result.list_path or out)])

@@ -1,0 +1,225 @@
+"""Image transforms written once for NumPy and CuPy: every function takes arrays of either
+module and uses only that module's operations (``xp``), so the CPU tests run the code the
+GPU runs. Images are H x W x C, channels BGR; float32 in [0, 255] unless said otherwise.
+
+Random parameters are drawn on the CPU by ``sample_params`` from a NumPy Generator, and
+``apply`` is deterministic: the same (seed, image, copy) gives the same output anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+# AlexNet's PCA of ImageNet RGB pixels (Krizhevsky et al. 2012), as used by fb.resnet.torch
+_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32) * 255
+_EIGVEC_RGB = np.array([[-0.5675, 0.7192, 0.4009],
+                        [-0.5808, -0.0045, -0.8140],
+                        [-0.5836, -0.6948, 0.4203]], np.float32)
+_GRAY_BGR = (0.114, 0.587, 0.299)
+
+
+def get_xp(array: Any) -> ModuleType:
+    """``cupy`` for CuPy arrays, else ``numpy``, without importing CuPy."""
+    if type(array).__module__.split(".")[0] == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+def affine_sample(image, matrix: np.ndarray, out_hw: tuple[int, int]):
+    """Bilinear resampling: output pixel (y, x) reads the input at ``matrix @ (x, y, 1)``;
+    points outside the input read 0. The one kernel behind rotate, resize and crops."""
+    xp = get_xp(image)
+    h, w = image.shape[:2]
+    ys, xs = xp.meshgrid(xp.arange(out_hw[0], dtype=xp.float32), xp.arange(out_hw[1], dtype=xp.float32),
+                         indexing="ij")
+    m = [float(v) for v in np.asarray(matrix, np.float64).ravel()]
+    sx = m[0] * xs + m[1] * ys + m[2]
+    sy = m[3] * xs + m[4] * ys + m[5]
+    x0, y0 = xp.floor(sx), xp.floor(sy)
+    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
+    src = image.astype(xp.float32)
+    out = xp.zeros((*out_hw, image.shape[2]), xp.float32)
+    for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
+                           (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        yi, xi = (y0 + dy).astype(xp.int64), (x0 + dx).astype(xp.int64)
+        inside = ((yi >= 0) & (yi < h) & (xi >= 0) & (xi < w))[..., None]
+        pixel = src[xp.clip(yi, 0, h - 1), xp.clip(xi, 0, w - 1)]
+        out += xp.where(inside, pixel, 0) * weight
+    return out
+
+
+def crop_resize_matrix(top: float, left: float, h: float, w: float, out_hw: tuple[int, int]) -> np.ndarray:
+    """The affine map from an output grid to the (top, left, h, w) window it shows
+    (pixel centres aligned, as cv2.resize does)."""
+    sy, sx = h / out_hw[0], w / out_hw[1]
+    return np.array([[sx, 0, left + 0.5 * sx - 0.5], [0, sy, top + 0.5 * sy - 0.5]], np.float64)
+
+
+def rotation_matrix(degrees: float, hw: tuple[int, int]) -> np.ndarray:
+    """The map from output to input coordinates for a rotation about the image centre."""
+    a = math.radians(degrees)
+    cy, cx = (hw[0] - 1) / 2, (hw[1] - 1) / 2
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, -s, cx - c * cx + s * cy], [s, c, cy - s * cx - c * cy]], np.float64)
+
+
+def mirror(image):
+    """Flip left-right."""
+    return image[:, ::-1]
+
+
+def crop(image, top: int, left: int, h: int, w: int):
+    """The (h, w) window at (top, left)."""
+    return image[top : top + h, left : left + w]
+
+
+def gray_of(image):
+    """Luma of a BGR image (H x W x 1), the weights OpenCV uses."""
+    if image.shape[2] == 1:
+        return image
+    b, g, r = _GRAY_BGR
+    return (image[..., 0:1] * b + image[..., 1:2] * g + image[..., 2:3] * r)
+
+
+def brightness(image, factor: float):
+    return image * factor
+
+
+def contrast(image, factor: float):
+    """Blend with the image's mean luma."""
+    mean = gray_of(image).mean()
+    return (image - mean) * factor + mean
+
+
+def saturation(image, factor: float):
+    """Blend with the image's own luma."""
+    g = gray_of(image)
+    return (image - g) * factor + g
+
+
+def lighting(image, alphas: np.ndarray):
+    """AlexNet's PCA lighting noise: add eigvec @ (alpha * eigval) to every pixel (BGR order)."""
+    xp = get_xp(image)
+    if image.shape[2] != 3:
+        return image
+    shift_rgb = _EIGVEC_RGB @ (np.asarray(alphas, np.float32) * _EIGVAL)
+    return image + xp.asarray(shift_rgb[::-1].copy(), dtype=xp.float32)
+
+
+def to_uint8(image):
+    """Round and clip to 0..255."""
+    xp = get_xp(image)
+    return xp.clip(xp.rint(image), 0, 255).astype(xp.uint8)
+
+
+def caffe_transform(image, crop_size: int = 0, mirror_flag: bool = False, mean=None, scale: float = 1.0,
+                    train: bool = False, rng: np.random.Generator | None = None):
+    """Caffe's DataTransformer on one H x W x C image: crop (random in training, centred in
+    testing), mirror (a coin flip per image in training), then (pixel - mean) * scale, as
+    C x H x W float32. ``mean`` is a C x H x W image (cropped alike) or per-channel values."""
+    xp = get_xp(image)
+    h, w = image.shape[:2]
+    top = left = 0
+    if crop_size:
+        if train:
+            top, left = int(rng.integers(0, h - crop_size + 1)), int(rng.integers(0, w - crop_size + 1))
+        else:
+            top, left = (h - crop_size) // 2, (w - crop_size) // 2
+        image = crop(image, top, left, crop_size, crop_size)
+    flip = bool(mirror_flag and train and rng.integers(0, 2))
+    out = image.astype(xp.float32).transpose(2, 0, 1)
+    if mean is not None:
+        m = xp.asarray(mean, dtype=xp.float32)
+        if m.ndim == 3:
+            m = m[:, top : top + out.shape[1], left : left + out.shape[2]]
+        else:
+            m = m.reshape(-1, 1, 1)
+        out = out - m
+    if flip:
+        out = out[:, :, ::-1]
+    return out * scale if scale != 1.0 else out
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Which random transforms ``augment`` applies, and how strongly."""
+
+    crop: tuple[int, int] | None = None  # random (h, w) window
+    crop_scale: tuple[float, float] | None = None  # random-resized-crop area range
+    out_size: tuple[int, int] | None = None  # output size of random-resized-crop
+    mirror: bool = False
+    rotate: float = 0.0  # max degrees either way
+    brightness: float = 0.0  # factor drawn from [1 - b, 1 + b]
+    contrast: float = 0.0
+    saturation: float = 0.0
+    lighting: float = 0.0  # std of the PCA alphas
+    noise: float = 0.0  # std of additive Gaussian noise, grey levels
+
+    # transforms that change what regression labels describe (scale, orientation)
+    LABEL_UNSAFE = ("crop_scale", "rotate")
+
+    def unsafe_for_float_labels(self) -> list[str]:
+        return [name for name in self.LABEL_UNSAFE if getattr(self, name)]
+
+
+def sample_params(rng: np.random.Generator, hw: tuple[int, int], spec: AugmentSpec) -> dict:
+    """Every random choice for one output, drawn on the CPU in a fixed order."""
+    h, w = hw
+    p: dict[str, Any] = {}
+    if spec.crop_scale:
+        out_h, out_w = spec.out_size or hw
+        for _ in range(10):  # torchvision's RandomResizedCrop: area share and aspect ratio
+            area = h * w * rng.uniform(*spec.crop_scale)
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            ch, cw = int(round(math.sqrt(area / ratio))), int(round(math.sqrt(area * ratio)))
+            if 0 < ch <= h and 0 < cw <= w:
+                break
+        else:
+            ch, cw = min(h, w), min(h, w)
+        p["window"] = (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
+        p["out"] = (out_h, out_w)
+    elif spec.crop:
+        ch, cw = spec.crop
+        p["crop"] = (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
+    p["mirror"] = bool(spec.mirror and rng.integers(0, 2))
+    p["rotate"] = float(rng.uniform(-spec.rotate, spec.rotate)) if spec.rotate else 0.0
+    for name in ("brightness", "contrast", "saturation"):
+        amount = getattr(spec, name)
+        p[name] = float(rng.uniform(1 - amount, 1 + amount)) if amount else 1.0
+    p["lighting"] = rng.normal(0, spec.lighting, 3).astype(np.float32) if spec.lighting else None
+    p["noise_seed"] = int(rng.integers(0, 2**63)) if spec.noise else None
+    return p
+
+
+def apply(image, params: dict, spec: AugmentSpec):
+    """Apply one output's drawn parameters to an H x W x C uint8 image; returns uint8."""
+    xp = get_xp(image)
+    out = image.astype(xp.float32)
+    if "window" in params:
+        top, left, ch, cw = params["window"]
+        out = affine_sample(out, crop_resize_matrix(top, left, ch, cw, params["out"]), params["out"])
+    elif "crop" in params:
+        out = crop(out, *params["crop"])
+    if params["rotate"]:
+        out = affine_sample(out, rotation_matrix(params["rotate"], out.shape[:2]), out.shape[:2])
+    if params["mirror"]:
+        out = mirror(out)
+    if params["brightness"] != 1.0:
+        out = brightness(out, params["brightness"])
+    if params["contrast"] != 1.0:
+        out = contrast(out, params["contrast"])
+    if params["saturation"] != 1.0:
+        out = saturation(out, params["saturation"])
+    if params["lighting"] is not None:
+        out = lighting(out, params["lighting"])
+    if params["noise_seed"] is not None:
+        noise = np.random.default_rng(params["noise_seed"]).normal(0, spec.noise, out.shape)
+        out = out + xp.asarray(noise.astype(np.float32))
+    return to_uint8(out)

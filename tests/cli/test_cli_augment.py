@@ -1,0 +1,52 @@
+"""``dataprep augment``: variants, labels, determinism across workers, label safety."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import tree_bytes, write_images
+
+from dataprep.listfile import read_list
+
+
+def test_variants_and_list(invoke, tmp_path):
+    list_path, images = write_images(tmp_path, 5, shape=(20, 24, 3))
+    r = invoke("augment", list_path, tmp_path / "out", "--copies", 3, "--crop", "10x12", "--mirror",
+               "--brightness", "0.2", "--format", "png", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    lf = read_list(tmp_path / "out/list.txt")
+    assert [e.path for e in lf.entries][:3] == ["img/0000_aug0.png", "img/0000_aug1.png", "img/0000_aug2.png"]
+    assert [e.labels[0] for e in lf.entries] == [i % 5 for i in range(5) for _ in range(3)]
+    import cv2
+
+    variants = [cv2.imread(str(tmp_path / "out" / e.path)) for e in lf.entries[:3]]
+    assert all(v.shape == (10, 12, 3) for v in variants)
+    assert len({v.tobytes() for v in variants}) == 3  # three different draws
+
+
+def test_same_bytes_for_any_worker_count(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 30, shape=(16, 16, 3))
+    args = ["--copies", 2, "--crop-scale", "0.3,1.0", "--size", "8x8", "--rotate", 10, "--lighting", 0.1,
+            "--noise", 2, "--seed", 7]
+    for j in (1, 2):
+        assert invoke("augment", list_path, tmp_path / f"o{j}", *args, "-j", j).exit_code == 0
+    assert tree_bytes(tmp_path / "o1") == tree_bytes(tmp_path / "o2")
+    assert invoke("augment", list_path, tmp_path / "o3", *args, "--seed", 8, "-j", 1).exit_code == 0
+    assert tree_bytes(tmp_path / "o1") != tree_bytes(tmp_path / "o3")
+
+
+def test_float_labels_refuse_unsafe_transforms(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 3, labels="float")
+    r = invoke("augment", list_path, tmp_path / "out", "--rotate", 10)
+    assert r.exit_code == 1 and "--rotate" in r.stderr and "--force" in r.stderr
+    assert not (tmp_path / "out").exists()
+    assert invoke("augment", list_path, tmp_path / "out", "--mirror", "-j", 1).exit_code == 0
+    r = invoke("augment", list_path, tmp_path / "out2", "--rotate", 10, "--force", "-j", 1)
+    assert r.exit_code == 0 and len(read_list(tmp_path / "out2/list.txt")) == 3
+    out = read_list(tmp_path / "out/list.txt")
+    assert np.allclose([e.labels for e in out.entries], [e.labels for e in read_list(list_path).entries])
+
+
+def test_crop_larger_than_image_names_the_line(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 2, shape=(8, 8, 3))
+    r = invoke("augment", list_path, tmp_path / "out", "--crop", "9x9")
+    assert r.exit_code == 1 and "list.txt:1: img/0000.png: --crop 9x9 is larger than the image" in r.stderr
