@@ -72,3 +72,14 @@ def interleaved(cmds: dict[str, tuple[list, Path | None, list[Path]]], repeat: i
             peaks[name] = max(peaks[name], m["peak_mb"])
     return {name: {"wall": statistics.median(walls[name]), "peak_mb": peaks[name], "runs": walls[name]}
             for name in cmds}
+
+
+def scratch_args(doc: str, **defaults):
+    """The benchmarks' command line: their size options, --repeat and a scratch --dir."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, value in defaults.items():
+        ap.add_argument(f"--{name}", type=type(value), default=value)
+    ap.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    return ap.parse_args()

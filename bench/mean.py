@@ -11,14 +11,13 @@ data on raw records.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataprep, interleaved, measure, row  # noqa: E402
+from common import dataprep, interleaved, measure, row, scratch_args  # noqa: E402
 from stores import make_photos, settle  # noqa: E402
 
 LOOP = r"""
@@ -41,11 +40,7 @@ np.save(sys.argv[2], (total / n).astype(np.float32))
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dir", type=Path, default=None)
-    args = ap.parse_args()
+    args = scratch_args(__doc__, n=5000, repeat=3)
     base = Path(tempfile.mkdtemp(prefix="bench_mean_", dir=args.dir))
     py, n = sys.executable, args.n
     try:

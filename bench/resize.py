@@ -11,7 +11,6 @@ Then where one image's time goes (decode, resize, encode, write), single process
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataprep, interleaved, row  # noqa: E402
+from common import dataprep, interleaved, row, scratch_args  # noqa: E402
 from stores import make_photos, settle  # noqa: E402
 
 CV2_LOOP = r"""
@@ -72,11 +71,7 @@ def breakdown(list_file: Path, count: int = 200) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dir", type=Path, default=None)
-    args = ap.parse_args()
+    args = scratch_args(__doc__, n=2000, repeat=3)
     base = Path(tempfile.mkdtemp(prefix="bench_resize_", dir=args.dir))
     py, n = sys.executable, args.n
     try:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import (common_options, echo_result, json_opt, overwrite_opt, progress, seed_opt,
-                      skip_bad_opt, start_workers, workers_opt)
+from .options import (echo_result, image_output_options, progress, report_skipped, seed_opt,
+                      start_workers)
 
 
 def _pair(text: str | None, what: str) -> tuple[float, float] | None:
@@ -40,18 +40,8 @@ def _pair(text: str | None, what: str) -> tuple[float, float] | None:
 @click.option("--lighting", type=float, default=0.0, help="AlexNet PCA lighting noise, alpha std (0.1).")
 @click.option("--noise", type=float, default=0.0, help="Additive Gaussian noise std, grey levels.")
 @click.option("--force", is_flag=True, help="Allow label-changing transforms on float labels.")
-@click.option("--format", "fmt", type=click.Choice(["keep", "jpg", "png"]), default="keep",
-              show_default=True, help="Output format (keep: the input's).")
-@click.option("--quality", type=click.IntRange(0, 100), default=95, show_default=True, help="JPEG quality.")
-@click.option("--gray", is_flag=True, help="Decode as 1-channel gray.")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Folder a list's paths are relative to [default: the list's folder].")
 @seed_opt
-@skip_bad_opt
-@workers_opt
-@overwrite_opt
-@json_opt
-@common_options
+@image_output_options
 def augment_cmd(src, out, copies, crop, crop_scale, size, mirror, rotate, brightness, contrast,
                 saturation, lighting, noise, force, fmt, quality, gray, root, seed, skip_bad, workers,
                 overwrite, as_json):
@@ -85,10 +75,7 @@ def augment_cmd(src, out, copies, crop, crop_scale, size, mirror, rotate, bright
         result = augment_all(Path(src), Path(out), spec, copies, make_executor(workers), seed=seed,
                              gray=gray, fmt=fmt, quality=quality, root=root, overwrite=overwrite,
                              force=force, on_error=on_error, progress=update)
-    if result.skipped:
-        import logging
-
-        logging.getLogger("dataprep").warning("skipped %d bad input(s)", result.skipped)
+    report_skipped(result.skipped)
     summary = {"out": out, "images": result.done, "already_done": result.kept,
                "variants": (result.done + result.kept) * copies, "skipped": result.skipped,
                "list": str(result.list_path) if result.list_path else None}

@@ -1,11 +1,14 @@
 """Options shared by the commands, one spelling per concept.
 
 * ``common_options`` (``--quiet``, ``--verbose``, ``--debug``): the root group and every command.
-* ``workers_opt``, ``seed_opt``, ``overwrite_opt``, ``json_opt``: noise, list, hdf5, lmdb.
-* ``skip_bad_opt``, ``root_opt``, ``gray_opt``, ``resize_opt``, ``check_size_opt``,
-  ``shuffle_opt``: hdf5, lmdb (the shared list-input options, ``input_options``).
-* ``mean_opt``, ``mean_file_opt``, ``scale_opt``, ``label_names_opt``, ``shard_size_opt``,
-  ``compression_opt``, ``relative_opt``: hdf5, and noise ``--to hdf5``.
+* ``workers_opt``: noise, hdf5, lmdb, mean, resize, augment; ``seed_opt``: noise, list, hdf5,
+  lmdb, info, augment; ``overwrite_opt``, ``json_opt``: every command that writes.
+* ``input_options`` (``--root``, ``--gray``, ``--resize``, ``--check-size``, ``--shuffle``,
+  ``--skip-bad`` and the above): hdf5, lmdb.
+* ``store_options`` (``--label-names``, ``--mean``, ``--mean-file``, ``--scale``,
+  ``--shard-size``, ``--compression``, ``--relative``): hdf5, and noise ``--to hdf5``.
+* ``image_output_options`` (``--format``, ``--quality``, ``--gray``, ``--root``,
+  ``--skip-bad``, ``--workers``, ``--overwrite``, ``--json``): resize, augment.
 """
 
 from __future__ import annotations
@@ -145,6 +148,30 @@ def _apply(options: list[Callable], f: Callable) -> Callable:
     return f
 
 
+def image_output_options(f: Callable) -> Callable:
+    """Options of the commands that write image files (resize, augment)."""
+    return _apply([
+        click.option("--format", "fmt", type=click.Choice(["keep", "jpg", "png"]), default="keep",
+                     show_default=True, help="Output format (keep: the input's)."),
+        click.option("--quality", type=click.IntRange(0, 100), default=95, show_default=True,
+                     help="JPEG quality."),
+        click.option("--gray", is_flag=True, help="Decode as 1-channel gray."),
+        click.option("--root", type=click.Path(file_okay=False), default=None,
+                     help="Folder a list's paths are relative to [default: the list's folder]."),
+        skip_bad_opt,
+        workers_opt,
+        overwrite_opt,
+        json_opt,
+        common_options,
+    ], f)
+
+
+def report_skipped(skipped: int) -> None:
+    """The closing count of bad inputs that --skip-bad passed over."""
+    if skipped:
+        logging.getLogger("dataprep").warning("skipped %d bad input(s)", skipped)
+
+
 def start_workers(workers: int | None) -> None:
     """Start the worker fork server first thing, so its imports overlap with the command's."""
     if workers != 1:
@@ -162,6 +189,5 @@ def run_store(source, writer, workers: int | None, on_error, check_size: bool, d
     with progress(len(source), desc) as update:
         result = write_store(source, writer, executor, on_error=on_error, check_size=check_size,
                              progress=update)
-    if result.skipped:
-        logging.getLogger("dataprep").warning("skipped %d bad input(s)", result.skipped)
+    report_skipped(result.skipped)
     return result

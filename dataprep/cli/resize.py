@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import (common_options, echo_result, json_opt, overwrite_opt, progress, skip_bad_opt,
-                      start_workers, workers_opt)
+from .options import echo_result, image_output_options, progress, report_skipped, start_workers
 
 
 @click.command("resize")
@@ -20,18 +19,7 @@ from .options import (common_options, echo_result, json_opt, overwrite_opt, prog
               help="With --shorter-side: then crop the central HxW.")
 @click.option("--interpolation", type=click.Choice(["area", "linear", "cubic", "lanczos"]), default=None,
               help="[default: area when shrinking, cubic when enlarging]")
-@click.option("--format", "fmt", type=click.Choice(["keep", "jpg", "png"]), default="keep",
-              show_default=True, help="Output format (keep: the input's).")
-@click.option("--quality", type=click.IntRange(0, 100), default=95, show_default=True,
-              help="JPEG quality.")
-@click.option("--gray", is_flag=True, help="Write 1-channel gray images.")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Folder a list's paths are relative to [default: the list's folder].")
-@skip_bad_opt
-@workers_opt
-@overwrite_opt
-@json_opt
-@common_options
+@image_output_options
 def resize_cmd(src, out, size, shorter_side, center_crop, interpolation, fmt, quality, gray, root,
                skip_bad, workers, overwrite, as_json):
     """Resize the images of SRC (a folder, mirrored, or a list file) into OUT.
@@ -61,8 +49,5 @@ def resize_cmd(src, out, size, shorter_side, center_crop, interpolation, fmt, qu
                             on_error=on_error, progress=update)
     summary = {"out": out, "written": result.done, "already_done": result.kept,
                "skipped": result.skipped, "list": str(result.list_path) if result.list_path else None}
-    if result.skipped:
-        import logging
-
-        logging.getLogger("dataprep").warning("skipped %d bad input(s)", result.skipped)
+    report_skipped(result.skipped)
     echo_result(as_json, summary, [str(result.list_path or out)])
