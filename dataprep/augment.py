@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import DataprepError, ImageError
+from .gpu import array_module, to_device, to_host
 from .handlers import OnError
 from .images import write_image
 from .listfile import ListFile
@@ -39,27 +40,43 @@ class _AugmentTask:
     gray: bool
     quality: int
     overwrite: bool
+    device: str = "cpu"
 
     def __call__(self, start: int, stop: int) -> list[str]:
-        return [self._one(i) for i in range(start, stop)]
+        """Decode the chunk on the CPU, transform it on ``device`` (one upload and one
+        download per chunk), encode and write on the CPU."""
+        xp = array_module(self.device)
+        status: dict[int, str] = {}
+        todo: list[tuple[int, np.ndarray, list[Path]]] = []
+        for i in range(start, stop):
+            item = self.items[i]
+            dests = [Path(self.out) / copy_name(item.output, k) for k in range(self.copies)]
+            if not self.overwrite and all(d.exists() for d in dests):
+                status[i] = "kept"
+                continue
+            try:
+                image = load(item, self.gray)
+                self._check(item, image)
+            except ImageError as exc:
+                status[i] = str(exc)
+                continue
+            todo.append((i, image, dests))
+        images = to_device([image for _, image, _ in todo], xp)
+        variants = [apply(image, sample_params(np.random.default_rng([self.seed, i, k]),
+                                               image.shape[:2], self.spec), self.spec)
+                    for (i, _, dests), image in zip(todo, images) for k in range(len(dests))]
+        host = iter(to_host(variants))
+        for i, _, dests in todo:
+            for dest in dests:
+                write_image(dest, next(host), self.quality)
+            status[i] = "done"
+        return [status[i] for i in range(start, stop)]
 
-    def _one(self, i: int) -> str:
-        item = self.items[i]
-        dests = [Path(self.out) / copy_name(item.output, k) for k in range(self.copies)]
-        if not self.overwrite and all(d.exists() for d in dests):
-            return "kept"
-        try:
-            image = load(item, self.gray)
-            for k, dest in enumerate(dests):
-                if self.spec.crop and (self.spec.crop[0] > image.shape[0] or self.spec.crop[1] > image.shape[1]):
-                    raise ImageError(f"{item.where}: --crop {self.spec.crop[0]}x{self.spec.crop[1]} "
-                                     f"is larger than the image ({image.shape[0]}x{image.shape[1]})")
-                rng = np.random.default_rng([self.seed, i, k])
-                variant = apply(image, sample_params(rng, image.shape[:2], self.spec), self.spec)
-                write_image(dest, variant, self.quality)
-        except ImageError as exc:
-            return str(exc)
-        return "done"
+    def _check(self, item: Item, image: np.ndarray) -> None:
+        crop = self.spec.crop
+        if crop and (crop[0] > image.shape[0] or crop[1] > image.shape[1]):
+            raise ImageError(f"{item.where}: --crop {crop[0]}x{crop[1]} is larger than the image "
+                             f"({image.shape[0]}x{image.shape[1]})")
 
 
 def check_labels(spec: AugmentSpec, float_labels: bool, force: bool) -> None:
@@ -75,17 +92,21 @@ def check_labels(spec: AugmentSpec, float_labels: bool, force: bool) -> None:
 def augment_all(src: Path, out: Path, spec: AugmentSpec, copies: int, executor: Executor,
                 seed: int = 0, gray: bool = False, fmt: str = "keep", quality: int = 95,
                 root: str | None = None, overwrite: bool = False, force: bool = False,
-                on_error: OnError | None = None,
+                device: str = "cpu", on_error: OnError | None = None,
                 progress: Callable[[int], object] | None = None) -> JobResult:
-    """Write ``copies`` augmented variants of every image of a folder or list into ``out``."""
+    """Write ``copies`` augmented variants of every image of a folder or list into ``out``.
+
+    ``device`` "gpu" runs the transforms with CuPy (an error without CuPy and a GPU, never
+    a silent CPU fallback); "auto" uses the GPU only when it is usable."""
     if copies < 1:
         raise DataprepError("--copies must be at least 1")
+    device = "gpu" if array_module(device) is not np else "cpu"  # fails here, before any work
 
     def check(listfile: ListFile) -> None:
         check_labels(spec, listfile.label_count > 0 and not listfile.integer_labels, force)
 
     def make_task(items: list[Item]) -> _AugmentTask:
-        return _AugmentTask(items, str(out), spec, copies, seed, gray, quality, overwrite)
+        return _AugmentTask(items, str(out), spec, copies, seed, gray, quality, overwrite, device)
 
     return file_job(Path(src), Path(out), fmt, make_task,
                     lambda item: [copy_name(item.output, k) for k in range(copies)], executor,

@@ -96,3 +96,13 @@ def test_params_depend_only_on_the_generator():
 def test_unsafe_transforms_are_named():
     assert T.AugmentSpec(rotate=5, mirror=True).unsafe_for_float_labels() == ["rotate"]
     assert T.AugmentSpec(crop=(4, 4), mirror=True, lighting=0.1).unsafe_for_float_labels() == []
+
+
+def test_batched_transfers_round_trip(xp):
+    from dataprep.gpu import to_device, to_host
+
+    images = [picture(5, 7), picture(3, 4, 1, seed=2), picture(6, 6, seed=3).astype(np.float32)]
+    on_device = to_device(images, xp)
+    assert all(type(a).__module__.split(".")[0] == xp.__name__ for a in on_device)
+    back = to_host(on_device)
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(images, back))

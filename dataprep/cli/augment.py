@@ -40,10 +40,12 @@ def _pair(text: str | None, what: str) -> tuple[float, float] | None:
 @click.option("--lighting", type=float, default=0.0, help="AlexNet PCA lighting noise, alpha std (0.1).")
 @click.option("--noise", type=float, default=0.0, help="Additive Gaussian noise std, grey levels.")
 @click.option("--force", is_flag=True, help="Allow label-changing transforms on float labels.")
+@click.option("--device", type=click.Choice(["cpu", "gpu", "auto"]), default="cpu", show_default=True,
+              help="Where the transforms run: gpu needs CuPy and a CUDA device (never falls back).")
 @seed_opt
 @image_output_options
 def augment_cmd(src, out, copies, crop, crop_scale, size, mirror, rotate, brightness, contrast,
-                saturation, lighting, noise, force, fmt, quality, gray, root, seed, skip_bad, workers,
+                saturation, lighting, noise, force, device, fmt, quality, gray, root, seed, skip_bad, workers,
                 overwrite, as_json):
     """Write K random variants of every image of SRC (a folder or a list) into OUT as
     NAME_aug0.ext ... NAME_aug{K-1}.ext; a list is rewritten as OUT/<list name> with each
@@ -74,7 +76,7 @@ def augment_cmd(src, out, copies, crop, crop_scale, size, mirror, rotate, bright
     with progress(None, "augment") as update:
         result = augment_all(Path(src), Path(out), spec, copies, make_executor(workers), seed=seed,
                              gray=gray, fmt=fmt, quality=quality, root=root, overwrite=overwrite,
-                             force=force, on_error=on_error, progress=update)
+                             force=force, device=device, on_error=on_error, progress=update)
     report_skipped(result.skipped)
     summary = {"out": out, "images": result.done, "already_done": result.kept,
                "variants": (result.done + result.kept) * copies, "skipped": result.skipped,

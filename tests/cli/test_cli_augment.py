@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import tree_bytes, write_images
 
+from dataprep.gpu import gpu_available
 from dataprep.listfile import read_list
 
 
@@ -50,3 +52,38 @@ def test_crop_larger_than_image_names_the_line(invoke, tmp_path):
     list_path, _ = write_images(tmp_path, 2, shape=(8, 8, 3))
     r = invoke("augment", list_path, tmp_path / "out", "--crop", "9x9")
     assert r.exit_code == 1 and "list.txt:1: img/0000.png: --crop 9x9 is larger than the image" in r.stderr
+
+
+@pytest.mark.skipif(gpu_available(), reason="checks the message given where there is no GPU")
+def test_device_gpu_without_cupy_is_a_clear_error(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 2)
+    r = invoke("augment", list_path, tmp_path / "out", "--mirror", "--device", "gpu")
+    assert r.exit_code == 1
+    assert "CuPy is required for --device gpu; install dataprep[gpu]" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_device_auto_equals_cpu_without_a_gpu(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 6)
+    args = ["--copies", 2, "--crop", "8x8", "--mirror", "--lighting", 0.1, "-j", 1]
+    assert invoke("augment", list_path, tmp_path / "cpu", *args, "--device", "cpu").exit_code == 0
+    assert invoke("augment", list_path, tmp_path / "auto", *args, "--device", "auto").exit_code == 0
+    if not gpu_available():
+        assert tree_bytes(tmp_path / "cpu") == tree_bytes(tmp_path / "auto")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device")
+def test_gpu_variants_match_cpu_within_rounding(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 6)
+    args = ["--copies", 2, "--crop-scale", "0.3,1.0", "--size", "8x8", "--rotate", 10, "--format", "png",
+            "-j", 1]
+    assert invoke("augment", list_path, tmp_path / "cpu", *args, "--device", "cpu").exit_code == 0
+    assert invoke("augment", list_path, tmp_path / "gpu", *args, "--device", "gpu").exit_code == 0
+    import cv2
+
+    for name in tree_bytes(tmp_path / "cpu"):
+        if name.endswith(".png"):
+            a = cv2.imread(str(tmp_path / "cpu" / name)).astype(int)
+            b = cv2.imread(str(tmp_path / "gpu" / name)).astype(int)
+            assert np.abs(a - b).max() <= 1
