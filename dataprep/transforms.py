@@ -70,6 +70,39 @@ def rotation_matrix(degrees: float, hw: tuple[int, int]) -> np.ndarray:
     return np.array([[c, -s, cx - c * cx + s * cy], [s, c, cy - s * cx - c * cy]], np.float64)
 
 
+def resize_weights(xp: ModuleType, n_in: int, n_out: int, interpolation: str):
+    """The (n_out, n_in) matrix that resamples one axis, pixel centres aligned as OpenCV's.
+
+    ``area`` averages the input pixels each output pixel covers, weighted by overlap
+    (cv2.INTER_AREA when shrinking; when enlarging it falls back to ``linear``);
+    ``linear`` interpolates between the two nearest pixels, replicating the border."""
+    scale = n_in / n_out
+    out = xp.arange(n_out, dtype=xp.float64)[:, None]
+    src = xp.arange(n_in, dtype=xp.float64)[None, :]
+    if interpolation == "area" and scale >= 1:
+        lo, hi = out * scale, (out + 1) * scale
+        overlap = xp.clip(xp.minimum(hi, src + 1) - xp.maximum(lo, src), 0, None)
+        return (overlap / scale).astype(xp.float32)
+    if interpolation not in ("area", "linear"):
+        raise ValueError(f"interpolation {interpolation!r} has no weight matrix; use area or linear")
+    pos = xp.clip((out + 0.5) * scale - 0.5, 0, n_in - 1)
+    left = xp.floor(pos)
+    frac = pos - left
+    right = xp.minimum(left + 1, n_in - 1)
+    weights = (src == left) * (1 - frac) + (src == right) * frac
+    return weights.astype(xp.float32)
+
+
+def resize(image, hw: tuple[int, int], interpolation: str = "linear"):
+    """Resize an H x W x C image to ``hw`` with separable weight matrices: two matrix
+    products, which a GPU runs fast, and the same code on the CPU for the tests."""
+    xp = get_xp(image)
+    wy = resize_weights(xp, image.shape[0], hw[0], interpolation)
+    wx = resize_weights(xp, image.shape[1], hw[1], interpolation)
+    rows = xp.einsum("oh,hwc->owc", wy, image.astype(xp.float32))
+    return xp.einsum("pw,owc->opc", wx, rows)
+
+
 def mirror(image):
     """Flip left-right."""
     return image[:, ::-1]

@@ -106,3 +106,13 @@ def test_batched_transfers_round_trip(xp):
     assert all(type(a).__module__.split(".")[0] == xp.__name__ for a in on_device)
     back = to_host(on_device)
     assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(images, back))
+
+
+@pytest.mark.parametrize("interpolation, flag, hw", [
+    ("area", cv2.INTER_AREA, (16, 20)), ("area", cv2.INTER_AREA, (13, 17)),
+    ("linear", cv2.INTER_LINEAR, (16, 20)), ("linear", cv2.INTER_LINEAR, (70, 90))])
+def test_matrix_resize_matches_opencv(xp, interpolation, flag, hw):
+    img = picture(40, 50)
+    ours = host(T.to_uint8(T.resize(xp.asarray(img), hw, interpolation)))
+    ref = cv2.resize(img, (hw[1], hw[0]), interpolation=flag)
+    assert ours.shape == ref.shape and np.abs(ours.astype(int) - ref).max() <= 1

@@ -14,6 +14,7 @@ from conftest import tree_bytes, write_images
 from dataprep.listfile import read_list
 from dataprep.resize import ResizeSpec, center_crop, resize_image, target_size
 from dataprep.errors import DataprepError
+from dataprep.gpu import gpu_available
 
 
 def photo(h=30, w=40, seed=0):
@@ -119,3 +120,24 @@ def test_resume_skips_exactly_the_finished_files(tmp_path, invoke):
     clean = ["resize", list_path, tmp_path / "clean", "--size", "24x32", "--format", "jpg", "-j", 1]
     assert invoke(*clean).exit_code == 0
     assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "clean")
+
+
+@pytest.mark.skipif(gpu_available(), reason="checks the message given where there is no GPU")
+def test_device_gpu_without_cupy_is_a_clear_error(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 2)
+    r = invoke("resize", list_path, tmp_path / "out", "--size", "4x4", "--device", "gpu")
+    assert r.exit_code == 1 and "CuPy is required for --device gpu" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device")
+def test_gpu_resize_matches_cpu(invoke, tmp_path):
+    list_path, images = write_images(tmp_path, 6, shape=(30, 40, 3))
+    for device in ("cpu", "gpu"):
+        r = invoke("resize", list_path, tmp_path / device, "--size", "15x20", "--device", device)
+        assert r.exit_code == 0, r.stderr
+    for i in range(6):
+        a = cv2.imread(str(tmp_path / f"cpu/img/{i:04d}.png")).astype(int)
+        b = cv2.imread(str(tmp_path / f"gpu/img/{i:04d}.png")).astype(int)
+        assert np.abs(a - b).max() <= 1
