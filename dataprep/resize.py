@@ -138,24 +138,38 @@ class _ResizeTask:
     device: str = "cpu"
 
     def __call__(self, start: int, stop: int) -> list[str]:
+        if self.device == "cpu":  # one image at a time: it stays in cache from decode to write
+            return [self._one(i) for i in range(start, stop)]
         status: dict[int, str] = {}
         todo: list[tuple[int, np.ndarray]] = []
         for i in range(start, stop):
-            if (Path(self.out) / self.items[i].output).exists() and not self.overwrite:
+            if self._kept(i):
                 status[i] = "kept"
                 continue
             try:
                 todo.append((i, load(self.items[i], self.spec.gray)))
             except ImageError as exc:
                 status[i] = str(exc)
-        for i, image in zip([i for i, _ in todo], self._resized([image for _, image in todo])):
+        for i, image in zip([i for i, _ in todo], self._on_device([image for _, image in todo])):
             write_image(Path(self.out) / self.items[i].output, image, self.spec.quality)
             status[i] = "done"
         return [status[i] for i in range(start, stop)]
 
-    def _resized(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        if self.device == "cpu":
-            return [resize_image(image, self.spec) for image in images]
+    def _kept(self, i: int) -> bool:
+        return not self.overwrite and (Path(self.out) / self.items[i].output).exists()
+
+    def _one(self, i: int) -> str:
+        if self._kept(i):
+            return "kept"
+        item = self.items[i]
+        try:
+            write_image(Path(self.out) / item.output, resize_image(load(item, self.spec.gray), self.spec),
+                        self.spec.quality)
+        except ImageError as exc:
+            return str(exc)
+        return "done"
+
+    def _on_device(self, images: list[np.ndarray]) -> list[np.ndarray]:
         from . import transforms as T
         from .gpu import array_module, to_device, to_host
 
