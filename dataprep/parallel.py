@@ -12,7 +12,6 @@ and CUDA (the GPU commands) do not mix.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import multiprocessing
 import os
@@ -30,7 +29,6 @@ except ImportError:  # not on Windows
 
 from .errors import DataprepError
 
-log = logging.getLogger(__name__)
 
 
 class Task(Protocol):
