@@ -56,12 +56,19 @@ def decode(data: bytes | np.ndarray, gray: bool = False) -> np.ndarray:
     return as_hwc(image)
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes; ImageError naming the path when it cannot be read."""
+def load_image(path: Path, where: str, gray: bool = False) -> tuple[bytes, np.ndarray]:
+    """Read and decode one image file as Caffe does; returns (file bytes, H x W x C image).
+
+    A missing or undecodable file raises ImageError naming ``where`` (list line and path).
+    """
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as exc:
-        raise ImageError(f"{path}: cannot read image ({exc.strerror})") from None
+        raise ImageError(f"{where}: cannot read image ({exc.strerror})") from None
+    try:
+        return data, decode(data, gray=gray)
+    except ValueError:
+        raise ImageError(f"{where}: cannot decode image") from None
 
 
 def encode(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:

@@ -18,8 +18,7 @@ TEXT_ROWS = 14
 
 def disk_usage(reader: StoreReader) -> int:
     """Bytes the store's files occupy on disk (allocated blocks: LMDB files may be sparse)."""
-    paths = list(getattr(reader, "files_on_disk", lambda: [])())
-    return sum(os.stat(p).st_blocks * 512 for p in paths)
+    return sum(os.stat(p).st_blocks * 512 for p in reader.files_on_disk())
 
 
 def column_names(manifest: dict, k: int) -> list[str]:
@@ -61,7 +60,7 @@ def summarize(path: str | Path, first_keys: int = 5) -> dict:
             "shape": list(first.array.shape) if first is not None else None,
             "dtype": str(first.array.dtype) if first is not None else None,
             "uniform_shape": manifest.get("shape") is not None if manifest else None,
-            "encoded": manifest.get("encoded", reader.kind != "hdf5" and reader.encoded()),
+            "encoded": reader.encoded(),
             "labels": {"columns": labels.shape[1] if labels.ndim == 2 else 0,
                        "integer": integer,
                        "columns_named": column_names(manifest, labels.shape[1] if labels.ndim == 2 else 0),

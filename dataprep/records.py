@@ -7,8 +7,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .errors import ImageError
-from .images import decode, read_bytes, resize
+from .images import load_image, resize
 from .listfile import Label, ListFile
 
 
@@ -70,15 +69,7 @@ class ImageListSource:
     def record(self, index: int) -> Record:
         entry = self.listfile.entries[index]
         where = f"{self.listfile.name}:{entry.line}: {entry.path}"
-        path = self.listfile.resolve(entry)
-        try:
-            data = read_bytes(path)
-        except ImageError as exc:
-            raise ImageError(f"{where}: {str(exc).split(': ', 1)[-1]}") from None
-        try:
-            image = decode(data, gray=self.gray)
-        except ValueError:
-            raise ImageError(f"{where}: cannot decode image") from None
+        data, image = load_image(self.listfile.resolve(entry), where, self.gray)
         if self.size is not None and image.shape[:2] != self.size:
             image = resize(image, self.size, self.interpolation)
             data = None

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import DataprepError, ImageError
 from .handlers import OnError
-from .images import INTERPOLATIONS, as_hwc, decode, read_bytes, write_image
+from .images import INTERPOLATIONS, as_hwc, load_image, write_image
 from .listfile import ListFile, format_line, read_list
 from .parallel import Executor, ordered_map
 from .scan import DEFAULT_EXTENSIONS, images_under
@@ -116,12 +116,7 @@ def list_items(listfile, out: Path, fmt: str) -> list[Item]:
 
 def load(item: Item, gray: bool) -> np.ndarray:
     """Decode an item's image; ImageError naming its list line and path."""
-    try:
-        return decode(read_bytes(Path(item.source)), gray=gray)
-    except ImageError as exc:
-        raise ImageError(f"{item.where}: {str(exc).split(': ', 1)[-1]}") from None
-    except ValueError:
-        raise ImageError(f"{item.where}: cannot decode image") from None
+    return load_image(Path(item.source), item.where, gray)[1]
 
 
 @dataclass(frozen=True)
