@@ -3,6 +3,7 @@ right), write and read ``mean.binaryproto`` / ``mean.npy``, parse ``--mean`` val
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Protocol
@@ -214,6 +215,10 @@ def close_readers() -> None:
     """Close the stores this process opened through StoreArrays."""
     while _READERS:
         _READERS.popitem()[1].close()
+
+
+# A forked worker opens the stores again for itself: LMDB handles must not cross a fork.
+os.register_at_fork(after_in_child=close_readers)
 
 
 def array_source(path: str, kind: str | None = None, root: str | None = None, gray: bool = False,

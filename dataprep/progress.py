@@ -6,6 +6,10 @@ import sys
 
 from tqdm import tqdm
 
+# No monitor thread: bars here are refreshed on every update anyway, and a live thread
+# would stop worker processes from being plain forks (see parallel.fork_safe).
+tqdm.monitor_interval = 0
+
 
 def progress_bar(total: int | None, desc: str, unit: str = "img", enabled: bool = True) -> tqdm:
     """A tqdm bar for ``total`` items showing items/s; ``enabled=False`` hides it."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from helpers import DieAt, FailAt, Square
@@ -10,35 +12,60 @@ from helpers import DieAt, FailAt, Square
 from dataprep.errors import DataprepError
 from dataprep.parallel import InlineExecutor, ProcessExecutor, chunk_bounds, make_executor, ordered_map
 
+# Workers are plain forks in a command's process and come from a fork server where threads
+# run (or CuPy is loaded): both ways are tested.
+START_METHODS = pytest.mark.parametrize("method", ["fork", "forkserver"])
+
 
 def test_chunk_bounds_cover_the_range():
     assert chunk_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
     assert chunk_bounds(0, 4) == []
 
 
-def test_results_come_back_in_order_and_use_several_processes():
+@START_METHODS
+def test_results_come_back_in_order_and_use_several_processes(method):
     seen = []
-    results = list(ordered_map(Square(0.02), 200, ProcessExecutor(2), chunk_size=7, progress=seen.append))
+    results = list(ordered_map(Square(0.02), 200, ProcessExecutor(2, start_method=method), chunk_size=7,
+                               progress=seen.append))
     assert [(i, sq) for i, sq, _ in results] == [(i, i * i) for i in range(200)]
     assert len({pid for *_, pid in results}) == 2
     assert sum(seen) == 200 and max(seen) == 7
 
 
-def test_inline_and_process_executors_agree():
+@START_METHODS
+def test_inline_and_process_executors_agree(method):
     inline = [r[:2] for r in ordered_map(Square(), 50, InlineExecutor())]
-    pooled = [r[:2] for r in ordered_map(Square(), 50, ProcessExecutor(2), chunk_size=3)]
+    pooled = [r[:2] for r in ordered_map(Square(), 50, ProcessExecutor(2, start_method=method), chunk_size=3)]
     assert inline == pooled
 
 
-def test_task_errors_propagate():
+@START_METHODS
+def test_task_errors_propagate(method):
     with pytest.raises(ValueError, match="boom at 33"):
-        list(ordered_map(FailAt(33), 100, ProcessExecutor(2), chunk_size=5))
+        list(ordered_map(FailAt(33), 100, ProcessExecutor(2, start_method=method), chunk_size=5))
 
 
-def test_a_dying_worker_is_a_clear_error():
+@START_METHODS
+def test_a_dying_worker_is_a_clear_error(method):
     with pytest.raises(DataprepError, match="worker process died"):
         for index in range(0, 100, 5):  # one chunk or another reaches a child and kills it
-            list(ordered_map(DieAt(index, os.getpid()), 100, ProcessExecutor(2), chunk_size=5))
+            list(ordered_map(DieAt(index, os.getpid()), 100, ProcessExecutor(2, start_method=method), chunk_size=5))
+
+
+def test_workers_are_forks_only_while_no_thread_runs():
+    code = """
+import threading, time
+from tqdm import tqdm
+import dataprep.progress  # turns off tqdm's monitor thread
+from dataprep.parallel import fork_safe
+bar = tqdm(total=10, disable=False)
+bar.update(5)
+alone = fork_safe()
+threading.Thread(target=time.sleep, args=(0.5,)).start()
+print(alone, fork_safe())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]
 
 
 def test_make_executor():
