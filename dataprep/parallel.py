@@ -119,11 +119,13 @@ def _grow_pipe(conn: Connection, size: int = 1 << 20) -> None:
         fcntl.fcntl(conn.fileno(), setpipe, size)
 
 
-def _worker_main(task: Task, jobs: Connection, results: Connection) -> None:
+def _worker_main(task: Task, jobs: Connection, results: Connection, inherited: list[Connection]) -> None:
     # The parent owns Ctrl-C and stops workers itself (SIGTERM); a forked worker must not
     # run the parent's handlers, which clean up the parent's partial outputs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for conn in inherited:  # a fork's copies of the parent's pipe ends: with them open, a
+        conn.close()  # killed parent would never send this worker EOF
     import cv2
 
     cv2.setNumThreads(1)  # one OpenCV thread per worker process: no oversubscription
@@ -138,7 +140,10 @@ def _worker_main(task: Task, jobs: Connection, results: Connection) -> None:
             reply = ("ok", task(*job))
         except BaseException as exc:  # every failure goes back to the parent, which raises it
             reply = ("error", _picklable(exc), traceback.format_exc())
-        results.send(reply)
+        try:
+            results.send(reply)
+        except OSError:  # the parent is gone
+            return
 
 
 def _picklable(exc: BaseException) -> BaseException:
@@ -192,7 +197,8 @@ class ProcessExecutor(Executor):
                 job_r, job_w = ctx.Pipe(duplex=False)
                 res_r, res_w = ctx.Pipe(duplex=False)
                 _grow_pipe(res_r)
-                proc = ctx.Process(target=_worker_main, args=(task, job_r, res_w), daemon=True)
+                inherited = [*jobs, *results, job_w, res_r] if ctx.get_start_method() == "fork" else []
+                proc = ctx.Process(target=_worker_main, args=(task, job_r, res_w, inherited), daemon=True)
                 with warnings.catch_warnings():
                     # Python 3.12+ warns on fork whenever native threads exist; the only ones
                     # here are idle OpenBLAS workers, which re-initialise after a fork

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import h5py
@@ -187,6 +188,14 @@ def started_writing(folder):
     return False
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 @pytest.mark.parametrize("kind", ["lmdb", "hdf5"])
 def test_interrupted_write_leaves_no_store(tmp_path, kind, sig):
@@ -198,9 +207,15 @@ def test_interrupted_write_leaves_no_store(tmp_path, kind, sig):
     while not started_writing(tmp_path):
         assert proc.poll() is None and time.time() < deadline, "finished before it could be interrupted"
         time.sleep(0.002)
+    workers = children(proc.pid)
+    assert workers, "the command runs worker processes"
     proc.send_signal(sig)
     proc.wait(30)
     assert proc.returncode != 0
     assert destinations(tmp_path) == []
+    deadline = time.time() + 10  # workers end with their parent, even a killed one
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.time() < deadline, f"worker processes {workers} outlived their parent"
+        time.sleep(0.05)
     if sig == signal.SIGTERM:  # a catchable signal: the partial output is removed too
         assert leftovers(tmp_path) == []
