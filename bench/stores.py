@@ -9,6 +9,7 @@ Run: python bench/stores.py [--n 20000] [--photos 2000]. In one run, on the same
   3. `dataprep lmdb --resize 256x256 --workers 2` vs a tight single-process loop that
      decodes, resizes (bilinear) and writes the same LMDB, on JPEGs of about 500 x 375 cut
      from the photos scikit-image ships.
+Each comparison reports the median of --repeat interleaved rounds (the disk here swings 2x).
 """
 
 from __future__ import annotations
@@ -135,39 +136,54 @@ def noise_list(base: Path, folder: str, list_name: str) -> Path:
     return out
 
 
-def bench_hdf5(base: Path, n_max: int, j: int) -> None:
+def bench_hdf5(base: Path, n_max: int, j: int, repeat: int) -> None:
     py = sys.executable
     run_tutorial(n_max, j, base / "samples")
     all_list = noise_list(base, "samples", "all.txt")
-    print(f"HDF5 from noise JPEG lists, {j} workers")
+    print(f"HDF5 from the tutorial's noise images, {j} workers, median of {repeat} rounds")
+    cmds = {}
     for n in sorted({5000, n_max}):
         lst = head(all_list, n, base / f"train{n}.txt")
-        settle()
-        tut = measure([py, "-c", GEN_HDF5, lst.name, f"tut{n}.h5"], cwd=base)
-        settle()
-        dp = measure(dataprep("hdf5", lst.name, "-o", f"dp{n}.h5", "--gray", "--mean", 128,
-                              "--label-names", "freq", "-j", j, "-q"), cwd=base)
+        cmds[f"tut{n}"] = ([py, "-c", GEN_HDF5, lst.name, f"tut{n}.h5"], base,
+                           [base / f"tut{n}.h5", base / f"tut{n}_h5.txt"])
+        cmds[f"dp{n}"] = (dataprep("hdf5", lst.name, "-o", f"dp{n}.h5", "--gray", "--mean", 128,
+                                   "--label-names", "freq", "-j", j, "-q"), base,
+                          [base / f"dp{n}.h5", base / f"dp{n}_h5.txt"])
+    t = interleaved(cmds, repeat, settle)
+    for n in sorted({5000, n_max}):
+        tut, dp = t[f"tut{n}"], t[f"dp{n}"]
         print(row(f"  tutorial gen_hdf5.py, N={n}", n, tut["wall"], tut["peak_mb"]))
         print(row(f"  dataprep hdf5, N={n}", n, dp["wall"], dp["peak_mb"]))
         print(f"  speed-up at N={n}: {tut['wall'] / dp['wall']:.2f}x")
 
 
-def bench_pipeline(base: Path, n: int, j: int) -> None:
-    print(f"noise pipeline to HDF5, N={n}")
-    settle()
-    t_make = run_tutorial(n, j, base / "pipeline_samples")
-    t0 = time.perf_counter()
-    noise_list(base, "pipeline_samples", "pipeline.txt")
-    t_list = time.perf_counter() - t0
-    settle()
-    gen = measure([sys.executable, "-c", GEN_HDF5, "pipeline.txt", "pipeline.h5"], cwd=base)
-    t_tutorial = t_make + t_list + gen["wall"]
-    settle()
-    to = measure(dataprep("noise", "--n", n, "--to", "hdf5", "--out", base / "to_h5", "--mean", 128,
-                          "-j", j, "-q"))
-    print(row("  tutorial make_noise + list + gen_hdf5", n, t_tutorial, gen["peak_mb"]))
-    print(row("  dataprep noise --to hdf5", n, to["wall"], to["peak_mb"]))
-    print(f"  speed-up: {t_tutorial / to['wall']:.2f}x")
+def bench_pipeline(base: Path, n: int, j: int, repeat: int) -> None:
+    import statistics
+
+    print(f"noise pipeline to HDF5, N={n}, median of {repeat} rounds")
+    tutorial, ours, peaks = [], [], [0.0, 0.0]
+    for _ in range(repeat):
+        for old in ("pipeline_samples", "pipeline.h5", "pipeline_h5.txt", "to_h5"):
+            path = base / old
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        settle()
+        t_make = run_tutorial(n, j, base / "pipeline_samples")
+        t0 = time.perf_counter()
+        noise_list(base, "pipeline_samples", "pipeline.txt")
+        t_list = time.perf_counter() - t0
+        settle()
+        gen = measure([sys.executable, "-c", GEN_HDF5, "pipeline.txt", "pipeline.h5"], cwd=base)
+        tutorial.append(t_make + t_list + gen["wall"])
+        settle()
+        to = measure(dataprep("noise", "--n", n, "--to", "hdf5", "--out", base / "to_h5", "--mean", 128,
+                              "-j", j, "-q"))
+        ours.append(to["wall"])
+        peaks = [max(peaks[0], gen["peak_mb"]), max(peaks[1], to["peak_mb"])]
+    t_tut, t_dp = statistics.median(tutorial), statistics.median(ours)
+    print(row("  tutorial make_noise + list + gen_hdf5", n, t_tut, peaks[0]))
+    print(row("  dataprep noise --to hdf5", n, t_dp, peaks[1]))
+    print(f"  speed-up: {t_tut / t_dp:.2f}x (rounds: tutorial {', '.join(f'{x:.2f}' for x in tutorial)} s; "
+          f"dataprep {', '.join(f'{x:.2f}' for x in ours)} s)")
 
 
 def bench_lmdb(base: Path, m: int, j: int, repeat: int) -> None:
@@ -200,14 +216,14 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=None)
     ap.add_argument("--only", choices=["hdf5", "pipeline", "lmdb"], default=None)
-    ap.add_argument("--repeat", type=int, default=3, help="rounds of the LMDB comparison")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of each comparison")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench_stores_", dir=args.dir))
     try:
         if args.only in (None, "hdf5"):
-            bench_hdf5(base, args.n, args.workers)
+            bench_hdf5(base, args.n, args.workers, args.repeat)
         if args.only in (None, "pipeline"):
-            bench_pipeline(base, args.n, args.workers)
+            bench_pipeline(base, args.n, args.workers, args.repeat)
         if args.only in (None, "lmdb"):
             bench_lmdb(base, args.photos, args.workers, args.repeat)
     finally:

@@ -59,6 +59,16 @@ class Hdf5Payload(NamedTuple):
     pixels: np.ndarray  # C x H x W uint8
     labels: np.ndarray  # float32
 
+    def __reduce__(self):
+        # As raw bytes: pickling two small arrays the numpy way cost 11 us per record in the
+        # workers, a sixth of generating a noise sample; bytes cost 2 us.
+        return _payload, (self.pixels.tobytes(), self.pixels.shape, self.labels.tobytes())
+
+
+def _payload(pixels: bytes, shape: tuple[int, ...], labels: bytes) -> Hdf5Payload:
+    """An unpickled payload: read-only views of the received bytes."""
+    return Hdf5Payload(np.frombuffer(pixels, np.uint8).reshape(shape), np.frombuffer(labels, np.float32))
+
 
 @dataclass(frozen=True)
 class ArrayEncoder:
