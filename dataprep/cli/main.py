@@ -30,12 +30,17 @@ COMMANDS = {
 log = logging.getLogger("dataprep")
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it)."""
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it), through
+    tqdm, so that a log line does not tear a progress bar."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
 
 
 class LazyGroup(click.Group):
@@ -103,7 +108,7 @@ def cli(ctx: click.Context) -> None:
     """
     ctx.ensure_object(Settings)
     if not log.handlers:
-        handler = _StderrHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         log.addHandler(handler)
         log.propagate = False

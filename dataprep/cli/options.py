@@ -112,13 +112,10 @@ def echo_result(as_json: bool, summary: dict, lines: list[str]) -> None:
 @contextlib.contextmanager
 def progress(total: int | None, desc: str, unit: str = "img") -> Iterator[Callable[[int], object]]:
     """A progress callback for the core, drawn as a tqdm bar on stderr unless quiet."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from ..progress import progress_bar
 
     with progress_bar(total, desc, unit, Settings.get().progress) as bar:
-        with logging_redirect_tqdm(loggers=[logging.getLogger("dataprep")]):
-            yield bar.update
+        yield bar.update
 
 
 def store_options(label_names: str | None = "label", shown: str | bool = True) -> Callable:
