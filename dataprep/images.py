@@ -96,7 +96,12 @@ def write_image(dest: Path, image: np.ndarray, quality: int = 95) -> None:
     ok, data = cv2.imencode(ext, image, params)
     if not ok:
         raise ImageError(f"cannot encode as {ext}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.partial")  # a rerun rewrites a killed run's leftover
-    tmp.write_bytes(data.tobytes())
+    try:
+        out = open(tmp, "wb")
+    except FileNotFoundError:  # the first file of its folder: make it then, not per image
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        out = open(tmp, "wb")
+    with out:
+        out.write(data)
     os.replace(tmp, dest)

@@ -12,7 +12,7 @@ import pytest
 from conftest import tree_bytes, write_images
 
 from dataprep.listfile import read_list
-from dataprep.resize import ResizeSpec, center_crop, resize_image, target_size
+from dataprep.resize import ResizeSpec, center_crop, contained, resize_image, target_size
 from dataprep.errors import DataprepError
 from dataprep.gpu import gpu_available
 
@@ -82,6 +82,17 @@ def test_outputs_never_escape_out(invoke, tmp_path):
     r = invoke("resize", tmp_path / "lists/l.txt", tmp_path / "out", "--size", "5x5")
     assert r.exit_code == 1 and "l.txt:1: ../evil.png: output '../evil.png' would land outside" in r.stderr
     assert not (tmp_path / "evil.png").read_bytes() == b"" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("relative", ["../x.png", "a/../../x.png", "./../x.png", "/etc/x.png", ".."])
+def test_escaping_outputs_are_refused(tmp_path, relative):
+    with pytest.raises(DataprepError, match="would land outside"):
+        contained(tmp_path, relative, "l.txt:3")
+
+
+@pytest.mark.parametrize("relative", ["x.png", "a/b/x.png", "a/../x.png", "./x.png", "..x.png"])
+def test_contained_outputs_pass(tmp_path, relative):
+    contained(tmp_path, relative, "l.txt:3")
 
 
 def test_bad_image_names_line_or_is_skipped(invoke, tmp_path):
