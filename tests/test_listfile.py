@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dataprep.errors import ListFileError
 from dataprep.handlers import OnError
-from dataprep.listfile import format_line, parse_lines, read_list
+from dataprep.listfile import format_line, parse_label, parse_lines, read_list
 
 
 def parse(text: str, **kw):
@@ -73,3 +73,18 @@ path = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blac
 def test_format_line_reads_back_exactly(p, labels):
     entries, _ = parse(format_line(p, labels) + "\n")
     assert entries[0].path == p and entries[0].labels == tuple(labels)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("5", 5), ("-3", -3), ("+7", 7), ("-0", 0), ("12345678901234567890", 12345678901234567890),
+    ("0.46", 0.46), ("1e3", 1000.0), ("1.0", 1.0), ("0.5e-2", 0.005), ("-2.5", -2.5),
+])
+def test_labels_are_ints_only_when_written_as_integers(text, value):
+    parsed = parse_label(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "x", "", "0x10", "1,2"])
+def test_non_numbers_and_non_finite_labels_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_label(text)
