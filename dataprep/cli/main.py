@@ -32,13 +32,16 @@ log = logging.getLogger("dataprep")
 
 class _StderrHandler(logging.Handler):
     """Writes to whatever ``sys.stderr`` is at emit time (test runners swap it), through
-    tqdm, so that a log line does not tear a progress bar."""
+    tqdm when a bar may be showing, so that a log line does not tear it."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            from tqdm import tqdm
-
-            tqdm.write(self.format(record), file=sys.stderr)
+            line = self.format(record)
+            bars = sys.modules.get("tqdm")  # imported only when a bar is shown
+            if bars is not None:
+                bars.tqdm.write(line, file=sys.stderr)
+            else:
+                sys.stderr.write(line + "\n")
         except Exception:
             self.handleError(record)
 

@@ -46,3 +46,43 @@ def test_help_does_not_import_heavy_modules():
             "print(sorted(m for m in ('numpy','cv2','h5py','lmdb','matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.strip().endswith("[]")
+
+
+def run_on_terminal(*args, cwd) -> str:
+    """Run dataprep with stderr on a 100-column pseudo-terminal; returns what it drew there."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    leader, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    chunks = []
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
+                                cwd=cwd, stdout=subprocess.DEVNULL, stderr=terminal)
+        os.close(terminal)
+        while True:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # the other side closed: the command ended
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(60) == 0
+    finally:
+        os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    drawn = run_on_terminal("noise", "--n", 300, "--out", tmp_path / "a", "-j", 2, cwd=tmp_path)
+    assert "noise:" in drawn and "/300" in drawn and "img/s" in drawn
+    hidden = run_dataprep("noise", "--n", 300, "--out", tmp_path / "b", "-j", 2)
+    assert hidden.returncode == 0 and "img/s" not in hidden.stderr
+    quiet = run_on_terminal("noise", "--n", 300, "--out", tmp_path / "c", "-q", cwd=tmp_path)
+    assert "img/s" not in quiet
