@@ -80,9 +80,11 @@ def run_on_terminal(*args, cwd) -> str:
 
 
 def test_progress_bar_on_a_terminal_only(tmp_path):
-    drawn = run_on_terminal("noise", "--n", 300, "--out", tmp_path / "a", "-j", 2, cwd=tmp_path)
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    drawn = run_on_terminal("noise", "--n", 300, "--out", "s", "-j", 2, cwd=tmp_path / "a")
     assert "noise:" in drawn and "/300" in drawn and "img/s" in drawn
-    hidden = run_dataprep("noise", "--n", 300, "--out", tmp_path / "b", "-j", 2)
+    hidden = run_dataprep("noise", "--n", 300, "--out", "s", "-j", 2, cwd=tmp_path / "b")
     assert hidden.returncode == 0 and "img/s" not in hidden.stderr
-    quiet = run_on_terminal("noise", "--n", 300, "--out", tmp_path / "c", "-q", cwd=tmp_path)
+    quiet = run_on_terminal("noise", "--n", 300, "--out", "s", "-q", cwd=tmp_path / "c")
     assert "img/s" not in quiet
