@@ -10,7 +10,8 @@ import pytest
 from helpers import DieAt, FailAt, Square
 
 from dataprep.errors import DataprepError
-from dataprep.parallel import InlineExecutor, ProcessExecutor, chunk_bounds, make_executor, ordered_map
+from dataprep.parallel import (QUEUE_SECONDS, InlineExecutor, ProcessExecutor, _queue_depth, chunk_bounds,
+                               make_executor, ordered_map)
 
 # Workers are plain forks in a command's process and come from a fork server where threads
 # run (or CuPy is loaded): both ways are tested.
@@ -74,3 +75,9 @@ print(alone, fork_safe())
         os.close(leader)
         os.close(terminal)
     assert out.split() == ["True", "False"]
+
+
+def test_children_queue_about_queue_seconds_of_work():
+    assert _queue_depth([0.03, 0.03]) == 2  # slow chunks: one running, one waiting
+    assert _queue_depth([QUEUE_SECONDS / 8] * 4) == 8
+    assert _queue_depth([0.0, 0.0]) == 64 and _queue_depth([1e-7], most=10) == 10
