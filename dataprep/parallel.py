@@ -130,7 +130,10 @@ def _worker_main(task: Task, jobs: Connection, results: Connection, inherited: l
         conn.close()  # killed parent would never send this worker EOF
     import cv2
 
+    from .heap import keep_freed_memory
+
     cv2.setNumThreads(1)  # one OpenCV thread per worker process: no oversubscription
+    keep_freed_memory()  # a forked worker has it already; a spawned one needs it
     while True:
         try:
             job = jobs.recv()

@@ -11,6 +11,7 @@ import click
 
 from .. import __version__
 from ..errors import DataprepError
+from ..heap import keep_freed_memory
 from .options import Settings, common_options
 
 # name -> (module, one-line summary); modules are imported only when their command runs,
@@ -116,6 +117,7 @@ def cli(ctx: click.Context) -> None:
         log.addHandler(handler)
         log.propagate = False
     Settings.apply(ctx)
+    keep_freed_memory()  # image loops reuse freed buffers instead of faulting in new pages
     # Ctrl-C and a kill (SIGTERM) unwind alike, so writers remove their partial outputs
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)

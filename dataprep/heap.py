@@ -1,0 +1,31 @@
+"""Malloc settings for image loops (glibc only; elsewhere nothing changes).
+
+Per image, decode and resize allocate and free buffers of a few hundred KB. glibc gives
+the top of the heap back to the system whenever about 1 MB lies free there, and the next
+image faults it in again page by page: 45 page faults per 500 x 375 photo, 7% of a resize
+run here. Fixed thresholds keep up to 64 MB of freed memory for reuse instead; memory
+still does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+_M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+TRIM_BYTES = 64 << 20
+MMAP_BYTES = 16 << 20  # larger blocks are still mapped and unmapped on their own
+
+
+def keep_freed_memory() -> bool:
+    """Set the thresholds in this process (forked children inherit them); False where the
+    C library is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_BYTES)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_BYTES))
