@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 _MEASURE = r"""
@@ -57,7 +61,6 @@ def interleaved(cmds: dict[str, tuple[list, Path | None, list[Path]]], repeat: i
     The disk here swings by 2x within minutes, so single runs compare nothing; interleaved
     medians do.
     """
-    import shutil
     import statistics
 
     walls: dict[str, list[float]] = {name: [] for name in cmds}
@@ -72,6 +75,16 @@ def interleaved(cmds: dict[str, tuple[list, Path | None, list[Path]]], repeat: i
             peaks[name] = max(peaks[name], m["peak_mb"])
     return {name: {"wall": statistics.median(walls[name]), "peak_mb": peaks[name], "runs": walls[name]}
             for name in cmds}
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, parent: Path | None = None) -> Iterator[Path]:
+    """A temporary folder for one benchmark (under ``parent``, the --dir option), removed after."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def scratch_args(doc: str, **defaults):

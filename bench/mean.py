@@ -11,13 +11,11 @@ data on raw records.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataprep, interleaved, measure, row, scratch_args  # noqa: E402
+from common import dataprep, interleaved, measure, row, scratch_args, scratch_dir  # noqa: E402
 from stores import make_photos, settle  # noqa: E402
 
 LOOP = r"""
@@ -41,9 +39,8 @@ np.save(sys.argv[2], (total / n).astype(np.float32))
 
 def main():
     args = scratch_args(__doc__, n=5000, repeat=3)
-    base = Path(tempfile.mkdtemp(prefix="bench_mean_", dir=args.dir))
     py, n = sys.executable, args.n
-    try:
+    with scratch_dir("bench_mean_", args.dir) as base:
         photos = make_photos(base / "photos", n)
         for name, extra in (("raw", []), ("enc", ["--encoded", "--encode-type", "jpg"])):
             measure(dataprep("lmdb", photos.name, f"{name}_db", "--resize", "256x256", "-q", *extra), cwd=base)
@@ -63,8 +60,6 @@ def main():
             print(row("  dataprep mean --workers 2", n, t["dp2"]["wall"], t["dp2"]["peak_mb"]))
             print(f"  speed-up (2 workers): {t['loop']['wall'] / t['dp2']['wall']:.2f}x; pixel data "
                   f"{pixel_gb / t['dp2']['wall']:.2f} GB/s (loop {pixel_gb / t['loop']['wall']:.2f} GB/s)")
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

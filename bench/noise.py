@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataprep, measure, row  # noqa: E402
+from common import dataprep, measure, row, scratch_dir  # noqa: E402
 
 H = W = 100
 
@@ -86,8 +84,7 @@ def main():
     runs = {k: [] for k in ("tutorial", "files", "bound", "hdf5", "lmdb")}
     peaks = {}
     for _ in range(args.repeat):
-        base = Path(tempfile.mkdtemp(prefix="bench_noise_", dir=args.dir))
-        try:
+        with scratch_dir("bench_noise_", args.dir) as base:
             settle()
             runs["tutorial"].append(run_tutorial(n, j, base / "tutorial"))
             for kind, extra in (("files", []), ("hdf5", ["--to", "hdf5"]), ("lmdb", ["--to", "lmdb"])):
@@ -98,8 +95,6 @@ def main():
                 peaks[kind] = max(peaks.get(kind, 0), m["peak_mb"])
             settle()
             runs["bound"].append(run_file_bound(base / "files/samples", j, base / "bound"))
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
     t = {k: statistics.median(v) for k, v in runs.items()}
     print(f"noise, n = {n}, {j} worker processes, median of {args.repeat} rounds (sync before each step)")
     print(row("tutorial make_noise (plt.imsave)", n, t["tutorial"]))

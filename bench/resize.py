@@ -11,14 +11,12 @@ Then where one image's time goes (decode, resize, encode, write), single process
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataprep, interleaved, row, scratch_args  # noqa: E402
+from common import dataprep, interleaved, row, scratch_args, scratch_dir  # noqa: E402
 from stores import make_photos, settle  # noqa: E402
 
 CV2_LOOP = r"""
@@ -72,9 +70,8 @@ def breakdown(list_file: Path, count: int = 200) -> dict:
 
 def main():
     args = scratch_args(__doc__, n=2000, repeat=3)
-    base = Path(tempfile.mkdtemp(prefix="bench_resize_", dir=args.dir))
     py, n = sys.executable, args.n
-    try:
+    with scratch_dir("bench_resize_", args.dir) as base:
         photos = make_photos(base / "photos", n)
         cmds = {
             "cv2": ([py, "-c", CV2_LOOP, photos.name, "cv2_out"], base, [base / "cv2_out"]),
@@ -96,8 +93,6 @@ def main():
         total = sum(steps.values())
         print("  one image, one process: " + ", ".join(
             f"{k} {v * 1e3:.2f} ms ({v / total:.0%})" for k, v in steps.items()))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,11 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataprep, interleaved, measure, row  # noqa: E402
+from common import dataprep, interleaved, measure, row, scratch_dir  # noqa: E402
 from noise import run_tutorial  # noqa: E402
 
 GEN_HDF5 = r"""
@@ -218,16 +217,13 @@ def main():
     ap.add_argument("--only", choices=["hdf5", "pipeline", "lmdb"], default=None)
     ap.add_argument("--repeat", type=int, default=3, help="rounds of each comparison")
     args = ap.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="bench_stores_", dir=args.dir))
-    try:
+    with scratch_dir("bench_stores_", args.dir) as base:
         if args.only in (None, "hdf5"):
             bench_hdf5(base, args.n, args.workers, args.repeat)
         if args.only in (None, "pipeline"):
             bench_pipeline(base, args.n, args.workers, args.repeat)
         if args.only in (None, "lmdb"):
             bench_lmdb(base, args.photos, args.workers, args.repeat)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -81,3 +81,11 @@ def test_children_queue_about_queue_seconds_of_work():
     assert _queue_depth([0.03, 0.03]) == 2  # slow chunks: one running, one waiting
     assert _queue_depth([QUEUE_SECONDS / 8] * 4) == 8
     assert _queue_depth([0.0, 0.0]) == 64 and _queue_depth([1e-7], most=10) == 10
+
+
+def test_make_executor():
+    assert isinstance(make_executor(1), InlineExecutor)
+    assert isinstance(make_executor(2, n=1), InlineExecutor)
+    assert make_executor(2).workers == 2
+    with pytest.raises(DataprepError):
+        make_executor(0)
