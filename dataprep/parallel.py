@@ -3,8 +3,9 @@
 A *task* is a picklable callable ``task(start, stop) -> list`` that computes the results
 of items ``start..stop-1``. Chunk boundaries depend only on ``n`` and ``chunk_size``, and
 results come back in index order, so output never depends on scheduling or worker count.
-The task is shipped to each worker once (not with every chunk), and at most a few chunks
-per worker are in flight, so memory stays bounded however slowly the consumer writes.
+The task is shipped to each worker once (not with every chunk). Only chunk bounds wait in
+a worker's queue; its results wait in its pipe, and it blocks while the pipe is full, so
+memory stays bounded however slowly the consumer writes.
 Workers are forked from this process when that is safe (Linux, no other Python thread, no
 CUDA context), so they start at once with everything imported; otherwise they come from a
 fork server, since fork and CUDA (the GPU commands) or running threads do not mix.
