@@ -1,7 +1,9 @@
 """Offline augmentation: K seeded variants of every image, written as files with a list.
 
-The random parameters of output (image i, copy k) come from ``default_rng([seed, i, k])``
-alone, so the files are identical for any worker count.
+The random parameters of output (list line i, copy k) come from ``default_rng([seed, i, k])``
+alone, so the files are identical for any worker count. A line repeated in the list (to
+oversample it) is its own item: its variants are drawn and numbered after the earlier
+occurrences' (``NAME_aug{K}`` onwards for the second).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import DataprepError, ImageError
-from .gpu import array_module, to_device, to_host
+from .errors import DataprepError, ImageError, UsageError
+from .filejob import FileTask, Item, JobResult, file_job
+from .gpu import array_module, resolve_device, to_device, to_host
 from .handlers import OnError
-from .images import write_image
+from .images import Channels
 from .listfile import ListFile
 from .parallel import Executor
-from .resize import Item, JobResult, file_job, load
 from .transforms import AugmentSpec, apply, sample_params
 
 
@@ -29,54 +31,35 @@ def copy_name(output: str, k: int) -> str:
 
 
 @dataclass(frozen=True)
-class _AugmentTask:
-    """Worker task: decode each image once and write its K variants."""
+class _AugmentTask(FileTask):
+    """Decode each image once and write its K variants; transforms run on ``device`` with
+    one upload and one download per chunk."""
 
-    items: list[Item]
-    out: str
     spec: AugmentSpec
     copies: int
     seed: int
-    gray: bool
-    quality: int
-    overwrite: bool
-    device: str = "cpu"
 
-    def __call__(self, start: int, stop: int) -> list[str]:
-        """Decode the chunk on the CPU, transform it on ``device`` (one upload and one
-        download per chunk), encode and write on the CPU."""
-        xp = array_module(self.device)
-        status: dict[int, str] = {}
-        todo: list[tuple[int, np.ndarray, list[Path]]] = []
-        for i in range(start, stop):
-            item = self.items[i]
-            dests = [Path(self.out) / copy_name(item.output, k) for k in range(self.copies)]
-            if not self.overwrite and all(d.exists() for d in dests):
-                status[i] = "kept"
-                continue
-            try:
-                image = load(item, self.gray)
-                self._check(item, image)
-            except ImageError as exc:
-                status[i] = str(exc)
-                continue
-            todo.append((i, image, dests))
-        images = to_device([image for _, image, _ in todo], xp)
+    def outputs(self, item: Item) -> list[str]:
+        first = item.occurrence * self.copies
+        return [copy_name(item.output, first + k) for k in range(self.copies)]
+
+    def repeats(self, item: Item) -> bool:
+        return False  # every line draws its own variants
+
+    def render(self, todo: list[tuple[int, np.ndarray]]) -> list[list[np.ndarray]]:
+        images = to_device([image for _, image in todo], array_module(self.device))
         variants = [apply(image, sample_params(np.random.default_rng([self.seed, i, k]),
                                                image.shape[:2], self.spec), self.spec)
-                    for (i, _, dests), image in zip(todo, images) for k in range(len(dests))]
-        host = iter(to_host(variants))
-        for i, _, dests in todo:
-            for dest in dests:
-                write_image(dest, next(host), self.quality)
-            status[i] = "done"
-        return [status[i] for i in range(start, stop)]
+                    for (i, _), image in zip(todo, images) for k in range(self.copies)]
+        host = to_host(variants)
+        return [host[j * self.copies : (j + 1) * self.copies] for j in range(len(todo))]
 
-    def _check(self, item: Item, image: np.ndarray) -> None:
+    def check(self, item: Item, image: np.ndarray) -> None:
         crop = self.spec.crop
-        if crop and (crop[0] > image.shape[0] or crop[1] > image.shape[1]):
+        if crop and not self.spec.pad and (crop[0] > image.shape[0] or crop[1] > image.shape[1]):
             raise ImageError(f"{item.where}: --crop {crop[0]}x{crop[1]} is larger than the image "
-                             f"({image.shape[0]}x{image.shape[1]})")
+                             f"({image.shape[0]}x{image.shape[1]}); pass --pad to pad small images",
+                             item.line)
 
 
 def check_labels(spec: AugmentSpec, float_labels: bool, force: bool) -> None:
@@ -89,25 +72,39 @@ def check_labels(spec: AugmentSpec, float_labels: bool, force: bool) -> None:
             "describe; pass --force if your labels do not depend on them")
 
 
+def check_channels(spec: AugmentSpec, channels: Channels) -> None:
+    """Refuse color operations on 1-channel images."""
+    color_ops = spec.color_only()
+    if channels.count == 1 and color_ops:
+        names = " and ".join("--" + n for n in color_ops)
+        why = ("--gray makes every output 1-channel" if channels.mode == "gray" else
+               f"the first image ({channels.first}) is gray, so every output is 1-channel")
+        error = UsageError if channels.mode == "gray" else DataprepError
+        raise error(f"{names} work on color images only, but {why}: drop {names}, or pass "
+                    "--color for 3-channel outputs")
+
+
 def augment_all(src: Path, out: Path, spec: AugmentSpec, copies: int, executor: Executor,
-                seed: int = 0, gray: bool = False, fmt: str = "keep", quality: int = 95,
-                root: str | None = None, overwrite: bool = False, force: bool = False,
-                device: str = "cpu", on_error: OnError | None = None,
+                seed: int = 0, channels: Channels = Channels(), fmt: str = "keep",
+                quality: int = 95, root: str | None = None, overwrite: bool = False,
+                force: bool = False, device: str = "cpu", on_error: OnError | None = None,
                 progress: Callable[[int], object] | None = None) -> JobResult:
     """Write ``copies`` augmented variants of every image of a folder or list into ``out``.
 
     ``device`` "gpu" runs the transforms with CuPy (an error without CuPy and a GPU, never
     a silent CPU fallback); "auto" uses the GPU only when it is usable."""
     if copies < 1:
-        raise DataprepError("--copies must be at least 1")
-    device = "gpu" if array_module(device) is not np else "cpu"  # fails here, before any work
+        raise UsageError("--copies must be at least 1")
+    device = resolve_device(device)  # fails here, before any work
 
-    def check(listfile: ListFile) -> None:
-        check_labels(spec, listfile.label_count > 0 and not listfile.integer_labels, force)
+    def check(listfile: ListFile | None, resolved: Channels) -> None:
+        if listfile is not None:
+            check_labels(spec, listfile.label_count > 0 and not listfile.integer_labels, force)
+        check_channels(spec, resolved)
 
-    def make_task(items: list[Item]) -> _AugmentTask:
-        return _AugmentTask(items, str(out), spec, copies, seed, gray, quality, overwrite, device)
+    def make_task(items: list[Item], resolved: Channels) -> _AugmentTask:
+        return _AugmentTask(items, str(out), resolved, quality, overwrite, device, spec, copies, seed)
 
-    return file_job(Path(src), Path(out), fmt, make_task,
-                    lambda item: [copy_name(item.output, k) for k in range(copies)], executor,
-                    root=root, on_error=on_error, progress=progress, check_list=check)
+    settings = {**spec.settings(), "copies": copies, "seed": seed, "device": device}
+    return file_job(Path(src), Path(out), fmt, settings, make_task, executor, channels=channels,
+                    root=root, overwrite=overwrite, on_error=on_error, progress=progress, check=check)

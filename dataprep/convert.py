@@ -16,10 +16,10 @@ import numpy as np
 
 from .errors import DataprepError, ImageError
 from .handlers import OnError
-from .images import parse_size
-from .listfile import read_list
+from .images import Channels, describe_shape
+from .listfile import read_list, shuffle_order
 from .parallel import Executor, ordered_map
-from .records import ImageListSource, Record, RecordSource, Subset
+from .records import ImageListSource, Record, RecordSource, Subset, image_list_source
 from .stores.base import StoreWriter
 
 
@@ -31,57 +31,57 @@ class _EncodeTask:
     source: RecordSource
     encode: Callable[[Record], Any]
 
-    def __call__(self, start: int, stop: int) -> list[tuple[Any, str | None]]:
-        out: list[tuple[Any, str | None]] = []
+    def __call__(self, start: int, stop: int) -> list[tuple[Any, ImageError | None]]:
+        out: list[tuple[Any, ImageError | None]] = []
         for i in range(start, stop):
             try:
                 record = self.source.record(i)
             except ImageError as exc:
-                out.append((None, str(exc)))
+                out.append((None, exc))
                 continue
-            out.append(((record.key, record.origin, record.image.shape, self.encode(record)), None))
+            out.append(((record.key, record.origin, record.line, record.image.shape, self.encode(record)),
+                        None))
         return out
 
 
 def list_source(
     list_path: str,
     root: str | None = None,
-    gray: bool = False,
-    resize: str | None = None,
+    channels: Channels = Channels(),
+    resize: tuple[int, int] | None = None,
     shuffle: bool = False,
     seed: int = 0,
     on_error: OnError | None = None,
 ) -> RecordSource:
-    """The images of a list file as a record source, shuffled (seeded) when asked."""
+    """The images of a list file as a record source (channel count resolved from the first
+    image in ``auto``), shuffled (seeded) when asked."""
     listfile = read_list(list_path, root=root, on_error=on_error)
-    size = parse_size(resize) if resize else None
-    source: RecordSource = ImageListSource(listfile, gray=gray, size=size)
+    source: RecordSource = image_list_source(listfile, channels, resize)
     if shuffle:
-        order = np.random.default_rng(seed).permutation(len(listfile))
-        source = Subset(source, order.tolist())
+        source = Subset(source, shuffle_order(len(listfile), seed))
     return source
 
 
-def source_list(source: RecordSource):
-    """The ListFile behind a list source (through a shuffle), or None for generated sources."""
+def source_list(source: RecordSource) -> ImageListSource | None:
+    """The image list source behind ``source`` (through a shuffle), or None for generated ones."""
     while isinstance(source, Subset):
         source = source.source
-    return source.listfile if isinstance(source, ImageListSource) else None
+    return source if isinstance(source, ImageListSource) else None
 
 
-def store_meta(source: RecordSource, gray: bool = False, resize: str | None = None,
-               **extra: Any) -> dict:
+def store_meta(source: RecordSource, **extra: Any) -> dict:
     """What a store's manifest records besides its records: origin, label layout and the
     preprocessing applied (so ``predict`` can redo it on raw images)."""
-    listfile = source_list(source)
-    labels: dict[str, Any] = {}
-    if listfile is not None:
-        labels = {"count": listfile.label_count, "kind": "int" if listfile.integer_labels else "float"}
+    images = source_list(source)
+    if images is None:
+        return {"source": type(source).__name__, "labels": {}, "preprocessing": dict(extra)}
+    listfile = images.listfile
     return {
-        "source": listfile.name if listfile is not None else type(source).__name__,
-        "labels": labels,
-        "preprocessing": {"gray": gray, "resize": list(parse_size(resize)) if resize else None,
-                          "interpolation": "linear" if resize else None, **extra},
+        "source": listfile.name,
+        "labels": {"count": listfile.label_count, "kind": "int" if listfile.integer_labels else "float"},
+        "preprocessing": {**images.channels.manifest(),
+                          "resize": list(images.size) if images.size else None,
+                          "interpolation": images.interpolation if images.size else None, **extra},
     }
 
 
@@ -156,23 +156,20 @@ def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: On
     written = 0
     for index, (item, error) in records:
         if error is not None:
-            on_error(ImageError(error))
+            on_error(error)
             continue
-        key, origin, shape, payload = item
+        key, origin, line, shape, payload = item
+        if line is not None:
+            on_error.reached(line)
         if first is None:
             first = (shape, origin or key)
         elif uniform and shape != first[0]:
             on_error(ImageError(
-                f"{origin or key}: size {_fmt(shape)} differs from {_fmt(first[0])} of the first "
-                f"image ({first[1]})"
-            ))
+                f"{origin or key}: size {describe_shape(shape)} differs from "
+                f"{describe_shape(first[0])} of the first image ({first[1]})", line))
             continue
         writer.put(index - start, key, payload)
         written += 1
     if not written:
         raise DataprepError("no records to write: every input was skipped")
     return written
-
-
-def _fmt(shape: tuple[int, ...]) -> str:
-    return f"{shape[0]}x{shape[1]}x{shape[2]}" if len(shape) == 3 else "x".join(map(str, shape))

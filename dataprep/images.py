@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterable
 
 import cv2
 import numpy as np
 
-from .errors import DataprepError, ImageError
+from .errors import ImageError, UsageError
 
 INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST,
@@ -21,21 +23,30 @@ INTERPOLATIONS = {
 
 ENCODINGS = {"jpg": ".jpg", "png": ".png"}
 
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+SIZE_FORMS = "HxW (height x width, e.g. 100x150) or S for an S x S square (e.g. 227)"
+_SIZE = re.compile(r"^(\d+)x(\d+)$|^(\d+)$")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"HxW"`` (height first) to ``(H, W)``; a single number means a square."""
+def parse_size(text: str, option: str = "size") -> tuple[int, int]:
+    """The one size grammar of every option: ``HxW`` (height first, a lower-case x, no
+    spaces) or a single number ``S`` for a square; returns ``(H, W)``."""
     match = _SIZE.match(text)
-    if match:
-        size = (int(match.group(1)), int(match.group(2)))
-    elif text.strip().isdigit():
-        size = (int(text), int(text))
-    else:
-        raise DataprepError(f"size {text!r} is not HxW (height x width, e.g. 100x100)")
+    if not match:
+        raise UsageError(f"{option} {text!r}: give {SIZE_FORMS}")
+    h, w, square = match.groups()
+    size = (int(square), int(square)) if square else (int(h), int(w))
     if min(size) < 1:
-        raise DataprepError(f"size {text!r} must be positive")
+        raise UsageError(f"{option} {text!r}: sides must be at least 1")
     return size
+
+
+def describe_shape(shape: tuple[int, ...], layout: str = "HWC") -> str:
+    """A shape as every message words it: ``191x384 (HxW), 3 channels``, whatever the
+    array's axis order (``layout`` "HWC" for images, "CHW" for stored records)."""
+    if len(shape) != 3:
+        return "x".join(map(str, shape))
+    c, h, w = (shape[2], shape[0], shape[1]) if layout == "HWC" else shape
+    return f"{h}x{w} (HxW), {c} channel{'s' if c != 1 else ''}"
 
 
 def as_hwc(image: np.ndarray) -> np.ndarray:
@@ -43,32 +54,90 @@ def as_hwc(image: np.ndarray) -> np.ndarray:
     return image[:, :, None] if image.ndim == 2 else image
 
 
-def decode(data: bytes | np.ndarray, gray: bool = False) -> np.ndarray:
-    """Decode image bytes as Caffe does: 3-channel BGR (alpha dropped), or 1 channel with gray.
+CHANNEL_MODES = ("auto", "gray", "color")
+
+
+def decode(data: bytes | np.ndarray, channels: str = "color") -> np.ndarray:
+    """Decode image bytes as Caffe does: ``color`` gives 3-channel BGR (gray expanded, alpha
+    dropped), ``gray`` 1 channel, ``auto`` the file's own (1 for gray, 3 for color).
 
     Raises ValueError when the bytes are not an image OpenCV can read.
     """
+    return _decode(data, channels)[0]
+
+
+def _decode(data: bytes | np.ndarray, channels: str) -> tuple[np.ndarray, bool]:
+    """The decoded H x W x C image, and whether its pixels are the file's own decode
+    (False after a channel conversion: such pixels must be re-encoded, never passed
+    through as the file's bytes)."""
     buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
-    flags = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
-    image = cv2.imdecode(buf, flags) if buf.size else None
+    image = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR) if buf.size else None
     if image is None:
         raise ValueError("not a decodable image")
-    return as_hwc(image)
+    if channels == "color" and image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), False  # exact: gray replicated
+    if channels == "gray" and image.ndim == 3:
+        # the codec's own gray conversion (libjpeg keeps the luma), as Caffe's imread does
+        return as_hwc(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)), False
+    return as_hwc(image), True
 
 
-def load_image(path: Path, where: str, gray: bool = False) -> tuple[bytes, np.ndarray]:
-    """Read and decode one image file as Caffe does; returns (file bytes, H x W x C image).
+@dataclass(frozen=True)
+class Channels:
+    """How many channels images get. ``mode`` is what the user asked: ``auto`` (images keep
+    their own: gray stays 1 channel, color is BGR), ``gray`` (always 1) or ``color`` (always
+    3, convert_imageset's default). ``resolve`` fixes ``count`` from the first image in
+    ``auto``: a gray first image makes a later color one an error naming both (a dataset
+    has one channel count), a color first image expands later gray ones, as Caffe does."""
 
-    A missing or undecodable file raises ImageError naming ``where`` (list line and path).
-    """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ImageError(f"{where}: cannot read image ({exc.strerror})") from None
-    try:
-        return data, decode(data, gray=gray)
-    except ValueError:
-        raise ImageError(f"{where}: cannot decode image") from None
+    mode: str = "auto"
+    count: int | None = None
+    first: str = ""  # where the first image is, for the mixed-channels error
+
+    def __post_init__(self) -> None:
+        if self.mode not in CHANNEL_MODES:
+            raise UsageError(f"channels {self.mode!r}: choose from {', '.join(CHANNEL_MODES)}")
+
+    def resolve(self, candidates: Iterable[tuple[Path, str]]) -> "Channels":
+        """Fix ``count``; in ``auto`` from the first of ``candidates`` (path, where) that
+        decodes (unreadable ones are skipped here: the run reports them in order)."""
+        if self.count is not None:
+            return self
+        if self.mode != "auto":
+            return replace(self, count=1 if self.mode == "gray" else 3)
+        for path, where in candidates:
+            try:
+                image = decode(Path(path).read_bytes(), "auto")
+            except (OSError, ValueError):
+                continue
+            return replace(self, count=image.shape[2], first=where)
+        return replace(self, count=3)
+
+    def load(self, path: Path, where: str, line: int | None = None) -> tuple[bytes | None, np.ndarray]:
+        """Read and decode one image file; returns (the file's bytes when the pixels are
+        exactly its own decode, else None; the H x W x C image).
+
+        A missing, undecodable or (in ``auto``) wrongly colored file raises ImageError
+        naming ``where`` (list line and path)."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ImageError(f"{where}: cannot read image ({exc.strerror})", line) from None
+        count = self.count or (1 if self.mode == "gray" else 3)
+        wanted = "gray" if count == 1 else "color"
+        try:
+            image, native = _decode(data, "auto" if self.mode == "auto" and count == 1 else wanted)
+        except ValueError:
+            raise ImageError(f"{where}: cannot decode image", line) from None
+        if image.shape[2] != count:
+            raise ImageError(f"{where}: a color image, but the first image ({self.first}) is gray: "
+                             "pass --color for 3-channel BGR records (or --gray to convert "
+                             "every image to gray)", line)
+        return (data if native else None), image
+
+    def manifest(self) -> dict:
+        """What a store's manifest records: the mode asked for and the channel count."""
+        return {"channels": self.mode, "gray": self.count == 1}
 
 
 def encode(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:

@@ -21,16 +21,28 @@ def disk_usage(reader: StoreReader) -> int:
     return sum(os.stat(p).st_blocks * 512 for p in reader.files_on_disk())
 
 
-def column_names(manifest: dict, k: int) -> list[str]:
-    """Names for the k label columns: the manifest's column or dataset names, else label[i]."""
+def column_names(manifest: dict, k: int, datasets: list[str] | None = None) -> list[str]:
+    """Names for the k label columns as the store names them: HDF5 dataset names (``freq[0]``,
+    ``freq[1]`` for one N x 2 dataset), else the manifest's columns, else ``label[i]``."""
     layout = manifest.get("labels") or {}
-    if len(layout.get("columns") or []) == k:
+    names = datasets if datasets is not None else layout.get("names")
+    if names is None and len(layout.get("columns") or []) == k:
         return list(layout["columns"])
-    names = layout.get("names") or []
+    names = names or []
     if len(names) == k:
         return list(names)
     base = names[0] if len(names) == 1 else "label"
     return [base] if k == 1 else [f"{base}[{i}]" for i in range(k)]
+
+
+def shape_range(reader: StoreReader) -> tuple[list[int], list[int]]:
+    """The smallest and largest C, H, W over every record (one pass over the store)."""
+    lo = hi = None
+    for rec in reader:
+        shape = np.array(rec.array.shape)
+        lo = shape if lo is None else np.minimum(lo, shape)
+        hi = shape if hi is None else np.maximum(hi, shape)
+    return lo.tolist(), hi.tolist()
 
 
 def label_stats(labels: np.ndarray, integer: bool) -> list[dict]:
@@ -53,17 +65,22 @@ def summarize(path: str | Path, first_keys: int = 5) -> dict:
         labels = reader.all_labels() if n else np.empty((0, 0))
         integer = bool(labels.size) and bool(np.all(labels == np.round(labels)))
         manifest = reader.manifest or {}
+        uniform = manifest.get("shape") is not None or reader.kind == "hdf5"
+        lo, hi = shape_range(reader) if n and not uniform else ([], [])
+        k = labels.shape[1] if labels.ndim == 2 else 0
         return {
             "path": str(path),
             "type": reader.kind,
             "count": n,
-            "shape": list(first.array.shape) if first is not None else None,
+            "shape": list(first.array.shape) if first is not None and lo == hi else None,
+            "shape_min": lo if lo != hi else None,
+            "shape_max": hi if lo != hi else None,
             "dtype": str(first.array.dtype) if first is not None else None,
-            "uniform_shape": manifest.get("shape") is not None if manifest else None,
+            "uniform_shape": lo == hi,
             "encoded": reader.encoded(),
             "labels": {"columns": labels.shape[1] if labels.ndim == 2 else 0,
                        "integer": integer,
-                       "columns_named": column_names(manifest, labels.shape[1] if labels.ndim == 2 else 0),
+                       "columns_named": column_names(manifest, k, getattr(reader, "label_names", None)),
                        "stats": label_stats(labels, integer) if labels.size else []},
             "bytes_on_disk": disk_usage(reader),
             "first_keys": reader.keys()[:first_keys],

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import ListFileError
+from .errors import ListFileError, UsageError
 from .handlers import OnError
 
 Label = int | float
@@ -96,20 +96,20 @@ def parse_lines(
         try:
             fields = _split(stripped)
         except ValueError as exc:
-            on_error(ListFileError(f"{name}:{number}: cannot parse line ({exc}): {stripped!r}"))
+            on_error(ListFileError(f"{name}:{number}: cannot parse line ({exc}): {stripped!r}", number))
             continue
         path, raw = fields[0], fields[1:]
         try:
             labels = tuple(map(parse_label, raw))
         except ValueError:
             bad = next(v for v in raw if not _is_number(v))
-            on_error(ListFileError(f"{name}:{number}: {path}: label {bad!r} is not a number"))
+            on_error(ListFileError(f"{name}:{number}: {path}: label {bad!r} is not a number", number))
             continue
         if label_count is None:
             label_count = len(labels)
         if len(labels) != label_count:
             on_error(ListFileError(
-                f"{name}:{number}: {path}: {len(labels)} labels, expected {label_count}"))
+                f"{name}:{number}: {path}: {len(labels)} labels, expected {label_count}", number))
             continue
         entries.append(Entry(number, path, labels))
     return entries, label_count or 0
@@ -138,6 +138,8 @@ def read_list(
         name = str(path)
         try:
             text = path.read_text()
+        except FileNotFoundError:
+            raise UsageError(f"{name}: no such list file") from None
         except OSError as exc:
             raise ListFileError(f"{name}: cannot read list: {exc.strerror}") from None
         default_root = path.parent
@@ -145,6 +147,14 @@ def read_list(
     if not entries and not allow_empty:
         raise ListFileError(f"{name}: the list is empty")
     return ListFile(name, entries, count, Path(root) if root is not None else default_root)
+
+
+def shuffle_order(n: int, seed: int) -> list[int]:
+    """The order ``--shuffle --seed`` puts ``n`` list entries in: every command that
+    shuffles or re-checks a shuffled store uses this one permutation."""
+    import numpy as np
+
+    return np.random.default_rng(seed).permutation(n).tolist()
 
 
 def format_path(path: str) -> str:
@@ -157,3 +167,13 @@ def format_path(path: str) -> str:
 def format_line(path: str, labels: Sequence[Label] = ()) -> str:
     """One list line; floats written with ``repr`` so they read back exactly."""
     return " ".join([format_path(path), *(repr(v) if isinstance(v, float) else str(v) for v in labels)])
+
+
+def write_list(path: str | os.PathLike, lines: Iterable[str]) -> None:
+    """Write list lines to ``path``, one per line."""
+    Path(path).write_text("".join(line + "\n" for line in lines))
+
+
+def class_lines(names: Sequence[str]) -> list[str]:
+    """The lines of a class-name file (``classes.txt``): ``index name``."""
+    return [f"{k} {name}" for k, name in enumerate(names)]

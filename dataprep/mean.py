@@ -10,9 +10,10 @@ from typing import Callable, Iterator, NamedTuple, Protocol
 
 import numpy as np
 
-from .errors import DataprepError, StoreError
+from .errors import DataprepError, StoreError, UsageError
 from .parallel import Executor, InlineExecutor, ordered_map
-from .records import ImageListSource
+from .images import Channels, describe_shape
+from .records import ImageListSource, image_list_source
 from .staging import Staging
 from .stores import open_store, store_kind
 from .stores.base import StoreReader
@@ -24,9 +25,9 @@ def parse_mean_values(text: str) -> np.ndarray:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise DataprepError(f"--mean {text!r}: give a number or comma-separated numbers per channel") from None
+        raise UsageError(f"--mean {text!r}: give a number or comma-separated numbers per channel") from None
     if not values:
-        raise DataprepError("--mean is empty")
+        raise UsageError("--mean is empty")
     return np.asarray(values, np.float32)
 
 
@@ -50,7 +51,7 @@ def read_mean_file(path: str | Path) -> np.ndarray:
 def resolve_mean(values: str | None, path: str | None) -> np.ndarray | None:
     """The mean to subtract from ``--mean`` or ``--mean-file`` (exclusive, as in Caffe)."""
     if values is not None and path is not None:
-        raise DataprepError("--mean and --mean-file are exclusive")
+        raise UsageError("--mean and --mean-file are exclusive")
     if values is not None:
         return parse_mean_values(values)
     return read_mean_file(path) if path is not None else None
@@ -120,15 +121,19 @@ class ChunkSum(NamedTuple):
     shape: tuple[int, ...] | None
     first_key: str
     mismatch: str | None  # "key: shape A differs from shape B"
+    pixels: int = 0  # per-channel sums: the pixels summed in each channel
 
 
 @dataclass(frozen=True)
 class _SumTask:
-    """Worker task: exact sum of a range of arrays."""
+    """Worker task: exact sum of a range of arrays (per channel only: any sizes)."""
 
     source: ArraySource
+    per_channel: bool = False
 
     def __call__(self, start: int, stop: int) -> list[ChunkSum]:
+        if self.per_channel:
+            return [self._channel_sums(start, stop)]
         total = run = None
         shape, first, count, in_run, hwc = None, "", 0, 0, False
         for key, array in self.source.arrays(start, stop):
@@ -142,7 +147,7 @@ class _SumTask:
                 run = np.zeros(native.shape, np.uint16) if integer else None
             elif array.shape != shape:
                 return [ChunkSum(None, 0, shape, first,
-                                 f"{key}: shape {_hw(array.shape)} differs from {_hw(shape)} of {first}")]
+                                 f"{key}: {_hw(array.shape)} differs from {_hw(shape)} of {first}")]
             native = array.transpose(1, 2, 0) if hwc else array
             if run is not None:
                 run += native
@@ -160,9 +165,23 @@ class _SumTask:
             total = np.ascontiguousarray(total.transpose(2, 0, 1))
         return [ChunkSum(total, count, shape, first, None)]
 
+    def _channel_sums(self, start: int, stop: int) -> ChunkSum:
+        total, shape, first, count, pixels = None, None, "", 0, 0
+        for key, array in self.source.arrays(start, stop):
+            if total is None:
+                total = np.zeros(array.shape[0], np.uint64 if array.dtype == np.uint8 else np.float64)
+                shape, first = array.shape[:1], key
+            elif array.shape[0] != shape[0]:
+                return ChunkSum(None, 0, shape, first, f"{key}: {array.shape[0]} channel(s), "
+                                f"{shape[0]} in {first}")
+            total += array.sum(axis=(1, 2), dtype=total.dtype)
+            pixels += array.shape[1] * array.shape[2]
+            count += 1
+        return ChunkSum(total, count, shape, first, None, pixels)
+
 
 def _hw(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
+    return describe_shape(shape, "CHW")
 
 
 @dataclass
@@ -183,31 +202,41 @@ def compute_mean(
     source: ArraySource,
     executor: Executor,
     progress: Callable[[int], object] | None = None,
+    per_channel: bool = False,
 ) -> MeanResult:
     """The exact mean of every array of ``source``: uint8 pixels are summed as integers and
-    divided once, so the result has no drift and is identical for any worker count."""
+    divided once, so the result has no drift and is identical for any worker count.
+
+    ``per_channel`` gives only each channel's mean over every pixel (a C x 1 x 1 mean), which
+    needs no common image size."""
     n = len(source)
     if n == 0:
         raise DataprepError("the source holds no records")
     if not source.shareable:
         executor = InlineExecutor()  # LevelDB: one process at a time
-    total, count, shape, first = None, 0, None, ""
+    total, count, shape, first, pixels = None, 0, None, "", 0
     try:
-        for part in ordered_map(_SumTask(source), n, executor, chunk_size=MEAN_CHUNK, progress=progress):
+        for part in ordered_map(_SumTask(source, per_channel), n, executor, chunk_size=MEAN_CHUNK,
+                                progress=progress):
             if part.mismatch:
-                raise DataprepError(f"records of different sizes: {part.mismatch}")
+                what = "channel counts" if per_channel else "sizes"
+                raise DataprepError(f"records of different {what}: {part.mismatch}")
             if part.shape is None:
                 continue
             if shape is None:
                 shape, first, total = part.shape, part.first_key, part.total
             elif part.shape != shape:
-                raise DataprepError(f"records of different sizes: {part.first_key}: shape "
+                what = "channel counts" if per_channel else "sizes"
+                raise DataprepError(f"records of different {what}: {part.first_key}: "
                                     f"{_hw(part.shape)} differs from {_hw(shape)} of {first}")
             else:
                 total += part.total
             count += part.count
+            pixels += part.pixels
     finally:
         close_readers()  # workers keep theirs until they exit; this process closes its own
+    if per_channel:
+        return MeanResult((total.astype(np.float64) / pixels).reshape(-1, 1, 1), count)
     return MeanResult(total.astype(np.float64) / count, count)
 
 
@@ -221,24 +250,21 @@ def close_readers() -> None:
 os.register_at_fork(after_in_child=close_readers)
 
 
-def array_source(path: str, kind: str | None = None, root: str | None = None, gray: bool = False,
-                 resize: str | None = None) -> ArraySource:
+def array_source(path: str, kind: str | None = None, root: str | None = None,
+                 channels: Channels = Channels(), resize: tuple[int, int] | None = None) -> ArraySource:
     """A store, or a list file of images (``kind`` "list"), as arrays; ``kind`` forces the type."""
-    from .images import parse_size
     from .listfile import read_list
 
     if kind is None:
         try:
             store_kind(path)
             kind = "store"
-        except StoreError:
+        except (StoreError, UsageError):
             if not str(path).endswith(".txt") and path != "-":
                 raise
             kind = "list"
     if kind == "list":
-        listfile = read_list(path, root=root)
-        size = parse_size(resize) if resize else None
-        return ListArrays(ImageListSource(listfile, gray=gray, size=size))
+        return ListArrays(image_list_source(read_list(path, root=root), channels, resize))
     open_store(path).close()  # fail early, in this process, on a store that cannot be opened
     return StoreArrays(str(path))
 

@@ -12,18 +12,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
 
-from .errors import DataprepError
+from .errors import UsageError
 from .images import ENCODINGS, encode
-from .listfile import Label, format_line
+from .listfile import Label, class_lines, format_line, write_list
 from .parallel import Executor, ordered_map
 from .records import Record, Subset
 from .splits import SPLIT_NAMES, assign
 from .staging import Staging
+
+if TYPE_CHECKING:
+    from .stores.hdf5 import Hdf5Options
 
 
 
@@ -40,11 +43,11 @@ class NoiseSource:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise DataprepError(f"--n must be at least 1, got {self.n}")
+            raise UsageError(f"--n must be at least 1, got {self.n}")
         if min(self.size) < 2:
-            raise DataprepError(f"noise images need at least 2x2 pixels, got {self.size}")
+            raise UsageError(f"noise images need at least 2x2 pixels, got {self.size}")
         if self.classes is not None and self.classes < 1:
-            raise DataprepError(f"--classes must be at least 1, got {self.classes}")
+            raise UsageError(f"--classes must be at least 1, got {self.classes}")
 
     def __len__(self) -> int:
         return self.n
@@ -122,56 +125,55 @@ def write_noise_files(
     quality: int = 95,
     overwrite: bool = False,
     progress: Callable[[int], object] | None = None,
+    classes_out: Path | None = None,
 ) -> NoiseFiles:
     """Write every sample as an image file in ``out`` and the split lists in ``lists_dir``.
 
     ``train.txt``/``val.txt`` hold ``path labels``, ``test.txt`` paths only and
-    ``test_labels.txt`` the held-back labels; paths are relative to ``lists_dir``.
-    Everything is built at temporary paths and moved into place when complete.
+    ``test_labels.txt`` the held-back labels; paths are relative to ``lists_dir``. A split
+    with no samples gets no list. With classes, ``classes.txt`` (or ``classes_out``) names
+    them. Everything is built at temporary paths and moved into place when complete.
     """
     if fmt not in ENCODINGS:
-        raise DataprepError(f"unknown image format {fmt!r}; choose from {', '.join(ENCODINGS)}")
+        raise UsageError(f"unknown image format {fmt!r}; choose from {', '.join(ENCODINGS)}")
     result = NoiseFiles(Path(out))
     rel = Path(os.path.relpath(out, lists_dir)).as_posix()
+    parts = {name: idx for name, idx in zip(SPLIT_NAMES, assign(source.n, counts, source.seed))
+             if len(idx) or name == "train"}
     with Staging(overwrite) as staging:
         folder = staging.path(out, allow_empty_dir=True)
-        roles = [*SPLIT_NAMES, "test_labels"] + (["labels"] if source.classes is not None else [])
+        roles = [*parts, *(["test_labels"] if "test" in parts else [])]
         result.lists = {role: lists_dir / f"{role}.txt" for role in roles}
+        if source.classes is not None:
+            result.lists["classes"] = Path(classes_out) if classes_out else lists_dir / "classes.txt"
         outputs = {role: staging.path(dest) for role, dest in result.lists.items()}
         folder.mkdir()
         task = _WriteFiles(source, folder, fmt, quality)
         written = list(ordered_map(task, source.n, executor, progress=progress))
-        parts = dict(zip(SPLIT_NAMES, assign(source.n, counts, source.seed)))
         for split, indices in parts.items():
             rows = [(f"{rel}/{written[i][0]}", written[i][1]) for i in indices]
             labelled = split != "test"
-            _write_lines(outputs[split], [format_line(p, ls if labelled else ()) for p, ls in rows])
+            write_list(outputs[split], [format_line(p, ls if labelled else ()) for p, ls in rows])
             if split == "test":
-                _write_lines(outputs["test_labels"], [format_line(p, ls) for p, ls in rows])
+                write_list(outputs["test_labels"], [format_line(p, ls) for p, ls in rows])
             result.counts[split] = len(indices)
         if source.classes is not None:
-            names = class_names(source.classes)
-            _write_lines(outputs["labels"], [f"{k} {name}" for k, name in enumerate(names)])
+            write_list(outputs["classes"], class_lines(class_names(source.classes)))
     return result
 
 
-def _write_lines(path: Path, lines: list[str]) -> None:
-    path.write_text("".join(line + "\n" for line in lines))
-
-
 def _hdf5_writer(out: Path, split: str, n: int, source: NoiseSource, overwrite: bool, meta: dict,
-                 hdf5_options: dict):
+                 hdf5: "Hdf5Options"):
     from .stores.hdf5 import Hdf5Writer
 
-    options = dict(hdf5_options)
-    names = options.pop("label_names", None) or (["label"] if source.classes is not None else ["freq"])
-    return Hdf5Writer(out / f"{split}.h5", overwrite=overwrite, label_names=names, expected=n,
-                      meta=meta, **options)
+    default = ["label"] if source.classes is not None else ["freq"]
+    return Hdf5Writer(out / f"{split}.h5", overwrite=overwrite, expected=n, meta=meta,
+                      **hdf5.writer_options(default))
 
 
 def _datum_writer(backend: str):
     def make(out: Path, split: str, n: int, source: NoiseSource, overwrite: bool, meta: dict,
-             hdf5_options: dict):
+             hdf5: "Hdf5Options"):
         from .stores.datum import DatumWriter
 
         db = out / f"{split}_{backend}"
@@ -192,7 +194,7 @@ def write_noise_stores(
     kind: str,
     executor: Executor,
     overwrite: bool = False,
-    hdf5_options: dict | None = None,
+    hdf5: "Hdf5Options | None" = None,
     progress: Callable[[int], object] | None = None,
 ) -> dict[str, list[Path]]:
     """Stream the train/val/test samples straight into one store each in ``out``.
@@ -202,26 +204,25 @@ def write_noise_stores(
     stores, a companion ``*_labels`` store; ``classes`` gives integer labels.
     """
     from .convert import write_stores
+    from .stores.hdf5 import Hdf5Options
 
+    hdf5 = hdf5 or Hdf5Options()
     if kind not in NOISE_STORES:
-        raise DataprepError(f"unknown store {kind!r}; choose from {', '.join(sorted(NOISE_STORES))}")
+        raise UsageError(f"unknown store {kind!r}; choose from {', '.join(sorted(NOISE_STORES))}")
     out = Path(out)
     meta = {
         "source": f"dataprep noise (seed {source.seed})",
         "labels": {"count": 1 if source.classes is not None else 2,
                    "kind": "int" if source.classes is not None else "float",
                    "columns": ["class"] if source.classes is not None else ["fx", "fy"]},
-        "preprocessing": {"gray": True, "resize": None},
+        "preprocessing": {"channels": "auto", "gray": True, "resize": None,
+                          **(hdf5.manifest() if kind == "hdf5" else {})},
     }
-    if hdf5_options and hdf5_options.get("mean") is not None:
-        meta["preprocessing"]["mean"] = np.asarray(hdf5_options["mean"]).tolist()
-    if hdf5_options and hdf5_options.get("scale", 1.0) != 1.0:
-        meta["preprocessing"]["scale"] = hdf5_options["scale"]
     splits = [(name, idx) for name, idx in zip(SPLIT_NAMES, assign(source.n, counts, source.seed)) if len(idx)]
     writers = []
     try:
         for name, idx in splits:
-            writers.append(NOISE_STORES[kind](out, name, len(idx), source, overwrite, meta, hdf5_options or {}))
+            writers.append(NOISE_STORES[kind](out, name, len(idx), source, overwrite, meta, hdf5))
     except BaseException:
         for writer in writers:
             writer.abort()

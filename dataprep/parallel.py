@@ -34,7 +34,7 @@ try:
 except ImportError:  # not on Windows
     fcntl = None
 
-from .errors import DataprepError
+from .errors import DataprepError, UsageError
 
 
 
@@ -188,6 +188,8 @@ class ProcessExecutor(Executor):
         self.start_method = start_method  # None: chosen when the workers start (see _context)
 
     def map_chunks(self, task: Task, bounds: list[tuple[int, int]]) -> Iterator[list[Any]]:
+        if not bounds:
+            return
         import cv2
 
         cv2.setNumThreads(1)  # this process works on chunks too: one OpenCV thread each
@@ -297,7 +299,7 @@ def make_executor(workers: int | None = None, n: int | None = None) -> Executor:
     """A process pool for ``workers > 1`` (default: all cores), inline otherwise or for tiny jobs."""
     workers = default_workers() if workers is None else workers
     if workers < 1:
-        raise DataprepError(f"--workers must be at least 1, got {workers}")
+        raise UsageError(f"--workers must be at least 1, got {workers}")
     if workers == 1 or (n is not None and n <= 1):
         return InlineExecutor()
     return ProcessExecutor(workers)
@@ -310,9 +312,16 @@ def ordered_map(
     chunk_size: int | None = None,
     progress: Callable[[int], Any] | None = None,
 ) -> Iterator[Any]:
-    """Yield ``task``'s results for items ``0..n-1`` in order; ``progress(k)`` after each chunk."""
+    """Yield ``task``'s results for items ``0..n-1`` in order; ``progress(k)`` after each chunk.
+
+    An interrupt swallowed on its way (one landing in a finalizer) still stops the map at
+    the next chunk."""
+    from .staging import INTERRUPTED
+
     size = chunk_size or default_chunk_size(n, executor.workers)
     for results in executor.map_chunks(task, chunk_bounds(n, size)):
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         yield from results
         if progress is not None:
             progress(len(results))

@@ -7,7 +7,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .images import load_image, resize
+from .images import Channels, resize
 from .listfile import Label, ListFile
 
 
@@ -25,6 +25,7 @@ class Record:
     labels: tuple[Label, ...]
     data: bytes | None = None
     origin: str = ""
+    line: int | None = None
 
 
 class RecordSource(Protocol):
@@ -53,13 +54,13 @@ class Subset:
 class ImageListSource:
     """The images a list file names, decoded the way Caffe's convert_imageset does.
 
-    Color images come back as 3-channel BGR, ``gray`` gives one channel, ``size`` an exact
-    resize with ``interpolation``. A missing or undecodable image raises ImageError naming
-    the list line and the path.
+    ``channels`` says how many channels images get (resolved from the first image when
+    built with ``image_list_source``), ``size`` an exact resize with ``interpolation``.
+    A missing or undecodable image raises ImageError naming the list line and the path.
     """
 
     listfile: ListFile
-    gray: bool = False
+    channels: Channels = Channels()
     size: tuple[int, int] | None = None
     interpolation: str = "linear"
 
@@ -69,8 +70,20 @@ class ImageListSource:
     def record(self, index: int) -> Record:
         entry = self.listfile.entries[index]
         where = f"{self.listfile.name}:{entry.line}: {entry.path}"
-        data, image = load_image(self.listfile.resolve(entry), where, self.gray)
+        data, image = self.channels.load(self.listfile.resolve(entry), where, entry.line)
         if self.size is not None and image.shape[:2] != self.size:
             image = resize(image, self.size, self.interpolation)
             data = None
-        return Record(entry.path, image, entry.labels, data, where)
+        return Record(entry.path, image, entry.labels, data, where, entry.line)
+
+
+def list_channels(listfile: ListFile, channels: Channels) -> Channels:
+    """``channels`` resolved against a list's images (the first that decodes, in ``auto``)."""
+    return channels.resolve((listfile.resolve(e), f"{listfile.name}:{e.line}: {e.path}")
+                            for e in listfile.entries)
+
+
+def image_list_source(listfile: ListFile, channels: Channels = Channels(),
+                      size: tuple[int, int] | None = None) -> ImageListSource:
+    """The images of ``listfile`` as records, with the channel count resolved."""
+    return ImageListSource(listfile, list_channels(listfile, channels), size)

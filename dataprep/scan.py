@@ -9,8 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import DataprepError
-from .listfile import format_line
+from .errors import DataprepError, UsageError
+from .listfile import class_lines, format_line, write_list
 from .splits import SPLIT_NAMES, split_counts
 from .staging import Staging
 
@@ -37,7 +37,7 @@ def scan(
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataprepError(f"{root}: not a folder")
+        raise UsageError(f"{root}: not a folder")
     exts = {e.lower().lstrip(".") for e in extensions}
     if flat:
         classes, items = [], [(p, 0) for p in images_under(root, exts)]
@@ -69,36 +69,41 @@ def stratified_split(
 
 @dataclass
 class ImageLists:
-    """What ``write_image_lists`` made."""
+    """What ``write_image_lists`` made (``text``: the list itself, when written to stdout)."""
 
     lists: dict[str, Path] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
+    text: str | None = None
 
 
 def write_image_lists(
     root: Path,
-    out: Path,
+    out: Path | str,
     split: Sequence[float] | None = None,
     seed: int = 0,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     flat: bool = False,
     overwrite: bool = False,
+    classes_out: Path | None = None,
 ) -> ImageLists:
     """Scan ``root`` and write ``out`` (or, with ``split``, train/val/test lists beside it).
 
-    Paths are written relative to the list's folder; ``labels.txt`` (``index name``) goes
-    beside the lists when there are classes.
+    Paths are written relative to the list's folder. ``out`` "-" returns the list as
+    ``text`` instead, with paths relative to the current folder. Class names (``index
+    name`` lines) go to ``classes_out``, by default ``classes.txt`` beside the lists.
     """
     classes, items = scan(root, extensions, flat)
-    out = Path(out)
-    folder = out.parent
+    to_stdout = str(out) == "-"
+    if to_stdout and split is not None:
+        raise UsageError("--split writes train/val/test files: give --out a file, not -")
+    folder = Path.cwd() if to_stdout else Path(out).parent
     if split is None:
         parts = {"list": list(range(len(items)))}
-        dests = {"list": out}
+        dests = {} if to_stdout else {"list": Path(out)}
     else:
         if any(isinstance(r, int) for r in split) and not all(isinstance(r, float) for r in split):
-            raise DataprepError("--split for `list` takes ratios such as 0.8,0.1,0.1")
+            raise UsageError("--split for `list` takes ratios such as 0.8,0.1,0.1")
         indices = stratified_split([k for _, k in items], split, seed)
         parts = {name: idx for name, idx in zip(SPLIT_NAMES, indices) if idx or name == "train"}
         dests = {name: folder / f"{name}.txt" for name in parts}
@@ -106,15 +111,18 @@ def write_image_lists(
     with Staging(overwrite) as staging:
         tmps = {name: staging.path(dest) for name, dest in dests.items()}
         if classes:
-            labels_tmp = staging.path(folder / "labels.txt")
-            labels_tmp.write_text("".join(f"{k} {c}\n" for k, c in enumerate(classes)))
-            result.lists["labels"] = folder / "labels.txt"
+            classes_path = Path(classes_out) if classes_out else folder / "classes.txt"
+            write_list(staging.path(classes_path), class_lines(classes))
+            result.lists["classes"] = classes_path
         for name, idx in parts.items():
             lines = [
                 format_line(Path(os.path.relpath(items[i][0], folder)).as_posix(), (items[i][1],))
                 for i in idx
             ]
-            tmps[name].write_text("".join(line + "\n" for line in lines))
-            result.lists[name] = dests[name]
+            if to_stdout:
+                result.text = "".join(line + "\n" for line in lines)
+            else:
+                write_list(tmps[name], lines)
+                result.lists[name] = dests[name]
             result.counts[name] = len(idx)
     return result

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import DataprepError
+from .errors import UsageError
 
 SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_STREAM = 0x5B17  # keeps the split's random stream apart from per-sample streams
@@ -17,17 +17,17 @@ def parse_split(text: str) -> list[float] | list[int]:
     """``"50000,10000,10000"`` (counts) or ``"0.8,0.1,0.1"`` (ratios), one to three parts."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not 1 <= len(parts) <= len(SPLIT_NAMES):
-        raise DataprepError(f"--split {text!r}: give 1 to 3 comma-separated parts (train,val,test)")
+        raise UsageError(f"--split {text!r}: give 1 to 3 comma-separated parts (train,val,test)")
     try:
         if all(p.isdigit() for p in parts):
             return [int(p) for p in parts]
         ratios = [float(p) for p in parts]
     except ValueError:
-        raise DataprepError(f"--split {text!r}: parts must be counts or ratios") from None
+        raise UsageError(f"--split {text!r}: parts must be counts or ratios") from None
     if any(r < 0 or not math.isfinite(r) for r in ratios):
-        raise DataprepError(f"--split {text!r}: ratios must be non-negative")
+        raise UsageError(f"--split {text!r}: ratios must be non-negative")
     if abs(sum(ratios) - 1.0) > 1e-6:
-        raise DataprepError(f"--split {text!r}: ratios add up to {sum(ratios):g}, not 1")
+        raise UsageError(f"--split {text!r}: ratios add up to {sum(ratios):g}, not 1")
     return ratios
 
 
@@ -36,7 +36,7 @@ def split_counts(spec: Sequence[float] | Sequence[int], n: int) -> list[int]:
     if all(isinstance(v, int) for v in spec):
         counts = list(spec)
         if sum(counts) != n:
-            raise DataprepError(f"--split counts add up to {sum(counts)}, not {n}")
+            raise UsageError(f"--split counts add up to {sum(counts)}, not {n}")
     else:
         exact = [r * n for r in spec]
         counts = [math.floor(x) for x in exact]

@@ -1,13 +1,19 @@
 """Outputs are built at temporary sibling paths and moved into place only when complete.
 
 An interrupted or failed run therefore never leaves anything at a destination that looks
-finished; at worst a hidden ``.NAME.partial-*`` sibling remains after a hard kill.
+finished. A hard kill (``kill -9``) can leave a hidden ``.NAME.partial-HOST-PID-XXXXXXXX``
+sibling: its name says which host and process made it, so the next run on the same
+destination removes it once that process is gone, and logs what it freed. Partial outputs
+of a live process, or of another host sharing the filesystem, are left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import socket
 import shutil
 import signal
 import threading
@@ -18,6 +24,7 @@ from typing import Iterator
 
 from .errors import DataprepError, StoreExistsError
 
+log = logging.getLogger(__name__)
 
 # Set by the CLI's Ctrl-C / SIGTERM handler. The KeyboardInterrupt it raises can be swallowed
 # when it lands inside a finalizer (h5py's weakref callbacks); commit checks this flag too.
@@ -46,9 +53,58 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+def _host() -> str:
+    """This machine's name as it may appear in a file name."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def partial_name(dest: Path) -> Path:
+    """A temporary sibling of ``dest`` named after this host and process."""
+    return dest.with_name(f".{dest.name}.partial-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _size(path: Path) -> int:
+    if path.is_dir() and not path.is_symlink():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.lstat().st_size
+
+
+def remove_stale_partials(dest: Path) -> list[Path]:
+    """Remove the partial outputs for ``dest`` that a killed process of this host left;
+    returns them. Each removal is logged with the bytes it freed."""
+    pattern = re.compile(re.escape(f".{dest.name}.") + r"(?:partial|old)-(.+)-(\d+)-[0-9a-f]{8}$")
+    host = _host()
+    removed = []
+    try:
+        siblings = list(dest.parent.iterdir())
+    except OSError:
+        return removed
+    for path in siblings:
+        match = pattern.match(path.name)
+        if not match or match.group(1) != host or _alive(int(match.group(2))):
+            continue
+        size = _size(path)
+        remove(path)
+        removed.append(path)
+        log.info("removed %s, left by an interrupted run (process %s): %.1f MB freed",
+                 path, match.group(2), size / 1e6)
+    return removed
+
+
 def _move_into_place(tmp: Path, dest: Path) -> None:
     if dest.is_dir() and not dest.is_symlink():
-        old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+        old = partial_name(dest)
+        old = old.with_name(old.name.replace(".partial-", ".old-", 1))
         os.replace(dest, old)
         os.replace(tmp, dest)
         remove(old)
@@ -92,7 +148,8 @@ class Staging:
             raise DataprepError(f"cannot create {dest.parent}: {exc.strerror}") from None
         if not os.access(dest.parent, os.W_OK):
             raise DataprepError(f"cannot write to {dest.parent}: permission denied")
-        tmp = dest.with_name(f".{dest.name}.partial-{uuid.uuid4().hex[:8]}")
+        remove_stale_partials(dest)
+        tmp = partial_name(dest)
         self._pending.append((tmp, dest))
         return tmp
 

@@ -9,7 +9,7 @@ Random parameters are drawn on the CPU by ``sample_params`` from a NumPy Generat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any
 
@@ -113,6 +113,17 @@ def crop(image, top: int, left: int, h: int, w: int):
     return image[top : top + h, left : left + w]
 
 
+def pad_to(image, hw: tuple[int, int], value: float = 0.0):
+    """Pad an image smaller than ``hw`` to at least ``hw``, centred, with a constant
+    (torchvision's ``pad_if_needed``); larger sides are left alone."""
+    xp = get_xp(image)
+    dy, dx = max(0, hw[0] - image.shape[0]), max(0, hw[1] - image.shape[1])
+    if not dy and not dx:
+        return image
+    return xp.pad(image, ((dy // 2, dy - dy // 2), (dx // 2, dx - dx // 2), (0, 0)),
+                  constant_values=value)
+
+
 def gray_of(image):
     """Luma of a BGR image (H x W x 1), the weights OpenCV uses."""
     if image.shape[2] == 1:
@@ -185,6 +196,8 @@ class AugmentSpec:
     """Which random transforms ``augment`` applies, and how strongly."""
 
     crop: tuple[int, int] | None = None  # random (h, w) window
+    pad: bool = False  # pad images smaller than the crop (constant pad_value)
+    pad_value: float = 0.0
     crop_scale: tuple[float, float] | None = None  # random-resized-crop area range
     out_size: tuple[int, int] | None = None  # output size of random-resized-crop
     mirror: bool = False
@@ -198,8 +211,18 @@ class AugmentSpec:
     # transforms that change what regression labels describe (scale, orientation)
     LABEL_UNSAFE = ("crop_scale", "rotate")
 
+    # transforms that only mean something for color images
+    COLOR_ONLY = ("saturation", "lighting")
+
     def unsafe_for_float_labels(self) -> list[str]:
         return [name for name in self.LABEL_UNSAFE if getattr(self, name)]
+
+    def color_only(self) -> list[str]:
+        return [name for name in self.COLOR_ONLY if getattr(self, name)]
+
+    def settings(self) -> dict:
+        """Every field by name: what augmented outputs depend on."""
+        return asdict(self)
 
 
 def sample_params(rng: np.random.Generator, hw: tuple[int, int], spec: AugmentSpec) -> dict:
@@ -220,6 +243,8 @@ def sample_params(rng: np.random.Generator, hw: tuple[int, int], spec: AugmentSp
         p["out"] = (out_h, out_w)
     elif spec.crop:
         ch, cw = spec.crop
+        if spec.pad:  # the window is drawn in the padded image
+            h, w = max(h, ch), max(w, cw)
         p["crop"] = (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
     p["mirror"] = bool(spec.mirror and rng.integers(0, 2))
     p["rotate"] = float(rng.uniform(-spec.rotate, spec.rotate)) if spec.rotate else 0.0
@@ -239,6 +264,8 @@ def apply(image, params: dict, spec: AugmentSpec):
         top, left, ch, cw = params["window"]
         out = affine_sample(out, crop_resize_matrix(top, left, ch, cw, params["out"]), params["out"])
     elif "crop" in params:
+        if spec.pad:
+            out = pad_to(out, params["crop"][2:], spec.pad_value)
         out = crop(out, *params["crop"])
     if params["rotate"]:
         out = affine_sample(out, rotation_matrix(params["rotate"], out.shape[:2]), out.shape[:2])

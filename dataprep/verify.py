@@ -11,7 +11,8 @@ from typing import Callable
 import numpy as np
 
 from .errors import StoreError
-from .listfile import ListFile, read_list
+from .listfile import ListFile, read_list, shuffle_order
+from .progress import set_total
 from .stores import open_store, store_kind
 from .stores.base import CHECKSUM, checksum
 from .stores.caffe_pb import parse_datum
@@ -50,6 +51,7 @@ def verify(path: str | Path, list_path: str | Path | None = None, root: str | No
         report.problems.append(str(exc))
         return report
     with reader:
+        set_total(progress, len(reader))
         _check_manifest(reader, report)
         expected = _expected(reader, list_path, root) if list_path else None
         if isinstance(reader, Hdf5Reader):
@@ -91,15 +93,14 @@ def _check_manifest(reader, report: Report) -> None:
             f"{reader.path}: holds {len(reader)} records, its manifest says {manifest.get('count')}")
 
 
-def _expected(reader, list_path, root) -> list[tuple[str, tuple]]:
+def _expected(reader, list_path, root) -> "_Expected":
     """The (path, labels) the store should hold, in store order (redoing a --shuffle)."""
     listfile: ListFile = read_list(list_path, root=root)
     entries = [(e.path, e.labels) for e in listfile.entries]
     prep = (reader.manifest or {}).get("preprocessing") or {}
     if prep.get("shuffle"):
-        order = np.random.default_rng(prep.get("seed") or 0).permutation(len(entries))
-        entries = [entries[i] for i in order]
-    return entries
+        entries = [entries[i] for i in shuffle_order(len(entries), prep.get("seed") or 0)]
+    return _Expected(entries)
 
 
 def _labels_match(stored: np.ndarray, wanted: tuple) -> bool:
@@ -144,31 +145,59 @@ def _check_datums(reader: DatumReader, report: Report, expected, progress) -> No
         stored_labels = next(label_iter).array.ravel() if label_iter is not None else np.array([datum.label], float)
         _check_labels(key, stored_labels, integer, report)
         if expected is not None:
-            _check_entry(key, i, stored_labels, expected, report, seen, datum_keys=True)
+            _check_entry(key, i, stored_labels, expected, report, seen, "datum_key")
         if progress:
             progress(1)
     if expected is not None:
         _missing(expected, seen, report)
 
 
-def _check_entry(key, i, labels, expected, report, seen, datum_keys: bool) -> None:
-    if datum_keys:
+def _check_entry(key, i, labels, expected, report, seen, lined_up_by: str) -> None:
+    """Line a record up with its list entry: Datum keys carry the entry's index; HDF5 keys
+    are the paths, matched to the next unseen entry with that path (entries skipped by
+    --skip-bad leave gaps, not a cascade of mismatches); rows of HDF5 files other tools
+    wrote (no keys) line up by position."""
+    if lined_up_by == "position":
+        index, path = i, key
+        if index >= len(expected):
+            report.problems.append(f"{key}: more records than list entries")
+            return
+    elif lined_up_by == "datum_key":
         index, _, path = key.partition("_")
         if not index.isdigit() or int(index) >= len(expected):
             report.problems.append(f"{key}: not an entry of the list")
             return
         index = int(index)
     else:
-        index, path = i, key
-        if index >= len(expected):
-            report.problems.append(f"{key}: more records than list entries")
+        path = key
+        waiting = expected.by_path.get(key)
+        if not waiting:
+            report.problems.append(f"{key}: not an entry of the list" if key not in expected.by_path
+                                   else f"{key}: more records of this path than list entries")
             return
+        index = waiting.pop(0)
+        if index < expected.last:
+            report.problems.append(f"{key}: out of list order (the list has it before "
+                                   f"{expected[expected.last][0]!r})")
+        expected.last = max(expected.last, index)
     want_path, want_labels = expected[index]
     seen.add(index)
     if path != want_path:
         report.problems.append(f"{key}: the list has {want_path!r} at this position")
     elif not _labels_match(labels, want_labels):
         report.problems.append(f"{key}: labels {labels.tolist()} differ from the list's {list(want_labels)}")
+
+
+class _Expected(list):
+    """The (path, labels) entries a store should hold, in store order, with the entry
+    indices of each path still to be matched."""
+
+    def __init__(self, entries: list[tuple[str, tuple]]) -> None:
+        super().__init__(entries)
+        self.by_path: dict[str, list[int]] = {}
+        for index, (path, _) in enumerate(entries):
+            self.by_path.setdefault(path, []).append(index)
+        self.last = -1
 
 
 def _missing(expected, seen, report) -> None:
@@ -182,6 +211,8 @@ def _missing(expected, seen, report) -> None:
 def _check_hdf5(reader: Hdf5Reader, report: Report, expected, progress) -> None:
     seen: set[int] = set()
     checked_sums = (reader.manifest or {}).get("checksum") == CHECKSUM
+    keyed = all("dataprep_keys" in f.attrs for f in reader.files)
+    lined_up_by = "path" if keyed else "position"
     for f in reader.files:
         raw = f.attrs.get("dataprep")
         shard = json.loads(raw) if raw is not None else None
@@ -200,7 +231,7 @@ def _check_hdf5(reader: Hdf5Reader, report: Report, expected, progress) -> None:
             report.problems.append(f"{rec.key}: data holds NaN or infinity")
         _check_labels(rec.key, rec.labels, False, report)
         if expected is not None:
-            _check_entry(rec.key, i, rec.labels, expected, report, seen, datum_keys=False)
+            _check_entry(rec.key, i, rec.labels, expected, report, seen, lined_up_by)
         if progress:
             progress(1)
     if expected is not None:

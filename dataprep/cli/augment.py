@@ -6,79 +6,90 @@ from pathlib import Path
 
 import click
 
-from .options import (echo_result, image_output_options, progress, report_skipped, seed_opt,
+from .options import (SIZE, echo_result, image_output_options, progress, report_skipped, seed_opt,
                       start_workers)
 
 
-def _pair(text: str | None, what: str) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{what} takes two numbers, e.g. 0.08,1.0") from None
-    if not 0 < lo <= hi <= 1:
-        raise click.BadParameter(f"{what} needs 0 < min <= max <= 1")
-    return lo, hi
+class RangeType(click.ParamType):
+    """``MIN,MAX`` with 0 < MIN <= MAX <= 1 (an area share range)."""
+
+    name = "range"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, tuple):
+            return value
+        try:
+            lo, hi = (float(v) for v in value.split(","))
+        except ValueError:
+            self.fail(f"{value!r}: give two numbers, e.g. 0.08,1.0", param, ctx)
+        if not 0 < lo <= hi <= 1:
+            self.fail(f"{value!r}: needs 0 < MIN <= MAX <= 1", param, ctx)
+        return lo, hi
 
 
 @click.command("augment")
 @click.argument("src")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--copies", "-k", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Variants per input image.")
-@click.option("--crop", default=None, metavar="HxW|S", help="Random crop of this size.")
-@click.option("--crop-scale", default=None, metavar="MIN,MAX",
+              help="Variants per input image (per list line: a repeated line gets its own).")
+@click.option("--crop", type=SIZE, default=None, metavar="HxW|S", help="Random crop of this size.")
+@click.option("--pad", is_flag=True,
+              help="Pad images smaller than --crop to its size (centred, --pad-value).")
+@click.option("--pad-value", type=click.IntRange(0, 255), default=0, show_default=True,
+              help="Grey level --pad fills with.")
+@click.option("--crop-scale", type=RangeType(), default=None, metavar="MIN,MAX",
               help="Random-resized-crop: area share range (0.08,1.0), resized to --size.")
-@click.option("--size", default=None, metavar="HxW",
+@click.option("--size", type=SIZE, default=None, metavar="HxW",
               help="Output size of --crop-scale [default: the input's size].")
 @click.option("--mirror", is_flag=True, help="Flip left-right with probability 1/2.")
 @click.option("--rotate", type=float, default=0.0, metavar="DEG", help="Rotate by up to DEG either way.")
 @click.option("--brightness", type=float, default=0.0, help="Scale by a factor in [1-b, 1+b].")
 @click.option("--contrast", type=float, default=0.0, help="Contrast factor in [1-c, 1+c].")
-@click.option("--saturation", type=float, default=0.0, help="Saturation factor in [1-s, 1+s].")
-@click.option("--lighting", type=float, default=0.0, help="AlexNet PCA lighting noise, alpha std (0.1).")
+@click.option("--saturation", type=float, default=0.0,
+              help="Saturation factor in [1-s, 1+s] (color images only).")
+@click.option("--lighting", type=float, default=0.0,
+              help="AlexNet PCA lighting noise, alpha std (0.1; color images only).")
 @click.option("--noise", type=float, default=0.0, help="Additive Gaussian noise std, grey levels.")
 @click.option("--force", is_flag=True, help="Allow label-changing transforms on float labels.")
-@click.option("--device", type=click.Choice(["cpu", "gpu", "auto"]), default="cpu", show_default=True,
-              help="Where the transforms run: gpu needs CuPy and a CUDA device (never falls back).")
 @seed_opt
 @image_output_options
-def augment_cmd(src, out, copies, crop, crop_scale, size, mirror, rotate, brightness, contrast,
-                saturation, lighting, noise, force, device, fmt, quality, gray, root, seed, skip_bad, workers,
-                overwrite, as_json):
+def augment_cmd(src, out, copies, crop, pad, pad_value, crop_scale, size, mirror, rotate, brightness,
+                contrast, saturation, lighting, noise, force, fmt, quality, channels, root, device,
+                seed, skip_bad, workers, overwrite, as_json):
     """Write K random variants of every image of SRC (a folder or a list) into OUT as
     NAME_aug0.ext ... NAME_aug{K-1}.ext; a list is rewritten as OUT/<list name> with each
-    variant carrying its source's labels.
+    variant carrying its source's labels. Outputs mirror paths as `resize` does.
 
-    Variant k of image i depends only on (--seed, i, k): the output is identical for any
-    --workers. Label-safe for float (regression) labels: --crop, --mirror, --brightness,
-    --contrast, --saturation, --lighting, --noise. --crop-scale and --rotate change scale
-    or orientation and are refused for float labels unless --force.
+    Variant k of list line i depends only on (--seed, i, k): the output is identical for
+    any --workers. Label-safe for float (regression) labels: --crop, --mirror,
+    --brightness, --contrast, --saturation, --lighting, --noise. --crop-scale and --rotate
+    change scale or orientation and are refused for float labels unless --force. A rerun
+    into OUT with other settings stops (--overwrite redoes all).
 
     \b
-    dataprep augment train.txt train_aug --copies 4 --crop 227 --mirror --lighting 0.1
+    dataprep augment train_256/train.txt train_aug --copies 4 --crop 227 --mirror --lighting 0.1
     dataprep augment photos/ aug --crop-scale 0.08,1.0 --size 224x224 --brightness 0.4
     """
     start_workers(workers)
     from ..augment import augment_all
     from ..handlers import OnError
-    from ..images import parse_size
+    from ..images import Channels
     from ..parallel import make_executor
     from ..transforms import AugmentSpec
 
-    spec = AugmentSpec(crop=parse_size(crop) if crop else None,
-                       crop_scale=_pair(crop_scale, "--crop-scale"),
-                       out_size=parse_size(size) if size else None, mirror=mirror, rotate=rotate,
-                       brightness=brightness, contrast=contrast, saturation=saturation,
-                       lighting=lighting, noise=noise)
+    if pad and not crop:
+        raise click.UsageError("--pad goes with --crop")
+    spec = AugmentSpec(crop=crop, pad=pad, pad_value=float(pad_value), crop_scale=crop_scale,
+                       out_size=size, mirror=mirror, rotate=rotate, brightness=brightness,
+                       contrast=contrast, saturation=saturation, lighting=lighting, noise=noise)
     on_error = OnError(skip_bad)
     with progress(None, "augment") as update:
         result = augment_all(Path(src), Path(out), spec, copies, make_executor(workers), seed=seed,
-                             gray=gray, fmt=fmt, quality=quality, root=root, overwrite=overwrite,
-                             force=force, device=device, on_error=on_error, progress=update)
-    report_skipped(result.skipped)
+                             channels=Channels(channels), fmt=fmt, quality=quality, root=root,
+                             overwrite=overwrite, force=force, device=device, on_error=on_error,
+                             progress=update)
+    skipped = report_skipped(on_error)
     summary = {"out": out, "images": result.done, "already_done": result.kept,
-               "variants": (result.done + result.kept) * copies, "skipped": result.skipped,
+               "variants": (result.done + result.kept) * copies, "skipped": skipped,
                "list": str(result.list_path) if result.list_path else None}
     echo_result(as_json, summary, [str(result.list_path or out)])

@@ -15,42 +15,47 @@ from .options import echo_result, input_options, run_store, start_workers, store
               help="HDF5 file [default: LIST with .h5, beside it]; shards add _000, _001, ...")
 @click.option("--list-out", type=click.Path(dir_okay=False), default=None,
               help="The HDF5Data source list [default: OUT's name + _h5.txt].")
+@click.option("--no-labels", is_flag=True,
+              help="Write data only, for a list without labels (e.g. test.txt).")
 @store_options()
 @input_options
-def hdf5_cmd(list_file, out, list_out, label_names, mean, mean_file, scale, shard_size, compression,
-             relative, root, gray, resize, check_size, shuffle, skip_bad, workers, seed, overwrite,
-             as_json):
+def hdf5_cmd(list_file, out, list_out, no_labels, hdf5, root, channels, resize, check_size, shuffle,
+             skip_bad, workers, seed, overwrite, as_json):
     """Convert the images of LIST (``path label...`` lines, - for stdin) to HDF5.
 
-    Writes float32 ``data`` (N x C x H x W, BGR, (pixel - mean) * scale) and the labels,
-    then NAME_h5.txt naming the file(s) for the layer's ``source``. Streams in chunks:
-    memory does not grow with the number of images.
+    Writes float32 ``data`` (N x C x H x W, (pixel - mean) * scale; C is 1 for gray images
+    and 3 (BGR) for color unless --gray or --color) and the labels, then NAME_h5.txt naming
+    the file(s) for the layer's ``source``. Streams in chunks: memory does not grow with
+    the number of images.
 
     \b
     dataprep hdf5 train.txt --mean 128 --label-names freq
     dataprep hdf5 train.txt --resize 227x227 --mean-file mean.binaryproto --shard-size 1GB
+    dataprep hdf5 test.txt --no-labels
     """
     start_workers(workers)
-    from ..convert import list_source, store_meta
+    from ..convert import list_source, source_list, store_meta
+    from ..errors import DataprepError
     from ..handlers import OnError
-    from ..mean import resolve_mean
-    from ..stores.hdf5 import COMPRESSIONS, Hdf5Writer, parse_shard_size
+    from ..images import Channels
+    from ..stores.hdf5 import Hdf5Writer
 
     if out is None:
         if list_file == "-":
             raise click.UsageError("reading the list from stdin needs --out")
         out = Path(list_file).with_suffix(".h5")
-    names = [n.strip() for n in label_names.split(",") if n.strip()]
-    rows, nbytes = parse_shard_size(shard_size) if shard_size else (None, None)
-    mean_values = resolve_mean(mean, mean_file)
     on_error = OnError(skip_bad)
-    source = list_source(list_file, root, gray, resize, shuffle, seed, on_error)
-    meta = store_meta(source, gray, resize, mean=mean if mean else mean_file, scale=scale,
-                      shuffle=shuffle, seed=seed if shuffle else None)
-    writer = Hdf5Writer(out, list_path=list_out, overwrite=overwrite, label_names=names,
-                        shard_rows=rows, shard_bytes=nbytes, compression=COMPRESSIONS[compression],
-                        relative=relative, mean=mean_values, scale=scale, expected=len(source),
-                        meta=meta)
+    source = list_source(list_file, root, Channels(channels), resize, shuffle, seed, on_error)
+    listfile = source_list(source).listfile
+    if listfile.label_count == 0 and not no_labels:
+        raise DataprepError(f"{listfile.name} has no labels (paths only), so the HDF5 file would "
+                            "hold no label dataset: pass --no-labels to write the data alone")
+    if listfile.label_count and no_labels:
+        raise click.UsageError(f"--no-labels, but {listfile.name} has {listfile.label_count} "
+                               "label(s) per line")
+    meta = store_meta(source, **hdf5.manifest(), shuffle=shuffle, seed=seed if shuffle else None)
+    writer = Hdf5Writer(out, list_path=list_out, overwrite=overwrite, expected=len(source), meta=meta,
+                        **hdf5.writer_options(["label"]))
     result = run_store(source, writer, workers, on_error, check_size, "hdf5")
     summary = {"outputs": [str(p) for p in result.outputs], "written": result.written,
                "skipped": result.skipped}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import common_options, json_opt, seed_opt
+from .options import common_options, json_opt, overwrite_opt, seed_opt
 
 
 @click.command("info")
@@ -17,9 +17,10 @@ from .options import common_options, json_opt, seed_opt
               help="Samples in the montage.")
 @click.option("--random", is_flag=True, help="Pick the montage's samples at random (seeded).")
 @seed_opt
+@overwrite_opt
 @json_opt
 @common_options
-def info_cmd(store, grid, count, random, seed, as_json):
+def info_cmd(store, grid, count, random, seed, overwrite, as_json):
     """Summarize STORE (LMDB/LevelDB folder, .h5 file or _h5.txt list): type, record count,
     data shape and dtype, encoding, label ranges (class histogram for integer labels),
     size on disk and the first keys.
@@ -38,7 +39,7 @@ def info_cmd(store, grid, count, random, seed, as_json):
         from ..images import encode
         from ..staging import Staging
 
-        with Staging(overwrite=True) as staging:
+        with Staging(overwrite=overwrite) as staging:
             staging.path(Path(grid)).write_bytes(encode(make_grid(store, count, random, seed), "png"))
         summary["grid"] = grid
     if as_json:
@@ -48,9 +49,21 @@ def info_cmd(store, grid, count, random, seed, as_json):
 
 
 def _text(s: dict) -> str:
+    kind = ("encoded images" if s["encoded"] else f"{s['dtype']} arrays" if s["type"] == "hdf5"
+            else "raw pixels")
+    if s["shape"]:
+        c, h, w = s["shape"]
+        data = f"{h}x{w} (HxW), {c} channel{'s' if c != 1 else ''}, {s['dtype']}"
+    elif s.get("shape_min"):
+        (c0, h0, w0), (c1, h1, w1) = s["shape_min"], s["shape_max"]
+        channels = f"{c0}" if c0 == c1 else f"{c0} to {c1}"
+        data = (f"sizes vary: H {h0} to {h1}, W {w0} to {w1}, {channels} channel(s), "
+                f"{s['dtype']}")
+    else:
+        data = "no records"
     lines = [
-        f"{s['path']}: {s['type']}, {s['count']} records, {'encoded' if s['encoded'] else 'raw'}",
-        f"  data: {'x'.join(map(str, s['shape'] or []))} {s['dtype']}",
+        f"{s['path']}: {s['type']}, {s['count']:,} records, {kind}",
+        f"  data: {data}",
         f"  size on disk: {s['bytes_on_disk'] / 1e6:.1f} MB",
     ]
     for name, st in zip(s["labels"]["columns_named"], s["labels"]["stats"]):

@@ -13,19 +13,21 @@ from .options import echo_result, input_options, run_store, start_workers
 @click.option("--backend", type=click.Choice(["lmdb", "leveldb"]), default="lmdb", show_default=True,
               help="LevelDB needs the leveldb extra (plyvel).")
 @click.option("--encoded", is_flag=True,
-              help="Store compressed image bytes (encoded=true): the original file when unchanged.")
+              help="Store compressed image bytes (encoded=true): the original file when its "
+                   "pixels are unchanged, re-encoded after a resize or channel change.")
 @click.option("--encode-type", type=click.Choice(["jpg", "png"]), default=None,
               help="Re-encode as this format with --encoded [default: pass files through].")
 @click.option("--labels-db", type=click.Path(), default=None,
               help="Companion store for float or multi-column labels (float_data, same keys).")
 @input_options
-def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, root, gray, resize, check_size,
-             shuffle, skip_bad, workers, seed, overwrite, as_json):
+def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, root, channels, resize,
+             check_size, shuffle, skip_bad, workers, seed, overwrite, as_json):
     """Convert the images of LIST (- for stdin) to Datum records in DB, like convert_imageset.
 
-    Keys are %08d_PATH in list order (after --shuffle); each Datum holds C x H x W BGR
-    pixels and the integer label. The manifest goes to DB/dataprep.json, not into the
-    database.
+    Keys are %08d_PATH in list order (after --shuffle); each Datum holds C x H x W pixels
+    (1 channel for gray images, 3 BGR for color; --color always 3, as convert_imageset
+    does; --gray always 1) and the integer label. The manifest goes to DB/dataprep.json,
+    not into the database.
 
     \b
     dataprep lmdb train.txt train_lmdb --resize 256x256 --shuffle
@@ -35,17 +37,18 @@ def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, root, gray
     start_workers(workers)
     from ..convert import list_source, source_list, store_meta
     from ..handlers import OnError
+    from ..images import Channels
     from ..stores import STORES
     from ..stores.datum import check_datum_labels
 
     if encode_type and not encoded:
         raise click.UsageError("--encode-type needs --encoded")
     on_error = OnError(skip_bad)
-    source = list_source(list_file, root, gray, resize, shuffle, seed, on_error)
-    listfile = source_list(source)
+    source = list_source(list_file, root, Channels(channels), resize, shuffle, seed, on_error)
+    listfile = source_list(source).listfile
     check_datum_labels(listfile.label_count, listfile.integer_labels, labels_db is not None, listfile.name)
-    meta = store_meta(source, gray, resize, encoded=encoded, encode_type=encode_type,
-                      shuffle=shuffle, seed=seed if shuffle else None)
+    meta = store_meta(source, encoded=encoded, encode_type=encode_type, shuffle=shuffle,
+                      seed=seed if shuffle else None)
     writer = STORES[backend](db, overwrite=overwrite, labels_path=labels_db, encoded=encoded,
                              encode_type=encode_type, meta=meta)
     result = run_store(source, writer, workers, on_error, check_size, backend)

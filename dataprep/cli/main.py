@@ -10,7 +10,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import DataprepError
+from ..errors import DataprepError, UsageError
 from ..heap import keep_freed_memory
 from .options import Settings, common_options
 
@@ -48,7 +48,8 @@ class _StderrHandler(logging.Handler):
 
 
 class LazyGroup(click.Group):
-    """Loads each command's module on first use and maps errors to one line and exit 1."""
+    """Loads each command's module on first use and maps errors to one line: exit 2 for
+    usage errors, 1 for data errors, 130 for Ctrl-C."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -70,7 +71,14 @@ class LazyGroup(click.Group):
         except (click.ClickException, click.Abort, click.exceptions.Exit):
             raise
         except KeyboardInterrupt:
-            raise click.Abort() from None
+            if settings.debug:
+                raise
+            click.echo("Interrupted.", err=True)
+            raise click.exceptions.Exit(INTERRUPT_EXIT) from None
+        except UsageError as exc:
+            if settings.debug:
+                raise
+            raise click.UsageError(str(exc)) from None
         except DataprepError as exc:
             if settings.debug:
                 raise
@@ -86,6 +94,9 @@ class LazyGroup(click.Group):
             raise click.ClickException(
                 f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
             ) from None
+
+
+INTERRUPT_EXIT = 130  # 128 + SIGINT, the shell's convention
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -107,9 +118,14 @@ def cli(ctx: click.Context) -> None:
     dataprep hdf5 train.txt --mean 128      # HDF5 for an HDF5Data layer
     dataprep lmdb train.txt train_lmdb      # Caffe Datum records in LMDB
 
-    Results go to stdout, logs and progress bars to stderr. Errors are one line and
-    exit code 1 (usage errors 2); --debug shows tracebacks.
+    Results go to stdout, logs and progress bars to stderr. Errors are one line
+    (--debug shows the traceback). Exit codes: 0 success; 2 usage error (a bad or
+    conflicting option, a missing input named on the command line); 1 data error found
+    while working (a bad image or list line, a store that exists); 130 Ctrl-C.
     """
+    from ..staging import INTERRUPTED
+
+    INTERRUPTED.clear()  # a fresh run (tests invoke the CLI many times in one process)
     ctx.ensure_object(Settings)
     if not log.handlers:
         handler = _StderrHandler()
@@ -121,6 +137,17 @@ def cli(ctx: click.Context) -> None:
     # Ctrl-C and a kill (SIGTERM) unwind alike, so writers remove their partial outputs
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    if not Settings.get(ctx).debug:
+        sys.unraisablehook = _quiet_interrupts
+
+
+def _quiet_interrupts(unraisable) -> None:
+    """An interrupt that lands in a finalizer (h5py's weakref callbacks) cannot propagate and
+    would be printed as "Exception ignored in ...": the interrupt flag already stops the run,
+    so say nothing. Anything else is reported as Python would."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 if __name__ == "__main__":

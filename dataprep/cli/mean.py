@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import (common_options, echo_result, json_opt, overwrite_opt, progress, start_workers,
-                      workers_opt)
+from .options import (SIZE, channels_options, common_options, echo_result, json_opt, overwrite_opt,
+                      progress, root_opt, start_workers, workers_opt)
 
 
 @click.command("mean")
@@ -16,20 +16,21 @@ from .options import (common_options, echo_result, json_opt, overwrite_opt, prog
               show_default=True, help="The BlobProto (1 x C x H x W) for a layer's mean_file.")
 @click.option("--npy", type=click.Path(dir_okay=False), default=None,
               help="Also write the C x H x W mean as NumPy (.npy).")
-@click.option("--per-channel-only", is_flag=True, help="Print the per-channel means; write no image.")
+@click.option("--per-channel-only", is_flag=True,
+              help="Print the per-channel means over every pixel; write no image (any sizes).")
 @click.option("--type", "kind", type=click.Choice(["store", "list"]), default=None,
               help="Force how SOURCE is read [default: detected; a .txt of images is a list].")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Folder a list's paths are relative to [default: the list's folder].")
-@click.option("--gray", is_flag=True, help="Lists: decode as 1-channel gray.")
-@click.option("--resize", default=None, metavar="HxW", help="Lists: resize every image to HxW.")
+@root_opt
+@channels_options
+@click.option("--resize", type=SIZE, default=None, metavar="HxW", help="Lists: resize every image to HxW.")
 @workers_opt
 @overwrite_opt
 @json_opt
 @common_options
-def mean_cmd(source, out, npy, per_channel_only, kind, root, gray, resize, workers, overwrite, as_json):
+def mean_cmd(source, out, npy, per_channel_only, kind, root, channels, resize, workers, overwrite,
+             as_json):
     """Compute the mean image of SOURCE: an LMDB/LevelDB folder, an .h5 file, an _h5.txt list,
-    or a list file of images.
+    or a list file of images (channels as the store commands decode them: --gray, --color).
 
     Sums the uint8 pixels exactly as integers and divides once, so the mean does not drift
     over millions of images and is identical for any --workers. Prints the per-channel
@@ -41,15 +42,16 @@ def mean_cmd(source, out, npy, per_channel_only, kind, root, gray, resize, worke
     dataprep mean train.txt --resize 256x256 --per-channel-only
     """
     start_workers(workers)
+    from ..images import Channels
     from ..mean import array_source, compute_mean, write_mean
     from ..parallel import make_executor
 
-    src = array_source(source, kind, root=root, gray=gray, resize=resize)
+    src = array_source(source, kind, root=root, channels=Channels(channels), resize=resize)
     with progress(len(src), "mean") as update:
-        result = compute_mean(src, make_executor(workers, len(src)), progress=update)
+        result = compute_mean(src, make_executor(workers, len(src)), progress=update,
+                              per_channel=per_channel_only)
     outputs = [] if per_channel_only else write_mean(result, Path(out), Path(npy) if npy else None,
                                                      overwrite=overwrite)
     summary = {"count": result.count, "shape": list(result.mean.shape),
                "channels": dict(result.channels), "outputs": [str(p) for p in outputs]}
     echo_result(as_json, summary, ["  ".join(f"{name} {value:.2f}" for name, value in result.channels)])
-

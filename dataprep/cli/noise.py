@@ -7,23 +7,28 @@ from pathlib import Path
 
 import click
 
-from .options import (common_options, echo_result, json_opt, overwrite_opt, progress, seed_opt,
+from .options import (SIZE, common_options, echo_result, json_opt, overwrite_opt, progress, seed_opt,
                       start_workers, store_options, workers_opt)
 
 
 @click.command("noise")
-@click.option("-n", "--n", "n", type=int, default=70000, show_default=True, help="Number of samples.")
+@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=70000, show_default=True,
+              help="Number of samples.")
 @click.option("--out", type=click.Path(file_okay=False), default="samples", show_default=True,
               help="Folder for the images (with --to: for the stores).")
-@click.option("--size", default="100x100", show_default=True, metavar="HxW", help="Image size.")
-@click.option("--split", default=None, metavar="TRAIN,VAL,TEST",
-              help="Counts (50000,10000,10000) or ratios (0.8,0.1,0.1) [default: 5/7,1/7,1/7].")
+@click.option("--size", type=SIZE, default="100x100", show_default=True, metavar="HxW",
+              help="Image size.")
+@click.option("--split", default=None, metavar="TRAIN,VAL[,TEST]",
+              help="Counts (50000,10000,10000) or ratios (0.8,0.1,0.1) [default: 5/7,1/7,1/7]. "
+                   "Two values make train and val only: no test list.")
 @click.option("--format", "fmt", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
               help="Image file format (png is lossless).")
 @click.option("--quality", type=click.IntRange(0, 100), default=95, show_default=True,
               help="JPEG quality.")
-@click.option("--classes", type=int, default=None, metavar="K",
-              help="Integer labels: fx binned into K equal bins (written to labels.txt).")
+@click.option("--classes", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Integer labels: fx binned into K equal bins (named in classes.txt).")
+@click.option("--classes-out", type=click.Path(dir_okay=False), default=None,
+              help="Where the class names go [default: classes.txt beside the lists].")
 @click.option("--lists-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the list files [default: the folder containing --out].")
 @click.option("--to", "to", type=click.Choice(["files", "hdf5", "lmdb", "leveldb"]), default="files",
@@ -34,13 +39,13 @@ from .options import (common_options, echo_result, json_opt, overwrite_opt, prog
 @overwrite_opt
 @json_opt
 @common_options
-def noise_cmd(n, out, size, split, fmt, quality, classes, lists_dir, to, label_names, mean, mean_file,
-              scale, shard_size, compression, relative, seed, workers, overwrite, as_json):
+def noise_cmd(n, out, size, split, fmt, quality, classes, classes_out, lists_dir, to, hdf5, seed,
+              workers, overwrite, as_json):
     """Generate random-frequency noise images labelled with their frequencies.
 
     Sample i depends only on (--seed, i), so output is byte-identical for any --workers.
-    Writes OUT/NNNNN_fx_fy.jpg and, in --lists-dir, train.txt and val.txt
-    (path fx fy), test.txt (paths) and test_labels.txt (path fx fy).
+    Writes OUT/NNNNN_fx_fy.jpg (1-channel gray) and, in --lists-dir, train.txt and
+    val.txt (path fx fy), test.txt (paths) and test_labels.txt (path fx fy).
 
     With --to hdf5|lmdb|leveldb no image files are made: the samples stream straight into
     OUT/{train,val,test}.h5 (+ _h5.txt; labels in `freq`) or OUT/{split}_lmdb with the
@@ -53,35 +58,30 @@ def noise_cmd(n, out, size, split, fmt, quality, classes, lists_dir, to, label_n
     dataprep noise --n 70000 --to hdf5 --out noise_h5 --mean 128
     """
     start_workers(workers)
-    from ..images import parse_size
     from ..noise import NoiseSource, write_noise_files
     from ..parallel import make_executor
     from ..splits import default_split, parse_split, split_counts
 
     out_path = Path(out)
     lists = Path(lists_dir) if lists_dir else out_path.absolute().parent
-    source = NoiseSource(n=n, size=parse_size(size), seed=seed, classes=classes, ext=fmt)
+    source = NoiseSource(n=n, size=size, seed=seed, classes=classes, ext=fmt)
     counts = split_counts(parse_split(split), n) if split else default_split(n)
     executor = make_executor(workers, n)
     if to != "files":
-        from ..mean import resolve_mean
         from ..noise import write_noise_stores
-        from ..stores.hdf5 import COMPRESSIONS, parse_shard_size
 
-        rows, nbytes = parse_shard_size(shard_size) if shard_size else (None, None)
-        options = dict(label_names=label_names.split(",") if label_names else None, mean=resolve_mean(mean, mean_file), scale=scale, shard_rows=rows,
-                       shard_bytes=nbytes, compression=COMPRESSIONS[compression], relative=relative)
         source = replace(source, ext="png")
         with progress(n, f"noise -> {to}") as update:
             stores = write_noise_stores(source, out_path, counts, to, executor, overwrite=overwrite,
-                                        hdf5_options=options, progress=update)
+                                        hdf5=hdf5, progress=update)
         outputs = [str(p) for paths in stores.values() for p in paths]
         echo_result(as_json, {"n": n, "counts": dict(zip(("train", "val", "test"), counts)),
                               "outputs": outputs}, outputs)
         return
     with progress(n, "noise") as update:
         result = write_noise_files(source, out_path, lists, counts, executor, fmt=fmt,
-                                   quality=quality, overwrite=overwrite, progress=update)
+                                   quality=quality, overwrite=overwrite, progress=update,
+                                   classes_out=Path(classes_out) if classes_out else None)
     summary = {"images": str(result.folder), "n": n, "counts": result.counts,
                "lists": {k: str(v) for k, v in result.lists.items()}}
     echo_result(as_json, summary, [str(p) for p in result.lists.values()])

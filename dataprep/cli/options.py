@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -70,6 +71,25 @@ def common_options(f: Callable) -> Callable:
     return f
 
 
+class SizeType(click.ParamType):
+    """``HxW`` or ``S`` (a square), parsed by the core's one size grammar; exit 2 when bad."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, tuple):
+            return value
+        from ..errors import UsageError
+        from ..images import parse_size
+
+        try:
+            return parse_size(value, param.opts[0] if param else "size")
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeType()
+
 workers_opt = click.option(
     "-j", "--workers", type=click.IntRange(min=1), default=None, show_default="all cores",
     help="Processes sharing the work, this one included. Output is identical for any value.")
@@ -79,16 +99,42 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print a JSON su
 skip_bad_opt = click.option(
     "--skip-bad", is_flag=True,
     help="Log and skip bad lines and images instead of stopping; print the count at the end.")
+root_opt = click.option(
+    "--root", type=click.Path(file_okay=False), default=None,
+    help="Folder a list's paths are relative to [default: the list's folder].")
+resize_opt = click.option(
+    "--resize", "resize", type=SIZE, metavar="HxW", default=None,
+    help="Resize every image to exactly HxW (bilinear, like convert_imageset).")
+device_opt = click.option(
+    "--device", type=click.Choice(["cpu", "gpu", "auto"]), default="cpu", show_default=True,
+    help="Where the array work runs: gpu needs CuPy and a CUDA device (never falls back).")
+
+
+def channels_options(f: Callable) -> Callable:
+    """``--gray``/``--color`` (exclusive) as one ``channels`` argument: auto, gray or color."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, gray: bool, color: bool, **kwargs: Any) -> Any:
+        if gray and color:
+            raise click.UsageError("--gray and --color are exclusive")
+        return f(*args, channels="gray" if gray else "color" if color else "auto", **kwargs)
+
+    return _apply([
+        click.option("--gray", is_flag=True,
+                     help="Convert every image to 1-channel gray [default: images keep their own "
+                          "channels: gray stays 1 channel, color is 3-channel BGR]."),
+        click.option("--color", is_flag=True,
+                     help="Make every image 3-channel BGR, gray ones expanded (convert_imageset's "
+                          "default)."),
+    ], wrapper)
 
 
 def input_options(f: Callable) -> Callable:
     """The list-input options every store command shares."""
     return _apply([
-        click.option("--root", type=click.Path(file_okay=False), default=None,
-                     help="Folder the list's paths are relative to [default: the list's folder]."),
-        click.option("--gray", is_flag=True, help="Decode as 1-channel gray (default: 3-channel BGR)."),
-        click.option("--resize", "resize", metavar="HxW", default=None,
-                     help="Resize every image to exactly HxW (bilinear, like convert_imageset)."),
+        root_opt,
+        channels_options,
+        resize_opt,
         click.option("--check-size", is_flag=True, help="Fail unless all images share one size."),
         click.option("--shuffle", is_flag=True, help="Shuffle the list (seeded by --seed)."),
         skip_bad_opt,
@@ -111,32 +157,49 @@ def echo_result(as_json: bool, summary: dict, lines: list[str]) -> None:
 
 @contextlib.contextmanager
 def progress(total: int | None, desc: str, unit: str = "img") -> Iterator[Callable[[int], object]]:
-    """A progress callback for the core, drawn as a tqdm bar on stderr unless quiet."""
+    """A progress callback for the core (``update(n)``; ``update.set_total(n)`` when the core
+    learns the total), drawn as a tqdm bar on stderr unless quiet, with a summary line at
+    the end when the bar was shown."""
     from ..progress import progress_bar
 
     with progress_bar(total, desc, unit, Settings.get().progress) as bar:
-        yield bar.update
+        yield bar
 
 
 def store_options(label_names: str | None = "label", shown: str | bool = True) -> Callable:
-    """HDF5 output options: label dataset names, mean/scale baking, sharding, compression."""
-    return lambda f: _apply([
-        click.option("--label-names", default=label_names, show_default=shown, metavar="NAMES",
-                     help="HDF5 label datasets. One name: all label columns in one N x k "
-                          "dataset; k names: one dataset each."),
-        click.option("--mean", "mean", default=None, metavar="V|B,G,R",
-                     help="Subtract a mean value, or one per channel (104,117,123)."),
-        click.option("--mean-file", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="Subtract a mean image (mean.binaryproto or mean.npy)."),
-        click.option("--scale", type=float, default=1.0, show_default=True,
-                     help="Multiply by this after mean subtraction (Caffe's order)."),
-        click.option("--shard-size", default=None, metavar="N|SIZE",
-                     help="Images per HDF5 file (10000) or a file size (1GB): NAME_000.h5, ..."),
-        click.option("--compression", type=click.Choice(["none", "gzip"]), default="none",
-                     show_default=True, help="gzip is slow to write; Caffe reads it."),
-        click.option("--relative", is_flag=True,
-                     help="Write paths in NAME_h5.txt relative to it (default: absolute)."),
-    ], f)
+    """HDF5 output options (label dataset names, mean/scale baking, sharding, compression),
+    parsed by the core into one ``hdf5`` argument (an ``Hdf5Options``)."""
+
+    def decorate(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def wrapper(*args: Any, label_names: str | None, mean: str | None, mean_file: str | None,
+                    scale: float, shard_size: str | None, compression: str, relative: bool,
+                    **kwargs: Any) -> Any:
+            from ..stores.hdf5 import Hdf5Options
+
+            hdf5 = Hdf5Options.parse(label_names, mean, mean_file, scale, shard_size, compression,
+                                     relative)
+            return f(*args, hdf5=hdf5, **kwargs)
+
+        return _apply([
+            click.option("--label-names", default=label_names, show_default=shown, metavar="NAMES",
+                         help="HDF5 label datasets. One name: all label columns in one N x k "
+                              "dataset; k comma-separated names: one dataset each."),
+            click.option("--mean", "mean", default=None, metavar="V|B,G,R",
+                         help="Subtract a mean value, or one per channel (104,117,123)."),
+            click.option("--mean-file", type=click.Path(exists=True, dir_okay=False), default=None,
+                         help="Subtract a mean image (mean.binaryproto or mean.npy)."),
+            click.option("--scale", type=float, default=1.0, show_default=True,
+                         help="Multiply by this after mean subtraction (Caffe's order)."),
+            click.option("--shard-size", default=None, metavar="N|SIZE",
+                         help="Images per HDF5 file (10000) or a file size (1GB): NAME_000.h5, ..."),
+            click.option("--compression", type=click.Choice(["none", "gzip"]), default="none",
+                         show_default=True, help="gzip is slow to write; Caffe reads it."),
+            click.option("--relative", is_flag=True,
+                         help="Write paths in NAME_h5.txt relative to it (default: absolute)."),
+        ], wrapper)
+
+    return decorate
 
 
 def _apply(options: list[Callable], f: Callable) -> Callable:
@@ -152,9 +215,9 @@ def image_output_options(f: Callable) -> Callable:
                      show_default=True, help="Output format (keep: the input's)."),
         click.option("--quality", type=click.IntRange(0, 100), default=95, show_default=True,
                      help="JPEG quality."),
-        click.option("--gray", is_flag=True, help="Decode as 1-channel gray."),
-        click.option("--root", type=click.Path(file_okay=False), default=None,
-                     help="Folder a list's paths are relative to [default: the list's folder]."),
+        channels_options,
+        root_opt,
+        device_opt,
         skip_bad_opt,
         workers_opt,
         overwrite_opt,
@@ -163,10 +226,13 @@ def image_output_options(f: Callable) -> Callable:
     ], f)
 
 
-def report_skipped(skipped: int) -> None:
-    """The closing count of bad inputs that --skip-bad passed over."""
+def report_skipped(on_error) -> int:
+    """Log the skips still waiting for their turn (list order), then the closing count of bad
+    inputs that --skip-bad passed over; returns the count."""
+    skipped = on_error.finish()
     if skipped:
         logging.getLogger("dataprep").warning("skipped %d bad input(s)", skipped)
+    return skipped
 
 
 def start_workers(workers: int | None) -> None:
@@ -186,5 +252,5 @@ def run_store(source, writer, workers: int | None, on_error, check_size: bool, d
     with progress(len(source), desc) as update:
         result = write_store(source, writer, executor, on_error=on_error, check_size=check_size,
                              progress=update)
-    report_skipped(result.skipped)
+    report_skipped(on_error)
     return result

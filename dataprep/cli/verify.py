@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt, progress
+from .options import common_options, json_opt, progress, root_opt
 
 
 @click.command("verify")
 @click.argument("store")
 @click.option("--list", "list_path", default=None, metavar="LIST",
               help="Also check the store holds exactly LIST's entries, in order, with its labels.")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Folder LIST's paths are relative to [default: LIST's folder].")
+@root_opt
 @json_opt
 @common_options
 def verify_cmd(store, list_path, root, as_json):
@@ -27,16 +26,14 @@ def verify_cmd(store, list_path, root, as_json):
     dataprep verify train_h5.txt
     """
     import json
+    from pathlib import Path
 
-    from ..stores import open_store
+    from ..errors import UsageError
     from ..verify import verify
 
-    try:
-        with open_store(store) as reader:
-            total = len(reader)
-    except Exception:
-        total = 0
-    with progress(total, "verify", unit="rec") as update:
+    if not Path(store).exists() and not Path(store).is_symlink():
+        raise UsageError(f"{store}: no store there")
+    with progress(None, "verify", unit="rec") as update:
         report = verify(store, list_path, root=root, progress=update)
     if as_json:
         click.echo(json.dumps({"store": store, "ok": report.ok, "checked": report.checked,

@@ -35,6 +35,12 @@ def array_module(device: str) -> ModuleType:
     return cupy
 
 
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``gpu`` for a ``--device`` choice (cpu, gpu, auto): gpu without CuPy and a
+    GPU is an error, never a silent fallback; auto picks the GPU only when usable."""
+    return "cpu" if array_module(device) is np else "gpu"
+
+
 def to_device(images: list[np.ndarray], xp: ModuleType) -> list:
     """Arrays on ``xp``'s device, moved in one transfer: the images are packed into one
     (pinned, for CuPy) host buffer and uploaded together, then split into views."""

@@ -6,7 +6,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from ..errors import StoreError
+from ..errors import StoreError, UsageError
 from .base import StoredRecord, StoreReader, StoreWriter
 from .datum import DatumReader, DatumWriter
 from .hdf5 import Hdf5Reader, Hdf5Writer
@@ -36,7 +36,9 @@ def store_kind(path: str | Path) -> str:
         if tokens and all(t.lower().endswith((".h5", ".hdf5", ".hdf")) for t in tokens):
             return "hdf5"
         raise StoreError(f"{path}: not a list of HDF5 files")
-    raise StoreError(f"{path}: no store there" if not path.exists() else f"{path}: unknown store type")
+    if not path.exists():
+        raise UsageError(f"{path}: no store there")
+    raise StoreError(f"{path}: unknown store type")
 
 
 def open_store(path: str | Path) -> StoreReader:

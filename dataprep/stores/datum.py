@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from ..errors import DataprepError, StoreError
+from ..errors import DataprepError, StoreError, UsageError
 from ..images import decode, encode
 from ..records import Record
 from ..staging import Staging
@@ -105,7 +105,7 @@ class DatumWriter(StoreWriter):
         meta: dict | None = None,
     ) -> None:
         if backend not in BACKENDS:
-            raise DataprepError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+            raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.backend = backend
         self.path = Path(path)
         self.labels_path = Path(labels_path) if labels_path is not None else None
@@ -212,7 +212,7 @@ def datum_array(datum, gray: bool = False) -> np.ndarray:
     Caffe's data layer does (3-channel BGR, or 1 channel with ``gray``)."""
     if datum.encoded:
         try:
-            image = decode(datum.data, gray=gray)
+            image = decode(datum.data, "gray" if gray else "color")
         except ValueError:
             raise StoreError("encoded Datum holds undecodable image bytes") from None
         return image.transpose(2, 0, 1)  # a view: consumers that sum or copy need no extra pass

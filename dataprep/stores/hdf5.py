@@ -16,7 +16,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from ..errors import DataprepError, StoreError
+from ..errors import DataprepError, StoreError, UsageError
 from ..records import Record
 from ..staging import Staging, exists, refuse_existing, remove
 from .base import CHECKSUM, FORMAT_VERSION, StoredRecord, StoreReader, StoreWriter, checksum, dump_manifest
@@ -34,13 +34,61 @@ def parse_shard_size(text: str) -> tuple[int | None, int | None]:
     if text.strip().isdigit():
         rows = int(text)
         if rows < 1:
-            raise DataprepError("--shard-size must be at least 1 image")
+            raise UsageError("--shard-size must be at least 1 image")
         return rows, None
     match = _SIZE.match(text)
     if not match or not match.group(2) and not text.strip().upper().endswith("B"):
-        raise DataprepError(f"--shard-size {text!r}: give images per file (10000) or a size (1GB)")
+        raise UsageError(f"--shard-size {text!r}: give images per file (10000) or a size (1GB)")
     factor = 1024 ** " KMGT".index(match.group(2).upper() or " ")
     return None, max(1, int(float(match.group(1)) * factor))
+
+
+def parse_label_names(text: str) -> list[str]:
+    """``"freq"`` or ``"fx, fy"``: comma-separated HDF5 dataset names, spaces trimmed."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise UsageError(f"--label-names {text!r}: give one name, or comma-separated names")
+    if len(set(names)) != len(names) or "data" in names:
+        raise UsageError(f"--label-names {text!r}: names must differ from each other and from 'data'")
+    return names
+
+
+@dataclass(frozen=True)
+class Hdf5Options:
+    """The HDF5 output options (``hdf5``, ``noise --to hdf5``), parsed once for both."""
+
+    label_names: list[str] | None = None  # None: the command's default
+    mean: np.ndarray | None = None
+    mean_given: str | None = None  # --mean's text or --mean-file's path, for the manifest
+    scale: float = 1.0
+    shard_rows: int | None = None
+    shard_bytes: int | None = None
+    compression: str | None = None
+    relative: bool = False
+
+    @classmethod
+    def parse(cls, label_names: str | None = None, mean: str | None = None,
+              mean_file: str | None = None, scale: float = 1.0, shard_size: str | None = None,
+              compression: str = "none", relative: bool = False) -> "Hdf5Options":
+        """Options as the command line gives them (text) to values; UsageError on bad ones."""
+        from ..mean import resolve_mean
+
+        if compression not in COMPRESSIONS:
+            raise UsageError(f"--compression {compression!r}: choose from {', '.join(COMPRESSIONS)}")
+        rows, nbytes = parse_shard_size(shard_size) if shard_size else (None, None)
+        return cls(parse_label_names(label_names) if label_names else None,
+                   resolve_mean(mean, mean_file), mean if mean is not None else mean_file, scale,
+                   rows, nbytes, COMPRESSIONS[compression], relative)
+
+    def writer_options(self, default_labels: Sequence[str]) -> dict:
+        """Keyword arguments of ``Hdf5Writer``."""
+        return dict(label_names=self.label_names or list(default_labels), mean=self.mean,
+                    scale=self.scale, shard_rows=self.shard_rows, shard_bytes=self.shard_bytes,
+                    compression=self.compression, relative=self.relative)
+
+    def manifest(self) -> dict:
+        """The preprocessing these options bake into the data."""
+        return {"mean": self.mean_given, "scale": self.scale}
 
 
 def mean_array(values: Sequence[float] | np.ndarray | None) -> np.ndarray | None:
@@ -188,7 +236,7 @@ class Hdf5Writer(StoreWriter):
         self.path = Path(path)
         self.list_path = Path(list_path) if list_path else default_list_path(self.path)
         if compression not in COMPRESSIONS.values():
-            raise DataprepError(f"unknown compression {compression!r}; choose gzip or none")
+            raise UsageError(f"unknown compression {compression!r}; choose gzip or none")
         self.label_names = list(label_names)
         self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
         self.compression = compression

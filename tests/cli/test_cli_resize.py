@@ -12,7 +12,8 @@ import pytest
 from conftest import tree_bytes, write_images
 
 from dataprep.listfile import read_list
-from dataprep.resize import ResizeSpec, center_crop, contained, resize_image, target_size
+from dataprep.filejob import contained
+from dataprep.resize import ResizeSpec, center_crop, resize_image, target_size
 from dataprep.errors import DataprepError
 from dataprep.gpu import gpu_available
 

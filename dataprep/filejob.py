@@ -1,0 +1,285 @@
+"""Image-to-files jobs (``resize``, ``augment``): one pipeline from a folder or a list to
+image files under OUT, resumable and never silently stale.
+
+* Outputs mirror each input's path relative to a base folder: SRC for a folder; for a list,
+  ``--root`` when given, else the folder all its images share. They never leave OUT.
+* Each output is written under a temporary name and renamed when complete, so an existing
+  output is a finished one and a rerun skips it.
+* ``OUT/dataprep-settings.json`` records the settings that made OUT: a rerun with the same
+  settings resumes; with other settings it stops naming what differs (``--overwrite``
+  redoes everything). It also records which input list each output list came from.
+* Each list line is its own item, repeated lines included (the usual way to oversample).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .errors import DataprepError, ImageError, StoreExistsError, UsageError
+from .handlers import OnError
+from .images import Channels, write_image
+from .listfile import ListFile, format_line, read_list, write_list
+from .parallel import Executor, ordered_map
+from .progress import set_total
+from .scan import DEFAULT_EXTENSIONS, images_under
+from .staging import Staging
+
+FORMATS = {"keep": None, "jpg": ".jpg", "png": ".png"}
+SETTINGS_NAME = "dataprep-settings.json"
+
+
+class Item(NamedTuple):
+    source: str  # absolute path of the input
+    output: str  # relative path under OUT
+    where: str  # for messages: "list:line: path" or the relative path
+    line: int | None = None  # the list line
+    occurrence: int = 0  # how many earlier items have the same output (repeated list lines)
+
+
+def output_name(relative: str, fmt: str) -> str:
+    """The output's relative path: the input's, with the extension ``fmt`` asks for."""
+    ext = FORMATS[fmt]
+    return str(PurePosixPath(relative).with_suffix(ext)) if ext else relative
+
+
+def contained(out: Path, relative: str, where: str) -> None:
+    """Refuse an output that would land outside OUT (absolute paths, ``..`` past the top).
+    A lexical check, a few microseconds per entry: symbolic links the user made inside OUT
+    are followed as the user meant."""
+    norm = os.path.normpath(relative)
+    if os.path.isabs(norm) or norm == ".." or norm.startswith("../"):
+        raise DataprepError(f"{where}: output {relative!r} would land outside {out}")
+
+
+def _numbered(items: list[Item]) -> list[Item]:
+    seen: dict[str, int] = {}
+    numbered = []
+    for item in items:
+        numbered.append(item._replace(occurrence=seen.get(item.output, 0)))
+        seen[item.output] = seen.get(item.output, 0) + 1
+    return numbered
+
+
+def folder_items(src: Path, fmt: str) -> list[Item]:
+    """Every image under ``src``, mirrored under OUT."""
+    files = images_under(src, set(DEFAULT_EXTENSIONS))
+    if not files:
+        raise DataprepError(f"{src}: no images")
+    return [Item(str(p), output_name(p.relative_to(src).as_posix(), fmt), p.relative_to(src).as_posix())
+            for p in files]
+
+
+def list_base(listfile: ListFile, root_given: bool) -> str:
+    """The folder a list's outputs are mirrored from: ``--root`` when given, else the
+    deepest folder every image of the list lies under (lexically, links not followed)."""
+    if root_given or not listfile.entries:
+        return os.path.normpath(os.path.abspath(listfile.root))
+    return os.path.commonpath([os.path.dirname(os.path.normpath(os.path.abspath(listfile.resolve(e))))
+                               for e in listfile.entries])
+
+
+def list_items(listfile: ListFile, out: Path, fmt: str, root_given: bool = False) -> list[Item]:
+    """The images of a list, each mirrored under OUT relative to ``list_base``."""
+    base = list_base(listfile, root_given)
+    items = []
+    for e in listfile.entries:
+        where = f"{listfile.name}:{e.line}: {e.path}"
+        source = os.path.normpath(os.path.abspath(listfile.resolve(e)))
+        relative = output_name(Path(os.path.relpath(source, base)).as_posix(), fmt)
+        contained(out, relative, where)
+        items.append(Item(source, relative, where, e.line))
+    return _numbered(items)
+
+
+def check_settings(out: Path, settings: dict, overwrite: bool) -> dict:
+    """The settings record OUT should hold, after refusing a rerun with other settings.
+
+    Raises StoreExistsError when OUT holds files but no settings record (not made by this
+    command), or a record of other settings, unless ``overwrite``."""
+    settings = json.loads(json.dumps(settings))  # as the record holds them (tuples as lists)
+    path = out / SETTINGS_NAME
+    try:
+        recorded = json.loads(path.read_text())
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, ValueError):
+        recorded = {"settings": None}
+    if recorded is None:
+        if not overwrite and out.is_dir() and any(out.iterdir()):
+            raise StoreExistsError(f"{out} already holds files that this command did not make; "
+                                   "choose another folder, or pass --overwrite to write into it")
+        return {"settings": settings, "lists": {}}
+    old = recorded.get("settings")
+    if old != settings and not overwrite:
+        if not isinstance(old, dict):
+            raise StoreExistsError(f"{out}/{SETTINGS_NAME} is unreadable; pass --overwrite to redo {out}")
+        differ = [f"--{k.replace('_', '-')} {_shown(old.get(k))} then, {_shown(v)} now"
+                  for k, v in settings.items() if old.get(k) != v]
+        raise StoreExistsError(f"{out} was made with other settings ({'; '.join(differ)}): rerun "
+                               "with the same settings to resume, or pass --overwrite to redo "
+                               "everything")
+    lists = recorded.get("lists", {}) if old == settings else {}
+    return {"settings": settings, "lists": lists if isinstance(lists, dict) else {}}
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[0]}x{value[1]}"
+    return str(value)
+
+
+def _write_settings(out: Path, record: dict) -> None:
+    with Staging(overwrite=True) as staging:
+        staging.path(out / SETTINGS_NAME).write_text(json.dumps(record, indent=1, sort_keys=True))
+
+
+@dataclass(frozen=True)
+class FileTask(ABC):
+    """Worker task over items ``start..stop-1``: load each image, render its outputs, write
+    them. Each item gives "done", "kept" (all outputs exist), "repeat" (a repeated line whose
+    outputs an earlier item writes) or an ImageError.
+
+    On the CPU an image goes from decode to write before the next is read (it stays in
+    cache); on a GPU the chunk is rendered together (one upload, one download)."""
+
+    items: list[Item]
+    out: str
+    channels: Channels
+    quality: int
+    overwrite: bool
+    device: str  # cpu or gpu
+
+    @abstractmethod
+    def outputs(self, item: Item) -> list[str]:
+        """The item's outputs, relative to OUT."""
+
+    @abstractmethod
+    def render(self, todo: list[tuple[int, np.ndarray]]) -> list[list[np.ndarray]]:
+        """Each (item index, H x W x C image)'s output images, in ``outputs`` order."""
+
+    def check(self, item: Item, image: np.ndarray) -> None:
+        """Refuse an image the task cannot handle (raise ImageError)."""
+
+    def repeats(self, item: Item) -> bool:
+        """Whether a repeated item's outputs are an earlier item's (nothing to write)."""
+        return item.occurrence > 0
+
+    def __call__(self, start: int, stop: int) -> list[str | ImageError]:
+        status: dict[int, str | ImageError] = {}
+        todo: list[tuple[int, np.ndarray]] = []
+        for i in range(start, stop):
+            item = self.items[i]
+            if self.repeats(item):
+                status[i] = "repeat"
+                continue
+            if not self.overwrite and all((Path(self.out) / o).exists() for o in self.outputs(item)):
+                status[i] = "kept"
+                continue
+            try:
+                image = self.channels.load(Path(item.source), item.where, item.line)[1]
+                self.check(item, image)
+            except ImageError as exc:
+                status[i] = exc
+                continue
+            todo.append((i, image))
+            if self.device == "cpu":
+                self._write(todo)
+                status[i] = "done"
+                todo = []
+        self._write(todo)
+        status.update((i, "done") for i, _ in todo)
+        return [status[i] for i in range(start, stop)]
+
+    def _write(self, todo: list[tuple[int, np.ndarray]]) -> None:
+        if not todo:
+            return
+        for (i, _), images in zip(todo, self.render(todo)):
+            for name, image in zip(self.outputs(self.items[i]), images):
+                write_image(Path(self.out) / name, image, self.quality)
+
+
+class JobResult(NamedTuple):
+    done: int
+    kept: int
+    skipped: int
+    list_path: Path | None
+
+
+def file_job(
+    src: Path,
+    out: Path,
+    fmt: str,
+    settings: dict,
+    make_task: Callable[[list[Item], Channels], FileTask],
+    executor: Executor,
+    channels: Channels = Channels(),
+    root: str | None = None,
+    overwrite: bool = False,
+    on_error: OnError | None = None,
+    progress: Callable[[int], object] | None = None,
+    check: Callable[[ListFile | None, Channels], None] | None = None,
+) -> JobResult:
+    """Run a FileTask over a folder (mirrored under ``out``) or a list file (its images under
+    ``out``, the list rewritten as ``out/<list name>`` naming every output of every good
+    entry with that entry's labels). ``settings`` are what the outputs depend on (see
+    ``check_settings``). Bad images follow ``on_error``; ``check`` may refuse the input
+    (with the channel count resolved) before any work starts."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    on_error = on_error or OnError()
+    src, out = Path(src), Path(out)
+    listfile = None
+    if str(src) != "-" and src.is_dir():
+        items = folder_items(src, fmt)
+    else:
+        listfile = read_list(src, root=root, on_error=on_error)
+        items = list_items(listfile, out, fmt, root_given=root is not None)
+    channels = channels.resolve((Path(item.source), item.where) for item in items)
+    if check is not None:
+        check(listfile, channels)
+    record = check_settings(out, {**settings, "channels": channels.mode, "format": fmt}, overwrite)
+    list_path = None
+    if listfile is not None:
+        list_path = out / (Path(listfile.name).name if str(src) != "-" else "list.txt")
+        source = str(Path(listfile.name).absolute()) if str(src) != "-" else "-"
+        made_from = record["lists"].get(list_path.name)
+        if not overwrite and list_path.exists() and made_from != source:
+            raise StoreExistsError(f"{list_path} already exists (not written from {listfile.name}); "
+                                   "pass --overwrite to replace it")
+        record["lists"][list_path.name] = source
+    out.mkdir(parents=True, exist_ok=True)
+    _write_settings(out, record)
+    set_total(progress, len(items))
+    task = make_task(items, channels)
+    counts = {"done": 0, "kept": 0}
+    good: list[int] = []
+    written: set[str] = set()  # outputs of the good items, for repeated lines
+    for i, status in enumerate(ordered_map(task, len(items), executor, progress=progress)):
+        item = items[i]
+        if item.line is not None:
+            on_error.reached(item.line)
+        if status == "repeat":
+            if item.output not in written:  # its first occurrence was bad: so is this line
+                on_error(ImageError(f"{item.where}: skipped with its first occurrence", item.line))
+                continue
+        elif isinstance(status, ImageError):
+            on_error(status)
+            continue
+        else:
+            counts[status] += 1
+            written.add(item.output)
+        good.append(i)
+    if listfile is not None:
+        lines = [format_line(name, listfile.entries[i].labels) for i in good for name in task.outputs(items[i])]
+        with Staging(overwrite=True) as staging:
+            write_list(staging.path(list_path), lines)
+    return JobResult(counts["done"], counts["kept"], on_error.skipped, list_path)
