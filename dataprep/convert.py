@@ -165,8 +165,8 @@ def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: On
             first = (shape, origin or key)
         elif uniform and shape != first[0]:
             on_error(ImageError(
-                f"{origin or key}: size {describe_shape(shape)} differs from "
-                f"{describe_shape(first[0])} of the first image ({first[1]})", line))
+                f"{origin or key}: {describe_shape(shape)}, but the first image ({first[1]}) is "
+                f"{describe_shape(first[0])}: pass --resize HxW to give every image one size", line))
             continue
         writer.put(index - start, key, payload)
         written += 1

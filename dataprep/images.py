@@ -41,12 +41,12 @@ def parse_size(text: str, option: str = "size") -> tuple[int, int]:
 
 
 def describe_shape(shape: tuple[int, ...], layout: str = "HWC") -> str:
-    """A shape as every message words it: ``191x384 (HxW), 3 channels``, whatever the
+    """A shape as every message words it: ``191x384 (HxW) with 3 channels``, whatever the
     array's axis order (``layout`` "HWC" for images, "CHW" for stored records)."""
     if len(shape) != 3:
         return "x".join(map(str, shape))
     c, h, w = (shape[2], shape[0], shape[1]) if layout == "HWC" else shape
-    return f"{h}x{w} (HxW), {c} channel{'s' if c != 1 else ''}"
+    return f"{h}x{w} (HxW) with {c} channel{'s' if c != 1 else ''}"
 
 
 def as_hwc(image: np.ndarray) -> np.ndarray:

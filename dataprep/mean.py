@@ -147,7 +147,7 @@ class _SumTask:
                 run = np.zeros(native.shape, np.uint16) if integer else None
             elif array.shape != shape:
                 return [ChunkSum(None, 0, shape, first,
-                                 f"{key}: {_hw(array.shape)} differs from {_hw(shape)} of {first}")]
+                                 f"{key}: {_hw(array.shape)}, but {first} is {_hw(shape)}")]
             native = array.transpose(1, 2, 0) if hwc else array
             if run is not None:
                 run += native
@@ -228,7 +228,7 @@ def compute_mean(
             elif part.shape != shape:
                 what = "channel counts" if per_channel else "sizes"
                 raise DataprepError(f"records of different {what}: {part.first_key}: "
-                                    f"{_hw(part.shape)} differs from {_hw(shape)} of {first}")
+                                    f"{_hw(part.shape)}, but {first} is {_hw(shape)}")
             else:
                 total += part.total
             count += part.count

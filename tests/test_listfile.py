@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dataprep.errors import ListFileError
+from dataprep.errors import ListFileError, UsageError
 from dataprep.handlers import OnError
 from dataprep.listfile import format_line, parse_label, parse_lines, read_list
 
@@ -60,7 +60,7 @@ def test_read_list_resolves_against_its_folder_and_refuses_empty(tmp_path):
     (tmp_path / "e.txt").write_text("# nothing\n\n")
     with pytest.raises(ListFileError, match="e.txt: the list is empty"):
         read_list(tmp_path / "e.txt")
-    with pytest.raises(ListFileError, match="cannot read list"):
+    with pytest.raises(UsageError, match="no such list file"):  # named on the command line
         read_list(tmp_path / "missing.txt")
 
 

@@ -59,8 +59,8 @@ import threading, time
 from dataprep.parallel import fork_safe
 from dataprep.progress import progress_bar
 bar = progress_bar(10, "x")  # stderr is a terminal: a real tqdm bar, without a monitor thread
-assert type(bar).__name__ == "tqdm", bar
-bar.update(5)
+assert type(bar.bar).__name__ == "tqdm", bar
+bar(5)
 alone = fork_safe()
 threading.Thread(target=time.sleep, args=(0.5,)).start()
 print(alone, fork_safe())

@@ -15,6 +15,7 @@ from wire import FIXED32, LENGTH, VARINT, fields, packed_floats
 
 from dataprep.convert import list_source, store_meta, write_store
 from dataprep.errors import DataprepError, StoreExistsError
+from dataprep.images import Channels
 from dataprep.parallel import InlineExecutor, ProcessExecutor
 from dataprep.stores import STORES, open_store
 from dataprep.stores.caffe_pb import blob_array, blob_bytes
@@ -22,14 +23,14 @@ from dataprep.stores.hdf5 import Hdf5Writer, parse_shard_size
 
 VARIANTS = {
     "color": dict(),
-    "gray": dict(gray=True),
-    "resized": dict(resize="8x10"),
+    "gray": dict(channels=Channels("gray")),
+    "resized": dict(resize=(8, 10)),
 }
 
 
 def build(kind, list_path, dest, workers=1, encoded=False, **source_kw):
     source = list_source(str(list_path), **source_kw)
-    meta = store_meta(source, source_kw.get("gray", False), source_kw.get("resize"))
+    meta = store_meta(source)
     if kind == "hdf5":
         writer = Hdf5Writer(dest, expected=len(source), meta=meta)
     else:
@@ -38,14 +39,14 @@ def build(kind, list_path, dest, workers=1, encoded=False, **source_kw):
     return write_store(source, writer, executor)
 
 
-def expected_images(images, gray=False, resize=None, folder=None):
+def expected_images(images, channels=None, resize=None, folder=None):
     """C x H x W references made with OpenCV directly (gray: imread's own conversion)."""
     out = []
     for i, image in enumerate(images):
-        if gray:
+        if channels is not None and channels.mode == "gray":
             image = cv2.imread(str(folder / f"img/{i:04d}.png"), cv2.IMREAD_GRAYSCALE)[:, :, None]
         if resize:
-            h, w = map(int, resize.split("x"))
+            h, w = resize
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
             image = image[:, :, None] if image.ndim == 2 else image
         out.append(image.transpose(2, 0, 1))
@@ -74,7 +75,8 @@ def test_round_trip(tmp_path, kind, variant):
         assert np.array_equal(store[5].array, want[5].astype(store[5].array.dtype))
         assert [r.key for r in store.iter_range(3, 6)] == keys[3:6]
         assert store.manifest["count"] == 12
-        assert store.manifest["preprocessing"]["gray"] == kw.get("gray", False)
+        assert store.manifest["preprocessing"]["gray"] == ("channels" in kw)
+        assert store.manifest["preprocessing"]["channels"] == kw.get("channels", Channels()).mode
 
 
 @pytest.mark.parametrize("kind", ["lmdb", "leveldb"])
@@ -96,10 +98,10 @@ def test_encoded_round_trip_passes_files_through(tmp_path, kind):
 
 def test_encoded_resized_records_are_reencoded(tmp_path):
     list_path, images = write_images(tmp_path, 4)
-    build("lmdb", list_path, tmp_path / "db", encoded=True, resize="6x6")
+    build("lmdb", list_path, tmp_path / "db", encoded=True, resize=(6, 6))
     with open_store(tmp_path / "db") as store:
         for i, rec in enumerate(store):
-            assert np.array_equal(rec.array, expected_images([images[i]], resize="6x6")[0])
+            assert np.array_equal(rec.array, expected_images([images[i]], resize=(6, 6))[0])
 
 
 def test_raw_datum_wire_format_matches_caffe_proto(tmp_path):

@@ -16,7 +16,7 @@ def test_variants_and_list(invoke, tmp_path):
                "--brightness", "0.2", "--format", "png", "-j", 1)
     assert r.exit_code == 0, r.stderr
     lf = read_list(tmp_path / "out/list.txt")
-    assert [e.path for e in lf.entries][:3] == ["img/0000_aug0.png", "img/0000_aug1.png", "img/0000_aug2.png"]
+    assert [e.path for e in lf.entries][:3] == ["0000_aug0.png", "0000_aug1.png", "0000_aug2.png"]
     assert [e.labels[0] for e in lf.entries] == [i % 5 for i in range(5) for _ in range(3)]
     import cv2
 

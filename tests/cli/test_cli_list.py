@@ -20,7 +20,7 @@ def test_classes_by_sorted_name(invoke, tmp_path):
     make_tree(tmp_path / "imgs", {"dog": 3, "cat": 2})
     r = invoke("list", tmp_path / "imgs", "--out", tmp_path / "train.txt")
     assert r.exit_code == 0, r.stderr
-    assert (tmp_path / "labels.txt").read_text() == "0 cat\n1 dog\n"
+    assert (tmp_path / "classes.txt").read_text() == "0 cat\n1 dog\n"
     lf = read_list(tmp_path / "train.txt")
     assert [(e.path, e.labels) for e in lf.entries] == [
         ("imgs/cat/0.png", (0,)), ("imgs/cat/1.png", (0,)),
@@ -48,7 +48,7 @@ def test_flat_and_extensions(invoke, tmp_path):
     r = invoke("list", tmp_path / "imgs", "--flat", "--out", tmp_path / "f.txt", "--extensions", "jpg")
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "f.txt").read_text() == "imgs/top.jpg 0\n"
-    assert not (tmp_path / "labels.txt").exists()
+    assert not (tmp_path / "classes.txt").exists()
 
 
 def test_errors(invoke, tmp_path):

@@ -32,10 +32,13 @@ def test_usage_error_is_exit_2(invoke):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    plain = run_dataprep("noise", "--n", 0, "--out", tmp_path / "s")
+    (tmp_path / "l.txt").write_text("missing.png 1\n")
+    plain = run_dataprep("hdf5", tmp_path / "l.txt")
     assert plain.returncode == 1 and "Traceback" not in plain.stderr
-    debug = run_dataprep("--debug", "noise", "--n", 0, "--out", tmp_path / "s")
-    assert debug.returncode == 1 and "Traceback" in debug.stderr and "DataprepError" in debug.stderr
+    assert plain.stderr.strip().splitlines() == [f"Error: {tmp_path / 'l.txt'}:1: missing.png: cannot "
+                                                 "read image (No such file or directory)"]
+    debug = run_dataprep("--debug", "hdf5", tmp_path / "l.txt")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "ImageError" in debug.stderr
 
 
 def test_help_does_not_import_heavy_modules():

@@ -99,7 +99,8 @@ def test_errors(invoke, tmp_path):
     assert invoke("lmdb", list_path, tmp_path / "db", "-j", 1).exit_code == 0
     r = invoke("mean", tmp_path / "db", "-o", tmp_path / "m.bp")
     assert r.exit_code == 1
-    assert "records of different sizes: 00000002_img/0002.png: shape 3x5x6 differs from 3x6x6" in r.stderr
+    assert ("records of different sizes: 00000002_img/0002.png: 5x6 (HxW) with 3 channels, but "
+            "00000000_img/0000.png is 6x6 (HxW) with 3 channels") in r.stderr
     assert not (tmp_path / "m.bp").exists()
     (tmp_path / "empty.txt").write_text("\n")
     assert "the list is empty" in invoke("mean", tmp_path / "empty.txt").stderr
@@ -107,4 +108,4 @@ def test_errors(invoke, tmp_path):
     r = invoke("mean", tmp_path / "folder")
     assert r.exit_code == 1 and "neither an LMDB nor a LevelDB" in r.stderr
     r = invoke("mean", tmp_path / "x.bin")
-    assert r.exit_code == 1 and "no store there" in r.stderr
+    assert r.exit_code == 2 and "no store there" in r.stderr  # a missing input: usage

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 from conftest import leftovers, run_dataprep, tree_bytes
@@ -43,11 +44,12 @@ def test_same_bytes_for_any_worker_count(invoke, tmp_path):
     assert tree_bytes(tmp_path / "w1") == tree_bytes(tmp_path / "w2")
 
 
-def test_png_is_lossless_and_classes_write_labels(invoke, tmp_path):
+def test_png_is_lossless_and_classes_write_class_names(invoke, tmp_path):
     r = invoke("noise", "--n", 30, "--out", tmp_path / "s", "--format", "png", "--classes", 3,
                "--split", "20,5,5", "-j", 1)
     assert r.exit_code == 0, r.stderr
-    labels = (tmp_path / "labels.txt").read_text().splitlines()
+    assert not (tmp_path / "labels.txt").exists()  # *_labels.txt is for ground truth only
+    labels = (tmp_path / "classes.txt").read_text().splitlines()
     assert labels == ["0 fx[0,0.3333)", "1 fx[0.3333,0.6667)", "2 fx[0.6667,1)"]
     train = read_list(tmp_path / "train.txt")
     assert train.integer_labels and {e.labels[0] for e in train.entries} <= {0, 1, 2}
@@ -80,16 +82,18 @@ def test_refuses_non_empty_out_unless_overwrite(invoke, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--n", 0], "--n must be at least 1"),
+    (["--n", 0], "0 is not in the range x>=1"),
     (["--split", "5,5,5"], "--split counts add up to 15, not 10"),
     (["--split", "0.5,0.6"], "ratios add up to 1.1"),
-    (["--size", "big"], "size 'big' is not HxW"),
+    (["--size", "big"], "--size 'big': give HxW"),
+    (["--size", "256,256"], "--size '256,256': give HxW"),
+    (["--size", "256 x 256"], "or S for an S x S square"),
 ])
-def test_bad_input_is_one_line_exit_1(invoke, tmp_path, args, message):
+def test_bad_option_values_are_usage_errors_exit_2(invoke, tmp_path, args, message):
     r = invoke("noise", "--n", 10, "--out", tmp_path / "s", *args)
-    assert r.exit_code == 1
+    assert r.exit_code == 2
     assert message in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("Error:")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -122,3 +126,38 @@ def test_console_script_runs(tmp_path):
     p = run_dataprep("noise", "--n", 8, "--out", tmp_path / "s", "-q", "-j", 1)
     assert p.returncode == 0 and p.stderr == ""
     assert (tmp_path / "train.txt").is_file()
+
+
+def test_classes_out_chooses_the_class_file(invoke, tmp_path):
+    r = invoke("noise", "--n", 10, "--out", tmp_path / "s", "--classes", 2, "--classes-out",
+               tmp_path / "names/noise_classes.txt", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "names/noise_classes.txt").read_text().splitlines()[0] == "0 fx[0,0.5)"
+    assert not (tmp_path / "classes.txt").exists()
+
+
+@pytest.mark.parametrize("to", ["files", "hdf5"])
+def test_two_split_values_mean_train_and_val_only(invoke, tmp_path, to):
+    r = invoke("noise", "--n", 20, "--out", tmp_path / "s", "--split", "0.5,0.5", "--to", to, "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    if to == "files":
+        assert len(read_list(tmp_path / "train.txt")) == 10 and len(read_list(tmp_path / "val.txt")) == 10
+        assert not (tmp_path / "test.txt").exists() and not (tmp_path / "test_labels.txt").exists()
+    else:
+        assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+            "train.h5", "train_h5.txt", "val.h5", "val_h5.txt"]
+    assert "Two values make train and val only" in " ".join(invoke("noise", "--help").stdout.split())
+
+
+def test_label_names_with_spaces_name_the_datasets_as_hdf5_does(invoke, tmp_path):
+    r = invoke("noise", "--n", 10, "--out", tmp_path / "s", "--to", "hdf5", "--label-names", "fx, fy",
+               "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    with h5py.File(tmp_path / "s/train.h5") as f:
+        assert sorted(f) == ["data", "fx", "fy"] and f["fx"].shape == (f["data"].shape[0],)
+    assert invoke("noise", "--n", 10, "--out", tmp_path / "f", "--format", "png", "-j", 1,
+                  "--lists-dir", tmp_path / "f_lists").exit_code == 0
+    r = invoke("hdf5", tmp_path / "f_lists/train.txt", "--label-names", "fx, fy", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    with h5py.File(tmp_path / "f_lists/train.h5") as f:
+        assert sorted(f) == ["data", "fx", "fy"]

@@ -51,10 +51,10 @@ def test_list_resize_rewrites_the_list(invoke, tmp_path):
     r = invoke("resize", list_path, tmp_path / "out", "--size", "15x20", "--format", "png", "-j", 2)
     assert r.exit_code == 0, r.stderr
     out_list = read_list(tmp_path / "out/list.txt")
-    assert [e.path for e in out_list.entries] == [f"img/{i:04d}.png" for i in range(8)]
+    assert [e.path for e in out_list.entries] == [f"{i:04d}.png" for i in range(8)]  # under img/
     assert [e.labels for e in out_list.entries] == [e.labels for e in read_list(list_path).entries]
     for i in (0, 3, 7):
-        written = cv2.imread(str(tmp_path / f"out/img/{i:04d}.png"))
+        written = cv2.imread(str(tmp_path / f"out/{i:04d}.png"))
         assert np.array_equal(written, cv2.resize(images[i], (20, 15), interpolation=cv2.INTER_AREA))
 
 
@@ -79,10 +79,18 @@ def test_same_bytes_for_any_worker_count(invoke, tmp_path):
 def test_outputs_never_escape_out(invoke, tmp_path):
     (tmp_path / "lists").mkdir()
     cv2.imwrite(str(tmp_path / "evil.png"), photo())
+    before = (tmp_path / "evil.png").read_bytes()
     (tmp_path / "lists/l.txt").write_text("../evil.png 1\n")
-    r = invoke("resize", tmp_path / "lists/l.txt", tmp_path / "out", "--size", "5x5")
+    # with --root lists/ the output would mirror ../evil.png: refused, nothing written
+    r = invoke("resize", tmp_path / "lists/l.txt", tmp_path / "out", "--size", "5x5",
+               "--root", tmp_path / "lists")
     assert r.exit_code == 1 and "l.txt:1: ../evil.png: output '../evil.png' would land outside" in r.stderr
-    assert not (tmp_path / "evil.png").read_bytes() == b"" and not (tmp_path / "out").exists()
+    assert (tmp_path / "evil.png").read_bytes() == before and not (tmp_path / "out").exists()
+    # without --root the list's own base folder is the image's: it lands inside OUT
+    r = invoke("resize", tmp_path / "lists/l.txt", tmp_path / "out", "--size", "5x5")
+    assert r.exit_code == 0, r.stderr
+    assert cv2.imread(str(tmp_path / "out/evil.png")).shape == (5, 5, 3)
+    assert (tmp_path / "evil.png").read_bytes() == before
 
 
 @pytest.mark.parametrize("relative", ["../x.png", "a/../../x.png", "./../x.png", "/etc/x.png", ".."])
@@ -113,12 +121,12 @@ def test_resume_skips_exactly_the_finished_files(tmp_path, invoke):
     proc = subprocess.Popen([sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
-    while len(list((tmp_path / "out/img").glob("*.jpg")) if (tmp_path / "out/img").exists() else []) < 50:
+    while len(list((tmp_path / "out").glob("*.jpg")) if (tmp_path / "out").exists() else []) < 50:
         assert proc.poll() is None and time.time() < deadline, "finished before it could be killed"
         time.sleep(0.005)
     proc.kill()
     proc.wait()
-    done_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out/img").glob("*.jpg")}
+    done_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.jpg")}
     assert 0 < len(done_before) < 600
     r = invoke("resize", *map(str, args[1:]), "--json")
     assert r.exit_code == 0, r.stderr
@@ -126,9 +134,9 @@ def test_resume_skips_exactly_the_finished_files(tmp_path, invoke):
 
     summary = json.loads(r.stdout)
     assert summary["already_done"] == len(done_before) and summary["written"] == 600 - len(done_before)
-    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out/img").glob("*.jpg")}
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.jpg")}
     assert all(after[name] == mtime for name, mtime in done_before.items())  # untouched
-    assert not list((tmp_path / "out/img").glob(".*partial*"))
+    assert not list((tmp_path / "out").glob(".*partial*"))
     clean = ["resize", list_path, tmp_path / "clean", "--size", "24x32", "--format", "jpg", "-j", 1]
     assert invoke(*clean).exit_code == 0
     assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "clean")
@@ -150,6 +158,6 @@ def test_gpu_resize_matches_cpu(invoke, tmp_path):
         r = invoke("resize", list_path, tmp_path / device, "--size", "15x20", "--device", device)
         assert r.exit_code == 0, r.stderr
     for i in range(6):
-        a = cv2.imread(str(tmp_path / f"cpu/img/{i:04d}.png")).astype(int)
-        b = cv2.imread(str(tmp_path / f"gpu/img/{i:04d}.png")).astype(int)
+        a = cv2.imread(str(tmp_path / f"cpu/{i:04d}.png")).astype(int)
+        b = cv2.imread(str(tmp_path / f"gpu/{i:04d}.png")).astype(int)
         assert np.abs(a - b).max() <= 1

@@ -80,7 +80,8 @@ BAD = {
     "missing": (missing, "list.txt:4: img/0003.png: cannot read image (No such file or directory)"),
     "labels": (wrong_label_count, "list.txt:4: img/0003.png: 2 labels, expected 1"),
     "non_numeric": (non_numeric, "list.txt:4: img/0003.png: label 'cat' is not a number"),
-    "mixed": (mixed_sizes, "list.txt:4: img/0003.png: size 5x5x3 differs from 12x16x3"),
+    "mixed": (mixed_sizes, ("list.txt:4: img/0003.png: 5x5 (HxW) with 3 channels, but the first image "
+                          "(")),
 }
 
 
