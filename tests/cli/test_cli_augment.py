@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import tree_bytes, write_images
@@ -63,13 +65,22 @@ def test_device_gpu_without_cupy_is_a_clear_error(invoke, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_device_auto_equals_cpu_without_a_gpu(invoke, tmp_path):
+def test_device_auto_uses_the_gpu_only_when_there_is_one(invoke, tmp_path):
+    import cv2
+
     list_path, _ = write_images(tmp_path, 6)
     args = ["--copies", 2, "--crop", "8x8", "--mirror", "--lighting", 0.1, "-j", 1]
     assert invoke("augment", list_path, tmp_path / "cpu", *args, "--device", "cpu").exit_code == 0
     assert invoke("augment", list_path, tmp_path / "auto", *args, "--device", "auto").exit_code == 0
-    if not gpu_available():
-        assert tree_bytes(tmp_path / "cpu") == tree_bytes(tmp_path / "auto")
+    settings = json.loads((tmp_path / "auto/dataprep-settings.json").read_text())["settings"]
+    assert settings["device"] == ("gpu" if gpu_available() else "cpu")
+    cpu, auto = tree_bytes(tmp_path / "cpu"), tree_bytes(tmp_path / "auto")
+    assert sorted(cpu) == sorted(auto)
+    for name in cpu:
+        if name.endswith(".png"):  # identical on the CPU; within rounding when auto chose the GPU
+            a = cv2.imread(str(tmp_path / "cpu" / name)).astype(int)
+            b = cv2.imread(str(tmp_path / "auto" / name)).astype(int)
+            assert np.abs(a - b).max() <= (1 if gpu_available() else 0)
 
 
 @pytest.mark.gpu
@@ -87,3 +98,45 @@ def test_gpu_variants_match_cpu_within_rounding(invoke, tmp_path):
             a = cv2.imread(str(tmp_path / "cpu" / name)).astype(int)
             b = cv2.imread(str(tmp_path / "gpu" / name)).astype(int)
             assert np.abs(a - b).max() <= 1
+
+
+def test_repeated_lines_get_their_own_variants(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 2, shape=(12, 12, 3))
+    lines = list_path.read_text().splitlines()
+    list_path.write_text("\n".join([lines[0], lines[1], lines[0]]) + "\n")
+    r = invoke("augment", list_path, tmp_path / "out", "--copies", 2, "--noise", 5, "-j", 2)
+    assert r.exit_code == 0, r.stderr
+    names = [e.path for e in read_list(tmp_path / "out/list.txt").entries]
+    assert names == ["0000_aug0.png", "0000_aug1.png", "0001_aug0.png", "0001_aug1.png",
+                     "0000_aug2.png", "0000_aug3.png"]
+    files = tree_bytes(tmp_path / "out")
+    assert all(name in files for name in names)
+    assert len({files[n] for n in names if n.startswith("0000")}) == 4  # four different draws
+
+
+def test_other_copies_stop_the_rerun_and_keep_the_list(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 3, shape=(12, 12, 3))
+    assert invoke("augment", list_path, tmp_path / "out", "--copies", 2, "--mirror", "-j", 1).exit_code == 0
+    before = tree_bytes(tmp_path / "out")
+    r = invoke("augment", list_path, tmp_path / "out", "--copies", 3, "--mirror", "-j", 1)
+    assert r.exit_code == 1 and "--copies 2 then, 3 now" in r.stderr
+    r = invoke("augment", list_path, tmp_path / "out", "--copies", 2, "--crop", "6x6", "-j", 1)
+    assert r.exit_code == 1 and "--crop unset then, 6x6 now" in r.stderr
+    assert tree_bytes(tmp_path / "out") == before
+    r = invoke("augment", list_path, tmp_path / "out", "--copies", 3, "--mirror", "-j", 1, "--overwrite")
+    assert r.exit_code == 0 and len(read_list(tmp_path / "out/list.txt")) == 9
+
+
+def test_pad_lets_crops_exceed_small_images(invoke, tmp_path):
+    import cv2
+
+    list_path, images = write_images(tmp_path, 2, shape=(6, 8, 3))
+    r = invoke("augment", list_path, tmp_path / "out", "--crop", "10x12", "--pad", "--pad-value", 7,
+               "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    out = cv2.imread(str(tmp_path / "out/0000_aug0.png"))
+    assert out.shape == (10, 12, 3)
+    assert np.array_equal(out[2:8, 2:10], images[0])  # centred: the crop is the whole padded image
+    assert (out[0] == 7).all() and (out[:, 0] == 7).all()
+    r = invoke("augment", list_path, tmp_path / "out2", "--pad", "-j", 1)
+    assert r.exit_code == 2 and "--pad goes with --crop" in r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -130,7 +131,6 @@ def test_resume_skips_exactly_the_finished_files(tmp_path, invoke):
     assert 0 < len(done_before) < 600
     r = invoke("resize", *map(str, args[1:]), "--json")
     assert r.exit_code == 0, r.stderr
-    import json
 
     summary = json.loads(r.stdout)
     assert summary["already_done"] == len(done_before) and summary["written"] == 600 - len(done_before)
@@ -161,3 +161,68 @@ def test_gpu_resize_matches_cpu(invoke, tmp_path):
         a = cv2.imread(str(tmp_path / f"cpu/{i:04d}.png")).astype(int)
         b = cv2.imread(str(tmp_path / f"gpu/{i:04d}.png")).astype(int)
         assert np.abs(a - b).max() <= 1
+
+
+def test_rerun_with_other_settings_stops_and_names_them(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 6, shape=(30, 40, 3))
+    first = ["resize", list_path, tmp_path / "out", "--shorter-side", 20, "--center-crop", "16x16", "-j", 1]
+    assert invoke(*first).exit_code == 0
+    before = tree_bytes(tmp_path / "out")
+    r = invoke("resize", list_path, tmp_path / "out", "--size", "8x8", "-j", 1)
+    assert r.exit_code == 1 and "out was made with other settings" in r.stderr
+    assert "--size unset then, 8x8 now" in r.stderr and "--center-crop 16x16 then, unset now" in r.stderr
+    assert tree_bytes(tmp_path / "out") == before
+    r = invoke(*first, "--json")  # the same settings resume (nothing left to do)
+    assert r.exit_code == 0 and json.loads(r.stdout)["already_done"] == 6
+    r = invoke("resize", list_path, tmp_path / "out", "--size", "8x8", "-j", 1, "--overwrite", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["written"] == 6
+    assert cv2.imread(str(tmp_path / "out/0003.png")).shape == (8, 8, 3)
+
+
+def test_out_with_foreign_files_or_list_is_refused(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 3)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/notes.txt").write_text("mine")
+    r = invoke("resize", list_path, tmp_path / "out", "--size", "4x4", "-j", 1)
+    assert r.exit_code == 1 and "already holds files that this command did not make" in r.stderr
+    # a second list of the same name, from elsewhere, would replace the first one's list
+    assert invoke("resize", list_path, tmp_path / "out2", "--size", "4x4", "-j", 1).exit_code == 0
+    other, _ = write_images(tmp_path / "other", 2, seed=3)
+    r = invoke("resize", other, tmp_path / "out2", "--size", "4x4", "-j", 1)
+    assert r.exit_code == 1 and "list.txt already exists" in r.stderr
+    assert len(read_list(tmp_path / "out2/list.txt")) == 3
+
+
+def test_lists_written_by_list_chain_into_resize(invoke, tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "images" / cls / "a.jpg"), photo())
+    assert invoke("list", tmp_path / "images", "--out", tmp_path / "lists/train.txt").exit_code == 0
+    assert read_list(tmp_path / "lists/train.txt").entries[0].path == "../images/cat/a.jpg"
+    r = invoke("resize", tmp_path / "lists/train.txt", tmp_path / "small", "--size", "16x16", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    out = read_list(tmp_path / "small/train.txt")
+    assert [(e.path, e.labels) for e in out.entries] == [("cat/a.jpg", (0,)), ("dog/a.jpg", (1,))]
+    assert all(cv2.imread(str(out.resolve(e))).shape == (16, 16, 3) for e in out.entries)
+
+
+def test_repeated_lines_resize_once_and_stay_in_the_list(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 3)
+    lines = list_path.read_text().splitlines()
+    list_path.write_text("\n".join([lines[0], lines[1], lines[0], lines[2]]) + "\n")
+    r = invoke("resize", list_path, tmp_path / "out", "--size", "4x4", "-j", 2, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["written"] == 3
+    assert [e.path for e in read_list(tmp_path / "out/list.txt").entries] == [
+        "0000.png", "0001.png", "0000.png", "0002.png"]
+
+
+def test_missing_inputs_and_conflicting_options_are_usage_errors(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 2)
+    r = invoke("resize", tmp_path / "nope", tmp_path / "out", "--size", "4x4")
+    assert r.exit_code == 2 and "no such list file" in r.stderr
+    r = invoke("resize", list_path, tmp_path / "out", "--size", "4x4", "--shorter-side", 3)
+    assert r.exit_code == 2 and "give exactly one of --size and --shorter-side" in r.stderr
+    r = invoke("resize", list_path, tmp_path / "out", "--size", "256,256")
+    assert r.exit_code == 2 and "--size '256,256': give HxW" in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-from conftest import leftovers, tree_bytes, write_images
+from conftest import leftovers, run_dataprep, tree_bytes, write_images
 
 from dataprep.stores import open_store
 
@@ -197,7 +197,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 @pytest.mark.parametrize("kind", ["lmdb", "hdf5"])
 def test_interrupted_write_leaves_no_store(tmp_path, kind, sig):
     list_path, _ = write_images(tmp_path, 4000, shape=(32, 32, 3))
@@ -211,12 +211,21 @@ def test_interrupted_write_leaves_no_store(tmp_path, kind, sig):
     workers = children(proc.pid)
     assert workers, "the command runs worker processes"
     proc.send_signal(sig)
-    proc.wait(30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0
     assert destinations(tmp_path) == []
     deadline = time.time() + 10  # workers end with their parent, even a killed one
     while any(Path(f"/proc/{pid}").exists() for pid in workers):
         assert time.time() < deadline, f"worker processes {workers} outlived their parent"
         time.sleep(0.05)
-    if sig == signal.SIGTERM:  # a catchable signal: the partial output is removed too
+    if sig != signal.SIGKILL:  # a catchable signal: the partial output is removed too
         assert leftovers(tmp_path) == []
+        assert proc.returncode == 130 and b"Traceback" not in err and b"Exception ignored" not in err
+        return
+    # a hard kill leaves the hidden partial output; the next run on that destination frees it
+    left = leftovers(tmp_path)
+    assert left and all(f"-{proc.pid}-" in name for name in left)
+    rerun = run_dataprep(*args, "-j", "2")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "left by an interrupted run" in rerun.stderr and left[0] in rerun.stderr
+    assert leftovers(tmp_path) == [] and destinations(tmp_path)
