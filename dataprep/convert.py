@@ -157,17 +157,18 @@ def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: On
     for index, (item, error) in records:
         if error is not None:
             on_error(error)
+            on_error.reached(error.line)
             continue
         key, origin, line, shape, payload = item
-        if line is not None:
-            on_error.reached(line)
         if first is None:
             first = (shape, origin or key)
         elif uniform and shape != first[0]:
             on_error(ImageError(
                 f"{origin or key}: {describe_shape(shape)}, but the first image ({first[1]}) is "
                 f"{describe_shape(first[0])}: pass --resize HxW to give every image one size", line))
+            on_error.reached(line)
             continue
+        on_error.reached(line)
         writer.put(index - start, key, payload)
         written += 1
     if not written:

@@ -265,19 +265,16 @@ def file_job(
     written: set[str] = set()  # outputs of the good items, for repeated lines
     for i, status in enumerate(ordered_map(task, len(items), executor, progress=progress)):
         item = items[i]
-        if item.line is not None:
-            on_error.reached(item.line)
-        if status == "repeat":
-            if item.output not in written:  # its first occurrence was bad: so is this line
-                on_error(ImageError(f"{item.where}: skipped with its first occurrence", item.line))
-                continue
-        elif isinstance(status, ImageError):
+        if status == "repeat" and item.output not in written:  # its first occurrence was bad
+            status = ImageError(f"{item.where}: skipped with its first occurrence", item.line)
+        if isinstance(status, ImageError):
             on_error(status)
-            continue
         else:
-            counts[status] += 1
-            written.add(item.output)
-        good.append(i)
+            if status != "repeat":
+                counts[status] += 1
+                written.add(item.output)
+            good.append(i)
+        on_error.reached(item.line)
     if listfile is not None:
         lines = [format_line(name, listfile.entries[i].labels) for i in good for name in task.outputs(items[i])]
         with Staging(overwrite=True) as staging:

@@ -34,10 +34,11 @@ class OnError:
             log.warning("skipped: %s", error)
             return
         heapq.heappush(self._waiting, (line, next(self._order), str(error)))
-        self.reached(line)
 
-    def reached(self, line: int) -> None:
-        """Log the waiting skips of lines up to ``line``."""
+    def reached(self, line: int | None) -> None:
+        """The run has dealt with list line ``line``: log the waiting skips up to it."""
+        if line is None:
+            return
         while self._waiting and self._waiting[0][0] <= line:
             log.warning("skipped: %s", heapq.heappop(self._waiting)[2])
 

@@ -89,3 +89,8 @@ def test_make_executor():
     assert make_executor(2).workers == 2
     with pytest.raises(DataprepError):
         make_executor(0)
+
+
+@pytest.mark.parametrize("executor", [InlineExecutor(), ProcessExecutor(2)])
+def test_zero_items_is_nothing_to_do(executor):
+    assert list(ordered_map(Square(), 0, executor)) == []

@@ -72,10 +72,16 @@ def test_caffe_transform_order_and_crops(xp):
     out = host(T.caffe_transform(xp.asarray(img), crop_size=4, mean=xp.asarray(mean), scale=0.5))
     want = (img.transpose(2, 0, 1).astype(np.float32)[:, 2:6, 3:7] - mean[:, 2:6, 3:7]) * 0.5
     assert np.allclose(out, want)
+    # training crops are random windows, each mirrored or not: every output is one of them
+    chw = img.transpose(2, 0, 1).astype(np.float32)
+    windows = {(t, l, f): (chw[:, t:t + 4, l:l + 4][:, :, ::-1] if f else chw[:, t:t + 4, l:l + 4])
+               for t in range(5) for l in range(7) for f in (False, True)}
     rng = np.random.default_rng(1)
-    tops = {T.caffe_transform(xp.asarray(img), crop_size=4, train=True, mirror_flag=True,
-                              rng=rng).shape for _ in range(5)}
-    assert tops == {(3, 4, 4)}
+    drawn = set()
+    for _ in range(20):
+        out = host(T.caffe_transform(xp.asarray(img), crop_size=4, train=True, mirror_flag=True, rng=rng))
+        drawn |= {k for k, w in windows.items() if np.array_equal(out, w)}
+    assert len(drawn) > 5 and {f for _, _, f in drawn} == {False, True}
     values = host(T.caffe_transform(xp.asarray(img), mean=[104, 117, 123]))
     assert np.allclose(values[:, 0, 0], img[0, 0] - np.array([104, 117, 123]))
 

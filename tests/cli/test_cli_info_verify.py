@@ -152,3 +152,49 @@ def test_verify_store_from_another_tool(invoke, tmp_path):
         txn.put(b"00000009_bad.jpg", b"\xff\xff garbage")
     r = invoke("verify", tmp_path / "foreign")
     assert r.exit_code == 1 and "00000009_bad.jpg: cannot decode" in r.stdout
+
+
+def test_grid_refuses_an_existing_file(invoke, tmp_path):
+    _, _, store = build(invoke, tmp_path, "lmdb")
+    (tmp_path / "grid.png").write_bytes(b"mine")
+    r = invoke("info", store, "--grid", tmp_path / "grid.png")
+    assert r.exit_code == 1 and "already exists; pass --overwrite" in r.stderr
+    assert (tmp_path / "grid.png").read_bytes() == b"mine"
+    assert invoke("info", store, "--grid", tmp_path / "grid.png", "--overwrite").exit_code == 0
+    assert cv2.imread(str(tmp_path / "grid.png")) is not None
+
+
+def test_info_of_mixed_sizes_prints_the_range(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 4, sizes=[(6, 8, 3), (9, 5, 3), (7, 7, 3), (6, 8, 3)])
+    assert invoke("lmdb", list_path, tmp_path / "db", "-j", 1).exit_code == 0
+    info = json.loads(invoke("info", tmp_path / "db", "--json").stdout)
+    assert info["shape"] is None and info["shape_min"] == [3, 6, 5] and info["shape_max"] == [3, 9, 8]
+    text = invoke("info", tmp_path / "db").stdout
+    assert "sizes vary: H 6 to 9, W 5 to 8, 3 channel(s), uint8" in text and "raw pixels" in text
+
+
+def test_info_names_hdf5_data_and_its_label_datasets(invoke, tmp_path):
+    assert invoke("noise", "--n", 14, "--out", tmp_path / "s", "--to", "hdf5", "-j", 1).exit_code == 0
+    text = invoke("info", tmp_path / "s/train_h5.txt").stdout
+    assert "float32 arrays" in text and "raw" not in text
+    assert "100x100 (HxW), 1 channel, float32" in text
+    assert "freq[0]:" in text and "freq[1]:" in text and "fx" not in text
+
+
+def test_verify_lines_up_hdf5_rows_by_path_after_skips(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 8)
+    (tmp_path / "img/0002.png").write_bytes(b"junk")
+    r = invoke("hdf5", list_path, "-o", tmp_path / "db.h5", "--skip-bad", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    r = invoke("verify", tmp_path / "db_h5.txt", "--list", list_path)
+    assert r.exit_code == 1
+    problems = r.stdout.strip().splitlines()[:-1]
+    assert problems == ["img/0002.png: in the list but not in the store"]
+    assert invoke("lmdb", list_path, tmp_path / "db", "--skip-bad", "-j", 1).exit_code == 0
+    r = invoke("verify", tmp_path / "db", "--list", list_path)
+    assert r.stdout.strip().splitlines()[:-1] == problems  # the same report on every store
+
+
+def test_verify_of_a_missing_store_is_a_usage_error(invoke, tmp_path):
+    r = invoke("verify", tmp_path / "nope")
+    assert r.exit_code == 2 and "no store there" in r.stderr

@@ -59,3 +59,30 @@ def test_errors(invoke, tmp_path):
     assert invoke("list", tmp_path / "imgs", "--out", tmp_path / "t.txt").exit_code == 0
     r = invoke("list", tmp_path / "imgs", "--out", tmp_path / "t.txt")
     assert r.exit_code == 1 and "already exists" in r.stderr
+
+
+def test_dash_writes_the_list_to_stdout(invoke, tmp_path, monkeypatch):
+    make_tree(tmp_path / "imgs", {"cat": 1, "dog": 1})
+    monkeypatch.chdir(tmp_path)
+    r = invoke("list", "imgs", "-o", "-")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == "imgs/cat/0.png 0\nimgs/dog/0.png 1\n"
+    assert not (tmp_path / "-").exists()
+    assert (tmp_path / "classes.txt").read_text() == "0 cat\n1 dog\n"
+    r = invoke("list", "imgs", "-o", "-", "--split", "0.5,0.5")
+    assert r.exit_code == 2 and "give --out a file" in r.stderr
+
+
+def test_classes_out_keeps_two_lists_apart(invoke, tmp_path):
+    make_tree(tmp_path / "a", {"x": 1, "y": 1})
+    make_tree(tmp_path / "b", {"p": 1, "q": 1, "r": 1})
+    assert invoke("list", tmp_path / "a", "-o", tmp_path / "a.txt", "--classes-out",
+                  tmp_path / "a_classes.txt").exit_code == 0
+    assert invoke("list", tmp_path / "b", "-o", tmp_path / "b.txt", "--classes-out",
+                  tmp_path / "b_classes.txt").exit_code == 0
+    assert (tmp_path / "a_classes.txt").read_text() == "0 x\n1 y\n"
+    assert (tmp_path / "b_classes.txt").read_text() == "0 p\n1 q\n2 r\n"
+
+
+def test_missing_folder_is_a_usage_error(invoke, tmp_path):
+    assert invoke("list", tmp_path / "nope").exit_code == 2

@@ -51,8 +51,8 @@ def test_help_does_not_import_heavy_modules():
     assert out.strip().endswith("[]")
 
 
-def run_on_terminal(*args, cwd) -> str:
-    """Run dataprep with stderr on a 100-column pseudo-terminal; returns what it drew there."""
+def run_on_terminal(*args, cwd, columns=100) -> str:
+    """Run dataprep with stderr on a pseudo-terminal; returns what it drew there."""
     import fcntl
     import os
     import pty
@@ -62,7 +62,7 @@ def run_on_terminal(*args, cwd) -> str:
     import termios
 
     leader, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     chunks = []
     try:
         proc = subprocess.Popen([sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
@@ -91,3 +91,17 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     assert hidden.returncode == 0 and "img/s" not in hidden.stderr
     quiet = run_on_terminal("noise", "--n", 300, "--out", "s", "-q", cwd=tmp_path / "c")
     assert "img/s" not in quiet
+
+
+def test_bars_count_whole_images_and_end_with_a_summary(tmp_path):
+    from conftest import write_images
+
+    drawn = run_on_terminal("noise", "--n", 1200, "--out", "s", "-j", 1, cwd=tmp_path)
+    assert "/1,200 img" in drawn and "0.00/" not in drawn and "k/" not in drawn
+    assert "noise: 1,200 img in " in drawn and " img/s)" in drawn
+    list_path, _ = write_images(tmp_path / "r", 20)
+    drawn = run_on_terminal("resize", list_path, "out", "--size", "4x4", "-j", 1, cwd=tmp_path / "r")
+    assert "/20 img" in drawn and "resize: 20 img in " in drawn  # a total, so a percentage and ETA
+    (tmp_path / "n").mkdir()  # a terminal that reports no width: 80 columns
+    narrow = run_on_terminal("noise", "--n", 300, "--out", "s", "-j", 1, cwd=tmp_path / "n", columns=0)
+    assert "/300 img" in narrow

@@ -10,7 +10,7 @@ import pytest
 from conftest import write_images
 from wire import LENGTH, VARINT, fields, packed_floats
 
-from dataprep.mean import CHANNEL_NAMES, StoreArrays, compute_mean
+from dataprep.mean import StoreArrays, compute_mean
 from dataprep.parallel import InlineExecutor, ProcessExecutor
 
 STORES = {
@@ -53,26 +53,23 @@ def test_identical_for_any_worker_count(tmp_path, invoke):
 
 
 def test_no_drift_on_large_sums():
-    """float32 sums (compute_image_mean) drift past 2**24; integer sums do not."""
-    from dataprep.mean import _SumTask
+    """float32 sums (compute_image_mean) drift past 2**24 (70000 x 255 is 1.8e7); the mean
+    of 70000 images alternating 255 and 254 must still be exactly 254.5."""
 
-    class Constant:
+    class Alternating:
         shareable = True
 
         def __len__(self):
             return 70000
 
         def arrays(self, start, stop):
-            image = np.full((1, 2, 2), 255, np.uint8)
+            images = [np.full((1, 2, 2), 254, np.uint8), np.full((1, 2, 2), 255, np.uint8)]
             for i in range(start, stop):
-                yield str(i), image
+                yield str(i), images[i % 2]
 
-    part = _SumTask(Constant())(0, 70000)[0]
-    assert part.total.dtype == np.uint64 and int(part.total[0, 0, 0]) == 255 * 70000
-    drifted = np.float32(0)
-    for _ in range(70000):
-        drifted += np.float32(255)
-    assert drifted != 255 * 70000  # what a float32 accumulator would have reported
+    result = compute_mean(Alternating(), InlineExecutor())
+    assert result.count == 70000 and (result.mean == 254.5).all()
+    assert result.channels == [("gray", 254.5)]
 
 
 def test_list_source_with_resize_and_gray(invoke, tmp_path):
@@ -83,8 +80,10 @@ def test_list_source_with_resize_and_gray(invoke, tmp_path):
     imgs = [cv2.resize(cv2.imread(str(tmp_path / f"img/{i:04d}.png"), cv2.IMREAD_GRAYSCALE), (5, 4),
                        interpolation=cv2.INTER_LINEAR) for i in range(6)]
     assert summary["shape"] == [1, 4, 5] and summary["count"] == 6
+    assert list(summary["channels"]) == ["gray"]
     assert summary["channels"]["gray"] == pytest.approx(np.mean(imgs), rel=1e-9)
-    assert CHANNEL_NAMES[1] == ["gray"]
+    r = invoke("mean", list_path, "--resize", "4x5", "--json", "-o", tmp_path / "c.bp", "-j", 1)
+    assert list(json.loads(r.stdout)["channels"]) == ["B", "G", "R"]  # color stays color
 
 
 def test_per_channel_only_writes_nothing(invoke, tmp_path):
@@ -109,3 +108,15 @@ def test_errors(invoke, tmp_path):
     assert r.exit_code == 1 and "neither an LMDB nor a LevelDB" in r.stderr
     r = invoke("mean", tmp_path / "x.bin")
     assert r.exit_code == 2 and "no store there" in r.stderr  # a missing input: usage
+
+
+def test_per_channel_only_takes_mixed_sizes(invoke, tmp_path):
+    list_path, images = write_images(tmp_path, 5, sizes=[(6, 6, 3), (4, 9, 3), (6, 6, 3), (7, 3, 3),
+                                                         (5, 5, 3)])
+    assert invoke("lmdb", list_path, tmp_path / "db", "-j", 1).exit_code == 0
+    r = invoke("mean", tmp_path / "db", "--per-channel-only", "--json", "-j", 2)
+    assert r.exit_code == 0, r.stderr
+    pixels = np.concatenate([im.reshape(-1, 3) for im in images]).astype(np.float64)
+    got = json.loads(r.stdout)["channels"]
+    assert [got[c] for c in "BGR"] == pytest.approx(pixels.mean(axis=0).tolist(), rel=1e-12)
+    assert invoke("mean", tmp_path / "db", "-o", tmp_path / "m.bp").exit_code == 1  # a mean image needs one size

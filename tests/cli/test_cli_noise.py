@@ -161,3 +161,22 @@ def test_label_names_with_spaces_name_the_datasets_as_hdf5_does(invoke, tmp_path
     assert r.exit_code == 0, r.stderr
     with h5py.File(tmp_path / "f_lists/train.h5") as f:
         assert sorted(f) == ["data", "fx", "fy"]
+
+
+def test_ctrl_c_into_hdf5_exits_130_without_a_traceback(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for k, delay in enumerate((0.4, 0.7, 1.0)):
+        out = tmp_path / f"s{k}"
+        proc = subprocess.Popen([sys.executable, "-m", "dataprep.cli.main", "noise", "--n", "60000",
+                                 "--to", "hdf5", "--out", str(out), "-j", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert not out.exists() or (leftovers(out) == [] and not list(out.glob("*.h5")))

@@ -229,3 +229,36 @@ def test_interrupted_write_leaves_no_store(tmp_path, kind, sig):
     assert rerun.returncode == 0, rerun.stderr
     assert "left by an interrupted run" in rerun.stderr and left[0] in rerun.stderr
     assert leftovers(tmp_path) == [] and destinations(tmp_path)
+
+
+def test_hdf5_refuses_a_list_without_labels_unless_no_labels(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 4, labels="none")
+    r = invoke("hdf5", list_path, "-j", 1)
+    assert r.exit_code == 1 and "has no labels (paths only)" in r.stderr and "--no-labels" in r.stderr
+    assert not (tmp_path / "list.h5").exists()
+    r = invoke("hdf5", list_path, "--no-labels", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    with h5py.File(tmp_path / "list.h5") as f:
+        assert list(f) == ["data"] and f["data"].shape == (4, 3, 12, 16)
+    labelled, _ = write_images(tmp_path / "l", 2)
+    assert invoke("hdf5", labelled, "--no-labels").exit_code == 2
+
+
+@pytest.mark.parametrize("kind", sorted(COMMANDS))
+def test_missing_list_is_a_usage_error(invoke, tmp_path, kind):
+    r = invoke(*command(kind, tmp_path, tmp_path / "nope.txt"))
+    assert r.exit_code == 2 and "nope.txt: no such list file" in r.stderr
+
+
+def test_skipped_lines_are_reported_in_list_order(invoke, tmp_path, caplog):
+    list_path, _ = write_images(tmp_path, 6)
+    lines = list_path.read_text().splitlines()
+    lines[4] = "img/0004.png cat"  # a bad label: found while reading the list, before any image
+    list_path.write_text("\n".join(lines) + "\n")
+    (tmp_path / "img/0001.png").write_bytes(b"junk")
+    (tmp_path / "img/0003.png").unlink()
+    r = invoke("lmdb", list_path, tmp_path / "db", "--skip-bad", "-j", 2)
+    assert r.exit_code == 0, r.stderr
+    skipped = [line for line in r.stderr.splitlines() if line.startswith("WARNING: skipped:")]
+    assert [line.split("list.txt:")[1].split(":")[0] for line in skipped] == ["2", "4", "5"]
+    assert "skipped 3 bad input(s)" in r.stderr
