@@ -137,15 +137,18 @@ def noise_list(base: Path, folder: str, list_name: str) -> Path:
 
 def bench_hdf5(base: Path, n_max: int, j: int, repeat: int) -> None:
     py = sys.executable
-    run_tutorial(n_max, j, base / "samples")
+    # the noise images of the pipeline a user runs: `dataprep noise` (1-channel JPEGs); with
+    # channels kept (auto), `dataprep hdf5` writes N x 1 x 100 x 100 like gen_hdf5
+    measure(dataprep("noise", "--n", n_max, "--out", base / "samples", "--lists-dir", base / "lists",
+                     "-j", j, "-q"))
     all_list = noise_list(base, "samples", "all.txt")
-    print(f"HDF5 from the tutorial's noise images, {j} workers, median of {repeat} rounds")
+    print(f"HDF5 from `dataprep noise` images, {j} workers, median of {repeat} rounds")
     cmds = {}
     for n in sorted({5000, n_max}):
         lst = head(all_list, n, base / f"train{n}.txt")
         cmds[f"tut{n}"] = ([py, "-c", GEN_HDF5, lst.name, f"tut{n}.h5"], base,
                            [base / f"tut{n}.h5", base / f"tut{n}_h5.txt"])
-        cmds[f"dp{n}"] = (dataprep("hdf5", lst.name, "-o", f"dp{n}.h5", "--gray", "--mean", 128,
+        cmds[f"dp{n}"] = (dataprep("hdf5", lst.name, "-o", f"dp{n}.h5", "--mean", 128,
                                    "--label-names", "freq", "-j", j, "-q"), base,
                           [base / f"dp{n}.h5", base / f"dp{n}_h5.txt"])
     t = interleaved(cmds, repeat, settle)
@@ -185,6 +188,29 @@ def bench_pipeline(base: Path, n: int, j: int, repeat: int) -> None:
           f"dataprep {', '.join(f'{x:.2f}' for x in ours)} s)")
 
 
+def bench_routes(base: Path, n: int, j: int, repeat: int) -> None:
+    """The two routes from noise to HDF5 that dataprep offers: image files, then `hdf5`; or
+    `noise --to hdf5` straight into the store (no image files, no decode)."""
+    print(f"noise to HDF5 by route, N={n}, {j} workers, median of {repeat} rounds")
+    cmds = {
+        "files": (dataprep("noise", "--n", n, "--format", "png", "--out", "r_samples", "-j", j, "-q"),
+                  base, [base / p for p in ("r_samples", "train.txt", "val.txt", "test.txt",
+                                            "test_labels.txt")]),
+        "to": (dataprep("noise", "--n", n, "--to", "hdf5", "--out", "r_to", "--mean", 128, "-j", j, "-q"),
+               base, [base / "r_to"]),
+    }
+    times = interleaved(cmds, repeat, settle)
+    hdf5 = interleaved({"hdf5": (dataprep("hdf5", "train.txt", "--mean", 128, "--label-names", "freq",
+                                          "-j", j, "-q"), base, [base / "train.h5", base / "train_h5.txt"])},
+                       repeat, settle)
+    print(row("  noise --format png (files + lists)", n, times["files"]["wall"], times["files"]["peak_mb"]))
+    print(row("  hdf5 train.txt (after the files)", n, hdf5["hdf5"]["wall"], hdf5["hdf5"]["peak_mb"]))
+    print(row("  noise --to hdf5", n, times["to"]["wall"], times["to"]["peak_mb"]))
+    both = times["files"]["wall"] + hdf5["hdf5"]["wall"]
+    print(f"  --to hdf5 against files alone: {times['files']['wall'] / times['to']['wall']:.2f}x; "
+          f"against files + hdf5: {both / times['to']['wall']:.2f}x")
+
+
 def bench_lmdb(base: Path, m: int, j: int, repeat: int) -> None:
     py = sys.executable
     photos = make_photos(base / "photos", m)
@@ -214,7 +240,7 @@ def main():
     ap.add_argument("--photos", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dir", type=Path, default=None)
-    ap.add_argument("--only", choices=["hdf5", "pipeline", "lmdb"], default=None)
+    ap.add_argument("--only", choices=["hdf5", "pipeline", "routes", "lmdb"], default=None)
     ap.add_argument("--repeat", type=int, default=3, help="rounds of each comparison")
     args = ap.parse_args()
     with scratch_dir("bench_stores_", args.dir) as base:
@@ -222,6 +248,8 @@ def main():
             bench_hdf5(base, args.n, args.workers, args.repeat)
         if args.only in (None, "pipeline"):
             bench_pipeline(base, args.n, args.workers, args.repeat)
+        if args.only in (None, "routes"):
+            bench_routes(base, args.n, args.workers, args.repeat)
         if args.only in (None, "lmdb"):
             bench_lmdb(base, args.photos, args.workers, args.repeat)
 

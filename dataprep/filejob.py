@@ -14,6 +14,7 @@ image files under OUT, resumable and never silently stale.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ from .listfile import ListFile, format_line, read_list, write_list
 from .parallel import Executor, ordered_map
 from .progress import set_total
 from .scan import DEFAULT_EXTENSIONS, images_under
-from .staging import Staging
+from .staging import Staging, remove
+
+log = logging.getLogger(__name__)
 
 FORMATS = {"keep": None, "jpg": ".jpg", "png": ".png"}
 SETTINGS_NAME = "dataprep-settings.json"
@@ -98,8 +101,9 @@ def list_items(listfile: ListFile, out: Path, fmt: str, root_given: bool = False
     return _numbered(items)
 
 
-def check_settings(out: Path, settings: dict, overwrite: bool) -> dict:
-    """The settings record OUT should hold, after refusing a rerun with other settings.
+def check_settings(out: Path, settings: dict, overwrite: bool) -> tuple[dict, bool]:
+    """The settings record OUT should hold, and whether OUT holds outputs of other settings
+    (stale: ``overwrite`` removes them, so no orphaned variants stay behind).
 
     Raises StoreExistsError when OUT holds files but no settings record (not made by this
     command), or a record of other settings, unless ``overwrite``."""
@@ -115,7 +119,7 @@ def check_settings(out: Path, settings: dict, overwrite: bool) -> dict:
         if not overwrite and out.is_dir() and any(out.iterdir()):
             raise StoreExistsError(f"{out} already holds files that this command did not make; "
                                    "choose another folder, or pass --overwrite to write into it")
-        return {"settings": settings, "lists": {}}
+        return {"settings": settings, "lists": {}}, False
     old = recorded.get("settings")
     if old != settings and not overwrite:
         if not isinstance(old, dict):
@@ -126,7 +130,7 @@ def check_settings(out: Path, settings: dict, overwrite: bool) -> dict:
                                "with the same settings to resume, or pass --overwrite to redo "
                                "everything")
     lists = recorded.get("lists", {}) if old == settings else {}
-    return {"settings": settings, "lists": lists if isinstance(lists, dict) else {}}
+    return {"settings": settings, "lists": lists if isinstance(lists, dict) else {}}, old != settings
 
 
 def _shown(value: object) -> str:
@@ -246,7 +250,10 @@ def file_job(
     channels = channels.resolve((Path(item.source), item.where) for item in items)
     if check is not None:
         check(listfile, channels)
-    record = check_settings(out, {**settings, "channels": channels.mode, "format": fmt}, overwrite)
+    record, stale = check_settings(out, {**settings, "channels": channels.mode, "format": fmt}, overwrite)
+    if stale:  # --overwrite over outputs of other settings: none of them may stay
+        log.info("removing %s: its outputs were made with other settings", out)
+        remove(out)
     list_path = None
     if listfile is not None:
         list_path = out / (Path(listfile.name).name if str(src) != "-" else "list.txt")

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import StoreError
+from .images import describe_shape
 from .listfile import ListFile, read_list, shuffle_order
 from .progress import set_total
 from .stores import open_store, store_kind
@@ -141,7 +142,8 @@ def _check_datums(reader: DatumReader, report: Report, expected, progress) -> No
         if first is None:
             first = (array.shape, key)
         elif uniform and array.shape != first[0]:
-            report.problems.append(f"{key}: shape {array.shape} differs from {first[0]} of {first[1]}")
+            report.problems.append(f"{key}: {describe_shape(array.shape, 'CHW')}, but {first[1]} is "
+                                   f"{describe_shape(first[0], 'CHW')}")
         stored_labels = next(label_iter).array.ravel() if label_iter is not None else np.array([datum.label], float)
         _check_labels(key, stored_labels, integer, report)
         if expected is not None:

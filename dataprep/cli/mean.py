@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import (SIZE, channels_options, common_options, echo_result, json_opt, overwrite_opt,
-                      progress, root_opt, start_workers, workers_opt)
+from .options import (channels_options, common_options, echo_result, json_opt, overwrite_opt, progress,
+                      resize_opt, root_opt, start_workers, workers_opt)
 
 
 @click.command("mean")
@@ -22,7 +22,7 @@ from .options import (SIZE, channels_options, common_options, echo_result, json_
               help="Force how SOURCE is read [default: detected; a .txt of images is a list].")
 @root_opt
 @channels_options
-@click.option("--resize", type=SIZE, default=None, metavar="HxW", help="Lists: resize every image to HxW.")
+@resize_opt
 @workers_opt
 @overwrite_opt
 @json_opt

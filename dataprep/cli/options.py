@@ -1,14 +1,19 @@
-"""Options shared by the commands, one spelling per concept.
+"""Options shared by the commands, one spelling per concept, each declared once here.
 
 * ``common_options`` (``--quiet``, ``--verbose``, ``--debug``): the root group and every command.
 * ``workers_opt``: noise, hdf5, lmdb, mean, resize, augment; ``seed_opt``: noise, list, hdf5,
-  lmdb, info, augment; ``overwrite_opt``, ``json_opt``: every command that writes.
-* ``input_options`` (``--root``, ``--gray``, ``--resize``, ``--check-size``, ``--shuffle``,
-  ``--skip-bad`` and the above): hdf5, lmdb.
+  lmdb, info, augment; ``overwrite_opt``: every command that writes; ``json_opt``: every
+  command but info's picture.
+* ``SIZE`` (the ``HxW`` / ``S`` grammar of ``images.parse_size``): every size option.
+* ``root_opt``: hdf5, lmdb, mean, verify, resize, augment; ``channels_options``
+  (``--gray``/``--color``): hdf5, lmdb, mean, resize, augment; ``device_opt``: resize, augment.
+* ``input_options`` (``--root``, ``--gray``/``--color``, ``--resize``, ``--check-size``,
+  ``--shuffle``, ``--skip-bad`` and the above): hdf5, lmdb.
 * ``store_options`` (``--label-names``, ``--mean``, ``--mean-file``, ``--scale``,
-  ``--shard-size``, ``--compression``, ``--relative``): hdf5, and noise ``--to hdf5``.
-* ``image_output_options`` (``--format``, ``--quality``, ``--gray``, ``--root``,
-  ``--skip-bad``, ``--workers``, ``--overwrite``, ``--json``): resize, augment.
+  ``--shard-size``, ``--compression``, ``--relative``, parsed into one ``Hdf5Options``):
+  hdf5, and noise ``--to hdf5``.
+* ``image_output_options`` (``--format``, ``--quality``, ``--gray``/``--color``, ``--root``,
+  ``--device``, ``--skip-bad``, ``--workers``, ``--overwrite``, ``--json``): resize, augment.
 """
 
 from __future__ import annotations

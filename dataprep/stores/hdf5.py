@@ -17,6 +17,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from ..errors import DataprepError, StoreError, UsageError
+from ..images import describe_shape
 from ..records import Record
 from ..staging import Staging, exists, refuse_existing, remove
 from .base import CHECKSUM, FORMAT_VERSION, StoredRecord, StoreReader, StoreWriter, checksum, dump_manifest
@@ -136,6 +137,13 @@ def _broadcasts(small: tuple[int, ...], shape: tuple[int, ...]) -> bool:
         return np.broadcast_shapes(small, shape) == shape
     except ValueError:
         return False
+
+
+def _chw(shape: tuple[int, ...]) -> str:
+    """A mean's shape in words: a C x H x W image, or values per channel."""
+    if len(shape) == 3 and shape[1:] != (1, 1):
+        return describe_shape(shape, "CHW")
+    return f"{shape[0]} value(s) per channel" if shape else "one value"
 
 
 def shard_name(path: Path, index: int) -> Path:
@@ -276,7 +284,7 @@ class Hdf5Writer(StoreWriter):
         self._shape = payload.pixels.shape
         if self.mean is not None and not _broadcasts(self.mean.shape, self._shape):
             raise DataprepError(
-                f"mean of shape {tuple(self.mean.shape)} does not fit images of shape {self._shape}")
+                f"the mean ({_chw(self.mean.shape)}) does not fit images of {describe_shape(self._shape, 'CHW')}")
         k = payload.labels.shape[0]
         if k == 0:
             self.label_names = []
@@ -310,7 +318,8 @@ class Hdf5Writer(StoreWriter):
         if self._shape is None:
             self._plan(payload)
         elif payload.pixels.shape != self._shape:
-            raise DataprepError(f"{key}: shape {payload.pixels.shape} differs from {self._shape}")
+            raise DataprepError(f"{key}: {describe_shape(payload.pixels.shape, 'CHW')}, but the first "
+                                f"record is {describe_shape(self._shape, 'CHW')}")
         shard = self._shards[-1][1] if self._shards else None
         if shard is None or shard.count == self._rows_per_shard:
             if shard is not None:

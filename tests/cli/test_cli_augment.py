@@ -125,6 +125,10 @@ def test_other_copies_stop_the_rerun_and_keep_the_list(invoke, tmp_path):
     assert tree_bytes(tmp_path / "out") == before
     r = invoke("augment", list_path, tmp_path / "out", "--copies", 3, "--mirror", "-j", 1, "--overwrite")
     assert r.exit_code == 0 and len(read_list(tmp_path / "out/list.txt")) == 9
+    r = invoke("augment", list_path, tmp_path / "out", "--copies", 1, "--mirror", "-j", 1, "--overwrite")
+    assert r.exit_code == 0  # fewer copies: the old variants go, none is left orphaned
+    assert sorted(tree_bytes(tmp_path / "out")) == ["0000_aug0.png", "0001_aug0.png", "0002_aug0.png",
+                                                    "dataprep-settings.json", "list.txt"]
 
 
 def test_pad_lets_crops_exceed_small_images(invoke, tmp_path):
