@@ -204,7 +204,8 @@ def bench_routes(base: Path, n: int, j: int, repeat: int) -> None:
                                           "-j", j, "-q"), base, [base / "train.h5", base / "train_h5.txt"])},
                        repeat, settle)
     print(row("  noise --format png (files + lists)", n, times["files"]["wall"], times["files"]["peak_mb"]))
-    print(row("  hdf5 train.txt (after the files)", n, hdf5["hdf5"]["wall"], hdf5["hdf5"]["peak_mb"]))
+    n_train = len((base / "train.txt").read_text().splitlines())
+    print(row("  hdf5 train.txt (after the files)", n_train, hdf5["hdf5"]["wall"], hdf5["hdf5"]["peak_mb"]))
     print(row("  noise --to hdf5", n, times["to"]["wall"], times["to"]["peak_mb"]))
     both = times["files"]["wall"] + hdf5["hdf5"]["wall"]
     print(f"  --to hdf5 against files alone: {times['files']['wall'] / times['to']['wall']:.2f}x; "

@@ -199,9 +199,9 @@ def write_noise_stores(
 ) -> dict[str, list[Path]]:
     """Stream the train/val/test samples straight into one store each in ``out``.
 
-    No image files are created: decode-free and far faster than the file route. Pixels
-    equal the PNG file route's exactly. Float labels go to HDF5 ``freq`` or, for Datum
-    stores, a companion ``*_labels`` store; ``classes`` gives integer labels.
+    No image files are created and nothing is decoded again (the README says what that
+    saves). Pixels equal the PNG file route's exactly. Float labels go to HDF5 ``freq`` or,
+    for Datum stores, a companion ``*_labels`` store; ``classes`` gives integer labels.
     """
     from .convert import write_stores
     from .stores.hdf5 import Hdf5Options

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from .errors import DataprepError, UsageError
 from .listfile import class_lines, format_line, write_list
-from .splits import SPLIT_NAMES, split_counts
+from .splits import SPLIT_NAMES, stratified_split
 from .staging import Staging
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "ppm", "pgm", "tif", "tiff", "webp")
@@ -49,22 +48,6 @@ def scan(
     if not items:
         raise DataprepError(f"{root}: no images with extensions {', '.join(sorted(exts))}")
     return classes, items
-
-
-def stratified_split(
-    labels: Sequence[int], ratios: Sequence[float] | Sequence[int], seed: int
-) -> list[list[int]]:
-    """Indices per split: each class is shuffled and cut by ``ratios``; each split then shuffled."""
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    parts: list[list[int]] = [[] for _ in SPLIT_NAMES]
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        counts = split_counts(ratios, len(members))
-        bounds = np.cumsum([0, *counts])
-        for i in range(len(SPLIT_NAMES)):
-            parts[i].extend(members[bounds[i] : bounds[i + 1]].tolist())
-    return [rng.permutation(p).tolist() for p in parts]
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Train/val/test splits: parse ``--split`` (counts or ratios) and draw a seeded assignment."""
+"""Train/val/test splits: parse ``--split`` (counts or ratios) and draw a seeded assignment,
+plain (``assign``) or stratified by class (``stratified_split``)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,19 @@ def assign(n: int, counts: Sequence[int], seed: int) -> list[np.ndarray]:
     perm = np.random.default_rng([seed, _SPLIT_STREAM]).permutation(n)
     bounds = np.cumsum([0, *counts])
     return [perm[bounds[i] : bounds[i + 1]] for i in range(len(counts))]
+
+
+def stratified_split(
+    labels: Sequence[int], ratios: Sequence[float] | Sequence[int], seed: int
+) -> list[list[int]]:
+    """Indices per split: each class is shuffled and cut by ``ratios``; each split then shuffled."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    parts: list[list[int]] = [[] for _ in SPLIT_NAMES]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        counts = split_counts(ratios, len(members))
+        bounds = np.cumsum([0, *counts])
+        for i in range(len(SPLIT_NAMES)):
+            parts[i].extend(members[bounds[i] : bounds[i + 1]].tolist())
+    return [rng.permutation(p).tolist() for p in parts]

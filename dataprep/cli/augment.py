@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import (SIZE, echo_result, image_output_options, progress, report_skipped, seed_opt,
-                      start_workers)
+from .options import SIZE, image_output_options, seed_opt
+from .running import echo_result, progress, report_skipped, start_workers
 
 
 class RangeType(click.ParamType):

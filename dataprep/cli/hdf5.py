@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import echo_result, input_options, run_store, start_workers, store_options
+from .options import input_options, store_options
+from .running import echo_result, run_store, start_workers
 
 
 @click.command("hdf5")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import common_options, echo_result, json_opt, overwrite_opt, seed_opt
+from .options import common_options, json_opt, overwrite_opt, seed_opt
+from .running import echo_result
 
 
 @click.command("list")

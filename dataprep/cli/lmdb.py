@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .options import echo_result, input_options, run_store, start_workers
+from .options import input_options
+from .running import echo_result, run_store, start_workers
 
 
 @click.command("lmdb")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from .options import (channels_options, common_options, echo_result, json_opt, overwrite_opt, progress,
-                      resize_opt, root_opt, start_workers, workers_opt)
+from .options import (channels_options, common_options, json_opt, overwrite_opt, resize_opt,
+                      root_opt, workers_opt)
+from .running import echo_result, progress, start_workers
 
 
 @click.command("mean")

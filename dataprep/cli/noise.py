@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from .options import (SIZE, common_options, echo_result, json_opt, overwrite_opt, progress, seed_opt,
-                      start_workers, store_options, workers_opt)
+from .options import (SIZE, common_options, json_opt, overwrite_opt, seed_opt, store_options,
+                      workers_opt)
+from .running import echo_result, progress, start_workers
 
 
 @click.command("noise")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import SIZE, echo_result, image_output_options, progress, report_skipped, start_workers
+from .options import SIZE, image_output_options
+from .running import echo_result, progress, report_skipped, start_workers
 
 
 @click.command("resize")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt, progress, root_opt
+from .options import common_options, json_opt, root_opt
+from .running import progress
 
 
 @click.command("verify")

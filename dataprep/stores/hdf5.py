@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import DataprepError, StoreError, UsageError
 from ..images import describe_shape
+from ..listfile import write_list
 from ..records import Record
 from ..staging import Staging, exists, refuse_existing, remove
 from .base import CHECKSUM, FORMAT_VERSION, StoredRecord, StoreReader, StoreWriter, checksum, dump_manifest
@@ -347,8 +348,7 @@ class Hdf5Writer(StoreWriter):
                 f.attrs["dataprep"] = dump_manifest(manifest)
             offset += shard.count
         outputs = [dest for dest, _ in self._shards]
-        list_tmp = self._staging.path(self.list_path)
-        list_tmp.write_text("".join(f"{self._listed(p)}\n" for p in outputs))
+        write_list(self._staging.path(self.list_path), [self._listed(p) for p in outputs])
         self._staging.commit()
         for stale in self._old:
             if stale not in outputs:

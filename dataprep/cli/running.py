@@ -1,0 +1,63 @@
+"""What every command does around its core call: start the workers early, draw progress,
+report skipped inputs, print results. Options live in ``options``; this is orchestration."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Callable, Iterator
+
+import click
+
+from .options import Settings
+
+
+def echo_result(as_json: bool, summary: dict, lines: list[str]) -> None:
+    """Results on stdout: the JSON summary, or one output per line."""
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+@contextlib.contextmanager
+def progress(total: int | None, desc: str, unit: str = "img") -> Iterator[Callable[[int], object]]:
+    """A progress callback for the core (``update(n)``; ``update.set_total(n)`` when the core
+    learns the total), drawn as a tqdm bar on stderr unless quiet, with a summary line at
+    the end when the bar was shown."""
+    from ..progress import progress_bar
+
+    with progress_bar(total, desc, unit, Settings.get().progress) as bar:
+        yield bar
+
+
+def report_skipped(on_error) -> int:
+    """Log the skips still waiting for their turn (list order), then the closing count of bad
+    inputs that --skip-bad passed over; returns the count."""
+    skipped = on_error.finish()
+    if skipped:
+        logging.getLogger("dataprep").warning("skipped %d bad input(s)", skipped)
+    return skipped
+
+
+def start_workers(workers: int | None) -> None:
+    """Start the worker fork server first thing, so its imports overlap with the command's."""
+    if workers != 1:
+        from ..parallel import warm_up
+
+        warm_up()
+
+
+def run_store(source, writer, workers: int | None, on_error, check_size: bool, desc: str):
+    """Stream ``source`` into ``writer`` with a progress bar; the shared body of store commands."""
+    from ..convert import write_store
+    from ..parallel import make_executor
+
+    executor = make_executor(workers, len(source))
+    with progress(len(source), desc) as update:
+        result = write_store(source, writer, executor, on_error=on_error, check_size=check_size,
+                             progress=update)
+    report_skipped(on_error)
+    return result
