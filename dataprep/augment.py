@@ -32,8 +32,9 @@ def copy_name(output: str, k: int) -> str:
 
 @dataclass(frozen=True)
 class _AugmentTask(FileTask):
-    """Decode each image once and write its K variants; transforms run on ``device`` with
-    one upload and one download per chunk."""
+    """Decode each image once and write its K variants; transforms run on ``device``. The
+    chunk's images go up in one upload and the variants come back in one download; the
+    drawn lighting shifts and noise (made on the CPU) go up per variant."""
 
     spec: AugmentSpec
     copies: int

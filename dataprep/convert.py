@@ -71,7 +71,7 @@ def source_list(source: RecordSource) -> ImageListSource | None:
 
 def store_meta(source: RecordSource, **extra: Any) -> dict:
     """What a store's manifest records besides its records: origin, label layout and the
-    preprocessing applied (so ``predict`` can redo it on raw images)."""
+    preprocessing applied (so raw images can be prepared the same way later)."""
     images = source_list(source)
     if images is None:
         return {"source": type(source).__name__, "labels": {}, "preprocessing": dict(extra)}

@@ -247,7 +247,7 @@ class ProcessExecutor(Executor):
             _stop(procs, jobs, results, graceful=finished)
 
     @staticmethod
-    def _receive(proc: multiprocessing.Process, conn: Connection) -> list[Any]:
+    def _receive(proc: multiprocessing.Process, conn: Connection) -> tuple[list[Any], float]:
         ready = wait([conn, proc.sentinel])
         if conn not in ready:
             raise _died(proc)

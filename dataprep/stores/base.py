@@ -66,10 +66,6 @@ class StoreWriter(ABC):
     def abort(self) -> None:
         """Remove everything written so far."""
 
-    def write(self, index: int, record: Record) -> None:
-        """Encode and store one record in this process (the serial path, for small jobs)."""
-        self.put(index, record.key, self.encoder()(record))
-
     def __enter__(self) -> "StoreWriter":
         return self
 

@@ -92,14 +92,26 @@ def test_verify_tampered_lmdb(invoke, tmp_path):
     assert "1 problem(s)" in r.stdout
 
 
-def test_verify_unfinished_writer(tmp_path, invoke):
-    list_path, _ = write_images(tmp_path, 6)
+def _write_and_die(list_path, dest):
+    """Write records through the public writer API, then die without closing (a kill)."""
     source = list_source(str(list_path))
-    writer = STORES["lmdb"](tmp_path / "db", meta=store_meta(source))
-    for i in range(3):
-        writer.write(i, source.record(i))
-    writer._flush()
-    writer._kv.close()  # killed here: the temporary store is all that is left
+    writer = STORES["lmdb"](dest, meta=store_meta(source))
+    encode = writer.encoder()
+    for i in range(len(source)):
+        record = source.record(i)
+        writer.put(i, record.key, encode(record))
+    os._exit(9)
+
+
+def test_verify_unfinished_writer(tmp_path, invoke):
+    import multiprocessing
+
+    list_path, _ = write_images(tmp_path, 6)
+    proc = multiprocessing.get_context("fork").Process(target=_write_and_die,
+                                                       args=(list_path, tmp_path / "db"))
+    proc.start()
+    proc.join()
+    assert proc.exitcode == 9  # killed: the temporary store is all that is left
     partial = next(p for p in tmp_path.iterdir() if ".partial-" in p.name)
     r = invoke("verify", partial)
     assert r.exit_code == 1 and "unfinished dataprep output" in r.stdout
