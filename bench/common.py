@@ -30,8 +30,14 @@ def measure(cmd: list, cwd: Path | None = None) -> dict:
     on this machine) every run recompiles numpy, cv2 and the rest, 0.4 s per process.
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    out = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, cmd)], cwd=cwd, env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *map(str, cmd)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     result = json.loads(out)
     if result["rc"] != 0:
         raise RuntimeError(f"{cmd} failed: {result['stderr']}")
@@ -73,8 +79,10 @@ def interleaved(cmds: dict[str, tuple[list, Path | None, list[Path]]], repeat: i
             m = measure(cmd, cwd=cwd)
             walls[name].append(m["wall"])
             peaks[name] = max(peaks[name], m["peak_mb"])
-    return {name: {"wall": statistics.median(walls[name]), "peak_mb": peaks[name], "runs": walls[name]}
-            for name in cmds}
+    return {
+        name: {"wall": statistics.median(walls[name]), "peak_mb": peaks[name], "runs": walls[name]}
+        for name in cmds
+    }
 
 
 @contextlib.contextmanager

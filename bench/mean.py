@@ -43,7 +43,9 @@ def main():
     with scratch_dir("bench_mean_", args.dir) as base:
         photos = make_photos(base / "photos", n)
         for name, extra in (("raw", []), ("enc", ["--encoded", "--encode-type", "jpg"])):
-            measure(dataprep("lmdb", photos.name, f"{name}_db", "--resize", "256x256", "-q", *extra), cwd=base)
+            measure(
+                dataprep("lmdb", photos.name, f"{name}_db", "--resize", "256x256", "-q", *extra), cwd=base
+            )
         pixel_gb = n * 3 * 256 * 256 / 1e9
         for name in ("raw", "enc"):
             db = f"{name}_db"
@@ -58,8 +60,10 @@ def main():
             print(row("  single-process decode + NumPy sum loop", n, t["loop"]["wall"], t["loop"]["peak_mb"]))
             print(row("  dataprep mean --workers 1", n, t["dp1"]["wall"], t["dp1"]["peak_mb"]))
             print(row("  dataprep mean --workers 2", n, t["dp2"]["wall"], t["dp2"]["peak_mb"]))
-            print(f"  speed-up (2 workers): {t['loop']['wall'] / t['dp2']['wall']:.2f}x; pixel data "
-                  f"{pixel_gb / t['dp2']['wall']:.2f} GB/s (loop {pixel_gb / t['loop']['wall']:.2f} GB/s)")
+            print(
+                f"  speed-up (2 workers): {t['loop']['wall'] / t['dp2']['wall']:.2f}x; pixel data "
+                f"{pixel_gb / t['dp2']['wall']:.2f} GB/s (loop {pixel_gb / t['loop']['wall']:.2f} GB/s)"
+            )
 
 
 if __name__ == "__main__":

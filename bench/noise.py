@@ -89,8 +89,11 @@ def main():
             runs["tutorial"].append(run_tutorial(n, j, base / "tutorial"))
             for kind, extra in (("files", []), ("hdf5", ["--to", "hdf5"]), ("lmdb", ["--to", "lmdb"])):
                 settle()
-                m = measure(dataprep("noise", "--n", n, "--out", base / kind / "samples", "--workers", j,
-                                     "-q", *extra))
+                m = measure(
+                    dataprep(
+                        "noise", "--n", n, "--out", base / kind / "samples", "--workers", j, "-q", *extra
+                    )
+                )
                 runs[kind].append(m["wall"])
                 peaks[kind] = max(peaks.get(kind, 0), m["peak_mb"])
             settle()

@@ -76,23 +76,35 @@ def main():
         cmds = {
             "cv2": ([py, "-c", CV2_LOOP, photos.name, "cv2_out"], base, [base / "cv2_out"]),
             "pil": ([py, "-c", PIL_LOOP, photos.name, "pil_out"], base, [base / "pil_out"]),
-            "dp1": (dataprep("resize", photos.name, "dp1_out", "--size", "256x256", "-j", 1, "-q"), base,
-                    [base / "dp1_out"]),
-            "dp2": (dataprep("resize", photos.name, "dp2_out", "--size", "256x256", "-j", 2, "-q"), base,
-                    [base / "dp2_out"]),
+            "dp1": (
+                dataprep("resize", photos.name, "dp1_out", "--size", "256x256", "-j", 1, "-q"),
+                base,
+                [base / "dp1_out"],
+            ),
+            "dp2": (
+                dataprep("resize", photos.name, "dp2_out", "--size", "256x256", "-j", 2, "-q"),
+                base,
+                [base / "dp2_out"],
+            ),
         }
         t = interleaved(cmds, args.repeat, settle)
-        print(f"resize {n} JPEGs of about 500x375 to 256x256 (area), JPEG q95, median of {args.repeat} rounds")
+        print(
+            f"resize {n} JPEGs of about 500x375 to 256x256 (area), JPEG q95, median of {args.repeat} rounds"
+        )
         print(row("  Pillow open/resize(BOX)/save loop", n, t["pil"]["wall"], t["pil"]["peak_mb"]))
         print(row("  cv2 imread/resize(AREA)/imwrite loop", n, t["cv2"]["wall"], t["cv2"]["peak_mb"]))
         print(row("  dataprep resize --workers 1", n, t["dp1"]["wall"], t["dp1"]["peak_mb"]))
         print(row("  dataprep resize --workers 2", n, t["dp2"]["wall"], t["dp2"]["peak_mb"]))
-        print(f"  speed-up (2 workers): {t['cv2']['wall'] / t['dp2']['wall']:.2f}x over the cv2 loop, "
-              f"{t['pil']['wall'] / t['dp2']['wall']:.2f}x over Pillow")
+        print(
+            f"  speed-up (2 workers): {t['cv2']['wall'] / t['dp2']['wall']:.2f}x over the cv2 loop, "
+            f"{t['pil']['wall'] / t['dp2']['wall']:.2f}x over Pillow"
+        )
         steps = breakdown(photos)
         total = sum(steps.values())
-        print("  one image, one process: " + ", ".join(
-            f"{k} {v * 1e3:.2f} ms ({v / total:.0%})" for k, v in steps.items()))
+        print(
+            "  one image, one process: "
+            + ", ".join(f"{k} {v * 1e3:.2f} ms ({v / total:.0%})" for k, v in steps.items())
+        )
 
 
 if __name__ == "__main__":

@@ -88,8 +88,10 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> Path:
     import numpy as np
     from skimage import data
 
-    photos = [getattr(data, name)() for name in
-              ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")]
+    photos = [
+        getattr(data, name)()
+        for name in ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
+    ]
     photos = [cv2.cvtColor(p, cv2.COLOR_RGB2BGR) for p in photos]
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
@@ -101,7 +103,7 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> Path:
         y, x = rng.integers(0, ph - ch + 1), rng.integers(0, pw - cw + 1)
         h, w = (375, 500) if rng.random() < 0.75 else (500, 375)
         h, w = int(h * rng.uniform(0.9, 1.1)), int(w * rng.uniform(0.9, 1.1))
-        crop = cv2.resize(photo[y:y + ch, x:x + cw], (w, h), interpolation=cv2.INTER_AREA)
+        crop = cv2.resize(photo[y : y + ch, x : x + cw], (w, h), interpolation=cv2.INTER_AREA)
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         name = f"photo_{i:05d}.jpg"
@@ -121,7 +123,10 @@ def head(list_file: Path, n: int, out: Path) -> Path:
 def same_lmdb(a: Path, b: Path) -> bool:
     import lmdb
 
-    with lmdb.open(str(a), readonly=True, lock=False) as ea, lmdb.open(str(b), readonly=True, lock=False) as eb:
+    with (
+        lmdb.open(str(a), readonly=True, lock=False) as ea,
+        lmdb.open(str(b), readonly=True, lock=False) as eb,
+    ):
         with ea.begin() as ta, eb.begin() as tb:
             return list(ta.cursor()) == list(tb.cursor())
 
@@ -129,9 +134,13 @@ def same_lmdb(a: Path, b: Path) -> bool:
 def noise_list(base: Path, folder: str, list_name: str) -> Path:
     """The tutorial's list step: ``path fx fy`` for every generated image."""
     out = base / list_name
-    out.write_text("\n".join(
-        f"{folder}/{p.name} {p.stem.split('_')[1]} {p.stem.split('_')[2]}"
-        for p in sorted((base / folder).iterdir())) + "\n")
+    out.write_text(
+        "\n".join(
+            f"{folder}/{p.name} {p.stem.split('_')[1]} {p.stem.split('_')[2]}"
+            for p in sorted((base / folder).iterdir())
+        )
+        + "\n"
+    )
     return out
 
 
@@ -139,18 +148,28 @@ def bench_hdf5(base: Path, n_max: int, j: int, repeat: int) -> None:
     py = sys.executable
     # the noise images of the pipeline a user runs: `dataprep noise` (1-channel JPEGs); with
     # channels kept (auto), `dataprep hdf5` writes N x 1 x 100 x 100 like gen_hdf5
-    measure(dataprep("noise", "--n", n_max, "--out", base / "samples", "--lists-dir", base / "lists",
-                     "-j", j, "-q"))
+    measure(
+        dataprep(
+            "noise", "--n", n_max, "--out", base / "samples", "--lists-dir", base / "lists", "-j", j, "-q"
+        )
+    )
     all_list = noise_list(base, "samples", "all.txt")
     print(f"HDF5 from `dataprep noise` images, {j} workers, median of {repeat} rounds")
     cmds = {}
     for n in sorted({5000, n_max}):
         lst = head(all_list, n, base / f"train{n}.txt")
-        cmds[f"tut{n}"] = ([py, "-c", GEN_HDF5, lst.name, f"tut{n}.h5"], base,
-                           [base / f"tut{n}.h5", base / f"tut{n}_h5.txt"])
-        cmds[f"dp{n}"] = (dataprep("hdf5", lst.name, "-o", f"dp{n}.h5", "--mean", 128,
-                                   "--label-names", "freq", "-j", j, "-q"), base,
-                          [base / f"dp{n}.h5", base / f"dp{n}_h5.txt"])
+        cmds[f"tut{n}"] = (
+            [py, "-c", GEN_HDF5, lst.name, f"tut{n}.h5"],
+            base,
+            [base / f"tut{n}.h5", base / f"tut{n}_h5.txt"],
+        )
+        cmds[f"dp{n}"] = (
+            dataprep(
+                "hdf5", lst.name, "-o", f"dp{n}.h5", "--mean", 128, "--label-names", "freq", "-j", j, "-q"
+            ),
+            base,
+            [base / f"dp{n}.h5", base / f"dp{n}_h5.txt"],
+        )
     t = interleaved(cmds, repeat, settle)
     for n in sorted({5000, n_max}):
         tut, dp = t[f"tut{n}"], t[f"dp{n}"]
@@ -177,15 +196,18 @@ def bench_pipeline(base: Path, n: int, j: int, repeat: int) -> None:
         gen = measure([sys.executable, "-c", GEN_HDF5, "pipeline.txt", "pipeline.h5"], cwd=base)
         tutorial.append(t_make + t_list + gen["wall"])
         settle()
-        to = measure(dataprep("noise", "--n", n, "--to", "hdf5", "--out", base / "to_h5", "--mean", 128,
-                              "-j", j, "-q"))
+        to = measure(
+            dataprep("noise", "--n", n, "--to", "hdf5", "--out", base / "to_h5", "--mean", 128, "-j", j, "-q")
+        )
         ours.append(to["wall"])
         peaks = [max(peaks[0], gen["peak_mb"]), max(peaks[1], to["peak_mb"])]
     t_tut, t_dp = statistics.median(tutorial), statistics.median(ours)
     print(row("  tutorial make_noise + list + gen_hdf5", n, t_tut, peaks[0]))
     print(row("  dataprep noise --to hdf5", n, t_dp, peaks[1]))
-    print(f"  speed-up: {t_tut / t_dp:.2f}x (rounds: tutorial {', '.join(f'{x:.2f}' for x in tutorial)} s; "
-          f"dataprep {', '.join(f'{x:.2f}' for x in ours)} s)")
+    print(
+        f"  speed-up: {t_tut / t_dp:.2f}x (rounds: tutorial {', '.join(f'{x:.2f}' for x in tutorial)} s; "
+        f"dataprep {', '.join(f'{x:.2f}' for x in ours)} s)"
+    )
 
 
 def bench_routes(base: Path, n: int, j: int, repeat: int) -> None:
@@ -193,23 +215,38 @@ def bench_routes(base: Path, n: int, j: int, repeat: int) -> None:
     `noise --to hdf5` straight into the store (no image files, no decode)."""
     print(f"noise to HDF5 by route, N={n}, {j} workers, median of {repeat} rounds")
     cmds = {
-        "files": (dataprep("noise", "--n", n, "--format", "png", "--out", "r_samples", "-j", j, "-q"),
-                  base, [base / p for p in ("r_samples", "train.txt", "val.txt", "test.txt",
-                                            "test_labels.txt")]),
-        "to": (dataprep("noise", "--n", n, "--to", "hdf5", "--out", "r_to", "--mean", 128, "-j", j, "-q"),
-               base, [base / "r_to"]),
+        "files": (
+            dataprep("noise", "--n", n, "--format", "png", "--out", "r_samples", "-j", j, "-q"),
+            base,
+            [base / p for p in ("r_samples", "train.txt", "val.txt", "test.txt", "test_labels.txt")],
+        ),
+        "to": (
+            dataprep("noise", "--n", n, "--to", "hdf5", "--out", "r_to", "--mean", 128, "-j", j, "-q"),
+            base,
+            [base / "r_to"],
+        ),
     }
     times = interleaved(cmds, repeat, settle)
-    hdf5 = interleaved({"hdf5": (dataprep("hdf5", "train.txt", "--mean", 128, "--label-names", "freq",
-                                          "-j", j, "-q"), base, [base / "train.h5", base / "train_h5.txt"])},
-                       repeat, settle)
+    hdf5 = interleaved(
+        {
+            "hdf5": (
+                dataprep("hdf5", "train.txt", "--mean", 128, "--label-names", "freq", "-j", j, "-q"),
+                base,
+                [base / "train.h5", base / "train_h5.txt"],
+            )
+        },
+        repeat,
+        settle,
+    )
     print(row("  noise --format png (files + lists)", n, times["files"]["wall"], times["files"]["peak_mb"]))
     n_train = len((base / "train.txt").read_text().splitlines())
     print(row("  hdf5 train.txt (after the files)", n_train, hdf5["hdf5"]["wall"], hdf5["hdf5"]["peak_mb"]))
     print(row("  noise --to hdf5", n, times["to"]["wall"], times["to"]["peak_mb"]))
     both = times["files"]["wall"] + hdf5["hdf5"]["wall"]
-    print(f"  --to hdf5 against files alone: {times['files']['wall'] / times['to']['wall']:.2f}x; "
-          f"against files + hdf5: {both / times['to']['wall']:.2f}x")
+    print(
+        f"  --to hdf5 against files alone: {times['files']['wall'] / times['to']['wall']:.2f}x; "
+        f"against files + hdf5: {both / times['to']['wall']:.2f}x"
+    )
 
 
 def bench_lmdb(base: Path, m: int, j: int, repeat: int) -> None:
@@ -219,20 +256,31 @@ def bench_lmdb(base: Path, m: int, j: int, repeat: int) -> None:
     cmds = {
         "plain": ([py, "-c", LMDB_LOOP, photos.name, "plain_db", "plain"], base, [base / "plain_db"]),
         "tuned": ([py, "-c", LMDB_LOOP, photos.name, "tuned_db", "tuned"], base, [base / "tuned_db"]),
-        "dp1": (dataprep("lmdb", photos.name, "dp1_db", "--resize", "256x256", "-j", 1, "-q"), base,
-                [base / "dp1_db"]),
-        "dp": (dataprep("lmdb", photos.name, "dp_db", "--resize", "256x256", "-j", j, "-q"), base,
-               [base / "dp_db"]),
+        "dp1": (
+            dataprep("lmdb", photos.name, "dp1_db", "--resize", "256x256", "-j", 1, "-q"),
+            base,
+            [base / "dp1_db"],
+        ),
+        "dp": (
+            dataprep("lmdb", photos.name, "dp_db", "--resize", "256x256", "-j", j, "-q"),
+            base,
+            [base / "dp_db"],
+        ),
     }
     times = interleaved(cmds, repeat, settle)
-    labels = {"plain": "single-process loop, LMDB defaults",
-              "tuned": "single-process loop, tuned LMDB writes",
-              "dp1": "dataprep lmdb --workers 1", "dp": f"dataprep lmdb --workers {j}"}
+    labels = {
+        "plain": "single-process loop, LMDB defaults",
+        "tuned": "single-process loop, tuned LMDB writes",
+        "dp1": "dataprep lmdb --workers 1",
+        "dp": f"dataprep lmdb --workers {j}",
+    }
     for name, label in labels.items():
         print(row(f"  {label}", m, times[name]["wall"], times[name]["peak_mb"]))
-    print(f"  speed-up: {times['plain']['wall'] / times['dp']['wall']:.2f}x over the plain loop, "
-          f"{times['tuned']['wall'] / times['dp']['wall']:.2f}x over the tuned loop; same records: "
-          f"{same_lmdb(base / 'plain_db', base / 'dp_db')}")
+    print(
+        f"  speed-up: {times['plain']['wall'] / times['dp']['wall']:.2f}x over the plain loop, "
+        f"{times['tuned']['wall'] / times['dp']['wall']:.2f}x over the tuned loop; same records: "
+        f"{same_lmdb(base / 'plain_db', base / 'dp_db')}"
+    )
 
 
 def main():

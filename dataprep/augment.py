@@ -49,18 +49,26 @@ class _AugmentTask(FileTask):
 
     def render(self, todo: list[tuple[int, np.ndarray]]) -> list[list[np.ndarray]]:
         images = to_device([image for _, image in todo], array_module(self.device))
-        variants = [apply(image, sample_params(np.random.default_rng([self.seed, i, k]),
-                                               image.shape[:2], self.spec), self.spec)
-                    for (i, _), image in zip(todo, images) for k in range(self.copies)]
+        variants = [
+            apply(
+                image,
+                sample_params(np.random.default_rng([self.seed, i, k]), image.shape[:2], self.spec),
+                self.spec,
+            )
+            for (i, _), image in zip(todo, images)
+            for k in range(self.copies)
+        ]
         host = to_host(variants)
         return [host[j * self.copies : (j + 1) * self.copies] for j in range(len(todo))]
 
     def check(self, item: Item, image: np.ndarray) -> None:
         crop = self.spec.crop
         if crop and not self.spec.pad and (crop[0] > image.shape[0] or crop[1] > image.shape[1]):
-            raise ImageError(f"{item.where}: --crop {crop[0]}x{crop[1]} is larger than the image "
-                             f"({image.shape[0]}x{image.shape[1]}); pass --pad to pad small images",
-                             item.line)
+            raise ImageError(
+                f"{item.where}: --crop {crop[0]}x{crop[1]} is larger than the image "
+                f"({image.shape[0]}x{image.shape[1]}); pass --pad to pad small images",
+                item.line,
+            )
 
 
 def check_labels(spec: AugmentSpec, float_labels: bool, force: bool) -> None:
@@ -70,7 +78,8 @@ def check_labels(spec: AugmentSpec, float_labels: bool, force: bool) -> None:
         names = ", ".join("--" + n.replace("_", "-") for n in unsafe)
         raise DataprepError(
             f"{names} change(s) scale or orientation, which float (regression) labels may "
-            "describe; pass --force if your labels do not depend on them")
+            "describe; pass --force if your labels do not depend on them"
+        )
 
 
 def check_channels(spec: AugmentSpec, channels: Channels) -> None:
@@ -78,18 +87,35 @@ def check_channels(spec: AugmentSpec, channels: Channels) -> None:
     color_ops = spec.color_only()
     if channels.count == 1 and color_ops:
         names = " and ".join("--" + n for n in color_ops)
-        why = ("--gray makes every output 1-channel" if channels.mode == "gray" else
-               f"the first image ({channels.first}) is gray, so every output is 1-channel")
+        why = (
+            "--gray makes every output 1-channel"
+            if channels.mode == "gray"
+            else f"the first image ({channels.first}) is gray, so every output is 1-channel"
+        )
         error = UsageError if channels.mode == "gray" else DataprepError
-        raise error(f"{names} work on color images only, but {why}: drop {names}, or pass "
-                    "--color for 3-channel outputs")
+        raise error(
+            f"{names} work on color images only, but {why}: drop {names}, or pass "
+            "--color for 3-channel outputs"
+        )
 
 
-def augment_all(src: Path, out: Path, spec: AugmentSpec, copies: int, executor: Executor,
-                seed: int = 0, channels: Channels = Channels(), fmt: str = "keep",
-                quality: int = 95, root: str | None = None, overwrite: bool = False,
-                force: bool = False, device: str = "cpu", on_error: OnError | None = None,
-                progress: Callable[[int], object] | None = None) -> JobResult:
+def augment_all(
+    src: Path,
+    out: Path,
+    spec: AugmentSpec,
+    copies: int,
+    executor: Executor,
+    seed: int = 0,
+    channels: Channels = Channels(),
+    fmt: str = "keep",
+    quality: int = 95,
+    root: str | None = None,
+    overwrite: bool = False,
+    force: bool = False,
+    device: str = "cpu",
+    on_error: OnError | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> JobResult:
     """Write ``copies`` augmented variants of every image of a folder or list into ``out``.
 
     ``device`` "gpu" runs the transforms with CuPy (an error without CuPy and a GPU, never
@@ -107,5 +133,17 @@ def augment_all(src: Path, out: Path, spec: AugmentSpec, copies: int, executor: 
         return _AugmentTask(items, str(out), resolved, quality, overwrite, device, spec, copies, seed)
 
     settings = {**spec.settings(), "copies": copies, "seed": seed, "device": device}
-    return file_job(Path(src), Path(out), fmt, settings, make_task, executor, channels=channels,
-                    root=root, overwrite=overwrite, on_error=on_error, progress=progress, check=check)
+    return file_job(
+        Path(src),
+        Path(out),
+        fmt,
+        settings,
+        make_task,
+        executor,
+        channels=channels,
+        root=root,
+        overwrite=overwrite,
+        on_error=on_error,
+        progress=progress,
+        check=check,
+    )

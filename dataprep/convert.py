@@ -23,7 +23,6 @@ from .records import ImageListSource, Record, RecordSource, Subset, image_list_s
 from .stores.base import StoreWriter
 
 
-
 @dataclass(frozen=True)
 class _EncodeTask:
     """Worker task: load records and run the writer's encoder; bad images become data."""
@@ -39,8 +38,9 @@ class _EncodeTask:
             except ImageError as exc:
                 out.append((None, exc))
                 continue
-            out.append(((record.key, record.origin, record.line, record.image.shape, self.encode(record)),
-                        None))
+            out.append(
+                ((record.key, record.origin, record.line, record.image.shape, self.encode(record)), None)
+            )
         return out
 
 
@@ -79,9 +79,12 @@ def store_meta(source: RecordSource, **extra: Any) -> dict:
     return {
         "source": listfile.name,
         "labels": {"count": listfile.label_count, "kind": "int" if listfile.integer_labels else "float"},
-        "preprocessing": {**images.channels.manifest(),
-                          "resize": list(images.size) if images.size else None,
-                          "interpolation": images.interpolation if images.size else None, **extra},
+        "preprocessing": {
+            **images.channels.manifest(),
+            "resize": list(images.size) if images.size else None,
+            "interpolation": images.interpolation if images.size else None,
+            **extra,
+        },
     }
 
 
@@ -139,8 +142,9 @@ def write_stores(
     with contextlib.ExitStack() as stack:
         for writer in writers:
             stack.enter_context(writer)
-        records = enumerate(ordered_map(_EncodeTask(source, encoder), len(source), executor,
-                                        progress=progress))
+        records = enumerate(
+            ordered_map(_EncodeTask(source, encoder), len(source), executor, progress=progress)
+        )
         for k, writer in enumerate(writers):
             part = itertools.islice(records, bounds[k + 1] - bounds[k])
             skipped = on_error.skipped
@@ -150,8 +154,7 @@ def write_stores(
     return [WriteResult(w.outputs, n, skipped) for w, (n, skipped) in zip(writers, counts)]
 
 
-def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: OnError,
-                uniform: bool) -> int:
+def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: OnError, uniform: bool) -> int:
     first: tuple[tuple[int, ...], str] | None = None
     written = 0
     for index, (item, error) in records:
@@ -163,9 +166,13 @@ def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: On
         if first is None:
             first = (shape, origin or key)
         elif uniform and shape != first[0]:
-            on_error(ImageError(
-                f"{origin or key}: {describe_shape(shape)}, but the first image ({first[1]}) is "
-                f"{describe_shape(first[0])}: pass --resize HxW to give every image one size", line))
+            on_error(
+                ImageError(
+                    f"{origin or key}: {describe_shape(shape)}, but the first image ({first[1]}) is "
+                    f"{describe_shape(first[0])}: pass --resize HxW to give every image one size",
+                    line,
+                )
+            )
             on_error.reached(line)
             continue
         on_error.reached(line)

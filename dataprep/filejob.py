@@ -75,8 +75,10 @@ def folder_items(src: Path, fmt: str) -> list[Item]:
     files = images_under(src, set(DEFAULT_EXTENSIONS))
     if not files:
         raise DataprepError(f"{src}: no images")
-    return [Item(str(p), output_name(p.relative_to(src).as_posix(), fmt), p.relative_to(src).as_posix())
-            for p in files]
+    return [
+        Item(str(p), output_name(p.relative_to(src).as_posix(), fmt), p.relative_to(src).as_posix())
+        for p in files
+    ]
 
 
 def list_base(listfile: ListFile, root_given: bool) -> str:
@@ -84,8 +86,9 @@ def list_base(listfile: ListFile, root_given: bool) -> str:
     deepest folder every image of the list lies under (lexically, links not followed)."""
     if root_given or not listfile.entries:
         return os.path.normpath(os.path.abspath(listfile.root))
-    return os.path.commonpath([os.path.dirname(os.path.normpath(os.path.abspath(listfile.resolve(e))))
-                               for e in listfile.entries])
+    return os.path.commonpath(
+        [os.path.dirname(os.path.normpath(os.path.abspath(listfile.resolve(e)))) for e in listfile.entries]
+    )
 
 
 def list_items(listfile: ListFile, out: Path, fmt: str, root_given: bool = False) -> list[Item]:
@@ -117,18 +120,25 @@ def check_settings(out: Path, settings: dict, overwrite: bool) -> tuple[dict, bo
         recorded = {"settings": None}
     if recorded is None:
         if not overwrite and out.is_dir() and any(out.iterdir()):
-            raise StoreExistsError(f"{out} already holds files that this command did not make; "
-                                   "choose another folder, or pass --overwrite to write into it")
+            raise StoreExistsError(
+                f"{out} already holds files that this command did not make; "
+                "choose another folder, or pass --overwrite to write into it"
+            )
         return {"settings": settings, "lists": {}}, False
     old = recorded.get("settings")
     if old != settings and not overwrite:
         if not isinstance(old, dict):
             raise StoreExistsError(f"{out}/{SETTINGS_NAME} is unreadable; pass --overwrite to redo {out}")
-        differ = [f"--{k.replace('_', '-')} {_shown(old.get(k))} then, {_shown(v)} now"
-                  for k, v in settings.items() if old.get(k) != v]
-        raise StoreExistsError(f"{out} was made with other settings ({'; '.join(differ)}): rerun "
-                               "with the same settings to resume, or pass --overwrite to redo "
-                               "everything")
+        differ = [
+            f"--{k.replace('_', '-')} {_shown(old.get(k))} then, {_shown(v)} now"
+            for k, v in settings.items()
+            if old.get(k) != v
+        ]
+        raise StoreExistsError(
+            f"{out} was made with other settings ({'; '.join(differ)}): rerun "
+            "with the same settings to resume, or pass --overwrite to redo "
+            "everything"
+        )
     lists = recorded.get("lists", {}) if old == settings else {}
     return {"settings": settings, "lists": lists if isinstance(lists, dict) else {}}, old != settings
 
@@ -260,8 +270,10 @@ def file_job(
         source = str(Path(listfile.name).absolute()) if str(src) != "-" else "-"
         made_from = record["lists"].get(list_path.name)
         if not overwrite and list_path.exists() and made_from != source:
-            raise StoreExistsError(f"{list_path} already exists (not written from {listfile.name}); "
-                                   "pass --overwrite to replace it")
+            raise StoreExistsError(
+                f"{list_path} already exists (not written from {listfile.name}); "
+                "pass --overwrite to replace it"
+            )
         record["lists"][list_path.name] = source
     out.mkdir(parents=True, exist_ok=True)
     _write_settings(out, record)
@@ -283,7 +295,9 @@ def file_job(
             good.append(i)
         on_error.reached(item.line)
     if listfile is not None:
-        lines = [format_line(name, listfile.entries[i].labels) for i in good for name in task.outputs(items[i])]
+        lines = [
+            format_line(name, listfile.entries[i].labels) for i in good for name in task.outputs(items[i])
+        ]
         with Staging(overwrite=True) as staging:
             write_list(staging.path(list_path), lines)
     return JobResult(counts["done"], counts["kept"], on_error.skipped, list_path)

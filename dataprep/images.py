@@ -130,9 +130,12 @@ class Channels:
         except ValueError:
             raise ImageError(f"{where}: cannot decode image", line) from None
         if image.shape[2] != count:
-            raise ImageError(f"{where}: a color image, but the first image ({self.first}) is gray: "
-                             "pass --color for 3-channel BGR records (or --gray to convert "
-                             "every image to gray)", line)
+            raise ImageError(
+                f"{where}: a color image, but the first image ({self.first}) is gray: "
+                "pass --color for 3-channel BGR records (or --gray to convert "
+                "every image to gray)",
+                line,
+            )
         return (data if native else None), image
 
     def manifest(self) -> dict:

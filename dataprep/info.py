@@ -78,10 +78,12 @@ def summarize(path: str | Path, first_keys: int = 5) -> dict:
             "dtype": str(first.array.dtype) if first is not None else None,
             "uniform_shape": lo == hi,
             "encoded": reader.encoded(),
-            "labels": {"columns": labels.shape[1] if labels.ndim == 2 else 0,
-                       "integer": integer,
-                       "columns_named": column_names(manifest, k, getattr(reader, "label_names", None)),
-                       "stats": label_stats(labels, integer) if labels.size else []},
+            "labels": {
+                "columns": labels.shape[1] if labels.ndim == 2 else 0,
+                "integer": integer,
+                "columns_named": column_names(manifest, k, getattr(reader, "label_names", None)),
+                "stats": label_stats(labels, integer) if labels.size else [],
+            },
             "bytes_on_disk": disk_usage(reader),
             "first_keys": reader.keys()[:first_keys],
             "manifest": bool(manifest),
@@ -109,8 +111,11 @@ def make_grid(path: str | Path, count: int = 64, random: bool = False, seed: int
     with open_store(path) as reader:
         n = len(reader)
         count = max(1, min(count, n))
-        indices = (np.sort(np.random.default_rng(seed).choice(n, count, replace=False)) if random
-                   else np.arange(count))
+        indices = (
+            np.sort(np.random.default_rng(seed).choice(n, count, replace=False))
+            if random
+            else np.arange(count)
+        )
         records = [reader[int(i)] for i in indices]
     cols = math.ceil(math.sqrt(count))
     rows = math.ceil(count / cols)
@@ -119,10 +124,21 @@ def make_grid(path: str | Path, count: int = 64, random: bool = False, seed: int
         image = _displayable(rec.array)
         h, w = image.shape[:2]
         scale = CELL / max(h, w)
-        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)
+        image = cv2.resize(
+            image,
+            (max(1, round(w * scale)), max(1, round(h * scale))),
+            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST,
+        )
         y, x = (k // cols) * (CELL + TEXT_ROWS), (k % cols) * CELL
         grid[y : y + image.shape[0], x : x + image.shape[1]] = image
-        cv2.putText(grid, _label_text(rec.labels), (x + 2, y + CELL + TEXT_ROWS - 3),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            grid,
+            _label_text(rec.labels),
+            (x + 2, y + CELL + TEXT_ROWS - 3),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.35,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     return grid

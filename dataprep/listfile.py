@@ -108,8 +108,11 @@ def parse_lines(
         if label_count is None:
             label_count = len(labels)
         if len(labels) != label_count:
-            on_error(ListFileError(
-                f"{name}:{number}: {path}: {len(labels)} labels, expected {label_count}", number))
+            on_error(
+                ListFileError(
+                    f"{name}:{number}: {path}: {len(labels)} labels, expected {label_count}", number
+                )
+            )
             continue
         entries.append(Entry(number, path, labels))
     return entries, label_count or 0

@@ -11,8 +11,8 @@ from typing import Callable, Iterator, NamedTuple, Protocol
 import numpy as np
 
 from .errors import DataprepError, StoreError, UsageError
-from .parallel import Executor, InlineExecutor, ordered_map
 from .images import Channels, describe_shape
+from .parallel import Executor, InlineExecutor, ordered_map
 from .records import ImageListSource, image_list_source
 from .staging import Staging
 from .stores import open_store, store_kind
@@ -146,8 +146,9 @@ class _SumTask:
                 total = np.zeros(native.shape, np.uint64 if integer else np.float64)
                 run = np.zeros(native.shape, np.uint16) if integer else None
             elif array.shape != shape:
-                return [ChunkSum(None, 0, shape, first,
-                                 f"{key}: {_hw(array.shape)}, but {first} is {_hw(shape)}")]
+                return [
+                    ChunkSum(None, 0, shape, first, f"{key}: {_hw(array.shape)}, but {first} is {_hw(shape)}")
+                ]
             native = array.transpose(1, 2, 0) if hwc else array
             if run is not None:
                 run += native
@@ -172,8 +173,9 @@ class _SumTask:
                 total = np.zeros(array.shape[0], np.uint64 if array.dtype == np.uint8 else np.float64)
                 shape, first = array.shape[:1], key
             elif array.shape[0] != shape[0]:
-                return ChunkSum(None, 0, shape, first, f"{key}: {array.shape[0]} channel(s), "
-                                f"{shape[0]} in {first}")
+                return ChunkSum(
+                    None, 0, shape, first, f"{key}: {array.shape[0]} channel(s), {shape[0]} in {first}"
+                )
             total += array.sum(axis=(1, 2), dtype=total.dtype)
             pixels += array.shape[1] * array.shape[2]
             count += 1
@@ -216,8 +218,9 @@ def compute_mean(
         executor = InlineExecutor()  # LevelDB: one process at a time
     total, count, shape, first, pixels = None, 0, None, "", 0
     try:
-        for part in ordered_map(_SumTask(source, per_channel), n, executor, chunk_size=MEAN_CHUNK,
-                                progress=progress):
+        for part in ordered_map(
+            _SumTask(source, per_channel), n, executor, chunk_size=MEAN_CHUNK, progress=progress
+        ):
             if part.mismatch:
                 what = "channel counts" if per_channel else "sizes"
                 raise DataprepError(f"records of different {what}: {part.mismatch}")
@@ -227,8 +230,10 @@ def compute_mean(
                 shape, first, total = part.shape, part.first_key, part.total
             elif part.shape != shape:
                 what = "channel counts" if per_channel else "sizes"
-                raise DataprepError(f"records of different {what}: {part.first_key}: "
-                                    f"{_hw(part.shape)}, but {first} is {_hw(shape)}")
+                raise DataprepError(
+                    f"records of different {what}: {part.first_key}: "
+                    f"{_hw(part.shape)}, but {first} is {_hw(shape)}"
+                )
             else:
                 total += part.total
             count += part.count
@@ -250,8 +255,13 @@ def close_readers() -> None:
 os.register_at_fork(after_in_child=close_readers)
 
 
-def array_source(path: str, kind: str | None = None, root: str | None = None,
-                 channels: Channels = Channels(), resize: tuple[int, int] | None = None) -> ArraySource:
+def array_source(
+    path: str,
+    kind: str | None = None,
+    root: str | None = None,
+    channels: Channels = Channels(),
+    resize: tuple[int, int] | None = None,
+) -> ArraySource:
     """A store, or a list file of images (``kind`` "list"), as arrays; ``kind`` forces the type."""
     from .listfile import read_list
 
@@ -269,8 +279,9 @@ def array_source(path: str, kind: str | None = None, root: str | None = None,
     return StoreArrays(str(path))
 
 
-def write_mean(result: MeanResult, binaryproto: Path | None, npy: Path | None,
-               overwrite: bool = False) -> list[Path]:
+def write_mean(
+    result: MeanResult, binaryproto: Path | None, npy: Path | None, overwrite: bool = False
+) -> list[Path]:
     """``mean.binaryproto`` (1 x C x H x W BlobProto) and/or ``mean.npy`` (C x H x W float32)."""
     mean32 = result.mean.astype(np.float32)
     written = []

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from .stores.hdf5 import Hdf5Options
 
 
-
 @dataclass(frozen=True)
 class NoiseSource:
     """``n`` noise samples of ``size`` (H, W) from ``seed``; keys are ``prefix/NAME.ext``."""
@@ -138,8 +137,11 @@ def write_noise_files(
         raise UsageError(f"unknown image format {fmt!r}; choose from {', '.join(ENCODINGS)}")
     result = NoiseFiles(Path(out))
     rel = Path(os.path.relpath(out, lists_dir)).as_posix()
-    parts = {name: idx for name, idx in zip(SPLIT_NAMES, assign(source.n, counts, source.seed))
-             if len(idx) or name == "train"}
+    parts = {
+        name: idx
+        for name, idx in zip(SPLIT_NAMES, assign(source.n, counts, source.seed))
+        if len(idx) or name == "train"
+    }
     with Staging(overwrite) as staging:
         folder = staging.path(out, allow_empty_dir=True)
         roles = [*parts, *(["test_labels"] if "test" in parts else [])]
@@ -162,18 +164,21 @@ def write_noise_files(
     return result
 
 
-def _hdf5_writer(out: Path, split: str, n: int, source: NoiseSource, overwrite: bool, meta: dict,
-                 hdf5: "Hdf5Options"):
+def _hdf5_writer(
+    out: Path, split: str, n: int, source: NoiseSource, overwrite: bool, meta: dict, hdf5: "Hdf5Options"
+):
     from .stores.hdf5 import Hdf5Writer
 
     default = ["label"] if source.classes is not None else ["freq"]
-    return Hdf5Writer(out / f"{split}.h5", overwrite=overwrite, expected=n, meta=meta,
-                      **hdf5.writer_options(default))
+    return Hdf5Writer(
+        out / f"{split}.h5", overwrite=overwrite, expected=n, meta=meta, **hdf5.writer_options(default)
+    )
 
 
 def _datum_writer(backend: str):
-    def make(out: Path, split: str, n: int, source: NoiseSource, overwrite: bool, meta: dict,
-             hdf5: "Hdf5Options"):
+    def make(
+        out: Path, split: str, n: int, source: NoiseSource, overwrite: bool, meta: dict, hdf5: "Hdf5Options"
+    ):
         from .stores.datum import DatumWriter
 
         db = out / f"{split}_{backend}"
@@ -212,13 +217,21 @@ def write_noise_stores(
     out = Path(out)
     meta = {
         "source": f"dataprep noise (seed {source.seed})",
-        "labels": {"count": 1 if source.classes is not None else 2,
-                   "kind": "int" if source.classes is not None else "float",
-                   "columns": ["class"] if source.classes is not None else ["fx", "fy"]},
-        "preprocessing": {"channels": "auto", "gray": True, "resize": None,
-                          **(hdf5.manifest() if kind == "hdf5" else {})},
+        "labels": {
+            "count": 1 if source.classes is not None else 2,
+            "kind": "int" if source.classes is not None else "float",
+            "columns": ["class"] if source.classes is not None else ["fx", "fy"],
+        },
+        "preprocessing": {
+            "channels": "auto",
+            "gray": True,
+            "resize": None,
+            **(hdf5.manifest() if kind == "hdf5" else {}),
+        },
     }
-    splits = [(name, idx) for name, idx in zip(SPLIT_NAMES, assign(source.n, counts, source.seed)) if len(idx)]
+    splits = [
+        (name, idx) for name, idx in zip(SPLIT_NAMES, assign(source.n, counts, source.seed)) if len(idx)
+    ]
     writers = []
     try:
         for name, idx in splits:

@@ -37,7 +37,6 @@ except ImportError:  # not on Windows
 from .errors import DataprepError, UsageError
 
 
-
 class Task(Protocol):
     def __call__(self, start: int, stop: int) -> list[Any]: ...
 
@@ -278,7 +277,8 @@ def _queue_depth(chunk_seconds: Iterable[float], most: int = 64) -> int:
 def _died(proc: multiprocessing.Process) -> DataprepError:
     proc.join(1)
     return DataprepError(
-        f"a worker process died unexpectedly (exit code {proc.exitcode}; out of memory or killed?)")
+        f"a worker process died unexpectedly (exit code {proc.exitcode}; out of memory or killed?)"
+    )
 
 
 def _stop(procs: list, jobs: list[Connection], results: list[Connection], graceful: bool) -> None:

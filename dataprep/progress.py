@@ -62,15 +62,26 @@ class _Bar:
         self.count = 0
         self.started = time.perf_counter()
         ncols = _columns()
-        self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
-                        dynamic_ncols=ncols is None, ncols=ncols, bar_format=self._format(total))
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=ncols is None,
+            ncols=ncols,
+            bar_format=self._format(total),
+        )
 
     def _format(self, total: int | None) -> str:
         unit = self.unit
         if total is None:
             return "{desc}: {n:,} " + unit + " [{elapsed}, {rate_fmt}]"
-        return ("{desc}: {percentage:3.0f}%|{bar}| {n:,}/{total:,} " + unit
-                + " [{elapsed}<{remaining}, {rate_fmt}]")
+        return (
+            "{desc}: {percentage:3.0f}%|{bar}| {n:,}/{total:,} "
+            + unit
+            + " [{elapsed}<{remaining}, {rate_fmt}]"
+        )
 
     def __call__(self, n: int = 1) -> None:
         self.count += n
@@ -89,8 +100,9 @@ class _Bar:
         if exc_type is None:
             seconds = time.perf_counter() - self.started
             rate = self.count / seconds if seconds > 0 else 0.0
-            sys.stderr.write(f"{self.desc}: {self.count:,} {self.unit} in {seconds:.1f} s "
-                             f"({rate:,.0f} {self.unit}/s)\n")
+            sys.stderr.write(
+                f"{self.desc}: {self.count:,} {self.unit} in {seconds:.1f} s ({rate:,.0f} {self.unit}/s)\n"
+            )
 
 
 def progress_bar(total: int | None, desc: str, unit: str = "img", enabled: bool = True) -> Any:

@@ -79,11 +79,13 @@ class ImageListSource:
 
 def list_channels(listfile: ListFile, channels: Channels) -> Channels:
     """``channels`` resolved against a list's images (the first that decodes, in ``auto``)."""
-    return channels.resolve((listfile.resolve(e), f"{listfile.name}:{e.line}: {e.path}")
-                            for e in listfile.entries)
+    return channels.resolve(
+        (listfile.resolve(e), f"{listfile.name}:{e.line}: {e.path}") for e in listfile.entries
+    )
 
 
-def image_list_source(listfile: ListFile, channels: Channels = Channels(),
-                      size: tuple[int, int] | None = None) -> ImageListSource:
+def image_list_source(
+    listfile: ListFile, channels: Channels = Channels(), size: tuple[int, int] | None = None
+) -> ImageListSource:
     """The images of ``listfile`` as records, with the channel count resolved."""
     return ImageListSource(listfile, list_channels(listfile, channels), size)

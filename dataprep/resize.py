@@ -33,13 +33,18 @@ class ResizeSpec:
         if self.crop is not None and self.shorter is None:
             raise UsageError("--center-crop goes with --shorter-side")
         if self.crop is not None and min(self.crop) > self.shorter:
-            raise UsageError(f"--center-crop {self.crop[0]}x{self.crop[1]} is larger than the "
-                                f"shorter side {self.shorter}")
+            raise UsageError(
+                f"--center-crop {self.crop[0]}x{self.crop[1]} is larger than the shorter side {self.shorter}"
+            )
 
     def settings(self) -> dict:
         """What the outputs depend on, by option name (see ``filejob.check_settings``)."""
-        return {"size": self.size, "shorter_side": self.shorter, "center_crop": self.crop,
-                "interpolation": self.interpolation}
+        return {
+            "size": self.size,
+            "shorter_side": self.shorter,
+            "center_crop": self.crop,
+            "interpolation": self.interpolation,
+        }
 
 
 def target_size(shape: tuple[int, ...], spec: ResizeSpec) -> tuple[int, int]:
@@ -91,7 +96,8 @@ class _ResizeTask(FileTask):
         for image in to_device(images, array_module(self.device)):
             hw = target_size(image.shape, self.spec)
             interpolation = self.spec.interpolation or (
-                "area" if hw[0] * hw[1] <= image.shape[0] * image.shape[1] else "linear")
+                "area" if hw[0] * hw[1] <= image.shape[0] * image.shape[1] else "linear"
+            )
             resized = T.to_uint8(T.resize(image, hw, interpolation))
             out.append(center_crop(resized, self.spec.crop) if self.spec.crop else resized)
         return to_host(out)
@@ -100,10 +106,20 @@ class _ResizeTask(FileTask):
 GPU_INTERPOLATIONS = ("area", "linear")
 
 
-def resize_all(src: Path, out: Path, spec: ResizeSpec, executor: Executor, fmt: str = "keep",
-               quality: int = 95, channels: Channels = Channels(), root: str | None = None,
-               overwrite: bool = False, device: str = "cpu", on_error: OnError | None = None,
-               progress: Callable[[int], object] | None = None) -> JobResult:
+def resize_all(
+    src: Path,
+    out: Path,
+    spec: ResizeSpec,
+    executor: Executor,
+    fmt: str = "keep",
+    quality: int = 95,
+    channels: Channels = Channels(),
+    root: str | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+    on_error: OnError | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> JobResult:
     """Resize a folder or a list file's images into ``out`` (see ``filejob.file_job``).
 
     ``device`` "gpu" resizes with CuPy (area or linear; the default enlarges with linear
@@ -113,12 +129,24 @@ def resize_all(src: Path, out: Path, spec: ResizeSpec, executor: Executor, fmt: 
 
     device = resolve_device(device)
     if device == "gpu" and spec.interpolation and spec.interpolation not in GPU_INTERPOLATIONS:
-        raise UsageError(f"--interpolation {spec.interpolation} is not available with "
-                         f"--device gpu; use {' or '.join(GPU_INTERPOLATIONS)}")
+        raise UsageError(
+            f"--interpolation {spec.interpolation} is not available with "
+            f"--device gpu; use {' or '.join(GPU_INTERPOLATIONS)}"
+        )
 
     def make_task(items: list[Item], resolved: Channels) -> _ResizeTask:
         return _ResizeTask(items, str(out), resolved, quality, overwrite, device, spec)
 
-    return file_job(src, out, fmt, {**spec.settings(), "device": device}, make_task, executor,
-                    channels=channels, root=root, overwrite=overwrite, on_error=on_error,
-                    progress=progress)
+    return file_job(
+        src,
+        out,
+        fmt,
+        {**spec.settings(), "device": device},
+        make_task,
+        executor,
+        channels=channels,
+        root=root,
+        overwrite=overwrite,
+        on_error=on_error,
+        progress=progress,
+    )

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-
 from .errors import DataprepError, UsageError
 from .listfile import class_lines, format_line, write_list
 from .splits import SPLIT_NAMES, stratified_split

@@ -13,9 +13,9 @@ import contextlib
 import logging
 import os
 import re
-import socket
 import shutil
 import signal
+import socket
 import threading
 import uuid
 from pathlib import Path
@@ -96,8 +96,12 @@ def remove_stale_partials(dest: Path) -> list[Path]:
         size = _size(path)
         remove(path)
         removed.append(path)
-        log.info("removed %s, left by an interrupted run (process %s): %.1f MB freed",
-                 path, match.group(2), size / 1e6)
+        log.info(
+            "removed %s, left by an interrupted run (process %s): %.1f MB freed",
+            path,
+            match.group(2),
+            size / 1e6,
+        )
     return removed
 
 

@@ -17,9 +17,9 @@ import numpy as np
 
 # AlexNet's PCA of ImageNet RGB pixels (Krizhevsky et al. 2012), as used by fb.resnet.torch
 _EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32) * 255
-_EIGVEC_RGB = np.array([[-0.5675, 0.7192, 0.4009],
-                        [-0.5808, -0.0045, -0.8140],
-                        [-0.5836, -0.6948, 0.4203]], np.float32)
+_EIGVEC_RGB = np.array(
+    [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]], np.float32
+)
 _GRAY_BGR = (0.114, 0.587, 0.299)
 
 
@@ -37,8 +37,9 @@ def affine_sample(image, matrix: np.ndarray, out_hw: tuple[int, int]):
     points outside the input read 0. The one kernel behind rotate, resize and crops."""
     xp = get_xp(image)
     h, w = image.shape[:2]
-    ys, xs = xp.meshgrid(xp.arange(out_hw[0], dtype=xp.float32), xp.arange(out_hw[1], dtype=xp.float32),
-                         indexing="ij")
+    ys, xs = xp.meshgrid(
+        xp.arange(out_hw[0], dtype=xp.float32), xp.arange(out_hw[1], dtype=xp.float32), indexing="ij"
+    )
     m = [float(v) for v in np.asarray(matrix, np.float64).ravel()]
     sx = m[0] * xs + m[1] * ys + m[2]
     sy = m[3] * xs + m[4] * ys + m[5]
@@ -46,8 +47,12 @@ def affine_sample(image, matrix: np.ndarray, out_hw: tuple[int, int]):
     fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
     src = image.astype(xp.float32)
     out = xp.zeros((*out_hw, image.shape[2]), xp.float32)
-    for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
-                           (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+    for dy, dx, weight in (
+        (0, 0, (1 - fy) * (1 - fx)),
+        (0, 1, (1 - fy) * fx),
+        (1, 0, fy * (1 - fx)),
+        (1, 1, fy * fx),
+    ):
         yi, xi = (y0 + dy).astype(xp.int64), (x0 + dx).astype(xp.int64)
         inside = ((yi >= 0) & (yi < h) & (xi >= 0) & (xi < w))[..., None]
         pixel = src[xp.clip(yi, 0, h - 1), xp.clip(xi, 0, w - 1)]
@@ -120,8 +125,7 @@ def pad_to(image, hw: tuple[int, int], value: float = 0.0):
     dy, dx = max(0, hw[0] - image.shape[0]), max(0, hw[1] - image.shape[1])
     if not dy and not dx:
         return image
-    return xp.pad(image, ((dy // 2, dy - dy // 2), (dx // 2, dx - dx // 2), (0, 0)),
-                  constant_values=value)
+    return xp.pad(image, ((dy // 2, dy - dy // 2), (dx // 2, dx - dx // 2), (0, 0)), constant_values=value)
 
 
 def gray_of(image):
@@ -129,7 +133,7 @@ def gray_of(image):
     if image.shape[2] == 1:
         return image
     b, g, r = _GRAY_BGR
-    return (image[..., 0:1] * b + image[..., 1:2] * g + image[..., 2:3] * r)
+    return image[..., 0:1] * b + image[..., 1:2] * g + image[..., 2:3] * r
 
 
 def brightness(image, factor: float):
@@ -163,8 +167,15 @@ def to_uint8(image):
     return xp.clip(xp.rint(image), 0, 255).astype(xp.uint8)
 
 
-def caffe_transform(image, crop_size: int = 0, mirror_flag: bool = False, mean=None, scale: float = 1.0,
-                    train: bool = False, rng: np.random.Generator | None = None):
+def caffe_transform(
+    image,
+    crop_size: int = 0,
+    mirror_flag: bool = False,
+    mean=None,
+    scale: float = 1.0,
+    train: bool = False,
+    rng: np.random.Generator | None = None,
+):
     """Caffe's DataTransformer on one H x W x C image: crop (random in training, centred in
     testing), mirror (a coin flip per image in training), then (pixel - mean) * scale, as
     C x H x W float32. ``mean`` is a C x H x W image (cropped alike) or per-channel values."""

@@ -34,8 +34,12 @@ class Report:
         return not self.problems
 
 
-def verify(path: str | Path, list_path: str | Path | None = None, root: str | None = None,
-           progress: Callable[[int], object] | None = None) -> Report:
+def verify(
+    path: str | Path,
+    list_path: str | Path | None = None,
+    root: str | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> Report:
     """Read and check every record of the store at ``path``."""
     report = Report()
     path = Path(path)
@@ -91,7 +95,8 @@ def _check_manifest(reader, report: Report) -> None:
         report.notes.append(f"checksums of kind {manifest.get('checksum')!r} are not checked")
     if manifest.get("count") != len(reader):
         report.problems.append(
-            f"{reader.path}: holds {len(reader)} records, its manifest says {manifest.get('count')}")
+            f"{reader.path}: holds {len(reader)} records, its manifest says {manifest.get('count')}"
+        )
 
 
 def _expected(reader, list_path, root) -> "_Expected":
@@ -142,9 +147,13 @@ def _check_datums(reader: DatumReader, report: Report, expected, progress) -> No
         if first is None:
             first = (array.shape, key)
         elif uniform and array.shape != first[0]:
-            report.problems.append(f"{key}: {describe_shape(array.shape, 'CHW')}, but {first[1]} is "
-                                   f"{describe_shape(first[0], 'CHW')}")
-        stored_labels = next(label_iter).array.ravel() if label_iter is not None else np.array([datum.label], float)
+            report.problems.append(
+                f"{key}: {describe_shape(array.shape, 'CHW')}, but {first[1]} is "
+                f"{describe_shape(first[0], 'CHW')}"
+            )
+        stored_labels = (
+            next(label_iter).array.ravel() if label_iter is not None else np.array([datum.label], float)
+        )
         _check_labels(key, stored_labels, integer, report)
         if expected is not None:
             _check_entry(key, i, stored_labels, expected, report, seen, "datum_key")
@@ -174,13 +183,17 @@ def _check_entry(key, i, labels, expected, report, seen, lined_up_by: str) -> No
         path = key
         waiting = expected.by_path.get(key)
         if not waiting:
-            report.problems.append(f"{key}: not an entry of the list" if key not in expected.by_path
-                                   else f"{key}: more records of this path than list entries")
+            report.problems.append(
+                f"{key}: not an entry of the list"
+                if key not in expected.by_path
+                else f"{key}: more records of this path than list entries"
+            )
             return
         index = waiting.pop(0)
         if index < expected.last:
-            report.problems.append(f"{key}: out of list order (the list has it before "
-                                   f"{expected[expected.last][0]!r})")
+            report.problems.append(
+                f"{key}: out of list order (the list has it before {expected[expected.last][0]!r})"
+            )
         expected.last = max(expected.last, index)
     want_path, want_labels = expected[index]
     seen.add(index)
@@ -219,15 +232,20 @@ def _check_hdf5(reader: Hdf5Reader, report: Report, expected, progress) -> None:
         raw = f.attrs.get("dataprep")
         shard = json.loads(raw) if raw is not None else None
         if shard is not None and shard.get("shard_count") != len(f["data"]):
-            report.problems.append(f"{f.filename}: {len(f['data'])} rows, its manifest says "
-                                   f"{shard.get('shard_count')}")
+            report.problems.append(
+                f"{f.filename}: {len(f['data'])} rows, its manifest says {shard.get('shard_count')}"
+            )
     for i, rec in enumerate(reader):
         report.checked += 1
         file_index = int(np.searchsorted(reader.offsets, i, side="right") - 1)
         local = i - int(reader.offsets[file_index])
         sums = reader.files[file_index].attrs.get("dataprep_checksums") if checked_sums else None
         row_labels = np.asarray(rec.labels, np.float32)
-        if sums is not None and local < len(sums) and int(checksum(rec.array, row_labels.tobytes()), 16) != int(sums[local]):
+        if (
+            sums is not None
+            and local < len(sums)
+            and int(checksum(rec.array, row_labels.tobytes()), 16) != int(sums[local])
+        ):
             report.problems.append(f"{rec.key}: checksum mismatch: the row was changed after writing")
         if not np.all(np.isfinite(rec.array)):
             report.problems.append(f"{rec.key}: data holds NaN or infinity")

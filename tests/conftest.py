@@ -31,12 +31,18 @@ def invoke(runner):
 
 def run_dataprep(*args: str, cwd: Path | None = None, **kw) -> subprocess.CompletedProcess:
     """Run the installed console entry point in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
-                           cwd=cwd, capture_output=True, text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        **kw,
+    )
 
 
-def write_images(folder: Path, n: int, shape=(12, 16, 3), ext="png", seed=0, labels="int",
-                 list_name="list.txt", sizes=None) -> tuple[Path, list[np.ndarray]]:
+def write_images(
+    folder: Path, n: int, shape=(12, 16, 3), ext="png", seed=0, labels="int", list_name="list.txt", sizes=None
+) -> tuple[Path, list[np.ndarray]]:
     """``n`` random images in ``folder/img/`` and a list file naming them; returns (list, images)."""
     rng = np.random.default_rng(seed)
     (folder / "img").mkdir(parents=True, exist_ok=True)
@@ -65,12 +71,13 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     root = Path(root)
     if root.is_file():
         return {root.name: root.read_bytes()}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-            and p.name != "lock.mdb" and not p.name.startswith("LOG")}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "lock.mdb" and not p.name.startswith("LOG")
+    }
 
 
 def leftovers(folder: Path) -> list[str]:
     """Anything a writer might have left in ``folder`` (temporary siblings included)."""
     return sorted(p.name for p in Path(folder).iterdir() if ".partial-" in p.name or ".old-" in p.name)
-
-

@@ -29,8 +29,11 @@ print(faults() - before)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
 def test_freed_buffers_are_reused_instead_of_faulted_in_again():
     def faults(mode: str) -> int:
-        return int(subprocess.run([sys.executable, "-c", CODE, mode], capture_output=True, text=True,
-                                  check=True).stdout)
+        return int(
+            subprocess.run(
+                [sys.executable, "-c", CODE, mode], capture_output=True, text=True, check=True
+            ).stdout
+        )
 
     default, tuned = faults("default"), faults("tuned")
     assert tuned < 200 <= default, (default, tuned)  # a page per 'image' at most, against hundreds

@@ -21,7 +21,10 @@ def test_int_and_float_labels_comments_and_blank_lines():
     entries, count = parse("# header\n\na.jpg 1\n  b.jpg 2.5\n# c.jpg 3\nc.png -4\n")
     assert count == 1
     assert [(e.line, e.path, e.labels) for e in entries] == [
-        (3, "a.jpg", (1,)), (4, "b.jpg", (2.5,)), (6, "c.png", (-4,))]
+        (3, "a.jpg", (1,)),
+        (4, "b.jpg", (2.5,)),
+        (6, "c.png", (-4,)),
+    ]
     assert isinstance(entries[0].labels[0], int) and isinstance(entries[1].labels[0], float)
 
 
@@ -35,12 +38,15 @@ def test_paths_only_lists_have_zero_labels():
     assert count == 0 and [e.labels for e in entries] == [(), ()]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a.jpg 1\nb.jpg x\n", "l.txt:2: b.jpg: label 'x' is not a number"),
-    ("a.jpg 1 2\nb.jpg 3\n", "l.txt:2: b.jpg: 1 labels, expected 2"),
-    ("a.jpg 1\nb.jpg nan\n", "l.txt:2: b.jpg: label 'nan' is not a number"),
-    ('a.jpg 1\n"b.jpg 2\n', "l.txt:2: cannot parse line"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a.jpg 1\nb.jpg x\n", "l.txt:2: b.jpg: label 'x' is not a number"),
+        ("a.jpg 1 2\nb.jpg 3\n", "l.txt:2: b.jpg: 1 labels, expected 2"),
+        ("a.jpg 1\nb.jpg nan\n", "l.txt:2: b.jpg: label 'nan' is not a number"),
+        ('a.jpg 1\n"b.jpg 2\n', "l.txt:2: cannot parse line"),
+    ],
+)
 def test_errors_name_the_line(text, message):
     with pytest.raises(ListFileError) as err:
         parse(text)
@@ -64,9 +70,12 @@ def test_read_list_resolves_against_its_folder_and_refuses_empty(tmp_path):
         read_list(tmp_path / "missing.txt")
 
 
-label = st.one_of(st.integers(-10**9, 10**9), st.floats(allow_nan=False, allow_infinity=False, width=64))
-path = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters='"\'\\#'),
-               min_size=1, max_size=20).filter(lambda p: p.strip() == p and p)
+label = st.one_of(st.integers(-(10**9), 10**9), st.floats(allow_nan=False, allow_infinity=False, width=64))
+path = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="\"'\\#"),
+    min_size=1,
+    max_size=20,
+).filter(lambda p: p.strip() == p and p)
 
 
 @given(path, st.lists(label, max_size=4))
@@ -75,10 +84,21 @@ def test_format_line_reads_back_exactly(p, labels):
     assert entries[0].path == p and entries[0].labels == tuple(labels)
 
 
-@pytest.mark.parametrize("text, value", [
-    ("5", 5), ("-3", -3), ("+7", 7), ("-0", 0), ("12345678901234567890", 12345678901234567890),
-    ("0.46", 0.46), ("1e3", 1000.0), ("1.0", 1.0), ("0.5e-2", 0.005), ("-2.5", -2.5),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("5", 5),
+        ("-3", -3),
+        ("+7", 7),
+        ("-0", 0),
+        ("12345678901234567890", 12345678901234567890),
+        ("0.46", 0.46),
+        ("1e3", 1000.0),
+        ("1.0", 1.0),
+        ("0.5e-2", 0.005),
+        ("-2.5", -2.5),
+    ],
+)
 def test_labels_are_ints_only_when_written_as_integers(text, value):
     parsed = parse_label(text)
     assert parsed == value and type(parsed) is type(value)

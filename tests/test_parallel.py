@@ -10,8 +10,15 @@ import pytest
 from helpers import DieAt, FailAt, Square
 
 from dataprep.errors import DataprepError
-from dataprep.parallel import (QUEUE_SECONDS, InlineExecutor, ProcessExecutor, _queue_depth, chunk_bounds,
-                               make_executor, ordered_map)
+from dataprep.parallel import (
+    QUEUE_SECONDS,
+    InlineExecutor,
+    ProcessExecutor,
+    _queue_depth,
+    chunk_bounds,
+    make_executor,
+    ordered_map,
+)
 
 # Workers are plain forks in a command's process and come from a fork server where threads
 # run (or CuPy is loaded): both ways are tested.
@@ -26,8 +33,11 @@ def test_chunk_bounds_cover_the_range():
 @START_METHODS
 def test_results_come_back_in_order_and_use_several_processes(method):
     seen = []
-    results = list(ordered_map(Square(0.02), 200, ProcessExecutor(2, start_method=method), chunk_size=7,
-                               progress=seen.append))
+    results = list(
+        ordered_map(
+            Square(0.02), 200, ProcessExecutor(2, start_method=method), chunk_size=7, progress=seen.append
+        )
+    )
     assert [(i, sq) for i, sq, _ in results] == [(i, i * i) for i in range(200)]
     assert len({pid for *_, pid in results}) == 2
     assert sum(seen) == 200 and max(seen) == 7
@@ -50,7 +60,11 @@ def test_task_errors_propagate(method):
 def test_a_dying_worker_is_a_clear_error(method):
     with pytest.raises(DataprepError, match="worker process died"):
         for index in range(0, 100, 5):  # one chunk or another reaches a child and kills it
-            list(ordered_map(DieAt(index, os.getpid()), 100, ProcessExecutor(2, start_method=method), chunk_size=5))
+            list(
+                ordered_map(
+                    DieAt(index, os.getpid()), 100, ProcessExecutor(2, start_method=method), chunk_size=5
+                )
+            )
 
 
 def test_workers_are_forks_only_while_no_thread_runs():
@@ -69,8 +83,9 @@ print(alone, fork_safe())
 
     leader, terminal = pty.openpty()
     try:
-        out = subprocess.run([sys.executable, "-c", code], stderr=terminal, stdout=subprocess.PIPE,
-                             text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", code], stderr=terminal, stdout=subprocess.PIPE, text=True, check=True
+        ).stdout
     finally:
         os.close(leader)
         os.close(terminal)

@@ -88,8 +88,11 @@ def test_encoded_round_trip_passes_files_through(tmp_path, kind):
             assert np.array_equal(rec.array, images[i].transpose(2, 0, 1))
         assert store.manifest["encoded"] is True
     env = lmdb.open(str(tmp_path / "db"), readonly=True, lock=False) if kind == "lmdb" else None
-    raw = (env.begin().get(b"00000002_img/0002.png") if env else
-           plyvel.DB(str(tmp_path / "db")).get(b"00000002_img/0002.png"))
+    raw = (
+        env.begin().get(b"00000002_img/0002.png")
+        if env
+        else plyvel.DB(str(tmp_path / "db")).get(b"00000002_img/0002.png")
+    )
     wire = fields(raw)
     assert [n for n, _, _ in wire] == [4, 5, 7]
     assert wire[0][2] == (tmp_path / "img/0002.png").read_bytes()  # the file, untouched
@@ -111,8 +114,14 @@ def test_raw_datum_wire_format_matches_caffe_proto(tmp_path):
         raw = env.begin().get(b"00000001_img/0001.png")
         assert env.stat()["entries"] == 3  # the manifest is not a key
     wire = fields(raw)
-    assert [(n, w) for n, w, _ in wire] == [(1, VARINT), (2, VARINT), (3, VARINT), (4, LENGTH),
-                                           (5, VARINT), (7, VARINT)]
+    assert [(n, w) for n, w, _ in wire] == [
+        (1, VARINT),
+        (2, VARINT),
+        (3, VARINT),
+        (4, LENGTH),
+        (5, VARINT),
+        (7, VARINT),
+    ]
     values = {n: v for n, _, v in wire}
     assert (values[1], values[2], values[3], values[5], values[7]) == (3, 5, 7, 1, 0)
     chw = np.frombuffer(values[4], np.uint8).reshape(3, 5, 7)
@@ -127,8 +136,15 @@ def test_float_labels_go_to_a_companion_store(tmp_path):
     with lmdb.open(str(tmp_path / "db_labels"), readonly=True, lock=False) as env:
         raw = env.begin().get(b"00000003_img/0003.png")
     wire = fields(raw)
-    assert [(n, w) for n, w, _ in wire] == [(1, VARINT), (2, VARINT), (3, VARINT), (5, VARINT),
-                                           (6, FIXED32), (6, FIXED32), (7, VARINT)]
+    assert [(n, w) for n, w, _ in wire] == [
+        (1, VARINT),
+        (2, VARINT),
+        (3, VARINT),
+        (5, VARINT),
+        (6, FIXED32),
+        (6, FIXED32),
+        (7, VARINT),
+    ]
     assert np.allclose([v for n, _, v in wire if n == 6], [3 / 7, 1.5])
     with open_store(tmp_path / "db") as store:
         assert np.allclose(store[3].labels, [3 / 7, 1.5])
@@ -150,8 +166,14 @@ def test_blobproto_wire_format():
 def test_hdf5_layout_mean_scale_and_label_names(tmp_path):
     list_path, images = write_images(tmp_path, 7, labels="float")
     source = list_source(str(list_path))
-    writer = Hdf5Writer(tmp_path / "t.h5", label_names=["a", "b"], mean=np.array([10, 20, 30]),
-                        scale=0.5, expected=7, meta=store_meta(source))
+    writer = Hdf5Writer(
+        tmp_path / "t.h5",
+        label_names=["a", "b"],
+        mean=np.array([10, 20, 30]),
+        scale=0.5,
+        expected=7,
+        meta=store_meta(source),
+    )
     write_store(source, writer, InlineExecutor())
     assert (tmp_path / "t_h5.txt").read_text() == f"{tmp_path / 't.h5'}\n"
     with h5py.File(tmp_path / "t.h5") as f:
@@ -159,7 +181,9 @@ def test_hdf5_layout_mean_scale_and_label_names(tmp_path):
         assert f["a"].shape == (7,) and f["b"].shape == (7,)
         want = (images[2].transpose(2, 0, 1) - np.array([10, 20, 30])[:, None, None]) * 0.5
         assert np.allclose(f["data"][2], want)
-        assert np.allclose(f["a"][:], [i / 7 for i in range(7)]) and np.allclose(f["b"][:], [i * 0.5 for i in range(7)])
+        assert np.allclose(f["a"][:], [i / 7 for i in range(7)]) and np.allclose(
+            f["b"][:], [i * 0.5 for i in range(7)]
+        )
         manifest = json.loads(f.attrs["dataprep"])
         assert manifest["count"] == 7 and manifest["labels"]["names"] == ["a", "b"]
         assert len(f.attrs["dataprep_checksums"]) == 7
@@ -185,8 +209,11 @@ def test_hdf5_shards_by_count_and_bytes(tmp_path):
         assert np.array_equal(store[9].array, images[9].transpose(2, 0, 1))
     row = 3 * 12 * 16 * 4
     assert parse_shard_size("1GB") == (None, 1 << 30) and parse_shard_size("12") == (12, None)
-    write_store(source, Hdf5Writer(tmp_path / "b.h5", shard_bytes=3 * row, expected=10, relative=True),
-                InlineExecutor())
+    write_store(
+        source,
+        Hdf5Writer(tmp_path / "b.h5", shard_bytes=3 * row, expected=10, relative=True),
+        InlineExecutor(),
+    )
     assert (tmp_path / "b_h5.txt").read_text().split() == [f"b_00{i}.h5" for i in range(4)]
 
 

@@ -10,8 +10,16 @@ import pytest
 from dataprep import transforms as T
 from dataprep.gpu import gpu_available
 
-BACKENDS = ["numpy", pytest.param("cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(
-    not gpu_available(), reason="needs CuPy and a CUDA device")])]
+BACKENDS = [
+    "numpy",
+    pytest.param(
+        "cupy",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device"),
+        ],
+    ),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -32,8 +40,9 @@ def test_rotation_matches_opencv(xp):
     img = picture()
     m = T.rotation_matrix(23, img.shape[:2])
     ours = host(T.to_uint8(T.affine_sample(xp.asarray(img, dtype=xp.float32), m, img.shape[:2])))
-    ref = cv2.warpAffine(img, m, (50, 40), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                         borderMode=cv2.BORDER_CONSTANT)
+    ref = cv2.warpAffine(
+        img, m, (50, 40), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT
+    )
     assert np.abs(ours.astype(int) - ref).max() <= 1
 
 
@@ -52,8 +61,9 @@ def test_color_ops_match_numpy(xp):
     assert np.allclose(host(T.brightness(x, 1.3)), img * 1.3)
     assert np.allclose(host(T.contrast(x, 0.5)), (img - gray.mean()) * 0.5 + gray.mean(), atol=1e-3)
     assert np.allclose(host(T.saturation(x, 0.0)), np.repeat(gray[..., None], 3, axis=2), atol=1e-3)
-    assert np.allclose(host(T.gray_of(x))[..., 0],
-                       cv2.cvtColor(picture(), cv2.COLOR_BGR2GRAY).astype(np.float32), atol=1)
+    assert np.allclose(
+        host(T.gray_of(x))[..., 0], cv2.cvtColor(picture(), cv2.COLOR_BGR2GRAY).astype(np.float32), atol=1
+    )
     assert np.array_equal(host(T.mirror(x)), img[:, ::-1])
 
 
@@ -62,7 +72,8 @@ def test_lighting_shifts_each_channel_by_the_pca_vector(xp):
     alphas = np.array([0.1, -0.2, 0.05], np.float32)
     out = host(T.lighting(xp.asarray(img), alphas))
     rgb = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]) @ (
-        alphas * np.array([0.2175, 0.0188, 0.0045]) * 255)
+        alphas * np.array([0.2175, 0.0188, 0.0045]) * 255
+    )
     assert np.allclose(out[0, 0], 100 + rgb[::-1], atol=1e-3)
 
 
@@ -74,8 +85,12 @@ def test_caffe_transform_order_and_crops(xp):
     assert np.allclose(out, want)
     # training crops are random windows, each mirrored or not: every output is one of them
     chw = img.transpose(2, 0, 1).astype(np.float32)
-    windows = {(t, l, f): (chw[:, t:t + 4, l:l + 4][:, :, ::-1] if f else chw[:, t:t + 4, l:l + 4])
-               for t in range(5) for l in range(7) for f in (False, True)}
+    windows = {
+        (t, x, f): (chw[:, t : t + 4, x : x + 4][:, :, ::-1] if f else chw[:, t : t + 4, x : x + 4])
+        for t in range(5)
+        for x in range(7)
+        for f in (False, True)
+    }
     rng = np.random.default_rng(1)
     drawn = set()
     for _ in range(20):
@@ -87,8 +102,15 @@ def test_caffe_transform_order_and_crops(xp):
 
 
 def test_params_depend_only_on_the_generator():
-    spec = T.AugmentSpec(crop_scale=(0.2, 1.0), out_size=(16, 16), mirror=True, rotate=15,
-                         brightness=0.3, lighting=0.1, noise=3)
+    spec = T.AugmentSpec(
+        crop_scale=(0.2, 1.0),
+        out_size=(16, 16),
+        mirror=True,
+        rotate=15,
+        brightness=0.3,
+        lighting=0.1,
+        noise=3,
+    )
     a = T.sample_params(np.random.default_rng([5, 2, 1]), (40, 50), spec)
     b = T.sample_params(np.random.default_rng([5, 2, 1]), (40, 50), spec)
     assert repr(a) == repr(b)
@@ -114,9 +136,15 @@ def test_batched_transfers_round_trip(xp):
     assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(images, back))
 
 
-@pytest.mark.parametrize("interpolation, flag, hw", [
-    ("area", cv2.INTER_AREA, (16, 20)), ("area", cv2.INTER_AREA, (13, 17)),
-    ("linear", cv2.INTER_LINEAR, (16, 20)), ("linear", cv2.INTER_LINEAR, (70, 90))])
+@pytest.mark.parametrize(
+    "interpolation, flag, hw",
+    [
+        ("area", cv2.INTER_AREA, (16, 20)),
+        ("area", cv2.INTER_AREA, (13, 17)),
+        ("linear", cv2.INTER_LINEAR, (16, 20)),
+        ("linear", cv2.INTER_LINEAR, (70, 90)),
+    ],
+)
 def test_matrix_resize_matches_opencv(xp, interpolation, flag, hw):
     img = picture(40, 50)
     ours = host(T.to_uint8(T.resize(xp.asarray(img), hw, interpolation)))

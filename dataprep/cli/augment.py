@@ -30,32 +30,84 @@ class RangeType(click.ParamType):
 @click.command("augment")
 @click.argument("src")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--copies", "-k", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Variants per input image (per list line: a repeated line gets its own).")
+@click.option(
+    "--copies",
+    "-k",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Variants per input image (per list line: a repeated line gets its own).",
+)
 @click.option("--crop", type=SIZE, default=None, metavar="HxW|S", help="Random crop of this size.")
-@click.option("--pad", is_flag=True,
-              help="Pad images smaller than --crop to its size (centred, --pad-value).")
-@click.option("--pad-value", type=click.IntRange(0, 255), default=0, show_default=True,
-              help="Grey level --pad fills with.")
-@click.option("--crop-scale", type=RangeType(), default=None, metavar="MIN,MAX",
-              help="Random-resized-crop: area share range (0.08,1.0), resized to --size.")
-@click.option("--size", type=SIZE, default=None, metavar="HxW",
-              help="Output size of --crop-scale [default: the input's size].")
+@click.option(
+    "--pad", is_flag=True, help="Pad images smaller than --crop to its size (centred, --pad-value)."
+)
+@click.option(
+    "--pad-value",
+    type=click.IntRange(0, 255),
+    default=0,
+    show_default=True,
+    help="Grey level --pad fills with.",
+)
+@click.option(
+    "--crop-scale",
+    type=RangeType(),
+    default=None,
+    metavar="MIN,MAX",
+    help="Random-resized-crop: area share range (0.08,1.0), resized to --size.",
+)
+@click.option(
+    "--size",
+    type=SIZE,
+    default=None,
+    metavar="HxW",
+    help="Output size of --crop-scale [default: the input's size].",
+)
 @click.option("--mirror", is_flag=True, help="Flip left-right with probability 1/2.")
 @click.option("--rotate", type=float, default=0.0, metavar="DEG", help="Rotate by up to DEG either way.")
 @click.option("--brightness", type=float, default=0.0, help="Scale by a factor in [1-b, 1+b].")
 @click.option("--contrast", type=float, default=0.0, help="Contrast factor in [1-c, 1+c].")
-@click.option("--saturation", type=float, default=0.0,
-              help="Saturation factor in [1-s, 1+s] (color images only).")
-@click.option("--lighting", type=float, default=0.0,
-              help="AlexNet PCA lighting noise, alpha std (0.1; color images only).")
+@click.option(
+    "--saturation", type=float, default=0.0, help="Saturation factor in [1-s, 1+s] (color images only)."
+)
+@click.option(
+    "--lighting",
+    type=float,
+    default=0.0,
+    help="AlexNet PCA lighting noise, alpha std (0.1; color images only).",
+)
 @click.option("--noise", type=float, default=0.0, help="Additive Gaussian noise std, grey levels.")
 @click.option("--force", is_flag=True, help="Allow label-changing transforms on float labels.")
 @seed_opt
 @image_output_options
-def augment_cmd(src, out, copies, crop, pad, pad_value, crop_scale, size, mirror, rotate, brightness,
-                contrast, saturation, lighting, noise, force, fmt, quality, channels, root, device,
-                seed, skip_bad, workers, overwrite, as_json):
+def augment_cmd(
+    src,
+    out,
+    copies,
+    crop,
+    pad,
+    pad_value,
+    crop_scale,
+    size,
+    mirror,
+    rotate,
+    brightness,
+    contrast,
+    saturation,
+    lighting,
+    noise,
+    force,
+    fmt,
+    quality,
+    channels,
+    root,
+    device,
+    seed,
+    skip_bad,
+    workers,
+    overwrite,
+    as_json,
+):
     """Write K random variants of every image of SRC (a folder or a list) into OUT as
     NAME_aug0.ext ... NAME_aug{K-1}.ext; a list is rewritten as OUT/<list name> with each
     variant carrying its source's labels. Outputs mirror paths as `resize` does.
@@ -79,17 +131,46 @@ def augment_cmd(src, out, copies, crop, pad, pad_value, crop_scale, size, mirror
 
     if pad and not crop:
         raise click.UsageError("--pad goes with --crop")
-    spec = AugmentSpec(crop=crop, pad=pad, pad_value=float(pad_value), crop_scale=crop_scale,
-                       out_size=size, mirror=mirror, rotate=rotate, brightness=brightness,
-                       contrast=contrast, saturation=saturation, lighting=lighting, noise=noise)
+    spec = AugmentSpec(
+        crop=crop,
+        pad=pad,
+        pad_value=float(pad_value),
+        crop_scale=crop_scale,
+        out_size=size,
+        mirror=mirror,
+        rotate=rotate,
+        brightness=brightness,
+        contrast=contrast,
+        saturation=saturation,
+        lighting=lighting,
+        noise=noise,
+    )
     on_error = OnError(skip_bad)
     with progress(None, "augment") as update:
-        result = augment_all(Path(src), Path(out), spec, copies, make_executor(workers), seed=seed,
-                             channels=Channels(channels), fmt=fmt, quality=quality, root=root,
-                             overwrite=overwrite, force=force, device=device, on_error=on_error,
-                             progress=update)
+        result = augment_all(
+            Path(src),
+            Path(out),
+            spec,
+            copies,
+            make_executor(workers),
+            seed=seed,
+            channels=Channels(channels),
+            fmt=fmt,
+            quality=quality,
+            root=root,
+            overwrite=overwrite,
+            force=force,
+            device=device,
+            on_error=on_error,
+            progress=update,
+        )
     skipped = report_skipped(on_error)
-    summary = {"out": out, "images": result.done, "already_done": result.kept,
-               "variants": (result.done + result.kept) * copies, "skipped": skipped,
-               "list": str(result.list_path) if result.list_path else None}
+    summary = {
+        "out": out,
+        "images": result.done,
+        "already_done": result.kept,
+        "variants": (result.done + result.kept) * copies,
+        "skipped": skipped,
+        "list": str(result.list_path) if result.list_path else None,
+    }
     echo_result(as_json, summary, [str(result.list_path or out)])

@@ -12,16 +12,39 @@ from .running import echo_result, run_store, start_workers
 
 @click.command("hdf5")
 @click.argument("list_file", metavar="LIST")
-@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
-              help="HDF5 file [default: LIST with .h5, beside it]; shards add _000, _001, ...")
-@click.option("--list-out", type=click.Path(dir_okay=False), default=None,
-              help="The HDF5Data source list [default: OUT's name + _h5.txt].")
-@click.option("--no-labels", is_flag=True,
-              help="Write data only, for a list without labels (e.g. test.txt).")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="HDF5 file [default: LIST with .h5, beside it]; shards add _000, _001, ...",
+)
+@click.option(
+    "--list-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The HDF5Data source list [default: OUT's name + _h5.txt].",
+)
+@click.option("--no-labels", is_flag=True, help="Write data only, for a list without labels (e.g. test.txt).")
 @store_options()
 @input_options
-def hdf5_cmd(list_file, out, list_out, no_labels, hdf5, root, channels, resize, check_size, shuffle,
-             skip_bad, workers, seed, overwrite, as_json):
+def hdf5_cmd(
+    list_file,
+    out,
+    list_out,
+    no_labels,
+    hdf5,
+    root,
+    channels,
+    resize,
+    check_size,
+    shuffle,
+    skip_bad,
+    workers,
+    seed,
+    overwrite,
+    as_json,
+):
     """Convert the images of LIST (``path label...`` lines, - for stdin) to HDF5.
 
     Writes float32 ``data`` (N x C x H x W, (pixel - mean) * scale; C is 1 for gray images
@@ -49,15 +72,27 @@ def hdf5_cmd(list_file, out, list_out, no_labels, hdf5, root, channels, resize, 
     source = list_source(list_file, root, Channels(channels), resize, shuffle, seed, on_error)
     listfile = source_list(source).listfile
     if listfile.label_count == 0 and not no_labels:
-        raise DataprepError(f"{listfile.name} has no labels (paths only), so the HDF5 file would "
-                            "hold no label dataset: pass --no-labels to write the data alone")
+        raise DataprepError(
+            f"{listfile.name} has no labels (paths only), so the HDF5 file would "
+            "hold no label dataset: pass --no-labels to write the data alone"
+        )
     if listfile.label_count and no_labels:
-        raise click.UsageError(f"--no-labels, but {listfile.name} has {listfile.label_count} "
-                               "label(s) per line")
+        raise click.UsageError(
+            f"--no-labels, but {listfile.name} has {listfile.label_count} label(s) per line"
+        )
     meta = store_meta(source, **hdf5.manifest(), shuffle=shuffle, seed=seed if shuffle else None)
-    writer = Hdf5Writer(out, list_path=list_out, overwrite=overwrite, expected=len(source), meta=meta,
-                        **hdf5.writer_options(["label"]))
+    writer = Hdf5Writer(
+        out,
+        list_path=list_out,
+        overwrite=overwrite,
+        expected=len(source),
+        meta=meta,
+        **hdf5.writer_options(["label"]),
+    )
     result = run_store(source, writer, workers, on_error, check_size, "hdf5")
-    summary = {"outputs": [str(p) for p in result.outputs], "written": result.written,
-               "skipped": result.skipped}
+    summary = {
+        "outputs": [str(p) for p in result.outputs],
+        "written": result.written,
+        "skipped": result.skipped,
+    }
     echo_result(as_json, summary, [str(p) for p in result.outputs])

@@ -11,10 +11,15 @@ from .options import common_options, json_opt, overwrite_opt, seed_opt
 
 @click.command("info")
 @click.argument("store")
-@click.option("--grid", type=click.Path(dir_okay=False), default=None,
-              help="Also write a montage of samples with their labels (PNG).")
-@click.option("--count", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Samples in the montage.")
+@click.option(
+    "--grid",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write a montage of samples with their labels (PNG).",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), default=64, show_default=True, help="Samples in the montage."
+)
 @click.option("--random", is_flag=True, help="Pick the montage's samples at random (seeded).")
 @seed_opt
 @overwrite_opt
@@ -49,16 +54,16 @@ def info_cmd(store, grid, count, random, seed, overwrite, as_json):
 
 
 def _text(s: dict) -> str:
-    kind = ("encoded images" if s["encoded"] else f"{s['dtype']} arrays" if s["type"] == "hdf5"
-            else "raw pixels")
+    kind = (
+        "encoded images" if s["encoded"] else f"{s['dtype']} arrays" if s["type"] == "hdf5" else "raw pixels"
+    )
     if s["shape"]:
         c, h, w = s["shape"]
         data = f"{h}x{w} (HxW), {c} channel{'s' if c != 1 else ''}, {s['dtype']}"
     elif s.get("shape_min"):
         (c0, h0, w0), (c1, h1, w1) = s["shape_min"], s["shape_max"]
         channels = f"{c0}" if c0 == c1 else f"{c0} to {c1}"
-        data = (f"sizes vary: H {h0} to {h1}, W {w0} to {w1}, {channels} channel(s), "
-                f"{s['dtype']}")
+        data = f"sizes vary: H {h0} to {h1}, W {w0} to {w1}, {channels} channel(s), {s['dtype']}"
     else:
         data = "no records"
     lines = [

@@ -12,16 +12,32 @@ from .running import echo_result
 
 @click.command("list")
 @click.argument("root", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--out", type=click.Path(dir_okay=False, allow_dash=True), default="train.txt",
-              show_default=True,
-              help="The list file (- for stdout); with --split, train/val/test.txt in its folder.")
-@click.option("--classes-out", type=click.Path(dir_okay=False), default=None,
-              help="The class names file (index name) [default: classes.txt beside the list].")
-@click.option("--split", default=None, metavar="TRAIN,VAL,TEST",
-              help="Ratios such as 0.8,0.1,0.1, stratified by class and seeded.")
-@click.option("--extensions", default=",".join(("jpg", "jpeg", "png", "bmp", "ppm", "pgm", "tif",
-                                                "tiff", "webp")), show_default=True,
-              help="Image file extensions to include (case-insensitive).")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="train.txt",
+    show_default=True,
+    help="The list file (- for stdout); with --split, train/val/test.txt in its folder.",
+)
+@click.option(
+    "--classes-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The class names file (index name) [default: classes.txt beside the list].",
+)
+@click.option(
+    "--split",
+    default=None,
+    metavar="TRAIN,VAL,TEST",
+    help="Ratios such as 0.8,0.1,0.1, stratified by class and seeded.",
+)
+@click.option(
+    "--extensions",
+    default=",".join(("jpg", "jpeg", "png", "bmp", "ppm", "pgm", "tif", "tiff", "webp")),
+    show_default=True,
+    help="Image file extensions to include (case-insensitive).",
+)
 @click.option("--flat", is_flag=True, help="A folder of images without classes: every label is 0.")
 @seed_opt
 @overwrite_opt
@@ -46,12 +62,22 @@ def list_cmd(root, out, classes_out, split, extensions, flat, seed, overwrite, a
 
     ratios = parse_split(split) if split else None
     exts = [e for e in extensions.split(",") if e.strip()]
-    result = write_image_lists(Path(root), out, split=ratios, seed=seed, extensions=exts,
-                               flat=flat, overwrite=overwrite,
-                               classes_out=Path(classes_out) if classes_out else None)
+    result = write_image_lists(
+        Path(root),
+        out,
+        split=ratios,
+        seed=seed,
+        extensions=exts,
+        flat=flat,
+        overwrite=overwrite,
+        classes_out=Path(classes_out) if classes_out else None,
+    )
     if result.text is not None:
         click.echo(result.text, nl=False)
         return
-    summary = {"lists": {k: str(v) for k, v in result.lists.items()}, "counts": result.counts,
-               "classes": result.classes}
+    summary = {
+        "lists": {k: str(v) for k, v in result.lists.items()},
+        "counts": result.counts,
+        "classes": result.classes,
+    }
     echo_result(as_json, summary, [str(p) for p in result.lists.values()])

@@ -11,18 +11,50 @@ from .running import echo_result, run_store, start_workers
 @click.command("lmdb")
 @click.argument("list_file", metavar="LIST")
 @click.argument("db", type=click.Path())
-@click.option("--backend", type=click.Choice(["lmdb", "leveldb"]), default="lmdb", show_default=True,
-              help="LevelDB needs the leveldb extra (plyvel).")
-@click.option("--encoded", is_flag=True,
-              help="Store compressed image bytes (encoded=true): the original file when its "
-                   "pixels are unchanged, re-encoded after a resize or channel change.")
-@click.option("--encode-type", type=click.Choice(["jpg", "png"]), default=None,
-              help="Re-encode as this format with --encoded [default: pass files through].")
-@click.option("--labels-db", type=click.Path(), default=None,
-              help="Companion store for float or multi-column labels (float_data, same keys).")
+@click.option(
+    "--backend",
+    type=click.Choice(["lmdb", "leveldb"]),
+    default="lmdb",
+    show_default=True,
+    help="LevelDB needs the leveldb extra (plyvel).",
+)
+@click.option(
+    "--encoded",
+    is_flag=True,
+    help="Store compressed image bytes (encoded=true): the original file when its "
+    "pixels are unchanged, re-encoded after a resize or channel change.",
+)
+@click.option(
+    "--encode-type",
+    type=click.Choice(["jpg", "png"]),
+    default=None,
+    help="Re-encode as this format with --encoded [default: pass files through].",
+)
+@click.option(
+    "--labels-db",
+    type=click.Path(),
+    default=None,
+    help="Companion store for float or multi-column labels (float_data, same keys).",
+)
 @input_options
-def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, root, channels, resize,
-             check_size, shuffle, skip_bad, workers, seed, overwrite, as_json):
+def lmdb_cmd(
+    list_file,
+    db,
+    backend,
+    encoded,
+    encode_type,
+    labels_db,
+    root,
+    channels,
+    resize,
+    check_size,
+    shuffle,
+    skip_bad,
+    workers,
+    seed,
+    overwrite,
+    as_json,
+):
     """Convert the images of LIST (- for stdin) to Datum records in DB, like convert_imageset.
 
     Keys are %08d_PATH in list order (after --shuffle); each Datum holds C x H x W pixels
@@ -48,11 +80,16 @@ def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, root, chan
     source = list_source(list_file, root, Channels(channels), resize, shuffle, seed, on_error)
     listfile = source_list(source).listfile
     check_datum_labels(listfile.label_count, listfile.integer_labels, labels_db is not None, listfile.name)
-    meta = store_meta(source, encoded=encoded, encode_type=encode_type, shuffle=shuffle,
-                      seed=seed if shuffle else None)
-    writer = STORES[backend](db, overwrite=overwrite, labels_path=labels_db, encoded=encoded,
-                             encode_type=encode_type, meta=meta)
+    meta = store_meta(
+        source, encoded=encoded, encode_type=encode_type, shuffle=shuffle, seed=seed if shuffle else None
+    )
+    writer = STORES[backend](
+        db, overwrite=overwrite, labels_path=labels_db, encoded=encoded, encode_type=encode_type, meta=meta
+    )
     result = run_store(source, writer, workers, on_error, check_size, backend)
-    summary = {"outputs": [str(p) for p in result.outputs], "written": result.written,
-               "skipped": result.skipped}
+    summary = {
+        "outputs": [str(p) for p in result.outputs],
+        "written": result.written,
+        "skipped": result.skipped,
+    }
     echo_result(as_json, summary, [str(p) for p in result.outputs])

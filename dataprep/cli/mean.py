@@ -6,21 +6,46 @@ from pathlib import Path
 
 import click
 
-from .options import (channels_options, common_options, json_opt, overwrite_opt, resize_opt,
-                      root_opt, workers_opt)
+from .options import (
+    channels_options,
+    common_options,
+    json_opt,
+    overwrite_opt,
+    resize_opt,
+    root_opt,
+    workers_opt,
+)
 from .running import echo_result, progress, start_workers
 
 
 @click.command("mean")
 @click.argument("source")
-@click.option("-o", "--out", type=click.Path(dir_okay=False), default="mean.binaryproto",
-              show_default=True, help="The BlobProto (1 x C x H x W) for a layer's mean_file.")
-@click.option("--npy", type=click.Path(dir_okay=False), default=None,
-              help="Also write the C x H x W mean as NumPy (.npy).")
-@click.option("--per-channel-only", is_flag=True,
-              help="Print the per-channel means over every pixel; write no image (any sizes).")
-@click.option("--type", "kind", type=click.Choice(["store", "list"]), default=None,
-              help="Force how SOURCE is read [default: detected; a .txt of images is a list].")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="mean.binaryproto",
+    show_default=True,
+    help="The BlobProto (1 x C x H x W) for a layer's mean_file.",
+)
+@click.option(
+    "--npy",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the C x H x W mean as NumPy (.npy).",
+)
+@click.option(
+    "--per-channel-only",
+    is_flag=True,
+    help="Print the per-channel means over every pixel; write no image (any sizes).",
+)
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["store", "list"]),
+    default=None,
+    help="Force how SOURCE is read [default: detected; a .txt of images is a list].",
+)
 @root_opt
 @channels_options
 @resize_opt
@@ -28,8 +53,7 @@ from .running import echo_result, progress, start_workers
 @overwrite_opt
 @json_opt
 @common_options
-def mean_cmd(source, out, npy, per_channel_only, kind, root, channels, resize, workers, overwrite,
-             as_json):
+def mean_cmd(source, out, npy, per_channel_only, kind, root, channels, resize, workers, overwrite, as_json):
     """Compute the mean image of SOURCE: an LMDB/LevelDB folder, an .h5 file, an _h5.txt list,
     or a list file of images (channels as the store commands decode them: --gray, --color).
 
@@ -49,10 +73,18 @@ def mean_cmd(source, out, npy, per_channel_only, kind, root, channels, resize, w
 
     src = array_source(source, kind, root=root, channels=Channels(channels), resize=resize)
     with progress(len(src), "mean") as update:
-        result = compute_mean(src, make_executor(workers, len(src)), progress=update,
-                              per_channel=per_channel_only)
-    outputs = [] if per_channel_only else write_mean(result, Path(out), Path(npy) if npy else None,
-                                                     overwrite=overwrite)
-    summary = {"count": result.count, "shape": list(result.mean.shape),
-               "channels": dict(result.channels), "outputs": [str(p) for p in outputs]}
+        result = compute_mean(
+            src, make_executor(workers, len(src)), progress=update, per_channel=per_channel_only
+        )
+    outputs = (
+        []
+        if per_channel_only
+        else write_mean(result, Path(out), Path(npy) if npy else None, overwrite=overwrite)
+    )
+    summary = {
+        "count": result.count,
+        "shape": list(result.mean.shape),
+        "channels": dict(result.channels),
+        "outputs": [str(p) for p in outputs],
+    }
     echo_result(as_json, summary, ["  ".join(f"{name} {value:.2f}" for name, value in result.channels)])

@@ -7,41 +7,88 @@ from pathlib import Path
 
 import click
 
-from .options import (SIZE, common_options, json_opt, overwrite_opt, seed_opt, store_options,
-                      workers_opt)
+from .options import SIZE, common_options, json_opt, overwrite_opt, seed_opt, store_options, workers_opt
 from .running import echo_result, progress, start_workers
 
 
 @click.command("noise")
-@click.option("-n", "--n", "n", type=click.IntRange(min=1), default=70000, show_default=True,
-              help="Number of samples.")
-@click.option("--out", type=click.Path(file_okay=False), default="samples", show_default=True,
-              help="Folder for the images (with --to: for the stores).")
-@click.option("--size", type=SIZE, default="100x100", show_default=True, metavar="HxW",
-              help="Image size.")
-@click.option("--split", default=None, metavar="TRAIN,VAL[,TEST]",
-              help="Counts (50000,10000,10000) or ratios (0.8,0.1,0.1) [default: 5/7,1/7,1/7]. "
-                   "Two values make train and val only: no test list.")
-@click.option("--format", "fmt", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True,
-              help="Image file format (png is lossless).")
-@click.option("--quality", type=click.IntRange(0, 100), default=95, show_default=True,
-              help="JPEG quality.")
-@click.option("--classes", type=click.IntRange(min=1), default=None, metavar="K",
-              help="Integer labels: fx binned into K equal bins (named in classes.txt).")
-@click.option("--classes-out", type=click.Path(dir_okay=False), default=None,
-              help="Where the class names go [default: classes.txt beside the lists].")
-@click.option("--lists-dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for the list files [default: the folder containing --out].")
-@click.option("--to", "to", type=click.Choice(["files", "hdf5", "lmdb", "leveldb"]), default="files",
-              show_default=True, help="Write image files and lists, or stream straight into stores.")
+@click.option(
+    "-n", "--n", "n", type=click.IntRange(min=1), default=70000, show_default=True, help="Number of samples."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="samples",
+    show_default=True,
+    help="Folder for the images (with --to: for the stores).",
+)
+@click.option("--size", type=SIZE, default="100x100", show_default=True, metavar="HxW", help="Image size.")
+@click.option(
+    "--split",
+    default=None,
+    metavar="TRAIN,VAL[,TEST]",
+    help="Counts (50000,10000,10000) or ratios (0.8,0.1,0.1) [default: 5/7,1/7,1/7]. "
+    "Two values make train and val only: no test list.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jpg", "png"]),
+    default="jpg",
+    show_default=True,
+    help="Image file format (png is lossless).",
+)
+@click.option("--quality", type=click.IntRange(0, 100), default=95, show_default=True, help="JPEG quality.")
+@click.option(
+    "--classes",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="K",
+    help="Integer labels: fx binned into K equal bins (named in classes.txt).",
+)
+@click.option(
+    "--classes-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where the class names go [default: classes.txt beside the lists].",
+)
+@click.option(
+    "--lists-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the list files [default: the folder containing --out].",
+)
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(["files", "hdf5", "lmdb", "leveldb"]),
+    default="files",
+    show_default=True,
+    help="Write image files and lists, or stream straight into stores.",
+)
 @store_options(None, "freq, or label with --classes")
 @seed_opt
 @workers_opt
 @overwrite_opt
 @json_opt
 @common_options
-def noise_cmd(n, out, size, split, fmt, quality, classes, classes_out, lists_dir, to, hdf5, seed,
-              workers, overwrite, as_json):
+def noise_cmd(
+    n,
+    out,
+    size,
+    split,
+    fmt,
+    quality,
+    classes,
+    classes_out,
+    lists_dir,
+    to,
+    hdf5,
+    seed,
+    workers,
+    overwrite,
+    as_json,
+):
     """Generate random-frequency noise images labelled with their frequencies.
 
     Sample i depends only on (--seed, i), so output is byte-identical for any --workers.
@@ -73,16 +120,33 @@ def noise_cmd(n, out, size, split, fmt, quality, classes, classes_out, lists_dir
 
         source = replace(source, ext="png")
         with progress(n, f"noise -> {to}") as update:
-            stores = write_noise_stores(source, out_path, counts, to, executor, overwrite=overwrite,
-                                        hdf5=hdf5, progress=update)
+            stores = write_noise_stores(
+                source, out_path, counts, to, executor, overwrite=overwrite, hdf5=hdf5, progress=update
+            )
         outputs = [str(p) for paths in stores.values() for p in paths]
-        echo_result(as_json, {"n": n, "counts": dict(zip(("train", "val", "test"), counts)),
-                              "outputs": outputs}, outputs)
+        echo_result(
+            as_json,
+            {"n": n, "counts": dict(zip(("train", "val", "test"), counts)), "outputs": outputs},
+            outputs,
+        )
         return
     with progress(n, "noise") as update:
-        result = write_noise_files(source, out_path, lists, counts, executor, fmt=fmt,
-                                   quality=quality, overwrite=overwrite, progress=update,
-                                   classes_out=Path(classes_out) if classes_out else None)
-    summary = {"images": str(result.folder), "n": n, "counts": result.counts,
-               "lists": {k: str(v) for k, v in result.lists.items()}}
+        result = write_noise_files(
+            source,
+            out_path,
+            lists,
+            counts,
+            executor,
+            fmt=fmt,
+            quality=quality,
+            overwrite=overwrite,
+            progress=update,
+            classes_out=Path(classes_out) if classes_out else None,
+        )
+    summary = {
+        "images": str(result.folder),
+        "n": n,
+        "counts": result.counts,
+        "lists": {k: str(v) for k, v in result.lists.items()},
+    }
     echo_result(as_json, summary, [str(p) for p in result.lists.values()])

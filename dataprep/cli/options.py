@@ -45,8 +45,10 @@ class Settings:
     @staticmethod
     def apply(ctx: click.Context) -> None:
         settings = Settings.get(ctx)
-        level = logging.DEBUG if settings.debug or settings.verbosity > 0 else (
-            logging.ERROR if settings.verbosity < 0 else logging.INFO
+        level = (
+            logging.DEBUG
+            if settings.debug or settings.verbosity > 0
+            else (logging.ERROR if settings.verbosity < 0 else logging.INFO)
         )
         logging.getLogger("dataprep").setLevel(level)
 
@@ -63,14 +65,32 @@ def _setter(attr: str, value: Callable[[Settings, Any], Any]) -> Callable:
 
 def common_options(f: Callable) -> Callable:
     """``--quiet``/``--verbose``/``--debug``, accepted before or after the command name."""
-    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True,
-                     help="No progress bars or info logs.",
-                     callback=_setter("verbosity", lambda s, v: -1))(f)
-    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True,
-                     help="Debug logs.", callback=_setter("verbosity", lambda s, v: 1))(f)
-    f = click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
-                     help="Show tracebacks on errors.",
-                     callback=_setter("debug", lambda s, v: True))(f)
+    f = click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        help="No progress bars or info logs.",
+        callback=_setter("verbosity", lambda s, v: -1),
+    )(f)
+    f = click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        help="Debug logs.",
+        callback=_setter("verbosity", lambda s, v: 1),
+    )(f)
+    f = click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        help="Show tracebacks on errors.",
+        callback=_setter("debug", lambda s, v: True),
+    )(f)
     return f
 
 
@@ -94,23 +114,42 @@ class SizeType(click.ParamType):
 SIZE = SizeType()
 
 workers_opt = click.option(
-    "-j", "--workers", type=click.IntRange(min=1), default=None, show_default="all cores",
-    help="Processes sharing the work, this one included. Output is identical for any value.")
+    "-j",
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    show_default="all cores",
+    help="Processes sharing the work, this one included. Output is identical for any value.",
+)
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 skip_bad_opt = click.option(
-    "--skip-bad", is_flag=True,
-    help="Log and skip bad lines and images instead of stopping; print the count at the end.")
+    "--skip-bad",
+    is_flag=True,
+    help="Log and skip bad lines and images instead of stopping; print the count at the end.",
+)
 root_opt = click.option(
-    "--root", type=click.Path(file_okay=False), default=None,
-    help="Folder a list's paths are relative to [default: the list's folder].")
+    "--root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder a list's paths are relative to [default: the list's folder].",
+)
 resize_opt = click.option(
-    "--resize", "resize", type=SIZE, metavar="HxW", default=None,
-    help="Resize every image to exactly HxW (bilinear, like convert_imageset).")
+    "--resize",
+    "resize",
+    type=SIZE,
+    metavar="HxW",
+    default=None,
+    help="Resize every image to exactly HxW (bilinear, like convert_imageset).",
+)
 device_opt = click.option(
-    "--device", type=click.Choice(["cpu", "gpu", "auto"]), default="cpu", show_default=True,
-    help="Where the array work runs: gpu needs CuPy and a CUDA device (never falls back).")
+    "--device",
+    type=click.Choice(["cpu", "gpu", "auto"]),
+    default="cpu",
+    show_default=True,
+    help="Where the array work runs: gpu needs CuPy and a CUDA device (never falls back).",
+)
 
 
 def channels_options(f: Callable) -> Callable:
@@ -122,31 +161,42 @@ def channels_options(f: Callable) -> Callable:
             raise click.UsageError("--gray and --color are exclusive")
         return f(*args, channels="gray" if gray else "color" if color else "auto", **kwargs)
 
-    return _apply([
-        click.option("--gray", is_flag=True,
-                     help="Convert every image to 1-channel gray [default: images keep their own "
-                          "channels: gray stays 1 channel, color is 3-channel BGR]."),
-        click.option("--color", is_flag=True,
-                     help="Make every image 3-channel BGR, gray ones expanded (convert_imageset's "
-                          "default)."),
-    ], wrapper)
+    return _apply(
+        [
+            click.option(
+                "--gray",
+                is_flag=True,
+                help="Convert every image to 1-channel gray [default: images keep their own "
+                "channels: gray stays 1 channel, color is 3-channel BGR].",
+            ),
+            click.option(
+                "--color",
+                is_flag=True,
+                help="Make every image 3-channel BGR, gray ones expanded (convert_imageset's default).",
+            ),
+        ],
+        wrapper,
+    )
 
 
 def input_options(f: Callable) -> Callable:
     """The list-input options every store command shares."""
-    return _apply([
-        root_opt,
-        channels_options,
-        resize_opt,
-        click.option("--check-size", is_flag=True, help="Fail unless all images share one size."),
-        click.option("--shuffle", is_flag=True, help="Shuffle the list (seeded by --seed)."),
-        skip_bad_opt,
-        workers_opt,
-        seed_opt,
-        overwrite_opt,
-        json_opt,
-        common_options,
-    ], f)
+    return _apply(
+        [
+            root_opt,
+            channels_options,
+            resize_opt,
+            click.option("--check-size", is_flag=True, help="Fail unless all images share one size."),
+            click.option("--shuffle", is_flag=True, help="Shuffle the list (seeded by --seed)."),
+            skip_bad_opt,
+            workers_opt,
+            seed_opt,
+            overwrite_opt,
+            json_opt,
+            common_options,
+        ],
+        f,
+    )
 
 
 def store_options(label_names: str | None = "label", shown: str | bool = True) -> Callable:
@@ -155,32 +205,73 @@ def store_options(label_names: str | None = "label", shown: str | bool = True) -
 
     def decorate(f: Callable) -> Callable:
         @functools.wraps(f)
-        def wrapper(*args: Any, label_names: str | None, mean: str | None, mean_file: str | None,
-                    scale: float, shard_size: str | None, compression: str, relative: bool,
-                    **kwargs: Any) -> Any:
+        def wrapper(
+            *args: Any,
+            label_names: str | None,
+            mean: str | None,
+            mean_file: str | None,
+            scale: float,
+            shard_size: str | None,
+            compression: str,
+            relative: bool,
+            **kwargs: Any,
+        ) -> Any:
             from ..stores.hdf5 import Hdf5Options
 
-            hdf5 = Hdf5Options.parse(label_names, mean, mean_file, scale, shard_size, compression,
-                                     relative)
+            hdf5 = Hdf5Options.parse(label_names, mean, mean_file, scale, shard_size, compression, relative)
             return f(*args, hdf5=hdf5, **kwargs)
 
-        return _apply([
-            click.option("--label-names", default=label_names, show_default=shown, metavar="NAMES",
-                         help="HDF5 label datasets. One name: all label columns in one N x k "
-                              "dataset; k comma-separated names: one dataset each."),
-            click.option("--mean", "mean", default=None, metavar="V|B,G,R",
-                         help="Subtract a mean value, or one per channel (104,117,123)."),
-            click.option("--mean-file", type=click.Path(exists=True, dir_okay=False), default=None,
-                         help="Subtract a mean image (mean.binaryproto or mean.npy)."),
-            click.option("--scale", type=float, default=1.0, show_default=True,
-                         help="Multiply by this after mean subtraction (Caffe's order)."),
-            click.option("--shard-size", default=None, metavar="N|SIZE",
-                         help="Images per HDF5 file (10000) or a file size (1GB): NAME_000.h5, ..."),
-            click.option("--compression", type=click.Choice(["none", "gzip"]), default="none",
-                         show_default=True, help="gzip is slow to write; Caffe reads it."),
-            click.option("--relative", is_flag=True,
-                         help="Write paths in NAME_h5.txt relative to it (default: absolute)."),
-        ], wrapper)
+        return _apply(
+            [
+                click.option(
+                    "--label-names",
+                    default=label_names,
+                    show_default=shown,
+                    metavar="NAMES",
+                    help="HDF5 label datasets. One name: all label columns in one N x k "
+                    "dataset; k comma-separated names: one dataset each.",
+                ),
+                click.option(
+                    "--mean",
+                    "mean",
+                    default=None,
+                    metavar="V|B,G,R",
+                    help="Subtract a mean value, or one per channel (104,117,123).",
+                ),
+                click.option(
+                    "--mean-file",
+                    type=click.Path(exists=True, dir_okay=False),
+                    default=None,
+                    help="Subtract a mean image (mean.binaryproto or mean.npy).",
+                ),
+                click.option(
+                    "--scale",
+                    type=float,
+                    default=1.0,
+                    show_default=True,
+                    help="Multiply by this after mean subtraction (Caffe's order).",
+                ),
+                click.option(
+                    "--shard-size",
+                    default=None,
+                    metavar="N|SIZE",
+                    help="Images per HDF5 file (10000) or a file size (1GB): NAME_000.h5, ...",
+                ),
+                click.option(
+                    "--compression",
+                    type=click.Choice(["none", "gzip"]),
+                    default="none",
+                    show_default=True,
+                    help="gzip is slow to write; Caffe reads it.",
+                ),
+                click.option(
+                    "--relative",
+                    is_flag=True,
+                    help="Write paths in NAME_h5.txt relative to it (default: absolute).",
+                ),
+            ],
+            wrapper,
+        )
 
     return decorate
 
@@ -193,17 +284,27 @@ def _apply(options: list[Callable], f: Callable) -> Callable:
 
 def image_output_options(f: Callable) -> Callable:
     """Options of the commands that write image files (resize, augment)."""
-    return _apply([
-        click.option("--format", "fmt", type=click.Choice(["keep", "jpg", "png"]), default="keep",
-                     show_default=True, help="Output format (keep: the input's)."),
-        click.option("--quality", type=click.IntRange(0, 100), default=95, show_default=True,
-                     help="JPEG quality."),
-        channels_options,
-        root_opt,
-        device_opt,
-        skip_bad_opt,
-        workers_opt,
-        overwrite_opt,
-        json_opt,
-        common_options,
-    ], f)
+    return _apply(
+        [
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(["keep", "jpg", "png"]),
+                default="keep",
+                show_default=True,
+                help="Output format (keep: the input's).",
+            ),
+            click.option(
+                "--quality", type=click.IntRange(0, 100), default=95, show_default=True, help="JPEG quality."
+            ),
+            channels_options,
+            root_opt,
+            device_opt,
+            skip_bad_opt,
+            workers_opt,
+            overwrite_opt,
+            json_opt,
+            common_options,
+        ],
+        f,
+    )

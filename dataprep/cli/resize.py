@@ -13,17 +13,47 @@ from .running import echo_result, progress, report_skipped, start_workers
 @click.command("resize")
 @click.argument("src")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--size", type=SIZE, default=None, metavar="HxW",
-              help="Exact size, squashing the aspect ratio.")
-@click.option("--shorter-side", type=click.IntRange(min=1), default=None, metavar="S",
-              help="Scale so the shorter side is S, keeping the aspect ratio.")
-@click.option("--center-crop", type=SIZE, default=None, metavar="HxW",
-              help="With --shorter-side: then crop the central HxW.")
-@click.option("--interpolation", type=click.Choice(["area", "linear", "cubic", "lanczos"]), default=None,
-              help="[default: area when shrinking, cubic when enlarging]")
+@click.option(
+    "--size", type=SIZE, default=None, metavar="HxW", help="Exact size, squashing the aspect ratio."
+)
+@click.option(
+    "--shorter-side",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="S",
+    help="Scale so the shorter side is S, keeping the aspect ratio.",
+)
+@click.option(
+    "--center-crop",
+    type=SIZE,
+    default=None,
+    metavar="HxW",
+    help="With --shorter-side: then crop the central HxW.",
+)
+@click.option(
+    "--interpolation",
+    type=click.Choice(["area", "linear", "cubic", "lanczos"]),
+    default=None,
+    help="[default: area when shrinking, cubic when enlarging]",
+)
 @image_output_options
-def resize_cmd(src, out, size, shorter_side, center_crop, interpolation, fmt, quality, channels, root,
-               device, skip_bad, workers, overwrite, as_json):
+def resize_cmd(
+    src,
+    out,
+    size,
+    shorter_side,
+    center_crop,
+    interpolation,
+    fmt,
+    quality,
+    channels,
+    root,
+    device,
+    skip_bad,
+    workers,
+    overwrite,
+    as_json,
+):
     """Resize the images of SRC (a folder, or a list file) into OUT.
 
     Outputs mirror each image's path relative to SRC (a folder), or for a list to the
@@ -47,10 +77,26 @@ def resize_cmd(src, out, size, shorter_side, center_crop, interpolation, fmt, qu
     spec = ResizeSpec(size=size, shorter=shorter_side, crop=center_crop, interpolation=interpolation)
     on_error = OnError(skip_bad)
     with progress(None, "resize") as update:
-        result = resize_all(Path(src), Path(out), spec, make_executor(workers), fmt=fmt,
-                            quality=quality, channels=Channels(channels), root=root,
-                            overwrite=overwrite, device=device, on_error=on_error, progress=update)
+        result = resize_all(
+            Path(src),
+            Path(out),
+            spec,
+            make_executor(workers),
+            fmt=fmt,
+            quality=quality,
+            channels=Channels(channels),
+            root=root,
+            overwrite=overwrite,
+            device=device,
+            on_error=on_error,
+            progress=update,
+        )
     skipped = report_skipped(on_error)
-    summary = {"out": out, "written": result.done, "already_done": result.kept,
-               "skipped": skipped, "list": str(result.list_path) if result.list_path else None}
+    summary = {
+        "out": out,
+        "written": result.done,
+        "already_done": result.kept,
+        "skipped": skipped,
+        "list": str(result.list_path) if result.list_path else None,
+    }
     echo_result(as_json, summary, [str(result.list_path or out)])

@@ -57,7 +57,8 @@ def run_store(source, writer, workers: int | None, on_error, check_size: bool, d
 
     executor = make_executor(workers, len(source))
     with progress(len(source), desc) as update:
-        result = write_store(source, writer, executor, on_error=on_error, check_size=check_size,
-                             progress=update)
+        result = write_store(
+            source, writer, executor, on_error=on_error, check_size=check_size, progress=update
+        )
     report_skipped(on_error)
     return result

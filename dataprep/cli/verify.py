@@ -10,8 +10,13 @@ from .running import progress
 
 @click.command("verify")
 @click.argument("store")
-@click.option("--list", "list_path", default=None, metavar="LIST",
-              help="Also check the store holds exactly LIST's entries, in order, with its labels.")
+@click.option(
+    "--list",
+    "list_path",
+    default=None,
+    metavar="LIST",
+    help="Also check the store holds exactly LIST's entries, in order, with its labels.",
+)
 @root_opt
 @json_opt
 @common_options
@@ -37,8 +42,18 @@ def verify_cmd(store, list_path, root, as_json):
     with progress(None, "verify", unit="rec") as update:
         report = verify(store, list_path, root=root, progress=update)
     if as_json:
-        click.echo(json.dumps({"store": store, "ok": report.ok, "checked": report.checked,
-                               "problems": report.problems, "notes": report.notes}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "store": store,
+                    "ok": report.ok,
+                    "checked": report.checked,
+                    "problems": report.problems,
+                    "notes": report.notes,
+                },
+                indent=2,
+            )
+        )
     else:
         for problem in report.problems:
             click.echo(problem)

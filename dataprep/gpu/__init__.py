@@ -53,7 +53,9 @@ def to_device(images: list[np.ndarray], xp: ModuleType) -> list:
     for im, a, b in zip(images, offsets[:-1], offsets[1:]):
         host[a:b] = im.reshape(-1).view(np.uint8)
     device = xp.asarray(host)
-    return [device[a:b].view(im.dtype).reshape(im.shape) for im, a, b in zip(images, offsets[:-1], offsets[1:])]
+    return [
+        device[a:b].view(im.dtype).reshape(im.shape) for im, a, b in zip(images, offsets[:-1], offsets[1:])
+    ]
 
 
 def to_host(arrays: list) -> list[np.ndarray]:

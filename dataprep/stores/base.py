@@ -7,8 +7,8 @@ record, is written last as the completion marker.
 
 from __future__ import annotations
 
-import zlib
 import json
+import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +45,9 @@ class StoreWriter(ABC):
     """Writes records in index order to a store; a context manager that aborts on error.
 
     Used as a context manager it closes on success (``outputs`` then lists what it wrote)
-    and aborts on any exception, Ctrl-C included. ``encoder()`` returns a picklable callable ``Record -> payload`` run in worker
-    processes (the expensive, parallel part); ``put`` stores one payload in the parent.
+    and aborts on any exception, Ctrl-C included. ``encoder()`` returns a picklable callable
+    ``Record -> payload`` run in worker processes (the expensive, parallel part); ``put``
+    stores one payload in the parent.
     """
 
     outputs: list[Path] = []
@@ -119,7 +120,11 @@ class StoreReader(ABC):
 
     def files_on_disk(self) -> list[Path]:
         """The files that make up the store."""
-        return [p for p in Path(self.path).rglob("*") if p.is_file()] if Path(self.path).is_dir() else [Path(self.path)]
+        return (
+            [p for p in Path(self.path).rglob("*") if p.is_file()]
+            if Path(self.path).is_dir()
+            else [Path(self.path)]
+        )
 
     def __getitem__(self, index: int) -> StoredRecord:
         if not -len(self) <= index < len(self):

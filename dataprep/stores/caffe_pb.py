@@ -54,8 +54,7 @@ def _build_messages() -> dict[str, type]:
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return {
-        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{name}"))
-        for name in _SCHEMA
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{name}")) for name in _SCHEMA
     }
 
 
@@ -67,9 +66,14 @@ BlobProto = _MESSAGES["BlobProto"]
 def datum_raw(image: np.ndarray, label: int = 0) -> bytes:
     """A raw Datum of an H x W x C uint8 image: pixels in C x H x W order, as CVMatToDatum."""
     height, width, channels = image.shape
-    datum = Datum(channels=channels, height=height, width=width,
-                  data=np.ascontiguousarray(image.transpose(2, 0, 1)).tobytes(),
-                  label=label, encoded=False)
+    datum = Datum(
+        channels=channels,
+        height=height,
+        width=width,
+        data=np.ascontiguousarray(image.transpose(2, 0, 1)).tobytes(),
+        label=label,
+        encoded=False,
+    )
     return datum.SerializeToString()
 
 
@@ -80,8 +84,14 @@ def datum_encoded(data: bytes, label: int = 0) -> bytes:
 
 def datum_floats(values: Sequence[float], label: int = 0) -> bytes:
     """A label-store Datum: ``float_data`` with channels = len(values), height = width = 1."""
-    return Datum(channels=len(values), height=1, width=1, label=label,
-                 float_data=[float(v) for v in values], encoded=False).SerializeToString()
+    return Datum(
+        channels=len(values),
+        height=1,
+        width=1,
+        label=label,
+        float_data=[float(v) for v in values],
+        encoded=False,
+    ).SerializeToString()
 
 
 def parse_datum(value: bytes):
@@ -106,6 +116,8 @@ def blob_array(value: bytes) -> np.ndarray:
     """The N x C x H x W float32 array of a serialized BlobProto (legacy dims or ``shape``)."""
     blob = BlobProto()
     blob.ParseFromString(value)
-    dims = list(blob.shape.dim) if blob.HasField("shape") else [blob.num, blob.channels, blob.height, blob.width]
+    dims = (
+        list(blob.shape.dim) if blob.HasField("shape") else [blob.num, blob.channels, blob.height, blob.width]
+    )
     values = blob.data if len(blob.data) else blob.double_data
     return np.asarray(values, dtype=np.float32).reshape(dims)

@@ -20,7 +20,13 @@ from ..records import Record
 from ..staging import Staging
 from . import leveldb, lmdb
 from .base import (
-    CHECKSUM, FORMAT_VERSION, MANIFEST_NAME, StoredRecord, StoreReader, StoreWriter, checksum,
+    CHECKSUM,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    StoredRecord,
+    StoreReader,
+    StoreWriter,
+    checksum,
     dump_manifest,
 )
 from .caffe_pb import datum_encoded, datum_floats, datum_raw, parse_datum
@@ -159,9 +165,16 @@ class DatumWriter(StoreWriter):
 
     def _manifest(self, count: int, shape: Any, dtype: str, checksums: list[str], **extra) -> dict:
         return {
-            "format": "dataprep", "format_version": FORMAT_VERSION, "kind": self.backend,
-            "count": count, "shape": shape, "dtype": dtype, **self.meta, **extra,
-            "checksum": CHECKSUM, "checksums": checksums,
+            "format": "dataprep",
+            "format_version": FORMAT_VERSION,
+            "kind": self.backend,
+            "count": count,
+            "shape": shape,
+            "dtype": dtype,
+            **self.meta,
+            **extra,
+            "checksum": CHECKSUM,
+            "checksums": checksums,
         }
 
     def close(self) -> list[Path]:
@@ -172,15 +185,29 @@ class DatumWriter(StoreWriter):
         labels_layout = dict(self.meta.get("labels", {}))
         if self.labels_path is not None:
             labels_layout["db"] = self.labels_path.name
-        main = self._manifest(count, shape, "uint8", self._checksums, encoded=self._encoder.encoded,
-                              role="data", labels=labels_layout)
+        main = self._manifest(
+            count,
+            shape,
+            "uint8",
+            self._checksums,
+            encoded=self._encoder.encoded,
+            role="data",
+            labels=labels_layout,
+        )
         (self._tmp / MANIFEST_NAME).write_text(dump_manifest(main))
         outputs = [self.path]
         if self._labels_kv is not None:
             self._labels_kv.close()
-            side = self._manifest(count, [self._label_width, 1, 1], "float32", self._label_checksums,
-                                  encoded=False, role="labels", labels_of=self.path.name,
-                                  labels=labels_layout)
+            side = self._manifest(
+                count,
+                [self._label_width, 1, 1],
+                "float32",
+                self._label_checksums,
+                encoded=False,
+                role="labels",
+                labels_of=self.path.name,
+                labels=labels_layout,
+            )
             (self._labels_tmp / MANIFEST_NAME).write_text(dump_manifest(side))
             outputs.append(self.labels_path)
         self._staging.commit()

@@ -69,24 +69,44 @@ class Hdf5Options:
     relative: bool = False
 
     @classmethod
-    def parse(cls, label_names: str | None = None, mean: str | None = None,
-              mean_file: str | None = None, scale: float = 1.0, shard_size: str | None = None,
-              compression: str = "none", relative: bool = False) -> "Hdf5Options":
+    def parse(
+        cls,
+        label_names: str | None = None,
+        mean: str | None = None,
+        mean_file: str | None = None,
+        scale: float = 1.0,
+        shard_size: str | None = None,
+        compression: str = "none",
+        relative: bool = False,
+    ) -> "Hdf5Options":
         """Options as the command line gives them (text) to values; UsageError on bad ones."""
         from ..mean import resolve_mean
 
         if compression not in COMPRESSIONS:
             raise UsageError(f"--compression {compression!r}: choose from {', '.join(COMPRESSIONS)}")
         rows, nbytes = parse_shard_size(shard_size) if shard_size else (None, None)
-        return cls(parse_label_names(label_names) if label_names else None,
-                   resolve_mean(mean, mean_file), mean if mean is not None else mean_file, scale,
-                   rows, nbytes, COMPRESSIONS[compression], relative)
+        return cls(
+            parse_label_names(label_names) if label_names else None,
+            resolve_mean(mean, mean_file),
+            mean if mean is not None else mean_file,
+            scale,
+            rows,
+            nbytes,
+            COMPRESSIONS[compression],
+            relative,
+        )
 
     def writer_options(self, default_labels: Sequence[str]) -> dict:
         """Keyword arguments of ``Hdf5Writer``."""
-        return dict(label_names=self.label_names or list(default_labels), mean=self.mean,
-                    scale=self.scale, shard_rows=self.shard_rows, shard_bytes=self.shard_bytes,
-                    compression=self.compression, relative=self.relative)
+        return dict(
+            label_names=self.label_names or list(default_labels),
+            mean=self.mean,
+            scale=self.scale,
+            shard_rows=self.shard_rows,
+            shard_bytes=self.shard_bytes,
+            compression=self.compression,
+            relative=self.relative,
+        )
 
     def manifest(self) -> dict:
         """The preprocessing these options bake into the data."""
@@ -159,8 +179,16 @@ def default_list_path(path: Path) -> Path:
 class _Shard:
     """One HDF5 file being filled through a row buffer; mean and scale applied per buffer."""
 
-    def __init__(self, tmp: Path, shape: tuple[int, ...], label_shapes: dict[str, tuple[int, ...]],
-                 rows: int, compression: str | None, mean: np.ndarray | None, scale: float) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        shape: tuple[int, ...],
+        label_shapes: dict[str, tuple[int, ...]],
+        rows: int,
+        compression: str | None,
+        mean: np.ndarray | None,
+        scale: float,
+    ) -> None:
         import h5py
 
         self.tmp = tmp
@@ -169,11 +197,13 @@ class _Shard:
         chunk = max(1, min(rows, CHUNK_BYTES // row_bytes))
         self.buffer_rows = max(chunk, BUFFER_BYTES // row_bytes)
         opts = dict(dtype="f4", compression=compression, track_times=False)
-        self.data = self.file.create_dataset("data", (0, *shape), maxshape=(None, *shape),
-                                             chunks=(chunk, *shape), **opts)
+        self.data = self.file.create_dataset(
+            "data", (0, *shape), maxshape=(None, *shape), chunks=(chunk, *shape), **opts
+        )
         self.labels = {
-            name: self.file.create_dataset(name, (0, *s), maxshape=(None, *s),
-                                           chunks=(max(1, min(rows, 4096)), *s), **opts)
+            name: self.file.create_dataset(
+                name, (0, *s), maxshape=(None, *s), chunks=(max(1, min(rows, 4096)), *s), **opts
+            )
             for name, s in label_shapes.items()
         }
         self.mean, self.scale = mean, np.float32(scale)
@@ -207,7 +237,10 @@ class _Shard:
         self.checksums.extend(checksum(row, labels) for row, labels in zip(rows, self.label_rows))
         self.label_rows.clear()
         start = self.data.shape[0]
-        for ds, buf in [(self.data, self.buffer), *((self.labels[n], b) for n, b in self.label_buffer.items())]:
+        for ds, buf in [
+            (self.data, self.buffer),
+            *((self.labels[n], b) for n, b in self.label_buffer.items()),
+        ]:
             ds.resize(start + self.filled, axis=0)
             ds.write_direct(buf, np.s_[: self.filled], np.s_[start:])
         self.filled = 0
@@ -284,8 +317,8 @@ class Hdf5Writer(StoreWriter):
     def _plan(self, payload: Hdf5Payload) -> None:
         self._shape = payload.pixels.shape
         if self.mean is not None and not _broadcasts(self.mean.shape, self._shape):
-            raise DataprepError(
-                f"the mean ({_chw(self.mean.shape)}) does not fit images of {describe_shape(self._shape, 'CHW')}")
+            images = describe_shape(self._shape, "CHW")
+            raise DataprepError(f"the mean ({_chw(self.mean.shape)}) does not fit images of {images}")
         k = payload.labels.shape[0]
         if k == 0:
             self.label_names = []
@@ -310,8 +343,15 @@ class Hdf5Writer(StoreWriter):
         if index and not self._numbered:
             raise DataprepError("more rows than one HDF5 file can hold; pass --shard-size")
         dest = shard_name(self.path, index) if self._numbered else self.path
-        shard = _Shard(self._staging.path(dest), self._shape, self._layout, self._rows_per_shard,
-                       self.compression, self.mean, self.scale)
+        shard = _Shard(
+            self._staging.path(dest),
+            self._shape,
+            self._layout,
+            self._rows_per_shard,
+            self.compression,
+            self.mean,
+            self.scale,
+        )
         self._shards.append((dest, shard))
         return shard
 
@@ -319,8 +359,10 @@ class Hdf5Writer(StoreWriter):
         if self._shape is None:
             self._plan(payload)
         elif payload.pixels.shape != self._shape:
-            raise DataprepError(f"{key}: {describe_shape(payload.pixels.shape, 'CHW')}, but the first "
-                                f"record is {describe_shape(self._shape, 'CHW')}")
+            raise DataprepError(
+                f"{key}: {describe_shape(payload.pixels.shape, 'CHW')}, but the first "
+                f"record is {describe_shape(self._shape, 'CHW')}"
+            )
         shard = self._shards[-1][1] if self._shards else None
         if shard is None or shard.count == self._rows_per_shard:
             if shard is not None:
@@ -338,10 +380,18 @@ class Hdf5Writer(StoreWriter):
         offset = 0
         for i, (_, shard) in enumerate(self._shards):
             manifest = {
-                "format": "dataprep", "format_version": FORMAT_VERSION, "kind": "hdf5",
-                "count": total, "shard": i, "shards": len(self._shards), "shard_count": shard.count,
-                "offset": offset, "shape": list(self._shape), "dtype": "float32",
-                **self.meta, "labels": {**self.meta.get("labels", {}), "names": self.label_names},
+                "format": "dataprep",
+                "format_version": FORMAT_VERSION,
+                "kind": "hdf5",
+                "count": total,
+                "shard": i,
+                "shards": len(self._shards),
+                "shard_count": shard.count,
+                "offset": offset,
+                "shape": list(self._shape),
+                "dtype": "float32",
+                **self.meta,
+                "labels": {**self.meta.get("labels", {}), "names": self.label_names},
                 "checksum": CHECKSUM,
             }
             with h5py.File(shard.tmp, "r+") as f:
@@ -409,8 +459,10 @@ class Hdf5Reader(StoreReader):
         return int(self.offsets[-1])
 
     def all_labels(self) -> np.ndarray:
-        columns = [np.concatenate([f[name][:].reshape(len(f[name]), -1) for f in self.files])
-                   for name in self.label_names]
+        columns = [
+            np.concatenate([f[name][:].reshape(len(f[name]), -1) for f in self.files])
+            for name in self.label_names
+        ]
         return np.concatenate(columns, axis=1).astype(np.float64) if columns else np.empty((len(self), 0))
 
     def files_on_disk(self) -> list[Path]:
@@ -437,7 +489,7 @@ class Hdf5Reader(StoreReader):
                 data = f["data"][local]
                 labels = [f[n][local].reshape(e - b, -1) for n in self.label_names]
                 for j in range(e - b):
-                    row_labels = np.concatenate([l[j] for l in labels]) if labels else np.empty(0)
+                    row_labels = np.concatenate([column[j] for column in labels]) if labels else np.empty(0)
                     yield StoredRecord(keys[b + j], data[j], row_labels.astype(np.float64))
 
     def close(self) -> None:

@@ -23,8 +23,13 @@ class LevelDbWriteKV:
     """A new LevelDB at ``path`` with Caffe's settings: 64 KiB blocks, 256 MiB write buffer."""
 
     def __init__(self, path: Path) -> None:
-        self.db = _plyvel().DB(str(path), create_if_missing=True, error_if_exists=True,
-                               block_size=64 << 10, write_buffer_size=256 << 20)
+        self.db = _plyvel().DB(
+            str(path),
+            create_if_missing=True,
+            error_if_exists=True,
+            block_size=64 << 10,
+            write_buffer_size=256 << 20,
+        )
 
     def write_batch(self, items: list[tuple[bytes, bytes]]) -> None:
         with self.db.write_batch() as batch:

@@ -26,8 +26,7 @@ class LmdbWriteKV:
 
     def __init__(self, path: Path, map_size: int = INITIAL_MAP_SIZE) -> None:
         self.path = Path(path)
-        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, writemap=True,
-                             sync=False, max_dbs=0)
+        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, writemap=True, sync=False, max_dbs=0)
         self._last = b""
 
     def write_batch(self, items: list[tuple[bytes, bytes]]) -> None:

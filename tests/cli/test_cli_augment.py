@@ -14,8 +14,22 @@ from dataprep.listfile import read_list
 
 def test_variants_and_list(invoke, tmp_path):
     list_path, images = write_images(tmp_path, 5, shape=(20, 24, 3))
-    r = invoke("augment", list_path, tmp_path / "out", "--copies", 3, "--crop", "10x12", "--mirror",
-               "--brightness", "0.2", "--format", "png", "-j", 1)
+    r = invoke(
+        "augment",
+        list_path,
+        tmp_path / "out",
+        "--copies",
+        3,
+        "--crop",
+        "10x12",
+        "--mirror",
+        "--brightness",
+        "0.2",
+        "--format",
+        "png",
+        "-j",
+        1,
+    )
     assert r.exit_code == 0, r.stderr
     lf = read_list(tmp_path / "out/list.txt")
     assert [e.path for e in lf.entries][:3] == ["0000_aug0.png", "0000_aug1.png", "0000_aug2.png"]
@@ -29,8 +43,22 @@ def test_variants_and_list(invoke, tmp_path):
 
 def test_same_bytes_for_any_worker_count(invoke, tmp_path):
     list_path, _ = write_images(tmp_path, 30, shape=(16, 16, 3))
-    args = ["--copies", 2, "--crop-scale", "0.3,1.0", "--size", "8x8", "--rotate", 10, "--lighting", 0.1,
-            "--noise", 2, "--seed", 7]
+    args = [
+        "--copies",
+        2,
+        "--crop-scale",
+        "0.3,1.0",
+        "--size",
+        "8x8",
+        "--rotate",
+        10,
+        "--lighting",
+        0.1,
+        "--noise",
+        2,
+        "--seed",
+        7,
+    ]
     for j in (1, 2):
         assert invoke("augment", list_path, tmp_path / f"o{j}", *args, "-j", j).exit_code == 0
     assert tree_bytes(tmp_path / "o1") == tree_bytes(tmp_path / "o2")
@@ -87,8 +115,20 @@ def test_device_auto_uses_the_gpu_only_when_there_is_one(invoke, tmp_path):
 @pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device")
 def test_gpu_variants_match_cpu_within_rounding(invoke, tmp_path):
     list_path, _ = write_images(tmp_path, 6)
-    args = ["--copies", 2, "--crop-scale", "0.3,1.0", "--size", "8x8", "--rotate", 10, "--format", "png",
-            "-j", 1]
+    args = [
+        "--copies",
+        2,
+        "--crop-scale",
+        "0.3,1.0",
+        "--size",
+        "8x8",
+        "--rotate",
+        10,
+        "--format",
+        "png",
+        "-j",
+        1,
+    ]
     assert invoke("augment", list_path, tmp_path / "cpu", *args, "--device", "cpu").exit_code == 0
     assert invoke("augment", list_path, tmp_path / "gpu", *args, "--device", "gpu").exit_code == 0
     import cv2
@@ -107,8 +147,14 @@ def test_repeated_lines_get_their_own_variants(invoke, tmp_path):
     r = invoke("augment", list_path, tmp_path / "out", "--copies", 2, "--noise", 5, "-j", 2)
     assert r.exit_code == 0, r.stderr
     names = [e.path for e in read_list(tmp_path / "out/list.txt").entries]
-    assert names == ["0000_aug0.png", "0000_aug1.png", "0001_aug0.png", "0001_aug1.png",
-                     "0000_aug2.png", "0000_aug3.png"]
+    assert names == [
+        "0000_aug0.png",
+        "0000_aug1.png",
+        "0001_aug0.png",
+        "0001_aug1.png",
+        "0000_aug2.png",
+        "0000_aug3.png",
+    ]
     files = tree_bytes(tmp_path / "out")
     assert all(name in files for name in names)
     assert len({files[n] for n in names if n.startswith("0000")}) == 4  # four different draws
@@ -127,16 +173,20 @@ def test_other_copies_stop_the_rerun_and_keep_the_list(invoke, tmp_path):
     assert r.exit_code == 0 and len(read_list(tmp_path / "out/list.txt")) == 9
     r = invoke("augment", list_path, tmp_path / "out", "--copies", 1, "--mirror", "-j", 1, "--overwrite")
     assert r.exit_code == 0  # fewer copies: the old variants go, none is left orphaned
-    assert sorted(tree_bytes(tmp_path / "out")) == ["0000_aug0.png", "0001_aug0.png", "0002_aug0.png",
-                                                    "dataprep-settings.json", "list.txt"]
+    assert sorted(tree_bytes(tmp_path / "out")) == [
+        "0000_aug0.png",
+        "0001_aug0.png",
+        "0002_aug0.png",
+        "dataprep-settings.json",
+        "list.txt",
+    ]
 
 
 def test_pad_lets_crops_exceed_small_images(invoke, tmp_path):
     import cv2
 
     list_path, images = write_images(tmp_path, 2, shape=(6, 8, 3))
-    r = invoke("augment", list_path, tmp_path / "out", "--crop", "10x12", "--pad", "--pad-value", 7,
-               "-j", 1)
+    r = invoke("augment", list_path, tmp_path / "out", "--crop", "10x12", "--pad", "--pad-value", 7, "-j", 1)
     assert r.exit_code == 0, r.stderr
     out = cv2.imread(str(tmp_path / "out/0000_aug0.png"))
     assert out.shape == (10, 12, 3)

@@ -41,8 +41,13 @@ def test_noise_pipeline_stays_one_channel(invoke, tmp_path):
 @pytest.mark.parametrize("command", ["hdf5", "lmdb", "mean", "resize", "augment"])
 def test_gray_first_then_color_names_the_line_and_says_color(invoke, tmp_path, command):
     list_path = gray_then_color(tmp_path)
-    args = {"hdf5": ["-o", tmp_path / "o.h5"], "lmdb": [tmp_path / "db"], "mean": ["-o", tmp_path / "m.bp"],
-            "resize": [tmp_path / "out", "--size", "3x4"], "augment": [tmp_path / "out", "--mirror"]}[command]
+    args = {
+        "hdf5": ["-o", tmp_path / "o.h5"],
+        "lmdb": [tmp_path / "db"],
+        "mean": ["-o", tmp_path / "m.bp"],
+        "resize": [tmp_path / "out", "--size", "3x4"],
+        "augment": [tmp_path / "out", "--mirror"],
+    }[command]
     r = invoke(command, list_path, *args, "-j", 1)
     assert r.exit_code == 1
     assert "list.txt:3: img/2.png: a color image, but the first image" in r.stderr

@@ -17,8 +17,11 @@ from dataprep.stores import STORES
 
 def build(invoke, tmp, kind, labels="int", n=12, extra=()):
     list_path, images = write_images(tmp, n, labels=labels)
-    args = {"lmdb": ["lmdb", list_path, tmp / "db"], "leveldb": ["lmdb", list_path, tmp / "db", "--backend", "leveldb"],
-            "hdf5": ["hdf5", list_path, "-o", tmp / "db.h5", "--shard-size", 5]}[kind]
+    args = {
+        "lmdb": ["lmdb", list_path, tmp / "db"],
+        "leveldb": ["lmdb", list_path, tmp / "db", "--backend", "leveldb"],
+        "hdf5": ["hdf5", list_path, "-o", tmp / "db.h5", "--shard-size", 5],
+    }[kind]
     if labels == "float" and kind != "hdf5":
         args += ["--labels-db", tmp / "db_labels"]
     r = invoke(*args, "-j", 1, *extra)
@@ -38,8 +41,9 @@ def test_info_numbers_match_the_data(invoke, tmp_path, kind):
     labels = [i % 5 for i in range(12)]
     stats = info["labels"]["stats"][0]
     assert (stats["min"], stats["max"]) == (0, 4) and stats["mean"] == pytest.approx(np.mean(labels))
-    assert stats["histogram"] == {str(k): labels.count(k) for k in range(5)} or \
-        stats["histogram"] == {k: labels.count(k) for k in range(5)}
+    assert stats["histogram"] == {str(k): labels.count(k) for k in range(5)} or stats["histogram"] == {
+        k: labels.count(k) for k in range(5)
+    }
     assert info["bytes_on_disk"] > 12 * 3 * 12 * 16
     assert info["first_keys"][0].endswith("img/0000.png")
     text = invoke("info", store)
@@ -107,8 +111,9 @@ def test_verify_unfinished_writer(tmp_path, invoke):
     import multiprocessing
 
     list_path, _ = write_images(tmp_path, 6)
-    proc = multiprocessing.get_context("fork").Process(target=_write_and_die,
-                                                       args=(list_path, tmp_path / "db"))
+    proc = multiprocessing.get_context("fork").Process(
+        target=_write_and_die, args=(list_path, tmp_path / "db")
+    )
     proc.start()
     proc.join()
     assert proc.exitcode == 9  # killed: the temporary store is all that is left

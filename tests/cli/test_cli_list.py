@@ -23,8 +23,12 @@ def test_classes_by_sorted_name(invoke, tmp_path):
     assert (tmp_path / "classes.txt").read_text() == "0 cat\n1 dog\n"
     lf = read_list(tmp_path / "train.txt")
     assert [(e.path, e.labels) for e in lf.entries] == [
-        ("imgs/cat/0.png", (0,)), ("imgs/cat/1.png", (0,)),
-        ("imgs/dog/0.png", (1,)), ("imgs/dog/1.png", (1,)), ("imgs/dog/2.png", (1,))]
+        ("imgs/cat/0.png", (0,)),
+        ("imgs/cat/1.png", (0,)),
+        ("imgs/dog/0.png", (1,)),
+        ("imgs/dog/1.png", (1,)),
+        ("imgs/dog/2.png", (1,)),
+    ]
     assert all(lf.resolve(e).is_file() for e in lf.entries)
 
 
@@ -76,10 +80,18 @@ def test_dash_writes_the_list_to_stdout(invoke, tmp_path, monkeypatch):
 def test_classes_out_keeps_two_lists_apart(invoke, tmp_path):
     make_tree(tmp_path / "a", {"x": 1, "y": 1})
     make_tree(tmp_path / "b", {"p": 1, "q": 1, "r": 1})
-    assert invoke("list", tmp_path / "a", "-o", tmp_path / "a.txt", "--classes-out",
-                  tmp_path / "a_classes.txt").exit_code == 0
-    assert invoke("list", tmp_path / "b", "-o", tmp_path / "b.txt", "--classes-out",
-                  tmp_path / "b_classes.txt").exit_code == 0
+    assert (
+        invoke(
+            "list", tmp_path / "a", "-o", tmp_path / "a.txt", "--classes-out", tmp_path / "a_classes.txt"
+        ).exit_code
+        == 0
+    )
+    assert (
+        invoke(
+            "list", tmp_path / "b", "-o", tmp_path / "b.txt", "--classes-out", tmp_path / "b_classes.txt"
+        ).exit_code
+        == 0
+    )
     assert (tmp_path / "a_classes.txt").read_text() == "0 x\n1 y\n"
     assert (tmp_path / "b_classes.txt").read_text() == "0 p\n1 q\n2 r\n"
 

@@ -35,8 +35,9 @@ def test_debug_shows_the_traceback(tmp_path):
     (tmp_path / "l.txt").write_text("missing.png 1\n")
     plain = run_dataprep("hdf5", tmp_path / "l.txt")
     assert plain.returncode == 1 and "Traceback" not in plain.stderr
-    assert plain.stderr.strip().splitlines() == [f"Error: {tmp_path / 'l.txt'}:1: missing.png: cannot "
-                                                 "read image (No such file or directory)"]
+    assert plain.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'l.txt'}:1: missing.png: cannot read image (No such file or directory)"
+    ]
     debug = run_dataprep("--debug", "hdf5", tmp_path / "l.txt")
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "ImageError" in debug.stderr
 
@@ -45,8 +46,10 @@ def test_help_does_not_import_heavy_modules():
     import subprocess
     import sys
 
-    code = ("import sys; from dataprep.cli.main import cli; cli(['--help'], standalone_mode=False);"
-            "print(sorted(m for m in ('numpy','cv2','h5py','lmdb','matplotlib') if m in sys.modules))")
+    code = (
+        "import sys; from dataprep.cli.main import cli; cli(['--help'], standalone_mode=False);"
+        "print(sorted(m for m in ('numpy','cv2','h5py','lmdb','matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.strip().endswith("[]")
 
@@ -65,8 +68,12 @@ def run_on_terminal(*args, cwd, columns=100) -> str:
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     chunks = []
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
-                                cwd=cwd, stdout=subprocess.DEVNULL, stderr=terminal)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=terminal,
+        )
         os.close(terminal)
         while True:
             try:

@@ -77,8 +77,14 @@ def test_list_source_with_resize_and_gray(invoke, tmp_path):
     r = invoke("mean", list_path, "--resize", "4x5", "--gray", "--json", "-o", tmp_path / "m.bp", "-j", 1)
     assert r.exit_code == 0, r.stderr
     summary = json.loads(r.stdout)
-    imgs = [cv2.resize(cv2.imread(str(tmp_path / f"img/{i:04d}.png"), cv2.IMREAD_GRAYSCALE), (5, 4),
-                       interpolation=cv2.INTER_LINEAR) for i in range(6)]
+    imgs = [
+        cv2.resize(
+            cv2.imread(str(tmp_path / f"img/{i:04d}.png"), cv2.IMREAD_GRAYSCALE),
+            (5, 4),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        for i in range(6)
+    ]
     assert summary["shape"] == [1, 4, 5] and summary["count"] == 6
     assert list(summary["channels"]) == ["gray"]
     assert summary["channels"]["gray"] == pytest.approx(np.mean(imgs), rel=1e-9)
@@ -98,8 +104,10 @@ def test_errors(invoke, tmp_path):
     assert invoke("lmdb", list_path, tmp_path / "db", "-j", 1).exit_code == 0
     r = invoke("mean", tmp_path / "db", "-o", tmp_path / "m.bp")
     assert r.exit_code == 1
-    assert ("records of different sizes: 00000002_img/0002.png: 5x6 (HxW) with 3 channels, but "
-            "00000000_img/0000.png is 6x6 (HxW) with 3 channels") in r.stderr
+    assert (
+        "records of different sizes: 00000002_img/0002.png: 5x6 (HxW) with 3 channels, but "
+        "00000000_img/0000.png is 6x6 (HxW) with 3 channels"
+    ) in r.stderr
     assert not (tmp_path / "m.bp").exists()
     (tmp_path / "empty.txt").write_text("\n")
     assert "the list is empty" in invoke("mean", tmp_path / "empty.txt").stderr
@@ -111,12 +119,15 @@ def test_errors(invoke, tmp_path):
 
 
 def test_per_channel_only_takes_mixed_sizes(invoke, tmp_path):
-    list_path, images = write_images(tmp_path, 5, sizes=[(6, 6, 3), (4, 9, 3), (6, 6, 3), (7, 3, 3),
-                                                         (5, 5, 3)])
+    list_path, images = write_images(
+        tmp_path, 5, sizes=[(6, 6, 3), (4, 9, 3), (6, 6, 3), (7, 3, 3), (5, 5, 3)]
+    )
     assert invoke("lmdb", list_path, tmp_path / "db", "-j", 1).exit_code == 0
     r = invoke("mean", tmp_path / "db", "--per-channel-only", "--json", "-j", 2)
     assert r.exit_code == 0, r.stderr
     pixels = np.concatenate([im.reshape(-1, 3) for im in images]).astype(np.float64)
     got = json.loads(r.stdout)["channels"]
     assert [got[c] for c in "BGR"] == pytest.approx(pixels.mean(axis=0).tolist(), rel=1e-12)
-    assert invoke("mean", tmp_path / "db", "-o", tmp_path / "m.bp").exit_code == 1  # a mean image needs one size
+    assert (
+        invoke("mean", tmp_path / "db", "-o", tmp_path / "m.bp").exit_code == 1
+    )  # a mean image needs one size

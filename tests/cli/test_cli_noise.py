@@ -17,8 +17,9 @@ def test_files_and_lists(invoke, tmp_path):
     out = tmp_path / "samples"
     r = invoke("noise", "--n", 70, "--out", out, "--size", "20x30", "--seed", 3, "-j", 1)
     assert r.exit_code == 0, r.stderr
-    assert r.stdout.split() == [str(tmp_path / f) for f in
-                                ("train.txt", "val.txt", "test.txt", "test_labels.txt")]
+    assert r.stdout.split() == [
+        str(tmp_path / f) for f in ("train.txt", "val.txt", "test.txt", "test_labels.txt")
+    ]
     train, val = read_list(tmp_path / "train.txt"), read_list(tmp_path / "val.txt")
     test, held = read_list(tmp_path / "test.txt"), read_list(tmp_path / "test_labels.txt")
     assert (len(train), len(val), len(test)) == (50, 10, 10)
@@ -45,8 +46,21 @@ def test_same_bytes_for_any_worker_count(invoke, tmp_path):
 
 
 def test_png_is_lossless_and_classes_write_class_names(invoke, tmp_path):
-    r = invoke("noise", "--n", 30, "--out", tmp_path / "s", "--format", "png", "--classes", 3,
-               "--split", "20,5,5", "-j", 1)
+    r = invoke(
+        "noise",
+        "--n",
+        30,
+        "--out",
+        tmp_path / "s",
+        "--format",
+        "png",
+        "--classes",
+        3,
+        "--split",
+        "20,5,5",
+        "-j",
+        1,
+    )
     assert r.exit_code == 0, r.stderr
     assert not (tmp_path / "labels.txt").exists()  # *_labels.txt is for ground truth only
     labels = (tmp_path / "classes.txt").read_text().splitlines()
@@ -62,8 +76,19 @@ def test_png_is_lossless_and_classes_write_class_names(invoke, tmp_path):
 
 
 def test_lists_dir_and_ratio_split(invoke, tmp_path):
-    r = invoke("noise", "--n", 40, "--out", tmp_path / "a/imgs", "--lists-dir", tmp_path / "lists",
-               "--split", "0.5,0.25,0.25", "-j", 1)
+    r = invoke(
+        "noise",
+        "--n",
+        40,
+        "--out",
+        tmp_path / "a/imgs",
+        "--lists-dir",
+        tmp_path / "lists",
+        "--split",
+        "0.5,0.25,0.25",
+        "-j",
+        1,
+    )
     assert r.exit_code == 0, r.stderr
     train = read_list(tmp_path / "lists/train.txt")
     assert len(train) == 20 and train.entries[0].path.startswith("../a/imgs/")
@@ -81,14 +106,17 @@ def test_refuses_non_empty_out_unless_overwrite(invoke, tmp_path):
     assert tree_bytes(tmp_path / "s") != before and leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--n", 0], "0 is not in the range x>=1"),
-    (["--split", "5,5,5"], "--split counts add up to 15, not 10"),
-    (["--split", "0.5,0.6"], "ratios add up to 1.1"),
-    (["--size", "big"], "--size 'big': give HxW"),
-    (["--size", "256,256"], "--size '256,256': give HxW"),
-    (["--size", "256 x 256"], "or S for an S x S square"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n", 0], "0 is not in the range x>=1"),
+        (["--split", "5,5,5"], "--split counts add up to 15, not 10"),
+        (["--split", "0.5,0.6"], "ratios add up to 1.1"),
+        (["--size", "big"], "--size 'big': give HxW"),
+        (["--size", "256,256"], "--size '256,256': give HxW"),
+        (["--size", "256 x 256"], "or S for an S x S square"),
+    ],
+)
 def test_bad_option_values_are_usage_errors_exit_2(invoke, tmp_path, args, message):
     r = invoke("noise", "--n", 10, "--out", tmp_path / "s", *args)
     assert r.exit_code == 2
@@ -129,8 +157,19 @@ def test_console_script_runs(tmp_path):
 
 
 def test_classes_out_chooses_the_class_file(invoke, tmp_path):
-    r = invoke("noise", "--n", 10, "--out", tmp_path / "s", "--classes", 2, "--classes-out",
-               tmp_path / "names/noise_classes.txt", "-j", 1)
+    r = invoke(
+        "noise",
+        "--n",
+        10,
+        "--out",
+        tmp_path / "s",
+        "--classes",
+        2,
+        "--classes-out",
+        tmp_path / "names/noise_classes.txt",
+        "-j",
+        1,
+    )
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "names/noise_classes.txt").read_text().splitlines()[0] == "0 fx[0,0.5)"
     assert not (tmp_path / "classes.txt").exists()
@@ -145,18 +184,37 @@ def test_two_split_values_mean_train_and_val_only(invoke, tmp_path, to):
         assert not (tmp_path / "test.txt").exists() and not (tmp_path / "test_labels.txt").exists()
     else:
         assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
-            "train.h5", "train_h5.txt", "val.h5", "val_h5.txt"]
+            "train.h5",
+            "train_h5.txt",
+            "val.h5",
+            "val_h5.txt",
+        ]
     assert "Two values make train and val only" in " ".join(invoke("noise", "--help").stdout.split())
 
 
 def test_label_names_with_spaces_name_the_datasets_as_hdf5_does(invoke, tmp_path):
-    r = invoke("noise", "--n", 10, "--out", tmp_path / "s", "--to", "hdf5", "--label-names", "fx, fy",
-               "-j", 1)
+    r = invoke(
+        "noise", "--n", 10, "--out", tmp_path / "s", "--to", "hdf5", "--label-names", "fx, fy", "-j", 1
+    )
     assert r.exit_code == 0, r.stderr
     with h5py.File(tmp_path / "s/train.h5") as f:
         assert sorted(f) == ["data", "fx", "fy"] and f["fx"].shape == (f["data"].shape[0],)
-    assert invoke("noise", "--n", 10, "--out", tmp_path / "f", "--format", "png", "-j", 1,
-                  "--lists-dir", tmp_path / "f_lists").exit_code == 0
+    assert (
+        invoke(
+            "noise",
+            "--n",
+            10,
+            "--out",
+            tmp_path / "f",
+            "--format",
+            "png",
+            "-j",
+            1,
+            "--lists-dir",
+            tmp_path / "f_lists",
+        ).exit_code
+        == 0
+    )
     r = invoke("hdf5", tmp_path / "f_lists/train.txt", "--label-names", "fx, fy", "-j", 1)
     assert r.exit_code == 0, r.stderr
     with h5py.File(tmp_path / "f_lists/train.h5") as f:
@@ -171,9 +229,25 @@ def test_ctrl_c_into_hdf5_exits_130_without_a_traceback(tmp_path):
 
     for k, delay in enumerate((0.4, 0.7, 1.0)):
         out = tmp_path / f"s{k}"
-        proc = subprocess.Popen([sys.executable, "-m", "dataprep.cli.main", "noise", "--n", "60000",
-                                 "--to", "hdf5", "--out", str(out), "-j", "2"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dataprep.cli.main",
+                "noise",
+                "--n",
+                "60000",
+                "--to",
+                "hdf5",
+                "--out",
+                str(out),
+                "-j",
+                "2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from conftest import tree_bytes, write_images
 
-from dataprep.listfile import read_list
-from dataprep.filejob import contained
-from dataprep.resize import ResizeSpec, center_crop, resize_image, target_size
 from dataprep.errors import DataprepError
+from dataprep.filejob import contained
 from dataprep.gpu import gpu_available
+from dataprep.listfile import read_list
+from dataprep.resize import ResizeSpec, center_crop, resize_image, target_size
 
 
 def photo(h=30, w=40, seed=0):
@@ -40,8 +40,10 @@ def test_modes_match_opencv():
     assert center_crop(np.arange(25).reshape(5, 5), (3, 3))[0, 0] == 6
 
 
-@pytest.mark.parametrize("kw", [{}, {"size": (4, 4), "shorter": 4}, {"size": (4, 4), "crop": (2, 2)},
-                                {"shorter": 4, "crop": (5, 5)}])
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"size": (4, 4), "shorter": 4}, {"size": (4, 4), "crop": (2, 2)}, {"shorter": 4, "crop": (5, 5)}],
+)
 def test_bad_specs(kw):
     with pytest.raises(DataprepError):
         ResizeSpec(**kw)
@@ -83,8 +85,9 @@ def test_outputs_never_escape_out(invoke, tmp_path):
     before = (tmp_path / "evil.png").read_bytes()
     (tmp_path / "lists/l.txt").write_text("../evil.png 1\n")
     # with --root lists/ the output would mirror ../evil.png: refused, nothing written
-    r = invoke("resize", tmp_path / "lists/l.txt", tmp_path / "out", "--size", "5x5",
-               "--root", tmp_path / "lists")
+    r = invoke(
+        "resize", tmp_path / "lists/l.txt", tmp_path / "out", "--size", "5x5", "--root", tmp_path / "lists"
+    )
     assert r.exit_code == 1 and "l.txt:1: ../evil.png: output '../evil.png' would land outside" in r.stderr
     assert (tmp_path / "evil.png").read_bytes() == before and not (tmp_path / "out").exists()
     # without --root the list's own base folder is the image's: it lands inside OUT
@@ -119,8 +122,11 @@ def test_bad_image_names_line_or_is_skipped(invoke, tmp_path):
 def test_resume_skips_exactly_the_finished_files(tmp_path, invoke):
     list_path, _ = write_images(tmp_path, 600, shape=(48, 64, 3))
     args = ["resize", list_path, tmp_path / "out", "--size", "24x32", "--format", "jpg", "-j", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     while len(list((tmp_path / "out").glob("*.jpg")) if (tmp_path / "out").exists() else []) < 50:
         assert proc.poll() is None and time.time() < deadline, "finished before it could be killed"
@@ -214,7 +220,11 @@ def test_repeated_lines_resize_once_and_stay_in_the_list(invoke, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["written"] == 3
     assert [e.path for e in read_list(tmp_path / "out/list.txt").entries] == [
-        "0000.png", "0001.png", "0000.png", "0002.png"]
+        "0000.png",
+        "0001.png",
+        "0000.png",
+        "0002.png",
+    ]
 
 
 def test_missing_inputs_and_conflicting_options_are_usage_errors(invoke, tmp_path):

@@ -27,7 +27,7 @@ def command(kind, tmp, list_path, *extra):
     args = COMMANDS[kind](tmp)
     if "--list-placeholder" in args:
         i = args.index("--list-placeholder")
-        args = [*args[:i], list_path, *args[i + 1:]]
+        args = [*args[:i], list_path, *args[i + 1 :]]
     else:
         args = [*args, list_path]
     return [*args, "-j", 1, *extra]
@@ -80,8 +80,7 @@ BAD = {
     "missing": (missing, "list.txt:4: img/0003.png: cannot read image (No such file or directory)"),
     "labels": (wrong_label_count, "list.txt:4: img/0003.png: 2 labels, expected 1"),
     "non_numeric": (non_numeric, "list.txt:4: img/0003.png: label 'cat' is not a number"),
-    "mixed": (mixed_sizes, ("list.txt:4: img/0003.png: 5x5 (HxW) with 3 channels, but the first image "
-                          "(")),
+    "mixed": (mixed_sizes, ("list.txt:4: img/0003.png: 5x5 (HxW) with 3 channels, but the first image (")),
 }
 
 
@@ -145,8 +144,25 @@ def test_hdf5_overwrite_removes_stale_shards(invoke, tmp_path):
 
 def test_shuffle_resize_gray_mean_through_cli(invoke, tmp_path):
     list_path, images = write_images(tmp_path, 10)
-    r = invoke("hdf5", list_path, "--shuffle", "--seed", 2, "--resize", "6x8", "--gray", "--mean", "100",
-               "--scale", "0.5", "--label-names", "cls", "--relative", "-j", 2)
+    r = invoke(
+        "hdf5",
+        list_path,
+        "--shuffle",
+        "--seed",
+        2,
+        "--resize",
+        "6x8",
+        "--gray",
+        "--mean",
+        "100",
+        "--scale",
+        "0.5",
+        "--label-names",
+        "cls",
+        "--relative",
+        "-j",
+        2,
+    )
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "list_h5.txt").read_text() == "list.h5\n"
     with h5py.File(tmp_path / "list.h5") as f:
@@ -201,9 +217,16 @@ def children(pid: int) -> list[int]:
 @pytest.mark.parametrize("kind", ["lmdb", "hdf5"])
 def test_interrupted_write_leaves_no_store(tmp_path, kind, sig):
     list_path, _ = write_images(tmp_path, 4000, shape=(32, 32, 3))
-    args = ["lmdb", list_path, tmp_path / "out_db"] if kind == "lmdb" else ["hdf5", list_path, "-o", tmp_path / "out.h5"]
-    proc = subprocess.Popen([sys.executable, "-m", "dataprep.cli.main", *map(str, args), "-j", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = (
+        ["lmdb", list_path, tmp_path / "out_db"]
+        if kind == "lmdb"
+        else ["hdf5", list_path, "-o", tmp_path / "out.h5"]
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataprep.cli.main", *map(str, args), "-j", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     while not started_writing(tmp_path):
         assert proc.poll() is None and time.time() < deadline, "finished before it could be interrupted"
