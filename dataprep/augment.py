@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 
 from .errors import DataprepError, ImageError, UsageError
-from .filejob import FileTask, Item, JobResult, file_job
-from .gpu import array_module, resolve_device, to_device, to_host
+from .filejob import FileTask, Item, JobResult, OutputOptions, file_job
+from .gpu import array_module, to_device, to_host
 from .handlers import OnError
 from .images import Channels
 from .listfile import ListFile
@@ -48,7 +48,7 @@ class _AugmentTask(FileTask):
         return False  # every line draws its own variants
 
     def render(self, todo: list[tuple[int, np.ndarray]]) -> list[list[np.ndarray]]:
-        images = to_device([image for _, image in todo], array_module(self.device))
+        images = to_device([image for _, image in todo], array_module(self.output.device))
         variants = [
             apply(
                 image,
@@ -106,44 +106,25 @@ def augment_all(
     copies: int,
     executor: Executor,
     seed: int = 0,
-    channels: Channels = Channels(),
-    fmt: str = "keep",
-    quality: int = 95,
-    root: str | None = None,
-    overwrite: bool = False,
+    output: OutputOptions = OutputOptions(),
     force: bool = False,
-    device: str = "cpu",
     on_error: OnError | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> JobResult:
     """Write ``copies`` augmented variants of every image of a folder or list into ``out``.
 
-    ``device`` "gpu" runs the transforms with CuPy (an error without CuPy and a GPU, never
-    a silent CPU fallback); "auto" uses the GPU only when it is usable."""
+    ``output.device`` "gpu" runs the transforms with CuPy (an error without CuPy and a GPU,
+    never a silent CPU fallback); "auto" uses the GPU only when it is usable."""
     if copies < 1:
         raise UsageError("--copies must be at least 1")
-    device = resolve_device(device)  # fails here, before any work
 
     def check(listfile: ListFile | None, resolved: Channels) -> None:
         if listfile is not None:
             check_labels(spec, listfile.label_count > 0 and not listfile.integer_labels, force)
         check_channels(spec, resolved)
 
-    def make_task(items: list[Item], resolved: Channels) -> _AugmentTask:
-        return _AugmentTask(items, str(out), resolved, quality, overwrite, device, spec, copies, seed)
+    def make_task(items: list[Item], resolved: OutputOptions) -> _AugmentTask:
+        return _AugmentTask(items, str(out), resolved, spec, copies, seed)
 
-    settings = {**spec.settings(), "copies": copies, "seed": seed, "device": device}
-    return file_job(
-        Path(src),
-        Path(out),
-        fmt,
-        settings,
-        make_task,
-        executor,
-        channels=channels,
-        root=root,
-        overwrite=overwrite,
-        on_error=on_error,
-        progress=progress,
-        check=check,
-    )
+    settings = {**spec.settings(), "copies": copies, "seed": seed}
+    return file_job(src, out, settings, make_task, executor, output, on_error, progress, check)

@@ -44,6 +44,30 @@ class _EncodeTask:
         return out
 
 
+@dataclass(frozen=True)
+class ListInput:
+    """How a store command reads its list: the folder paths resolve against, channels, an
+    exact resize, a seeded shuffle, the size check and the skip policy."""
+
+    root: str | None = None
+    channels: Channels = Channels()
+    resize: tuple[int, int] | None = None
+    check_size: bool = False
+    shuffle: bool = False
+    skip_bad: bool = False
+    seed: int = 0
+
+    def source(self, list_path: str, on_error: OnError | None = None) -> RecordSource:
+        """The list's images as a record source (see ``list_source``)."""
+        return list_source(
+            list_path, self.root, self.channels, self.resize, self.shuffle, self.seed, on_error
+        )
+
+    def manifest(self) -> dict:
+        """The shuffle a store's manifest records, so ``verify --list`` can redo it."""
+        return {"shuffle": self.shuffle, "seed": self.seed if self.shuffle else None}
+
+
 def list_source(
     list_path: str,
     root: str | None = None,

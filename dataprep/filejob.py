@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable, NamedTuple
 
@@ -44,6 +44,32 @@ class Item(NamedTuple):
     where: str  # for messages: "list:line: path" or the relative path
     line: int | None = None  # the list line
     occurrence: int = 0  # how many earlier items have the same output (repeated list lines)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """How an image-to-files job writes: format (``keep``: the input's), JPEG quality,
+    channels, the folder a list's paths resolve against, device, and whether to redo."""
+
+    fmt: str = "keep"
+    quality: int = 95
+    channels: Channels = Channels()
+    root: str | None = None
+    device: str = "cpu"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise UsageError(f"unknown format {self.fmt!r}; choose from {', '.join(FORMATS)}")
+
+    def settings(self) -> dict:
+        """What of these the outputs depend on (see ``check_settings``)."""
+        return {
+            "format": self.fmt,
+            "quality": self.quality,
+            "channels": self.channels.mode,
+            "device": self.device,
+        }
 
 
 def output_name(relative: str, fmt: str) -> str:
@@ -167,10 +193,7 @@ class FileTask(ABC):
 
     items: list[Item]
     out: str
-    channels: Channels
-    quality: int
-    overwrite: bool
-    device: str  # cpu or gpu
+    output: OutputOptions  # channels and device resolved
 
     @abstractmethod
     def outputs(self, item: Item) -> list[str]:
@@ -195,17 +218,17 @@ class FileTask(ABC):
             if self.repeats(item):
                 status[i] = "repeat"
                 continue
-            if not self.overwrite and all((Path(self.out) / o).exists() for o in self.outputs(item)):
+            if not self.output.overwrite and all((Path(self.out) / o).exists() for o in self.outputs(item)):
                 status[i] = "kept"
                 continue
             try:
-                image = self.channels.load(Path(item.source), item.where, item.line)[1]
+                image = self.output.channels.load(Path(item.source), item.where, item.line)[1]
                 self.check(item, image)
             except ImageError as exc:
                 status[i] = exc
                 continue
             todo.append((i, image))
-            if self.device == "cpu":
+            if self.output.device == "cpu":
                 self._write(todo)
                 status[i] = "done"
                 todo = []
@@ -218,7 +241,7 @@ class FileTask(ABC):
             return
         for (i, _), images in zip(todo, self.render(todo)):
             for name, image in zip(self.outputs(self.items[i]), images):
-                write_image(Path(self.out) / name, image, self.quality)
+                write_image(Path(self.out) / name, image, self.output.quality)
 
 
 class JobResult(NamedTuple):
@@ -231,36 +254,34 @@ class JobResult(NamedTuple):
 def file_job(
     src: Path,
     out: Path,
-    fmt: str,
     settings: dict,
-    make_task: Callable[[list[Item], Channels], FileTask],
+    make_task: Callable[[list[Item], OutputOptions], FileTask],
     executor: Executor,
-    channels: Channels = Channels(),
-    root: str | None = None,
-    overwrite: bool = False,
+    output: OutputOptions = OutputOptions(),
     on_error: OnError | None = None,
     progress: Callable[[int], object] | None = None,
     check: Callable[[ListFile | None, Channels], None] | None = None,
 ) -> JobResult:
     """Run a FileTask over a folder (mirrored under ``out``) or a list file (its images under
     ``out``, the list rewritten as ``out/<list name>`` naming every output of every good
-    entry with that entry's labels). ``settings`` are what the outputs depend on (see
-    ``check_settings``). Bad images follow ``on_error``; ``check`` may refuse the input
-    (with the channel count resolved) before any work starts."""
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    entry with that entry's labels). ``settings`` are what the outputs depend on besides
+    ``output`` (see ``check_settings``). Bad images follow ``on_error``; ``check`` may
+    refuse the input (with the channel count resolved) before any work starts."""
+    from .gpu import resolve_device
+
     on_error = on_error or OnError()
     src, out = Path(src), Path(out)
     listfile = None
     if str(src) != "-" and src.is_dir():
-        items = folder_items(src, fmt)
+        items = folder_items(src, output.fmt)
     else:
-        listfile = read_list(src, root=root, on_error=on_error)
-        items = list_items(listfile, out, fmt, root_given=root is not None)
-    channels = channels.resolve((Path(item.source), item.where) for item in items)
+        listfile = read_list(src, root=output.root, on_error=on_error)
+        items = list_items(listfile, out, output.fmt, root_given=output.root is not None)
+    channels = output.channels.resolve((Path(item.source), item.where) for item in items)
+    output = replace(output, channels=channels, device=resolve_device(output.device))
     if check is not None:
         check(listfile, channels)
-    record, stale = check_settings(out, {**settings, "channels": channels.mode, "format": fmt}, overwrite)
+    record, stale = check_settings(out, {**settings, **output.settings()}, output.overwrite)
     if stale:  # --overwrite over outputs of other settings: none of them may stay
         log.info("removing %s: its outputs were made with other settings", out)
         remove(out)
@@ -269,7 +290,7 @@ def file_job(
         list_path = out / (Path(listfile.name).name if str(src) != "-" else "list.txt")
         source = str(Path(listfile.name).absolute()) if str(src) != "-" else "-"
         made_from = record["lists"].get(list_path.name)
-        if not overwrite and list_path.exists() and made_from != source:
+        if not output.overwrite and list_path.exists() and made_from != source:
             raise StoreExistsError(
                 f"{list_path} already exists (not written from {listfile.name}); "
                 "pass --overwrite to replace it"
@@ -278,7 +299,7 @@ def file_job(
     out.mkdir(parents=True, exist_ok=True)
     _write_settings(out, record)
     set_total(progress, len(items))
-    task = make_task(items, channels)
+    task = make_task(items, output)
     counts = {"done": 0, "kept": 0}
     good: list[int] = []
     written: set[str] = set()  # outputs of the good items, for repeated lines

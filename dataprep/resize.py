@@ -3,7 +3,7 @@ center crop. Resumable, through the file-job pipeline (``filejob``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 
 from .errors import UsageError
-from .filejob import FileTask, Item, JobResult, file_job
+from .filejob import FileTask, Item, JobResult, OutputOptions, file_job
 from .handlers import OnError
-from .images import INTERPOLATIONS, Channels, as_hwc
+from .images import INTERPOLATIONS, as_hwc
 from .parallel import Executor
 
 
@@ -84,7 +84,7 @@ class _ResizeTask(FileTask):
         return [item.output]
 
     def render(self, todo: list[tuple[int, np.ndarray]]) -> list[list[np.ndarray]]:
-        if self.device == "cpu":
+        if self.output.device == "cpu":
             return [[resize_image(image, self.spec)] for _, image in todo]
         return [[image] for image in self._on_device([image for _, image in todo])]
 
@@ -93,7 +93,7 @@ class _ResizeTask(FileTask):
         from .gpu import array_module, to_device, to_host
 
         out = []
-        for image in to_device(images, array_module(self.device)):
+        for image in to_device(images, array_module(self.output.device)):
             hw = target_size(image.shape, self.spec)
             interpolation = self.spec.interpolation or (
                 "area" if hw[0] * hw[1] <= image.shape[0] * image.shape[1] else "linear"
@@ -111,42 +111,25 @@ def resize_all(
     out: Path,
     spec: ResizeSpec,
     executor: Executor,
-    fmt: str = "keep",
-    quality: int = 95,
-    channels: Channels = Channels(),
-    root: str | None = None,
-    overwrite: bool = False,
-    device: str = "cpu",
+    output: OutputOptions = OutputOptions(),
     on_error: OnError | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> JobResult:
     """Resize a folder or a list file's images into ``out`` (see ``filejob.file_job``).
 
-    ``device`` "gpu" resizes with CuPy (area or linear; the default enlarges with linear
-    there, not cubic) and fails clearly without CuPy and a GPU; "auto" uses the GPU only
-    when it is usable."""
+    ``output.device`` "gpu" resizes with CuPy (area or linear; the default enlarges with
+    linear there, not cubic) and fails clearly without CuPy and a GPU; "auto" uses the GPU
+    only when it is usable."""
     from .gpu import resolve_device
 
-    device = resolve_device(device)
-    if device == "gpu" and spec.interpolation and spec.interpolation not in GPU_INTERPOLATIONS:
+    output = replace(output, device=resolve_device(output.device))
+    if output.device == "gpu" and spec.interpolation and spec.interpolation not in GPU_INTERPOLATIONS:
         raise UsageError(
             f"--interpolation {spec.interpolation} is not available with "
             f"--device gpu; use {' or '.join(GPU_INTERPOLATIONS)}"
         )
 
-    def make_task(items: list[Item], resolved: Channels) -> _ResizeTask:
-        return _ResizeTask(items, str(out), resolved, quality, overwrite, device, spec)
+    def make_task(items: list[Item], resolved: OutputOptions) -> _ResizeTask:
+        return _ResizeTask(items, str(out), resolved, spec)
 
-    return file_job(
-        src,
-        out,
-        fmt,
-        {**spec.settings(), "device": device},
-        make_task,
-        executor,
-        channels=channels,
-        root=root,
-        overwrite=overwrite,
-        on_error=on_error,
-        progress=progress,
-    )
+    return file_job(src, out, spec.settings(), make_task, executor, output, on_error, progress)

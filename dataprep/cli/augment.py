@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .options import SIZE, image_output_options, seed_opt
-from .running import echo_result, progress, report_skipped, start_workers
+from .running import echo_file_job, progress, report_skipped, start_workers
 
 
 class RangeType(click.ParamType):
@@ -97,15 +97,10 @@ def augment_cmd(
     lighting,
     noise,
     force,
-    fmt,
-    quality,
-    channels,
-    root,
-    device,
     seed,
+    output,
     skip_bad,
     workers,
-    overwrite,
     as_json,
 ):
     """Write K random variants of every image of SRC (a folder or a list) into OUT as
@@ -125,7 +120,6 @@ def augment_cmd(
     start_workers(workers)
     from ..augment import augment_all
     from ..handlers import OnError
-    from ..images import Channels
     from ..parallel import make_executor
     from ..transforms import AugmentSpec
 
@@ -148,29 +142,13 @@ def augment_cmd(
     on_error = OnError(skip_bad)
     with progress(None, "augment") as update:
         result = augment_all(
-            Path(src),
-            Path(out),
-            spec,
-            copies,
-            make_executor(workers),
-            seed=seed,
-            channels=Channels(channels),
-            fmt=fmt,
-            quality=quality,
-            root=root,
-            overwrite=overwrite,
-            force=force,
-            device=device,
-            on_error=on_error,
-            progress=update,
+            Path(src), Path(out), spec, copies, make_executor(workers), seed, output, force, on_error, update
         )
-    skipped = report_skipped(on_error)
-    summary = {
-        "out": out,
-        "images": result.done,
-        "already_done": result.kept,
-        "variants": (result.done + result.kept) * copies,
-        "skipped": skipped,
-        "list": str(result.list_path) if result.list_path else None,
-    }
-    echo_result(as_json, summary, [str(result.list_path or out)])
+    echo_file_job(
+        as_json,
+        out,
+        result,
+        report_skipped(on_error),
+        images=result.done,
+        variants=(result.done + result.kept) * copies,
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .options import input_options, store_options
-from .running import echo_result, run_store, start_workers
+from .running import echo_written, run_store, start_workers
 
 
 @click.command("hdf5")
@@ -28,23 +28,7 @@ from .running import echo_result, run_store, start_workers
 @click.option("--no-labels", is_flag=True, help="Write data only, for a list without labels (e.g. test.txt).")
 @store_options()
 @input_options
-def hdf5_cmd(
-    list_file,
-    out,
-    list_out,
-    no_labels,
-    hdf5,
-    root,
-    channels,
-    resize,
-    check_size,
-    shuffle,
-    skip_bad,
-    workers,
-    seed,
-    overwrite,
-    as_json,
-):
+def hdf5_cmd(list_file, out, list_out, no_labels, hdf5, inputs, workers, overwrite, as_json):
     """Convert the images of LIST (``path label...`` lines, - for stdin) to HDF5.
 
     Writes float32 ``data`` (N x C x H x W, (pixel - mean) * scale; C is 1 for gray images
@@ -58,18 +42,17 @@ def hdf5_cmd(
     dataprep hdf5 test.txt --no-labels
     """
     start_workers(workers)
-    from ..convert import list_source, source_list, store_meta
+    from ..convert import source_list, store_meta
     from ..errors import DataprepError
     from ..handlers import OnError
-    from ..images import Channels
     from ..stores.hdf5 import Hdf5Writer
 
     if out is None:
         if list_file == "-":
             raise click.UsageError("reading the list from stdin needs --out")
         out = Path(list_file).with_suffix(".h5")
-    on_error = OnError(skip_bad)
-    source = list_source(list_file, root, Channels(channels), resize, shuffle, seed, on_error)
+    on_error = OnError(inputs.skip_bad)
+    source = inputs.source(list_file, on_error)
     listfile = source_list(source).listfile
     if listfile.label_count == 0 and not no_labels:
         raise DataprepError(
@@ -80,7 +63,7 @@ def hdf5_cmd(
         raise click.UsageError(
             f"--no-labels, but {listfile.name} has {listfile.label_count} label(s) per line"
         )
-    meta = store_meta(source, **hdf5.manifest(), shuffle=shuffle, seed=seed if shuffle else None)
+    meta = store_meta(source, **hdf5.manifest(), **inputs.manifest())
     writer = Hdf5Writer(
         out,
         list_path=list_out,
@@ -89,10 +72,4 @@ def hdf5_cmd(
         meta=meta,
         **hdf5.writer_options(["label"]),
     )
-    result = run_store(source, writer, workers, on_error, check_size, "hdf5")
-    summary = {
-        "outputs": [str(p) for p in result.outputs],
-        "written": result.written,
-        "skipped": result.skipped,
-    }
-    echo_result(as_json, summary, [str(p) for p in result.outputs])
+    echo_written(as_json, run_store(source, writer, workers, on_error, inputs.check_size, "hdf5"))

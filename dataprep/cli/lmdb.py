@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .options import input_options
-from .running import echo_result, run_store, start_workers
+from .running import echo_written, run_store, start_workers
 
 
 @click.command("lmdb")
@@ -37,24 +37,7 @@ from .running import echo_result, run_store, start_workers
     help="Companion store for float or multi-column labels (float_data, same keys).",
 )
 @input_options
-def lmdb_cmd(
-    list_file,
-    db,
-    backend,
-    encoded,
-    encode_type,
-    labels_db,
-    root,
-    channels,
-    resize,
-    check_size,
-    shuffle,
-    skip_bad,
-    workers,
-    seed,
-    overwrite,
-    as_json,
-):
+def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, inputs, workers, overwrite, as_json):
     """Convert the images of LIST (- for stdin) to Datum records in DB, like convert_imageset.
 
     Keys are %08d_PATH in list order (after --shuffle); each Datum holds C x H x W pixels
@@ -68,28 +51,19 @@ def lmdb_cmd(
     dataprep lmdb train.txt train_lmdb --labels-db train_lmdb_labels   # float labels
     """
     start_workers(workers)
-    from ..convert import list_source, source_list, store_meta
+    from ..convert import source_list, store_meta
     from ..handlers import OnError
-    from ..images import Channels
     from ..stores import STORES
     from ..stores.datum import check_datum_labels
 
     if encode_type and not encoded:
         raise click.UsageError("--encode-type needs --encoded")
-    on_error = OnError(skip_bad)
-    source = list_source(list_file, root, Channels(channels), resize, shuffle, seed, on_error)
+    on_error = OnError(inputs.skip_bad)
+    source = inputs.source(list_file, on_error)
     listfile = source_list(source).listfile
     check_datum_labels(listfile.label_count, listfile.integer_labels, labels_db is not None, listfile.name)
-    meta = store_meta(
-        source, encoded=encoded, encode_type=encode_type, shuffle=shuffle, seed=seed if shuffle else None
-    )
+    meta = store_meta(source, encoded=encoded, encode_type=encode_type, **inputs.manifest())
     writer = STORES[backend](
         db, overwrite=overwrite, labels_path=labels_db, encoded=encoded, encode_type=encode_type, meta=meta
     )
-    result = run_store(source, writer, workers, on_error, check_size, backend)
-    summary = {
-        "outputs": [str(p) for p in result.outputs],
-        "written": result.written,
-        "skipped": result.skipped,
-    }
-    echo_result(as_json, summary, [str(p) for p in result.outputs])
+    echo_written(as_json, run_store(source, writer, workers, on_error, inputs.check_size, backend))

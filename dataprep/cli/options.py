@@ -179,9 +179,21 @@ def channels_options(f: Callable) -> Callable:
     )
 
 
+def _list_input(**values: Any) -> Any:
+    from ..convert import ListInput
+    from ..images import Channels
+
+    return ListInput(**{**values, "channels": Channels(values["channels"])})
+
+
 def input_options(f: Callable) -> Callable:
-    """The list-input options every store command shares."""
-    return _apply(
+    """The list-input options every store command shares; the list-reading ones reach the
+    command as one ``inputs`` argument (a ``convert.ListInput``)."""
+    f = _apply([workers_opt, overwrite_opt, json_opt, common_options], f)
+    return bundled(
+        "inputs",
+        ("root", "channels", "resize", "check_size", "shuffle", "skip_bad", "seed"),
+        _list_input,
         [
             root_opt,
             channels_options,
@@ -189,91 +201,92 @@ def input_options(f: Callable) -> Callable:
             click.option("--check-size", is_flag=True, help="Fail unless all images share one size."),
             click.option("--shuffle", is_flag=True, help="Shuffle the list (seeded by --seed)."),
             skip_bad_opt,
-            workers_opt,
             seed_opt,
-            overwrite_opt,
-            json_opt,
-            common_options,
         ],
-        f,
-    )
+    )(f)
+
+
+def bundled(
+    name: str, names: tuple[str, ...], build: Callable[..., Any], options: list[Callable]
+) -> Callable:
+    """A decorator adding ``options`` whose values (the parameters ``names``) reach the
+    command as one argument ``name``: ``build(**values)``, a core object that parses and
+    checks them. So commands take ``hdf5``, ``inputs`` or ``output``, not a dozen values."""
+
+    def decorate(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {key: kwargs.pop(key) for key in names}
+            return f(*args, **{name: build(**values)}, **kwargs)
+
+        return _apply(options, wrapper)
+
+    return decorate
+
+
+def _hdf5_options(**values: Any) -> Any:
+    from ..stores.hdf5 import Hdf5Options
+
+    return Hdf5Options.parse(**values)
 
 
 def store_options(label_names: str | None = "label", shown: str | bool = True) -> Callable:
     """HDF5 output options (label dataset names, mean/scale baking, sharding, compression),
     parsed by the core into one ``hdf5`` argument (an ``Hdf5Options``)."""
-
-    def decorate(f: Callable) -> Callable:
-        @functools.wraps(f)
-        def wrapper(
-            *args: Any,
-            label_names: str | None,
-            mean: str | None,
-            mean_file: str | None,
-            scale: float,
-            shard_size: str | None,
-            compression: str,
-            relative: bool,
-            **kwargs: Any,
-        ) -> Any:
-            from ..stores.hdf5 import Hdf5Options
-
-            hdf5 = Hdf5Options.parse(label_names, mean, mean_file, scale, shard_size, compression, relative)
-            return f(*args, hdf5=hdf5, **kwargs)
-
-        return _apply(
-            [
-                click.option(
-                    "--label-names",
-                    default=label_names,
-                    show_default=shown,
-                    metavar="NAMES",
-                    help="HDF5 label datasets. One name: all label columns in one N x k "
-                    "dataset; k comma-separated names: one dataset each.",
-                ),
-                click.option(
-                    "--mean",
-                    "mean",
-                    default=None,
-                    metavar="V|B,G,R",
-                    help="Subtract a mean value, or one per channel (104,117,123).",
-                ),
-                click.option(
-                    "--mean-file",
-                    type=click.Path(exists=True, dir_okay=False),
-                    default=None,
-                    help="Subtract a mean image (mean.binaryproto or mean.npy).",
-                ),
-                click.option(
-                    "--scale",
-                    type=float,
-                    default=1.0,
-                    show_default=True,
-                    help="Multiply by this after mean subtraction (Caffe's order).",
-                ),
-                click.option(
-                    "--shard-size",
-                    default=None,
-                    metavar="N|SIZE",
-                    help="Images per HDF5 file (10000) or a file size (1GB): NAME_000.h5, ...",
-                ),
-                click.option(
-                    "--compression",
-                    type=click.Choice(["none", "gzip"]),
-                    default="none",
-                    show_default=True,
-                    help="gzip is slow to write; Caffe reads it.",
-                ),
-                click.option(
-                    "--relative",
-                    is_flag=True,
-                    help="Write paths in NAME_h5.txt relative to it (default: absolute).",
-                ),
-            ],
-            wrapper,
-        )
-
-    return decorate
+    names = ("label_names", "mean", "mean_file", "scale", "shard_size", "compression", "relative")
+    return bundled(
+        "hdf5",
+        names,
+        _hdf5_options,
+        [
+            click.option(
+                "--label-names",
+                default=label_names,
+                show_default=shown,
+                metavar="NAMES",
+                help="HDF5 label datasets. One name: all label columns in one N x k "
+                "dataset; k comma-separated names: one dataset each.",
+            ),
+            click.option(
+                "--mean",
+                "mean",
+                default=None,
+                metavar="V|B,G,R",
+                help="Subtract a mean value, or one per channel (104,117,123).",
+            ),
+            click.option(
+                "--mean-file",
+                type=click.Path(exists=True, dir_okay=False),
+                default=None,
+                help="Subtract a mean image (mean.binaryproto or mean.npy).",
+            ),
+            click.option(
+                "--scale",
+                type=float,
+                default=1.0,
+                show_default=True,
+                help="Multiply by this after mean subtraction (Caffe's order).",
+            ),
+            click.option(
+                "--shard-size",
+                default=None,
+                metavar="N|SIZE",
+                help="Images per HDF5 file (10000) or a file size (1GB): NAME_000.h5, ...",
+            ),
+            click.option(
+                "--compression",
+                type=click.Choice(["none", "gzip"]),
+                default="none",
+                show_default=True,
+                help="gzip is slow to write; Caffe reads it.",
+            ),
+            click.option(
+                "--relative",
+                is_flag=True,
+                help="Write paths in NAME_h5.txt relative to it (default: absolute).",
+            ),
+        ],
+    )
 
 
 def _apply(options: list[Callable], f: Callable) -> Callable:
@@ -282,9 +295,21 @@ def _apply(options: list[Callable], f: Callable) -> Callable:
     return f
 
 
+def _output_options(**values: Any) -> Any:
+    from ..filejob import OutputOptions
+    from ..images import Channels
+
+    return OutputOptions(**{**values, "channels": Channels(values["channels"])})
+
+
 def image_output_options(f: Callable) -> Callable:
-    """Options of the commands that write image files (resize, augment)."""
-    return _apply(
+    """Options of the commands that write image files (resize, augment); how outputs are
+    written reaches the command as one ``output`` argument (a ``filejob.OutputOptions``)."""
+    f = _apply([skip_bad_opt, workers_opt, json_opt, common_options], f)
+    return bundled(
+        "output",
+        ("fmt", "quality", "channels", "root", "device", "overwrite"),
+        _output_options,
         [
             click.option(
                 "--format",
@@ -300,11 +325,6 @@ def image_output_options(f: Callable) -> Callable:
             channels_options,
             root_opt,
             device_opt,
-            skip_bad_opt,
-            workers_opt,
             overwrite_opt,
-            json_opt,
-            common_options,
         ],
-        f,
-    )
+    )(f)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .options import SIZE, image_output_options
-from .running import echo_result, progress, report_skipped, start_workers
+from .running import echo_file_job, progress, report_skipped, start_workers
 
 
 @click.command("resize")
@@ -37,23 +37,7 @@ from .running import echo_result, progress, report_skipped, start_workers
     help="[default: area when shrinking, cubic when enlarging]",
 )
 @image_output_options
-def resize_cmd(
-    src,
-    out,
-    size,
-    shorter_side,
-    center_crop,
-    interpolation,
-    fmt,
-    quality,
-    channels,
-    root,
-    device,
-    skip_bad,
-    workers,
-    overwrite,
-    as_json,
-):
+def resize_cmd(src, out, size, shorter_side, center_crop, interpolation, output, skip_bad, workers, as_json):
     """Resize the images of SRC (a folder, or a list file) into OUT.
 
     Outputs mirror each image's path relative to SRC (a folder), or for a list to the
@@ -70,33 +54,11 @@ def resize_cmd(
     """
     start_workers(workers)
     from ..handlers import OnError
-    from ..images import Channels
     from ..parallel import make_executor
     from ..resize import ResizeSpec, resize_all
 
     spec = ResizeSpec(size=size, shorter=shorter_side, crop=center_crop, interpolation=interpolation)
     on_error = OnError(skip_bad)
     with progress(None, "resize") as update:
-        result = resize_all(
-            Path(src),
-            Path(out),
-            spec,
-            make_executor(workers),
-            fmt=fmt,
-            quality=quality,
-            channels=Channels(channels),
-            root=root,
-            overwrite=overwrite,
-            device=device,
-            on_error=on_error,
-            progress=update,
-        )
-    skipped = report_skipped(on_error)
-    summary = {
-        "out": out,
-        "written": result.done,
-        "already_done": result.kept,
-        "skipped": skipped,
-        "list": str(result.list_path) if result.list_path else None,
-    }
-    echo_result(as_json, summary, [str(result.list_path or out)])
+        result = resize_all(Path(src), Path(out), spec, make_executor(workers), output, on_error, update)
+    echo_file_job(as_json, out, result, report_skipped(on_error), written=result.done)

@@ -22,6 +22,25 @@ def echo_result(as_json: bool, summary: dict, lines: list[str]) -> None:
             click.echo(line)
 
 
+def echo_file_job(as_json: bool, out: str, result, skipped: int, **counts: int) -> None:
+    """The result of ``resize``/``augment``: the rewritten list (or OUT), or JSON with the
+    command's ``counts``, what was already done and what was skipped."""
+    summary = {
+        "out": out,
+        **counts,
+        "already_done": result.kept,
+        "skipped": skipped,
+        "list": str(result.list_path) if result.list_path else None,
+    }
+    echo_result(as_json, summary, [str(result.list_path or out)])
+
+
+def echo_written(as_json: bool, result) -> None:
+    """The result of a store command: its outputs, or JSON with the counts."""
+    outputs = [str(p) for p in result.outputs]
+    echo_result(as_json, {"outputs": outputs, "written": result.written, "skipped": result.skipped}, outputs)
+
+
 @contextlib.contextmanager
 def progress(total: int | None, desc: str, unit: str = "img") -> Iterator[Callable[[int], object]]:
     """A progress callback for the core (``update(n)``; ``update.set_total(n)`` when the core
