@@ -14,10 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import DataprepError, ImageError, UsageError
+from .errors import DataprepError, ImageError, OnError, UsageError
 from .filejob import FileTask, Item, JobResult, OutputOptions, file_job
 from .gpu import array_module, to_device, to_host
-from .handlers import OnError
 from .images import Channels
 from .listfile import ListFile
 from .parallel import Executor

@@ -14,8 +14,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .errors import DataprepError, ImageError
-from .handlers import OnError
+from .errors import DataprepError, ImageError, OnError
 from .images import Channels, describe_shape
 from .listfile import read_list, shuffle_order
 from .parallel import Executor, ordered_map

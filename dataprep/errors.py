@@ -1,8 +1,15 @@
-"""Errors a user can fix. The CLI turns each into one line: exit 2 for usage errors (bad or
+"""Errors a user can fix, and the policy for bad records (``OnError``: raise, or skip and
+count). The CLI turns each error into one line: exit 2 for usage errors (bad or
 conflicting options, inputs named on the command line that are missing), 1 for the rest
 (data errors found while working)."""
 
 from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+
+log = logging.getLogger(__name__)
 
 
 class DataprepError(Exception):
@@ -38,3 +45,41 @@ class StoreExistsError(DataprepError):
 
 class StoreError(DataprepError):
     """A store that cannot be opened, read or written."""
+
+
+class OnError:
+    """Decides what a bad record does: raise (default) or, with ``skip=True``, skip and count.
+
+    Skips are logged in list order: errors that carry a list line wait until the run
+    reaches that line (a bad label on line 5, found while reading the list, is logged after
+    the unreadable images of lines 2 and 4); ``finish`` logs what is still waiting.
+    """
+
+    def __init__(self, skip: bool = False) -> None:
+        self.skip = skip
+        self.skipped = 0
+        self._waiting: list[tuple[int, int, str]] = []
+        self._order = itertools.count()
+
+    def __call__(self, error: DataprepError) -> None:
+        if not self.skip:
+            raise error
+        self.skipped += 1
+        line = getattr(error, "line", None)
+        if line is None:
+            log.warning("skipped: %s", error)
+            return
+        heapq.heappush(self._waiting, (line, next(self._order), str(error)))
+
+    def reached(self, line: int | None) -> None:
+        """The run has dealt with list line ``line``: log the waiting skips up to it."""
+        if line is None:
+            return
+        while self._waiting and self._waiting[0][0] <= line:
+            log.warning("skipped: %s", heapq.heappop(self._waiting)[2])
+
+    def finish(self) -> int:
+        """Log every waiting skip; returns the number of skips."""
+        while self._waiting:
+            log.warning("skipped: %s", heapq.heappop(self._waiting)[2])
+        return self.skipped

@@ -23,8 +23,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .errors import DataprepError, ImageError, StoreExistsError, UsageError
-from .handlers import OnError
+from .errors import DataprepError, ImageError, OnError, StoreExistsError, UsageError
 from .images import Channels, write_image
 from .listfile import ListFile, format_line, read_list, write_list
 from .parallel import Executor, ordered_map

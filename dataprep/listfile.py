@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import ListFileError, UsageError
-from .handlers import OnError
+from .errors import ListFileError, OnError, UsageError
 
 Label = int | float
 

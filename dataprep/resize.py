@@ -10,9 +10,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .errors import UsageError
+from .errors import OnError, UsageError
 from .filejob import FileTask, Item, JobResult, OutputOptions, file_job
-from .handlers import OnError
 from .images import INTERPOLATIONS, as_hwc
 from .parallel import Executor
 

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dataprep.errors import ListFileError, UsageError
-from dataprep.handlers import OnError
+from dataprep.errors import ListFileError, OnError, UsageError
 from dataprep.listfile import format_line, parse_label, parse_lines, read_list
 
 

@@ -228,11 +228,17 @@ def test_writers_refuse_to_overwrite(tmp_path):
 
 
 def test_lmdb_map_grows_instead_of_failing(tmp_path, monkeypatch):
-    from dataprep.stores import lmdb as lmdb_kv
+    from dataprep.stores import lmdb_kv
 
     monkeypatch.setattr(lmdb_kv, "INITIAL_MAP_SIZE", 64 << 10)
+    opened = []
+    lmdb_open = lmdb.open
+    monkeypatch.setattr(
+        lmdb, "open", lambda path, **kw: opened.append(kw.get("map_size")) or lmdb_open(path, **kw)
+    )
     list_path, images = write_images(tmp_path, 40, shape=(64, 64, 3))
-    build("lmdb", list_path, tmp_path / "db")
+    build("lmdb", list_path, tmp_path / "db")  # 490 KB of records in a 64 KiB map: it must grow
+    assert opened[0] == 64 << 10
     with open_store(tmp_path / "db") as store:
         assert len(store) == 40 and np.array_equal(store[39].array, images[39].transpose(2, 0, 1))
     assert (tmp_path / "db/data.mdb").stat().st_size < 2 * 40 * 64 * 64 * 3 + (1 << 20)

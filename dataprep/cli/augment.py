@@ -119,7 +119,7 @@ def augment_cmd(
     """
     start_workers(workers)
     from ..augment import augment_all
-    from ..handlers import OnError
+    from ..errors import OnError
     from ..parallel import make_executor
     from ..transforms import AugmentSpec
 

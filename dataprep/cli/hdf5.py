@@ -43,8 +43,7 @@ def hdf5_cmd(list_file, out, list_out, no_labels, hdf5, inputs, workers, overwri
     """
     start_workers(workers)
     from ..convert import source_list, store_meta
-    from ..errors import DataprepError
-    from ..handlers import OnError
+    from ..errors import DataprepError, OnError
     from ..stores.hdf5 import Hdf5Writer
 
     if out is None:

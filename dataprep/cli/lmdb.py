@@ -52,7 +52,7 @@ def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, inputs, wo
     """
     start_workers(workers)
     from ..convert import source_list, store_meta
-    from ..handlers import OnError
+    from ..errors import OnError
     from ..stores import STORES
     from ..stores.datum import check_datum_labels
 

@@ -53,7 +53,7 @@ def resize_cmd(src, out, size, shorter_side, center_crop, interpolation, output,
     dataprep resize train.txt train_256 --shorter-side 256 --center-crop 256x256
     """
     start_workers(workers)
-    from ..handlers import OnError
+    from ..errors import OnError
     from ..parallel import make_executor
     from ..resize import ResizeSpec, resize_all
 

@@ -18,7 +18,6 @@ from ..errors import DataprepError, StoreError, UsageError
 from ..images import decode, encode
 from ..records import Record
 from ..staging import Staging
-from . import leveldb, lmdb
 from .base import (
     CHECKSUM,
     FORMAT_VERSION,
@@ -30,10 +29,12 @@ from .base import (
     dump_manifest,
 )
 from .caffe_pb import datum_encoded, datum_floats, datum_raw, parse_datum
+from .leveldb_kv import LevelDbReadKV, LevelDbWriteKV
+from .lmdb_kv import LmdbReadKV, LmdbWriteKV
 
 BACKENDS = {
-    "lmdb": (lmdb.LmdbWriteKV, lmdb.LmdbReadKV),
-    "leveldb": (leveldb.LevelDbWriteKV, leveldb.LevelDbReadKV),
+    "lmdb": (LmdbWriteKV, LmdbReadKV),
+    "leveldb": (LevelDbWriteKV, LevelDbReadKV),
 }
 INT32 = (-(2**31), 2**31 - 1)
 COMMIT_EVERY = 1000  # records, as convert_imageset; or sooner, at COMMIT_BYTES

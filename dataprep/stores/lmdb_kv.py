@@ -24,8 +24,9 @@ class LmdbWriteKV:
     synced it), and batches of ascending keys are appended without B-tree searches.
     """
 
-    def __init__(self, path: Path, map_size: int = INITIAL_MAP_SIZE) -> None:
+    def __init__(self, path: Path, map_size: int | None = None) -> None:
         self.path = Path(path)
+        map_size = map_size or INITIAL_MAP_SIZE  # read at call time: tests shrink it
         self.env = lmdb.open(str(path), map_size=map_size, subdir=True, writemap=True, sync=False, max_dbs=0)
         self._last = b""
 
