@@ -236,10 +236,26 @@ class AugmentSpec:
         return asdict(self)
 
 
-def sample_params(rng: np.random.Generator, hw: tuple[int, int], spec: AugmentSpec) -> dict:
+@dataclass(frozen=True)
+class AugmentParams:
+    """Every random choice for one augmented output (identity values where a transform is off)."""
+
+    window: tuple[int, int, int, int] | None = None  # random-resized-crop: top, left, h, w
+    out: tuple[int, int] | None = None  # its output size
+    crop: tuple[int, int, int, int] | None = None  # plain crop: top, left, h, w (in the padded image)
+    mirror: bool = False
+    rotate: float = 0.0  # degrees
+    brightness: float = 1.0
+    contrast: float = 1.0
+    saturation: float = 1.0
+    lighting: np.ndarray | None = None  # PCA alphas
+    noise_seed: int | None = None
+
+
+def sample_params(rng: np.random.Generator, hw: tuple[int, int], spec: AugmentSpec) -> AugmentParams:
     """Every random choice for one output, drawn on the CPU in a fixed order."""
     h, w = hw
-    p: dict[str, Any] = {}
+    drawn: dict[str, Any] = {}
     if spec.crop_scale:
         out_h, out_w = spec.out_size or hw
         for _ in range(10):  # torchvision's RandomResizedCrop: area share and aspect ratio
@@ -250,47 +266,47 @@ def sample_params(rng: np.random.Generator, hw: tuple[int, int], spec: AugmentSp
                 break
         else:
             ch, cw = min(h, w), min(h, w)
-        p["window"] = (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
-        p["out"] = (out_h, out_w)
+        drawn["window"] = (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
+        drawn["out"] = (out_h, out_w)
     elif spec.crop:
         ch, cw = spec.crop
         if spec.pad:  # the window is drawn in the padded image
             h, w = max(h, ch), max(w, cw)
-        p["crop"] = (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
-    p["mirror"] = bool(spec.mirror and rng.integers(0, 2))
-    p["rotate"] = float(rng.uniform(-spec.rotate, spec.rotate)) if spec.rotate else 0.0
+        drawn["crop"] = (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
+    drawn["mirror"] = bool(spec.mirror and rng.integers(0, 2))
+    drawn["rotate"] = float(rng.uniform(-spec.rotate, spec.rotate)) if spec.rotate else 0.0
     for name in ("brightness", "contrast", "saturation"):
         amount = getattr(spec, name)
-        p[name] = float(rng.uniform(1 - amount, 1 + amount)) if amount else 1.0
-    p["lighting"] = rng.normal(0, spec.lighting, 3).astype(np.float32) if spec.lighting else None
-    p["noise_seed"] = int(rng.integers(0, 2**63)) if spec.noise else None
-    return p
+        drawn[name] = float(rng.uniform(1 - amount, 1 + amount)) if amount else 1.0
+    drawn["lighting"] = rng.normal(0, spec.lighting, 3).astype(np.float32) if spec.lighting else None
+    drawn["noise_seed"] = int(rng.integers(0, 2**63)) if spec.noise else None
+    return AugmentParams(**drawn)
 
 
-def apply(image, params: dict, spec: AugmentSpec):
+def apply(image, params: AugmentParams, spec: AugmentSpec):
     """Apply one output's drawn parameters to an H x W x C uint8 image; returns uint8."""
     xp = get_xp(image)
     out = image.astype(xp.float32)
-    if "window" in params:
-        top, left, ch, cw = params["window"]
-        out = affine_sample(out, crop_resize_matrix(top, left, ch, cw, params["out"]), params["out"])
-    elif "crop" in params:
+    if params.window is not None:
+        top, left, ch, cw = params.window
+        out = affine_sample(out, crop_resize_matrix(top, left, ch, cw, params.out), params.out)
+    elif params.crop is not None:
         if spec.pad:
-            out = pad_to(out, params["crop"][2:], spec.pad_value)
-        out = crop(out, *params["crop"])
-    if params["rotate"]:
-        out = affine_sample(out, rotation_matrix(params["rotate"], out.shape[:2]), out.shape[:2])
-    if params["mirror"]:
+            out = pad_to(out, params.crop[2:], spec.pad_value)
+        out = crop(out, *params.crop)
+    if params.rotate:
+        out = affine_sample(out, rotation_matrix(params.rotate, out.shape[:2]), out.shape[:2])
+    if params.mirror:
         out = mirror(out)
-    if params["brightness"] != 1.0:
-        out = brightness(out, params["brightness"])
-    if params["contrast"] != 1.0:
-        out = contrast(out, params["contrast"])
-    if params["saturation"] != 1.0:
-        out = saturation(out, params["saturation"])
-    if params["lighting"] is not None:
-        out = lighting(out, params["lighting"])
-    if params["noise_seed"] is not None:
-        noise = np.random.default_rng(params["noise_seed"]).normal(0, spec.noise, out.shape)
+    if params.brightness != 1.0:
+        out = brightness(out, params.brightness)
+    if params.contrast != 1.0:
+        out = contrast(out, params.contrast)
+    if params.saturation != 1.0:
+        out = saturation(out, params.saturation)
+    if params.lighting is not None:
+        out = lighting(out, params.lighting)
+    if params.noise_seed is not None:
+        noise = np.random.default_rng(params.noise_seed).normal(0, spec.noise, out.shape)
         out = out + xp.asarray(noise.astype(np.float32))
     return to_uint8(out)

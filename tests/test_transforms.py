@@ -117,7 +117,7 @@ def test_params_depend_only_on_the_generator():
     img = picture()
     assert np.array_equal(T.apply(img, a, spec), T.apply(img, b, spec))
     assert T.apply(img, a, spec).shape == (16, 16, 3)
-    top, left, h, w = a["window"]
+    top, left, h, w = a.window
     assert 0 <= top <= 40 - h and 0 <= left <= 50 - w
 
 
