@@ -2,8 +2,8 @@
 
 Per image, decode and resize allocate and free buffers of a few hundred KB. glibc gives
 the top of the heap back to the system whenever about 1 MB lies free there, and the next
-image faults it in again page by page: 45 page faults per 500 x 375 photo, 7% of a resize
-run here. Fixed thresholds keep up to 64 MB of freed memory for reuse instead; memory
+image faults it in again page by page (docs/performance.md says what that cost). Fixed
+thresholds keep up to 64 MB of freed memory for reuse instead; memory
 still does not grow with the number of images.
 """
 

@@ -57,8 +57,8 @@ class ListFile:
 
 def parse_label(text: str) -> Label:
     """An int when the text is an integer literal, else a float; ValueError otherwise.
-    (Parsed as a float first: trying int() on every float label raised and caught an
-    exception per label, half the time of reading a regression list.)"""
+    (Parsed as a float first: trying int() on every float label would raise and catch an
+    exception per label of a regression list.)"""
     value = float(text)
     if value != value or value in (_INF, -_INF):
         raise ValueError(text)

@@ -79,9 +79,8 @@ PRELOAD = ["numpy", "cv2", "dataprep.convert", "dataprep.stores"]
 
 def fork_safe() -> bool:
     """Whether workers may be plain forks of this process: on Linux, while no other Python
-    thread runs and CuPy (a CUDA context) is not loaded. A fork starts in about a millisecond
-    with everything imported; a fork server costs 0.1 s of start-up and its own imports, which
-    was 15% of a 5000-image ``mean`` here."""
+    thread runs and CuPy (a CUDA context) is not loaded. A fork starts at once with everything
+    imported; a fork server pays its own start-up and imports (docs/performance.md)."""
     return sys.platform == "linux" and threading.active_count() == 1 and "cupy" not in sys.modules
 
 
@@ -112,8 +111,8 @@ def warm_up() -> None:
 
 
 def _grow_pipe(conn: Connection, size: int = 1 << 20) -> None:
-    """Raise a result pipe's buffer from 64 KiB: results are large, and Linux pipes with the
-    default buffer moved only about 380 MB/s here, against 1.2 GB/s at 1 MiB."""
+    """Raise a result pipe's buffer from 64 KiB: results are large, and a pipe with the
+    default buffer moves them at a third of the speed (docs/performance.md)."""
     setpipe = getattr(fcntl, "F_SETPIPE_SZ", 1031) if fcntl else None
     if setpipe is None:
         return
@@ -260,10 +259,8 @@ class ProcessExecutor(Executor):
 
 
 # Work queued per child: enough that it does not run dry while this process writes, little
-# enough that at the end this process does not wait long on a child's queue. Measured on
-# 20000 noise samples into HDF5 (1 ms chunks): 1.5 to 1.9 s with two chunks queued, 1.0 to
-# 1.3 s with 10 ms of work, 1.7 to 2.8 s with 20 ms or more. Slow chunks (a resize: 30 ms)
-# keep two queued; a fixed 8 left this process idle for 12% of a 2000-image resize.
+# enough that at the end this process does not wait long on a child's queue; slow chunks
+# keep two queued. docs/performance.md has the measurements behind the value.
 QUEUE_SECONDS = 0.01
 
 

@@ -1,7 +1,7 @@
 """Progress bars: tqdm on stderr, hidden when quiet or when stderr is not a terminal.
 
-A hidden bar does not import tqdm at all: the import costs 35 ms of start-up (most of it
-tqdm looking up its own version), which scripted runs would pay for nothing.
+A hidden bar does not import tqdm at all: the import is a visible share of start-up (most
+of it tqdm looking up its own version), which scripted runs would pay for nothing.
 
 The core sees a bar as a callable ``update(n)`` with ``set_total(n)``; see ``set_total``.
 """

@@ -27,8 +27,8 @@ CHECKSUM = "crc32"
 def checksum(*buffers: bytes | memoryview) -> str:
     """The per-record checksum the manifests hold: CRC-32 as 8 hex digits.
 
-    It detects truncation, bit rot and edited records; CRC-32 runs at about 7 GB/s here
-    where BLAKE2b managed 1.1 GB/s and became a visible share of conversion time.
+    It detects truncation, bit rot and edited records; a cryptographic hash ran several
+    times slower and became a visible share of conversion time (docs/performance.md).
     """
     crc = 0
     for buf in buffers:

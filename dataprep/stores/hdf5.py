@@ -26,7 +26,7 @@ from .base import CHECKSUM, FORMAT_VERSION, StoredRecord, StoreReader, StoreWrit
 INT_MAX = 2**31 - 1
 COMPRESSIONS = {"none": None, "gzip": "gzip"}  # only filters plain libhdf5 (and so Caffe) reads
 LIBVER = ("v108", "v108")  # readable by the HDF5 1.8/1.10 that Caffe builds link
-CHUNK_BYTES = 4 << 20  # h5py writes 4 MiB chunks about 4x faster than 1 MiB ones here
+CHUNK_BYTES = 4 << 20  # h5py writes large chunks much faster than 1 MiB ones (performance.md)
 BUFFER_BYTES = 8 << 20
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
@@ -130,8 +130,8 @@ class Hdf5Payload(NamedTuple):
     labels: np.ndarray  # float32
 
     def __reduce__(self):
-        # As raw bytes: pickling two small arrays the numpy way cost 11 us per record in the
-        # workers, a sixth of generating a noise sample; bytes cost 2 us.
+        # As raw bytes: pickling two small arrays the NumPy way costs several times more per
+        # record in the workers (docs/performance.md).
         return _payload, (self.pixels.tobytes(), self.pixels.shape, self.labels.tobytes())
 
 

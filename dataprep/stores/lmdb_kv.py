@@ -17,9 +17,10 @@ class LmdbWriteKV:
     """A new LMDB environment at ``path``; the map doubles on MapFullError, as Caffe's does.
 
     Pages are written straight into the memory map (MAP_WRITEMAP): committing through
-    LMDB's default private buffers cost about 1 s per 400 MB here, all of it in the one
-    process that writes. That mode sizes the file to the map, so ``close`` truncates it to
-    the pages in use: the result is an ordinary LMDB, as small as one written without it.
+    LMDB's default private buffers is a copy, all of it in the one process that writes
+    (docs/performance.md has the measurement). That mode sizes the file to the map, so
+    ``close`` truncates it to the pages in use: the result is an ordinary LMDB, as small
+    as one written without it.
     Commits do not fsync (a store is valid only once renamed into place, after ``close``
     synced it), and batches of ascending keys are appended without B-tree searches.
     """
