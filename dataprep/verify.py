@@ -3,7 +3,6 @@ checksums, and optionally that it holds exactly the entries of a list file."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,11 +13,8 @@ from .errors import StoreError
 from .images import describe_shape
 from .listfile import ListFile, read_list, shuffle_order
 from .progress import set_total
-from .stores import open_store, store_kind
-from .stores.base import CHECKSUM, checksum
-from .stores.caffe_pb import parse_datum
-from .stores.datum import DatumReader, datum_array
-from .stores.hdf5 import Hdf5Reader, read_h5_list
+from .stores import open_problems, open_store
+from .stores.base import CHECKSUM, StoreReader
 
 
 @dataclass
@@ -40,17 +36,16 @@ def verify(
     root: str | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> Report:
-    """Read and check every record of the store at ``path``."""
+    """Read and check every record of the store at ``path``, through the reader interface."""
     report = Report()
     path = Path(path)
     if ".partial-" in path.name:
         report.problems.append(f"{path}: an unfinished dataprep output (the writer was interrupted)")
     try:
-        kind = store_kind(path)
-        if kind == "hdf5" and path.suffix == ".txt":
-            _check_h5_files(path, report)
-            if report.problems:
-                return report
+        cannot_open = open_problems(path)
+        if cannot_open:
+            report.problems.extend(cannot_open)
+            return report
         reader = open_store(path)
     except (StoreError, OSError) as exc:
         report.problems.append(str(exc))
@@ -58,35 +53,16 @@ def verify(
     with reader:
         set_total(progress, len(reader))
         _check_manifest(reader, report)
+        report.problems.extend(reader.structure_problems())
         expected = _expected(reader, list_path, root) if list_path else None
-        if isinstance(reader, Hdf5Reader):
-            _check_hdf5(reader, report, expected, progress)
-        else:
-            _check_datums(reader, report, expected, progress)
+        _check_records(reader, report, expected, progress)
     return report
-
-
-def _check_h5_files(path: Path, report: Report) -> None:
-    import h5py
-
-    for file in read_h5_list(path):
-        if not file.is_file():
-            report.problems.append(f"{file}: listed in {path.name} but missing")
-            continue
-        try:
-            with h5py.File(file, "r") as f:
-                lengths = {name: len(f[name]) for name in f}
-        except OSError as exc:
-            report.problems.append(f"{file}: cannot be read (truncated or corrupt): {exc}")
-            continue
-        if len(set(lengths.values())) > 1:
-            report.problems.append(f"{file}: datasets of different lengths: {lengths}")
 
 
 def _check_manifest(reader, report: Report) -> None:
     manifest = reader.manifest
     if manifest is None:
-        if isinstance(reader, Hdf5Reader) and "dataprep_keys" in reader.files[0].attrs:
+        if reader.unfinished():
             report.problems.append(f"{reader.path}: no manifest: the writer did not finish")
         else:
             report.notes.append("no manifest (not written by dataprep): records checked for consistency only")
@@ -121,42 +97,31 @@ def _check_labels(key: str, labels: np.ndarray, integer: bool, report: Report) -
         report.problems.append(f"{key}: integer label store holds {labels.tolist()}")
 
 
-def _check_datums(reader: DatumReader, report: Report, expected, progress) -> None:
+def _check_records(reader: StoreReader, report: Report, expected, progress) -> None:
     manifest = reader.manifest or {}
-    sums = manifest.get("checksums") if manifest.get("checksum") == CHECKSUM else None
     uniform = manifest.get("shape") is not None if manifest else True
     integer = (manifest.get("labels") or {}).get("kind") == "int"
-    labels = reader.labels_reader()
-    label_iter = iter(labels) if labels is not None else None
-    if labels is not None and len(labels) != len(reader):
-        report.problems.append(f"{labels.path}: {len(labels)} label records for {len(reader)} records")
-        label_iter = None
     first = None
-    seen = set()
-    for i, (raw_key, value) in enumerate(reader.raw_values(0, len(reader))):
-        key = raw_key.decode(errors="replace")
+    seen: set[int] = set()
+    for i, rec in enumerate(reader.checked_records()):
         report.checked += 1
-        if sums is not None and i < len(sums) and checksum(value) != sums[i]:
-            report.problems.append(f"{key}: checksum mismatch: the record was changed after writing")
-        try:
-            datum = parse_datum(value)
-            array = datum_array(datum, reader.gray)
-        except Exception as exc:  # protobuf DecodeError, bad image bytes, bad dimensions
-            report.problems.append(f"{key}: cannot decode: {exc}")
-            continue
-        if first is None:
-            first = (array.shape, key)
-        elif uniform and array.shape != first[0]:
-            report.problems.append(
-                f"{key}: {describe_shape(array.shape, 'CHW')}, but {first[1]} is "
-                f"{describe_shape(first[0], 'CHW')}"
-            )
-        stored_labels = (
-            next(label_iter).array.ravel() if label_iter is not None else np.array([datum.label], float)
-        )
-        _check_labels(key, stored_labels, integer, report)
-        if expected is not None:
-            _check_entry(key, i, stored_labels, expected, report, seen, "datum_key")
+        if rec.checksum_ok is False:
+            report.problems.append(f"{rec.key}: checksum mismatch: the record was changed after writing")
+        if rec.error is not None:
+            report.problems.append(f"{rec.key}: {rec.error}")
+        else:
+            if first is None:
+                first = (rec.array.shape, rec.key)
+            elif uniform and rec.array.shape != first[0]:
+                report.problems.append(
+                    f"{rec.key}: {describe_shape(rec.array.shape, 'CHW')}, but {first[1]} is "
+                    f"{describe_shape(first[0], 'CHW')}"
+                )
+            if rec.array.dtype.kind == "f" and not np.all(np.isfinite(rec.array)):
+                report.problems.append(f"{rec.key}: data holds NaN or infinity")
+            _check_labels(rec.key, rec.labels, integer, report)
+            if expected is not None:
+                _check_entry(rec.key, i, rec.labels, expected, report, seen, reader.lined_up_by)
         if progress:
             progress(1)
     if expected is not None:
@@ -221,38 +186,3 @@ def _missing(expected, seen, report) -> None:
         report.problems.append(f"{expected[i][0]}: in the list but not in the store")
     if len(missing) > 20:
         report.problems.append(f"... and {len(missing) - 20} more list entries missing")
-
-
-def _check_hdf5(reader: Hdf5Reader, report: Report, expected, progress) -> None:
-    seen: set[int] = set()
-    checked_sums = (reader.manifest or {}).get("checksum") == CHECKSUM
-    keyed = all("dataprep_keys" in f.attrs for f in reader.files)
-    lined_up_by = "path" if keyed else "position"
-    for f in reader.files:
-        raw = f.attrs.get("dataprep")
-        shard = json.loads(raw) if raw is not None else None
-        if shard is not None and shard.get("shard_count") != len(f["data"]):
-            report.problems.append(
-                f"{f.filename}: {len(f['data'])} rows, its manifest says {shard.get('shard_count')}"
-            )
-    for i, rec in enumerate(reader):
-        report.checked += 1
-        file_index = int(np.searchsorted(reader.offsets, i, side="right") - 1)
-        local = i - int(reader.offsets[file_index])
-        sums = reader.files[file_index].attrs.get("dataprep_checksums") if checked_sums else None
-        row_labels = np.asarray(rec.labels, np.float32)
-        if (
-            sums is not None
-            and local < len(sums)
-            and int(checksum(rec.array, row_labels.tobytes()), 16) != int(sums[local])
-        ):
-            report.problems.append(f"{rec.key}: checksum mismatch: the row was changed after writing")
-        if not np.all(np.isfinite(rec.array)):
-            report.problems.append(f"{rec.key}: data holds NaN or infinity")
-        _check_labels(rec.key, rec.labels, False, report)
-        if expected is not None:
-            _check_entry(rec.key, i, rec.labels, expected, report, seen, lined_up_by)
-        if progress:
-            progress(1)
-    if expected is not None:
-        _missing(expected, seen, report)

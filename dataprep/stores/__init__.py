@@ -41,6 +41,17 @@ def store_kind(path: str | Path) -> str:
     raise StoreError(f"{path}: unknown store type")
 
 
+def open_problems(path: str | Path) -> list[str]:
+    """What keeps the store at ``path`` from opening whole (for ``verify``): each file of an
+    ``_h5.txt`` list that is missing or unreadable. Other stores report through errors."""
+    path = Path(path)
+    if store_kind(path) == "hdf5" and path.suffix == ".txt":
+        from .hdf5 import h5_list_problems
+
+        return h5_list_problems(path)
+    return []
+
+
 def open_store(path: str | Path) -> StoreReader:
     """A reader for any store dataprep writes (LMDB or LevelDB folder, .h5 file, _h5.txt list)."""
     kind = store_kind(path)

@@ -36,6 +36,16 @@ def checksum(*buffers: bytes | memoryview) -> str:
     return f"{crc:08x}"
 
 
+def build_manifest(kind: str, count: int, shape: Any, dtype: str, meta: dict, **extra: Any) -> dict:
+    """The one manifest layout every writer records: format and version, kind, record
+    count, shape and dtype, the writer's ``meta`` (source, labels, preprocessing), then
+    the backend's ``extra`` fields and the checksum kind."""
+    return {
+        "format": "dataprep", "format_version": FORMAT_VERSION, "kind": kind, "count": count,
+        "shape": shape, "dtype": dtype, **meta, **extra, "checksum": CHECKSUM,
+    }  # fmt: skip
+
+
 def dump_manifest(manifest: dict) -> str:
     """Manifest JSON with stable key order, so identical stores have identical bytes."""
     return json.dumps(manifest, sort_keys=True, separators=(",", ":"))
@@ -92,12 +102,41 @@ class StoredRecord:
     labels: np.ndarray
 
 
+@dataclass
+class RecordCheck:
+    """One record as verification sees it: the key, the decoded array and labels (None when
+    it does not decode: ``error`` says why), and whether its checksum matches the manifest
+    (None when there is none to compare with)."""
+
+    key: str
+    array: np.ndarray | None
+    labels: np.ndarray | None
+    error: str | None = None
+    checksum_ok: bool | None = None
+
+
 class StoreReader(ABC):
     """Random and range access to a store's records, in key (training) order."""
 
     kind: str
     path: Path
     manifest: dict | None
+    # how records line up with the entries of the list they came from: "datum_key" (keys
+    # carry the entry's index), "path" (keys are the paths) or "position"
+    lined_up_by: str = "position"
+
+    def checked_records(self) -> Iterator[RecordCheck]:
+        """Every record for verification, in order, with its checksum compared."""
+        for rec in self:
+            yield RecordCheck(rec.key, rec.array, rec.labels)
+
+    def structure_problems(self) -> list[str]:
+        """Problems of the store as a whole (parts that disagree on their length, ...)."""
+        return []
+
+    def unfinished(self) -> bool:
+        """Whether the store is a dataprep output whose writer never finished."""
+        return False
 
     @abstractmethod
     def __len__(self) -> int: ...

@@ -20,11 +20,12 @@ from ..records import Record
 from ..staging import Staging
 from .base import (
     CHECKSUM,
-    FORMAT_VERSION,
     MANIFEST_NAME,
+    RecordCheck,
     StoredRecord,
     StoreReader,
     StoreWriter,
+    build_manifest,
     checksum,
     dump_manifest,
 )
@@ -165,18 +166,8 @@ class DatumWriter(StoreWriter):
             self._labels_batch = []
 
     def _manifest(self, count: int, shape: Any, dtype: str, checksums: list[str], **extra) -> dict:
-        return {
-            "format": "dataprep",
-            "format_version": FORMAT_VERSION,
-            "kind": self.backend,
-            "count": count,
-            "shape": shape,
-            "dtype": dtype,
-            **self.meta,
-            **extra,
-            "checksum": CHECKSUM,
-            "checksums": checksums,
-        }
+        manifest = build_manifest(self.backend, count, shape, dtype, self.meta, **extra)
+        return {**manifest, "checksums": checksums}
 
     def close(self) -> list[Path]:
         self._flush()
@@ -252,6 +243,8 @@ def datum_array(datum, gray: bool = False) -> np.ndarray:
 class DatumReader(StoreReader):
     """Reads an LMDB or LevelDB Datum store; labels come from its labels store when it has one."""
 
+    lined_up_by = "datum_key"
+
     def __init__(self, path: str | Path, backend: str = "lmdb") -> None:
         self.kind = backend
         self.path = Path(path)
@@ -314,3 +307,28 @@ class DatumReader(StoreReader):
         self._kv.close()
         if self._labels is not None:
             self._labels.close()
+
+    def structure_problems(self) -> list[str]:
+        if self._labels is not None and len(self._labels) != len(self):
+            return [f"{self._labels.path}: {len(self._labels)} label records for {len(self)} records"]
+        return []
+
+    def checked_records(self) -> Iterator[RecordCheck]:
+        """Every record with its serialized bytes checked against the manifest's CRC-32."""
+        manifest = self.manifest or {}
+        sums = manifest.get("checksums") if manifest.get("checksum") == CHECKSUM else None
+        labels = self._labels
+        label_records = iter(labels) if labels is not None and len(labels) == len(self) else None
+        for i, (raw_key, value) in enumerate(self.raw_values(0, len(self))):
+            key = raw_key.decode(errors="replace")
+            ok = checksum(value) == sums[i] if sums is not None and i < len(sums) else None
+            stored_labels = next(label_records).array.ravel() if label_records is not None else None
+            try:
+                datum = parse_datum(value)
+                array = datum_array(datum, self.gray)
+            except Exception as exc:  # protobuf DecodeError, bad image bytes, bad dimensions
+                yield RecordCheck(key, None, None, f"cannot decode: {exc}", ok)
+                continue
+            if stored_labels is None:
+                stored_labels = np.array([datum.label], np.float64)
+            yield RecordCheck(key, array, stored_labels, None, ok)

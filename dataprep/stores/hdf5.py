@@ -21,7 +21,16 @@ from ..images import describe_shape
 from ..listfile import write_list
 from ..records import Record
 from ..staging import Staging, exists, refuse_existing, remove
-from .base import CHECKSUM, FORMAT_VERSION, StoredRecord, StoreReader, StoreWriter, checksum, dump_manifest
+from .base import (
+    CHECKSUM,
+    RecordCheck,
+    StoredRecord,
+    StoreReader,
+    StoreWriter,
+    build_manifest,
+    checksum,
+    dump_manifest,
+)
 
 INT_MAX = 2**31 - 1
 COMPRESSIONS = {"none": None, "gzip": "gzip"}  # only filters plain libhdf5 (and so Caffe) reads
@@ -379,21 +388,18 @@ class Hdf5Writer(StoreWriter):
         total = sum(s.count for _, s in self._shards)
         offset = 0
         for i, (_, shard) in enumerate(self._shards):
-            manifest = {
-                "format": "dataprep",
-                "format_version": FORMAT_VERSION,
-                "kind": "hdf5",
-                "count": total,
-                "shard": i,
-                "shards": len(self._shards),
-                "shard_count": shard.count,
-                "offset": offset,
-                "shape": list(self._shape),
-                "dtype": "float32",
-                **self.meta,
-                "labels": {**self.meta.get("labels", {}), "names": self.label_names},
-                "checksum": CHECKSUM,
-            }
+            meta = {**self.meta, "labels": {**self.meta.get("labels", {}), "names": self.label_names}}
+            manifest = build_manifest(
+                "hdf5",
+                total,
+                list(self._shape),
+                "float32",
+                meta,
+                shard=i,
+                shards=len(self._shards),
+                shard_count=shard.count,
+                offset=offset,
+            )
             with h5py.File(shard.tmp, "r+") as f:
                 f.attrs["dataprep"] = dump_manifest(manifest)
             offset += shard.count
@@ -417,6 +423,27 @@ class Hdf5Writer(StoreWriter):
             except Exception:  # already closed: removal below is what matters
                 pass
         self._staging.abort()
+
+
+def h5_list_problems(path: Path) -> list[str]:
+    """What keeps an ``_h5.txt`` list's files from opening: missing, unreadable (truncated,
+    corrupt) or with datasets of different lengths; one line each."""
+    import h5py
+
+    problems = []
+    for file in read_h5_list(path):
+        if not file.is_file():
+            problems.append(f"{file}: listed in {Path(path).name} but missing")
+            continue
+        try:
+            with h5py.File(file, "r") as f:
+                lengths = {name: len(f[name]) for name in f}
+        except OSError as exc:
+            problems.append(f"{file}: cannot be read (truncated or corrupt): {exc}")
+            continue
+        if len(set(lengths.values())) > 1:
+            problems.append(f"{file}: datasets of different lengths: {lengths}")
+    return problems
 
 
 def read_h5_list(path: Path) -> list[Path]:
@@ -454,6 +481,34 @@ class Hdf5Reader(StoreReader):
         self.label_names = names if names is not None else sorted(k for k in self.files[0] if k != "data")
         self.counts = [f["data"].shape[0] for f in self.files]
         self.offsets = np.cumsum([0, *self.counts])
+        self.lined_up_by = "path" if all("dataprep_keys" in f.attrs for f in self.files) else "position"
+
+    def unfinished(self) -> bool:
+        return self.manifest is None and "dataprep_keys" in self.files[0].attrs
+
+    def structure_problems(self) -> list[str]:
+        problems = []
+        for f in self.files:
+            raw = f.attrs.get("dataprep")
+            shard = json.loads(raw) if raw is not None else None
+            if shard is not None and shard.get("shard_count") != len(f["data"]):
+                problems.append(
+                    f"{f.filename}: {len(f['data'])} rows, its manifest says {shard.get('shard_count')}"
+                )
+        return problems
+
+    def checked_records(self) -> Iterator[RecordCheck]:
+        """Every row with its data and label bytes checked against the file's CRC-32s."""
+        checked = (self.manifest or {}).get("checksum") == CHECKSUM
+        for i, rec in enumerate(self):
+            file_index = int(np.searchsorted(self.offsets, i, side="right") - 1)
+            local = i - int(self.offsets[file_index])
+            sums = self.files[file_index].attrs.get("dataprep_checksums") if checked else None
+            ok = None
+            if sums is not None and local < len(sums):
+                row_sum = checksum(rec.array, np.asarray(rec.labels, np.float32).tobytes())
+                ok = int(row_sum, 16) == int(sums[local])
+            yield RecordCheck(rec.key, rec.array, rec.labels, None, ok)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
