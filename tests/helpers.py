@@ -1,10 +1,17 @@
-"""Picklable tasks for the executor tests (spawned workers import this module)."""
+"""Test helpers: picklable tasks for the executor tests (spawned workers import this
+module), synthetic image lists, running the CLI in a subprocess, comparing outputs."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -40,3 +47,51 @@ class DieAt:
         elif start <= self.index < stop:
             os._exit(3)
         return list(range(start, stop))
+
+
+def run_dataprep(*args: str, cwd: Path | None = None, **kw) -> subprocess.CompletedProcess:
+    """Run the installed console entry point in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        **kw,
+    )
+
+
+def write_images(
+    folder: Path, n: int, shape=(12, 16, 3), ext="png", seed=0, labels="int", list_name="list.txt", sizes=None
+) -> tuple[Path, list[np.ndarray]]:
+    """``n`` random images in ``folder/img/`` and a list file naming them; returns (list, images)."""
+    rng = np.random.default_rng(seed)
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    images, lines = [], []
+    for i in range(n):
+        s = sizes[i] if sizes else shape
+        image = rng.integers(0, 256, s, dtype=np.uint8)
+        name = f"img/{i:04d}.{ext}"
+        assert cv2.imwrite(str(folder / name), image)
+        images.append(image if image.ndim == 3 else image[:, :, None])
+        label = {"int": f"{i % 5}", "float": f"{i / 7:.6f} {i * 0.5}", "none": ""}[labels]
+        lines.append(f"{name} {label}".strip())
+    path = folder / list_name
+    path.write_text("\n".join(lines) + "\n")
+    return path, images
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (or the file itself) by relative path, for byte comparisons."""
+    root = Path(root)
+    if root.is_file():
+        return {root.name: root.read_bytes()}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "lock.mdb" and not p.name.startswith("LOG")
+    }
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Anything a writer might have left in ``folder`` (temporary siblings included)."""
+    return sorted(p.name for p in Path(folder).iterdir() if ".partial-" in p.name or ".old-" in p.name)

@@ -10,7 +10,7 @@ import lmdb
 import numpy as np
 import plyvel
 import pytest
-from conftest import write_images
+from helpers import write_images
 from wire import FIXED32, LENGTH, VARINT, fields, packed_floats
 
 from dataprep.convert import list_source, store_meta, write_store

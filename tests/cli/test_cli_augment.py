@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tree_bytes, write_images
+from helpers import tree_bytes, write_images
 
 from dataprep.gpu import gpu_available
 from dataprep.listfile import read_list

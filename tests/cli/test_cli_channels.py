@@ -10,7 +10,7 @@ import h5py
 import lmdb
 import numpy as np
 import pytest
-from conftest import write_images
+from helpers import write_images
 
 from dataprep.stores import open_store
 from dataprep.stores.caffe_pb import parse_datum

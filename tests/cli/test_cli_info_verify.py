@@ -9,7 +9,7 @@ import cv2
 import lmdb
 import numpy as np
 import pytest
-from conftest import write_images
+from helpers import write_images
 
 from dataprep.convert import list_source, store_meta
 from dataprep.stores import STORES

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_dataprep
+from helpers import run_dataprep
 
 from dataprep import __version__
 from dataprep.cli.main import COMMANDS
@@ -101,7 +101,7 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
 
 
 def test_bars_count_whole_images_and_end_with_a_summary(tmp_path):
-    from conftest import write_images
+    from helpers import write_images
 
     drawn = run_on_terminal("noise", "--n", 1200, "--out", "s", "-j", 1, cwd=tmp_path)
     assert "/1,200 img" in drawn and "0.00/" not in drawn and "k/" not in drawn

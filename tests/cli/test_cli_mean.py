@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import write_images
+from helpers import write_images
 from wire import LENGTH, VARINT, fields, packed_floats
 
 from dataprep.mean import StoreArrays, compute_mean

@@ -6,7 +6,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-from conftest import leftovers, run_dataprep, tree_bytes
+from helpers import leftovers, run_dataprep, tree_bytes
 
 from dataprep.listfile import read_list
 from dataprep.noise import NoiseSource

@@ -10,7 +10,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from conftest import tree_bytes, write_images
+from helpers import tree_bytes, write_images
 
 from dataprep.errors import DataprepError
 from dataprep.filejob import contained

@@ -12,7 +12,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-from conftest import leftovers, run_dataprep, tree_bytes, write_images
+from helpers import leftovers, run_dataprep, tree_bytes, write_images
 
 from dataprep.stores import open_store
 
