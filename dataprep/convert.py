@@ -85,7 +85,7 @@ def list_source(
     return source
 
 
-def source_list(source: RecordSource) -> ImageListSource | None:
+def image_list_of(source: RecordSource) -> ImageListSource | None:
     """The image list source behind ``source`` (through a shuffle), or None for generated ones."""
     while isinstance(source, Subset):
         source = source.source
@@ -95,7 +95,7 @@ def source_list(source: RecordSource) -> ImageListSource | None:
 def store_meta(source: RecordSource, **extra: Any) -> dict:
     """What a store's manifest records besides its records: origin, label layout and the
     preprocessing applied (so raw images can be prepared the same way later)."""
-    images = source_list(source)
+    images = image_list_of(source)
     if images is None:
         return {"source": type(source).__name__, "labels": {}, "preprocessing": dict(extra)}
     listfile = images.listfile

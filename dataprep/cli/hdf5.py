@@ -42,7 +42,7 @@ def hdf5_cmd(list_file, out, list_out, no_labels, hdf5, inputs, workers, overwri
     dataprep hdf5 test.txt --no-labels
     """
     start_workers(workers)
-    from ..convert import source_list, store_meta
+    from ..convert import image_list_of, store_meta
     from ..errors import DataprepError, OnError
     from ..stores.hdf5 import Hdf5Writer
 
@@ -52,7 +52,7 @@ def hdf5_cmd(list_file, out, list_out, no_labels, hdf5, inputs, workers, overwri
         out = Path(list_file).with_suffix(".h5")
     on_error = OnError(inputs.skip_bad)
     source = inputs.source(list_file, on_error)
-    listfile = source_list(source).listfile
+    listfile = image_list_of(source).listfile
     if listfile.label_count == 0 and not no_labels:
         raise DataprepError(
             f"{listfile.name} has no labels (paths only), so the HDF5 file would "

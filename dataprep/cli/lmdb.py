@@ -51,7 +51,7 @@ def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, inputs, wo
     dataprep lmdb train.txt train_lmdb --labels-db train_lmdb_labels   # float labels
     """
     start_workers(workers)
-    from ..convert import source_list, store_meta
+    from ..convert import image_list_of, store_meta
     from ..errors import OnError
     from ..stores import STORES
     from ..stores.datum import check_datum_labels
@@ -60,7 +60,7 @@ def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, inputs, wo
         raise click.UsageError("--encode-type needs --encoded")
     on_error = OnError(inputs.skip_bad)
     source = inputs.source(list_file, on_error)
-    listfile = source_list(source).listfile
+    listfile = image_list_of(source).listfile
     check_datum_labels(listfile.label_count, listfile.integer_labels, labels_db is not None, listfile.name)
     meta = store_meta(source, encoded=encoded, encode_type=encode_type, **inputs.manifest())
     writer = STORES[backend](
