@@ -85,30 +85,30 @@ def list_source(
     return source
 
 
-def image_list_of(source: RecordSource) -> ImageListSource | None:
-    """The image list source behind ``source`` (through a shuffle), or None for generated ones."""
+def base_source(source: RecordSource) -> RecordSource:
+    """The source behind any subsets (a shuffle, a split)."""
     while isinstance(source, Subset):
         source = source.source
-    return source if isinstance(source, ImageListSource) else None
+    return source
+
+
+def image_list_of(source: RecordSource) -> ImageListSource | None:
+    """The image list source behind ``source``, or None for generated ones."""
+    base = base_source(source)
+    return base if isinstance(base, ImageListSource) else None
 
 
 def store_meta(source: RecordSource, **extra: Any) -> dict:
     """What a store's manifest records besides its records: origin, label layout and the
-    preprocessing applied (so raw images can be prepared the same way later)."""
-    images = image_list_of(source)
-    if images is None:
-        return {"source": type(source).__name__, "labels": {}, "preprocessing": dict(extra)}
-    listfile = images.listfile
-    return {
-        "source": listfile.name,
-        "labels": {"count": listfile.label_count, "kind": "int" if listfile.integer_labels else "float"},
-        "preprocessing": {
-            **images.channels.manifest(),
-            "resize": list(images.size) if images.size else None,
-            "interpolation": images.interpolation if images.size else None,
-            **extra,
-        },
-    }
+    preprocessing applied (so raw images can be prepared the same way later). The source
+    describes itself (``meta()``); ``extra`` adds what the command applies on top."""
+    base = base_source(source)
+    meta = (
+        base.meta()
+        if hasattr(base, "meta")
+        else {"source": type(base).__name__, "labels": {}, "preprocessing": {}}
+    )
+    return {**meta, "preprocessing": {**meta["preprocessing"], **extra}}
 
 
 @dataclass

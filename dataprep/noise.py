@@ -75,6 +75,19 @@ class NoiseSource:
         fx, fy = w / self.size[1], h / self.size[0]
         return f"{index:0{digits}d}_{fx:.2f}_{fy:.2f}.{self.ext}"
 
+    def meta(self) -> dict:
+        """The generator and its label layout, as a store's manifest records them."""
+        classes = self.classes is not None
+        return {
+            "source": f"dataprep noise (seed {self.seed})",
+            "labels": {
+                "count": 1 if classes else 2,
+                "kind": "int" if classes else "float",
+                "columns": ["class"] if classes else ["fx", "fy"],
+            },
+            "preprocessing": {"channels": "auto", "gray": True, "resize": None},
+        }
+
     def record(self, index: int) -> Record:
         image, h, w = self.sample(index)
         key = self.name(index, h, w)
@@ -208,27 +221,14 @@ def write_noise_stores(
     saves). Pixels equal the PNG file route's exactly. Float labels go to HDF5 ``freq`` or,
     for Datum stores, a companion ``*_labels`` store; ``classes`` gives integer labels.
     """
-    from .convert import write_stores
+    from .convert import store_meta, write_stores
     from .stores.hdf5 import Hdf5Options
 
     hdf5 = hdf5 or Hdf5Options()
     if kind not in NOISE_STORES:
         raise UsageError(f"unknown store {kind!r}; choose from {', '.join(sorted(NOISE_STORES))}")
     out = Path(out)
-    meta = {
-        "source": f"dataprep noise (seed {source.seed})",
-        "labels": {
-            "count": 1 if source.classes is not None else 2,
-            "kind": "int" if source.classes is not None else "float",
-            "columns": ["class"] if source.classes is not None else ["fx", "fy"],
-        },
-        "preprocessing": {
-            "channels": "auto",
-            "gray": True,
-            "resize": None,
-            **(hdf5.manifest() if kind == "hdf5" else {}),
-        },
-    }
+    meta = store_meta(source, **(hdf5.manifest() if kind == "hdf5" else {}))
     splits = [
         (name, idx) for name, idx in zip(SPLIT_NAMES, assign(source.n, counts, source.seed)) if len(idx)
     ]

@@ -76,6 +76,19 @@ class ImageListSource:
             data = None
         return Record(entry.path, image, entry.labels, data, where, entry.line)
 
+    def meta(self) -> dict:
+        """The list, its label layout and the decoding, as a store's manifest records them."""
+        listfile = self.listfile
+        return {
+            "source": listfile.name,
+            "labels": {"count": listfile.label_count, "kind": "int" if listfile.integer_labels else "float"},
+            "preprocessing": {
+                **self.channels.manifest(),
+                "resize": list(self.size) if self.size else None,
+                "interpolation": self.interpolation if self.size else None,
+            },
+        }
+
 
 def list_channels(listfile: ListFile, channels: Channels) -> Channels:
     """``channels`` resolved against a list's images (the first that decodes, in ``auto``)."""
