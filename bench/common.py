@@ -54,6 +54,12 @@ def row(name: str, n: int, seconds: float, peak_mb: float | None = None) -> str:
     return f"{name:<46} {n / seconds:9.0f} img/s {seconds:8.2f} s {mem}"
 
 
+def print_rows(times: dict, labels: dict[str, str], n: int) -> None:
+    """One ``row`` per command of an ``interleaved`` run, in ``labels`` order."""
+    for name, label in labels.items():
+        print(row(f"  {label}", n, times[name]["wall"], times[name]["peak_mb"]))
+
+
 def timed(fn, *args, **kw) -> float:
     t = time.perf_counter()
     fn(*args, **kw)

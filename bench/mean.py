@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataprep, interleaved, measure, row, scratch_args, scratch_dir  # noqa: E402
+from common import dataprep, interleaved, measure, print_rows, scratch_args, scratch_dir  # noqa: E402
 from stores import make_photos, settle  # noqa: E402
 
 LOOP = r"""
@@ -57,9 +57,15 @@ def main():
             t = interleaved(cmds, args.repeat, settle)
             label = "raw Datums" if name == "raw" else "JPEG-encoded Datums"
             print(f"mean of {n} 256x256 color {label}, median of {args.repeat} rounds")
-            print(row("  single-process decode + NumPy sum loop", n, t["loop"]["wall"], t["loop"]["peak_mb"]))
-            print(row("  dataprep mean --workers 1", n, t["dp1"]["wall"], t["dp1"]["peak_mb"]))
-            print(row("  dataprep mean --workers 2", n, t["dp2"]["wall"], t["dp2"]["peak_mb"]))
+            print_rows(
+                t,
+                {
+                    "loop": "single-process decode + NumPy sum loop",
+                    "dp1": "dataprep mean --workers 1",
+                    "dp2": "dataprep mean --workers 2",
+                },
+                n,
+            )
             print(
                 f"  speed-up (2 workers): {t['loop']['wall'] / t['dp2']['wall']:.2f}x; pixel data "
                 f"{pixel_gb / t['dp2']['wall']:.2f} GB/s (loop {pixel_gb / t['loop']['wall']:.2f} GB/s)"

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataprep, interleaved, row, scratch_args, scratch_dir  # noqa: E402
+from common import dataprep, interleaved, print_rows, scratch_args, scratch_dir  # noqa: E402
 from stores import make_photos, settle  # noqa: E402
 
 CV2_LOOP = r"""
@@ -91,10 +91,16 @@ def main():
         print(
             f"resize {n} JPEGs of about 500x375 to 256x256 (area), JPEG q95, median of {args.repeat} rounds"
         )
-        print(row("  Pillow open/resize(BOX)/save loop", n, t["pil"]["wall"], t["pil"]["peak_mb"]))
-        print(row("  cv2 imread/resize(AREA)/imwrite loop", n, t["cv2"]["wall"], t["cv2"]["peak_mb"]))
-        print(row("  dataprep resize --workers 1", n, t["dp1"]["wall"], t["dp1"]["peak_mb"]))
-        print(row("  dataprep resize --workers 2", n, t["dp2"]["wall"], t["dp2"]["peak_mb"]))
+        print_rows(
+            t,
+            {
+                "pil": "Pillow open/resize(BOX)/save loop",
+                "cv2": "cv2 imread/resize(AREA)/imwrite loop",
+                "dp1": "dataprep resize --workers 1",
+                "dp2": "dataprep resize --workers 2",
+            },
+            n,
+        )
         print(
             f"  speed-up (2 workers): {t['cv2']['wall'] / t['dp2']['wall']:.2f}x over the cv2 loop, "
             f"{t['pil']['wall'] / t['dp2']['wall']:.2f}x over Pillow"

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataprep, interleaved, measure, row, scratch_dir  # noqa: E402
+from common import dataprep, interleaved, measure, print_rows, row, scratch_dir  # noqa: E402
 from noise import run_tutorial  # noqa: E402
 
 GEN_HDF5 = r"""
@@ -274,8 +274,7 @@ def bench_lmdb(base: Path, m: int, j: int, repeat: int) -> None:
         "dp1": "dataprep lmdb --workers 1",
         "dp": f"dataprep lmdb --workers {j}",
     }
-    for name, label in labels.items():
-        print(row(f"  {label}", m, times[name]["wall"], times[name]["peak_mb"]))
+    print_rows(times, labels, m)
     print(
         f"  speed-up: {times['plain']['wall'] / times['dp']['wall']:.2f}x over the plain loop, "
         f"{times['tuned']['wall'] / times['dp']['wall']:.2f}x over the tuned loop; same records: "

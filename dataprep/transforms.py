@@ -202,6 +202,20 @@ def caffe_transform(
     return out * scale if scale != 1.0 else out
 
 
+def parse_area_range(text: str, option: str = "--crop-scale") -> tuple[float, float]:
+    """``MIN,MAX`` with 0 < MIN <= MAX <= 1: the share of the image area a random-resized
+    crop covers."""
+    from .errors import UsageError
+
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: give two numbers, e.g. 0.08,1.0") from None
+    if not 0 < lo <= hi <= 1:
+        raise UsageError(f"{option} {text!r}: needs 0 < MIN <= MAX <= 1")
+    return lo, hi
+
+
 @dataclass(frozen=True)
 class AugmentSpec:
     """Which random transforms ``augment`` applies, and how strongly."""

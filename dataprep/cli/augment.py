@@ -6,25 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import SIZE, image_output_options, seed_opt
+from .options import AREA_RANGE, SIZE, image_output_options, seed_opt
 from .running import echo_file_job, progress, report_skipped, start_workers
-
-
-class RangeType(click.ParamType):
-    """``MIN,MAX`` with 0 < MIN <= MAX <= 1 (an area share range)."""
-
-    name = "range"
-
-    def convert(self, value, param, ctx):
-        if value is None or isinstance(value, tuple):
-            return value
-        try:
-            lo, hi = (float(v) for v in value.split(","))
-        except ValueError:
-            self.fail(f"{value!r}: give two numbers, e.g. 0.08,1.0", param, ctx)
-        if not 0 < lo <= hi <= 1:
-            self.fail(f"{value!r}: needs 0 < MIN <= MAX <= 1", param, ctx)
-        return lo, hi
 
 
 @click.command("augment")
@@ -51,7 +34,7 @@ class RangeType(click.ParamType):
 )
 @click.option(
     "--crop-scale",
-    type=RangeType(),
+    type=AREA_RANGE,
     default=None,
     metavar="MIN,MAX",
     help="Random-resized-crop: area share range (0.08,1.0), resized to --size.",

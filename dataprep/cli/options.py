@@ -94,24 +94,30 @@ def common_options(f: Callable) -> Callable:
     return f
 
 
-class SizeType(click.ParamType):
-    """``HxW`` or ``S`` (a square), parsed by the core's one size grammar; exit 2 when bad."""
+class ParsedBy(click.ParamType):
+    """An option value parsed by a core function (``module:function``, imported when first
+    used, so ``--help`` stays light) that raises UsageError on bad text: exit 2, one line."""
 
-    name = "size"
+    def __init__(self, name: str, parser: str) -> None:
+        self.name, self.parser = name, parser
 
     def convert(self, value, param, ctx):
-        if value is None or isinstance(value, tuple):
-            return value
-        from ..errors import UsageError
-        from ..images import parse_size
+        if not isinstance(value, str):
+            return value  # a default that is already parsed, or None
+        import importlib
 
+        from ..errors import UsageError
+
+        module, function = self.parser.split(":")
+        parse = getattr(importlib.import_module(f"dataprep.{module}"), function)
         try:
-            return parse_size(value, param.opts[0] if param else "size")
+            return parse(value, param.opts[0] if param else self.name)
         except UsageError as exc:
             self.fail(str(exc), param, ctx)
 
 
-SIZE = SizeType()
+SIZE = ParsedBy("size", "images:parse_size")
+AREA_RANGE = ParsedBy("range", "transforms:parse_area_range")
 
 workers_opt = click.option(
     "-j",
