@@ -43,22 +43,7 @@ def test_variants_and_list(invoke, tmp_path):
 
 def test_same_bytes_for_any_worker_count(invoke, tmp_path):
     list_path, _ = write_images(tmp_path, 30, shape=(16, 16, 3))
-    args = [
-        "--copies",
-        2,
-        "--crop-scale",
-        "0.3,1.0",
-        "--size",
-        "8x8",
-        "--rotate",
-        10,
-        "--lighting",
-        0.1,
-        "--noise",
-        2,
-        "--seed",
-        7,
-    ]
+    args = "--copies 2 --crop-scale 0.3,1.0 --size 8x8 --rotate 10 --lighting 0.1 --noise 2 --seed 7".split()
     for j in (1, 2):
         assert invoke("augment", list_path, tmp_path / f"o{j}", *args, "-j", j).exit_code == 0
     assert tree_bytes(tmp_path / "o1") == tree_bytes(tmp_path / "o2")
@@ -115,20 +100,7 @@ def test_device_auto_uses_the_gpu_only_when_there_is_one(invoke, tmp_path):
 @pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device")
 def test_gpu_variants_match_cpu_within_rounding(invoke, tmp_path):
     list_path, _ = write_images(tmp_path, 6)
-    args = [
-        "--copies",
-        2,
-        "--crop-scale",
-        "0.3,1.0",
-        "--size",
-        "8x8",
-        "--rotate",
-        10,
-        "--format",
-        "png",
-        "-j",
-        1,
-    ]
+    args = "--copies 2 --crop-scale 0.3,1.0 --size 8x8 --rotate 10 --format png -j 1".split()
     assert invoke("augment", list_path, tmp_path / "cpu", *args, "--device", "cpu").exit_code == 0
     assert invoke("augment", list_path, tmp_path / "gpu", *args, "--device", "gpu").exit_code == 0
     import cv2
