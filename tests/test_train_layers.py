@@ -1,0 +1,270 @@
+"""Training layers: Caffe's output sizes, forward results against plain loops, and every
+backward pass against numerical gradients (float64), on NumPy and (with a GPU) CuPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dataprep.errors import UsageError
+from dataprep.train.layers import LAYERS, conv_out, make_layer, pool_out
+
+BACKENDS = [
+    "numpy",
+    pytest.param("cupy", marks=[pytest.mark.gpu]),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def xp(request):
+    if request.param == "numpy":
+        return np
+    cupy = pytest.importorskip("cupy")
+    if cupy.cuda.runtime.getDeviceCount() == 0:
+        pytest.skip("needs a CUDA device")
+    return cupy
+
+
+def host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def build(spec: dict, shapes, xp, seed=0):
+    layer = make_layer(spec)
+    tops = layer.setup(shapes, xp, np.random.default_rng(seed), np.float64)
+    for i, param in enumerate(layer.params):  # random parameters, not the fillers' zeros
+        layer.params[i] = xp.asarray(np.random.default_rng(seed + i + 1).normal(0, 0.5, param.shape))
+    return layer, tops
+
+
+def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() with respect to every element of x (in place)."""
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        plus = f()
+        flat[i] = old - eps
+        minus = f()
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def check_gradients(spec, inputs, xp, labels=None, train=True, atol=1e-6):
+    """Backward of ``sum(top * R)`` (R random) against numerical gradients of the input and
+    of every parameter."""
+    shapes = [x.shape for x in inputs] + ([labels.shape] if labels is not None else [])
+    layer, tops = build(spec, shapes, xp)
+    host_inputs = [np.array(x, dtype=np.float64) for x in inputs]
+    weights = np.random.default_rng(7).normal(size=tops[0]) if tops[0] else np.array(1.0)
+
+    def loss():
+        bottoms = [xp.asarray(x) for x in host_inputs] + ([xp.asarray(labels)] if labels is not None else [])
+        return float((host(layer.forward(bottoms, train)[0]) * weights).sum())
+
+    loss()
+    diffs = layer.backward([xp.asarray(weights)])
+    analytic = [host(d) for d in diffs[: len(inputs)]]
+    param_grads = [None if g is None else host(g) for g in layer.grads]
+    for x, got in zip(host_inputs, analytic):
+        want = numeric_grad(loss, x)
+        assert np.allclose(got, want, atol=atol, rtol=1e-4), (
+            f"{spec['type']} input: {np.abs(got - want).max()}"
+        )
+    for i, param in enumerate(layer.params):
+        if param_grads[i] is None:  # statistics (BatchNorm), not learned
+            assert layer.lr_mult[i] == 0
+            continue
+        host_param = host(param).copy()
+
+        def param_loss(i=i, host_param=host_param):
+            layer.params[i] = xp.asarray(host_param)
+            return loss()
+
+        want = numeric_grad(param_loss, host_param)
+        layer.params[i] = xp.asarray(host_param)
+        assert np.allclose(param_grads[i], want, atol=atol, rtol=1e-4), f"{spec['type']} param {i}"
+
+
+rng = np.random.default_rng(3)
+
+
+@pytest.mark.parametrize(
+    "spec, shape",
+    [
+        ({"type": "Convolution", "num_output": 4, "kernel_size": 3, "stride": 2, "pad": 1}, (2, 3, 7, 6)),
+        ({"type": "Convolution", "num_output": 4, "kernel_size": 2, "group": 2}, (2, 4, 5, 5)),
+        ({"type": "Pooling", "pool": "MAX", "kernel_size": 3, "stride": 2}, (2, 2, 8, 7)),
+        ({"type": "Pooling", "pool": "MAX", "kernel_size": 3, "stride": 2, "pad": 1}, (1, 2, 6, 6)),
+        ({"type": "Pooling", "pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 1}, (2, 2, 7, 6)),
+        ({"type": "InnerProduct", "num_output": 3}, (4, 2, 3, 2)),
+        ({"type": "Sigmoid"}, (3, 5)),
+        ({"type": "TanH"}, (3, 5)),
+        ({"type": "LRN", "local_size": 5, "alpha": 0.5, "beta": 0.75}, (2, 7, 3, 3)),
+        ({"type": "LRN", "local_size": 4, "alpha": 0.5, "beta": 0.75, "k": 2.0}, (2, 6, 2, 3)),
+        ({"type": "BatchNorm"}, (5, 3, 2, 2)),
+        ({"type": "Flatten"}, (2, 3, 2, 2)),
+        ({"type": "Scale", "scale": 99.0}, (4, 1)),
+        ({"type": "Softmax"}, (4, 5)),
+    ],
+)
+def test_backward_matches_numerical_gradients(xp, spec, shape):
+    check_gradients(spec, [rng.normal(size=shape)], xp)
+
+
+def test_relu_gradient_away_from_the_kink(xp):
+    x = rng.normal(size=(3, 4, 2))
+    x[np.abs(x) < 0.1] = 0.5
+    check_gradients({"type": "ReLU"}, [x], xp)
+
+
+@pytest.mark.parametrize("kind", ["EuclideanLoss", "SmoothL1Loss"])
+def test_regression_losses(xp, kind):
+    pred = rng.normal(size=(6, 2))
+    target = pred + rng.choice([-2.0, -0.3, 0.4, 1.7], size=(6, 2))  # away from SmoothL1's kink
+    check_gradients({"type": kind}, [pred], xp, labels=target)
+    layer, _ = build({"type": kind}, [pred.shape, target.shape], xp)
+    value = float(host(layer.forward([xp.asarray(pred), xp.asarray(target)])[0]))
+    d = pred - target
+    want = (
+        (d**2).sum() / 12
+        if kind == "EuclideanLoss"
+        else np.where(np.abs(d) < 1, 0.5 * d**2, np.abs(d) - 0.5).sum() / 6
+    )
+    assert value == pytest.approx(want)
+
+
+def test_softmax_loss_and_accuracy(xp):
+    logits = rng.normal(size=(5, 4))
+    labels = np.array([0, 3, 1, 1, 2], np.float64)
+    check_gradients({"type": "SoftmaxWithLoss"}, [logits], xp, labels=labels)
+    layer, _ = build({"type": "SoftmaxWithLoss"}, [logits.shape, labels.shape], xp)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    want = -np.log(p[np.arange(5), labels.astype(int)]).mean()
+    assert float(host(layer.forward([xp.asarray(logits), xp.asarray(labels)])[0])) == pytest.approx(want)
+    accuracy, _ = build({"type": "Accuracy"}, [logits.shape, labels.shape], xp)
+    got = float(host(accuracy.forward([xp.asarray(logits), xp.asarray(labels)])[0]))
+    assert got == pytest.approx((logits.argmax(axis=1) == labels).mean())
+
+
+def test_convolution_forward_matches_a_plain_loop(xp):
+    x = rng.normal(size=(2, 4, 6, 5))
+    layer, (top,) = build(
+        {"type": "Convolution", "num_output": 6, "kernel_size": 3, "stride": 2, "pad": 1, "group": 2},
+        [x.shape],
+        xp,
+    )
+    y = host(layer.forward([xp.asarray(x)])[0])
+    w, b = host(layer.params[0]), host(layer.params[1])
+    xpad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros(top)
+    for n in range(2):
+        for o in range(6):
+            g = o // 3
+            for i in range(top[2]):
+                for j in range(top[3]):
+                    patch = xpad[n, 2 * g : 2 * g + 2, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3]
+                    want[n, o, i, j] = (patch * w[o]).sum() + b[o]
+    assert np.allclose(y, want)
+
+
+def test_pooling_forward_matches_caffes_rules(xp):
+    x = rng.normal(size=(1, 1, 7, 7))
+    layer, (top,) = build({"type": "Pooling", "kernel_size": 3, "stride": 2}, [x.shape], xp)
+    y = host(layer.forward([xp.asarray(x)])[0])
+    assert top == (1, 1, 3, 3)
+    assert y[0, 0, 1, 2] == x[0, 0, 2:5, 4:7].max()
+    ave, (top,) = build(
+        {"type": "Pooling", "pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 1}, [x.shape], xp
+    )
+    y = host(ave.forward([xp.asarray(x)])[0])
+    assert top == (1, 1, 4, 4)
+    assert y[0, 0, 0, 0] == pytest.approx(x[0, 0, :2, :2].sum() / 9)  # padding counts in AVE's divisor
+    assert y[0, 0, 3, 3] == pytest.approx(x[0, 0, 5:7, 5:7].sum() / 9)
+
+
+def test_output_sizes_follow_caffe_for_the_tutorial_net():
+    # RegressionExample: 100 -> conv 5/2 -> 48 -> pool 3/2 -> 24 -> conv 3 pad 2 -> 26 -> pool -> 13
+    # -> conv 3 pad 1 -> 13 -> pool -> 6 (pooling rounds up)
+    assert conv_out(100, 5, 2, 0) == 48 and pool_out(48, 3, 2, 0) == 24
+    assert conv_out(24, 3, 1, 2) == 26 and pool_out(26, 3, 2, 0) == 13
+    assert conv_out(13, 3, 1, 1) == 13 and pool_out(13, 3, 2, 0) == 6
+    assert pool_out(6, 3, 2, 1) == 4 and pool_out(5, 2, 2, 1) == 3  # last window starts inside
+
+
+def test_dropout_scales_in_training_and_passes_through_in_testing(xp):
+    layer, _ = build({"type": "Dropout", "dropout_ratio": 0.35}, [(200, 50)], xp)
+    x = xp.ones((200, 50))
+    y = host(layer.forward([x], train=True)[0])
+    kept = y != 0
+    assert np.allclose(y[kept], 1 / 0.65) and 0.6 < kept.mean() < 0.7
+    assert np.array_equal(host(layer.backward([xp.ones((200, 50))])[0]), y)  # the same mask
+    assert np.array_equal(host(layer.forward([x], train=False)[0]), host(x))
+
+
+def test_batchnorm_uses_moving_averages_in_testing(xp):
+    x = rng.normal(3.0, 2.0, size=(64, 2, 3, 3))
+    layer, _ = build({"type": "BatchNorm", "moving_average_fraction": 0.0}, [x.shape], xp)
+    for i, p in enumerate(layer.params):
+        layer.params[i] = xp.zeros_like(p)
+    train = host(layer.forward([xp.asarray(x)], train=True)[0])
+    assert np.allclose(train.mean(axis=(0, 2, 3)), 0, atol=1e-9)
+    test = host(layer.forward([xp.asarray(x)], train=False)[0])
+    m = 64 * 9
+    assert np.allclose(
+        test,
+        train
+        * np.sqrt((x.var(axis=(0, 2, 3)) + 1e-5) / (x.var(axis=(0, 2, 3)) * m / (m - 1) + 1e-5)).reshape(
+            1, -1, 1, 1
+        ),
+    )
+
+
+def test_fillers_and_parameter_shapes_are_caffes():
+    conv = make_layer(
+        {
+            "name": "conv1",
+            "type": "Convolution",
+            "num_output": 96,
+            "kernel_size": 5,
+            "stride": 2,
+            "weight_filler": {"type": "gaussian", "std": 0.01},
+            "param": [{"lr_mult": 1}, {"decay_mult": 0}],
+        }
+    )
+    assert conv.setup([(50, 1, 100, 100)]) == [(50, 96, 48, 48)]
+    w, b = conv.params
+    assert w.shape == (96, 1, 5, 5) and w.dtype == np.float32 and 0.008 < float(w.std()) < 0.012
+    assert b.shape == (96,) and not b.any() and conv.decay_mult == [1.0, 0.0]
+    fc = make_layer({"type": "InnerProduct", "num_output": 2, "weight_filler": {"type": "xavier"}})
+    assert fc.setup([(5, 192)]) == [(5, 2)] and fc.params[0].shape == (2, 192)
+    assert np.abs(fc.params[0]).max() <= np.sqrt(3 / 192)
+
+
+def test_unknown_types_and_wrong_bottoms_are_clear_errors():
+    with pytest.raises(UsageError, match="type 'Conv': choose from Accuracy"):
+        make_layer({"name": "c", "type": "Conv"})
+    with pytest.raises(UsageError, match="takes 2 bottom"):
+        make_layer({"name": "loss", "type": "EuclideanLoss"}).setup([(4, 2)])
+    assert sorted(LAYERS) == sorted(
+        [
+            "Convolution",
+            "Pooling",
+            "InnerProduct",
+            "ReLU",
+            "Sigmoid",
+            "TanH",
+            "Dropout",
+            "LRN",
+            "BatchNorm",
+            "Flatten",
+            "Scale",
+            "Softmax",
+            "SoftmaxWithLoss",
+            "EuclideanLoss",
+            "SmoothL1Loss",
+            "Accuracy",
+        ]
+    )
