@@ -1,0 +1,146 @@
+"""A net: layers wired by named blobs, as Caffe's NetParameter does, run forward and backward.
+
+Each layer entry names its ``bottom`` and ``top`` blobs; left out, the bottom is the previous
+layer's top (a loss or metric also takes the target blob) and the top is the layer's name.
+``phase: TRAIN`` or ``TEST`` keeps a layer to one phase (Caffe's ``include``). Loss layers
+(EuclideanLoss, SmoothL1Loss, SoftmaxWithLoss) start the backward pass with their
+``loss_weight`` (default 1); a blob read by several layers sums their diffs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from .layers import LOSSES, Layer, Shape, _Loss, all_params, make_layer
+
+PHASES = ("TRAIN", "TEST")
+
+
+@dataclass
+class Node:
+    """One layer of the net with the blobs it reads and writes."""
+
+    layer: Layer
+    bottoms: list[str]
+    tops: list[str]
+    phase: str | None
+    loss_weight: float
+
+
+class Net:
+    """The layers of a recipe's ``net`` over input blobs of the given shapes.
+
+    ``inputs`` maps each input blob (``data``, ``label``, ``freq``, ...) to its batch shape;
+    ``target`` is the blob losses and metrics compare with when their bottoms are not given.
+    Parameters are created on ``xp``'s device from ``rng`` in layer order.
+    """
+
+    def __init__(
+        self,
+        specs: list[dict],
+        inputs: dict[str, Shape],
+        target: str = "label",
+        xp: ModuleType = np,
+        rng: np.random.Generator | None = None,
+        dtype=np.float32,
+    ) -> None:
+        self.xp = xp
+        self.inputs = dict(inputs)
+        rng = rng or np.random.default_rng(0)
+        shapes: dict[str, Shape] = dict(inputs)
+        self.nodes: list[Node] = []
+        previous = next(iter(inputs))
+        names = set()
+        for k, spec in enumerate(specs):
+            name = str(spec.get("name") or f"{spec.get('type', 'layer')}{k}")
+            if name in names:
+                raise UsageError(f"net[{k}]: layer name {name!r} is used twice")
+            names.add(name)
+            layer = make_layer({**spec, "name": name})
+            phase = spec.get("phase")
+            if phase is not None and phase not in PHASES:
+                raise UsageError(f"net[{k}] ({name}): phase {phase!r}: choose TRAIN or TEST")
+            bottoms = _names(spec.get("bottom")) or (
+                [previous, target] if isinstance(layer, _Loss) else [previous]
+            )
+            tops = _names(spec.get("top")) or [name]
+            missing = [b for b in bottoms if b not in shapes]
+            if missing:
+                known = ", ".join(sorted(shapes))
+                raise UsageError(
+                    f"net[{k}] ({name}): bottom {missing[0]!r} is no input or earlier top ({known})"
+                )
+            top_shapes = layer.setup([shapes[b] for b in bottoms], xp, rng, dtype)
+            shapes.update(zip(tops, top_shapes))
+            weight = float(spec.get("loss_weight", 1.0 if layer.type in LOSSES else 0.0))
+            self.nodes.append(Node(layer, bottoms, tops, phase, weight))
+            if not isinstance(layer, _Loss):
+                previous = tops[0]
+        self.shapes = shapes
+        self.blobs: dict[str, Any] = {}
+
+    @property
+    def layers(self) -> list[Layer]:
+        return [node.layer for node in self.nodes]
+
+    def params(self) -> list[tuple[Layer, int]]:
+        """Every learnable (layer, index) in net order."""
+        return all_params(self.layers)
+
+    def _active(self, train: bool) -> list[Node]:
+        phase = "TRAIN" if train else "TEST"
+        return [node for node in self.nodes if node.phase in (None, phase)]
+
+    def forward(self, batch: dict[str, Any], train: bool = True) -> dict[str, float]:
+        """Run the net on a batch (input blob name -> array); returns every loss and metric
+        (scalar tops) by top name."""
+        self.blobs = {name: self.xp.asarray(batch[name]) for name in self.inputs}
+        outputs: dict[str, float] = {}
+        for node in self._active(train):
+            tops = node.layer.forward([self.blobs[b] for b in node.bottoms], train)
+            for name, value in zip(node.tops, tops):
+                self.blobs[name] = value
+                if isinstance(node.layer, _Loss):
+                    outputs[name] = float(value)
+        self._train = train
+        return outputs
+
+    def loss(self, outputs: dict[str, float]) -> float:
+        """The weighted sum of the losses a forward pass returned (what the solver lowers)."""
+        return sum(
+            node.loss_weight * outputs[node.tops[0]] for node in self._active(True) if node.loss_weight
+        )
+
+    def backward(self) -> None:
+        """Gradients of the weighted losses of the last (training) forward pass, into every
+        layer's ``grads``."""
+        diffs: dict[str, Any] = {}
+        for node in self.nodes:  # a layer no loss depends on gets no gradient (not a stale one)
+            node.layer.grads = [None] * len(node.layer.params)
+        for node in reversed(self._active(self._train)):
+            if isinstance(node.layer, _Loss):
+                if not node.loss_weight:
+                    continue
+                top_diffs = [self.xp.asarray(node.loss_weight, dtype=self.blobs[node.bottoms[0]].dtype)]
+            else:
+                top_diffs = [diffs.pop(t, None) for t in node.tops]
+                if all(d is None for d in top_diffs):
+                    continue  # nothing below a loss reads this layer
+                top_diffs = [
+                    self.xp.zeros_like(self.blobs[t]) if d is None else d
+                    for t, d in zip(node.tops, top_diffs)
+                ]
+            for name, diff in zip(node.bottoms, node.layer.backward(top_diffs)):
+                if diff is not None and name not in self.inputs:
+                    diffs[name] = diff if name not in diffs else diffs[name] + diff
+
+
+def _names(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]

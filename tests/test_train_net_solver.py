@@ -1,0 +1,226 @@
+"""The net (blob wiring, phases, backward through the whole graph) and Caffe's solvers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dataprep.errors import UsageError
+from dataprep.train.layers import make_layer
+from dataprep.train.net import Net
+from dataprep.train.solver import Solver, SolverConfig, learning_rate
+
+GAUSS = {"type": "gaussian", "std": 0.01}
+BIAS = [{"lr_mult": 1, "decay_mult": 1}, {"lr_mult": 1, "decay_mult": 0}]
+# The tutorial's RegressionExample (../shared/formats.md)
+TUTORIAL = [
+    {
+        "name": "conv1",
+        "type": "Convolution",
+        "num_output": 96,
+        "kernel_size": 5,
+        "stride": 2,
+        "weight_filler": GAUSS,
+        "param": BIAS,
+    },
+    {"name": "relu1", "type": "ReLU"},
+    {"name": "pool1", "type": "Pooling", "pool": "MAX", "kernel_size": 3, "stride": 2},
+    {
+        "name": "conv2",
+        "type": "Convolution",
+        "num_output": 96,
+        "kernel_size": 3,
+        "pad": 2,
+        "weight_filler": GAUSS,
+        "param": BIAS,
+    },
+    {"name": "relu2", "type": "ReLU"},
+    {"name": "pool2", "type": "Pooling", "pool": "MAX", "kernel_size": 3, "stride": 2},
+    {
+        "name": "conv3",
+        "type": "Convolution",
+        "num_output": 128,
+        "kernel_size": 3,
+        "pad": 1,
+        "weight_filler": GAUSS,
+        "param": BIAS,
+    },
+    {"name": "relu3", "type": "ReLU"},
+    {"name": "pool3", "type": "Pooling", "pool": "MAX", "kernel_size": 3, "stride": 2},
+    {
+        "name": "fc4",
+        "type": "InnerProduct",
+        "num_output": 192,
+        "weight_filler": {"type": "gaussian", "std": 0.005},
+        "param": BIAS,
+    },
+    {"name": "relu4", "type": "ReLU"},
+    {"name": "drop4", "type": "Dropout", "dropout_ratio": 0.35},
+    {
+        "name": "fc5",
+        "type": "InnerProduct",
+        "num_output": 2,
+        "weight_filler": {"type": "gaussian", "std": 0.005},
+        "param": BIAS,
+    },
+    {"name": "pred", "type": "Sigmoid"},
+    {"name": "loss", "type": "EuclideanLoss", "bottom": ["pred", "freq"]},
+]
+
+
+def test_the_tutorial_net_wires_up_with_caffes_shapes():
+    net = Net(TUTORIAL, {"data": (2, 1, 100, 100), "freq": (2, 2)}, target="freq")
+    assert net.shapes["pool1"] == (2, 96, 24, 24) and net.shapes["pool2"] == (2, 96, 13, 13)
+    assert net.shapes["pool3"] == (2, 128, 6, 6) and net.shapes["pred"] == (2, 2)
+    assert net.layers[9].params[0].shape == (192, 128 * 6 * 6)
+    assert len(net.params()) == 10 and all(
+        p.dtype == np.float32 for layer in net.layers for p in layer.params
+    )
+    rng = np.random.default_rng(0)
+    batch = {
+        "data": rng.normal(0, 50, (2, 1, 100, 100)).astype(np.float32),
+        "freq": rng.random((2, 2)).astype(np.float32),
+    }
+    outputs = net.forward(batch)
+    pred = net.blobs["pred"]
+    assert outputs["loss"] == pytest.approx(((pred - batch["freq"]) ** 2).sum() / 4, rel=1e-5)
+    net.backward()
+    assert all(
+        layer.grads[i] is not None and layer.grads[i].shape == layer.params[i].shape
+        for layer, i in net.params()
+    )
+
+
+def small_net(dtype=np.float64):
+    specs = [
+        {
+            "name": "conv",
+            "type": "Convolution",
+            "num_output": 3,
+            "kernel_size": 3,
+            "pad": 1,
+            "weight_filler": {"type": "gaussian", "std": 0.3},
+            "bias_filler": {"type": "constant", "value": 0.1},
+        },
+        {"name": "relu", "type": "ReLU"},
+        {"name": "pool", "type": "Pooling", "kernel_size": 2, "stride": 2},
+        {
+            "name": "fc",
+            "type": "InnerProduct",
+            "num_output": 2,
+            "weight_filler": {"type": "gaussian", "std": 0.3},
+        },
+        {"name": "loss", "type": "EuclideanLoss"},
+        {"name": "acc", "type": "Accuracy", "phase": "TEST", "bottom": ["fc", "cls"]},
+    ]
+    inputs = {"data": (4, 2, 6, 6), "label": (4, 2), "cls": (4,)}
+    return Net(specs, inputs, xp=np, rng=np.random.default_rng(1), dtype=dtype)
+
+
+def test_backward_through_the_graph_matches_numerical_gradients():
+    net = small_net()
+    rng = np.random.default_rng(2)
+    batch = {"data": rng.normal(size=(4, 2, 6, 6)), "label": rng.normal(size=(4, 2)), "cls": np.zeros(4)}
+    net.forward(batch)
+    net.backward()
+    for layer, i in net.params():
+        w = layer.params[i]
+        analytic = layer.grads[i].copy()
+        for index in list(np.ndindex(w.shape))[:: max(1, w.size // 6)]:
+            old = w[index]
+            w[index] = old + 1e-6
+            plus = net.loss(net.forward(batch))
+            w[index] = old - 1e-6
+            minus = net.loss(net.forward(batch))
+            w[index] = old
+            assert analytic[index] == pytest.approx((plus - minus) / 2e-6, rel=1e-4, abs=1e-7), layer.name
+
+
+def test_phases_and_defaults():
+    net = small_net()
+    assert [n.bottoms for n in net.nodes][:2] == [["data"], ["conv"]]  # the previous top by default
+    assert net.nodes[4].bottoms == ["fc", "label"]  # a loss also takes the target
+    batch = {"data": np.ones((4, 2, 6, 6)), "label": np.zeros((4, 2)), "cls": np.array([0, 1, 1, 0])}
+    assert set(net.forward(batch, train=True)) == {"loss"}
+    outputs = net.forward(batch, train=False)
+    assert set(outputs) == {"loss", "acc"}
+    assert outputs["acc"] == (net.blobs["fc"].argmax(axis=1) == batch["cls"]).mean()
+
+
+@pytest.mark.parametrize(
+    "specs, message",
+    [
+        ([{"name": "a", "type": "ReLU", "bottom": "nope"}], r"net\[0\] \(a\): bottom 'nope' is no input"),
+        ([{"name": "a", "type": "ReLU"}, {"name": "a", "type": "ReLU"}], "layer name 'a' is used twice"),
+        ([{"name": "a", "type": "ReLU", "phase": "VAL"}], "phase 'VAL': choose TRAIN or TEST"),
+    ],
+)
+def test_wiring_errors_name_the_layer(specs, message):
+    with pytest.raises(UsageError, match=message):
+        Net(specs, {"data": (1, 2)})
+
+
+def test_learning_rate_policies_are_caffes():
+    def lr(**kw):
+        return lambda it: learning_rate(SolverConfig(base_lr=0.01, **kw), it)
+
+    assert lr(lr_policy="step", gamma=0.707, stepsize=2000)(3999) == pytest.approx(0.00707)
+    assert lr(lr_policy="multistep", gamma=0.1, stepvalue=(10, 20))(20) == pytest.approx(0.0001)
+    assert lr(lr_policy="inv", gamma=1e-4, power=0.75)(100) == pytest.approx(0.01 * 1.01**-0.75)
+    assert lr(lr_policy="poly", power=2, max_iter=100)(50) == pytest.approx(0.0025)
+    assert lr(lr_policy="exp", gamma=0.5)(3) == pytest.approx(0.00125)
+    with pytest.raises(UsageError, match="solver.lr_policy 'cosine'"):
+        SolverConfig(lr_policy="cosine")
+
+
+def one_param(value=1.0, lr_mult=1.0, decay_mult=1.0):
+    layer = make_layer({"name": "s", "type": "ReLU"})
+    layer.params, layer.grads = [np.array([value])], [np.array([0.5])]
+    layer.lr_mult, layer.decay_mult = [lr_mult], [decay_mult]
+    return layer
+
+
+@pytest.mark.parametrize("kind", ["SGD", "Nesterov", "Adam"])
+def test_update_rules_are_caffes(kind):
+    cfg = SolverConfig(type=kind, base_lr=0.1, momentum=0.9, weight_decay=0.01)
+    layer = one_param()
+    solver = Solver(cfg)
+    w, v, m2 = 1.0, 0.0, 0.0
+    for t in range(1, 4):
+        layer.grads = [np.array([0.5])]
+        solver.step([(layer, 0)])
+        g = 0.5 + 0.01 * w
+        if kind == "SGD":
+            v = 0.9 * v + 0.1 * g
+            w -= v
+        elif kind == "Nesterov":
+            previous, v = v, 0.9 * v + 0.1 * g
+            w -= 1.9 * v - 0.9 * previous
+        else:
+            v = 0.9 * v + 0.1 * g
+            m2 = 0.999 * m2 + 0.001 * g * g
+            w -= 0.1 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t) * v / (np.sqrt(m2) + 1e-8)
+        assert layer.params[0][0] == pytest.approx(w, rel=1e-12)
+
+
+def test_multipliers_scale_rate_and_decay():
+    frozen, undecayed = one_param(lr_mult=0), one_param(decay_mult=0)
+    Solver(SolverConfig(type="SGD", base_lr=0.1, momentum=0.0, weight_decay=1.0)).step(
+        [(frozen, 0), (undecayed, 0)]
+    )
+    assert frozen.params[0][0] == 1.0 and undecayed.params[0][0] == pytest.approx(1.0 - 0.05)
+
+
+def test_a_small_net_learns():
+    net = small_net(np.float32)
+    solver = Solver(SolverConfig(type="Nesterov", base_lr=0.05, momentum=0.9))
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(4, 2, 6, 6)).astype(np.float32)
+    target = np.stack([data.mean(axis=(1, 2, 3)), data[:, 0].std(axis=(1, 2))], 1)
+    batch = {"data": data, "label": target, "cls": np.zeros(4)}
+    first = net.loss(net.forward(batch))
+    for _ in range(60):
+        net.forward(batch)
+        net.backward()
+        solver.step(net.params())
+    assert net.loss(net.forward(batch)) < first / 10
