@@ -185,8 +185,8 @@ class Convolution(Layer):
         k, s, p, g = self.k, self.stride, self.pad, self.group
         dy = top_diffs[0].reshape(n, g, self.out // g, oh * ow)
         weights = self.params[0].reshape(g, self.out // g, -1)
-        # dW[g] = sum_n dy[n, g] @ cols[n, g]^T
-        self.grads[0] = xp.einsum("ngol,ngkl->gok", dy, cols).reshape(self.params[0].shape)
+        # dW[g] = sum_n dy[n, g] @ cols[n, g]^T: batched GEMMs, then a sum over the batch
+        self.grads[0] = xp.matmul(dy, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.params[0].shape)
         if len(self.params) > 1:
             self.grads[1] = top_diffs[0].sum(axis=(0, 2, 3))
         dcols = xp.matmul(weights.transpose(0, 2, 1)[None], dy)  # (N, G, C/G*k*k, OH*OW)
@@ -226,18 +226,22 @@ class Pooling(Layer):
     def forward(self, bottoms, train=True):
         xp = get_xp(bottoms[0])
         x = bottoms[0]
-        n, c, h, w = x.shape
+        h, w = x.shape[2:]
         k, s, p = self.k, self.stride, self.pad
         oh, ow, bottom, right = self._geometry(h, w)
         fill = -xp.inf if self.method == "MAX" else 0.0
-        win = _windows(_pad(x, p, bottom, p, right, fill), k, k, s, oh, ow).reshape(n, c, oh, ow, k * k)
+        padded = _pad(x, p, bottom, p, right, fill)
+        # one strided slice per kernel offset: k * k whole-array operations, no window copies
+        offsets = [padded[:, :, i : i + s * oh : s, j : j + s * ow : s] for i in range(k) for j in range(k)]
         if self.method == "MAX":
-            arg = win.argmax(axis=-1)
-            self._saved = (arg, x.shape)
-            return [xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]]
+            best = offsets[0].copy()
+            for values in offsets[1:]:
+                xp.maximum(best, values, out=best)
+            self._saved = ((offsets, best), x.shape)  # backward finds where each maximum came from
+            return [best]
         area = xp.asarray(self._areas(h, w, oh, ow), dtype=x.dtype)
         self._saved = (area, x.shape)
-        return [win.sum(axis=-1) / area]
+        return [sum(offsets[1:], offsets[0]) / area]
 
     def _areas(self, h: int, w: int, oh: int, ow: int) -> np.ndarray:
         k, s, p = self.k, self.stride, self.pad
@@ -254,9 +258,17 @@ class Pooling(Layer):
         k, s, p = self.k, self.stride, self.pad
         oh, ow, bottom, right = self._geometry(h, w)
         dx = xp.zeros((n, c, h + p + bottom + s, w + p + right + s), dtype=dy.dtype)
+        if self.method == "MAX":
+            offsets, best = saved
+            unclaimed = xp.ones(best.shape, bool)  # the first maximum in scan order wins, as Caffe's
         for i in range(k):
             for j in range(k):
-                part = dy * (saved == i * k + j) if self.method == "MAX" else dy / saved
+                if self.method == "MAX":
+                    hit = (offsets[i * k + j] == best) & unclaimed
+                    unclaimed &= ~hit
+                    part = dy * hit
+                else:
+                    part = dy / saved
                 dx[:, :, i : i + s * oh : s, j : j + s * ow : s] += part
         return [dx[:, :, p : p + h, p : p + w]]
 
