@@ -27,6 +27,7 @@ COMMANDS = {
     "verify": "Check every record of a store (and against its list); exit 1 on problems.",
     "resize": "Resize a folder or list of images to files (exact, shorter side, crop); resumable.",
     "augment": "Write K seeded random variants (crop, mirror, rotate, color, lighting) per image.",
+    "train": "Train a recipe's net (YAML: data, net, solver) with Caffe's log lines and snapshots.",
 }
 
 log = logging.getLogger("dataprep")

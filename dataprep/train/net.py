@@ -110,6 +110,10 @@ class Net:
         self._train = train
         return outputs
 
+    def loss_weights(self) -> dict[str, float]:
+        """Each loss top's weight (metrics have none)."""
+        return {node.tops[0]: node.loss_weight for node in self.nodes if node.loss_weight}
+
     def loss(self, outputs: dict[str, float]) -> float:
         """The weighted sum of the losses a forward pass returned (what the solver lowers)."""
         return sum(

@@ -1,0 +1,64 @@
+"""``dataprep train``: train a recipe's net on its data, with Caffe's log lines."""
+
+from __future__ import annotations
+
+import click
+
+from .options import common_options, json_opt
+from .running import echo_result, progress
+
+
+@click.command("train")
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe key (solver.max_iter=200, net[2].num_output=64); repeatable.",
+)
+@click.option("--print-recipe", is_flag=True, help="Print the resolved recipe (YAML) and stop.")
+@json_opt
+@common_options
+def train_cmd(recipe_path, overrides, print_recipe, as_json):
+    """Train the net of RECIPE (YAML: data, net, solver) on its data, as `caffe train` does
+    with a solver prototxt. Log lines go to stderr in Caffe's form (parse_log.py reads
+    them); the final snapshot {prefix}_iter_{max_iter}.npz and {prefix}_metrics.json are
+    written, and one summary line goes to stdout.
+
+    \b
+    dataprep train recipes/noise_stream.yaml --set solver.max_iter=200
+    dataprep train recipe.yaml --print-recipe
+    """
+    import sys
+
+    import yaml
+
+    from ..train.recipe import load_recipe
+    from ..train.runner import train
+
+    recipe = load_recipe(recipe_path, list(overrides))
+    if print_recipe:
+        click.echo(yaml.safe_dump(recipe.raw, sort_keys=False), nl=False)
+        return
+
+    def say(line: str) -> None:
+        bars = sys.modules.get("tqdm")
+        (bars.tqdm.write if bars is not None else click.echo)(line, file=sys.stderr)
+
+    with progress(recipe.run.max_iter, "train", unit="iter") as update:
+        result = train(recipe, say, update)
+    summary = {
+        "recipe": recipe.name,
+        "iterations": result.iterations,
+        "seconds": round(result.seconds, 3),
+        "train_loss": result.train_loss,
+        "test": result.test,
+        "outputs": [str(p) for p in result.outputs],
+    }
+    tests = ", ".join(f"{k} {v:.4g}" for k, v in result.test.items())
+    line = (
+        f"{recipe.name}: {result.iterations} iterations in {result.seconds:.1f} s, train loss "
+        f"{result.train_loss:.4g}" + (f"; test {tests}" if tests else "") + f"; {result.outputs[0]}"
+    )
+    echo_result(as_json, summary, [line])

@@ -1,0 +1,182 @@
+"""Batches for training: read from a store or the noise generator, transformed as Caffe's
+``transform_param`` says, reshuffled every epoch from the seed, prefetched by a background
+thread. Only a few batches are ever in memory, never the whole store. LevelDB allows one
+process per database, so one thread reads it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import UsageError
+from ..images import parse_size
+from ..transforms import caffe_transform
+from .recipe import Source, Transform
+
+PREFETCH = 3  # batches read ahead
+
+
+@dataclass
+class Samples:
+    """Random access to a source's samples: H x W x C images (uint8 or float) and labels."""
+
+    reader: Any
+    noise: Any
+
+    def __len__(self) -> int:
+        return len(self.noise) if self.noise is not None else len(self.reader)
+
+    def read(self, indices: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self.noise is not None:
+            out = []
+            for i in indices:
+                record = self.noise.record(i)
+                out.append((record.image, np.asarray(record.labels, np.float64)))
+            return out
+        ordered = sorted(set(indices))
+        found = {}
+        for start, stop in _runs(ordered):
+            for k, rec in enumerate(self.reader.iter_range(start, stop)):
+                found[start + k] = (rec.array.transpose(1, 2, 0), rec.labels)
+        return [found[i] for i in indices]
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+
+def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
+    """Sorted indices as [start, stop) runs, so neighbouring records are read in one range."""
+    start = prev = None
+    for i in indices:
+        if start is None:
+            start = prev = i
+        elif i == prev + 1:
+            prev = i
+        else:
+            yield start, prev + 1
+            start = prev = i
+    if start is not None:
+        yield start, prev + 1
+
+
+def open_samples(source: Source) -> Samples:
+    """The samples of a recipe source: a store through the stores' read API, or noise
+    samples ``[offset, offset + n)`` straight from the generator."""
+    if source.noise is not None:
+        from ..noise import NoiseSource
+        from ..records import Subset
+
+        spec = source.noise
+        generator = NoiseSource(
+            n=spec.offset + spec.n, size=parse_size(spec.size), seed=spec.seed, classes=spec.classes
+        )
+        return Samples(None, Subset(generator, range(spec.offset, spec.offset + spec.n)))
+    from ..stores import open_store
+
+    return Samples(open_store(source.path), None)
+
+
+def load_mean(transform: Transform) -> np.ndarray | None:
+    """The mean a transform subtracts: a C x H x W image (mean_file) or values per channel."""
+    if transform.mean_file and transform.mean_value:
+        raise UsageError("recipe data.transform: mean_file and mean_value are exclusive")
+    if transform.mean_file:
+        from ..mean import read_mean_file
+
+        return read_mean_file(transform.mean_file)
+    return np.asarray(transform.mean_value, np.float32) if transform.mean_value else None
+
+
+class BatchLoader:
+    """Endless batches ``{input: N x C x H x W float32, target: N x k (or N) float32}`` from
+    a source, in epochs; each epoch's order comes from ``default_rng([seed, epoch])`` when
+    shuffling. ``train`` draws random crops and mirrors; otherwise crops are centred."""
+
+    def __init__(
+        self,
+        source: Source,
+        batch_size: int,
+        transform: Transform,
+        input_name: str = "data",
+        target_name: str = "label",
+        shuffle: bool = False,
+        seed: int = 0,
+        train: bool = True,
+        prefetch: int = PREFETCH,
+    ) -> None:
+        self.samples = open_samples(source)
+        self.n = len(self.samples)
+        if self.n == 0:
+            raise UsageError(f"recipe data: {source.path or 'the generator'} holds no samples")
+        self.batch_size, self.transform = batch_size, transform
+        self.names = (input_name, target_name)
+        self.shuffle, self.seed, self.train = shuffle, seed, train
+        self.mean = load_mean(transform)
+        self.position = 0  # samples handed out so far (epochs * n + offset)
+        self._epoch, self._perm = -1, np.arange(0)
+        self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, daemon=True, name="batch-loader")
+        self._thread.start()
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def _indices(self, start: int) -> list[int]:
+        """The sample indices of the batch starting at overall position ``start``."""
+        out = []
+        for position in range(start, start + self.batch_size):
+            epoch, offset = divmod(position, self.n)
+            if epoch != self._epoch:
+                self._epoch, self._perm = epoch, self._order(epoch)
+            out.append(int(self._perm[offset]))
+        return out
+
+    def _make(self, start: int) -> dict[str, np.ndarray]:
+        indices = self._indices(start)
+        rng = np.random.default_rng([self.seed, start, 1])  # crops and mirrors, repeatable
+        t = self.transform
+        images, labels = [], []
+        for image, label in self.samples.read(indices):
+            images.append(caffe_transform(image, t.crop_size, t.mirror, self.mean, t.scale, self.train, rng))
+            labels.append(label)
+        target = np.stack(labels).astype(np.float32)
+        if target.shape[1] == 1:
+            target = target[:, 0]
+        return {self.names[0]: np.stack(images).astype(np.float32, copy=False), self.names[1]: target}
+
+    def _fill(self) -> None:
+        start = 0
+        try:
+            while not self._stop.is_set():
+                batch = self._make(start)
+                start += self.batch_size
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:  # reported to the consumer, which raises it
+            self._queue.put(exc)
+
+    def next(self) -> dict[str, np.ndarray]:
+        """The next batch (waits for the reader thread when it is behind)."""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        self.position += self.batch_size
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.samples.close()

@@ -1,0 +1,234 @@
+"""Training recipes: one YAML file with ``data``, ``net`` and ``solver`` sections, loaded with
+``safe_load`` and validated into dataclasses; every error names the bad key by its path
+(``solver.base_lr``, ``net[3].num_output``). ``--set KEY=VALUE`` overrides apply to the
+loaded mapping before validation, so they are checked like the file.
+
+Relative paths in a recipe resolve against the current working directory, as Caffe's do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UsageError
+from .layers import LAYERS
+from .solver import SolverConfig
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """A generator source: noise samples ``[offset, offset + n)``, no files written."""
+
+    n: int
+    offset: int = 0
+    size: str = "100x100"
+    seed: int = 0
+    classes: int | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A training or validation source: a store path (HDF5 list or file, LMDB, LevelDB) or
+    a noise generator."""
+
+    path: str | None = None
+    noise: NoiseSpec | None = None
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Caffe's ``transform_param``, applied in Caffe's order."""
+
+    crop_size: int = 0
+    mirror: bool = False
+    mean_file: str | None = None
+    mean_value: tuple[float, ...] = ()
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Data:
+    train: Source
+    val: Source | None = None
+    batch_size: int = 50
+    val_batch_size: int | None = None
+    shuffle: bool = True
+    input: str = "data"
+    target: str = "label"
+    transform: Transform = Transform()
+
+
+@dataclass(frozen=True)
+class Run:
+    """The solver section's keys about running rather than updating."""
+
+    max_iter: int = 1000
+    display: int = 100
+    average_loss: int = 1  # the logged train loss averages this many iterations (Caffe's)
+    test_interval: int = 0  # 0: test only at the end
+    test_iter: int | None = None  # None: one pass over the validation source
+    snapshot: int = 0
+    snapshot_prefix: str = "snapshot"
+    random_seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    data: Data
+    net: list[dict]
+    solver: SolverConfig
+    run: Run
+    raw: dict = field(default_factory=dict, compare=False)  # the resolved mapping, for snapshots
+
+
+RUN_KEYS = {f.name for f in dataclasses.fields(Run)}
+
+
+def _convert(value: Any, kind: Any, path: str) -> Any:
+    """``value`` checked against the annotation ``kind``; dataclasses built recursively."""
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        (kind,) = [a for a in args if a is not type(None)]
+        return _convert(value, kind, path)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise UsageError(f"recipe {path}: expected a mapping, got {value!r}")
+        return build(kind, value, path)
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(items))
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, str, bool) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise UsageError(f"recipe {path}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def build(cls: type, mapping: dict, path: str) -> Any:
+    """A dataclass from a mapping: unknown keys, missing keys and wrong types are errors
+    naming ``path.key``."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "raw"}
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise UsageError(f"recipe {path}.{unknown[0]}: unknown key; valid: {', '.join(sorted(fields))}")
+    values = {}
+    for name, f in fields.items():
+        if name in mapping:
+            values[name] = _convert(mapping[name], hints[name], f"{path}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UsageError(f"recipe {path}.{name}: missing")
+    return cls(**values)
+
+
+def _source(value: Any, path: str) -> dict:
+    """``train: train_h5.txt`` or ``train: {noise: {...}}`` as Source's mapping."""
+    if isinstance(value, str):
+        return {"path": value}
+    if isinstance(value, dict) and set(value) == {"noise"}:
+        return {"noise": value["noise"]}
+    raise UsageError(f"recipe {path}: give a store path or {{noise: {{n: ..., offset: ...}}}}")
+
+
+def _net(layers: Any) -> list[dict]:
+    if not isinstance(layers, list) or not layers:
+        raise UsageError("recipe net: give a list of layers")
+    for k, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            raise UsageError(f"recipe net[{k}]: expected a mapping with name and type")
+        if layer.get("type") not in LAYERS:
+            raise UsageError(
+                f"recipe net[{k}].type: {layer.get('type')!r}: choose from {', '.join(sorted(LAYERS))}"
+            )
+    return layers
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """``solver.max_iter=200``: set a key (dotted path, ``net[2].num_output`` for layers);
+    the value is YAML (``0.01``, ``true``, ``[1, 2]``)."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--set {assignment!r}: give KEY=VALUE, e.g. solver.max_iter=200")
+    value = yaml.safe_load(text)
+    target: Any = raw
+    parts = key.replace("]", "").replace("[", ".").split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(target, list):
+            if not part.isdigit() or int(part) >= len(target):
+                raise UsageError(f"--set {key}: no item {part} in {'.'.join(parts[:i]) or 'the recipe'}")
+            part = int(part)
+        elif not isinstance(target, dict):
+            raise UsageError(f"--set {key}: {'.'.join(parts[:i])} is not a mapping")
+        if last:
+            target[part] = value
+        else:
+            if isinstance(target, dict):
+                target = target.setdefault(part, {})
+            else:
+                target = target[part]
+
+
+def parse_recipe(raw: dict, name: str = "recipe") -> Recipe:
+    """Validate a loaded recipe mapping."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"{name}: a recipe is a mapping with data, net and solver")
+    unknown = sorted(set(raw) - {"name", "data", "net", "solver"})
+    if unknown:
+        raise UsageError(f"recipe {unknown[0]}: unknown section; valid: data, name, net, solver")
+    for section in ("data", "net", "solver"):
+        if section not in raw:
+            raise UsageError(f"recipe {section}: missing")
+    data_raw = dict(raw["data"] or {})
+    for split in ("train", "val"):
+        if split in data_raw:
+            data_raw[split] = _source(data_raw[split], f"data.{split}")
+    data = build(Data, data_raw, "data")
+    solver_raw = dict(raw["solver"] or {})
+    solver_keys = RUN_KEYS | {f.name for f in dataclasses.fields(SolverConfig)}
+    unknown = sorted(set(solver_raw) - solver_keys)
+    if unknown:
+        raise UsageError(f"recipe solver.{unknown[0]}: unknown key; valid: {', '.join(sorted(solver_keys))}")
+    run = build(Run, {k: v for k, v in solver_raw.items() if k in RUN_KEYS}, "solver")
+    update = {k: v for k, v in solver_raw.items() if k not in RUN_KEYS}
+    update["max_iter"] = run.max_iter
+    solver = build(SolverConfig, update, "solver")
+    if run.device not in ("cpu", "gpu"):
+        raise UsageError(f"recipe solver.device {run.device!r}: choose cpu or gpu")
+    _check_noise_ranges(data)
+    return Recipe(str(raw.get("name", name)), data, _net(raw["net"]), solver, run, raw)
+
+
+def _check_noise_ranges(data: Data) -> None:
+    train, val = data.train.noise, data.val.noise if data.val else None
+    if train and val and train.seed == val.seed and train.size == val.size:
+        if train.offset < val.offset + val.n and val.offset < train.offset + train.n:
+            raise UsageError(
+                f"recipe data: the train samples [{train.offset}, {train.offset + train.n}) and the "
+                f"val samples [{val.offset}, {val.offset + val.n}) overlap: give val another offset"
+            )
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such recipe") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {exc}") from None
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return parse_recipe(raw, path.stem)

@@ -1,0 +1,185 @@
+"""``dataprep train``: recipes validated with their key paths, training from the noise
+generator and from HDF5 stores, Caffe's log lines, snapshots and metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from dataprep.gpu import gpu_available
+
+RECIPES = Path(__file__).parents[2] / "recipes"
+SMALL_NET = [
+    {
+        "name": "conv1",
+        "type": "Convolution",
+        "num_output": 8,
+        "kernel_size": 3,
+        "stride": 2,
+        "weight_filler": {"type": "gaussian", "std": 0.05},
+    },
+    {"name": "relu1", "type": "ReLU"},
+    {"name": "pool1", "type": "Pooling", "pool": "MAX", "kernel_size": 2, "stride": 2},
+    {
+        "name": "fc2",
+        "type": "InnerProduct",
+        "num_output": 2,
+        "weight_filler": {"type": "gaussian", "std": 0.05},
+    },
+    {"name": "pred", "type": "Sigmoid"},
+    {"name": "loss", "type": "EuclideanLoss", "bottom": ["pred", "freq"]},
+]
+
+
+def write_recipe(folder: Path, **changes) -> Path:
+    recipe = {
+        "name": "tiny",
+        "data": {
+            "train": {"noise": {"n": 400, "offset": 0, "size": "16x16", "seed": 3}},
+            "val": {"noise": {"n": 40, "offset": 400, "size": "16x16", "seed": 3}},
+            "batch_size": 20,
+            "target": "freq",
+            "transform": {"mean_value": 128, "scale": 0.01},
+        },
+        "net": SMALL_NET,
+        "solver": {
+            "type": "Nesterov",
+            "base_lr": 0.2,
+            "momentum": 0.9,
+            "max_iter": 150,
+            "display": 50,
+            "test_interval": 75,
+            "snapshot_prefix": str(folder / "tiny"),
+            "random_seed": 1,
+        },
+    }
+    for key, value in changes.items():
+        section, name = key.split("__")
+        recipe[section][name] = value
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+# the regular expressions Caffe's tools/extra/parse_log.py reads the log with
+ITERATION = re.compile(r"Iteration (\d+)")
+OUTPUT = re.compile(r"(Test|Train) net output #(\d+): (\S+) = ([.\deE+-]+)")
+LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
+PREFIX = re.compile(r"^I\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ [\w.]+:\d+\] ")
+
+
+def test_trains_from_the_generator_with_caffes_log(invoke, tmp_path):
+    r = invoke("train", write_recipe(tmp_path), "--json")
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    metrics = json.loads((tmp_path / "tiny_metrics.json").read_text())["tests"]
+    assert [m["iteration"] for m in metrics] == [0, 75, 150]
+    assert metrics[-1]["loss"] < 0.3 * metrics[0]["loss"]  # it learns the frequencies
+    lines = r.stderr.splitlines()
+    assert all(PREFIX.match(line) for line in lines)
+    assert "Solving tiny" in lines[0]
+    trains = [OUTPUT.search(line) for line in lines if "Train net output" in line]
+    assert len(trains) == 3 and all(m and m.group(3) == "loss" for m in trains)
+    assert [int(ITERATION.search(line).group(1)) for line in lines if ", lr = " in line] == [0, 50, 100]
+    assert all(LEARNING_RATE.search(line) for line in lines if ", lr = " in line)
+    tests = [line for line in lines if "Testing net" in line]
+    assert len(tests) == 3
+    snapshot = np.load(tmp_path / "tiny_iter_150.npz", allow_pickle=False)
+    assert snapshot["param/conv1/0"].shape == (8, 1, 3, 3) and int(snapshot["iteration"]) == 150
+    assert yaml.safe_load(str(snapshot["recipe"]))["name"] == "tiny"
+    assert summary["iterations"] == 150 and summary["test"]["loss"] == pytest.approx(metrics[-1]["loss"])
+
+
+def test_trains_from_hdf5_stores(invoke, tmp_path):
+    r = invoke(
+        "noise",
+        "--n",
+        120,
+        "--size",
+        "16x16",
+        "--to",
+        "hdf5",
+        "--out",
+        tmp_path / "s",
+        "--mean",
+        128,
+        "--scale",
+        0.01,
+        "-j",
+        1,
+    )
+    assert r.exit_code == 0, r.stderr
+    recipe = write_recipe(
+        tmp_path,
+        data__train=str(tmp_path / "s/train_h5.txt"),
+        data__val=str(tmp_path / "s/val_h5.txt"),
+        data__transform={},
+        solver__max_iter=6,
+    )
+    r = invoke("train", recipe, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["iterations"] == 6 and (tmp_path / "tiny_iter_6.npz").is_file()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"solver__base_lr": "fast"}, "recipe solver.base_lr: expected float, got 'fast'"),
+        ({"data__crop": 3}, "recipe data.crop: unknown key; valid: batch_size"),
+        ({"solver__lr_policy": "cosine"}, "solver.lr_policy 'cosine': choose from fixed"),
+        (
+            {"data__val": {"noise": {"n": 40, "offset": 390, "size": "16x16", "seed": 3}}},
+            "the train samples [0, 400) and the val samples [390, 430) overlap",
+        ),
+    ],
+)
+def test_bad_recipes_name_the_key(invoke, tmp_path, changes, message):
+    r = invoke("train", write_recipe(tmp_path, **changes))
+    assert r.exit_code == 2 and message in r.stderr
+    assert not (tmp_path / "tiny_metrics.json").exists()
+
+
+def test_set_overrides_and_print_recipe(invoke, tmp_path):
+    path = write_recipe(tmp_path)
+    r = invoke("train", path, "--set", "solver.max_iter=3", "--set", "net[0].num_output=4", "--print-recipe")
+    assert r.exit_code == 0, r.stderr
+    printed = yaml.safe_load(r.stdout)
+    assert printed["solver"]["max_iter"] == 3 and printed["net"][0]["num_output"] == 4
+    r = invoke("train", path, "--set", "solver.max_iter")
+    assert r.exit_code == 2 and "give KEY=VALUE" in r.stderr
+    r = invoke("train", path, "--set", "solver.max_iter=many")
+    assert r.exit_code == 2 and "solver.max_iter: expected int" in r.stderr
+
+
+@pytest.mark.skipif(gpu_available(), reason="checks the message given where there is no GPU")
+def test_device_gpu_without_a_gpu_is_a_clear_error(invoke, tmp_path):
+    r = invoke("train", write_recipe(tmp_path, solver__device="gpu"))
+    assert r.exit_code == 1 and "CuPy is required for --device gpu" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["noise_regression", "noise_stream"])
+def test_shipped_recipes_are_valid_and_wire_the_tutorial_net(invoke, tmp_path, name, monkeypatch):
+    r = invoke("train", RECIPES / f"{name}.yaml", "--print-recipe")
+    assert r.exit_code == 0, r.stderr
+    assert [layer["name"] for layer in yaml.safe_load(r.stdout)["net"]][-2:] == ["pred", "loss"]
+    if name == "noise_stream":  # two tiny iterations of the real net, from the generator
+        monkeypatch.chdir(tmp_path)
+        r = invoke(
+            "train",
+            RECIPES / f"{name}.yaml",
+            "--set",
+            "solver.max_iter=2",
+            "--set",
+            "data.batch_size=2",
+            "--set",
+            "solver.test_iter=1",
+            "--set",
+            "solver.test_interval=0",
+        )
+        assert r.exit_code == 0, r.stderr
+        assert (tmp_path / "noise_stream_iter_2.npz").is_file()
