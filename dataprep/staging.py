@@ -136,8 +136,9 @@ class Staging:
     Used as a context manager, an exception removes every temporary path instead.
     """
 
-    def __init__(self, overwrite: bool = False) -> None:
+    def __init__(self, overwrite: bool = False, after_interrupt: bool = False) -> None:
         self.overwrite = overwrite
+        self.after_interrupt = after_interrupt  # an output written because of the interrupt
         self._pending: list[tuple[Path, Path]] = []
 
     def path(self, dest: str | os.PathLike, allow_empty_dir: bool = False) -> Path:
@@ -163,7 +164,7 @@ class Staging:
         Ctrl-C and SIGTERM are held back until all moves are done, so an interrupt never
         leaves half of a multi-file output in place.
         """
-        if INTERRUPTED.is_set():
+        if INTERRUPTED.is_set() and not self.after_interrupt:
             raise KeyboardInterrupt
         done = []
         with _signals_held():

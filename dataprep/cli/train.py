@@ -18,13 +18,21 @@ from .running import echo_result, progress
     help="Override a recipe key (solver.max_iter=200, net[2].num_output=64); repeatable.",
 )
 @click.option("--print-recipe", is_flag=True, help="Print the resolved recipe (YAML) and stop.")
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="SNAPSHOT",
+    help="Continue from a snapshot (.npz): the same result as an uninterrupted run.",
+)
 @json_opt
 @common_options
-def train_cmd(recipe_path, overrides, print_recipe, as_json):
+def train_cmd(recipe_path, overrides, print_recipe, resume, as_json):
     """Train the net of RECIPE (YAML: data, net, solver) on its data, as `caffe train` does
     with a solver prototxt. Log lines go to stderr in Caffe's form (parse_log.py reads
-    them); the final snapshot {prefix}_iter_{max_iter}.npz and {prefix}_metrics.json are
-    written, and one summary line goes to stdout.
+    them); the final snapshot {prefix}_iter_{max_iter}.npz, {prefix}_metrics.json and
+    the loss plot {prefix}_loss.png are written, and one summary line goes to stdout.
+    Ctrl-C writes a snapshot first; --resume continues from it.
 
     \b
     dataprep train recipes/noise_stream.yaml --set solver.max_iter=200
@@ -47,7 +55,7 @@ def train_cmd(recipe_path, overrides, print_recipe, as_json):
         (bars.tqdm.write if bars is not None else click.echo)(line, file=sys.stderr)
 
     with progress(recipe.run.max_iter, "train", unit="iter") as update:
-        result = train(recipe, say, update)
+        result = train(recipe, say, update, resume)
     summary = {
         "recipe": recipe.name,
         "iterations": result.iterations,

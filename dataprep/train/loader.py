@@ -109,6 +109,7 @@ class BatchLoader:
         seed: int = 0,
         train: bool = True,
         prefetch: int = PREFETCH,
+        start: int = 0,
     ) -> None:
         self.samples = open_samples(source)
         self.n = len(self.samples)
@@ -118,7 +119,7 @@ class BatchLoader:
         self.names = (input_name, target_name)
         self.shuffle, self.seed, self.train = shuffle, seed, train
         self.mean = load_mean(transform)
-        self.position = 0  # samples handed out so far (epochs * n + offset)
+        self.position = start  # samples handed out so far (epochs * n + offset); a resume starts later
         self._epoch, self._perm = -1, np.arange(0)
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
@@ -154,7 +155,7 @@ class BatchLoader:
         return {self.names[0]: np.stack(images).astype(np.float32, copy=False), self.names[1]: target}
 
     def _fill(self) -> None:
-        start = 0
+        start = self.position
         try:
             while not self._stop.is_set():
                 batch = self._make(start)

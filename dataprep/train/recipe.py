@@ -77,6 +77,7 @@ class Run:
     snapshot_prefix: str = "snapshot"
     random_seed: int = 0
     device: str = "cpu"
+    keep_best: str | None = None  # a test output: also keep {prefix}_best.npz at its best value
 
 
 @dataclass(frozen=True)

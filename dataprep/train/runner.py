@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
+from ..errors import UsageError
 from ..gpu import array_module
 from ..staging import Staging
 from .loader import BatchLoader
@@ -43,138 +44,262 @@ class TrainResult:
     snapshot: Path | None = None  # the final one
 
 
-def save_snapshot(path: Path, net: Net, solver: Solver, recipe: Recipe) -> Path:
-    """``{prefix}_iter_{N}.npz``: weights by ``layer/index``, the solver's history and
-    iteration, and the resolved recipe (as YAML text); plain arrays, loaded without pickle."""
-    arrays: dict[str, np.ndarray] = {}
-    for layer, i in net.params():
-        arrays[f"param/{layer.name}/{i}"] = _host(layer.params[i])
-    for k, history in enumerate(solver.history):
-        arrays[f"history/{k}"] = _host(history)
-    arrays["iteration"] = np.array(solver.iteration)
-    arrays["recipe"] = np.array(yaml.safe_dump(recipe.raw, sort_keys=False))
-    with Staging(overwrite=True) as staging:
-        with open(staging.path(path), "wb") as f:
-            np.savez(f, **arrays)
-    return path
-
-
 def _host(array) -> np.ndarray:
     return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
-def _test(net: Net, loader: BatchLoader, batches: int) -> dict[str, float]:
-    """Mean of every test output over ``batches`` batches."""
-    sums: dict[str, float] = {}
-    for _ in range(batches):
-        for name, value in net.forward(loader.next(), train=False).items():
-            sums[name] = sums.get(name, 0.0) + value
-    return {name: total / batches for name, total in sums.items()}
+def _text(value) -> np.ndarray:
+    return np.array(json.dumps(value))
 
 
-def train(
-    recipe: Recipe, say: Callable[[str], object] = print, progress: Callable[[int], object] | None = None
-) -> TrainResult:
-    """Train ``recipe``'s net; ``say`` receives each log line (Caffe's form)."""
-    run, data = recipe.run, recipe.data
-    xp = array_module(run.device)
-    rng = np.random.default_rng(run.random_seed)
-    train_loader = BatchLoader(
-        data.train,
-        data.batch_size,
-        data.transform,
-        data.input,
-        data.target,
-        data.shuffle,
-        run.random_seed,
-        train=True,
-    )
-    val_loader = None
-    if data.val is not None:
-        val_loader = BatchLoader(
-            data.val,
-            data.val_batch_size or data.batch_size,
+class Training:
+    """One run of a recipe: net, solver, loaders and what was measured; ``run`` trains to
+    ``max_iter``. A snapshot holds everything a resumed run needs to continue exactly."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        say: Callable[[str], object] = print,
+        progress: Callable[[int], object] | None = None,
+        resume: str | Path | None = None,
+    ) -> None:
+        self.recipe, self.say, self.progress = recipe, say, progress
+        run, data = recipe.run, recipe.data
+        self.xp = array_module(run.device)
+        self.rng = np.random.default_rng(run.random_seed)
+        saved = np.load(resume, allow_pickle=False) if resume else None
+        position = json.loads(str(saved["positions"])) if saved is not None else {"train": 0, "val": 0}
+        self.train_loader = BatchLoader(
+            data.train,
+            data.batch_size,
             data.transform,
             data.input,
             data.target,
-            False,
+            data.shuffle,
             run.random_seed,
-            train=False,
+            train=True,
+            start=position["train"],
         )
-    try:
-        first = train_loader.next()
-        shapes = {name: tuple(array.shape) for name, array in first.items()}
-        net = Net(recipe.net, shapes, target=data.target, xp=xp, rng=rng)
-        solver = Solver(recipe.solver)
-        test_batches = run.test_iter or (
-            max(1, -(-val_loader.n // val_loader.batch_size)) if val_loader else 0
-        )
-        return _loop(recipe, net, solver, train_loader, val_loader, first, test_batches, say, progress)
-    finally:
-        train_loader.close()
-        if val_loader is not None:
-            val_loader.close()
-
-
-def _loop(recipe, net, solver, train_loader, val_loader, first, test_batches, say, progress) -> TrainResult:
-    run = recipe.run
-    prefix = Path(run.snapshot_prefix)
-    say(caffe_line(f"Solving {recipe.name}", "solver.cpp:280"))
-    result = TrainResult(0, 0.0, float("nan"))
-    started = last_display = time.perf_counter()
-    batch, smoothed = first, []
-    for it in range(run.max_iter):
-        if val_loader is not None and run.test_interval and it % run.test_interval == 0:
-            _report_test(it, _test(net, val_loader, test_batches), say, result, net)
-        outputs = net.forward(batch if batch is not None else train_loader.next(), train=True)
-        batch = None
-        net.backward()
-        rate = solver.step(net.params())
-        loss = net.loss(outputs)
-        smoothed = (smoothed + [loss])[-max(1, run.average_loss) :]
-        if run.display and it % run.display == 0:
-            now = time.perf_counter()
-            done = max(1, min(run.display, it) if it else 1)
-            say(
-                caffe_line(
-                    f"Iteration {it} ({done / max(now - last_display, 1e-9):.5g} iter/s, "
-                    f"{now - last_display:.3f}s/{run.display} iters), loss = {np.mean(smoothed):.6g}"
+        self.val_loader = None
+        try:
+            if data.val is not None:
+                self.val_loader = BatchLoader(
+                    data.val,
+                    data.val_batch_size or data.batch_size,
+                    data.transform,
+                    data.input,
+                    data.target,
+                    False,
+                    run.random_seed,
+                    train=False,
+                    start=position["val"],
                 )
-            )
-            for k, (name, value) in enumerate(outputs.items()):
-                say(caffe_line(f"    Train net output #{k}: {_output(name, value, net)}"))
-            say(caffe_line(f"Iteration {it}, lr = {rate:.6g}", "sgd_solver.cpp:105"))
-            last_display = now
-        if run.snapshot and (it + 1) % run.snapshot == 0 and it + 1 < run.max_iter:
-            result.outputs.append(save_snapshot(Path(f"{prefix}_iter_{it + 1}.npz"), net, solver, recipe))
-        if progress is not None:
-            progress(1)
-        result.train_loss = float(np.mean(smoothed))
-    result.iterations = run.max_iter
-    if val_loader is not None:
-        _report_test(run.max_iter, _test(net, val_loader, test_batches), say, result, net)
-    result.seconds = time.perf_counter() - started
-    result.snapshot = save_snapshot(Path(f"{prefix}_iter_{run.max_iter}.npz"), net, solver, recipe)
-    result.outputs.append(result.snapshot)
-    metrics = Path(f"{prefix}_metrics.json")
-    with Staging(overwrite=True) as staging:
-        staging.path(metrics).write_text(
-            json.dumps({"recipe": recipe.name, "tests": result.metrics}, indent=1)
+            self.first = self.train_loader.next()
+            shapes = {name: tuple(array.shape) for name, array in self.first.items()}
+            self.net = Net(recipe.net, shapes, target=data.target, xp=self.xp, rng=self.rng)
+            self.solver = Solver(recipe.solver)
+        except BaseException:
+            self.close()
+            raise
+        self.result = TrainResult(0, 0.0, float("nan"))
+        self.curve: list[tuple[int, float]] = []  # (iteration, train loss) at each display
+        self.best: dict | None = None
+        if saved is not None:
+            self._restore(saved, resume)
+        val = self.val_loader
+        self.test_batches = run.test_iter or (max(1, -(-val.n // val.batch_size)) if val else 0)
+
+    def close(self) -> None:
+        for loader in (self.train_loader, self.val_loader):
+            if loader is not None:
+                loader.close()
+
+    def snapshot(self, path: Path) -> Path:
+        """``{prefix}_iter_{N}.npz``: weights by ``layer/index``, the solver's state, the
+        random generator, the loaders' positions, the curves so far and the resolved
+        recipe; plain arrays and JSON text, loaded without pickle."""
+        arrays: dict[str, np.ndarray] = {}
+        for layer, i in self.net.params():
+            arrays[f"param/{layer.name}/{i}"] = _host(layer.params[i])
+        for k, history in enumerate(self.solver.history):
+            arrays[f"history/{k}"] = _host(history)
+        for k, history in enumerate(self.solver.history2):
+            arrays[f"history2/{k}"] = _host(history)
+        arrays["iteration"] = np.array(self.solver.iteration)
+        arrays["rng"] = _text(self.rng.bit_generator.state)
+        val = self.val_loader
+        arrays["positions"] = _text(
+            {
+                "train": self.train_loader.position - self.train_loader.batch_size * (self.first is not None),
+                "val": val.position if val else 0,
+            }
         )
-    result.outputs.append(metrics)
-    say(caffe_line("Optimization Done.", "solver.cpp:464"))
-    return result
+        arrays["metrics"] = _text(self.result.metrics)
+        arrays["curve"] = _text(self.curve)
+        arrays["best"] = _text(self.best)
+        arrays["recipe"] = np.array(yaml.safe_dump(self.recipe.raw, sort_keys=False))
+        with Staging(overwrite=True, after_interrupt=True) as staging:  # Ctrl-C saves one too
+            with open(staging.path(path), "wb") as f:
+                np.savez(f, **arrays)
+        return path
+
+    def _restore(self, saved, path) -> None:
+        for layer, i in self.net.params():
+            key = f"param/{layer.name}/{i}"
+            if key not in saved or saved[key].shape != layer.params[i].shape:
+                raise UsageError(
+                    f"{path}: no weights of shape {layer.params[i].shape} for {key}: "
+                    "a snapshot of another net"
+                )
+            layer.params[i] = self.xp.asarray(saved[key])
+        count = len(self.net.params())
+        self.solver.history = [
+            self.xp.asarray(saved[f"history/{k}"]) for k in range(count) if f"history/{k}" in saved
+        ]
+        self.solver.history2 = [
+            self.xp.asarray(saved[f"history2/{k}"]) for k in range(count) if f"history2/{k}" in saved
+        ]
+        self.solver.iteration = int(saved["iteration"])
+        self.rng.bit_generator.state = json.loads(str(saved["rng"]))
+        self.result.metrics = json.loads(str(saved["metrics"]))
+        self.curve = [tuple(point) for point in json.loads(str(saved["curve"]))]
+        self.best = json.loads(str(saved["best"]))
+
+    def run(self) -> TrainResult:
+        try:
+            return self._loop()
+        except KeyboardInterrupt:  # keep what was learned: a snapshot to --resume from
+            path = Path(f"{self.recipe.run.snapshot_prefix}_iter_{self.solver.iteration}.npz")
+            self.snapshot(path)
+            self.say(caffe_line(f"Snapshotting to binary proto file {path}", "sgd_solver.cpp:273"))
+            raise
+        finally:
+            self.close()
+
+    def _loop(self) -> TrainResult:
+        run, net, solver, result = self.recipe.run, self.net, self.solver, self.result
+        prefix = Path(run.snapshot_prefix)
+        self.say(caffe_line(f"Solving {self.recipe.name}", "solver.cpp:280"))
+        started = last_display = time.perf_counter()
+        smoothed: list[float] = []
+        while solver.iteration < run.max_iter:
+            it = solver.iteration
+            if self.val_loader is not None and run.test_interval and it % run.test_interval == 0:
+                self._test(it)
+            batch, self.first = (self.first if self.first is not None else self.train_loader.next()), None
+            outputs = net.forward(batch, train=True)
+            net.backward()
+            rate = solver.step(net.params())
+            smoothed = (smoothed + [net.loss(outputs)])[-max(1, run.average_loss) :]
+            result.train_loss = float(np.mean(smoothed))
+            if run.display and it % run.display == 0:
+                now = time.perf_counter()
+                done = min(run.display, it) if it else 1
+                self.say(
+                    caffe_line(
+                        f"Iteration {it} ({done / max(now - last_display, 1e-9):.5g} iter/s, "
+                        f"{now - last_display:.3f}s/{run.display} iters), loss = {result.train_loss:.6g}"
+                    )
+                )
+                for k, (name, value) in enumerate(outputs.items()):
+                    self.say(caffe_line(f"    Train net output #{k}: {_output(name, value, net)}"))
+                self.say(caffe_line(f"Iteration {it}, lr = {rate:.6g}", "sgd_solver.cpp:105"))
+                self.curve.append((it, result.train_loss))
+                last_display = now
+            if run.snapshot and solver.iteration % run.snapshot == 0 and solver.iteration < run.max_iter:
+                result.outputs.append(self.snapshot(Path(f"{prefix}_iter_{solver.iteration}.npz")))
+            if self.progress is not None:
+                self.progress(1)
+        result.iterations = solver.iteration
+        if self.val_loader is not None:
+            self._test(solver.iteration)
+        result.seconds = time.perf_counter() - started
+        result.snapshot = self.snapshot(Path(f"{prefix}_iter_{solver.iteration}.npz"))
+        result.outputs.append(result.snapshot)
+        result.outputs.extend(self._write_metrics(prefix))
+        self.say(caffe_line("Optimization Done.", "solver.cpp:464"))
+        return result
+
+    def _test(self, it: int) -> None:
+        """Mean of every test output over the test batches; logged, recorded, and kept as
+        the best snapshot when ``keep_best`` names an output that improved."""
+        sums: dict[str, float] = {}
+        for _ in range(self.test_batches):
+            for name, value in self.net.forward(self.val_loader.next(), train=False).items():
+                sums[name] = sums.get(name, 0.0) + value
+        outputs = {name: total / self.test_batches for name, total in sums.items()}
+        self.say(caffe_line(f"Iteration {it}, Testing net (#0)", "solver.cpp:347"))
+        for k, (name, value) in enumerate(outputs.items()):
+            self.say(
+                caffe_line(f"    Test net output #{k}: {_output(name, value, self.net)}", "solver.cpp:414")
+            )
+        self.result.test = dict(outputs)
+        self.result.metrics.append({"iteration": it, **outputs})
+        key = self.recipe.run.keep_best
+        if key is not None:
+            if key not in outputs:
+                raise UsageError(f"recipe solver.keep_best: {key!r} is no test output ({', '.join(outputs)})")
+            lower = "loss" in key  # losses improve downwards, metrics (accuracy) upwards
+            value = outputs[key]
+            if self.best is None or (value < self.best["value"] if lower else value > self.best["value"]):
+                self.best = {"output": key, "value": value, "iteration": it}
+                self.snapshot(Path(f"{self.recipe.run.snapshot_prefix}_best.npz"))
+
+    def _write_metrics(self, prefix: Path) -> list[Path]:
+        metrics, plot = Path(f"{prefix}_metrics.json"), Path(f"{prefix}_loss.png")
+        record = {
+            "recipe": self.recipe.name,
+            "tests": self.result.metrics,
+            "train": self.curve,
+            "best": self.best,
+        }
+        with Staging(overwrite=True) as staging:
+            staging.path(metrics).write_text(json.dumps(record, indent=1))
+            plot_curves(self.curve, self.result.metrics, staging.path(plot))
+        return [metrics, plot] + ([Path(f"{prefix}_best.npz")] if self.best else [])
+
+
+def plot_curves(train: list[tuple[int, float]], tests: list[dict], path: Path) -> None:
+    """The tutorial's figure: train and test loss (log scale) against iterations, accuracy
+    on a second axis when the net has one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot([i for i, _ in train], [max(v, 1e-12) for _, v in train], label="train loss")
+    for name in sorted({k for t in tests for k in t if k != "iteration"}):
+        points = [(t["iteration"], t[name]) for t in tests if name in t]
+        if "loss" in name:
+            ax.plot(*zip(*[(i, max(v, 1e-12)) for i, v in points]), "o-", label=f"test {name}")
+        else:
+            twin = ax.twinx()
+            twin.plot(*zip(*points), "s--", color="tab:green", label=f"test {name}")
+            twin.set_ylabel(name)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (log scale)")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    with open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+
+
+def train(
+    recipe: Recipe,
+    say: Callable[[str], object] = print,
+    progress: Callable[[int], object] | None = None,
+    resume: str | Path | None = None,
+) -> TrainResult:
+    """Train ``recipe``'s net (from a snapshot with ``resume``); ``say`` receives each log
+    line, in Caffe's form."""
+    return Training(recipe, say, progress, resume).run()
 
 
 def _output(name: str, value: float, net: Net) -> str:
     """``loss = 0.07 (* 1 = 0.07 loss)`` for a loss, ``accuracy = 0.9`` for a metric (Caffe's)."""
     weight = net.loss_weights().get(name, 0.0)
     return f"{name} = {value:.6g}" + (f" (* {weight:g} = {weight * value:.6g} loss)" if weight else "")
-
-
-def _report_test(it: int, outputs: dict[str, float], say, result: TrainResult, net: Net) -> None:
-    say(caffe_line(f"Iteration {it}, Testing net (#0)", "solver.cpp:347"))
-    for k, (name, value) in enumerate(outputs.items()):
-        say(caffe_line(f"    Test net output #{k}: {_output(name, value, net)}", "solver.cpp:414"))
-    result.test = dict(outputs)
-    result.metrics.append({"iteration": it, **outputs})

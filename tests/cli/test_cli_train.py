@@ -183,3 +183,97 @@ def test_shipped_recipes_are_valid_and_wire_the_tutorial_net(invoke, tmp_path, n
         )
         assert r.exit_code == 0, r.stderr
         assert (tmp_path / "noise_stream_iter_2.npz").is_file()
+
+
+def params_of(path: Path) -> dict[str, np.ndarray]:
+    saved = np.load(path, allow_pickle=False)
+    return {key: saved[key] for key in saved.files if key.startswith(("param/", "history"))}
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(invoke, tmp_path):
+    net = [
+        {**SMALL_NET[0]},
+        SMALL_NET[1],
+        SMALL_NET[2],
+        {**SMALL_NET[3]},
+        {"name": "drop", "type": "Dropout", "dropout_ratio": 0.3, "bottom": "fc2"},
+        {**SMALL_NET[4], "bottom": "drop"},
+        SMALL_NET[5],
+    ]
+    common = {"data__shuffle": True}
+    (tmp_path / "a").mkdir()
+    straight = write_recipe(tmp_path / "a", **common)
+    r = invoke(
+        "train",
+        straight,
+        "--set",
+        "solver.max_iter=30",
+        "--set",
+        "solver.test_interval=10",
+        "--set",
+        f"net={yaml.safe_dump(net, default_flow_style=True).strip()}",
+    )
+    assert r.exit_code == 0, r.stderr
+    (tmp_path / "b").mkdir()
+    halves = write_recipe(tmp_path / "b", **common)
+    args = [
+        "--set",
+        "solver.test_interval=10",
+        "--set",
+        f"net={yaml.safe_dump(net, default_flow_style=True).strip()}",
+    ]
+    r = invoke("train", halves, "--set", "solver.max_iter=14", *args)
+    assert r.exit_code == 0, r.stderr
+    r = invoke(
+        "train", halves, "--set", "solver.max_iter=30", *args, "--resume", tmp_path / "b/tiny_iter_14.npz"
+    )
+    assert r.exit_code == 0, r.stderr
+    want, got = params_of(tmp_path / "a/tiny_iter_30.npz"), params_of(tmp_path / "b/tiny_iter_30.npz")
+    assert sorted(want) == sorted(got) and all(np.array_equal(want[k], got[k]) for k in want)
+    tests = json.loads((tmp_path / "b/tiny_metrics.json").read_text())["tests"]
+    assert [t["iteration"] for t in tests] == [0, 10, 14, 20, 30]  # the first run's tests are kept
+    r = invoke("train", halves, "--resume", tmp_path / "a/tiny_iter_30.npz", "--set", "net[0].num_output=4")
+    assert r.exit_code == 2 and "a snapshot of another net" in r.stderr
+
+
+def test_keep_best_and_the_loss_plot(invoke, tmp_path):
+    r = invoke(
+        "train",
+        write_recipe(tmp_path, solver__keep_best="loss", solver__max_iter=60, solver__test_interval=20),
+    )
+    assert r.exit_code == 0, r.stderr
+    record = json.loads((tmp_path / "tiny_metrics.json").read_text())
+    best = min(record["tests"], key=lambda t: t["loss"])
+    assert record["best"] == {"output": "loss", "value": best["loss"], "iteration": best["iteration"]}
+    saved = np.load(tmp_path / "tiny_best.npz", allow_pickle=False)
+    assert int(saved["iteration"]) == best["iteration"]
+    import cv2
+
+    plot = cv2.imread(str(tmp_path / "tiny_loss.png"))
+    assert plot is not None and plot.shape == (400, 700, 3) and plot.std() > 10
+    r = invoke("train", write_recipe(tmp_path, solver__keep_best="accuracy"))
+    assert r.exit_code == 2 and "'accuracy' is no test output (loss)" in r.stderr
+
+
+def test_ctrl_c_snapshots_then_exits_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    recipe = write_recipe(tmp_path, solver__max_iter=100000, solver__display=1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataprep.cli.main", "train", str(recipe)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    while not any(", lr = " in line for line in lines[-3:]) or len(lines) < 12:
+        lines.append(proc.stderr.readline())
+        assert proc.poll() is None, "".join(lines)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in rest, rest
+    snapshots = sorted(tmp_path.glob("tiny_iter_*.npz"))
+    assert len(snapshots) == 1 and "Snapshotting to" in rest
+    assert int(np.load(snapshots[0], allow_pickle=False)["iteration"]) >= 3
