@@ -268,3 +268,10 @@ def test_unknown_types_and_wrong_bottoms_are_clear_errors():
             "Accuracy",
         ]
     )
+
+
+def test_max_pooling_ties_go_to_the_first_in_scan_order(xp):
+    layer, _ = build({"type": "Pooling", "kernel_size": 3, "stride": 1}, [(1, 1, 3, 3)], xp)
+    layer.forward([xp.zeros((1, 1, 3, 3))])  # all equal, as after a ReLU
+    dx = host(layer.backward([xp.ones((1, 1, 1, 1))])[0])
+    assert dx[0, 0, 0, 0] == 1 and dx.sum() == 1

@@ -47,6 +47,7 @@ class Layer:
 
     type = ""
     n_bottoms: int | None = 1  # None: any number
+    propagate = True  # the net turns it off where the bottom is an input: no diff to compute
 
     def __init__(self, name: str, **params: Any) -> None:
         self.name = name
@@ -189,6 +190,8 @@ class Convolution(Layer):
         self.grads[0] = xp.matmul(dy, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.params[0].shape)
         if len(self.params) > 1:
             self.grads[1] = top_diffs[0].sum(axis=(0, 2, 3))
+        if not self.propagate:
+            return [None]
         dcols = xp.matmul(weights.transpose(0, 2, 1)[None], dy)  # (N, G, C/G*k*k, OH*OW)
         dcols = dcols.reshape(n, c, k, k, oh, ow)
         dx = xp.zeros((n, c, h + 2 * p + s, w + 2 * p + s), dtype=top_diffs[0].dtype)
@@ -237,7 +240,12 @@ class Pooling(Layer):
             best = offsets[0].copy()
             for values in offsets[1:]:
                 xp.maximum(best, values, out=best)
-            self._saved = ((offsets, best), x.shape)  # backward finds where each maximum came from
+            # where each maximum came from; going backwards, the first one in scan order wins
+            # (Caffe's rule, which matters for the many ties a ReLU's zeros make)
+            arg = xp.zeros(best.shape, xp.uint8)
+            for o in range(len(offsets) - 1, -1, -1):
+                xp.copyto(arg, o, where=offsets[o] == best)
+            self._saved = (arg, x.shape)
             return [best]
         area = xp.asarray(self._areas(h, w, oh, ow), dtype=x.dtype)
         self._saved = (area, x.shape)
@@ -258,18 +266,17 @@ class Pooling(Layer):
         k, s, p = self.k, self.stride, self.pad
         oh, ow, bottom, right = self._geometry(h, w)
         dx = xp.zeros((n, c, h + p + bottom + s, w + p + right + s), dtype=dy.dtype)
-        if self.method == "MAX":
-            offsets, best = saved
-            unclaimed = xp.ones(best.shape, bool)  # the first maximum in scan order wins, as Caffe's
+        if self.method == "MAX":  # each output's gradient goes to where its maximum came from
+            hp, wp = dx.shape[2:]
+            rows = (xp.arange(oh) * s)[:, None] + saved // k
+            cols = (xp.arange(ow) * s)[None, :] + saved % k
+            planes = xp.arange(n * c).reshape(n, c, 1, 1)
+            flat = ((planes * hp + rows) * wp + cols).ravel()
+            dx = xp.bincount(flat, weights=dy.ravel(), minlength=dx.size).reshape(dx.shape).astype(dy.dtype)
+            return [dx[:, :, p : p + h, p : p + w]]
         for i in range(k):
             for j in range(k):
-                if self.method == "MAX":
-                    hit = (offsets[i * k + j] == best) & unclaimed
-                    unclaimed &= ~hit
-                    part = dy * hit
-                else:
-                    part = dy / saved
-                dx[:, :, i : i + s * oh : s, j : j + s * ow : s] += part
+                dx[:, :, i : i + s * oh : s, j : j + s * ow : s] += dy / saved
         return [dx[:, :, p : p + h, p : p + w]]
 
 

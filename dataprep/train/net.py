@@ -9,9 +9,10 @@ layer's top (a loss or metric also takes the target blob) and the top is the lay
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from ..errors import UsageError
 from .layers import LOSSES, Layer, Shape, _Loss, all_params, make_layer
 
 PHASES = ("TRAIN", "TEST")
+Timer = Callable[[Layer, str, float], object]
 
 
 @dataclass
@@ -76,6 +78,7 @@ class Net:
                     f"net[{k}] ({name}): bottom {missing[0]!r} is no input or earlier top ({known})"
                 )
             top_shapes = layer.setup([shapes[b] for b in bottoms], xp, rng, dtype)
+            layer.propagate = any(b not in inputs for b in bottoms)
             shapes.update(zip(tops, top_shapes))
             weight = float(spec.get("loss_weight", 1.0 if layer.type in LOSSES else 0.0))
             self.nodes.append(Node(layer, bottoms, tops, phase, weight))
@@ -96,13 +99,18 @@ class Net:
         phase = "TRAIN" if train else "TEST"
         return [node for node in self.nodes if node.phase in (None, phase)]
 
-    def forward(self, batch: dict[str, Any], train: bool = True) -> dict[str, float]:
+    def forward(
+        self, batch: dict[str, Any], train: bool = True, timer: Timer | None = None
+    ) -> dict[str, float]:
         """Run the net on a batch (input blob name -> array); returns every loss and metric
-        (scalar tops) by top name."""
+        (scalar tops) by top name. ``timer(layer, "forward", seconds)`` sees each layer's time."""
         self.blobs = {name: self.xp.asarray(batch[name]) for name in self.inputs}
         outputs: dict[str, float] = {}
         for node in self._active(train):
+            started = time.perf_counter() if timer else 0.0
             tops = node.layer.forward([self.blobs[b] for b in node.bottoms], train)
+            if timer:
+                timer(node.layer, "forward", time.perf_counter() - started)
             for name, value in zip(node.tops, tops):
                 self.blobs[name] = value
                 if isinstance(node.layer, _Loss):
@@ -120,9 +128,9 @@ class Net:
             node.loss_weight * outputs[node.tops[0]] for node in self._active(True) if node.loss_weight
         )
 
-    def backward(self) -> None:
+    def backward(self, timer: Timer | None = None) -> None:
         """Gradients of the weighted losses of the last (training) forward pass, into every
-        layer's ``grads``."""
+        layer's ``grads``; ``timer(layer, "backward", seconds)`` sees each layer's time."""
         diffs: dict[str, Any] = {}
         for node in self.nodes:  # a layer no loss depends on gets no gradient (not a stale one)
             node.layer.grads = [None] * len(node.layer.params)
@@ -139,7 +147,11 @@ class Net:
                     self.xp.zeros_like(self.blobs[t]) if d is None else d
                     for t, d in zip(node.tops, top_diffs)
                 ]
-            for name, diff in zip(node.bottoms, node.layer.backward(top_diffs)):
+            started = time.perf_counter() if timer else 0.0
+            bottom_diffs = node.layer.backward(top_diffs)
+            if timer:
+                timer(node.layer, "backward", time.perf_counter() - started)
+            for name, diff in zip(node.bottoms, bottom_diffs):
                 if diff is not None and name not in self.inputs:
                     diffs[name] = diff if name not in diffs else diffs[name] + diff
 
