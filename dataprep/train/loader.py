@@ -23,19 +23,20 @@ PREFETCH = 3  # batches read ahead
 
 @dataclass
 class Samples:
-    """Random access to a source's samples: H x W x C images (uint8 or float) and labels."""
+    """Random access to a source's samples: H x W x C images (uint8 or float) and labels,
+    from a store ``reader`` or a record source (the noise generator, an image list)."""
 
     reader: Any
-    noise: Any
+    records: Any
 
     def __len__(self) -> int:
-        return len(self.noise) if self.noise is not None else len(self.reader)
+        return len(self.records) if self.records is not None else len(self.reader)
 
     def read(self, indices: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-        if self.noise is not None:
+        if self.records is not None:
             out = []
             for i in indices:
-                record = self.noise.record(i)
+                record = self.records.record(i)
                 out.append((record.image, np.asarray(record.labels, np.float64)))
             return out
         ordered = sorted(set(indices))
@@ -66,8 +67,9 @@ def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
 
 
 def open_samples(source: Source) -> Samples:
-    """The samples of a recipe source: a store through the stores' read API, or noise
-    samples ``[offset, offset + n)`` straight from the generator."""
+    """The samples of a recipe source: a store through the stores' read API, a list file
+    of images (decoded like the store commands decode them), or noise samples
+    ``[offset, offset + n)`` straight from the generator."""
     if source.noise is not None:
         from ..noise import NoiseSource
         from ..records import Subset
@@ -77,8 +79,19 @@ def open_samples(source: Source) -> Samples:
             n=spec.offset + spec.n, size=parse_size(spec.size), seed=spec.seed, classes=spec.classes
         )
         return Samples(None, Subset(generator, range(spec.offset, spec.offset + spec.n)))
-    from ..stores import open_store
+    from ..errors import StoreError
+    from ..stores import open_store, store_kind
 
+    try:
+        store_kind(source.path)
+    except StoreError:
+        if not str(source.path).endswith(".txt"):
+            raise
+        # a list of images (``path label...``), decoded as the store commands do
+        from ..listfile import read_list
+        from ..records import image_list_source
+
+        return Samples(None, image_list_source(read_list(source.path)))
     return Samples(open_store(source.path), None)
 
 

@@ -162,11 +162,14 @@ def test_device_gpu_without_a_gpu_is_a_clear_error(invoke, tmp_path):
     assert r.exit_code == 1 and "CuPy is required for --device gpu" in r.stderr
 
 
-@pytest.mark.parametrize("name", ["noise_regression", "noise_stream"])
-def test_shipped_recipes_are_valid_and_wire_the_tutorial_net(invoke, tmp_path, name, monkeypatch):
+@pytest.mark.parametrize(
+    "name", ["noise_regression", "noise_stream", "noise_classes", "age_regression", "caffenet"]
+)
+def test_shipped_recipes_are_valid_and_say_what_they_train(invoke, tmp_path, name, monkeypatch):
     r = invoke("train", RECIPES / f"{name}.yaml", "--print-recipe")
     assert r.exit_code == 0, r.stderr
-    assert [layer["name"] for layer in yaml.safe_load(r.stdout)["net"]][-2:] == ["pred", "loss"]
+    assert yaml.safe_load(r.stdout)["name"] == name
+    assert (RECIPES / f"{name}.yaml").read_text().startswith("# ")  # the comment block
     if name == "noise_stream":  # two tiny iterations of the real net, from the generator
         monkeypatch.chdir(tmp_path)
         r = invoke(
@@ -277,3 +280,66 @@ def test_ctrl_c_snapshots_then_exits_130(tmp_path):
     snapshots = sorted(tmp_path.glob("tiny_iter_*.npz"))
     assert len(snapshots) == 1 and "Snapshotting to" in rest
     assert int(np.load(snapshots[0], allow_pickle=False)["iteration"]) >= 3
+
+
+def test_noise_classes_recipe_trains_from_lmdb(invoke, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke(
+        "noise", "--n", 300, "--size", "28x28", "--classes", 5, "--to", "lmdb", "--out", "noise_lmdb", "-j", 1
+    )
+    assert r.exit_code == 0, r.stderr
+    r = invoke(
+        "train",
+        RECIPES / "noise_classes.yaml",
+        "--json",
+        "--set",
+        "solver.max_iter=4",
+        "--set",
+        "data.batch_size=16",
+        "--set",
+        "solver.test_interval=2",
+        "--set",
+        "solver.test_iter=2",
+    )
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert set(summary["test"]) == {"loss", "accuracy"} and 0 <= summary["test"]["accuracy"] <= 1
+    assert "Test net output #1: accuracy = " in r.stderr and (tmp_path / "noise_classes_best.npz").is_file()
+
+
+def test_age_regression_recipe_reads_a_list_of_images(invoke, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert invoke("noise", "--n", 60, "--size", "32x32", "--format", "png", "-j", 1).exit_code == 0
+    for split in ("train", "val"):  # path age: 99 x fx, the noise image's horizontal frequency
+        lines = (tmp_path / f"{split}.txt").read_text().split("\n")
+        ages = [f"{line.split()[0]} {99 * float(line.split()[1]):.2f}" for line in lines if line]
+        (tmp_path / f"{split}.txt").write_text("\n".join(ages) + "\n")
+    r = invoke(
+        "train",
+        RECIPES / "age_regression.yaml",
+        "--json",
+        "--set",
+        "solver.max_iter=3",
+        "--set",
+        "data.batch_size=8",
+        "--set",
+        "solver.test_iter=1",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["test"]["loss"] > 0
+
+
+def test_caffenet_runs_one_forward_and_backward_pass():
+    from dataprep.train.net import Net
+    from dataprep.train.recipe import load_recipe
+
+    recipe = load_recipe(RECIPES / "caffenet.yaml")
+    net = Net(recipe.net, {"data": (2, 3, 227, 227), "label": (2,)}, target="label")
+    assert net.shapes["pool5"] == (2, 256, 6, 6) and net.layers[4].params[0].shape == (256, 48, 5, 5)
+    rng = np.random.default_rng(0)
+    outputs = net.forward(
+        {"data": rng.normal(0, 30, (2, 3, 227, 227)).astype(np.float32), "label": np.array([3, 998])}
+    )
+    assert np.isfinite(outputs["loss"]) and outputs["loss"] == pytest.approx(np.log(1000), rel=0.2)
+    net.backward()
+    assert all(layer.grads[i] is not None and np.isfinite(layer.grads[i]).all() for layer, i in net.params())
