@@ -2,70 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 from dataprep.errors import UsageError
 from dataprep.train.layers import make_layer
 from dataprep.train.net import Net
 from dataprep.train.solver import Solver, SolverConfig, learning_rate
 
-GAUSS = {"type": "gaussian", "std": 0.01}
-BIAS = [{"lr_mult": 1, "decay_mult": 1}, {"lr_mult": 1, "decay_mult": 0}]
-# The tutorial's RegressionExample (../shared/formats.md)
-TUTORIAL = [
-    {
-        "name": "conv1",
-        "type": "Convolution",
-        "num_output": 96,
-        "kernel_size": 5,
-        "stride": 2,
-        "weight_filler": GAUSS,
-        "param": BIAS,
-    },
-    {"name": "relu1", "type": "ReLU"},
-    {"name": "pool1", "type": "Pooling", "pool": "MAX", "kernel_size": 3, "stride": 2},
-    {
-        "name": "conv2",
-        "type": "Convolution",
-        "num_output": 96,
-        "kernel_size": 3,
-        "pad": 2,
-        "weight_filler": GAUSS,
-        "param": BIAS,
-    },
-    {"name": "relu2", "type": "ReLU"},
-    {"name": "pool2", "type": "Pooling", "pool": "MAX", "kernel_size": 3, "stride": 2},
-    {
-        "name": "conv3",
-        "type": "Convolution",
-        "num_output": 128,
-        "kernel_size": 3,
-        "pad": 1,
-        "weight_filler": GAUSS,
-        "param": BIAS,
-    },
-    {"name": "relu3", "type": "ReLU"},
-    {"name": "pool3", "type": "Pooling", "pool": "MAX", "kernel_size": 3, "stride": 2},
-    {
-        "name": "fc4",
-        "type": "InnerProduct",
-        "num_output": 192,
-        "weight_filler": {"type": "gaussian", "std": 0.005},
-        "param": BIAS,
-    },
-    {"name": "relu4", "type": "ReLU"},
-    {"name": "drop4", "type": "Dropout", "dropout_ratio": 0.35},
-    {
-        "name": "fc5",
-        "type": "InnerProduct",
-        "num_output": 2,
-        "weight_filler": {"type": "gaussian", "std": 0.005},
-        "param": BIAS,
-    },
-    {"name": "pred", "type": "Sigmoid"},
-    {"name": "loss", "type": "EuclideanLoss", "bottom": ["pred", "freq"]},
-]
+# The tutorial's RegressionExample (../shared/formats.md), as the shipped recipe has it
+TUTORIAL = yaml.safe_load((Path(__file__).parents[1] / "recipes/noise_regression.yaml").read_text())["net"]
 
 
 def test_the_tutorial_net_wires_up_with_caffes_shapes():
