@@ -182,6 +182,7 @@ class Training:
         self.say(caffe_line(f"Solving {self.recipe.name}", "solver.cpp:280"))
         started = last_display = time.perf_counter()
         smoothed: list[float] = []
+        batch_size = self.train_loader.batch_size
         while solver.iteration < run.max_iter:
             it = solver.iteration
             if self.val_loader is not None and run.test_interval and it % run.test_interval == 0:
@@ -195,9 +196,10 @@ class Training:
             if run.display and it % run.display == 0:
                 now = time.perf_counter()
                 done = min(run.display, it) if it else 1
+                rate_per_s = done / max(now - last_display, 1e-9)
                 self.say(
                     caffe_line(
-                        f"Iteration {it} ({done / max(now - last_display, 1e-9):.5g} iter/s, "
+                        f"Iteration {it} ({rate_per_s:.5g} iter/s, {rate_per_s * batch_size:.4g} images/s, "
                         f"{now - last_display:.3f}s/{run.display} iters), loss = {result.train_loss:.6g}"
                     )
                 )

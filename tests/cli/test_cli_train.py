@@ -87,6 +87,8 @@ def test_trains_from_the_generator_with_caffes_log(invoke, tmp_path):
     assert len(trains) == 3 and all(m and m.group(3) == "loss" for m in trains)
     assert [int(ITERATION.search(line).group(1)) for line in lines if ", lr = " in line] == [0, 50, 100]
     assert all(LEARNING_RATE.search(line) for line in lines if ", lr = " in line)
+    speeds = [line for line in lines if " iter/s, " in line]
+    assert len(speeds) == 3 and all(re.search(r"iter/s, [\d.e+]+ images/s, ", line) for line in speeds)
     tests = [line for line in lines if "Testing net" in line]
     assert len(tests) == 3
     snapshot = np.load(tmp_path / "tiny_iter_150.npz", allow_pickle=False)
