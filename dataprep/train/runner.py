@@ -270,6 +270,7 @@ def plot_curves(train: list[tuple[int, float]], tests: list[dict], path: Path) -
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    top = ax  # the axis drawn last: the legend goes there, above every line
     if train:
         ax.plot([i for i, _ in train], [max(v, 1e-12) for _, v in train], label="train loss")
     for name in sorted({k for t in tests for k in t if k != "iteration"}):
@@ -277,13 +278,17 @@ def plot_curves(train: list[tuple[int, float]], tests: list[dict], path: Path) -
         if "loss" in name:
             ax.plot(*zip(*[(i, max(v, 1e-12)) for i, v in points]), "o-", label=f"test {name}")
         else:
-            twin = ax.twinx()
-            twin.plot(*zip(*points), "s--", color="tab:green", label=f"test {name}")
-            twin.set_ylabel(name)
+            top = ax.twinx()
+            top.plot(*zip(*points), "s--", color="tab:green", label=f"test {name}")
+            top.set_ylabel(name)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("loss (log scale)")
-    ax.legend(loc="upper right")
+    handles, labels = ax.get_legend_handles_labels()
+    if top is not ax:
+        more = top.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    top.legend(handles, labels, loc="center right")
     fig.tight_layout()
     with open(path, "wb") as f:
         fig.savefig(f, format="png")
