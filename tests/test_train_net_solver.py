@@ -33,6 +33,8 @@ def test_the_tutorial_net_wires_up_with_caffes_shapes():
     outputs = net.forward(batch)
     pred = net.blobs["pred"]
     assert outputs["loss"] == pytest.approx(((pred - batch["freq"]) ** 2).sum() / 4, rel=1e-5)
+    errors = np.abs(pred - batch["freq"]).mean(axis=0)
+    assert net.absolute_errors() == pytest.approx({"loss_mae0": errors[0], "loss_mae1": errors[1]})
     net.backward()
     assert all(
         layer.grads[i] is not None and layer.grads[i].shape == layer.params[i].shape

@@ -118,6 +118,21 @@ class Net:
         self._train = train
         return outputs
 
+    def absolute_errors(self) -> dict[str, float]:
+        """For each regression loss of the last forward pass, the mean absolute error of
+        its prediction per target column (``loss_mae0``, ``loss_mae1``, ...): the number a
+        regression is judged by, which Caffe's losses do not print."""
+        errors: dict[str, float] = {}
+        for node in self._active(self._train):
+            if node.layer.type not in ("EuclideanLoss", "SmoothL1Loss"):
+                continue
+            pred = self.blobs[node.bottoms[0]]
+            target = self.blobs[node.bottoms[1]].reshape(pred.shape)
+            columns = self.xp.abs(pred - target).reshape(pred.shape[0], -1).mean(axis=0)
+            for k, value in enumerate(columns.tolist()):
+                errors[f"{node.tops[0]}_mae{k}"] = float(value)
+        return errors
+
     def loss_weights(self) -> dict[str, float]:
         """Each loss top's weight (metrics have none)."""
         return {node.tops[0]: node.loss_weight for node in self.nodes if node.loss_weight}

@@ -227,7 +227,8 @@ class Training:
         the best snapshot when ``keep_best`` names an output that improved."""
         sums: dict[str, float] = {}
         for _ in range(self.test_batches):
-            for name, value in self.net.forward(self.val_loader.next(), train=False).items():
+            outputs = self.net.forward(self.val_loader.next(), train=False)
+            for name, value in {**outputs, **self.net.absolute_errors()}.items():
                 sums[name] = sums.get(name, 0.0) + value
         outputs = {name: total / self.test_batches for name, total in sums.items()}
         self.say(caffe_line(f"Iteration {it}, Testing net (#0)", "solver.cpp:347"))

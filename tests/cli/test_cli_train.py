@@ -80,6 +80,10 @@ def test_trains_from_the_generator_with_caffes_log(invoke, tmp_path):
     metrics = json.loads((tmp_path / "tiny_metrics.json").read_text())["tests"]
     assert [m["iteration"] for m in metrics] == [0, 75, 150]
     assert metrics[-1]["loss"] < 0.3 * metrics[0]["loss"]  # it learns the frequencies
+    assert set(metrics[-1]) == {"iteration", "loss", "loss_mae0", "loss_mae1"}  # per-column MAE
+    assert max(metrics[-1]["loss_mae0"], metrics[-1]["loss_mae1"]) < max(
+        metrics[0]["loss_mae0"], metrics[0]["loss_mae1"]
+    )
     lines = r.stderr.splitlines()
     assert all(PREFIX.match(line) for line in lines)
     assert "Solving tiny" in lines[0]
@@ -90,7 +94,7 @@ def test_trains_from_the_generator_with_caffes_log(invoke, tmp_path):
     speeds = [line for line in lines if " iter/s, " in line]
     assert len(speeds) == 3 and all(re.search(r"iter/s, [\d.e+]+ images/s, ", line) for line in speeds)
     tests = [line for line in lines if "Testing net" in line]
-    assert len(tests) == 3
+    assert len(tests) == 3 and "Test net output #1: loss_mae0 = " in r.stderr
     snapshot = np.load(tmp_path / "tiny_iter_150.npz", allow_pickle=False)
     assert snapshot["param/conv1/0"].shape == (8, 1, 3, 3) and int(snapshot["iteration"]) == 150
     assert yaml.safe_load(str(snapshot["recipe"]))["name"] == "tiny"
@@ -257,7 +261,7 @@ def test_keep_best_and_the_loss_plot(invoke, tmp_path):
     plot = cv2.imread(str(tmp_path / "tiny_loss.png"))
     assert plot is not None and plot.shape == (400, 700, 3) and plot.std() > 10
     r = invoke("train", write_recipe(tmp_path, solver__keep_best="accuracy"))
-    assert r.exit_code == 2 and "'accuracy' is no test output (loss)" in r.stderr
+    assert r.exit_code == 2 and "'accuracy' is no test output (loss, loss_mae0, loss_mae1)" in r.stderr
 
 
 def test_ctrl_c_snapshots_then_exits_130(tmp_path):
