@@ -117,7 +117,8 @@ def _move_into_place(tmp: Path, dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back until the block is done (the main thread only)."""
     held = {signal.SIGINT, signal.SIGTERM}
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -167,7 +168,7 @@ class Staging:
         if INTERRUPTED.is_set() and not self.after_interrupt:
             raise KeyboardInterrupt
         done = []
-        with _signals_held():
+        with signals_held():
             for tmp, dest in self._pending:
                 _move_into_place(tmp, dest)
                 done.append(dest)

@@ -17,7 +17,7 @@ import yaml
 
 from ..errors import UsageError
 from ..gpu import array_module
-from ..staging import Staging
+from ..staging import Staging, signals_held
 from .loader import BatchLoader
 from .net import Net
 from .recipe import Recipe
@@ -106,6 +106,7 @@ class Training:
         self.best: dict | None = None
         if saved is not None:
             self._restore(saved, resume)
+        self._iteration_rng = self.rng.bit_generator.state
         val = self.val_loader
         self.test_batches = run.test_iter or (max(1, -(-val.n // val.batch_size)) if val else 0)
 
@@ -126,12 +127,14 @@ class Training:
         for k, history in enumerate(self.solver.history2):
             arrays[f"history2/{k}"] = _host(history)
         arrays["iteration"] = np.array(self.solver.iteration)
-        arrays["rng"] = _text(self.rng.bit_generator.state)
+        arrays["rng"] = _text(self._iteration_rng)
+        # one batch per finished iteration, test_batches per finished test: what an
+        # uninterrupted run has read at this point, wherever an interrupt landed
         val = self.val_loader
         arrays["positions"] = _text(
             {
-                "train": self.train_loader.position - self.train_loader.batch_size * (self.first is not None),
-                "val": val.position if val else 0,
+                "train": self.solver.iteration * self.train_loader.batch_size,
+                "val": len(self.result.metrics) * self.test_batches * val.batch_size if val else 0,
             }
         )
         arrays["metrics"] = _text(self.result.metrics)
@@ -185,12 +188,14 @@ class Training:
         batch_size = self.train_loader.batch_size
         while solver.iteration < run.max_iter:
             it = solver.iteration
+            self._iteration_rng = self.rng.bit_generator.state  # what a snapshot of this point holds
             if self.val_loader is not None and run.test_interval and it % run.test_interval == 0:
                 self._test(it)
             batch, self.first = (self.first if self.first is not None else self.train_loader.next()), None
             outputs = net.forward(batch, train=True)
             net.backward()
-            rate = solver.step(net.params())
+            with signals_held():  # an update is applied to every parameter or to none
+                rate = solver.step(net.params())
             smoothed = (smoothed + [net.loss(outputs)])[-max(1, run.average_loss) :]
             result.train_loss = float(np.mean(smoothed))
             if run.display and it % run.display == 0:
@@ -208,6 +213,7 @@ class Training:
                 self.say(caffe_line(f"Iteration {it}, lr = {rate:.6g}", "sgd_solver.cpp:105"))
                 self.curve.append((it, result.train_loss))
                 last_display = now
+            self._iteration_rng = self.rng.bit_generator.state
             if run.snapshot and solver.iteration % run.snapshot == 0 and solver.iteration < run.max_iter:
                 result.outputs.append(self.snapshot(Path(f"{prefix}_iter_{solver.iteration}.npz")))
             if self.progress is not None:

@@ -264,7 +264,7 @@ def test_keep_best_and_the_loss_plot(invoke, tmp_path):
     assert r.exit_code == 2 and "'accuracy' is no test output (loss, loss_mae0, loss_mae1)" in r.stderr
 
 
-def test_ctrl_c_snapshots_then_exits_130(tmp_path):
+def test_ctrl_c_snapshots_then_exits_130_and_resumes_exactly(tmp_path, invoke):
     import signal
     import subprocess
     import sys
@@ -285,7 +285,18 @@ def test_ctrl_c_snapshots_then_exits_130(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in rest, rest
     snapshots = sorted(tmp_path.glob("tiny_iter_*.npz"))
     assert len(snapshots) == 1 and "Snapshotting to" in rest
-    assert int(np.load(snapshots[0], allow_pickle=False)["iteration"]) >= 3
+    stopped = int(np.load(snapshots[0], allow_pickle=False)["iteration"])
+    assert stopped >= 3
+    # wherever the interrupt landed, resuming gives what an uninterrupted run gives
+    end = f"solver.max_iter={stopped + 5}"
+    r = invoke("train", recipe, "--set", end, "--resume", snapshots[0])
+    assert r.exit_code == 0, r.stderr
+    (tmp_path / "straight").mkdir()
+    straight = write_recipe(tmp_path / "straight", solver__display=1)
+    assert invoke("train", straight, "--set", end).exit_code == 0
+    want = params_of(tmp_path / f"straight/tiny_iter_{stopped + 5}.npz")
+    got = params_of(tmp_path / f"tiny_iter_{stopped + 5}.npz")
+    assert all(np.array_equal(want[k], got[k]) for k in want)
 
 
 def test_noise_classes_recipe_trains_from_lmdb(invoke, tmp_path, monkeypatch):
