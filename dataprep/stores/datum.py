@@ -275,10 +275,6 @@ class DatumReader(StoreReader):
             return iter(())
         return self._kv.items_from(keys[start], min(stop, len(keys)) - start)
 
-    def labels_reader(self) -> "DatumReader | None":
-        """The companion float_data labels store, when this store has one."""
-        return self._labels
-
     def encoded(self) -> bool:
         first = next(iter(self.raw_values(0, 1)), None)
         return bool(first and parse_datum(first[1]).encoded)

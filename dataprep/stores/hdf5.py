@@ -480,6 +480,7 @@ class Hdf5Reader(StoreReader):
         names = (self.manifest or {}).get("labels", {}).get("names")
         self.label_names = names if names is not None else sorted(k for k in self.files[0] if k != "data")
         self.counts = [f["data"].shape[0] for f in self.files]
+        self._keys: list[str] | None = None
         self.offsets = np.cumsum([0, *self.counts])
         self.lined_up_by = "path" if all("dataprep_keys" in f.attrs for f in self.files) else "position"
 
@@ -525,16 +526,23 @@ class Hdf5Reader(StoreReader):
 
     def keys(self) -> list[str]:
         """Keys the writer stored; row numbers for files written by other tools."""
-        keys: list[str] = []
-        for f, n in zip(self.files, self.counts):
-            stored = f.attrs.get("dataprep_keys")
-            if stored is None or len(stored) != n:
-                stored = [str(len(keys) + i) for i in range(n)]
-            keys.extend(k.decode() if isinstance(k, bytes) else str(k) for k in stored)
-        return keys
+        return list(self._all_keys())
+
+    def _all_keys(self) -> list[str]:
+        """The keys, read once: ``iter_range`` needs them for every range, and a training
+        loader asks for many ranges."""
+        if self._keys is None:
+            keys: list[str] = []
+            for f, n in zip(self.files, self.counts):
+                stored = f.attrs.get("dataprep_keys")
+                if stored is None or len(stored) != n:
+                    stored = [str(len(keys) + i) for i in range(n)]
+                keys.extend(k.decode() if isinstance(k, bytes) else str(k) for k in stored)
+            self._keys = keys
+        return self._keys
 
     def iter_range(self, start: int, stop: int, block: int = 256) -> Iterator[StoredRecord]:
-        keys = self.keys()
+        keys = self._all_keys()
         stop = min(stop, len(self))
         for fi, f in enumerate(self.files):
             lo, hi = max(start, self.offsets[fi]), min(stop, self.offsets[fi + 1])
