@@ -185,6 +185,54 @@ def test_pooling_forward_matches_caffes_rules(xp):
     assert y[0, 0, 3, 3] == pytest.approx(x[0, 0, 5:7, 5:7].sum() / 9)
 
 
+def caffe_pooling(x, method, k, s, p):
+    """Caffe's pooling loops (pooling_layer.cpp), written plainly: outputs and, for MAX,
+    the flat input index each output's gradient goes to."""
+    n, c, h, w = x.shape
+    oh, ow = pool_out(h, k, s, p), pool_out(w, k, s, p)
+    y = np.zeros((n, c, oh, ow))
+    where = np.zeros((n, c, oh, ow), int)
+    for i in range(oh):
+        for j in range(ow):
+            hs, ws = i * s - p, j * s - p
+            he, we = min(hs + k, h + p), min(ws + k, w + p)
+            area = (he - hs) * (we - ws)
+            hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
+            window = x[:, :, hs:he, ws:we].reshape(n, c, -1)
+            if method == "AVE":
+                y[:, :, i, j] = window.sum(axis=2) / area
+                continue
+            first = window.argmax(axis=2)  # numpy's argmax: the first maximum in scan order
+            y[:, :, i, j] = window.max(axis=2)
+            where[:, :, i, j] = (hs + first // (we - ws)) * w + ws + first % (we - ws)
+    return y, where
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize(
+    "k, s, p, h, w",
+    [(3, 2, 0, 48, 48), (3, 2, 0, 13, 13), (3, 2, 1, 7, 6), (2, 3, 0, 8, 11), (3, 1, 1, 5, 4)],
+)
+def test_pooling_matches_caffes_loops_forward_and_backward(xp, method, k, s, p, h, w):
+    # a batch larger than the core count, so the threaded parts meet; ReLU-like ties
+    x = np.maximum(np.round(rng.normal(size=(5, 3, h, w)), 1), 0)
+    layer, (top,) = build(
+        {"type": "Pooling", "pool": method, "kernel_size": k, "stride": s, "pad": p}, [x.shape], xp
+    )
+    want, where = caffe_pooling(x, method, k, s, p)
+    y = host(layer.forward([xp.asarray(x)])[0])
+    assert y.shape == top and np.allclose(y, want)
+    dy = rng.normal(size=top)
+    dx = host(layer.backward([xp.asarray(dy)])[0])
+    if method == "MAX":
+        expected = np.zeros((5 * 3, h * w))
+        for plane in range(5 * 3):
+            np.add.at(expected[plane], where.reshape(5 * 3, -1)[plane], dy.reshape(5 * 3, -1)[plane])
+        assert np.allclose(dx, expected.reshape(x.shape))
+    else:
+        assert np.isclose((dx * x).sum(), (dy * want).sum())  # AVE is linear: <dx, x> = <dy, y>
+
+
 def test_output_sizes_follow_caffe_for_the_tutorial_net():
     # RegressionExample: 100 -> conv 5/2 -> 48 -> pool 3/2 -> 24 -> conv 3 pad 2 -> 26 -> pool -> 13
     # -> conv 3 pad 1 -> 13 -> pool -> 6 (pooling rounds up)

@@ -12,8 +12,10 @@ Caffe's, so ``.caffemodel`` blobs map one to one.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -120,6 +122,53 @@ def _pad(x, top: int, bottom: int, left: int, right: int, value: float = 0.0):
     return xp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
 
 
+CHUNK = 8  # images per chunk of threaded work: fixed, so sums do not depend on the core count
+_THREADS: list[ThreadPoolExecutor] = []
+_BLAS: list[Any] = []
+
+
+def _chunks(xp: ModuleType, n: int) -> list[slice]:
+    """The batch in chunks of CHUNK images on the CPU; whole on a GPU, which queues it."""
+    if xp is not np:
+        return [slice(0, n)]
+    return [slice(a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
+
+
+def _images(xp: ModuleType, chunk: slice) -> list[slice]:
+    """A chunk image by image on the CPU, so each image's im2col stays in the cache while
+    its GEMM reads it (Caffe's order); whole on a GPU."""
+    if xp is not np:
+        return [chunk]
+    return [slice(m, m + 1) for m in range(chunk.start, chunk.stop)]
+
+
+def _in_chunks(xp: ModuleType, n: int, work: Callable[[int, slice], object]) -> None:
+    """Run ``work(index, chunk)`` over the batch's chunks, on the CPU in one thread per core
+    with a one-thread BLAS: NumPy releases the GIL in its copies, ufuncs and GEMMs, so the
+    passes BLAS does not cover (im2col, col2im, pooling) use every core too. Chunks are
+    disjoint and fixed, so results do not depend on the core count."""
+    chunks = _chunks(xp, n)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if len(chunks) < 2 or cores < 2:
+        for index, chunk in enumerate(chunks):
+            work(index, chunk)
+        return
+    if not _THREADS:
+        from threadpoolctl import ThreadpoolController
+
+        _THREADS.append(ThreadPoolExecutor(cores, thread_name_prefix="dataprep-layers"))
+        _BLAS.append(ThreadpoolController())
+    with _BLAS[0].limit(limits=1, user_api="blas"):
+        jobs = [_THREADS[0].submit(work, index, chunk) for index, chunk in enumerate(chunks)]
+        for job in jobs:
+            job.result()
+
+
+def _copy_in_chunks(dst, src) -> None:
+    """``dst[...] = src`` split over the batch (first) axis."""
+    _in_chunks(get_xp(dst), dst.shape[0], lambda _, part: dst.__setitem__(part, src[part]))
+
+
 def _kernel(p: dict) -> tuple[int, int, int]:
     k = p["kernel_size"]
     return int(k), int(p.get("stride", 1)), int(p.get("pad", 0))
@@ -163,47 +212,115 @@ class Convolution(Layer):
             )
         ]
 
+    def _geometry(self, shape: Shape):
+        """Output size, and a view (N, C, k, k, OH * width) whose copy is the im2col matrix,
+        with its row width. For stride 1 each output row is read whole from the flattened
+        padded image (width = padded width; the extra columns are dropped afterwards), so
+        the copy runs over long contiguous spans; other strides gather windows (width = OW)."""
+        n, c, h, w = shape
+        k, s, p = self.k, self.stride, self.pad
+        oh, ow = conv_out(h, k, s, p), conv_out(w, k, s, p)
+        width = w + 2 * p if s == 1 else ow
+        return oh, ow, width
+
+    def _view(self, x, oh: int, ow: int):
+        xp = get_xp(x)
+        n, c, h, w = x.shape
+        k, s, p = self.k, self.stride, self.pad
+        if s != 1:
+            return _windows(_pad(x, p, p, p, p), k, k, s, oh, ow).transpose(0, 1, 4, 5, 2, 3)
+        hp, wp = h + 2 * p + 1, w + 2 * p  # one spare row: the last window's row runs over
+        padded = xp.zeros((n, c, hp, wp), x.dtype)
+        _copy_in_chunks(padded[:, :, p : p + h, p : p + w], x)
+        flat = padded.reshape(n, c, hp * wp)
+        st = flat.strides
+        return xp.lib.stride_tricks.as_strided(
+            flat, (n, c, k, k, oh * wp), (st[0], st[1], wp * st[2], st[2], st[2])
+        )
+
+    def _columns(self, view, image: slice):
+        """The im2col matrix of some images: (images, G, C/G * k * k, OH * width)."""
+        xp = get_xp(view)
+        part = view[image]
+        cols = xp.empty(part.shape, part.dtype)
+        cols[...] = part
+        return cols.reshape(len(cols), self.group, -1, int(np.prod(part.shape[4:])))
+
     def forward(self, bottoms, train=True):
         xp = get_xp(bottoms[0])
         x = bottoms[0]
-        n, c, h, w = x.shape
-        k, s, p, g = self.k, self.stride, self.pad, self.group
-        oh, ow = conv_out(h, k, s, p), conv_out(w, k, s, p)
-        # columns (N, G, C/G * k * k, OH * OW), copied once from the strided view
-        cols = _windows(_pad(x, p, p, p, p), k, k, s, oh, ow)
-        cols = xp.ascontiguousarray(cols.transpose(0, 1, 4, 5, 2, 3)).reshape(n, g, (c // g) * k * k, oh * ow)
-        weights = self.params[0].reshape(g, self.out // g, -1)
-        y = xp.matmul(weights[None], cols)  # (N, G, O/G, OH*OW)
-        y = y.reshape(n, self.out, oh, ow)
-        if len(self.params) > 1:
-            y = y + self.params[1].reshape(1, -1, 1, 1)
-        self._saved = (cols, x.shape, oh, ow)
+        n = x.shape[0]
+        oh, ow, width = self._geometry(x.shape)
+        view = self._view(x, oh, ow)
+        weights = self.params[0].reshape(self.group, self.out // self.group, -1)[None]
+        bias = self.params[1].reshape(1, -1, 1, 1) if len(self.params) > 1 else 0
+        y = xp.empty((n, self.out, oh, ow), x.dtype)
+
+        def convolve(_, chunk):
+            for image in _images(xp, chunk):
+                full = xp.matmul(weights, self._columns(view, image)).reshape(-1, self.out, oh, width)
+                xp.add(full[..., :ow], bias, out=y[image])
+
+        _in_chunks(xp, n, convolve)
+        self._saved = (view, x.shape)
         return [y]
 
     def backward(self, top_diffs):
         xp = get_xp(top_diffs[0])
-        cols, (n, c, h, w), oh, ow = self._saved
+        view, (n, c, h, w) = self._saved
         k, s, p, g = self.k, self.stride, self.pad, self.group
-        dy = top_diffs[0].reshape(n, g, self.out // g, oh * ow)
+        oh, ow, width = self._geometry((n, c, h, w))
+        dy = top_diffs[0]
         weights = self.params[0].reshape(g, self.out // g, -1)
-        # dW[g] = sum_n dy[n, g] @ cols[n, g]^T: batched GEMMs, then a sum over the batch
-        self.grads[0] = xp.matmul(dy, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(self.params[0].shape)
+        chunks = _chunks(xp, n)
+        dw = xp.zeros((len(chunks),) + weights.shape, dy.dtype)
+        # col2im target: the padded image (stride 1: flat rows, as im2col read them)
+        hp, wp = (h + 2 * p + 1, w + 2 * p) if s == 1 else (h + 2 * p + s, w + 2 * p + s)
+        dx = xp.zeros((n, c, hp, wp), dy.dtype) if self.propagate else None
+
+        def back(index, chunk):
+            for image in _images(xp, chunk):
+                d = xp.zeros((len(dy[image]), self.out, oh, width), dy.dtype)
+                d[..., :ow] = dy[image]  # zeros under the dropped columns: no gradient there
+                d = d.reshape(-1, g, self.out // g, oh * width)
+                # dW[g] = sum over images of dy[g] @ cols[g]^T, summed chunk by chunk
+                dw[index] += xp.matmul(d, self._columns(view, image).transpose(0, 1, 3, 2)).sum(axis=0)
+                if dx is not None:
+                    dcols = xp.matmul(weights.transpose(0, 2, 1)[None], d).reshape(-1, c, k, k, oh * width)
+                    self._col2im(dx[image], dcols, oh, ow)
+
+        _in_chunks(xp, n, back)
+        self.grads[0] = dw.sum(axis=0).reshape(self.params[0].shape)
         if len(self.params) > 1:
-            self.grads[1] = top_diffs[0].sum(axis=(0, 2, 3))
-        if not self.propagate:
-            return [None]
-        dcols = xp.matmul(weights.transpose(0, 2, 1)[None], dy)  # (N, G, C/G*k*k, OH*OW)
-        dcols = dcols.reshape(n, c, k, k, oh, ow)
-        dx = xp.zeros((n, c, h + 2 * p + s, w + 2 * p + s), dtype=top_diffs[0].dtype)
-        for i in range(k):  # col2im: one strided add per kernel offset, not per pixel
+            self.grads[1] = dy.sum(axis=(0, 2, 3))
+        return [None if dx is None else dx[:, :, p : p + h, p : p + w]]
+
+    def _col2im(self, dx, dcols, oh: int, ow: int) -> None:
+        """Add the columns' gradients back onto the padded images: one add per kernel offset
+        (stride 1: of whole flat rows), never one per pixel."""
+        k, s = self.k, self.stride
+        if s == 1:
+            wp = dx.shape[3]
+            flat = dx.reshape(dx.shape[0], dx.shape[1], -1)
+            for i in range(k):
+                for j in range(k):
+                    flat[:, :, i * wp + j : i * wp + j + oh * wp] += dcols[:, :, i, j]
+            return
+        dcols = dcols.reshape(dcols.shape[:4] + (oh, ow))
+        for i in range(k):
             for j in range(k):
                 dx[:, :, i : i + s * oh : s, j : j + s * ow : s] += dcols[:, :, i, j]
-        return [dx[:, :, p : p + h, p : p + w]]
 
 
 class Pooling(Layer):
     """MAX or AVE pooling with Caffe's output size (rounds up) and its padding rules: MAX
-    windows ignore the padding; AVE divides by the window's area inside the padded input."""
+    windows ignore the padding; AVE divides by the window's area inside the padded input.
+
+    The padded input is split into stride x stride phases (rows and columns by their
+    remainder), each laid out flat. A kernel offset then reads, for every output at once,
+    one contiguous slice of one phase: k * k long vectorized passes instead of strided
+    passes over short rows (NumPy's cost is per row and per stride). Each phase row has
+    a point or two beyond the last window; those are dropped."""
 
     type = "Pooling"
 
@@ -220,36 +337,80 @@ class Pooling(Layer):
             (n, c, pool_out(h, self.k, self.stride, self.pad), pool_out(w, self.k, self.stride, self.pad))
         ]
 
-    def _geometry(self, h: int, w: int):
+    def _geometry(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """Output size and a phase's size (HQ, WQ): the padded plane, holding the image
+        after the top/left padding and every window, is (HQ * stride, WQ * stride)."""
         k, s, p = self.k, self.stride, self.pad
         oh, ow = pool_out(h, k, s, p), pool_out(w, k, s, p)
-        bottom, right = (oh - 1) * s + k - h - p, (ow - 1) * s + k - w - p
-        return oh, ow, max(bottom, 0), max(right, 0)
+        return oh, ow, -(-max(s * (oh - 1) + k, p + h) // s), -(-max(s * (ow - 1) + k, p + w) // s)
+
+    def _phase_views(self, phases, h: int, w: int):
+        """Pairs (phase view, image view) for moving pixels between an N x C x H x W image
+        array and the phases (stride * stride, N, C, HQ, WQ): padded row r = y + pad is
+        phase row r // stride of phase r % stride."""
+        s, p = self.stride, self.pad
+        for u in range(s):
+            for v in range(s):
+                y0, x0 = (u - p) % s, (v - p) % s
+                rows, cols = len(range(y0, h, s)), len(range(x0, w, s))
+                r0, c0 = (y0 + p) // s, (x0 + p) // s
+                yield phases[u * s + v, :, :, r0 : r0 + rows, c0 : c0 + cols], (y0, x0)
+
+    def _reads(self, n: int, c: int, hq: int, wq: int, part: slice):
+        """For a part of the batch: its grid range and, per kernel offset in scan order,
+        the index (phase, slice) of the flat phases its points read, cut at the part's end
+        (which drops only points beyond the windows: no thread touches another's memory)."""
+        s = self.stride
+        a, b, _ = part.indices(n)
+        lo, hi = a * c * hq * wq, b * c * hq * wq
+        reads = []
+        for i in range(self.k):
+            for j in range(self.k):
+                shift = (i // s) * wq + j // s
+                count = min(hi - lo, hi - lo - shift)
+                reads.append(((i % s) * s + j % s, slice(lo + shift, lo + shift + count)))
+        return lo, hi, reads
 
     def forward(self, bottoms, train=True):
         xp = get_xp(bottoms[0])
         x = bottoms[0]
-        h, w = x.shape[2:]
-        k, s, p = self.k, self.stride, self.pad
-        oh, ow, bottom, right = self._geometry(h, w)
+        n, c, h, w = x.shape
+        s = self.stride
+        oh, ow, hq, wq = self._geometry(h, w)
         fill = -xp.inf if self.method == "MAX" else 0.0
-        padded = _pad(x, p, bottom, p, right, fill)
-        # one strided slice per kernel offset: k * k whole-array operations, no window copies
-        offsets = [padded[:, :, i : i + s * oh : s, j : j + s * ow : s] for i in range(k) for j in range(k)]
-        if self.method == "MAX":
-            best = offsets[0].copy()
-            for values in offsets[1:]:
-                xp.maximum(best, values, out=best)
-            # where each maximum came from; going backwards, the first one in scan order wins
-            # (Caffe's rule, which matters for the many ties a ReLU's zeros make)
-            arg = xp.zeros(best.shape, xp.uint8)
-            for o in range(len(offsets) - 1, -1, -1):
-                xp.copyto(arg, o, where=offsets[o] == best)
-            self._saved = (arg, x.shape)
-            return [best]
-        area = xp.asarray(self._areas(h, w, oh, ow), dtype=x.dtype)
-        self._saved = (area, x.shape)
-        return [sum(offsets[1:], offsets[0]) / area]
+        phases = xp.empty((s * s, n, c, hq, wq), x.dtype)
+        flat = phases.reshape(s * s, -1)
+        grid = xp.empty(n * c * hq * wq, x.dtype)
+        arg = xp.zeros(grid.shape, xp.uint8) if self.method == "MAX" and train else None
+        y = xp.empty((n, c, oh, ow), x.dtype)
+
+        def pool(_, part):
+            phases[:, part] = fill
+            for view, (y0, x0) in self._phase_views(phases[:, part], h, w):
+                view[...] = x[part, :, y0::s, x0::s]
+            lo, hi, reads = self._reads(n, c, hq, wq, part)
+            out = grid[lo:hi]
+            out[...] = flat[reads[0]]
+            for o, read in enumerate(reads[1:], 1):
+                values = flat[read]
+                head = out[: len(values)]
+                if self.method == "AVE":
+                    head += values
+                    continue
+                if arg is not None:  # the last strict improvement is the first maximum in
+                    # scan order (Caffe's rule, which matters for a ReLU's many zeros)
+                    better = (values > head).view(xp.uint8)
+                    xp.maximum(
+                        arg[lo : lo + len(values)], better * xp.uint8(o), out=arg[lo : lo + len(values)]
+                    )
+                xp.maximum(head, values, out=head)
+            y[part] = grid[lo:hi].reshape(-1, c, hq, wq)[:, :, :oh, :ow]
+
+        _in_chunks(xp, n, pool)
+        if self.method == "AVE":
+            y /= xp.asarray(self._areas(h, w, oh, ow), dtype=x.dtype)
+        self._saved = (arg, x.shape)
+        return [y]
 
     def _areas(self, h: int, w: int, oh: int, ow: int) -> np.ndarray:
         k, s, p = self.k, self.stride, self.pad
@@ -262,22 +423,32 @@ class Pooling(Layer):
     def backward(self, top_diffs):
         xp = get_xp(top_diffs[0])
         dy = top_diffs[0]
-        saved, (n, c, h, w) = self._saved
-        k, s, p = self.k, self.stride, self.pad
-        oh, ow, bottom, right = self._geometry(h, w)
-        dx = xp.zeros((n, c, h + p + bottom + s, w + p + right + s), dtype=dy.dtype)
-        if self.method == "MAX":  # each output's gradient goes to where its maximum came from
-            hp, wp = dx.shape[2:]
-            rows = (xp.arange(oh) * s)[:, None] + saved // k
-            cols = (xp.arange(ow) * s)[None, :] + saved % k
-            planes = xp.arange(n * c).reshape(n, c, 1, 1)
-            flat = ((planes * hp + rows) * wp + cols).ravel()
-            dx = xp.bincount(flat, weights=dy.ravel(), minlength=dx.size).reshape(dx.shape).astype(dy.dtype)
-            return [dx[:, :, p : p + h, p : p + w]]
-        for i in range(k):
-            for j in range(k):
-                dx[:, :, i : i + s * oh : s, j : j + s * ow : s] += dy / saved
-        return [dx[:, :, p : p + h, p : p + w]]
+        arg, (n, c, h, w) = self._saved
+        s = self.stride
+        oh, ow, hq, wq = self._geometry(h, w)
+        if self.method == "AVE":
+            dy = dy / xp.asarray(self._areas(h, w, oh, ow), dtype=dy.dtype)
+        grid = xp.empty(n * c * hq * wq, dy.dtype)
+        phases = xp.empty((s * s, n, c, hq, wq), dy.dtype)
+        flat = phases.reshape(s * s, -1)
+        dx = xp.empty((n, c, h, w), dy.dtype)
+
+        def scatter(_, part):  # each output's gradient to where its maximum came from, or all
+            lo, hi, reads = self._reads(n, c, hq, wq, part)
+            here = grid[lo:hi].reshape(-1, c, hq, wq)
+            here[...] = 0  # zero beyond the windows
+            here[:, :, :oh, :ow] = dy[part]
+            phases[:, part] = 0
+            for o, read in enumerate(reads):
+                diff = grid[lo : lo + read[1].stop - read[1].start]
+                if arg is not None:
+                    diff = diff * (arg[lo : lo + len(diff)] == o)
+                flat[read] += diff
+            for view, (y0, x0) in self._phase_views(phases[:, part], h, w):
+                dx[part, :, y0::s, x0::s] = view
+
+        _in_chunks(xp, n, scatter)
+        return [dx]
 
 
 class InnerProduct(Layer):
@@ -319,15 +490,25 @@ class InnerProduct(Layer):
 
 
 class ReLU(Layer):
+    """max(x, 0); the gradient passes where the output is positive. Threaded by chunks: on
+    the first layers it is a pass over the largest blobs."""
+
     type = "ReLU"
 
     def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
         x = bottoms[0]
-        self._mask = x > 0
-        return [x * self._mask]
+        y = xp.empty_like(x)
+        _in_chunks(xp, len(x), lambda _, part: xp.maximum(x[part], 0, out=y[part]))
+        self._y = y
+        return [y]
 
     def backward(self, top_diffs):
-        return [top_diffs[0] * self._mask]
+        xp = get_xp(top_diffs[0])
+        dy, y = top_diffs[0], self._y
+        dx = xp.empty_like(dy)
+        _in_chunks(xp, len(dy), lambda _, part: xp.multiply(dy[part], y[part] > 0, out=dx[part]))
+        return [dx]
 
 
 class Sigmoid(Layer):
