@@ -70,14 +70,21 @@ class _AugmentTask(FileTask):
             )
 
 
-def check_labels(spec: AugmentSpec, float_labels: bool, force: bool) -> None:
-    """Refuse transforms that change what regression labels describe, unless forced."""
+def cli_option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_labels(
+    spec: AugmentSpec, float_labels: bool, force: bool, option: Callable[[str], str] = cli_option
+) -> None:
+    """Refuse transforms that change what regression labels describe, unless forced;
+    ``option`` names a setting as the caller's user wrote it (``--crop-scale``)."""
     unsafe = spec.unsafe_for_float_labels()
     if float_labels and unsafe and not force:
-        names = ", ".join("--" + n.replace("_", "-") for n in unsafe)
+        names = ", ".join(option(n) for n in unsafe)
         raise DataprepError(
             f"{names} change(s) scale or orientation, which float (regression) labels may "
-            "describe; pass --force if your labels do not depend on them"
+            f"describe; pass {option('force')} if your labels do not depend on them"
         )
 
 

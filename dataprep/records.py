@@ -98,7 +98,10 @@ def list_channels(listfile: ListFile, channels: Channels) -> Channels:
 
 
 def image_list_source(
-    listfile: ListFile, channels: Channels = Channels(), size: tuple[int, int] | None = None
+    listfile: ListFile,
+    channels: Channels = Channels(),
+    size: tuple[int, int] | None = None,
+    interpolation: str = "linear",
 ) -> ImageListSource:
     """The images of ``listfile`` as records, with the channel count resolved."""
-    return ImageListSource(listfile, list_channels(listfile, channels), size)
+    return ImageListSource(listfile, list_channels(listfile, channels), size, interpolation)

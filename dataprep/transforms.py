@@ -298,7 +298,8 @@ def sample_params(rng: np.random.Generator, hw: tuple[int, int], spec: AugmentSp
 
 
 def apply(image, params: AugmentParams, spec: AugmentSpec):
-    """Apply one output's drawn parameters to an H x W x C uint8 image; returns uint8."""
+    """Apply one output's drawn parameters to an H x W x C image: uint8 comes back rounded
+    and clipped to uint8; float (an HDF5 store's values) stays float32."""
     xp = get_xp(image)
     out = image.astype(xp.float32)
     if params.window is not None:
@@ -323,4 +324,4 @@ def apply(image, params: AugmentParams, spec: AugmentSpec):
     if params.noise_seed is not None:
         noise = np.random.default_rng(params.noise_seed).normal(0, spec.noise, out.shape)
         out = out + xp.asarray(noise.astype(np.float32))
-    return to_uint8(out)
+    return to_uint8(out) if image.dtype == xp.uint8 else out

@@ -107,6 +107,8 @@ rng = np.random.default_rng(3)
         ({"type": "BatchNorm"}, (5, 3, 2, 2)),
         ({"type": "Flatten"}, (2, 3, 2, 2)),
         ({"type": "Scale", "scale": 99.0}, (4, 1)),
+        ({"type": "Scale", "bias_term": True}, (3, 4, 2, 2)),  # Caffe's learned gamma and beta
+        ({"type": "Scale"}, (3, 4)),
         ({"type": "Softmax"}, (4, 5)),
     ],
 )

@@ -54,9 +54,12 @@ def info_cmd(store, grid, count, random, seed, overwrite, as_json):
 
 
 def _text(s: dict) -> str:
-    kind = (
-        "encoded images" if s["encoded"] else f"{s['dtype']} arrays" if s["type"] == "hdf5" else "raw pixels"
-    )
+    if s["encoded"]:
+        kind = "encoded images"
+    elif s["type"] == "hdf5":
+        kind = f"{s['dtype']} arrays"
+    else:  # Datums: pixels, or float_data (extract's features)
+        kind = "raw pixels" if s["dtype"] == "uint8" else f"{s['dtype']} features"
     if s["shape"]:
         c, h, w = s["shape"]
         data = f"{h}x{w} (HxW), {c} channel{'s' if c != 1 else ''}, {s['dtype']}"

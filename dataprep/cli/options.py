@@ -12,6 +12,8 @@
 * ``store_options`` (``--label-names``, ``--mean``, ``--mean-file``, ``--scale``,
   ``--shard-size``, ``--compression``, ``--relative``, parsed into one ``Hdf5Options``):
   hdf5, and noise ``--to hdf5``.
+* ``model_options`` (MODEL, ``--weights``, ``--mean``, ``--scale``, ``--resize``,
+  ``--gray``/``--color``, loaded into one ``inference.Model``): predict, visualize, extract.
 * ``image_output_options`` (``--format``, ``--quality``, ``--gray``/``--color``, ``--root``,
   ``--device``, ``--skip-bad``, ``--workers``, ``--overwrite``, ``--json``): resize, augment.
 """
@@ -332,5 +334,50 @@ def image_output_options(f: Callable) -> Callable:
             root_opt,
             device_opt,
             overwrite_opt,
+        ],
+    )(f)
+
+
+def _model(model_path: str, weights: str | None, mean: str | None, scale: float | None, resize, channels):
+    from ..train.inference import load_model
+
+    prepare = {
+        "mean": mean,
+        "scale": scale,
+        "resize": resize,
+        "channels": None if channels == "auto" else channels,
+    }
+    return load_model(model_path, weights, prepare)
+
+
+def model_options(f: Callable) -> Callable:
+    """MODEL, ``--weights`` and the preparation of raw images a prototxt cannot carry
+    (``--mean``, ``--scale``, ``--resize``, ``--gray``/``--color``; a snapshot carries its
+    own), loaded into one ``model`` argument (an ``inference.Model``): predict, visualize,
+    extract."""
+    return bundled(
+        "model",
+        ("model_path", "weights", "mean", "scale", "resize", "channels"),
+        _model,
+        [
+            click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False)),
+            click.option(
+                "--weights",
+                type=click.Path(exists=True, dir_okay=False),
+                default=None,
+                help="Weights: a .npz snapshot or a .caffemodel [default: MODEL's, for a snapshot].",
+            ),
+            click.option(
+                "--mean",
+                default=None,
+                metavar="V|B,G,R|FILE",
+                help="Subtract from raw images: a value, one per channel, or a mean file "
+                "[default: what the training store subtracted].",
+            ),
+            click.option(
+                "--scale", type=float, default=None, help="Multiply raw images by this after --mean."
+            ),
+            resize_opt,
+            channels_options,
         ],
     )(f)

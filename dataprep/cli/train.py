@@ -25,17 +25,36 @@ from .running import echo_result, progress
     metavar="SNAPSHOT",
     help="Continue from a snapshot (.npz): the same result as an uninterrupted run.",
 )
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="MODEL",
+    help="Start from these weights (.caffemodel or .npz), layers matched by name (fine-tuning).",
+)
+@click.option(
+    "--caffemodel", is_flag=True, help="Also write snapshots as .caffemodel (solver.snapshot_format)."
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "gpu"]),
+    default=None,
+    help="Where to train [default: the recipe's solver.device, cpu].",
+)
 @json_opt
 @common_options
-def train_cmd(recipe_path, overrides, print_recipe, resume, as_json):
-    """Train the net of RECIPE (YAML: data, net, solver) on its data, as `caffe train` does
-    with a solver prototxt. Log lines go to stderr in Caffe's form (parse_log.py reads
-    them); the final snapshot {prefix}_iter_{max_iter}.npz, {prefix}_metrics.json and
+def train_cmd(recipe_path, overrides, print_recipe, resume, weights, caffemodel, device, as_json):
+    """Train the net of RECIPE on its data, as `caffe train` does. RECIPE is YAML (data,
+    net, solver) or Caffe's solver.prototxt with the net prototxt it names (relative
+    paths resolve against the current folder, as in Caffe). Log lines go to stderr in
+    Caffe's form (parse_log.py reads them); the final snapshot {prefix}_iter_{max_iter}.npz
+    (and .caffemodel with --caffemodel or a prototxt solver), {prefix}_metrics.json and
     the loss plot {prefix}_loss.png are written, and one summary line goes to stdout.
     Ctrl-C writes a snapshot first; --resume continues from it.
 
     \b
     dataprep train recipes/noise_stream.yaml --set solver.max_iter=200
+    dataprep train solver.prototxt --weights pretrained.caffemodel
     dataprep train recipe.yaml --print-recipe
     """
     import sys
@@ -45,7 +64,14 @@ def train_cmd(recipe_path, overrides, print_recipe, resume, as_json):
     from ..train.recipe import load_recipe
     from ..train.runner import train
 
-    recipe = load_recipe(recipe_path, list(overrides))
+    if resume and weights:
+        raise click.UsageError("--resume continues a run; --weights starts one: give one of them")
+    overrides = list(overrides)
+    if caffemodel:
+        overrides.append("solver.snapshot_format=caffemodel")
+    if device:
+        overrides.append(f"solver.device={device}")
+    recipe = load_recipe(recipe_path, overrides)
     if print_recipe:
         click.echo(yaml.safe_dump(recipe.raw, sort_keys=False), nl=False)
         return
@@ -55,7 +81,7 @@ def train_cmd(recipe_path, overrides, print_recipe, resume, as_json):
         (bars.tqdm.write if bars is not None else click.echo)(line, file=sys.stderr)
 
     with progress(recipe.run.max_iter, "train", unit="iter") as update:
-        result = train(recipe, say, update, resume)
+        result = train(recipe, say, update, resume, weights)
     summary = {
         "recipe": recipe.name,
         "iterations": result.iterations,

@@ -98,6 +98,12 @@ class DatumEncoder:
         return DatumPayload(value, labels_value, (hw_c[2], hw_c[0], hw_c[1]), checksum(value))
 
 
+def feature_payload(array: np.ndarray, label: int = 0) -> DatumPayload:
+    """A C x H x W float array (a layer's output for one input) as a float_data Datum."""
+    value = datum_floats(array, label, array.shape)
+    return DatumPayload(value, None, tuple(array.shape), checksum(value))
+
+
 class DatumWriter(StoreWriter):
     """Writes a new LMDB or LevelDB Datum store (and its labels store) at temporary paths."""
 
@@ -111,6 +117,7 @@ class DatumWriter(StoreWriter):
         encoded: bool = False,
         encode_type: str | None = None,
         meta: dict | None = None,
+        dtype: str = "uint8",
     ) -> None:
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -118,6 +125,7 @@ class DatumWriter(StoreWriter):
         self.path = Path(path)
         self.labels_path = Path(labels_path) if labels_path is not None else None
         self.meta = dict(meta or {})
+        self.dtype = dtype  # float32 for features (extract)
         self._encoder = DatumEncoder(encoded, encode_type, self.labels_path is not None)
         self._staging = Staging(overwrite)
         make_kv = BACKENDS[backend][0]
@@ -180,7 +188,7 @@ class DatumWriter(StoreWriter):
         main = self._manifest(
             count,
             shape,
-            "uint8",
+            self.dtype,
             self._checksums,
             encoded=self._encoder.encoded,
             role="data",

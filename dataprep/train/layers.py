@@ -667,19 +667,42 @@ class Flatten(Layer):
 
 
 class Scale(Layer):
-    """Multiply by a fixed factor (``scale``), e.g. a Sigmoid output to [0, 99]."""
+    """Caffe's Scale over the channel axis: y = x * gamma[c] (+ beta[c] with ``bias_term``),
+    gamma and beta learned (fillers ``filler``, default 1, and ``bias_filler``, default 0).
+    With ``scale: F`` instead, a fixed factor and nothing learned (e.g. a Sigmoid output
+    to [0, 99]; Caffe writes that as a Power layer)."""
 
     type = "Scale"
 
     def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
-        self.factor = float(self.p.get("scale", 1.0))
+        self.factor = float(self.p["scale"]) if "scale" in self.p else None
+        if self.factor is None:
+            channels = (tuple(shapes[0])[1],)
+            self._param(xp, rng, channels, self.p.get("filler", {"type": "constant", "value": 1}), dtype, 0)
+            if self.p.get("bias_term", False):
+                self._param(xp, rng, channels, self.p.get("bias_filler", {"type": "constant"}), dtype, 1)
         return super().setup(shapes)
 
+    def _view(self, x) -> tuple[int, ...]:
+        return (1, -1) + (1,) * (x.ndim - 2)
+
     def forward(self, bottoms, train=True):
-        return [bottoms[0] * self.factor]
+        x = bottoms[0]
+        if self.factor is not None:
+            return [x * self.factor]
+        self._x = x
+        y = x * self.params[0].reshape(self._view(x))
+        return [y + self.params[1].reshape(self._view(x)) if len(self.params) > 1 else y]
 
     def backward(self, top_diffs):
-        return [top_diffs[0] * self.factor]
+        dy = top_diffs[0]
+        if self.factor is not None:
+            return [dy * self.factor]
+        axes = (0,) + tuple(range(2, dy.ndim))
+        self.grads[0] = (dy * self._x).sum(axis=axes)
+        if len(self.params) > 1:
+            self.grads[1] = dy.sum(axis=axes)
+        return [dy * self.params[0].reshape(self._view(dy))]
 
 
 def _softmax(x):

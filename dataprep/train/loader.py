@@ -14,8 +14,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import UsageError
-from ..images import parse_size
-from ..transforms import caffe_transform
+from ..images import describe_shape, parse_size
+from ..transforms import AugmentSpec, apply, caffe_transform, sample_params
 from .recipe import Source, Transform
 
 PREFETCH = 3  # batches read ahead
@@ -45,6 +45,14 @@ class Samples:
             for k, rec in enumerate(self.reader.iter_range(start, stop)):
                 found[start + k] = (rec.array.transpose(1, 2, 0), rec.labels)
         return [found[i] for i in indices]
+
+    def preprocessing(self) -> dict:
+        """How the source's records were made from raw images (a store manifest's or a
+        record source's ``preprocessing``): what inference repeats on new images."""
+        if self.reader is not None:
+            return dict((getattr(self.reader, "manifest", None) or {}).get("preprocessing") or {})
+        records = getattr(self.records, "source", self.records)  # a Subset of a generator
+        return dict(records.meta().get("preprocessing") or {}) if hasattr(records, "meta") else {}
 
     def close(self) -> None:
         if self.reader is not None:
@@ -106,6 +114,21 @@ def load_mean(transform: Transform) -> np.ndarray | None:
     return np.asarray(transform.mean_value, np.float32) if transform.mean_value else None
 
 
+def _check_augment(spec: AugmentSpec, image: np.ndarray) -> None:
+    """Refuse what the images cannot take: color operations on gray images, a crop larger
+    than the image without ``pad``."""
+    color = spec.color_only()
+    if image.shape[2] == 1 and color:
+        names = " and ".join(f"augment.{name}" for name in color)
+        raise UsageError(f"recipe {names}: work on color images only, and the training images are gray")
+    h, w = image.shape[:2]
+    if spec.crop and not spec.pad and (spec.crop[0] > h or spec.crop[1] > w):
+        raise UsageError(
+            f"recipe augment.crop {spec.crop[0]}x{spec.crop[1]} is larger than the training images "
+            f"({describe_shape(image.shape)}): give augment.pad: true"
+        )
+
+
 class BatchLoader:
     """Endless batches ``{input: N x C x H x W float32, target: N x k (or N) float32}`` from
     a source, in epochs; each epoch's order comes from ``default_rng([seed, epoch])`` when
@@ -123,6 +146,8 @@ class BatchLoader:
         train: bool = True,
         prefetch: int = PREFETCH,
         start: int = 0,
+        augment: AugmentSpec | None = None,
+        augment_seed: int = 0,
     ) -> None:
         self.samples = open_samples(source)
         self.n = len(self.samples)
@@ -132,6 +157,9 @@ class BatchLoader:
         self.names = (input_name, target_name)
         self.shuffle, self.seed, self.train = shuffle, seed, train
         self.mean = load_mean(transform)
+        self.augment, self.augment_seed = augment, augment_seed
+        if augment is not None:
+            _check_augment(augment, self.samples.read([0])[0][0])
         self.position = start  # samples handed out so far (epochs * n + offset); a resume starts later
         self._epoch, self._perm = -1, np.arange(0)
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -144,22 +172,28 @@ class BatchLoader:
             return np.arange(self.n)
         return np.random.default_rng([self.seed, epoch]).permutation(self.n)
 
-    def _indices(self, start: int) -> list[int]:
-        """The sample indices of the batch starting at overall position ``start``."""
+    def _indices(self, start: int) -> list[tuple[int, int]]:
+        """(epoch, sample index) of each sample of the batch starting at overall position
+        ``start``."""
         out = []
         for position in range(start, start + self.batch_size):
             epoch, offset = divmod(position, self.n)
             if epoch != self._epoch:
                 self._epoch, self._perm = epoch, self._order(epoch)
-            out.append(int(self._perm[offset]))
+            out.append((epoch, int(self._perm[offset])))
         return out
 
     def _make(self, start: int) -> dict[str, np.ndarray]:
-        indices = self._indices(start)
+        drawn = self._indices(start)
         rng = np.random.default_rng([self.seed, start, 1])  # crops and mirrors, repeatable
         t = self.transform
         images, labels = [], []
-        for image, label in self.samples.read(indices):
+        for (epoch, index), (image, label) in zip(drawn, self.samples.read([i for _, i in drawn])):
+            if self.augment is not None:  # drawn per (seed, epoch, index): a run repeats
+                params = sample_params(
+                    np.random.default_rng([self.augment_seed, epoch, index]), image.shape[:2], self.augment
+                )
+                image = apply(image, params, self.augment)
             images.append(caffe_transform(image, t.crop_size, t.mirror, self.mean, t.scale, self.train, rng))
             labels.append(label)
         target = np.stack(labels).astype(np.float32)

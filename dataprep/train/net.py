@@ -20,6 +20,7 @@ from ..errors import UsageError
 from .layers import LOSSES, Layer, Shape, _Loss, all_params, make_layer
 
 PHASES = ("TRAIN", "TEST")
+HEADS = (*LOSSES, "Accuracy")  # layers that compare with the target: losses and metrics
 Timer = Callable[[Layer, str, float], object]
 
 
@@ -56,21 +57,16 @@ class Net:
         rng = rng or np.random.default_rng(0)
         shapes: dict[str, Shape] = dict(inputs)
         self.nodes: list[Node] = []
-        previous = next(iter(inputs))
         names = set()
-        for k, spec in enumerate(specs):
-            name = str(spec.get("name") or f"{spec.get('type', 'layer')}{k}")
+        for k, spec in enumerate(wire(specs, next(iter(inputs)), target)):
+            name, bottoms, tops = spec["name"], spec["bottom"], spec["top"]
             if name in names:
                 raise UsageError(f"net[{k}]: layer name {name!r} is used twice")
             names.add(name)
-            layer = make_layer({**spec, "name": name})
+            layer = make_layer(spec)
             phase = spec.get("phase")
             if phase is not None and phase not in PHASES:
                 raise UsageError(f"net[{k}] ({name}): phase {phase!r}: choose TRAIN or TEST")
-            bottoms = _names(spec.get("bottom")) or (
-                [previous, target] if isinstance(layer, _Loss) else [previous]
-            )
-            tops = _names(spec.get("top")) or [name]
             missing = [b for b in bottoms if b not in shapes]
             if missing:
                 known = ", ".join(sorted(shapes))
@@ -82,8 +78,6 @@ class Net:
             shapes.update(zip(tops, top_shapes))
             weight = float(spec.get("loss_weight", 1.0 if layer.type in LOSSES else 0.0))
             self.nodes.append(Node(layer, bottoms, tops, phase, weight))
-            if not isinstance(layer, _Loss):
-                previous = tops[0]
         self.shapes = shapes
         self.blobs: dict[str, Any] = {}
 
@@ -169,6 +163,22 @@ class Net:
             for name, diff in zip(node.bottoms, bottom_diffs):
                 if diff is not None and name not in self.inputs:
                     diffs[name] = diff if name not in diffs else diffs[name] + diff
+
+
+def wire(specs: list[dict], first: str, target: str) -> list[dict]:
+    """Each layer entry with its name, bottoms and tops made explicit: left out, the name is
+    the type and position, the bottom is the previous layer's top (a loss or metric also
+    takes ``target``) and the top is the name; ``first`` is what the first layer reads."""
+    wired, previous = [], first
+    for k, spec in enumerate(specs):
+        name = str(spec.get("name") or f"{spec.get('type', 'layer')}{k}")
+        head = spec.get("type") in HEADS
+        bottoms = _names(spec.get("bottom")) or ([previous, target] if head else [previous])
+        tops = _names(spec.get("top")) or [name]
+        wired.append({**spec, "name": name, "bottom": bottoms, "top": tops})
+        if not head:
+            previous = tops[0]
+    return wired
 
 
 def _names(value: Any) -> list[str]:

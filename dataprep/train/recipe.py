@@ -16,8 +16,12 @@ from typing import Any
 
 import yaml
 
-from ..errors import UsageError
+from ..augment import check_labels
+from ..errors import DataprepError, UsageError
+from ..images import parse_size
+from ..transforms import AugmentSpec, parse_area_range
 from .layers import LAYERS
+from .prototxt import is_prototxt, solver_raw
 from .solver import SolverConfig
 
 
@@ -65,6 +69,50 @@ class Data:
 
 
 @dataclass(frozen=True)
+class Augment:
+    """Online augmentation of training batches: ``dataprep augment``'s operations with its
+    option names (underscores for dashes; ``crop_scale`` as ``[min, max]``), drawn per
+    (seed, epoch, sample index) so runs repeat; applied before ``data.transform``."""
+
+    crop: str | None = None
+    pad: bool = False
+    pad_value: int = 0
+    crop_scale: tuple[float, ...] | None = None
+    size: str | None = None
+    mirror: bool = False
+    rotate: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    lighting: float = 0.0
+    noise: float = 0.0
+    force: bool = False  # allow crop_scale and rotate with float (regression) labels
+    seed: int | None = None  # resolved to solver.random_seed when not given
+
+    def spec(self) -> AugmentSpec:
+        """The ``AugmentSpec`` the ``augment`` command would build; errors name the key."""
+        if self.pad and not self.crop:
+            raise UsageError("recipe augment.pad: goes with augment.crop")
+        area = None
+        if self.crop_scale is not None:
+            area = parse_area_range(",".join(map(str, self.crop_scale)), "recipe augment.crop_scale")
+        return AugmentSpec(
+            crop=parse_size(self.crop, "recipe augment.crop") if self.crop else None,
+            pad=self.pad,
+            pad_value=float(self.pad_value),
+            crop_scale=area,
+            out_size=parse_size(self.size, "recipe augment.size") if self.size else None,
+            mirror=self.mirror,
+            rotate=self.rotate,
+            brightness=self.brightness,
+            contrast=self.contrast,
+            saturation=self.saturation,
+            lighting=self.lighting,
+            noise=self.noise,
+        )
+
+
+@dataclass(frozen=True)
 class Run:
     """The solver section's keys about running rather than updating."""
 
@@ -75,6 +123,8 @@ class Run:
     test_iter: int | None = None  # None: one pass over the validation source
     snapshot: int = 0
     snapshot_prefix: str = "snapshot"
+    snapshot_format: str = "npz"  # or caffemodel: also {prefix}_iter_N.caffemodel
+    test_initialization: bool = True  # test at iteration 0 too (Caffe's)
     random_seed: int = 0
     device: str = "cpu"
     keep_best: str | None = None  # a test output: also keep {prefix}_best.npz at its best value
@@ -87,9 +137,11 @@ class Recipe:
     net: list[dict]
     solver: SolverConfig
     run: Run
+    augment: Augment | None = None
     raw: dict = field(default_factory=dict, compare=False)  # the resolved mapping, for snapshots
 
 
+SECTIONS = ("augment", "data", "name", "net", "solver")
 RUN_KEYS = {f.name for f in dataclasses.fields(Run)}
 
 
@@ -111,6 +163,8 @@ def _convert(value: Any, kind: Any, path: str) -> Any:
         return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(items))
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if kind is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a size given as one number: crop: 88
     if kind in (int, str, bool) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise UsageError(f"recipe {path}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
@@ -185,9 +239,9 @@ def parse_recipe(raw: dict, name: str = "recipe") -> Recipe:
     """Validate a loaded recipe mapping."""
     if not isinstance(raw, dict):
         raise UsageError(f"{name}: a recipe is a mapping with data, net and solver")
-    unknown = sorted(set(raw) - {"name", "data", "net", "solver"})
+    unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
-        raise UsageError(f"recipe {unknown[0]}: unknown section; valid: data, name, net, solver")
+        raise UsageError(f"recipe {unknown[0]}: unknown section; valid: {', '.join(SECTIONS)}")
     for section in ("data", "net", "solver"):
         if section not in raw:
             raise UsageError(f"recipe {section}: missing")
@@ -207,8 +261,20 @@ def parse_recipe(raw: dict, name: str = "recipe") -> Recipe:
     solver = build(SolverConfig, update, "solver")
     if run.device not in ("cpu", "gpu"):
         raise UsageError(f"recipe solver.device {run.device!r}: choose cpu or gpu")
+    if run.snapshot_format not in ("npz", "caffemodel"):
+        raise UsageError(f"recipe solver.snapshot_format {run.snapshot_format!r}: choose npz or caffemodel")
     _check_noise_ranges(data)
-    return Recipe(str(raw.get("name", name)), data, _net(raw["net"]), solver, run, raw)
+    net = _net(raw["net"])
+    augment = build(Augment, raw["augment"], "augment") if raw.get("augment") else None
+    if augment is not None:
+        if augment.seed is None:
+            augment = dataclasses.replace(augment, seed=run.random_seed)
+        regression = any(layer["type"] in ("EuclideanLoss", "SmoothL1Loss") for layer in net)
+        try:  # decided by the recipe alone: a usage error
+            check_labels(augment.spec(), regression, augment.force, lambda key: f"recipe augment.{key}")
+        except DataprepError as exc:
+            raise UsageError(str(exc)) from None
+    return Recipe(str(raw.get("name", name)), data, net, solver, run, augment, raw)
 
 
 def _check_noise_ranges(data: Data) -> None:
@@ -222,14 +288,17 @@ def _check_noise_ranges(data: Data) -> None:
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read, override and validate a recipe file."""
+    """Read, override and validate a recipe file: YAML, or a Caffe solver prototxt."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such recipe") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML: {exc}") from None
+    if is_prototxt(path):  # Caffe's solver.prototxt, with the net it names
+        raw = solver_raw(path)
+    else:
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such recipe") from None
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{path}: not valid YAML: {exc}") from None
     for assignment in overrides:
         apply_override(raw, assignment)
     return parse_recipe(raw, path.stem)

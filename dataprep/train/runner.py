@@ -18,6 +18,8 @@ import yaml
 from ..errors import UsageError
 from ..gpu import array_module
 from ..staging import Staging, signals_held
+from .caffemodel import caffemodel_bytes, copy_weights, data_layers, read_weights, write_caffemodel
+from .inference import Preparation
 from .loader import BatchLoader
 from .net import Net
 from .recipe import Recipe
@@ -62,6 +64,7 @@ class Training:
         say: Callable[[str], object] = print,
         progress: Callable[[int], object] | None = None,
         resume: str | Path | None = None,
+        weights: str | Path | None = None,
     ) -> None:
         self.recipe, self.say, self.progress = recipe, say, progress
         run, data = recipe.run, recipe.data
@@ -79,6 +82,8 @@ class Training:
             run.random_seed,
             train=True,
             start=position["train"],
+            augment=recipe.augment.spec() if recipe.augment else None,
+            augment_seed=recipe.augment.seed if recipe.augment else 0,
         )
         self.val_loader = None
         try:
@@ -104,6 +109,13 @@ class Training:
         self.result = TrainResult(0, 0.0, float("nan"))
         self.curve: list[tuple[int, float]] = []  # (iteration, train loss) at each display
         self.best: dict | None = None
+        if weights is not None and saved is None:  # fine-tuning: layers matched by name
+            copied = copy_weights(self.net, read_weights(weights), weights)
+            self.say(
+                caffe_line(
+                    f"Copying weights of {', '.join(copied) or 'no layer'} from {weights}", "net.cpp:744"
+                )
+            )
         if saved is not None:
             self._restore(saved, resume)
         self._iteration_rng = self.rng.bit_generator.state
@@ -141,10 +153,24 @@ class Training:
         arrays["curve"] = _text(self.curve)
         arrays["best"] = _text(self.best)
         arrays["recipe"] = np.array(yaml.safe_dump(self.recipe.raw, sort_keys=False))
+        # how the training images were prepared, so inference prepares new ones alike
+        prepared = Preparation.of_manifest(self.train_loader.samples.preprocessing())
+        arrays["preparation"] = np.array(yaml.safe_dump(prepared.as_dict()))
         with Staging(overwrite=True, after_interrupt=True) as staging:  # Ctrl-C saves one too
             with open(staging.path(path), "wb") as f:
                 np.savez(f, **arrays)
         return path
+
+    def _snapshots(self, stem: str) -> list[Path]:
+        """The snapshot ``{stem}.npz`` (what --resume reads), and ``{stem}.caffemodel`` too
+        with ``snapshot_format: caffemodel`` (the weights, for Caffe)."""
+        paths = [self.snapshot(Path(f"{stem}.npz"))]
+        if self.recipe.run.snapshot_format == "caffemodel":
+            data = caffemodel_bytes(
+                self.net, self.recipe.name, self.recipe.raw["net"], data_layers(self.recipe)
+            )
+            paths.append(write_caffemodel(Path(f"{stem}.caffemodel"), data))
+        return paths
 
     def _restore(self, saved, path) -> None:
         for layer, i in self.net.params():
@@ -189,7 +215,8 @@ class Training:
         while solver.iteration < run.max_iter:
             it = solver.iteration
             self._iteration_rng = self.rng.bit_generator.state  # what a snapshot of this point holds
-            if self.val_loader is not None and run.test_interval and it % run.test_interval == 0:
+            initial = it > 0 or run.test_initialization  # Caffe's test_initialization
+            if self.val_loader is not None and run.test_interval and it % run.test_interval == 0 and initial:
                 self._test(it)
             batch, self.first = (self.first if self.first is not None else self.train_loader.next()), None
             outputs = net.forward(batch, train=True)
@@ -215,15 +242,16 @@ class Training:
                 last_display = now
             self._iteration_rng = self.rng.bit_generator.state
             if run.snapshot and solver.iteration % run.snapshot == 0 and solver.iteration < run.max_iter:
-                result.outputs.append(self.snapshot(Path(f"{prefix}_iter_{solver.iteration}.npz")))
+                result.outputs.extend(self._snapshots(f"{prefix}_iter_{solver.iteration}"))
             if self.progress is not None:
                 self.progress(1)
         result.iterations = solver.iteration
         if self.val_loader is not None:
             self._test(solver.iteration)
         result.seconds = time.perf_counter() - started
-        result.snapshot = self.snapshot(Path(f"{prefix}_iter_{solver.iteration}.npz"))
-        result.outputs.append(result.snapshot)
+        saved = self._snapshots(f"{prefix}_iter_{solver.iteration}")
+        result.snapshot = saved[0]
+        result.outputs.extend(saved)
         result.outputs.extend(self._write_metrics(prefix))
         self.say(caffe_line("Optimization Done.", "solver.cpp:464"))
         return result
@@ -307,10 +335,11 @@ def train(
     say: Callable[[str], object] = print,
     progress: Callable[[int], object] | None = None,
     resume: str | Path | None = None,
+    weights: str | Path | None = None,
 ) -> TrainResult:
-    """Train ``recipe``'s net (from a snapshot with ``resume``); ``say`` receives each log
-    line, in Caffe's form."""
-    return Training(recipe, say, progress, resume).run()
+    """Train ``recipe``'s net (from a snapshot with ``resume``, or starting from the layers
+    of ``weights`` that share a name); ``say`` receives each log line, in Caffe's form."""
+    return Training(recipe, say, progress, resume, weights).run()
 
 
 def _output(name: str, value: float, net: Net) -> str:

@@ -248,7 +248,10 @@ def test_ctrl_c_into_hdf5_exits_130_without_a_traceback(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(delay)
+        started = time.monotonic()  # the run has begun once its partial output exists
+        while not list(tmp_path.glob(f"s{k}/.*partial*")) and time.monotonic() - started < 30:
+            time.sleep(0.02)
+        time.sleep(delay - 0.4)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err

@@ -60,7 +60,7 @@ def write_recipe(folder: Path, **changes) -> Path:
     }
     for key, value in changes.items():
         section, name = key.split("__")
-        recipe[section][name] = value
+        recipe.setdefault(section, {})[name] = value
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -209,7 +209,13 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(invoke, tmp_path):
         {**SMALL_NET[4], "bottom": "drop"},
         SMALL_NET[5],
     ]
-    common = {"data__shuffle": True}
+    # online augmentation too: drawn per (seed, epoch, index), so a resumed run repeats it
+    common = {
+        "data__shuffle": True,
+        "augment__mirror": True,
+        "augment__brightness": 0.2,
+        "augment__noise": 2.0,
+    }
     (tmp_path / "a").mkdir()
     straight = write_recipe(tmp_path / "a", **common)
     r = invoke(
@@ -243,6 +249,55 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(invoke, tmp_path):
     assert [t["iteration"] for t in tests] == [0, 10, 14, 20, 30]  # the first run's tests are kept
     r = invoke("train", halves, "--resume", tmp_path / "a/tiny_iter_30.npz", "--set", "net[0].num_output=4")
     assert r.exit_code == 2 and "a snapshot of another net" in r.stderr
+
+
+def test_online_augmentation_repeats_per_seed_epoch_and_index(tmp_path):
+    from dataprep.train.loader import BatchLoader
+    from dataprep.train.recipe import Augment, NoiseSpec, Source, Transform
+
+    source = Source(noise=NoiseSpec(n=30, size="16x16", seed=2))
+    spec = Augment(mirror=True, brightness=0.3, noise=3.0, crop="12x12").spec()
+
+    def batches(augment=spec, seed=5, start=0, count=3):
+        loader = BatchLoader(
+            source, 20, Transform(), "data", "freq", False, 1, start=start, augment=augment, augment_seed=seed
+        )
+        try:
+            return [loader.next()["data"] for _ in range(count)]
+        finally:
+            loader.close()
+
+    first = batches()
+    assert first[0].shape == (20, 1, 12, 12)  # augment.crop applies before the net
+    assert all(np.array_equal(a, b) for a, b in zip(first, batches()))  # a run repeats
+    assert all(np.array_equal(a, b) for a, b in zip(first[1:], batches(start=20, count=2)))  # and resumes
+    assert not np.array_equal(first[0], batches(seed=6, count=1)[0])  # the seed decides
+    # 30 samples, batches of 20: sample 0 is row 0 of batch 0 (epoch 0) and row 10 of batch 1
+    # (epoch 1); each epoch draws anew, where without augmentation the two are the same
+    assert not np.array_equal(first[0][0], first[1][10])
+    plain = batches(augment=None, count=2)
+    assert np.array_equal(plain[0][0], plain[1][10])
+
+
+@pytest.mark.parametrize(
+    "augment, message",
+    [
+        ({"crop_scale": [0.5, 1.0]}, "recipe augment.crop_scale change(s) scale or orientation"),
+        ({"crop_scale": [0.5, 2.0]}, "recipe augment.crop_scale '0.5,2.0': needs 0 < MIN <= MAX <= 1"),
+        ({"saturation": 0.3}, "recipe augment.saturation: work on color images only"),
+        ({"crop": "20x20"}, "recipe augment.crop 20x20 is larger than the training images (16x16 (HxW)"),
+        ({"pad": True}, "recipe augment.pad: goes with augment.crop"),
+        ({"flip": True}, "recipe augment.flip: unknown key"),
+    ],
+)
+def test_bad_augment_sections_name_the_key(invoke, tmp_path, augment, message):
+    r = invoke("train", write_recipe(tmp_path, **{f"augment__{k}": v for k, v in augment.items()}))
+    assert r.exit_code == 2 and message in r.stderr, r.stderr
+    r = invoke(
+        "train",
+        write_recipe(tmp_path, augment__crop_scale=[0.5, 1.0], augment__force=True, solver__max_iter=2),
+    )
+    assert r.exit_code == 0, r.stderr  # force: the user says the labels do not depend on scale
 
 
 def test_keep_best_and_the_loss_plot(invoke, tmp_path):

@@ -1,0 +1,130 @@
+"""Weights as Caffe's ``.caffemodel``: a binary NetParameter whose layers carry their blobs
+in Caffe's order and shapes (Convolution weights num_output x channels/group x kh x kw,
+then the bias; InnerProduct out x in, then the bias; BatchNorm mean, variance, factor;
+Scale gamma, beta). Layers are matched by name, as Caffe's ``CopyTrainedLayersFrom`` does,
+so a file Caffe wrote loads here and a file written here loads in Caffe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataprepError, UsageError
+from ..staging import Staging
+from ..stores.caffe_pb import NetParameter, blob_message, blob_to_array
+from .net import Net
+from .prototxt import layer_message
+
+
+def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
+    """Each layer's blobs (float32 arrays) by layer name."""
+    net = NetParameter()
+    try:
+        net.ParseFromString(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except Exception as exc:  # protobuf's DecodeError, or not a NetParameter at all
+        raise DataprepError(f"{path}: not a .caffemodel (binary NetParameter): {exc}") from None
+    if net.layers:
+        raise DataprepError(f"{path}: written in the pre-2015 'layers' form; upgrade it with Caffe first")
+    return {layer.name: [blob_to_array(b) for b in layer.blobs] for layer in net.layer if layer.blobs}
+
+
+def copy_weights(net: Net, weights: dict[str, list[np.ndarray]], source: str | Path) -> list[str]:
+    """Copy blobs into the net's layers of the same name (fine-tuning: other layers keep
+    their fillers' values); a blob count or shape that differs stops, as in Caffe.
+    Returns the names of the layers copied."""
+    copied = []
+    for layer in net.layers:
+        blobs = weights.get(layer.name)
+        if blobs is None or not layer.params:
+            continue
+        if len(blobs) != len(layer.params):
+            raise DataprepError(
+                f"{source}: layer {layer.name} has {len(blobs)} blob(s), the net's {layer.type} takes "
+                f"{len(layer.params)}"
+            )
+        for i, blob in enumerate(blobs):
+            want = tuple(layer.params[i].shape)
+            if blob.size != int(np.prod(want)) or (blob.ndim > 1 and tuple(blob.shape) != want):
+                raise DataprepError(
+                    f"{source}: layer {layer.name} blob {i} has shape {tuple(blob.shape)}, "
+                    f"the net needs {want}"
+                )
+            layer.params[i] = net.xp.asarray(blob.reshape(want).astype(layer.params[i].dtype))
+        copied.append(layer.name)
+    return copied
+
+
+def caffemodel_bytes(net: Net, name: str, entries: list[dict], data_layers: list) -> bytes:
+    """The NetParameter of a trained net: its data layers, then every layer with its
+    definition and blobs (what ``caffe train`` snapshots)."""
+    model = NetParameter(name=name)
+    model.layer.extend(data_layers)
+    specs = {entry["name"]: entry for entry in entries}
+    for node in net.nodes:
+        layer = node.layer
+        message = layer_message(
+            {**specs.get(layer.name, {}), "name": layer.name, "type": layer.type}, node.bottoms, node.tops
+        )
+        for param in layer.params:
+            message.blobs.append(blob_message(np.asarray(param.get() if hasattr(param, "get") else param)))
+        model.layer.append(message)
+    return model.SerializeToString()
+
+
+def read_weights(path: str | Path) -> dict[str, list[np.ndarray]]:
+    """Blobs by layer name from a ``.caffemodel`` or a dataprep ``.npz`` snapshot."""
+    if str(path).endswith(".npz"):
+        try:
+            saved = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file") from None
+        found: dict[str, dict[int, np.ndarray]] = {}
+        for key in saved.files:
+            if key.startswith("param/"):
+                _, layer, index = key.split("/")
+                found.setdefault(layer, {})[int(index)] = saved[key]
+        return {layer: [blobs[i] for i in sorted(blobs)] for layer, blobs in found.items()}
+    return read_caffemodel(path)
+
+
+def data_layers(recipe) -> list:
+    """The train net's data layer as Caffe would read the recipe's training source:
+    HDF5Data for HDF5, Data for LMDB or LevelDB, Input for a generator or an image list."""
+    from ..stores.caffe_pb import LayerParameter
+
+    data = recipe.data
+    layer = LayerParameter(name=data.input, top=[data.input, data.target])
+    path = data.train.path
+    kind = _store_kind(path) if path else None
+    if kind == "hdf5":
+        layer.type = "HDF5Data"
+        layer.hdf5_data_param.source = path
+        layer.hdf5_data_param.batch_size = data.batch_size
+    elif kind in ("lmdb", "leveldb"):
+        layer.type = "Data"
+        layer.data_param.source = path
+        layer.data_param.batch_size = data.batch_size
+        layer.data_param.backend = 1 if kind == "lmdb" else 0
+    else:
+        layer.type = "Input"
+    return [layer]
+
+
+def _store_kind(path: str) -> str | None:
+    from ..errors import StoreError
+    from ..stores import store_kind
+
+    try:
+        return store_kind(path)
+    except StoreError:
+        return None
+
+
+def write_caffemodel(path: Path, data: bytes) -> Path:
+    with Staging(overwrite=True, after_interrupt=True) as staging:
+        staging.path(path).write_bytes(data)
+    return path

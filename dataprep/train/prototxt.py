@@ -1,0 +1,464 @@
+"""Caffe's model definitions as recipes: a solver prototxt (with its net prototxt) or a net
+prototxt read into the same mapping a YAML recipe gives, so one validation and one runner
+serve both. Parsing is the protobuf library's ``text_format`` over caffe.proto's messages
+(``stores/caffe_pb.py``).
+
+Per layer type, LAYER_PARAMS names its parameter message and the fields dataprep runs;
+recipe keys are those field names (``num_output``, ``weight_filler: {type, std}``). A
+field outside that list, an unsupported layer type or a rule other than one phase stops
+with one line naming the layer, the field and the prototxt line. Relative paths (the
+solver's ``net``, data sources) resolve against the current folder, as Caffe's do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from google.protobuf.descriptor import FieldDescriptor
+
+from ..errors import UsageError
+from ..stores.caffe_pb import NetParameter, SolverParameter
+
+# layer type -> (its parameter message in LayerParameter, the fields dataprep runs)
+LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "Convolution": (
+        "convolution_param",
+        ("num_output", "bias_term", "pad", "kernel_size", "stride", "group", "weight_filler", "bias_filler"),
+    ),
+    "Pooling": ("pooling_param", ("pool", "kernel_size", "stride", "pad")),
+    "InnerProduct": ("inner_product_param", ("num_output", "bias_term", "weight_filler", "bias_filler")),
+    "ReLU": ("relu_param", ()),
+    "Sigmoid": ("sigmoid_param", ()),
+    "TanH": ("tanh_param", ()),
+    "Dropout": ("dropout_param", ("dropout_ratio",)),
+    "LRN": ("lrn_param", ("local_size", "alpha", "beta", "k")),
+    "BatchNorm": ("batch_norm_param", ("use_global_stats", "moving_average_fraction", "eps")),
+    "Flatten": ("flatten_param", ()),
+    "Scale": ("scale_param", ("filler", "bias_term", "bias_filler")),
+    "Softmax": ("softmax_param", ()),
+    "SoftmaxWithLoss": (None, ()),
+    "EuclideanLoss": (None, ()),
+    "Accuracy": ("accuracy_param", ("top_k",)),
+}
+IGNORED = ("engine",)  # Caffe's implementation choice (CAFFE or CUDNN): one engine here
+DATA_LAYERS = ("HDF5Data", "Data", "Input")
+log = logging.getLogger(__name__)
+SOLVER_FIELDS = (  # SolverParameter fields the recipe's solver section takes as they are
+    "base_lr",
+    "momentum",
+    "momentum2",
+    "delta",
+    "weight_decay",
+    "lr_policy",
+    "gamma",
+    "stepsize",
+    "stepvalue",
+    "power",
+    "max_iter",
+    "display",
+    "average_loss",
+    "test_interval",
+    "test_initialization",
+    "snapshot",
+    "snapshot_prefix",
+)
+
+
+class _Where:
+    """Prototxt line numbers of layers, for messages."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path, self.lines = path, text.splitlines()
+
+    def layer(self, name: str) -> str:
+        for number, line in enumerate(self.lines, 1):
+            if f'name: "{name}"' in line or f"name: '{name}'" in line:
+                return f"{self.path}:{number}"
+        return str(self.path)
+
+
+def _parse(path: Path, message: Any) -> tuple[Any, _Where]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as exc:  # "3:12 : Message type ... has no field named ..."
+        raise UsageError(f"{path}:{exc}") from None
+    return message, _Where(path, text)
+
+
+def _short(value: float) -> float:
+    """A float32 field as the number written in the file (0.01, not 0.009999999776)."""
+    return float(f"{value:.7g}")
+
+
+def _repeated(field: FieldDescriptor) -> bool:
+    if hasattr(field, "is_repeated"):  # protobuf 6 on; ``label`` before
+        return field.is_repeated
+    return field.label == FieldDescriptor.LABEL_REPEATED
+
+
+def _value(message: Any, field: FieldDescriptor) -> Any:
+    value = getattr(message, field.name)
+    if _repeated(field):
+        return [_scalar(field, v) for v in value]
+    return _scalar(field, value)
+
+
+def _scalar(field: FieldDescriptor, value: Any) -> Any:
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return field.enum_type.values_by_number[value].name
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return {f.name: _value(value, f) for f, _ in value.ListFields()}
+    if field.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+        return _short(value)
+    return value
+
+
+def _layer_entry(layer: Any, where: _Where) -> dict:
+    """A recipe net entry of a LayerParameter."""
+    name, kind = layer.name, layer.type
+    at = f"{where.layer(name)}: layer {name!r}"
+    if kind == "Power":  # y = (shift + scale * x) ^ power: a fixed factor when power 1, shift 0
+        p = layer.power_param
+        if p.power != 1 or p.shift != 0:
+            raise UsageError(f"{at}: Power layers run only as a fixed factor (power 1, shift 0)")
+        return {
+            "name": name,
+            "type": "Scale",
+            "scale": _short(p.scale),
+            "bottom": list(layer.bottom),
+            "top": list(layer.top),
+        }
+    if kind not in LAYER_PARAMS:
+        raise UsageError(f"{at}: type {kind!r} is not supported; dataprep runs {', '.join(LAYER_PARAMS)}")
+    entry: dict[str, Any] = {"name": name, "type": kind, "bottom": list(layer.bottom), "top": list(layer.top)}
+    phase = _phase(layer, at)
+    if phase:
+        entry["phase"] = phase
+    if layer.loss_weight:
+        entry["loss_weight"] = _short(layer.loss_weight[0])
+    if layer.param:
+        entry["param"] = [
+            {"lr_mult": _short(p.lr_mult), "decay_mult": _short(p.decay_mult)} for p in layer.param
+        ]
+    for field, _ in layer.ListFields():
+        if field.name.endswith("_param") and field.name != LAYER_PARAMS[kind][0]:
+            raise UsageError(f"{at}: {field.name} does not belong to a {kind} layer")
+        if field.name in ("propagate_down", "blobs", "exclude"):
+            raise UsageError(f"{at}: field {field.name} is not supported")
+    message_name, allowed = LAYER_PARAMS[kind]
+    if message_name and layer.HasField(message_name):
+        for field, _ in getattr(layer, message_name).ListFields():
+            if field.name in IGNORED:
+                continue
+            if field.name not in allowed:
+                raise UsageError(f"{at}: {message_name}.{field.name} is not supported")
+            value = _value(getattr(layer, message_name), field)
+            if isinstance(value, list):
+                if len(value) != 1:
+                    raise UsageError(f"{at}: {message_name}.{field.name}: one value (square kernels) only")
+                value = value[0]
+            entry[field.name] = value
+    return entry
+
+
+def _phase(layer: Any, at: str) -> str | None:
+    """The phase of a layer's one ``include { phase: ... }`` rule, if any."""
+    if not layer.include:
+        return None
+    rule = layer.include[0]
+    if len(layer.include) > 1 or [f.name for f, _ in rule.ListFields()] != ["phase"]:
+        raise UsageError(f"{at}: include rules other than one phase are not supported")
+    return "TRAIN" if rule.phase == 0 else "TEST"
+
+
+def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
+    """(phase, what the data section takes) of an HDF5Data, Data or Input layer."""
+    at = f"{where.layer(layer.name)}: layer {layer.name!r}"
+    tops = list(layer.top)
+    found: dict[str, Any] = {"input": tops[0]}
+    if len(tops) > 1:
+        found["target"] = tops[1]
+    if layer.type == "Input":
+        shapes = [list(shape.dim) for shape in layer.input_param.shape]
+        found["shapes"] = dict(zip(tops, shapes))
+        return None, found
+    params = layer.hdf5_data_param if layer.type == "HDF5Data" else layer.data_param
+    if not params.source:
+        raise UsageError(f"{at}: give its source")
+    found.update(source=params.source, batch_size=params.batch_size or 1)
+    found["shuffle"] = bool(layer.type == "HDF5Data" and params.shuffle)
+    if layer.HasField("transform_param"):
+        t = layer.transform_param
+        transform = {f.name: _value(t, f) for f, _ in t.ListFields()}
+        unsupported = sorted(set(transform) - {"scale", "mirror", "crop_size", "mean_file", "mean_value"})
+        if unsupported:
+            raise UsageError(f"{at}: transform_param.{unsupported[0]} is not supported")
+        found["transform"] = transform
+    return _phase(layer, at), found
+
+
+def net_sections(path: str | Path) -> dict:
+    """The ``data`` and ``net`` sections (and ``name``) of a net prototxt (train_val or
+    deploy); a deploy net's Input shapes come back as ``inputs``."""
+    path = Path(path)
+    net, where = _parse(path, NetParameter())
+    if net.layers:
+        raise UsageError(
+            f"{path}: uses the pre-2015 'layers' form (V1LayerParameter); "
+            "upgrade it with Caffe's upgrade_net_proto_text"
+        )
+    data: dict[str, Any] = {}
+    layers, inputs = [], {}
+    for layer in net.layer:
+        if layer.type not in DATA_LAYERS:
+            layers.append(_layer_entry(layer, where))
+            continue
+        phase, found = _data_layer(layer, where)
+        if "shapes" in found:
+            inputs.update(found["shapes"])
+            continue
+        split = "val" if phase == "TEST" else "train"
+        data[split] = found["source"]
+        data["val_batch_size" if split == "val" else "batch_size"] = found["batch_size"]
+        if split == "train":
+            data.update(shuffle=found["shuffle"], input=found["input"])
+            if "target" in found:
+                data["target"] = found["target"]
+            if "transform" in found:
+                data["transform"] = found["transform"]
+    for k, shape in enumerate(net.input_shape):  # the deprecated NetParameter inputs
+        inputs[net.input[k]] = list(shape.dim)
+    sections: dict[str, Any] = {"name": net.name or path.stem, "net": layers}
+    if data:
+        sections["data"] = data
+    if inputs:
+        sections["inputs"] = inputs
+    return sections
+
+
+def solver_raw(path: str | Path) -> dict:
+    """The recipe mapping of a solver prototxt and the net it names (``net``,
+    ``train_net``): what ``caffe train -solver`` would run."""
+    path = Path(path)
+    solver, where = _parse(path, SolverParameter())
+    net_path = solver.net or solver.train_net
+    if not net_path:
+        raise UsageError(f'{path}: give the net (net: "train_val.prototxt"); inline nets are not supported')
+    sections = net_sections(net_path)
+    if "data" not in sections:
+        raise UsageError(f"{net_path}: the net has no HDF5Data or Data layer to train from")
+    section: dict[str, Any] = {}
+    for field, _ in solver.ListFields():
+        if field.name in SOLVER_FIELDS:
+            section[field.name] = _value(solver, field)
+    section["type"] = _solver_type(solver, where)
+    if solver.test_iter:
+        section["test_iter"] = int(solver.test_iter[0])
+    if solver.random_seed >= 0:
+        section["random_seed"] = int(solver.random_seed)
+    if solver.HasField("solver_mode"):
+        mode = "GPU" if solver.solver_mode == 1 else "CPU"
+        log.info(
+            "%s: solver_mode %s is not a device choice here and is ignored: --device decides", path, mode
+        )
+    if solver.snapshot_format == 1:  # BINARYPROTO, Caffe's default
+        section["snapshot_format"] = "caffemodel"
+    return {"name": sections["name"], "data": sections["data"], "net": sections["net"], "solver": section}
+
+
+def _solver_type(solver: Any, where: _Where) -> str:
+    names = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAM": "Adam"}
+    if solver.HasField("type"):
+        kind = solver.type
+    else:  # the deprecated enum
+        kind = names.get(
+            SolverParameter.DESCRIPTOR.fields_by_name["solver_type"]
+            .enum_type.values_by_number[solver.solver_type]
+            .name,
+            "",
+        )
+    if kind.upper() not in names:
+        raise UsageError(f"{where.path}: solver type {kind!r} is not supported; choose SGD, Nesterov or Adam")
+    return names[kind.upper()]
+
+
+def is_prototxt(path: str | Path) -> bool:
+    return str(path).endswith((".prototxt", ".pt"))
+
+
+def _set(message: Any, key: str, value: Any) -> None:
+    """Set a field from a recipe value: lists for repeated fields, mappings for messages,
+    names for enums."""
+    field = message.DESCRIPTOR.fields_by_name.get(key)
+    if field is None:
+        raise UsageError(f"{message.DESCRIPTOR.name} has no field {key!r}")
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not _repeated(field):
+        values = [value]
+    for item in values:
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            target = getattr(message, key).add() if _repeated(field) else getattr(message, key)
+            for k, v in item.items():
+                _set(target, k, v)
+            continue
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            item = field.enum_type.values_by_name[str(item)].number
+        if _repeated(field):
+            getattr(message, key).append(item)
+        else:
+            setattr(message, key, item)
+
+
+def layer_message(entry: dict, bottoms: list[str], tops: list[str]) -> Any:
+    """The LayerParameter of a recipe net entry (with its resolved bottoms and tops): the
+    inverse of reading one. A fixed-factor Scale becomes Caffe's Power layer."""
+    from ..stores.caffe_pb import LayerParameter
+
+    kind = entry["type"]
+    layer = LayerParameter(name=entry["name"], bottom=bottoms, top=tops)
+    if kind == "Scale" and "scale" in entry:
+        layer.type = "Power"
+        layer.power_param.scale = float(entry["scale"])
+        return layer
+    layer.type = kind
+    if entry.get("phase"):
+        layer.include.add().phase = 0 if entry["phase"] == "TRAIN" else 1
+    if "loss_weight" in entry:
+        layer.loss_weight.append(float(entry["loss_weight"]))
+    for spec in entry.get("param") or []:
+        _set(layer, "param", spec)
+    message_name, allowed = LAYER_PARAMS[kind]
+    for key in allowed:
+        if key in entry:
+            _set(getattr(layer, message_name), key, entry[key])
+    return layer
+
+
+CAFFE_LACKS = {"SmoothL1Loss": "SmoothL1Loss is not in BVLC Caffe (it is Fast R-CNN's)"}
+
+
+def recipe_prototxt(recipe) -> tuple[str, str]:
+    """Caffe's (solver, train_val) prototxt text of a recipe; what Caffe cannot express (a
+    generator or image-list source, online augmentation, a layer it lacks) stops with a
+    line naming it."""
+    data, run, solver = recipe.data, recipe.run, recipe.solver
+    if recipe.augment is not None:
+        raise UsageError("recipe augment: Caffe has no online augmentation beyond transform_param")
+    net = NetParameter(name=recipe.name)
+    for split, source, batch in (
+        ("train", data.train, data.batch_size),
+        ("val", data.val, data.val_batch_size or data.batch_size),
+    ):
+        if source is None:
+            continue
+        layer = _data_message(source, batch, f"data.{split}")
+        layer.name, layer.top[:] = data.input, [data.input, data.target]
+        layer.include.add().phase = 0 if split == "train" else 1
+        default = type(data.transform)()
+        transform = {
+            k: v
+            for k, v in dataclasses.asdict(data.transform).items()
+            if v != getattr(default, k) and not (k == "mirror" and split == "val")  # mirror: TRAIN only
+        }
+        if transform:
+            _fill(layer.transform_param, transform)
+        net.layer.append(layer)
+    from .net import wire
+
+    for entry in wire(recipe.raw["net"], data.input, data.target):
+        if entry["type"] in CAFFE_LACKS:
+            raise UsageError(
+                f"layer {entry['name']!r}: {CAFFE_LACKS[entry['type']]}: to-prototxt cannot write it"
+            )
+        net.layer.append(layer_message(entry, entry["bottom"], entry["top"]))
+    fields = {
+        "net": f"{recipe.name}_train_val.prototxt",
+        "type": solver.type,
+        "base_lr": solver.base_lr,
+        "momentum": solver.momentum,
+        "weight_decay": solver.weight_decay,
+        "lr_policy": solver.lr_policy,
+        "gamma": solver.gamma,
+        "stepsize": solver.stepsize,
+        "stepvalue": list(solver.stepvalue),
+        "power": solver.power,
+        "max_iter": run.max_iter,
+        "display": run.display,
+        "average_loss": run.average_loss,
+        "snapshot": run.snapshot,
+        "snapshot_prefix": run.snapshot_prefix,
+        "random_seed": run.random_seed,
+        "solver_mode": "CPU",
+    }
+    if solver.type == "Adam":
+        fields.update(momentum2=solver.momentum2, delta=solver.delta)
+    if data.val is not None:
+        fields.update(
+            test_interval=run.test_interval or run.max_iter, test_initialization=run.test_initialization
+        )
+        fields["test_iter"] = [run.test_iter or _one_pass(data.val, data.val_batch_size or data.batch_size)]
+    message = SolverParameter()
+    _fill(message, fields)
+    return text_format.MessageToString(message), text_format.MessageToString(net)
+
+
+def _fill(message: Any, mapping: dict) -> None:
+    for key, value in mapping.items():
+        _set(message, key, value)
+
+
+def _data_message(source, batch: int, where: str):
+    """The data layer Caffe reads a recipe source with: HDF5Data, or Data for LMDB/LevelDB."""
+    from ..errors import StoreError
+    from ..stores import store_kind
+    from ..stores.caffe_pb import LayerParameter
+
+    if source.noise is not None:
+        raise UsageError(
+            f"recipe {where}: the noise generator has no Caffe data layer; write a store first "
+            "(dataprep noise --to hdf5)"
+        )
+    if not Path(source.path).exists():  # not made yet: its name says which
+        kind = (
+            "hdf5"
+            if source.path.endswith((".txt", ".h5", ".hdf5"))
+            else ("leveldb" if "leveldb" in source.path.lower() else "lmdb")
+        )
+    else:
+        try:
+            kind = store_kind(source.path)
+        except StoreError:
+            raise UsageError(
+                f"recipe {where}: {source.path} is no store Caffe reads (HDF5 list, LMDB, LevelDB)"
+            ) from None
+    layer = LayerParameter()
+    if kind == "hdf5":
+        layer.type = "HDF5Data"
+        layer.hdf5_data_param.source = source.path
+        layer.hdf5_data_param.batch_size = batch
+    else:
+        layer.type = "Data"
+        layer.data_param.source = source.path
+        layer.data_param.batch_size = batch
+        layer.data_param.backend = 1 if kind == "lmdb" else 0
+    return layer
+
+
+def _one_pass(source, batch: int) -> int:
+    from ..stores import open_store
+
+    if not Path(source.path).exists():
+        raise UsageError(f"recipe solver.test_iter: give it ({source.path} is not here to count its records)")
+    reader = open_store(source.path)
+    try:
+        return max(1, -(-len(reader) // batch))
+    finally:
+        reader.close()

@@ -1,0 +1,198 @@
+"""Using trained nets: ``predict`` (raw images prepared as the training store was, store
+records as stored, ground truth scored), ``visualize`` (kernel and activation grids) and
+``extract`` (a layer's outputs as float Datums that info, verify and the read API accept);
+and Caffe's own model files through the same commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+import yaml
+from test_cli_train import SMALL_NET
+
+from dataprep.stores import open_store
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "caffe"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Noise images (16x16 PNG) with lists, HDF5 stores made as the tutorial makes them
+    (pixel - 128, labels in freq), and a small regression net trained on them."""
+    from click.testing import CliRunner
+
+    from dataprep.cli.main import cli
+
+    folder = tmp_path_factory.mktemp("trained")
+
+    def run(*args):
+        r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.stderr
+        return r
+
+    run("noise", "--n", 70, "--size", "16x16", "--out", folder / "samples", "--format", "png", "-j", 1)
+    for split in ("train", "val", "test_labels"):
+        run(
+            "hdf5",
+            folder / f"{split}.txt",
+            "--mean",
+            128,
+            "--scale",
+            0.0078125,
+            "--label-names",
+            "freq",
+            "-j",
+            1,
+        )
+    recipe = {
+        "name": "small",
+        "data": {
+            "train": str(folder / "train_h5.txt"),
+            "val": str(folder / "val_h5.txt"),
+            "batch_size": 10,
+            "target": "freq",
+        },
+        "net": SMALL_NET,
+        "solver": {
+            "type": "Nesterov",
+            "base_lr": 0.05,
+            "max_iter": 30,
+            "display": 10,
+            "snapshot_prefix": str(folder / "small"),
+            "random_seed": 1,
+        },
+    }
+    (folder / "small.yaml").write_text(yaml.safe_dump(recipe))
+    run("train", folder / "small.yaml", "-q")
+    return folder
+
+
+def test_predict_on_raw_images_repeats_the_training_preparation(invoke, trained):
+    model = trained / "small_iter_30.npz"
+    r = invoke("predict", model, trained / "test.txt", "--labels", trained / "test_labels.txt", "--json")
+    assert r.exit_code == 0, r.stderr
+    from_images = json.loads(r.stdout)
+    r = invoke("predict", model, trained / "test_labels_h5.txt", "--json")  # the store's records, as stored
+    assert r.exit_code == 0, r.stderr
+    from_store = json.loads(r.stdout)
+    a = {p["key"]: p["values"] for p in from_images["predictions"]}
+    b = {p["key"]: p["values"] for p in from_store["predictions"]}
+    assert a.keys() == b.keys() and len(a) == 10
+    assert all(np.allclose(a[k], b[k], atol=1e-6) for k in a)  # - 128 and gray, as hdf5 did
+    truth = {
+        line.split()[0]: [float(v) for v in line.split()[1:]]
+        for line in (trained / "test_labels.txt").read_text().splitlines()
+    }
+    mae = np.mean([np.abs(np.subtract(a[k], truth[k])) for k in a])
+    assert from_images["score"]["mae"] == pytest.approx(mae) and from_images["score"]["count"] == 10
+    assert from_store["score"]["mae"] == pytest.approx(mae)  # the store's own labels
+    r = invoke("predict", model, trained / "test.txt", "--labels", trained / "test_labels.txt")
+    lines = r.stdout.splitlines()
+    key, values = next(iter(a.items()))
+    assert lines[0] == f"Predicted frequencies for {key} is {values[0]:.2f} and {values[1]:.2f}"
+    assert lines[-1].startswith(f"Mean absolute error: {mae:.4f} (") and lines[-1].endswith("over 10 inputs")
+    r = invoke("predict", model, trained / "test.txt", "--csv")
+    assert r.stdout.splitlines()[0] == "key,value0,value1" and len(r.stdout.splitlines()) == 11
+    r = invoke("predict", model, trained / "test.txt", "--mean", 0)  # a wrong preparation shows
+    other = {line.split()[3]: line for line in r.stdout.splitlines()}
+    assert other[key] != lines[0]
+
+
+def test_predict_needs_weights_for_a_recipe(invoke, trained):
+    r = invoke("predict", trained / "small.yaml", trained / "test.txt")
+    assert r.exit_code == 2 and "holds no weights: give --weights" in r.stderr
+    r = invoke(
+        "predict", trained / "small.yaml", "--weights", trained / "small_iter_30.npz", trained / "test.txt"
+    )
+    assert r.exit_code == 0, r.stderr
+
+
+def test_visualize_kernels_and_activations(invoke, trained, tmp_path):
+    model = trained / "small_iter_30.npz"
+    r = invoke("visualize", model, "--layer", "conv1", "-o", tmp_path / "k.png")
+    assert r.exit_code == 0, r.stderr
+    grid = cv2.imread(str(tmp_path / "k.png"), cv2.IMREAD_UNCHANGED)
+    # 8 kernels of 3x3 in a 3 x 3 grid with 1-pixel gaps (11 px), enlarged 46 times
+    assert grid.shape == (506, 506) and len(np.unique(grid)) > 8
+    weights = np.load(model)["param/conv1/0"]
+    first = grid[:138:46, :138:46]  # kernel 0, one pixel per weight
+    normalized = (weights[0, 0] - weights.min()) / (weights.max() - weights.min()) * 255
+    assert np.abs(first.astype(float) - normalized).max() <= 1
+    image = trained / next(iter((trained / "test.txt").read_text().split()))
+    r = invoke("visualize", model, "--layer", "pool1", "--image", image, "-o", tmp_path / "a.png")
+    assert r.exit_code == 0, r.stderr
+    assert cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED).shape == (
+        504,
+        504,
+    )  # 8 maps of 4x4: 14 px, x36
+    r = invoke("visualize", model, "--layer", "conv1", "-o", tmp_path / "k.png")
+    assert r.exit_code == 1 and "exists" in r.stderr  # no silent overwrite
+    r = invoke("visualize", model, "--layer", "fc2", "-o", tmp_path / "f.png")
+    assert r.exit_code == 1 and "not convolution kernels" in r.stderr
+    r = invoke("visualize", model, "--layer", "conv9", "-o", tmp_path / "f.png")
+    assert r.exit_code == 1 and "layers with kernels: conv1" in r.stderr
+
+
+def test_extract_writes_float_datums_the_stores_read(invoke, trained, tmp_path):
+    model = trained / "small_iter_30.npz"
+    r = invoke("extract", model, "--layer", "fc2", trained / "test.txt", tmp_path / "fc2_lmdb")
+    assert r.exit_code == 0, r.stderr
+    reader = open_store(tmp_path / "fc2_lmdb")
+    records = list(reader.iter_range(0, len(reader)))
+    reader.close()
+    keys = [f"{i:08d}_{path}" for i, path in enumerate((trained / "test.txt").read_text().split())]
+    assert [rec.key for rec in records] == keys and records[0].array.shape == (2, 1, 1)  # as lmdb keys
+    r = invoke("predict", model, trained / "test.txt", "--json")
+    predicted = [p["values"] for p in json.loads(r.stdout)["predictions"]]
+    logits = np.array([rec.array.ravel() for rec in records])
+    assert np.allclose(1 / (1 + np.exp(-logits)), predicted, atol=1e-6)  # fc2, then the Sigmoid
+    for command in ("info", "verify"):
+        r = invoke(command, tmp_path / "fc2_lmdb")
+        assert r.exit_code == 0, r.stderr
+    r = invoke("info", tmp_path / "fc2_lmdb")
+    assert "float32 features" in r.stdout and "1x1 (HxW), 2 channels" in r.stdout
+    r = invoke(
+        "extract",
+        model,
+        "--layer",
+        "pool1",
+        trained / "test_labels_h5.txt",
+        tmp_path / "p1",
+        "--backend",
+        "leveldb",
+    )
+    assert r.exit_code == 0, r.stderr
+    reader = open_store(tmp_path / "p1")
+    assert next(reader.iter_range(0, 1)).array.shape == (8, 4, 4)
+    reader.close()
+    r = invoke("extract", model, "--layer", "fc2", trained / "test.txt", tmp_path / "fc2_lmdb")
+    assert r.exit_code == 1 and "--overwrite" in r.stderr
+
+
+def test_caffes_model_predicts_caffes_outputs(invoke, tmp_path):
+    """A .caffemodel Caffe wrote, with its train_val prototxt, through predict: Caffe's
+    predictions for the same inputs (float32 tolerance)."""
+    inputs = np.load(FIXTURES / "inputs.npy")[:3]
+    with h5py.File(tmp_path / "probe.h5", "w") as f:  # as Caffe's HDF5Data reads them
+        f["data"] = inputs
+        f["freq"] = np.load(FIXTURES / "input_labels.npy")[:3]
+    (tmp_path / "probe_h5.txt").write_text(str(tmp_path / "probe.h5") + "\n")
+    r = invoke(
+        "predict",
+        FIXTURES / "tutorial_train_val.prototxt",
+        "--weights",
+        FIXTURES / "tutorial_iter_20.caffemodel",
+        tmp_path / "probe_h5.txt",
+        "--json",
+    )
+    assert r.exit_code == 0, r.stderr
+    got = np.array([p["values"] for p in json.loads(r.stdout)["predictions"]])
+    want = np.load(FIXTURES / "tutorial_outputs.npz")["pred"].reshape(3, 2)
+    assert np.allclose(got, want, rtol=1e-4, atol=1e-6)
+    shutil.rmtree(tmp_path)
