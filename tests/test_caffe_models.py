@@ -161,7 +161,7 @@ def test_prototxt_dataprep_cannot_run_is_refused_with_the_line(
 RECIPES = Path(__file__).parents[1] / "recipes"
 
 
-@pytest.mark.parametrize("name", ["noise_regression", "noise_classes", "caffenet"])
+@pytest.mark.parametrize("name", ["noise_regression", "noise_classes", "caffenet", "lenet", "cifar10_quick"])
 def test_recipes_round_trip_through_caffe_prototxt(invoke, tmp_path, monkeypatch, name):
     from dataprep.train.net import wire
     from dataprep.train.recipe import load_recipe

@@ -118,6 +118,7 @@ class DatumWriter(StoreWriter):
         encode_type: str | None = None,
         meta: dict | None = None,
         dtype: str = "uint8",
+        plain_keys: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -126,6 +127,7 @@ class DatumWriter(StoreWriter):
         self.labels_path = Path(labels_path) if labels_path is not None else None
         self.meta = dict(meta or {})
         self.dtype = dtype  # float32 for features (extract)
+        self.plain_keys = plain_keys  # the record keys as they are (%05d: convert_cifar_data's)
         self._encoder = DatumEncoder(encoded, encode_type, self.labels_path is not None)
         self._staging = Staging(overwrite)
         make_kv = BACKENDS[backend][0]
@@ -152,7 +154,7 @@ class DatumWriter(StoreWriter):
         return self._encoder
 
     def put(self, index: int, key: str, payload: DatumPayload) -> None:
-        k = datum_key(index, key)
+        k = key.encode() if self.plain_keys else datum_key(index, key)
         self._batch.append((k, payload.value))
         self._checksums.append(payload.checksum)
         self._shapes.add(payload.shape)

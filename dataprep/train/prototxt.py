@@ -145,9 +145,9 @@ def _layer_entry(layer: Any, where: _Where) -> dict:
     if layer.loss_weight:
         entry["loss_weight"] = _short(layer.loss_weight[0])
     if layer.param:
-        entry["param"] = [
-            {"lr_mult": _short(p.lr_mult), "decay_mult": _short(p.decay_mult)} for p in layer.param
-        ]
+        if any(p.HasField("name") or p.HasField("share_mode") for p in layer.param):
+            raise UsageError(f"{at}: param.name (weight sharing) is not supported")
+        entry["param"] = [{f.name: _short(v) for f, v in p.ListFields()} for p in layer.param]
     for field, _ in layer.ListFields():
         if field.name.endswith("_param") and field.name != LAYER_PARAMS[kind][0]:
             raise UsageError(f"{at}: {field.name} does not belong to a {kind} layer")

@@ -169,7 +169,16 @@ def test_device_gpu_without_a_gpu_is_a_clear_error(invoke, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["noise_regression", "noise_stream", "noise_classes", "age_regression", "caffenet"]
+    "name",
+    [
+        "noise_regression",
+        "noise_stream",
+        "noise_classes",
+        "age_regression",
+        "caffenet",
+        "lenet",
+        "cifar10_quick",
+    ],
 )
 def test_shipped_recipes_are_valid_and_say_what_they_train(invoke, tmp_path, name, monkeypatch):
     r = invoke("train", RECIPES / f"{name}.yaml", "--print-recipe")
