@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
 
 from ..errors import StoreError, UsageError
 from .base import StoredRecord, StoreReader, StoreWriter
@@ -52,9 +54,10 @@ def open_problems(path: str | Path) -> list[str]:
     return []
 
 
-def open_store(path: str | Path) -> StoreReader:
-    """A reader for any store dataprep writes (LMDB or LevelDB folder, .h5 file, _h5.txt list)."""
+def open_store(path: str | Path, transform: Callable[[np.ndarray], Any] | None = None) -> StoreReader:
+    """A reader for any store dataprep writes (LMDB or LevelDB folder, .h5 file, _h5.txt
+    list); also a PyTorch map-style dataset whose items are ``(transform(array), labels)``."""
     kind = store_kind(path)
-    if kind == "hdf5":
-        return Hdf5Reader(path)
-    return DatumReader(path, backend=kind)
+    reader = Hdf5Reader(path) if kind == "hdf5" else DatumReader(path, backend=kind)
+    reader.transform = transform
+    return reader

@@ -8,6 +8,7 @@ record, is written last as the completion marker.
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -93,13 +94,25 @@ class StoreWriter(ABC):
             raise
 
 
-@dataclass
-class StoredRecord:
-    """A record read back: its key, the C x H x W array and the labels (1-D float array)."""
+class StoredRecord(tuple):
+    """A record read back: a tuple ``(array, labels)`` (the C x H x W array and a 1-D float
+    array: what a PyTorch DataLoader collates) that also carries its ``key``."""
 
-    key: str
-    array: np.ndarray
-    labels: np.ndarray
+    def __new__(cls, key: str, array: np.ndarray, labels: np.ndarray) -> "StoredRecord":
+        record = super().__new__(cls, (array, labels))
+        record.key = key
+        return record
+
+    def __getnewargs__(self) -> tuple:
+        return (self.key, self[0], self[1])
+
+    @property
+    def array(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self[1]
 
 
 @dataclass
@@ -116,11 +129,17 @@ class RecordCheck:
 
 
 class StoreReader(ABC):
-    """Random and range access to a store's records, in key (training) order."""
+    """Random and range access to a store's records, in key (training) order.
+
+    Also a map-style dataset for ``torch.utils.data.DataLoader`` (without importing torch):
+    ``len()``, ``reader[i]`` gives ``(array, labels)`` (``transform`` applied to the array),
+    and a reader is picklable: file handles are never pickled, and a process that did not
+    open them (a spawned or forked DataLoader worker) opens its own on first use."""
 
     kind: str
     path: Path
     manifest: dict | None
+    transform: Callable[[np.ndarray], Any] | None = None
     # how records line up with the entries of the list they came from: "datum_key" (keys
     # carry the entry's index), "path" (keys are the paths) or "position"
     lined_up_by: str = "position"
@@ -169,7 +188,39 @@ class StoreReader(ABC):
         if not -len(self) <= index < len(self):
             raise IndexError(index)
         index %= len(self)
-        return next(self.iter_range(index, index + 1))
+        record = next(self.iter_range(index, index + 1))
+        if self.transform is None:
+            return record
+        return StoredRecord(record.key, self.transform(record.array), record.labels)
+
+    def _handle(self, name: str, opener: Callable[[], Any]) -> Any:
+        """The file handle ``name`` of this process: opened here on first use, so handles
+        never cross a fork or a pickle (LMDB and HDF5 forbid that)."""
+        handles = self.__dict__.setdefault("_handles", {})
+        pid = os.getpid()
+        if handles.get("pid") != pid:
+            moved = "pid" in handles or self.__dict__.get("_pickled", False)
+            handles.clear()
+            handles["pid"] = pid
+            handles["moved"] = moved
+        if name not in handles:
+            handles[name] = self._open_in_process(name, opener, handles["moved"])
+        return handles[name]
+
+    def _open_in_process(self, name: str, opener: Callable[[], Any], moved: bool) -> Any:
+        return opener()
+
+    def _own_handles(self) -> dict:
+        """The handles this process opened (not those a fork inherited)."""
+        handles = self.__dict__.get("_handles", {})
+        if handles.get("pid") != os.getpid():
+            return {}
+        return {k: v for k, v in handles.items() if k not in ("pid", "moved")}
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k != "_handles"}
+        state["_pickled"] = True
+        return state
 
     def __iter__(self) -> Iterator[StoredRecord]:
         return self.iter_range(0, len(self))

@@ -259,13 +259,32 @@ class DatumReader(StoreReader):
         self.kind = backend
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
-        self._kv = BACKENDS[backend][1](self.path)
+        self._open_kv()  # now: a missing or broken store is an error here, not later
         self._keys: list[bytes] | None = None
         self._labels: DatumReader | None = None
         self.gray = bool(((self.manifest or {}).get("preprocessing") or {}).get("gray"))
         db = ((self.manifest or {}).get("labels") or {}).get("db")
         if db and (self.manifest or {}).get("role") != "labels":
             self._labels = DatumReader(self.path.parent / db, backend)
+
+    def _open_kv(self):
+        return self._handle("kv", lambda: BACKENDS[self.kind][1](self.path))
+
+    @property
+    def _kv(self):
+        return self._open_kv()
+
+    def _open_in_process(self, name, opener, moved):
+        try:
+            return opener()
+        except StoreError as exc:
+            if moved and self.kind == "leveldb":  # LevelDB locks a database to one process
+                raise StoreError(
+                    f"{self.path}: LevelDB admits one process per database, and another process "
+                    "has it open: read it from one process (DataLoader num_workers=0), or convert "
+                    "it to LMDB"
+                ) from None
+            raise exc
 
     def __len__(self) -> int:
         return len(self._kv) if self._keys is None else len(self._keys)
@@ -310,7 +329,9 @@ class DatumReader(StoreReader):
             yield StoredRecord(key.decode(errors="replace"), array, label_values)
 
     def close(self) -> None:
-        self._kv.close()
+        for handle in self._own_handles().values():
+            handle.close()
+        self.__dict__.pop("_handles", None)
         if self._labels is not None:
             self._labels.close()
 

@@ -462,19 +462,10 @@ class Hdf5Reader(StoreReader):
     kind = "hdf5"
 
     def __init__(self, path: str | Path) -> None:
-        import h5py
-
         self.path = Path(path)
-        paths = read_h5_list(self.path) if self.path.suffix == ".txt" else [self.path]
-        if not paths:
+        self.paths = read_h5_list(self.path) if self.path.suffix == ".txt" else [self.path]
+        if not self.paths:
             raise StoreError(f"{self.path}: lists no HDF5 files")
-        self.files = []
-        for p in paths:
-            try:
-                self.files.append(h5py.File(p, "r"))
-            except OSError as exc:
-                self.close()
-                raise StoreError(f"{p}: cannot open HDF5 file: {exc}") from None
         raw = self.files[0].attrs.get("dataprep")
         self.manifest = json.loads(raw) if raw is not None else None
         names = (self.manifest or {}).get("labels", {}).get("names")
@@ -483,6 +474,24 @@ class Hdf5Reader(StoreReader):
         self._keys: list[str] | None = None
         self.offsets = np.cumsum([0, *self.counts])
         self.lined_up_by = "path" if all("dataprep_keys" in f.attrs for f in self.files) else "position"
+
+    @property
+    def files(self) -> list:
+        """This process's open files, in list order."""
+        return self._handle("files", self._open_files)
+
+    def _open_files(self) -> list:
+        import h5py
+
+        files = []
+        for p in self.paths:
+            try:
+                files.append(h5py.File(p, "r"))
+            except OSError as exc:
+                for f in files:
+                    f.close()
+                raise StoreError(f"{p}: cannot open HDF5 file: {exc}") from None
+        return files
 
     def unfinished(self) -> bool:
         return self.manifest is None and "dataprep_keys" in self.files[0].attrs
@@ -556,5 +565,6 @@ class Hdf5Reader(StoreReader):
                     yield StoredRecord(keys[b + j], data[j], row_labels.astype(np.float64))
 
     def close(self) -> None:
-        for f in self.files:
+        for f in self._own_handles().get("files", []):
             f.close()
+        self.__dict__.pop("_handles", None)

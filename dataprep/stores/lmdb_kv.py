@@ -52,16 +52,27 @@ class LmdbWriteKV:
             os.truncate(data, used)
 
 
+_OPEN: dict[tuple[str, int], list] = {}  # (path, pid) -> [environment, users]: LMDB opens one per process
+
+
 class LmdbReadKV:
-    """Read-only access (MDB_RDONLY, no lock file writes) to an LMDB directory."""
+    """Read-only access (MDB_RDONLY, no lock file writes) to an LMDB directory. Readers of
+    the same store in one process share its environment (LMDB allows one per process)."""
 
     def __init__(self, path: Path) -> None:
         if not (Path(path) / "data.mdb").is_file():
             raise StoreError(f"{path}: not an LMDB directory (no data.mdb)")
-        try:
-            self.env = lmdb.open(str(path), readonly=True, lock=False, subdir=True, readahead=False)
-        except lmdb.Error as exc:
-            raise StoreError(f"{path}: cannot open LMDB: {exc}") from None
+        self._key = (str(Path(path).resolve()), os.getpid())
+        for key in [k for k in _OPEN if k[1] != os.getpid()]:  # inherited through a fork: this
+            _OPEN.pop(key)[0].close()  # process's copy only (unmapped here, the parent's stays)
+        if self._key not in _OPEN:
+            try:
+                env = lmdb.open(str(path), readonly=True, lock=False, subdir=True, readahead=False)
+            except lmdb.Error as exc:
+                raise StoreError(f"{path}: cannot open LMDB: {exc}") from None
+            _OPEN[self._key] = [env, 0]
+        _OPEN[self._key][1] += 1
+        self.env = _OPEN[self._key][0]
 
     def __len__(self) -> int:
         return self.env.stat()["entries"]
@@ -81,4 +92,10 @@ class LmdbReadKV:
                 yield item
 
     def close(self) -> None:
-        self.env.close()
+        entry = _OPEN.get(self._key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _OPEN[self._key]
+            self.env.close()
