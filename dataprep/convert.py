@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .errors import DataprepError, ImageError, OnError
+from .errors import DataprepError, ImageError, OnError, UsageError
 from .images import Channels, describe_shape
 from .listfile import read_list, shuffle_order
 from .parallel import Executor, ordered_map
@@ -204,3 +204,86 @@ def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: On
     if not written:
         raise DataprepError("no records to write: every input was skipped")
     return written
+
+
+@dataclass
+class StoreSource:
+    """The records of a store as a record source (``convert``): H x W x C images and the
+    stored labels, keys kept; picklable (each worker process opens its own reader)."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        from .stores import open_store
+
+        self._reader = open_store(self.path)
+        self.kind = self._reader.kind
+        self.manifest = self._reader.manifest or {}
+        self._count = len(self._reader)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def record(self, index: int) -> Record:
+        stored = self._reader[index]
+        labels = tuple(int(v) if float(v).is_integer() and self._integer else float(v) for v in stored.labels)
+        return Record(
+            stored.key, np.ascontiguousarray(stored.array.transpose(1, 2, 0)), labels, None, stored.key
+        )
+
+    @property
+    def _integer(self) -> bool:
+        return (self.manifest.get("labels") or {}).get("kind", "int") == "int"
+
+    def meta(self) -> dict:
+        base = {k: v for k, v in self.manifest.items() if k in ("labels", "preprocessing")}
+        return {
+            "source": f"{self.path} ({self.kind})",
+            "labels": base.get("labels", {}),
+            "preprocessing": base.get("preprocessing", {}),
+        }
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def convert_store(
+    src: str,
+    out: str,
+    kind: str,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> WriteResult:
+    """Every record of the store ``src`` into a new store ``out`` of ``kind``, in order, keys
+    kept (Datum to Datum byte-for-byte keys), a new manifest written. Float labels going to
+    a Datum store get a ``OUT_labels`` companion; float arrays cannot become Datum pixels.
+    A LevelDB source is read by this process alone (LevelDB admits one)."""
+    from .parallel import make_executor
+    from .stores import STORES
+
+    source = StoreSource(src)
+    try:
+        if kind not in STORES:
+            raise UsageError(f"--to {kind}: choose from {', '.join(STORES)}")
+        if kind != "hdf5" and (source.manifest.get("dtype") or "uint8") != "uint8":
+            raise DataprepError(
+                f"{src} holds {source.manifest.get('dtype')} arrays; a Datum holds uint8 pixels: "
+                "convert it to hdf5, or rebuild the Datum store from the images"
+            )
+        options: dict[str, Any] = {"overwrite": overwrite, "meta": store_meta(source)}
+        if kind == "hdf5" and Path(out).suffix.lower() not in (".h5", ".hdf5"):
+            out = str(out) + ".h5"
+        if kind == "hdf5":
+            options["expected"] = len(source)
+            names = (source.manifest.get("labels") or {}).get("names")
+            if names:
+                options["label_names"] = names
+        else:
+            options["plain_keys"] = source.kind != "hdf5"  # Datum keys as they were
+            if not source._integer:
+                options["labels_path"] = Path(str(out) + "_labels")
+        executor = make_executor(1 if source.kind == "leveldb" else workers, len(source))
+        return write_store(source, STORES[kind](out, **options), executor, progress=progress)
+    finally:
+        source.close()

@@ -27,6 +27,7 @@ COMMANDS = {
     "verify": "Check every record of a store (and against its list); exit 1 on problems.",
     "resize": "Resize a folder or list of images to files (exact, shorter side, crop); resumable.",
     "augment": "Write K seeded random variants (crop, mirror, rotate, color, lighting) per image.",
+    "convert": "Copy a store into another kind (HDF5, LMDB, LevelDB), records and order kept.",
     "import": "Import CIFAR-10, CIFAR-100 or MNIST from the official files into stores or PNG files.",
     "predict": "Predict with a trained net (snapshot, recipe or Caffe model) on a list or a store.",
     "visualize": "Picture a trained layer's kernels, or its activation maps for one image.",

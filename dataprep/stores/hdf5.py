@@ -135,18 +135,19 @@ def mean_array(values: Sequence[float] | np.ndarray | None) -> np.ndarray | None
 
 
 class Hdf5Payload(NamedTuple):
-    pixels: np.ndarray  # C x H x W uint8
+    pixels: np.ndarray  # C x H x W uint8 (float32 when converting an HDF5 store)
     labels: np.ndarray  # float32
 
     def __reduce__(self):
         # As raw bytes: pickling two small arrays the NumPy way costs several times more per
         # record in the workers (docs/performance.md).
-        return _payload, (self.pixels.tobytes(), self.pixels.shape, self.labels.tobytes())
+        pixels = self.pixels
+        return _payload, (pixels.tobytes(), pixels.shape, pixels.dtype.str, self.labels.tobytes())
 
 
-def _payload(pixels: bytes, shape: tuple[int, ...], labels: bytes) -> Hdf5Payload:
+def _payload(pixels: bytes, shape: tuple[int, ...], dtype: str, labels: bytes) -> Hdf5Payload:
     """An unpickled payload: read-only views of the received bytes."""
-    return Hdf5Payload(np.frombuffer(pixels, np.uint8).reshape(shape), np.frombuffer(labels, np.float32))
+    return Hdf5Payload(np.frombuffer(pixels, dtype).reshape(shape), np.frombuffer(labels, np.float32))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,34 @@
+"""``dataprep convert``: any store into another kind, records and order kept."""
+
+from __future__ import annotations
+
+import click
+
+from .options import common_options, json_opt, overwrite_opt, workers_opt
+from .running import echo_written, progress, start_workers
+
+
+@click.command("convert")
+@click.argument("store", type=click.Path(exists=True))
+@click.argument("out", type=click.Path())
+@click.option("--to", "kind", type=click.Choice(["hdf5", "lmdb", "leveldb"]), required=True)
+@workers_opt
+@overwrite_opt
+@json_opt
+@common_options
+def convert_cmd(store, out, kind, workers, overwrite, as_json):
+    """Copy every record of STORE (any store dataprep reads, Caffe's own LMDB and LevelDB
+    included) into a new store OUT of another kind, in order, keys kept, with a new
+    manifest: the way to move a dataset between Caffe and other tools. Float labels going
+    into LMDB/LevelDB get an OUT_labels companion store.
+
+    \b
+    dataprep convert caffe_train_lmdb train.h5 --to hdf5
+    dataprep convert train_leveldb train_lmdb --to lmdb
+    """
+    start_workers(workers)
+    from ..convert import convert_store
+
+    with progress(None, "convert") as update:
+        result = convert_store(store, out, kind, workers, overwrite, update)
+    echo_written(as_json, result)

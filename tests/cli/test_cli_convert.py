@@ -1,0 +1,87 @@
+"""``dataprep convert``: any store into another kind, records, keys and order kept, a new
+manifest; Caffe's own LMDB (no manifest) included; float arrays refused for Datum pixels."""
+
+from __future__ import annotations
+
+import lmdb
+import numpy as np
+import pytest
+
+from dataprep.stores import open_store
+from dataprep.stores.caffe_pb import datum_raw, parse_datum
+
+
+def records(path):
+    with open_store(path) as store:
+        return [(rec.key, np.asarray(rec.array, np.float64), rec.labels) for rec in store], store.manifest
+
+
+@pytest.mark.parametrize("chain", [("lmdb", "hdf5"), ("leveldb", "lmdb"), ("lmdb", "leveldb")])
+def test_convert_keeps_records_keys_and_order(invoke, tmp_path, chain):
+    source_kind, target = chain
+    r = invoke(
+        "noise",
+        "--n",
+        30,
+        "--size",
+        "8x8",
+        "--classes",
+        3,
+        "--to",
+        source_kind,
+        "--out",
+        tmp_path / "s",
+        "-j",
+        1,
+    )
+    assert r.exit_code == 0, r.stderr
+    src = tmp_path / "s" / f"train_{source_kind}"
+    out = tmp_path / ("out.h5" if target == "hdf5" else "out")
+    r = invoke("convert", src, out, "--to", target, "-j", 2)
+    assert r.exit_code == 0, r.stderr
+    (before, _), (after, manifest) = records(src), records(out)
+    assert len(after) == len(before) == 22  # the 5/7 training share of 30
+    for (k0, a0, l0), (k1, a1, l1) in zip(before, after):
+        assert k0 == k1 and np.array_equal(a0, a1) and np.array_equal(l0, l1)
+    assert manifest["kind"] == target and manifest["labels"]["kind"] == "int"
+    assert invoke("verify", out).exit_code == 0
+
+
+def test_convert_reads_caffes_own_lmdb_and_float_labels(invoke, tmp_path):
+    env = lmdb.open(str(tmp_path / "caffe_lmdb"), map_size=1 << 24)  # as convert_imageset, no manifest
+    images = np.random.default_rng(1).integers(0, 256, (4, 6, 5, 3), dtype=np.uint8)
+    with env.begin(write=True) as txn:
+        for i, image in enumerate(images):
+            txn.put(f"{i:08d}_img{i}.png".encode(), datum_raw(image, label=i % 2))
+    env.close()
+    r = invoke("convert", tmp_path / "caffe_lmdb", tmp_path / "copy", "--to", "leveldb")
+    assert r.exit_code == 0, r.stderr
+    with open_store(tmp_path / "copy") as store:
+        got = [(rec.key, rec.array, int(rec.labels[0])) for rec in store]
+    assert [k for k, _, _ in got] == [f"{i:08d}_img{i}.png" for i in range(4)]
+    assert all(
+        np.array_equal(a, images[i].transpose(2, 0, 1)) and label == i % 2
+        for i, (_, a, label) in enumerate(got)
+    )
+    r = invoke("noise", "--n", 20, "--size", "8x8", "--to", "lmdb", "--out", tmp_path / "f", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    r = invoke("convert", tmp_path / "f" / "train_lmdb", tmp_path / "floats", "--to", "lmdb")
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "floats_labels").is_dir()  # fx, fy as float_data in a companion store
+    (before, _), (after, _) = records(tmp_path / "f" / "train_lmdb"), records(tmp_path / "floats")
+    assert all(np.array_equal(b[2], a[2]) for b, a in zip(before, after))
+    env = lmdb.open(str(tmp_path / "floats_labels"), readonly=True, lock=False)
+    with env.begin() as txn:
+        first = parse_datum(next(iter(txn.cursor()))[1])
+    env.close()
+    assert list(first.float_data) == pytest.approx(list(before[0][2]))
+
+
+def test_float_arrays_do_not_become_datum_pixels(invoke, tmp_path):
+    r = invoke(
+        "noise", "--n", 20, "--size", "8x8", "--to", "hdf5", "--out", tmp_path / "h", "--mean", 128, "-j", 1
+    )
+    assert r.exit_code == 0, r.stderr
+    r = invoke("convert", tmp_path / "h" / "train_h5.txt", tmp_path / "x", "--to", "lmdb")
+    assert r.exit_code == 1 and "a Datum holds uint8 pixels" in r.stderr
+    assert not (tmp_path / "x").exists()
