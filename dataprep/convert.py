@@ -268,8 +268,8 @@ def convert_store(
             raise UsageError(f"--to {kind}: choose from {', '.join(STORES)}")
         if kind != "hdf5" and (source.manifest.get("dtype") or "uint8") != "uint8":
             raise DataprepError(
-                f"{src} holds {source.manifest.get('dtype')} arrays; a Datum holds uint8 pixels: "
-                "convert it to hdf5, or rebuild the Datum store from the images"
+                f"{src} holds {source.manifest.get('dtype')} arrays; {kind} holds uint8 pixels: "
+                "convert it to hdf5, or rebuild the store from the images"
             )
         options: dict[str, Any] = {"overwrite": overwrite, "meta": store_meta(source)}
         if kind == "hdf5" and Path(out).suffix.lower() not in (".h5", ".hdf5"):
@@ -279,8 +279,8 @@ def convert_store(
             names = (source.manifest.get("labels") or {}).get("names")
             if names:
                 options["label_names"] = names
-        else:
-            options["plain_keys"] = source.kind != "hdf5"  # Datum keys as they were
+        elif kind != "wds":  # Datum
+            options["plain_keys"] = source.kind not in ("hdf5", "wds")  # Datum keys as they were
             if not source._integer:
                 options["labels_path"] = Path(str(out) + "_labels")
         executor = make_executor(1 if source.kind == "leveldb" else workers, len(source))

@@ -338,7 +338,7 @@ def open_dataset(
     return cifar_sources(folder, src, 10 if name == "cifar10" else 100, label, bgr)
 
 
-STORE_KINDS = ("lmdb", "leveldb", "hdf5", "files")
+STORE_KINDS = ("lmdb", "leveldb", "hdf5", "wds", "files")
 
 
 @dataclass(frozen=True)

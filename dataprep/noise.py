@@ -201,8 +201,21 @@ def _datum_writer(backend: str):
     return make
 
 
+def _wds_writer(
+    out: Path, split: str, n: int, source: NoiseSource, overwrite: bool, meta: dict, hdf5: "Hdf5Options"
+):
+    from .stores.wds import WdsWriter
+
+    return WdsWriter(out / split, overwrite=overwrite, meta=meta)
+
+
 # --to choice -> writer factory for one split's store
-NOISE_STORES = {"hdf5": _hdf5_writer, "lmdb": _datum_writer("lmdb"), "leveldb": _datum_writer("leveldb")}
+NOISE_STORES = {
+    "hdf5": _hdf5_writer,
+    "lmdb": _datum_writer("lmdb"),
+    "leveldb": _datum_writer("leveldb"),
+    "wds": _wds_writer,
+}
 
 
 def write_noise_stores(

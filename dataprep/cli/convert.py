@@ -9,9 +9,9 @@ from .running import echo_written, progress, start_workers
 
 
 @click.command("convert")
-@click.argument("store", type=click.Path(exists=True))
+@click.argument("store", type=click.Path())
 @click.argument("out", type=click.Path())
-@click.option("--to", "kind", type=click.Choice(["hdf5", "lmdb", "leveldb"]), required=True)
+@click.option("--to", "kind", type=click.Choice(["hdf5", "lmdb", "leveldb", "wds"]), required=True)
 @workers_opt
 @overwrite_opt
 @json_opt

@@ -11,7 +11,7 @@ from .running import echo_written, progress
 @click.command("extract")
 @model_options
 @click.option("--layer", required=True, help="The layer whose outputs to store (fc4).")
-@click.argument("source", metavar="LIST|STORE", type=click.Path(exists=True))
+@click.argument("source", metavar="LIST|STORE", type=click.Path())
 @click.argument("out", metavar="DB", type=click.Path())
 @click.option("--backend", type=click.Choice(["lmdb", "leveldb"]), default="lmdb", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)

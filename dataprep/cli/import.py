@@ -18,7 +18,7 @@ from .running import echo_result, progress, start_workers
 @click.option(
     "--to",
     "kind",
-    type=click.Choice(["lmdb", "leveldb", "hdf5", "files"]),
+    type=click.Choice(["lmdb", "leveldb", "hdf5", "wds", "files"]),
     default="lmdb",
     show_default=True,
     help="Stores, or PNG files in class folders with list files.",

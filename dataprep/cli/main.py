@@ -33,6 +33,7 @@ COMMANDS = {
     "visualize": "Picture a trained layer's kernels, or its activation maps for one image.",
     "extract": "Write a layer's outputs as Datum features (Caffe's extract_features).",
     "recipe": "Convert recipes to Caffe's solver and net prototxt, and back.",
+    "wds": "Convert a list of images to WebDataset tar shards with an index manifest.",
     "train": "Train a recipe's net (YAML: data, net, solver) with Caffe's log lines and snapshots.",
 }
 

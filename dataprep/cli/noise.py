@@ -61,7 +61,7 @@ from .running import echo_result, progress, start_workers
 @click.option(
     "--to",
     "to",
-    type=click.Choice(["files", "hdf5", "lmdb", "leveldb"]),
+    type=click.Choice(["files", "hdf5", "lmdb", "leveldb", "wds"]),
     default="files",
     show_default=True,
     help="Write image files and lists, or stream straight into stores.",
@@ -97,7 +97,8 @@ def noise_cmd(
 
     With --to hdf5|lmdb|leveldb no image files are made: the samples stream straight into
     OUT/{train,val,test}.h5 (+ _h5.txt; labels in `freq`) or OUT/{split}_lmdb with the
-    float labels in OUT/{split}_lmdb_labels (integer labels in the Datum with --classes).
+    float labels in OUT/{split}_lmdb_labels (integer labels in the Datum with --classes),
+    or WebDataset shards OUT/{split}-000000.tar with OUT/{split}.manifest.json.
     The pixels equal those of the PNG file route. The HDF5 options apply to --to hdf5.
 
     \b

@@ -12,7 +12,7 @@ from .running import echo_result, progress
 
 @click.command("predict")
 @model_options
-@click.argument("source", metavar="LIST|STORE", type=click.Path(exists=True))
+@click.argument("source", metavar="LIST|STORE", type=click.Path())
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option(
     "--labels",

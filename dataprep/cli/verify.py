@@ -35,9 +35,10 @@ def verify_cmd(store, list_path, root, as_json):
     from pathlib import Path
 
     from ..errors import UsageError
+    from ..stores.wds import prefix_of
     from ..verify import verify
 
-    if not Path(store).exists() and not Path(store).is_symlink():
+    if not Path(store).exists() and not Path(store).is_symlink() and prefix_of(store) is None:
         raise UsageError(f"{store}: no store there")
     with progress(None, "verify", unit="rec") as update:
         report = verify(store, list_path, root=root, progress=update)

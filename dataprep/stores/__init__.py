@@ -12,19 +12,23 @@ from ..errors import StoreError, UsageError
 from .base import StoredRecord, StoreReader, StoreWriter
 from .datum import DatumReader, DatumWriter
 from .hdf5 import Hdf5Reader, Hdf5Writer
+from .wds import WdsReader, WdsWriter, prefix_of
 
 STORES: dict[str, Callable[..., StoreWriter]] = {
     "hdf5": Hdf5Writer,
     "lmdb": partial(DatumWriter, backend="lmdb"),
     "leveldb": partial(DatumWriter, backend="leveldb"),
+    "wds": WdsWriter,
 }
 
 __all__ = ["STORES", "StoreReader", "StoreWriter", "StoredRecord", "open_store", "store_kind"]
 
 
 def store_kind(path: str | Path) -> str:
-    """``hdf5``, ``lmdb`` or ``leveldb`` from what is at ``path``."""
+    """``hdf5``, ``lmdb``, ``leveldb`` or ``wds`` from what is at ``path``."""
     path = Path(path)
+    if prefix_of(path) is not None:
+        return "wds"
     if path.is_dir():
         if (path / "data.mdb").is_file():
             return "lmdb"
@@ -56,8 +60,10 @@ def open_problems(path: str | Path) -> list[str]:
 
 def open_store(path: str | Path, transform: Callable[[np.ndarray], Any] | None = None) -> StoreReader:
     """A reader for any store dataprep writes (LMDB or LevelDB folder, .h5 file, _h5.txt
-    list); also a PyTorch map-style dataset whose items are ``(transform(array), labels)``."""
+    list, WebDataset shards by their prefix or manifest); also a PyTorch map-style dataset
+    whose items are ``(transform(array), labels)``."""
     kind = store_kind(path)
-    reader = Hdf5Reader(path) if kind == "hdf5" else DatumReader(path, backend=kind)
+    readers = {"hdf5": Hdf5Reader, "wds": WdsReader}
+    reader = readers[kind](path) if kind in readers else DatumReader(path, backend=kind)
     reader.transform = transform
     return reader

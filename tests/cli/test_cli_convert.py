@@ -83,5 +83,5 @@ def test_float_arrays_do_not_become_datum_pixels(invoke, tmp_path):
     )
     assert r.exit_code == 0, r.stderr
     r = invoke("convert", tmp_path / "h" / "train_h5.txt", tmp_path / "x", "--to", "lmdb")
-    assert r.exit_code == 1 and "a Datum holds uint8 pixels" in r.stderr
+    assert r.exit_code == 1 and "lmdb holds uint8 pixels" in r.stderr
     assert not (tmp_path / "x").exists()
