@@ -292,8 +292,102 @@ def _stop(procs: list, jobs: list[Connection], results: list[Connection], gracef
         conn.close()
 
 
+def _same(task: Task) -> Task:
+    return task
+
+
+def _run_chunk(task: Task, start: int, stop: int) -> list[Any]:
+    """One chunk on a Dask worker (a module-level function: Dask ships it by reference)."""
+    return task(start, stop)
+
+
+CONNECT_SECONDS = 5  # how long a scheduler address may take to answer
+
+
+class DaskExecutor(Executor):
+    """The same ordered chunked map on a Dask cluster: the task is sent once (a graph node
+    the chunks depend on), at most ``in_flight`` chunks are submitted at a time (never a future per item,
+    never the dataset in the scheduler) and results are yielded in chunk order. A worker
+    that dies has its chunks rerun elsewhere by Dask; a chunk is a pure function of its
+    bounds, so a rerun gives the same records. Without an address a ``LocalCluster`` of
+    ``workers`` processes starts (tests, one big machine)."""
+
+    def __init__(
+        self, address: str | None = None, workers: int | None = None, in_flight: int | None = None
+    ) -> None:
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise UsageError(
+                "--executor dask needs Dask: pip install 'dataprep[dask]' (dask[distributed])"
+            ) from None
+        self.address = address
+        self._cluster = None
+        try:
+            if address:
+                self.client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+            else:
+                self._cluster = LocalCluster(
+                    n_workers=workers or default_workers(),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=40,
+                )
+                self.client = Client(self._cluster, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise DataprepError(
+                f"cannot reach the Dask scheduler at {address} within {CONNECT_SECONDS} s: {exc}"
+            ) from None
+        self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        self.in_flight = in_flight or 4 * self.workers
+
+    def map_chunks(self, task: Task, bounds: list[tuple[int, int]]) -> Iterator[list[Any]]:
+        if not bounds:
+            return
+        # the task as a (small) graph node rather than scattered data: if the worker holding
+        # it dies, Dask recomputes it instead of losing it
+        shipped = self.client.submit(_same, task, pure=False)
+        pending: deque = deque()
+        upcoming = iter(bounds)
+        try:
+            for start, stop in upcoming:
+                pending.append(self.client.submit(_run_chunk, shipped, start, stop, pure=False))
+                if len(pending) >= self.in_flight:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                following = next(upcoming, None)
+                if following is not None:
+                    pending.append(self.client.submit(_run_chunk, shipped, *following, pure=False))
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+# --executor and --scheduler (or DATAPREP_SCHEDULER): set by the command line options
+EXECUTOR = {"kind": "local", "scheduler": None}
+_DASK: list[DaskExecutor] = []
+
+
+def close_executors() -> None:
+    while _DASK:
+        _DASK.pop().close()
+
+
 def make_executor(workers: int | None = None, n: int | None = None) -> Executor:
-    """A process pool for ``workers > 1`` (default: all cores), inline otherwise or for tiny jobs."""
+    """A process pool for ``workers > 1`` (default: all cores), inline otherwise or for tiny
+    jobs; with ``use_executor("dask")`` the Dask cluster (one client per process)."""
+    if EXECUTOR["kind"] == "dask":
+        if not _DASK:
+            _DASK.append(DaskExecutor(EXECUTOR["scheduler"], workers))
+        return _DASK[0]
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")

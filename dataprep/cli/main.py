@@ -102,6 +102,10 @@ class LazyGroup(click.Group):
             raise click.ClickException(
                 f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
             ) from None
+        finally:
+            parallel = sys.modules.get("dataprep.parallel")
+            if parallel is not None:
+                parallel.close_executors()  # a Dask client and its local cluster, if one started
 
 
 INTERRUPT_EXIT = 130  # 128 + SIGINT, the shell's convention

@@ -1,7 +1,8 @@
 """Options shared by the commands, one spelling per concept, each declared once here.
 
 * ``common_options`` (``--quiet``, ``--verbose``, ``--debug``): the root group and every command.
-* ``workers_opt``: noise, hdf5, lmdb, mean, resize, augment; ``seed_opt``: noise, list, hdf5,
+* ``workers_opt`` (``--workers``, ``--executor local|dask``, ``--scheduler``): noise, hdf5,
+  lmdb, wds, mean, resize, augment, convert, import; ``seed_opt``: noise, list, hdf5,
   lmdb, info, augment; ``overwrite_opt``: every command that writes; ``json_opt``: every
   command but info's picture.
 * ``SIZE`` (the ``HxW`` / ``S`` grammar of ``images.parse_size``): every size option.
@@ -121,14 +122,53 @@ class ParsedBy(click.ParamType):
 SIZE = ParsedBy("size", "images:parse_size")
 AREA_RANGE = ParsedBy("range", "transforms:parse_area_range")
 
-workers_opt = click.option(
-    "-j",
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    show_default="all cores",
-    help="Processes sharing the work, this one included. Output is identical for any value.",
-)
+
+def _executor(attr: str) -> Callable:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        from ..parallel import EXECUTOR
+
+        EXECUTOR[attr] = value
+
+    return callback
+
+
+def workers_opt(f: Callable) -> Callable:
+    """``--workers``, and where they run: ``--executor local|dask`` with ``--scheduler``."""
+    return _apply(
+        [
+            click.option(
+                "-j",
+                "--workers",
+                type=click.IntRange(min=1),
+                default=None,
+                show_default="all cores",
+                help="Processes sharing the work, this one included (with --executor dask and "
+                "no --scheduler: the local cluster's). Output is identical for any value.",
+            ),
+            click.option(
+                "--executor",
+                type=click.Choice(["local", "dask"]),
+                default="local",
+                show_default=True,
+                expose_value=False,
+                callback=_executor("kind"),
+                help="Run the work on this machine's processes, or on a Dask cluster (the dask extra).",
+            ),
+            click.option(
+                "--scheduler",
+                default=None,
+                metavar="ADDRESS",
+                envvar="DATAPREP_SCHEDULER",
+                expose_value=False,
+                callback=_executor("scheduler"),
+                help="Dask scheduler (tcp://host:8786) [env DATAPREP_SCHEDULER; default: start a "
+                "LocalCluster].",
+            ),
+        ],
+        f,
+    )
+
+
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")

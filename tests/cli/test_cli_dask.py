@@ -1,0 +1,143 @@
+"""``--executor dask``: the same bytes as the local executor on a LocalCluster of two worker
+processes, a worker killed mid-run retried without lost or doubled records, a clear line
+for an unreachable scheduler or a missing Dask."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from helpers import tree_bytes
+
+from dataprep.stores import open_store
+
+pytest.importorskip("dask.distributed")  # the test extra installs it; the dask extra for users
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from click.testing import CliRunner
+
+    from dataprep.cli.main import cli
+
+    folder = tmp_path_factory.mktemp("dask")
+    r = CliRunner().invoke(
+        cli,
+        [
+            "noise",
+            "--n",
+            "120",
+            "--size",
+            "24x24",
+            "--classes",
+            "3",
+            "--out",
+            str(folder / "samples"),
+            "--format",
+            "png",
+            "-j",
+            "1",
+        ],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.stderr
+    return folder
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("noise", "--n", 90, "--size", "16x16", "--to", "hdf5", "--out", "{out}"),
+        (
+            "noise",
+            "--n",
+            60,
+            "--size",
+            "16x16",
+            "--format",
+            "png",
+            "--out",
+            "{out}/samples",
+            "--lists-dir",
+            "{out}",
+        ),
+        ("lmdb", "{list}", "{out}/db", "--resize", "20x20"),
+        ("wds", "{list}", "{out}/shards", "--shard-size", 25),
+        ("resize", "{list}", "{out}/small", "--size", "12x12"),
+        ("mean", "{list}", "-o", "{out}/mean.binaryproto"),
+    ],
+    ids=["noise-hdf5", "noise-files", "lmdb", "wds", "resize", "mean"],
+)
+def test_dask_gives_the_local_executors_bytes(invoke, images, tmp_path, command):
+    outputs = {}
+    for executor in ("local", "dask"):
+        out = tmp_path / executor
+        out.mkdir()
+        args = [str(a).format(out=out, list=images / "train.txt") for a in command]
+        r = invoke(*args, "--executor", executor, "-j", 2)
+        assert r.exit_code == 0, r.stderr
+        outputs[executor] = {k: v.replace(str(out).encode(), b"OUT") for k, v in tree_bytes(out).items()}
+    assert outputs["dask"] == outputs["local"] and outputs["local"]
+
+
+def test_a_worker_killed_mid_run_is_retried_without_lost_or_doubled_records(invoke, images, tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            pids = list(client.run(os.getpid).values())
+
+            def kill_one() -> None:  # once the conversion is under way
+                deadline = time.monotonic() + 60
+                while not list(tmp_path.glob(".db.partial-*")) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.3)
+                os.kill(pids[0], 9)
+
+            killer = threading.Thread(target=kill_one)
+            killer.start()
+            r = invoke(
+                "lmdb",
+                images / "train.txt",
+                tmp_path / "db",
+                "--resize",
+                "160x160",
+                "--executor",
+                "dask",
+                "--scheduler",
+                cluster.scheduler_address,
+            )
+            killer.join()
+            assert r.exit_code == 0, r.stderr
+            assert pids[0] not in client.run(os.getpid).values()  # that worker really died
+    with open_store(tmp_path / "db") as store:
+        keys = store.keys()
+    lines = (images / "train.txt").read_text().splitlines()
+    assert keys == [f"{i:08d}_{line.split()[0]}" for i, line in enumerate(lines)]
+    assert invoke("verify", tmp_path / "db", "--list", images / "train.txt").exit_code == 0
+
+
+def test_an_unreachable_scheduler_is_one_line(invoke, images, tmp_path):
+    started = time.monotonic()
+    r = invoke(
+        "lmdb",
+        images / "train.txt",
+        tmp_path / "db",
+        "--executor",
+        "dask",
+        "--scheduler",
+        "tcp://127.0.0.1:9",
+    )
+    assert r.exit_code == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 30
+    assert not (tmp_path / "db").exists()
+
+
+def test_without_dask_the_message_says_how_to_install(invoke, images, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)
+    r = invoke("lmdb", images / "train.txt", tmp_path / "db", "--executor", "dask")
+    assert r.exit_code == 2 and "pip install 'dataprep[dask]'" in r.stderr
