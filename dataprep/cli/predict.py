@@ -44,30 +44,35 @@ def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, a
     dataprep predict noise_regression_iter_2000.npz test.txt --labels test_labels.txt
     dataprep predict deploy.prototxt --weights model.caffemodel val_lmdb --class-names classes.txt
     """
-    from ..train.inference import open_inputs, predict, read_truth, score
+    from ..train.inference import Score, open_inputs, predict, read_truth
 
     if as_csv and as_json:
         raise click.UsageError("--csv and --json are exclusive")
     inputs = open_inputs(source, model, batch_size)
     names = _class_names(class_names)
-    with progress(inputs.count, "predict") as update:
-        results = list(predict(model, inputs, top_k, update))
     truth = read_truth(labels) if labels else dict(zip(inputs.keys, inputs.labels))
-    scores = score(results, truth) if truth else None
+    scorer = Score(truth) if truth else None
+    rows = []  # --json only: the other forms print as they go
+    with progress(inputs.count, "predict") as update:
+        for k, p in enumerate(predict(model, inputs, top_k, update)):
+            if scorer is not None:
+                scorer.add(p)
+            if as_json:
+                rows.append({"key": p.key, "values": p.values, "classes": p.classes})
+            elif as_csv:
+                if k == 0:
+                    click.echo(",".join(["key", *_csv_header(p)]))
+                click.echo(_csv(p, names))
+            else:
+                click.echo(_sentence(p, model.target, names))
+    scores = scorer.result() if scorer is not None else None
     if as_json:
-        rows = [{"key": p.key, "values": p.values, "classes": p.classes} for p in results]
         echo_result(True, {"predictions": rows, "score": scores}, [])
-        return
-    if as_csv:
-        lines = [",".join(["key", *_csv_header(results)])] + [_csv(p, names) for p in results]
-    else:
-        lines = [_sentence(p, model.target, names) for p in results]
-    if scores is not None:
+    elif scores is not None:
         if as_csv:  # stdout stays one table
             logging.getLogger("dataprep").info(_score_line(scores))
         else:
-            lines.append(_score_line(scores))
-    echo_result(False, {}, lines)
+            click.echo(_score_line(scores))
 
 
 def _class_names(path: str | None) -> list[str] | None:
@@ -96,10 +101,7 @@ def _sentence(p, target: str, names: list[str] | None) -> str:
     )
 
 
-def _csv_header(results) -> list[str]:
-    if not results:
-        return []
-    p = results[0]
+def _csv_header(p) -> list[str]:
     if p.classes is None:
         return [f"value{k}" for k in range(len(p.values))]
     return [f"{kind}{k}" for k in range(len(p.classes)) for kind in ("class", "probability")]

@@ -30,9 +30,10 @@ def extract_features(
     if spec is None:
         raise DataprepError(f"no layer {layer!r} in the net ({', '.join(s['name'] for s in model.specs)})")
     blob_name = spec["top"][0]
+    integer = _integer_labels(inputs)
     meta = {
         "source": str(source),
-        "labels": {"count": 1, "kind": "int"} if _integer_labels(inputs) else {"count": 0, "kind": "int"},
+        "labels": {"count": 1, "kind": "int"} if integer else {"count": 0, "kind": "int"},
         "features": {"model": model.name, "layer": layer, "blob": blob_name},
         "preprocessing": model.prepare.as_dict(),
     }
@@ -43,7 +44,7 @@ def extract_features(
             values = np.asarray(blob.get() if hasattr(blob, "get") else blob, np.float32)
             for k, row in enumerate(values):
                 index = start + k
-                label = int(inputs.labels[index][0]) if _integer_labels(inputs) else 0
+                label = int(inputs.labels[index][0]) if integer else 0
                 writer.put(index, inputs.keys[index], feature_payload(row.reshape(_chw(row.shape)), label))
             if progress is not None:
                 progress(len(values))

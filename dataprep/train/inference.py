@@ -319,22 +319,42 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def score(predictions: list[Prediction], truth: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Against ground-truth labels by key: the mean absolute error per column (regression)
-    or the top-1 and top-k accuracy (classifiers), over the inputs that have a label."""
-    pairs = [(p, truth[p.key]) for p in predictions if p.key in truth]
-    if not pairs:
-        raise DataprepError("no input has a ground-truth label (keys must match the inputs' paths)")
-    if pairs[0][0].classes is not None:
-        top1 = sum(p.classes[0] == int(t[0]) for p, t in pairs)
-        topk = sum(int(t[0]) in p.classes for p, t in pairs)
-        return {
-            "count": len(pairs),
-            "accuracy": top1 / len(pairs),
-            f"top{len(pairs[0][0].classes)}": topk / len(pairs),
-        }
-    errors = np.abs(np.array([p.values for p, _ in pairs]) - np.array([t for _, t in pairs]))
-    return {"count": len(pairs), "mae": float(errors.mean()), "mae_per_column": errors.mean(axis=0).tolist()}
+class Score:
+    """Against ground-truth labels by key, accumulated one prediction at a time (so a run
+    over millions of inputs keeps only sums): the mean absolute error per column
+    (regression) or the top-1 and top-k accuracy (classifiers)."""
+
+    def __init__(self, truth: dict[str, np.ndarray]) -> None:
+        self.truth = truth
+        self.count = 0
+        self.errors: np.ndarray | None = None
+        self.top1 = self.topk = 0
+        self.k = 1
+
+    def add(self, p: Prediction) -> None:
+        if p.key not in self.truth:
+            return
+        t = self.truth[p.key]
+        self.count += 1
+        if p.classes is not None:
+            self.k = len(p.classes)
+            self.top1 += p.classes[0] == int(t[0])
+            self.topk += int(t[0]) in p.classes
+            return
+        error = np.abs(np.asarray(p.values) - t)
+        self.errors = error if self.errors is None else self.errors + error
+
+    def result(self) -> dict[str, Any]:
+        if not self.count:
+            raise DataprepError("no input has a ground-truth label (keys must match the inputs' paths)")
+        if self.errors is None:
+            return {
+                "count": self.count,
+                "accuracy": self.top1 / self.count,
+                f"top{self.k}": self.topk / self.count,
+            }
+        per_column = self.errors / self.count
+        return {"count": self.count, "mae": float(per_column.mean()), "mae_per_column": per_column.tolist()}
 
 
 def read_truth(path: str | Path) -> dict[str, np.ndarray]:
