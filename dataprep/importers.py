@@ -11,6 +11,7 @@ pickle cannot run code. A malformed file is one ``DataprepError`` naming it.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import pickle
 import struct
@@ -394,6 +395,11 @@ def write_dataset(
             writer = Hdf5Writer(
                 out / f"{name}_{split}.h5", overwrite=overwrite, expected=len(source), meta=meta
             )
+        elif kind == "wds":
+            from .stores.wds import WdsWriter
+
+            source = dataclasses.replace(source, bgr=True)  # image files are BGR to OpenCV: true color
+            writer = WdsWriter(out / f"{name}_{split}_wds", overwrite=overwrite, meta=store_meta(source))
         else:
             from .stores.datum import DatumWriter
 

@@ -262,3 +262,16 @@ def test_lenet_and_cifar10_quick_train_on_imported_stores(invoke, tmp_path, monk
         )
         assert r.exit_code == 0, r.stderr
         assert "accuracy" in r.stdout and (tmp_path / f"{name}_iter_2.npz").is_file()
+
+
+def test_cifar_into_webdataset_shards_in_true_color(invoke, tmp_path):
+    made = cifar10_pickles(tmp_path / "py")
+    r = invoke("import", "cifar10", tmp_path / "py", tmp_path / "out", "--to", "wds", "-j", 1)
+    assert r.exit_code == 0, r.stderr
+    with tarfile.open(tmp_path / "out" / "cifar10_test_wds-000000.tar") as tar:
+        png = tar.extractfile("00000001.png").read()
+        label = tar.extractfile("00000001.cls").read()
+    rgb = made["test_batch"][0][1].reshape(3, 32, 32).transpose(1, 2, 0)
+    bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)  # what any viewer shows
+    assert np.array_equal(bgr[:, :, ::-1], rgb) and int(label) == made["test_batch"][1][1]
+    assert order_of(tmp_path / "out" / "cifar10_test_wds") == "BGR"

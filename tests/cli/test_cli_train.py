@@ -424,3 +424,39 @@ def test_caffenet_runs_one_forward_and_backward_pass():
     assert np.isfinite(outputs["loss"]) and outputs["loss"] == pytest.approx(np.log(1000), rel=0.2)
     net.backward()
     assert all(layer.grads[i] is not None and np.isfinite(layer.grads[i]).all() for layer, i in net.params())
+
+
+def test_caffemodel_snapshots_and_fine_tuning_by_layer_name(invoke, tmp_path):
+    from dataprep.train.caffemodel import read_caffemodel
+
+    r = invoke("train", write_recipe(tmp_path, solver__max_iter=5), "--caffemodel")
+    assert r.exit_code == 0, r.stderr
+    blobs = read_caffemodel(tmp_path / "tiny_iter_5.caffemodel")
+    saved = np.load(tmp_path / "tiny_iter_5.npz")
+    assert sorted(blobs) == ["conv1", "fc2"] and np.array_equal(blobs["conv1"][0], saved["param/conv1/0"])
+    (tmp_path / "b").mkdir()
+    net = [dict(SMALL_NET[0]), *SMALL_NET[1:3], {**SMALL_NET[3], "name": "fc_new"}, *SMALL_NET[4:]]
+    recipe = write_recipe(tmp_path / "b")
+    r = invoke(
+        "train",
+        recipe,
+        "--weights",
+        tmp_path / "tiny_iter_5.caffemodel",
+        "--set",
+        "solver.max_iter=0",
+        "--set",
+        f"net={yaml.safe_dump(net, default_flow_style=True).strip()}",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "Copying weights of conv1 from" in r.stderr  # fc_new is new: its filler's values stay
+    tuned = np.load(tmp_path / "b" / "tiny_iter_0.npz")
+    assert np.array_equal(tuned["param/conv1/0"], saved["param/conv1/0"])
+    r = invoke(
+        "train",
+        recipe,
+        "--weights",
+        tmp_path / "tiny_iter_5.caffemodel",
+        "--resume",
+        tmp_path / "tiny_iter_5.npz",
+    )
+    assert r.exit_code == 2 and "give one of them" in r.stderr
