@@ -65,10 +65,12 @@ def images(tmp_path_factory):
         ),
         ("lmdb", "{list}", "{out}/db", "--resize", "20x20"),
         ("wds", "{list}", "{out}/shards", "--shard-size", 25),
+        ("hdf5", "{list}", "--out", "{out}/train.h5", "--mean", 128),
         ("resize", "{list}", "{out}/small", "--size", "12x12"),
+        ("augment", "{list}", "{out}/aug", "--crop", "20x20", "--copies", 2, "--mirror", "--seed", 3),
         ("mean", "{list}", "-o", "{out}/mean.binaryproto"),
     ],
-    ids=["noise-hdf5", "noise-files", "lmdb", "wds", "resize", "mean"],
+    ids=["noise-hdf5", "noise-files", "lmdb", "wds", "hdf5", "resize", "augment", "mean"],
 )
 def test_dask_gives_the_local_executors_bytes(invoke, images, tmp_path, command):
     outputs = {}
