@@ -34,7 +34,7 @@ COMMANDS = {
     "extract": "Write a layer's outputs as Datum features (Caffe's extract_features).",
     "recipe": "Convert recipes to Caffe's solver and net prototxt, and back.",
     "wds": "Convert a list of images to WebDataset tar shards with an index manifest.",
-    "train": "Train a recipe's net (YAML: data, net, solver) with Caffe's log lines and snapshots.",
+    "train": "Train a recipe's net (YAML, or Caffe's solver prototxt) with Caffe's log lines and snapshots.",
 }
 
 log = logging.getLogger("dataprep")
