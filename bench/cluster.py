@@ -3,7 +3,7 @@
 LocalCluster of 2 worker processes started once beforehand (its start-up is reported
 separately). Target (issue 14): Dask's overhead on one machine under 20%.
 
-Run: python bench/dask.py [--n 2000] [--repeat 3]
+Run: python bench/cluster.py [--n 2000] [--repeat 3]
 """
 
 from __future__ import annotations
