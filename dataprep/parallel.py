@@ -298,7 +298,11 @@ def _same(task: Task) -> Task:
 
 
 def _run_chunk(task: Task, start: int, stop: int) -> list[Any]:
-    """One chunk on a Dask worker (a module-level function: Dask ships it by reference)."""
+    """One chunk on a Dask worker (a module-level function: Dask ships it by reference),
+    with one OpenCV thread, as the local workers have."""
+    import cv2
+
+    cv2.setNumThreads(1)
     return task(start, stop)
 
 

@@ -62,10 +62,11 @@ def report_skipped(on_error) -> int:
 
 
 def start_workers(workers: int | None) -> None:
-    """Start the worker fork server first thing, so its imports overlap with the command's."""
-    if workers != 1:
-        from ..parallel import warm_up
+    """Start the worker fork server first thing, so its imports overlap with the command's
+    (not for --executor dask, whose workers are the cluster's)."""
+    from ..parallel import EXECUTOR, warm_up
 
+    if workers != 1 and EXECUTOR["kind"] == "local":
         warm_up()
 
 
