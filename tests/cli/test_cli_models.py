@@ -196,3 +196,31 @@ def test_caffes_model_predicts_caffes_outputs(invoke, tmp_path):
     want = np.load(FIXTURES / "tutorial_outputs.npz")["pred"].reshape(3, 2)
     assert np.allclose(got, want, rtol=1e-4, atol=1e-6)
     shutil.rmtree(tmp_path)
+
+
+def test_extract_with_caffes_model_gives_caffes_features(invoke, tmp_path):
+    """extract_features' result for Caffe's zoo net: fc3 for the ten inputs, as Caffe
+    computed them, in float_data Datums."""
+    inputs = np.load(FIXTURES / "inputs.npy")
+    with h5py.File(tmp_path / "probe.h5", "w") as f:
+        f["data"] = inputs
+        f["freq"] = np.load(FIXTURES / "input_labels.npy")
+    (tmp_path / "probe_h5.txt").write_text(str(tmp_path / "probe.h5") + "\n")
+    r = invoke(
+        "extract",
+        FIXTURES / "zoo_train_val.prototxt",
+        "--weights",
+        FIXTURES / "zoo_iter_30.caffemodel",
+        "--layer",
+        "fc3",
+        tmp_path / "probe_h5.txt",
+        tmp_path / "fc3_lmdb",
+        "--batch-size",
+        4,
+    )
+    assert r.exit_code == 0, r.stderr
+    with open_store(tmp_path / "fc3_lmdb") as store:
+        got = np.stack([rec.array for rec in store])
+    want = np.load(FIXTURES / "zoo_outputs.npz")["fc3"]
+    assert got.shape == want.shape == (10, 16, 1, 1)
+    assert np.allclose(got, want, rtol=1e-4, atol=1e-5)
