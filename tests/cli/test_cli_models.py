@@ -224,3 +224,63 @@ def test_extract_with_caffes_model_gives_caffes_features(invoke, tmp_path):
     want = np.load(FIXTURES / "zoo_outputs.npz")["fc3"]
     assert got.shape == want.shape == (10, 16, 1, 1)
     assert np.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_names_the_top_classes_of_a_classifier(invoke, tmp_path):
+    r = invoke(
+        "noise",
+        "--n",
+        80,
+        "--size",
+        "16x16",
+        "--classes",
+        3,
+        "--to",
+        "lmdb",
+        "--out",
+        tmp_path / "s",
+        "-j",
+        1,
+    )
+    assert r.exit_code == 0, r.stderr
+    net = [
+        {"name": "conv1", "type": "Convolution", "num_output": 4, "kernel_size": 3, "stride": 2},
+        {"name": "fc", "type": "InnerProduct", "num_output": 3},
+        {"name": "accuracy", "type": "Accuracy", "phase": "TEST"},
+        {"name": "loss", "type": "SoftmaxWithLoss"},
+    ]
+    recipe = {
+        "data": {
+            "train": str(tmp_path / "s/train_lmdb"),
+            "val": str(tmp_path / "s/val_lmdb"),
+            "batch_size": 8,
+            "transform": {"scale": 0.0039},
+        },
+        "net": net,
+        "solver": {"max_iter": 10, "snapshot_prefix": str(tmp_path / "c")},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(recipe))
+    assert invoke("train", tmp_path / "c.yaml", "-q").exit_code == 0
+    (tmp_path / "names.txt").write_text("low\nmid\nhigh\n")
+    r = invoke(
+        "predict",
+        tmp_path / "c_iter_10.npz",
+        tmp_path / "s/val_lmdb",
+        "--class-names",
+        tmp_path / "names.txt",
+        "--top-k",
+        2,
+    )
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    first = lines[0]
+    assert first.startswith("Predicted class for 00000000_") and "; then " in first
+    assert any(name in first for name in ("low (", "mid (", "high ("))
+    assert (
+        lines[-1].startswith("Accuracy: ")
+        and f"over {len(lines) - 1} inputs" in lines[-1]
+        and "top2" in lines[-1]
+    )
+    r = invoke("predict", tmp_path / "c_iter_10.npz", tmp_path / "s/val_lmdb", "--json")
+    rows = json.loads(r.stdout)["predictions"]
+    assert all(len(p["classes"]) == 1 and 0 <= p["values"][0] <= 1 for p in rows)
