@@ -299,9 +299,14 @@ def _same(task: Task) -> Task:
 
 def _run_chunk(task: Task, start: int, stop: int) -> list[Any]:
     """One chunk on a Dask worker (a module-level function: Dask ships it by reference),
-    with one OpenCV thread, as the local workers have."""
+    with one OpenCV thread and the malloc settings the local workers have: Dask's nanny
+    starts workers with MALLOC_TRIM_THRESHOLD_=65536, which made every image's buffers
+    fault in again (a 64-photo chunk took 0.29 s there against 0.15 s locally)."""
     import cv2
 
+    from .heap import keep_freed_memory
+
+    keep_freed_memory()
     cv2.setNumThreads(1)
     return task(start, stop)
 
