@@ -390,8 +390,11 @@ _DASK: list[DaskExecutor] = []
 
 
 def close_executors() -> None:
+    """End of a command: close a Dask client (and its local cluster) and go back to the
+    local executor, so nothing carries over to the next command run in this process."""
     while _DASK:
         _DASK.pop().close()
+    EXECUTOR.update(kind="local", scheduler=None)
 
 
 def make_executor(workers: int | None = None, n: int | None = None) -> Executor:
