@@ -143,3 +143,11 @@ def test_without_dask_the_message_says_how_to_install(invoke, images, tmp_path, 
     monkeypatch.setitem(sys.modules, "dask.distributed", None)
     r = invoke("lmdb", images / "train.txt", tmp_path / "db", "--executor", "dask")
     assert r.exit_code == 2 and "pip install 'dataprep[dask]'" in r.stderr
+
+
+def test_the_executor_choice_ends_with_the_command(invoke, images, tmp_path):
+    from dataprep.parallel import EXECUTOR, InlineExecutor, make_executor
+
+    r = invoke("mean", images / "train.txt", "-o", tmp_path / "m.binaryproto", "--executor", "dask", "-j", 2)
+    assert r.exit_code == 0, r.stderr
+    assert EXECUTOR["kind"] == "local" and isinstance(make_executor(1), InlineExecutor)  # no cluster left
