@@ -31,6 +31,12 @@ def parse_mean_values(text: str) -> np.ndarray:
     return np.asarray(values, np.float32)
 
 
+def recorded_mean(given: str) -> np.ndarray:
+    """The mean a store's manifest records (``preprocessing.mean``): ``--mean``'s values, or
+    the path of ``--mean-file``."""
+    return read_mean_file(given) if Path(given).is_file() else parse_mean_values(given)
+
+
 def read_mean_file(path: str | Path) -> np.ndarray:
     """The C x H x W mean of a BlobProto (``.binaryproto``) or NumPy (``.npy``) file."""
     path = Path(path)

@@ -96,6 +96,8 @@ rng = np.random.default_rng(3)
     [
         ({"type": "Convolution", "num_output": 4, "kernel_size": 3, "stride": 2, "pad": 1}, (2, 3, 7, 6)),
         ({"type": "Convolution", "num_output": 4, "kernel_size": 2, "group": 2}, (2, 4, 5, 5)),
+        # stride 1 with padding: the flat-row im2col and col2im, over more images than a chunk
+        ({"type": "Convolution", "num_output": 3, "kernel_size": 3, "pad": 1}, (10, 2, 5, 4)),
         ({"type": "Pooling", "pool": "MAX", "kernel_size": 3, "stride": 2}, (2, 2, 8, 7)),
         ({"type": "Pooling", "pool": "MAX", "kernel_size": 3, "stride": 2, "pad": 1}, (1, 2, 6, 6)),
         ({"type": "Pooling", "pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 1}, (2, 2, 7, 6)),

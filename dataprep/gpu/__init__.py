@@ -58,6 +58,11 @@ def to_device(images: list[np.ndarray], xp: ModuleType) -> list:
     ]
 
 
+def host(array) -> np.ndarray:
+    """A NumPy array of a NumPy or CuPy array (copied from the device for CuPy)."""
+    return array.get() if get_xp(array) is not np else np.asarray(array)
+
+
 def to_host(arrays: list) -> list[np.ndarray]:
     """NumPy copies of device arrays, moved in one transfer (concatenated on the device)."""
     if not arrays or isinstance(arrays[0], np.ndarray):

@@ -21,7 +21,7 @@ STORES: dict[str, Callable[..., StoreWriter]] = {
     "wds": WdsWriter,
 }
 
-__all__ = ["STORES", "StoreReader", "StoreWriter", "StoredRecord", "open_store", "store_kind"]
+__all__ = ["STORES", "StoreReader", "StoreWriter", "StoredRecord", "open_store", "source_kind", "store_kind"]
 
 
 def store_kind(path: str | Path) -> str:
@@ -45,6 +45,17 @@ def store_kind(path: str | Path) -> str:
     if not path.exists():
         raise UsageError(f"{path}: no store there")
     raise StoreError(f"{path}: unknown store type")
+
+
+def source_kind(path: str | Path) -> str:
+    """What a path to read records from holds: a store's kind, or ``images`` for a list
+    file of ``path label...`` lines (what training and inference also read)."""
+    try:
+        return store_kind(path)
+    except StoreError:
+        if not str(path).endswith(".txt"):
+            raise
+        return "images"
 
 
 def open_problems(path: str | Path) -> list[str]:

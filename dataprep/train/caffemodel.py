@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataprepError, UsageError
+from ..gpu import host
 from ..staging import Staging
 from ..stores.caffe_pb import NetParameter, blob_message, blob_to_array
 from .net import Net
@@ -70,7 +71,7 @@ def caffemodel_bytes(net: Net, name: str, entries: list[dict], data_layers: list
             {**specs.get(layer.name, {}), "name": layer.name, "type": layer.type}, node.bottoms, node.tops
         )
         for param in layer.params:
-            message.blobs.append(blob_message(np.asarray(param.get() if hasattr(param, "get") else param)))
+            message.blobs.append(blob_message(host(param)))
         model.layer.append(message)
     return model.SerializeToString()
 
@@ -94,12 +95,13 @@ def read_weights(path: str | Path) -> dict[str, list[np.ndarray]]:
 def data_layers(recipe) -> list:
     """The train net's data layer as Caffe would read the recipe's training source:
     HDF5Data for HDF5, Data for LMDB or LevelDB, Input for a generator or an image list."""
+    from ..stores import source_kind
     from ..stores.caffe_pb import LayerParameter
 
     data = recipe.data
     layer = LayerParameter(name=data.input, top=[data.input, data.target])
     path = data.train.path
-    kind = _store_kind(path) if path else None
+    kind = source_kind(path) if path else None  # a training source: a store or a list of images
     if kind == "hdf5":
         layer.type = "HDF5Data"
         layer.hdf5_data_param.source = path
@@ -112,16 +114,6 @@ def data_layers(recipe) -> list:
     else:
         layer.type = "Input"
     return [layer]
-
-
-def _store_kind(path: str) -> str | None:
-    from ..errors import StoreError
-    from ..stores import store_kind
-
-    try:
-        return store_kind(path)
-    except StoreError:
-        return None
 
 
 def write_caffemodel(path: Path, data: bytes) -> Path:

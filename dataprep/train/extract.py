@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DataprepError
+from ..gpu import host
 from ..stores.datum import DatumWriter, feature_payload
 from .inference import Inputs, Model, run_batches
 
@@ -40,8 +41,7 @@ def extract_features(
     writer = DatumWriter(out, backend=backend, overwrite=overwrite, meta=meta, dtype="float32")
     with writer:
         for start, net in run_batches(model, inputs):
-            blob = net.blobs[blob_name]
-            values = np.asarray(blob.get() if hasattr(blob, "get") else blob, np.float32)
+            values = host(net.blobs[blob_name]).astype(np.float32, copy=False)
             for k, row in enumerate(values):
                 index = start + k
                 label = int(inputs.labels[index][0]) if integer else 0

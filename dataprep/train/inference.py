@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from ..errors import DataprepError, UsageError
+from ..gpu import host
 from .layers import LOSSES
 from .net import HEADS, Net, wire
 from .prototxt import is_prototxt, net_sections
@@ -171,20 +172,15 @@ class Inputs:
 
 def open_inputs(source: str | Path, model: Model, batch: int) -> Inputs:
     """A list file (``path [labels...]``) or a store, read in batches."""
-    from ..errors import StoreError
-    from ..stores import open_store, store_kind
+    from ..stores import open_store, source_kind
 
-    try:
-        store_kind(source)
-    except StoreError:
-        if not str(source).endswith(".txt"):
-            raise
+    if source_kind(source) == "images":
         from ..listfile import read_list
 
         return _list_inputs(read_list(source), model, batch)
     reader = open_store(source)
     keys = reader.keys()
-    labels = [np.asarray(row, np.float64) for row in reader.all_labels()] if _has_labels(reader) else []
+    labels = _stored_labels(reader)
 
     def batches() -> Iterator[tuple[int, list[np.ndarray]]]:
         try:
@@ -197,11 +193,13 @@ def open_inputs(source: str | Path, model: Model, batch: int) -> Inputs:
     return Inputs(keys, labels, batches(), len(keys))
 
 
-def _has_labels(reader) -> bool:
+def _stored_labels(reader) -> list[np.ndarray]:
+    """Every record's labels, read once; none when the store holds no usable labels."""
     try:
-        return len(reader.all_labels()) == len(reader)
+        rows = reader.all_labels()
     except (DataprepError, KeyError, ValueError):
-        return False
+        return []
+    return [np.asarray(row, np.float64) for row in rows] if len(rows) == len(reader) else []
 
 
 def image_inputs(path: str | Path, model: Model) -> Inputs:
@@ -239,14 +237,10 @@ def _mean(given: str | None) -> np.ndarray | None:
     C x H x W (C, 1, 1 for values)."""
     if given is None:
         return None
-    from ..mean import read_mean_file
+    from ..mean import recorded_mean
     from ..stores.hdf5 import mean_array
 
-    try:
-        values = [float(v) for v in str(given).split(",")]
-    except ValueError:
-        return mean_array(read_mean_file(given))
-    return mean_array(values)
+    return mean_array(recorded_mean(given))
 
 
 def run_batches(model: Model, inputs: Inputs, xp=np) -> Iterator[tuple[int, Net]]:
@@ -294,7 +288,7 @@ def predict(model: Model, inputs: Inputs, top_k: int = 1, progress=None) -> Iter
     SoftmaxWithLoss, or ending in Softmax) give their ``top_k`` classes."""
     classifier = model.head == "SoftmaxWithLoss"
     for start, net in run_batches(model, inputs):
-        out = np.asarray(_host(net.blobs[model.output]), np.float64)
+        out = np.asarray(host(net.blobs[model.output]), np.float64)
         out = out.reshape(len(out), -1)
         if classifier:
             probabilities = out if model.specs[-1]["type"] == "Softmax" else _softmax(out)
@@ -308,10 +302,6 @@ def predict(model: Model, inputs: Inputs, top_k: int = 1, progress=None) -> Iter
                 yield Prediction(key, [float(v) for v in row])
         if progress is not None:
             progress(len(out))
-
-
-def _host(array):
-    return array.get() if hasattr(array, "get") else array
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -87,15 +87,9 @@ def open_samples(source: Source) -> Samples:
             n=spec.offset + spec.n, size=parse_size(spec.size), seed=spec.seed, classes=spec.classes
         )
         return Samples(None, Subset(generator, range(spec.offset, spec.offset + spec.n)))
-    from ..errors import StoreError
-    from ..stores import open_store, store_kind
+    from ..stores import open_store, source_kind
 
-    try:
-        store_kind(source.path)
-    except StoreError:
-        if not str(source.path).endswith(".txt"):
-            raise
-        # a list of images (``path label...``), decoded as the store commands do
+    if source_kind(source.path) == "images":  # decoded as the store commands do
         from ..listfile import read_list
         from ..records import image_list_source
 

@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from ..errors import UsageError
-from ..gpu import array_module
+from ..gpu import array_module, host
 from ..staging import Staging, signals_held
 from .caffemodel import caffemodel_bytes, copy_weights, data_layers, read_weights, write_caffemodel
 from .inference import Preparation
@@ -44,10 +44,6 @@ class TrainResult:
     metrics: list[dict] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
     snapshot: Path | None = None  # the final one
-
-
-def _host(array) -> np.ndarray:
-    return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
 def _text(value) -> np.ndarray:
@@ -133,11 +129,11 @@ class Training:
         recipe; plain arrays and JSON text, loaded without pickle."""
         arrays: dict[str, np.ndarray] = {}
         for layer, i in self.net.params():
-            arrays[f"param/{layer.name}/{i}"] = _host(layer.params[i])
+            arrays[f"param/{layer.name}/{i}"] = host(layer.params[i])
         for k, history in enumerate(self.solver.history):
-            arrays[f"history/{k}"] = _host(history)
+            arrays[f"history/{k}"] = host(history)
         for k, history in enumerate(self.solver.history2):
-            arrays[f"history2/{k}"] = _host(history)
+            arrays[f"history2/{k}"] = host(history)
         arrays["iteration"] = np.array(self.solver.iteration)
         arrays["rng"] = _text(self._iteration_rng)
         # one batch per finished iteration, test_batches per finished test: what an

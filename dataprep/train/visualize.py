@@ -55,6 +55,7 @@ def activation_grid(blob: np.ndarray) -> np.ndarray:
 def picture(model, layer: str, image: str | None = None) -> np.ndarray:
     """The kernels of ``layer`` of ``model`` (an ``inference.Model``), or with ``image``
     that layer's activation maps for the image."""
+    from ..gpu import host
     from .inference import image_inputs, run_batches
 
     if image is None:
@@ -67,5 +68,4 @@ def picture(model, layer: str, image: str | None = None) -> np.ndarray:
     if spec is None:
         raise DataprepError(f"no layer {layer!r} in the net ({', '.join(s['name'] for s in model.specs)})")
     _, net = next(run_batches(model, image_inputs(image, model)))
-    blob = net.blobs[spec["top"][0]]
-    return activation_grid(np.asarray(blob.get() if hasattr(blob, "get") else blob)[0])
+    return activation_grid(host(net.blobs[spec["top"][0]])[0])
