@@ -35,6 +35,7 @@ except ImportError:  # not on Windows
     fcntl = None
 
 from .errors import DataprepError, UsageError
+from .staging import signals_held
 
 
 class Task(Protocol):
@@ -123,9 +124,11 @@ def _grow_pipe(conn: Connection, size: int = 1 << 20) -> None:
 
 def _worker_main(task: Task, jobs: Connection, results: Connection, inherited: list[Connection]) -> None:
     # The parent owns Ctrl-C and stops workers itself (SIGTERM); a forked worker must not
-    # run the parent's handlers, which clean up the parent's partial outputs.
+    # run the parent's handlers, which clean up the parent's partial outputs. It starts with
+    # both signals blocked (see map_chunks) and takes them only once its own are set.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     for conn in inherited:  # a fork's copies of the parent's pipe ends: with them open, a
         conn.close()  # killed parent would never send this worker EOF
     import cv2
@@ -207,7 +210,11 @@ class ProcessExecutor(Executor):
                 _grow_pipe(res_r)
                 inherited = [*jobs, *results, job_w, res_r] if ctx.get_start_method() == "fork" else []
                 proc = ctx.Process(target=_worker_main, args=(task, job_r, res_w, inherited), daemon=True)
-                with warnings.catch_warnings():
+                # the child starts with Ctrl-C and SIGTERM blocked: a SIGTERM that reached a
+                # fork before _worker_main ran the parent's handler there, whose exception
+                # escaped the fork's bootstrap and went on running the parent's code (seen as
+                # a second copy of a test worker interrupting pytest-xdist)
+                with warnings.catch_warnings(), signals_held():
                     # Python 3.12+ warns on fork whenever native threads exist; the only ones
                     # here are idle OpenBLAS workers, which re-initialise after a fork
                     warnings.simplefilter("ignore", DeprecationWarning)

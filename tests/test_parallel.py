@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import DieAt, FailAt, Square
@@ -109,3 +110,38 @@ def test_make_executor():
 @pytest.mark.parametrize("executor", [InlineExecutor(), ProcessExecutor(2)])
 def test_zero_items_is_nothing_to_do(executor):
     assert list(ordered_map(Square(), 0, executor)) == []
+
+
+FORK_WINDOW = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from helpers import FailAt
+from dataprep.parallel import ProcessExecutor, ordered_map
+if __name__ == "__main__":
+    # a Dask cluster started and closed in this process lengthens each fork's start-up,
+    # as in a test worker that ran the Dask tests: the window where a SIGTERM used to land
+    from dask.distributed import Client, LocalCluster
+    cluster = LocalCluster(n_workers=1, processes=True, dashboard_address=None, silence_logs=50)
+    Client(cluster).close()
+    cluster.close()
+    def interrupt(*_):  # the CLI's handler: Ctrl-C and SIGTERM unwind as KeyboardInterrupt
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+    for _ in range(60):  # a failing chunk makes the parent terminate the other child
+        try:
+            list(ordered_map(FailAt(33), 100, ProcessExecutor(2, start_method="fork"), chunk_size=5))
+        except ValueError:
+            pass
+    print("done", flush=True)
+"""
+
+
+def test_a_worker_stopped_while_starting_never_runs_the_parents_code(tmp_path):
+    pytest.importorskip("dask.distributed")
+    script = tmp_path / "window.py"
+    script.write_text(FORK_WINDOW.format(tests=str(Path(__file__).parent)))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    # before the fix, children escaped their bootstrap on the parent's handler and went on
+    # as copies of the parent: dozens of "done" lines and KeyboardInterrupt tracebacks
+    assert run.returncode == 0 and run.stdout.split() == ["done"], run.stdout[-500:] + run.stderr[-2000:]
+    assert "KeyboardInterrupt" not in run.stderr
