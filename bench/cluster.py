@@ -19,12 +19,14 @@ from stores import make_photos, settle  # noqa: E402
 
 def main() -> None:
     args = scratch_args(__doc__, n=2000, repeat=3)
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
+
+    from dataprep.parallel import local_cluster
 
     with scratch_dir("bench-dask-", args.dir) as base:
         photos = make_photos(base / "photos", args.n)
         started = time.perf_counter()
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = local_cluster(2)  # the cluster --executor dask starts, started here once
         client = Client(cluster)
         client.run(lambda: __import__("dataprep.convert"))  # what a warm worker has imported
         startup = time.perf_counter() - started

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -216,7 +217,7 @@ class StoreSource:
     def __post_init__(self) -> None:
         from .stores import open_store
 
-        self._reader = open_store(self.path)
+        self._reader = open_store(os.path.abspath(self.path))  # see parallel: paths in tasks
         self.kind = self._reader.kind
         self.manifest = self._reader.manifest or {}
         self._count = len(self._reader)

@@ -96,7 +96,8 @@ def _numbered(items: list[Item]) -> list[Item]:
 
 
 def folder_items(src: Path, fmt: str) -> list[Item]:
-    """Every image under ``src``, mirrored under OUT."""
+    """Every image under ``src`` (by absolute path), mirrored under OUT."""
+    src = Path(os.path.abspath(src))
     files = images_under(src, set(DEFAULT_EXTENSIONS))
     if not files:
         raise DataprepError(f"{src}: no images")
@@ -193,6 +194,9 @@ class FileTask(ABC):
     items: list[Item]
     out: str
     output: OutputOptions  # channels and device resolved
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", os.path.abspath(self.out))  # see parallel: paths in tasks
 
     @abstractmethod
     def outputs(self, item: Item) -> list[str]:

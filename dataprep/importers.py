@@ -331,7 +331,7 @@ def open_dataset(
     extracted folder or an archive (unpacked into ``into``)."""
     if not src.exists():
         raise UsageError(f"{src}: no such file or folder")
-    folder = unpack(src, into)
+    folder = unpack(src, into).absolute()  # the sources' files, as workers open them
     if name == "mnist":
         if bgr:
             raise UsageError("--bgr: MNIST images are gray")
@@ -421,7 +421,9 @@ def _write_files(name, sources, out, executor, overwrite, progress) -> list[Path
         folder.mkdir()
         for split, source in sources.items():
             rows = list(
-                ordered_map(_WriteImages(source, folder, split), len(source), executor, progress=progress)
+                ordered_map(
+                    _WriteImages(source, folder.absolute(), split), len(source), executor, progress=progress
+                )
             )
             write_list(lists[split], [format_line(f"{name}/{path}", (label,)) for path, label in rows])
         write_list(classes, class_lines(names))

@@ -35,7 +35,8 @@ class Entry:
 
 @dataclass
 class ListFile:
-    """A parsed list: entries in file order, the label count and the folder paths resolve against."""
+    """A parsed list: entries in file order, the label count and the (absolute) folder paths
+    resolve against."""
 
     name: str
     entries: list[Entry]
@@ -148,7 +149,8 @@ def read_list(
     entries, count = parse_lines(io.StringIO(text), name=name, on_error=on_error)
     if not entries and not allow_empty:
         raise ListFileError(f"{name}: the list is empty")
-    return ListFile(name, entries, count, Path(root) if root is not None else default_root)
+    # absolute: a Dask worker resolving the entries has another working directory
+    return ListFile(name, entries, count, Path(os.path.abspath(root if root is not None else default_root)))
 
 
 def shuffle_order(n: int, seed: int) -> list[int]:

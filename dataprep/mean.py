@@ -282,7 +282,7 @@ def array_source(
     if kind == "list":
         return ListArrays(image_list_source(read_list(path, root=root), channels, resize))
     open_store(path).close()  # fail early, in this process, on a store that cannot be opened
-    return StoreArrays(str(path))
+    return StoreArrays(os.path.abspath(path))  # see parallel: paths in tasks
 
 
 def write_mean(

@@ -3,7 +3,9 @@ module), synthetic image lists, running the CLI in a subprocess, comparing outpu
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -95,3 +97,27 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 def leftovers(folder: Path) -> list[str]:
     """Anything a writer might have left in ``folder`` (temporary siblings included)."""
     return sorted(p.name for p in Path(folder).iterdir() if ".partial-" in p.name or ".old-" in p.name)
+
+
+def idx(magic: int, array: np.ndarray) -> bytes:
+    """An IDX file's bytes (MNIST's format): magic, the dimensions, then the data."""
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def mnist_files(
+    folder: Path, n: int = 4, zipped: bool = False, seed: int = 5
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """MNIST's four IDX files (train and t10k, ``n`` random 28 x 28 images each); returns
+    the images and labels by prefix."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for prefix in ("train", "t10k"):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        for kind, magic, array in (("images-idx3", 2051, images), ("labels-idx1", 2049, labels)):
+            raw = idx(magic, array)
+            name = f"{prefix}-{kind}-ubyte"
+            (folder / (name + ".gz" if zipped else name)).write_bytes(gzip.compress(raw) if zipped else raw)
+        made[prefix] = (images, labels)
+    return made

@@ -4,7 +4,6 @@ Caffe's converters stored; malformed and hostile files refused with nothing left
 
 from __future__ import annotations
 
-import gzip
 import pickle
 import struct
 import tarfile
@@ -15,6 +14,7 @@ import h5py
 import lmdb
 import numpy as np
 import pytest
+from helpers import idx, mnist_files
 
 from dataprep.stores.caffe_pb import parse_datum
 
@@ -136,24 +136,6 @@ def test_cifar100_fine_and_coarse_labels_from_binaries_and_pickles(invoke, tmp_p
     r = invoke("import", "cifar100", py, tmp_path / "py", "-j", 1)
     assert r.exit_code == 0, r.stderr
     assert [d.label for _, d in datums(tmp_path / "py" / "cifar100_train_lmdb")] == [7, 9]
-
-
-def idx(magic: int, array: np.ndarray) -> bytes:
-    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
-
-
-def mnist_files(folder: Path, n: int = 4, zipped: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    folder.mkdir(parents=True, exist_ok=True)
-    made = {}
-    for prefix in ("train", "t10k"):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        for kind, magic, array in (("images-idx3", 2051, images), ("labels-idx1", 2049, labels)):
-            raw = idx(magic, array)
-            name = f"{prefix}-{kind}-ubyte"
-            (folder / (name + ".gz" if zipped else name)).write_bytes(gzip.compress(raw) if zipped else raw)
-        made[prefix] = (images, labels)
-    return made
 
 
 @pytest.mark.parametrize("zipped", [False, True])

@@ -75,6 +75,7 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         settings = ctx.ensure_object(Settings)
+        hooks = _process_hooks()
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.Abort, click.exceptions.Exit):
@@ -106,6 +107,23 @@ class LazyGroup(click.Group):
             parallel = sys.modules.get("dataprep.parallel")
             if parallel is not None:
                 parallel.close_executors()  # a Dask client and its local cluster, if one started
+            _restore_process_hooks(hooks)
+
+
+def _process_hooks() -> tuple:
+    """The signal handlers and unraisable hook a command replaces while it runs."""
+    return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), sys.unraisablehook
+
+
+def _restore_process_hooks(hooks: tuple) -> None:
+    """Give a process that runs commands in-process (tests, Python callers) its own handlers
+    back: processes it forks later must not inherit ours (a multiprocessing pool terminated
+    its forks with SIGTERM, which our handler turned into an exception in the fork, and
+    one pool hung)."""
+    sigint, sigterm, sys.unraisablehook = hooks
+    for signum, handler in ((signal.SIGINT, sigint), (signal.SIGTERM, sigterm)):
+        if handler is not None:  # None: a handler not set from Python, which stays as it was
+            signal.signal(signum, handler)
 
 
 INTERRUPT_EXIT = 130  # 128 + SIGINT, the shell's convention

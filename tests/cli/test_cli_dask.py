@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from helpers import tree_bytes
+from helpers import mnist_files, run_dataprep, tree_bytes
 
+from dataprep.parallel import local_cluster
 from dataprep.stores import open_store
 
 pytest.importorskip("dask.distributed")  # the test extra installs it; the dask extra for users
@@ -43,7 +45,27 @@ def images(tmp_path_factory):
         catch_exceptions=False,
     )
     assert r.exit_code == 0, r.stderr
+    mnist_files(folder / "mnist", n=40)
     return folder
+
+
+@pytest.fixture(scope="module")
+def store(images):
+    """An LMDB of the images, for the commands that read a store in the workers."""
+    from click.testing import CliRunner
+
+    from dataprep.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["lmdb", str(images / "train.txt"), str(images / "db"), "-j", "1"])
+    assert r.exit_code == 0, r.stderr
+    return images / "db"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster of 2 workers (as --executor dask starts one), started in this folder."""
+    with local_cluster(2) as running:
+        yield running
 
 
 @pytest.mark.parametrize(
@@ -69,25 +91,51 @@ def images(tmp_path_factory):
         ("resize", "{list}", "{out}/small", "--size", "12x12"),
         ("augment", "{list}", "{out}/aug", "--crop", "20x20", "--copies", 2, "--mirror", "--seed", 3),
         ("mean", "{list}", "-o", "{out}/mean.binaryproto"),
+        ("mean", "{store}", "-o", "{out}/mean.binaryproto"),
+        ("convert", "{store}", "{out}/train.h5", "--to", "hdf5"),
+        ("import", "mnist", "{mnist}", "{out}", "--to", "lmdb"),
+        ("import", "mnist", "{mnist}", "{out}", "--to", "files"),
     ],
-    ids=["noise-hdf5", "noise-files", "lmdb", "wds", "hdf5", "resize", "augment", "mean"],
+    ids=[
+        "noise-hdf5",
+        "noise-files",
+        "lmdb",
+        "wds",
+        "hdf5",
+        "resize",
+        "augment",
+        "mean",
+        "mean-store",
+        "convert",
+        "import-lmdb",
+        "import-files",
+    ],
 )
-def test_dask_gives_the_local_executors_bytes(invoke, images, tmp_path, command):
+def test_dask_gives_the_local_executors_bytes(invoke, images, store, cluster, tmp_path, monkeypatch, command):
+    # run from another folder than the workers', with relative paths: what a worker is
+    # sent must not depend on the client's working directory
+    monkeypatch.chdir(tmp_path)
+    where = {
+        "list": os.path.relpath(images / "train.txt"),
+        "store": os.path.relpath(store),
+        "mnist": os.path.relpath(images / "mnist"),
+    }
     outputs = {}
-    for executor in ("local", "dask"):
-        out = tmp_path / executor
-        out.mkdir()
-        args = [str(a).format(out=out, list=images / "train.txt") for a in command]
-        r = invoke(*args, "--executor", executor, "-j", 2)
+    for executor, extra in (("local", ["-j", 2]), ("dask", ["--scheduler", cluster.scheduler_address])):
+        Path(executor).mkdir()
+        args = [str(a).format(out=executor, **where) for a in command]
+        r = invoke(*args, "--executor", executor, *extra)
         assert r.exit_code == 0, r.stderr
-        outputs[executor] = {k: v.replace(str(out).encode(), b"OUT") for k, v in tree_bytes(out).items()}
+        outputs[executor] = {
+            k: v.replace(str(tmp_path / executor).encode(), b"OUT") for k, v in tree_bytes(executor).items()
+        }
     assert outputs["dask"] == outputs["local"] and outputs["local"]
 
 
 def test_a_worker_killed_mid_run_is_retried_without_lost_or_doubled_records(invoke, images, tmp_path):
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with local_cluster(2) as cluster:
         with Client(cluster) as client:
             pids = list(client.run(os.getpid).values())
 
@@ -119,6 +167,55 @@ def test_a_worker_killed_mid_run_is_retried_without_lost_or_doubled_records(invo
     lines = (images / "train.txt").read_text().splitlines()
     assert keys == [f"{i:08d}_{line.split()[0]}" for i, line in enumerate(lines)]
     assert invoke("verify", tmp_path / "db", "--list", images / "train.txt").exit_code == 0
+
+
+@pytest.mark.parametrize("direct", [None, False])
+def test_results_come_straight_from_the_workers_unless_dasks_setting_says_otherwise(
+    invoke, images, tmp_path, direct
+):
+    # Dask's default sends every result through the scheduler (each byte moved twice);
+    # the client reads from the workers unless distributed.client.direct-to-workers is False
+    import dask.config
+
+    with local_cluster(1) as cluster:
+        served = []
+        gather = cluster.scheduler.handlers["gather"]
+
+        async def counted(*args, **kwargs):
+            served.append(kwargs.get("keys"))
+            return await gather(*args, **kwargs)
+
+        cluster.scheduler.handlers["gather"] = counted
+        with dask.config.set({"distributed.client.direct-to-workers": direct}):
+            r = invoke(
+                "lmdb",
+                images / "train.txt",
+                tmp_path / "db",
+                "--executor",
+                "dask",
+                "--scheduler",
+                cluster.scheduler_address,
+            )
+        assert r.exit_code == 0, r.stderr
+    assert bool(served) == (direct is False)
+    with open_store(tmp_path / "db") as store:
+        assert len(store) == len((images / "train.txt").read_text().splitlines())
+
+
+def test_a_bad_image_under_dask_is_one_line(images, cluster, tmp_path):
+    # the error stops the command while chunks are in flight; nothing else may reach stderr
+    # (the map used to cancel them after the client had closed: "IOLoop is closed")
+    lines = (images / "train.txt").read_text().splitlines()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(["missing.png 0", *(f"{images}/{line}" for line in lines)]) + "\n")
+    r = run_dataprep(
+        "lmdb", bad, tmp_path / "db", "--executor", "dask", "--scheduler", cluster.scheduler_address
+    )
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"Error: {bad}:1: missing.png: cannot read image (No such file or directory)"
+    ]
+    assert not (tmp_path / "db").exists()
 
 
 def test_an_unreachable_scheduler_is_one_line(invoke, images, tmp_path):

@@ -31,6 +31,23 @@ def test_usage_error_is_exit_2(invoke):
     assert invoke("nonsense").exit_code == 2
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_command_run_in_process_gives_back_the_processs_handlers(invoke, tmp_path, fails):
+    # a process that runs commands in-process and later forks (a multiprocessing pool
+    # terminates its forks with SIGTERM) must not have dataprep's handlers left behind
+    import multiprocessing
+    import signal
+    import sys
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    args = ["noise", "--n", 20, "--size", "8x8", "--out", tmp_path / "n", "-j", 2]
+    r = invoke(*args, *(["--workers", 0] if fails else []))
+    assert r.exit_code == (2 if fails else 0)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), sys.unraisablehook) == before
+    with multiprocessing.get_context("fork").Pool(2) as pool:  # terminated with SIGTERM on exit
+        assert pool.map(abs, [-1, -2, -3]) == [1, 2, 3]
+
+
 def test_debug_shows_the_traceback(tmp_path):
     (tmp_path / "l.txt").write_text("missing.png 1\n")
     plain = run_dataprep("hdf5", tmp_path / "l.txt")
