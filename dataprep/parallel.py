@@ -16,6 +16,7 @@ fork server, since fork and CUDA (the GPU commands) or running threads do not mi
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import multiprocessing
 import os
@@ -37,7 +38,7 @@ except ImportError:  # not on Windows
     fcntl = None
 
 from .errors import DataprepError, UsageError
-from .staging import signals_held
+from .staging import INTERRUPTED, interrupts_deferred, signals_held
 
 
 class Task(Protocol):
@@ -322,7 +323,14 @@ def local_cluster(workers: int) -> Any:
 
     with dask.config.set(QUIET_DASK):
         return LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            # no dashboard, and the scheduler's HTTP routes on a free port: on Dask's 8787 a
+            # second cluster (two commands at once) printed "Port 8787 is already in use"
+            scheduler_kwargs={"dashboard": False, "dashboard_address": ":0"},
+            silence_logs=40,
         )
 
 
@@ -377,6 +385,7 @@ class DaskExecutor(Executor):
             ) from None
         self.address = address
         self._cluster = None
+        self.client = None
         direct = _direct_to_workers()
         try:
             if address:
@@ -384,8 +393,15 @@ class DaskExecutor(Executor):
                     address, timeout=CONNECT_SECONDS, set_as_default=False, direct_to_workers=direct
                 )
             else:
-                self._cluster = local_cluster(workers or default_workers())
-                self.client = Client(self._cluster, set_as_default=False, direct_to_workers=direct)
+                # a Ctrl-C during the cluster's start-up is taken once it is up, and closes it:
+                # one cut short left its processes' semaphores behind
+                try:
+                    with interrupts_deferred():
+                        self._cluster = local_cluster(workers or default_workers())
+                        self.client = Client(self._cluster, set_as_default=False, direct_to_workers=direct)
+                except KeyboardInterrupt:
+                    self.close()
+                    raise
         except (OSError, TimeoutError) as exc:
             raise DataprepError(
                 f"cannot reach the Dask scheduler at {address} within {CONNECT_SECONDS} s: {exc}"
@@ -420,7 +436,13 @@ class DaskExecutor(Executor):
                 self.client.cancel(list(pending))
 
     def close(self) -> None:
-        self.client.close()
+        if INTERRUPTED.is_set():
+            # connections cut mid-transfer by Ctrl-C make Dask log errors while it closes;
+            # after "Interrupted." they would only be noise (seen under load)
+            for name in ("distributed", "asyncio"):
+                logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        if self.client is not None:
+            self.client.close()
         if self._cluster is not None:
             self._cluster.close()
 
@@ -464,8 +486,6 @@ def ordered_map(
 
     An interrupt swallowed on its way (one landing in a finalizer) still stops the map at
     the next chunk."""
-    from .staging import INTERRUPTED
-
     size = chunk_size or default_chunk_size(n, executor.workers, executor.chunk_cap)
     for results in executor.map_chunks(task, chunk_bounds(n, size)):
         if INTERRUPTED.is_set():

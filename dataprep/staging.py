@@ -130,6 +130,29 @@ def signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Note Ctrl-C and SIGTERM during the block and raise KeyboardInterrupt after it (the
+    main thread only): for start-ups that cannot be cut short without leaking (a Dask
+    cluster's half-started processes), and whose children must not inherit blocked
+    signals, as a mask would give them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    if caught:
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+
 class Staging:
     """Hands out temporary paths for destinations and commits them in registration order.
 

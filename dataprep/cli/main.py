@@ -82,6 +82,7 @@ class LazyGroup(click.Group):
             raise
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
+            _close_executors()  # before a quick exit, which would leave a Dask cluster's semaphores
             _exit_interrupted()
             raise click.exceptions.Exit(INTERRUPT_EXIT) from None
         except UsageError as exc:
@@ -104,10 +105,15 @@ class LazyGroup(click.Group):
                 f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)"
             ) from None
         finally:
-            parallel = sys.modules.get("dataprep.parallel")
-            if parallel is not None:
-                parallel.close_executors()  # a Dask client and its local cluster, if one started
+            _close_executors()
             _restore_process_hooks(hooks)
+
+
+def _close_executors() -> None:
+    """Close a Dask client and its local cluster, if one started."""
+    parallel = sys.modules.get("dataprep.parallel")
+    if parallel is not None:
+        parallel.close_executors()
 
 
 def _process_hooks() -> tuple:

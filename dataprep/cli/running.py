@@ -75,7 +75,11 @@ def run_store(source, writer, workers: int | None, on_error, check_size: bool, d
     from ..convert import write_store
     from ..parallel import make_executor
 
-    executor = make_executor(workers, len(source))
+    try:
+        executor = make_executor(workers, len(source))
+    except BaseException:  # an unreachable scheduler, Ctrl-C while a cluster starts
+        writer.abort()
+        raise
     with progress(len(source), desc) as update:
         result = write_store(
             source, writer, executor, on_error=on_error, check_size=check_size, progress=update

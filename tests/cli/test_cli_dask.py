@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import mnist_files, run_dataprep, tree_bytes
+from helpers import leftovers, mnist_files, run_dataprep, tree_bytes, write_images
 
 from dataprep.parallel import local_cluster
 from dataprep.stores import open_store
@@ -161,7 +161,7 @@ def test_a_worker_killed_mid_run_is_retried_without_lost_or_doubled_records(invo
             )
             killer.join()
             assert r.exit_code == 0, r.stderr
-            assert pids[0] not in client.run(os.getpid).values()  # that worker really died
+            assert pids[0] not in client.run(os.getpid, on_error="ignore").values()  # that worker really died
     with open_store(tmp_path / "db") as store:
         keys = store.keys()
     lines = (images / "train.txt").read_text().splitlines()
@@ -218,6 +218,45 @@ def test_a_bad_image_under_dask_is_one_line(images, cluster, tmp_path):
     assert not (tmp_path / "db").exists()
 
 
+@pytest.mark.parametrize("when", ["cluster start-up", "mid-run"])
+def test_ctrl_c_under_dask_is_exit_130_with_nothing_left(tmp_path, when):
+    # a Ctrl-C while the command's own LocalCluster starts is taken once it is up; either
+    # way the cluster is closed before the quick exit: no partial store, no process left,
+    # and nothing after "Interrupted." (such as "leaked semaphore objects")
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    list_path, _ = write_images(tmp_path, 3000, shape=(32, 32, 3))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataprep.cli.main", "lmdb", str(list_path), str(tmp_path / "db")]
+        + ["--resize", "200x200", "--executor", "dask", "-j", "2"],
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    started = False
+    while not started:
+        assert proc.poll() is None and time.monotonic() < deadline, "finished before it could be interrupted"
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        # the store is staged before the cluster starts; mid-run: its 2 workers are up (and
+        # multiprocessing's resource tracker), and then the work has run for a while
+        started = list(tmp_path.glob(".db.partial-*")) and (when != "mid-run" or len(descendants) >= 3)
+        time.sleep(0.01)
+    if when == "mid-run":
+        time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.decode().strip().splitlines()[-1] == "Interrupted.", err
+    assert leftovers(tmp_path) == [] and not (tmp_path / "db").exists()
+    deadline = time.monotonic() + 10  # the cluster's processes end with the command
+    while [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]:
+        assert time.monotonic() < deadline, f"{descendants} outlived the command"
+        time.sleep(0.05)
+
+
 def test_an_unreachable_scheduler_is_one_line(invoke, images, tmp_path):
     started = time.monotonic()
     r = invoke(
@@ -231,7 +270,7 @@ def test_an_unreachable_scheduler_is_one_line(invoke, images, tmp_path):
     )
     assert r.exit_code == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 30
-    assert not (tmp_path / "db").exists()
+    assert not (tmp_path / "db").exists() and leftovers(tmp_path) == []
 
 
 def test_without_dask_the_message_says_how_to_install(invoke, images, tmp_path, monkeypatch):
