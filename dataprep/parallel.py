@@ -368,15 +368,17 @@ CONNECT_SECONDS = 5  # how long a scheduler address may take to answer
 
 class DaskExecutor(Executor):
     """The same ordered chunked map on a Dask cluster: the task is sent once (a graph node
-    the chunks depend on), at most ``in_flight`` chunks are submitted at a time (never a future per item,
-    never the dataset in the scheduler) and results are yielded in chunk order. A worker
-    that dies has its chunks rerun elsewhere by Dask; a chunk is a pure function of its
-    bounds, so a rerun gives the same records. Without an address a ``LocalCluster`` of
-    ``workers`` processes starts (tests, one big machine)."""
+    the chunks depend on), ``PER_WORKER`` chunks per worker now in the cluster are in flight
+    (never a future per item, never the dataset in the scheduler; a cluster that grows
+    mid-run gets more) and results are yielded in chunk order. A worker that dies has its
+    chunks rerun elsewhere by Dask; a chunk is a pure function of its bounds, so a rerun
+    gives the same records. Without an address a ``LocalCluster`` of ``workers`` processes
+    starts (tests, one big machine)."""
 
-    def __init__(
-        self, address: str | None = None, workers: int | None = None, in_flight: int | None = None
-    ) -> None:
+    PER_WORKER = 4  # chunks in flight per worker: one running, the rest queued or on their way
+    RECOUNT_SECONDS = 2.0  # how often the cluster's workers are counted again
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
         try:
             from dask.distributed import Client
         except ImportError:
@@ -406,11 +408,19 @@ class DaskExecutor(Executor):
             raise DataprepError(
                 f"cannot reach the Dask scheduler at {address} within {CONNECT_SECONDS} s: {exc}"
             ) from None
-        self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        self.workers = self._count_workers()
+        if not self.workers:  # its batch jobs still queued, say
+            logging.getLogger("dataprep").info(
+                "no Dask worker at %s yet: waiting for one to join (Ctrl-C stops)", address
+            )
+            self.client.wait_for_workers(1)
+            self.workers = self._count_workers()
         # a Dask task costs milliseconds of scheduling (7 ms each on this 2-core machine):
         # chunks of up to 64 images keep that a few percent of the work
         self.chunk_cap = 64
-        self.in_flight = in_flight or 4 * self.workers
+
+    def _count_workers(self) -> int:
+        return self.client.scheduler_info(n_workers=0)["n_workers"]  # the count alone: 1 ms
 
     def map_chunks(self, task: Task, bounds: list[tuple[int, int]]) -> Iterator[list[Any]]:
         if not bounds:
@@ -420,17 +430,19 @@ class DaskExecutor(Executor):
         shipped = self.client.submit(_same, task, pure=False)
         pending: deque = deque()
         upcoming = iter(bounds)
+        counted = time.monotonic()
         try:
-            for start, stop in upcoming:
-                pending.append(self.client.submit(_run_chunk, shipped, start, stop, pure=False))
-                if len(pending) >= self.in_flight:
-                    break
-            while pending:
-                result = pending.popleft().result()
-                following = next(upcoming, None)
-                if following is not None:
+            while True:
+                if time.monotonic() - counted > self.RECOUNT_SECONDS:
+                    self.workers, counted = max(1, self._count_workers()), time.monotonic()
+                while len(pending) < self.PER_WORKER * self.workers:
+                    following = next(upcoming, None)
+                    if following is None:
+                        break
                     pending.append(self.client.submit(_run_chunk, shipped, *following, pure=False))
-                yield result
+                if not pending:
+                    return
+                yield pending.popleft().result()
         finally:  # also when the generator is collected after close(): then nothing is left
             if pending and self.client.status == "running":
                 self.client.cancel(list(pending))

@@ -257,6 +257,59 @@ def test_ctrl_c_under_dask_is_exit_130_with_nothing_left(tmp_path, when):
         time.sleep(0.05)
 
 
+def test_a_scheduler_without_workers_is_waited_on_with_a_line(images, tmp_path):
+    # a SLURM cluster whose worker jobs are still queued: say so, wait, go on when one joins
+    import subprocess
+    import sys
+
+    with local_cluster(0) as cluster:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dataprep.cli.main",
+                "lmdb",
+                str(images / "train.txt"),
+                str(tmp_path / "db"),
+            ]
+            + ["--executor", "dask", "--scheduler", cluster.scheduler_address],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = proc.stderr.readline()
+        assert line.strip() == (
+            f"INFO: no Dask worker at {cluster.scheduler_address} yet: waiting for one to join (Ctrl-C stops)"
+        )
+        time.sleep(0.5)
+        assert proc.poll() is None  # still waiting
+        cluster.scale(1)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    with open_store(tmp_path / "db") as store:
+        assert len(store) == len((images / "train.txt").read_text().splitlines())
+
+
+def test_chunks_in_flight_follow_a_cluster_that_grows(monkeypatch):
+    from helpers import Square
+
+    from dataprep.parallel import DaskExecutor, ordered_map
+
+    monkeypatch.setattr(DaskExecutor, "RECOUNT_SECONDS", 0.2)
+    with local_cluster(1) as cluster:
+        executor = DaskExecutor(cluster.scheduler_address)
+        try:
+            assert executor.workers == 1
+            results = ordered_map(Square(delay=0.05), 400, executor, chunk_size=4)
+            first = [next(results) for _ in range(8)]
+            cluster.scale(2)
+            cluster.wait_for_workers(2)
+            rest = list(results)
+            assert executor.workers == 2  # counted again mid-run: 8 chunks in flight, not 4
+            assert [r[:2] for r in first + rest] == [(i, i * i) for i in range(400)]
+            assert len({pid for *_, pid in rest}) == 2  # the new worker took chunks
+        finally:
+            executor.close()
+
+
 def test_an_unreachable_scheduler_is_one_line(invoke, images, tmp_path):
     started = time.monotonic()
     r = invoke(
