@@ -330,7 +330,10 @@ def local_cluster(workers: int) -> Any:
             # no dashboard, and the scheduler's HTTP routes on a free port: on Dask's 8787 a
             # second cluster (two commands at once) printed "Port 8787 is already in use"
             scheduler_kwargs={"dashboard": False, "dashboard_address": ":0"},
-            silence_logs=40,
+            # the workers share this command's stderr: only their critical lines. Task errors
+            # come back through the results; a worker's "failed during get data" when Ctrl-C
+            # cut the client's connection was noise after "Interrupted."
+            silence_logs=logging.CRITICAL,
         )
 
 
