@@ -421,9 +421,7 @@ def _write_files(name, sources, out, executor, overwrite, progress) -> list[Path
         folder.mkdir()
         for split, source in sources.items():
             rows = list(
-                ordered_map(
-                    _WriteImages(source, folder.absolute(), split), len(source), executor, progress=progress
-                )
+                ordered_map(_WriteImages(source, folder, split), len(source), executor, progress=progress)
             )
             write_list(lists[split], [format_line(f"{name}/{path}", (label,)) for path, label in rows])
         write_list(classes, class_lines(names))

@@ -163,7 +163,7 @@ def write_noise_files(
             result.lists["classes"] = Path(classes_out) if classes_out else lists_dir / "classes.txt"
         outputs = {role: staging.path(dest) for role, dest in result.lists.items()}
         folder.mkdir()
-        task = _WriteFiles(source, folder.absolute(), fmt, quality)
+        task = _WriteFiles(source, folder, fmt, quality)
         written = list(ordered_map(task, source.n, executor, progress=progress))
         for split, indices in parts.items():
             rows = [(f"{rel}/{written[i][0]}", written[i][1]) for i in indices]

@@ -451,11 +451,6 @@ class DaskExecutor(Executor):
                 self.client.cancel(list(pending))
 
     def close(self) -> None:
-        if INTERRUPTED.is_set():
-            # connections cut mid-transfer by Ctrl-C make Dask log errors while it closes;
-            # after "Interrupted." they would only be noise (seen under load)
-            for name in ("distributed", "asyncio"):
-                logging.getLogger(name).setLevel(logging.CRITICAL + 1)
         if self.client is not None:
             self.client.close()
         if self._cluster is not None:

@@ -166,7 +166,8 @@ class Staging:
         self._pending: list[tuple[Path, Path]] = []
 
     def path(self, dest: str | os.PathLike, allow_empty_dir: bool = False) -> Path:
-        """A temporary path whose content will become ``dest`` on commit."""
+        """A temporary path whose content will become ``dest`` on commit; absolute, since
+        workers may write into it from another working directory (see parallel)."""
         dest = Path(dest)
         refuse_existing(dest, self.overwrite, allow_empty_dir)
         if any(d == dest for _, d in self._pending):
@@ -178,7 +179,7 @@ class Staging:
         if not os.access(dest.parent, os.W_OK):
             raise DataprepError(f"cannot write to {dest.parent}: permission denied")
         remove_stale_partials(dest)
-        tmp = partial_name(dest)
+        tmp = partial_name(dest).absolute()
         self._pending.append((tmp, dest))
         return tmp
 
