@@ -327,3 +327,79 @@ def test_max_pooling_ties_go_to_the_first_in_scan_order(xp):
     layer.forward([xp.zeros((1, 1, 3, 3))])  # all equal, as after a ReLU
     dx = host(layer.backward([xp.ones((1, 1, 1, 1))])[0])
     assert dx[0, 0, 0, 0] == 1 and dx.sum() == 1
+
+
+# Convolution strategies: each has its own gradient check and gives the same bytes for any
+# number of threads. COLUMNS is lowered so small shapes take the large-image path too.
+STRATEGIES = [
+    # (spec, shape, COLUMNS, expected strategy)
+    ({"num_output": 3, "kernel_size": 3, "pad": 1}, (5, 2, 5, 4), 8, "image"),
+    ({"num_output": 4, "kernel_size": 3, "stride": 2, "pad": 1}, (3, 2, 7, 6), 4, "image"),
+    ({"num_output": 3, "kernel_size": 3, "pad": 1}, (10, 2, 5, 4), 64, "batch of 3"),
+    ({"num_output": 4, "kernel_size": 2, "stride": 2, "group": 2}, (9, 4, 6, 6), 40, "batch of 5"),
+    ({"num_output": 4, "kernel_size": 1}, (3, 6, 3, 4), 2048, "pointwise"),
+    ({"num_output": 4, "kernel_size": 1, "group": 2}, (11, 6, 2, 3), 4, "pointwise"),
+]
+
+
+@pytest.mark.parametrize("spec, shape, columns, strategy", STRATEGIES)
+def test_each_convolution_strategy_matches_numerical_gradients(
+    xp, monkeypatch, spec, shape, columns, strategy
+):
+    from dataprep.train.layers import convolution
+
+    monkeypatch.setattr(convolution, "COLUMNS", columns)
+    spec = {"type": "Convolution", **spec}
+    layer, _ = build(spec, [shape], np)
+    assert layer.strategy == strategy
+    check_gradients(spec, [rng.normal(size=shape)], xp)
+
+
+@pytest.mark.parametrize("spec, shape, columns, strategy", STRATEGIES)
+def test_convolution_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, shape, columns, strategy):
+    from dataprep.train.layers import convolution, threads
+
+    monkeypatch.setattr(convolution, "COLUMNS", columns)
+    data = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    results = []
+    for cores in (1, 2, 3):
+        monkeypatch.setattr(threads, "CORES", cores)
+        threads._POOL.clear()  # a pool of this many threads
+        layer = make_layer({"type": "Convolution", **spec})
+        tops = layer.setup([shape], np, np.random.default_rng(0), np.float32)
+        layer.params[0] = np.random.default_rng(1).normal(size=layer.params[0].shape).astype(np.float32)
+        y = layer.forward([data])[0]
+        (dx,) = layer.backward([np.random.default_rng(2).normal(size=tops[0]).astype(np.float32)])
+        results.append([y.tobytes(), dx.tobytes()] + [g.tobytes() for g in layer.grads])
+    threads._POOL.clear()
+    assert results[0] == results[1] == results[2]
+
+
+def test_inner_product_bytes_do_not_depend_on_the_thread_count(monkeypatch):
+    from dataprep.train.layers import threads
+
+    data = np.random.default_rng(5).normal(size=(70, 3, 4, 5)).astype(np.float32)
+    results = []
+    for cores in (1, 2):
+        monkeypatch.setattr(threads, "CORES", cores)
+        threads._POOL.clear()
+        layer = make_layer({"type": "InnerProduct", "num_output": 90})
+        layer.setup([data.shape], np, np.random.default_rng(0), np.float32)
+        y = layer.forward([data])[0]
+        (dx,) = layer.backward([np.random.default_rng(2).normal(size=y.shape).astype(np.float32)])
+        assert np.allclose(y, data.reshape(70, -1) @ layer.params[0].T + layer.params[1], atol=1e-5)
+        results.append([y.tobytes(), dx.tobytes()] + [g.tobytes() for g in layer.grads])
+    threads._POOL.clear()
+    assert results[0] == results[1]
+
+
+def test_small_images_are_batched_and_large_ones_go_image_by_image():
+    from dataprep.train.layers.convolution import images_per_product
+
+    assert images_per_product(64, 96, 192_000) == 16  # LeNet's conv2: 4 equal products
+    assert images_per_product(64, 672, 67_200) == 4  # LeNet's conv1
+    assert images_per_product(50, 2304, 230_400) == 1  # the tutorial's conv1: enough columns
+    assert images_per_product(32, 837, 8_035_200) == 1  # CaffeNet's conv2: too many bytes
+    assert images_per_product(7, 10, 100) == 7  # never more images than the batch
+    assert images_per_product(13, 700, 100) == 3  # 5 groups of 3 made 6: two cores share them evenly
+    assert images_per_product(64, 96, 192_000, cpu=False) == 64  # a GPU takes the batch

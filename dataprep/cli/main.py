@@ -34,6 +34,7 @@ COMMANDS = {
     "extract": "Write a layer's outputs as Datum features (Caffe's extract_features).",
     "recipe": "Convert recipes to Caffe's solver and net prototxt, and back.",
     "wds": "Convert a list of images to WebDataset tar shards with an index manifest.",
+    "time": "Time a model's forward and backward passes layer by layer (Caffe's `caffe time`).",
     "train": "Train a recipe's net (YAML, or Caffe's solver prototxt) with Caffe's log lines and snapshots.",
 }
 

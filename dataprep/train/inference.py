@@ -105,26 +105,31 @@ def _head(specs: list[dict]) -> str | None:
     return None
 
 
+def read_model(path: str | Path) -> tuple[dict, dict, Path | None]:
+    """MODEL's sections (``name``, ``net``, ``data``, a deploy net's ``inputs``), the data
+    preparation a snapshot carries, and the snapshot itself as weights (None otherwise)."""
+    path = Path(path)
+    if str(path).endswith(".npz"):
+        saved = _snapshot(path)
+        raw = yaml.safe_load(str(saved["recipe"]))
+        prepare = (yaml.safe_load(str(saved["preparation"])) or {}) if "preparation" in saved.files else {}
+        sections = {"name": raw.get("name", path.stem), "net": raw["net"], "data": raw.get("data", {})}
+        return sections, prepare, path
+    if is_prototxt(path):
+        return net_sections(path), {}, None
+    from .recipe import load_recipe
+
+    return load_recipe(path).raw, {}, None
+
+
 def load_model(path: str | Path, weights: str | Path | None = None, prepare: dict | None = None) -> Model:
     """MODEL and its weights; ``prepare`` overrides the preparation (``--mean``, ``--scale``,
     ``--resize``, ``--gray``/``--color``), which a prototxt cannot carry."""
     from .caffemodel import read_weights
 
     path = Path(path)
-    saved_prepare: dict = {}
-    if str(path).endswith(".npz"):
-        saved = _snapshot(path)
-        raw = yaml.safe_load(str(saved["recipe"]))
-        if "preparation" in saved.files:
-            saved_prepare = yaml.safe_load(str(saved["preparation"])) or {}
-        weights = weights or path
-        sections = {"name": raw.get("name", path.stem), "net": raw["net"], "data": raw.get("data", {})}
-    elif is_prototxt(path):
-        sections = net_sections(path)
-    else:
-        from .recipe import load_recipe
-
-        sections = load_recipe(path).raw
+    sections, saved_prepare, snapshot = read_model(path)
+    weights = weights or snapshot
     if weights is None:
         raise UsageError(f"{path} holds no weights: give --weights (a .npz snapshot or a .caffemodel)")
     data = sections.get("data") or {}

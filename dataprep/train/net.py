@@ -17,7 +17,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import UsageError
-from .layers import LOSSES, Layer, Shape, _Loss, all_params, make_layer
+from .layers import LOSSES, Layer, Loss, Shape, all_params, make_layer
+from .layers.threads import one_blas_thread
 
 PHASES = ("TRAIN", "TEST")
 HEADS = (*LOSSES, "Accuracy")  # layers that compare with the target: losses and metrics
@@ -100,15 +101,16 @@ class Net:
         (scalar tops) by top name. ``timer(layer, "forward", seconds)`` sees each layer's time."""
         self.blobs = {name: self.xp.asarray(batch[name]) for name in self.inputs}
         outputs: dict[str, float] = {}
-        for node in self._active(train):
-            started = time.perf_counter() if timer else 0.0
-            tops = node.layer.forward([self.blobs[b] for b in node.bottoms], train)
-            if timer:
-                timer(node.layer, "forward", time.perf_counter() - started)
-            for name, value in zip(node.tops, tops):
-                self.blobs[name] = value
-                if isinstance(node.layer, _Loss):
-                    outputs[name] = float(value)
+        with one_blas_thread(self.xp):
+            for node in self._active(train):
+                started = self._clock(timer)
+                tops = node.layer.forward([self.blobs[b] for b in node.bottoms], train)
+                if timer:
+                    timer(node.layer, "forward", self._clock(timer) - started)
+                for name, value in zip(node.tops, tops):
+                    self.blobs[name] = value
+                    if isinstance(node.layer, Loss):
+                        outputs[name] = float(value)
         self._train = train
         return outputs
 
@@ -137,32 +139,43 @@ class Net:
             node.loss_weight * outputs[node.tops[0]] for node in self._active(True) if node.loss_weight
         )
 
-    def backward(self, timer: Timer | None = None) -> None:
+    def backward(self, timer: Timer | None = None, seed: dict[str, Any] | None = None) -> None:
         """Gradients of the weighted losses of the last (training) forward pass, into every
-        layer's ``grads``; ``timer(layer, "backward", seconds)`` sees each layer's time."""
-        diffs: dict[str, Any] = {}
+        layer's ``grads``; ``timer(layer, "backward", seconds)`` sees each layer's time.
+        ``seed`` gives diffs of blobs to start from besides the losses (a net without a
+        loss, timed as ``caffe time`` does)."""
+        diffs: dict[str, Any] = dict(seed or {})
         for node in self.nodes:  # a layer no loss depends on gets no gradient (not a stale one)
             node.layer.grads = [None] * len(node.layer.params)
-        for node in reversed(self._active(self._train)):
-            if isinstance(node.layer, _Loss):
-                if not node.loss_weight:
-                    continue
-                top_diffs = [self.xp.asarray(node.loss_weight, dtype=self.blobs[node.bottoms[0]].dtype)]
-            else:
-                top_diffs = [diffs.pop(t, None) for t in node.tops]
-                if all(d is None for d in top_diffs):
-                    continue  # nothing below a loss reads this layer
-                top_diffs = [
-                    self.xp.zeros_like(self.blobs[t]) if d is None else d
-                    for t, d in zip(node.tops, top_diffs)
-                ]
-            started = time.perf_counter() if timer else 0.0
-            bottom_diffs = node.layer.backward(top_diffs)
-            if timer:
-                timer(node.layer, "backward", time.perf_counter() - started)
-            for name, diff in zip(node.bottoms, bottom_diffs):
-                if diff is not None and name not in self.inputs:
-                    diffs[name] = diff if name not in diffs else diffs[name] + diff
+        with one_blas_thread(self.xp):
+            for node in reversed(self._active(self._train)):
+                if isinstance(node.layer, Loss):
+                    if not node.loss_weight:
+                        continue
+                    top_diffs = [self.xp.asarray(node.loss_weight, dtype=self.blobs[node.bottoms[0]].dtype)]
+                else:
+                    top_diffs = [diffs.pop(t, None) for t in node.tops]
+                    if all(d is None for d in top_diffs):
+                        continue  # nothing below a loss reads this layer
+                    top_diffs = [
+                        self.xp.zeros_like(self.blobs[t]) if d is None else d
+                        for t, d in zip(node.tops, top_diffs)
+                    ]
+                started = self._clock(timer)
+                bottom_diffs = node.layer.backward(top_diffs)
+                if timer:
+                    timer(node.layer, "backward", self._clock(timer) - started)
+                for name, diff in zip(node.bottoms, bottom_diffs):
+                    if diff is not None and name not in self.inputs:
+                        diffs[name] = diff if name not in diffs else diffs[name] + diff
+
+    def _clock(self, timer: Timer | None) -> float:
+        """Seconds for a layer timer, after the device finished its queued work (GPU)."""
+        if timer is None:
+            return 0.0
+        if self.xp is not np:
+            self.xp.cuda.Device().synchronize()
+        return time.perf_counter()
 
 
 def wire(specs: list[dict], first: str, target: str) -> list[dict]:

@@ -187,7 +187,7 @@ def build(cls: type, mapping: dict, path: str) -> Any:
     return cls(**values)
 
 
-def _source(value: Any, path: str) -> dict:
+def parse_source(value: Any, path: str) -> dict:
     """``train: train_h5.txt`` or ``train: {noise: {...}}`` as Source's mapping."""
     if isinstance(value, str):
         return {"path": value}
@@ -248,7 +248,7 @@ def parse_recipe(raw: dict, name: str = "recipe") -> Recipe:
     data_raw = dict(raw["data"] or {})
     for split in ("train", "val"):
         if split in data_raw:
-            data_raw[split] = _source(data_raw[split], f"data.{split}")
+            data_raw[split] = parse_source(data_raw[split], f"data.{split}")
     data = build(Data, data_raw, "data")
     solver_raw = dict(raw["solver"] or {})
     solver_keys = RUN_KEYS | {f.name for f in dataclasses.fields(SolverConfig)}

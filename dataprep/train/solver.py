@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
-from ..transforms import get_xp
+from ..transforms import get_xp as xp_of
 from .layers import Layer
 
 SOLVER_TYPES = ("SGD", "Nesterov", "Adam")
@@ -71,38 +71,48 @@ class Solver:
     iteration: int = 0
     history: list[Any] = field(default_factory=list)
     history2: list[Any] = field(default_factory=list)
+    scratch: list[Any] = field(default_factory=list)  # one buffer per parameter, reused
 
     def step(self, params: list[tuple[Layer, int]]) -> float:
         """One update of every parameter with a gradient; returns the rate used."""
         cfg = self.config
         rate = learning_rate(cfg, self.iteration)
         if not self.history:
-            self.history = [get_xp(layer.params[i]).zeros_like(layer.params[i]) for layer, i in params]
+            self.history = [xp_of(layer.params[i]).zeros_like(layer.params[i]) for layer, i in params]
             self.history2 = [h.copy() for h in self.history] if cfg.type == "Adam" else []
+        if len(self.scratch) != len(self.history):
+            self.scratch = [xp_of(h).empty_like(h) for h in self.history]
         for k, (layer, i) in enumerate(params):
             grad = layer.grads[i]
             if grad is None or not layer.lr_mult[i]:
                 continue
-            w = layer.params[i]
+            w, history, step = layer.params[i], self.history[k], self.scratch[k]
             decay = cfg.weight_decay * layer.decay_mult[i]
-            if decay:
-                grad = grad + decay * w
             local = rate * layer.lr_mult[i]
+            # in place, each operation Caffe's and in its order: the same bytes as
+            # out-of-place arithmetic, without a full-size temporary per term
+            if decay:
+                xp_of(w).multiply(w, decay, out=step)
+                step += grad
+                grad = step  # the regularized gradient
+            if cfg.type != "Adam":
+                xp_of(w).multiply(grad, local, out=step)
             if cfg.type == "SGD":
-                self.history[k] = cfg.momentum * self.history[k] + local * grad
-                layer.params[i] = w - self.history[k]
+                history *= cfg.momentum
+                history += step
+                w -= history
             elif cfg.type == "Nesterov":
-                previous = self.history[k]
-                self.history[k] = cfg.momentum * previous + local * grad
-                layer.params[i] = w - ((1 + cfg.momentum) * self.history[k] - cfg.momentum * previous)
+                previous = history * cfg.momentum
+                xp_of(w).add(previous, step, out=history)
+                xp_of(w).multiply(history, 1 + cfg.momentum, out=step)
+                step -= previous
+                w -= step
             else:  # Adam, as Caffe's AdamSolver
-                xp = get_xp(w)
+                xp = xp_of(w)
                 t = self.iteration + 1
                 self.history[k] = cfg.momentum * self.history[k] + (1 - cfg.momentum) * grad
                 self.history2[k] = cfg.momentum2 * self.history2[k] + (1 - cfg.momentum2) * grad * grad
                 correction = math.sqrt(1 - cfg.momentum2**t) / (1 - cfg.momentum**t)
-                layer.params[i] = w - local * correction * self.history[k] / (
-                    xp.sqrt(self.history2[k]) + cfg.delta
-                )
+                w -= local * correction * self.history[k] / (xp.sqrt(self.history2[k]) + cfg.delta)
         self.iteration += 1
         return rate

@@ -1,0 +1,80 @@
+"""What every layer shares: the ``Layer`` interface, parameters with their multipliers, and
+Caffe's fillers."""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ...errors import UsageError
+
+Shape = tuple[int, ...]
+
+
+def fill(xp: ModuleType, rng: np.random.Generator, shape: Shape, filler: dict, dtype) -> Any:
+    """A parameter drawn on the CPU from ``rng`` (so CPU and GPU runs start alike) and moved
+    to ``xp``. Fillers as Caffe's: constant(value), gaussian(std), xavier and msra (fan-in)."""
+    kind = filler.get("type", "constant")
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    if kind == "constant":
+        values = np.full(shape, filler.get("value", 0.0))
+    elif kind == "gaussian":
+        values = rng.normal(filler.get("mean", 0.0), filler.get("std", 1.0), shape)
+    elif kind == "xavier":
+        limit = math.sqrt(3.0 / fan_in)
+        values = rng.uniform(-limit, limit, shape)
+    elif kind == "msra":
+        values = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+    else:
+        raise UsageError(f"filler type {kind!r}: choose from constant, gaussian, xavier, msra")
+    return xp.asarray(values.astype(dtype))
+
+
+class Layer:
+    """The common part: name, parameters with their lr/decay multipliers, gradients."""
+
+    type = ""
+    n_bottoms: int | None = 1  # None: any number
+    propagate = True  # the net turns it off where the bottom is an input: no diff to compute
+
+    def __init__(self, name: str, **params: Any) -> None:
+        self.name = name
+        self.p = params
+        self.params: list[Any] = []
+        self.grads: list[Any] = []
+        self.lr_mult: list[float] = []
+        self.decay_mult: list[float] = []
+
+    def setup(
+        self,
+        shapes: list[Shape],
+        xp: ModuleType = np,
+        rng: np.random.Generator | None = None,
+        dtype=np.float32,
+    ) -> list[Shape]:
+        """Check the bottoms, create the parameters; returns the top shapes."""
+        if self.n_bottoms is not None and len(shapes) != self.n_bottoms:
+            raise UsageError(
+                f"layer {self.name} ({self.type}) takes {self.n_bottoms} bottom(s), got {len(shapes)}"
+            )
+        return self.shapes(shapes)
+
+    def shapes(self, shapes: list[Shape]) -> list[Shape]:
+        return [shapes[0]]
+
+    def _param(self, xp, rng, shape: Shape, filler: dict, dtype, index: int) -> None:
+        mults = self.p.get("param") or []
+        mult = mults[index] if index < len(mults) else {}
+        self.params.append(fill(xp, rng or np.random.default_rng(0), shape, filler, dtype))
+        self.grads.append(None)
+        self.lr_mult.append(float(mult.get("lr_mult", 1.0)))
+        self.decay_mult.append(float(mult.get("decay_mult", 1.0)))
+
+    def forward(self, bottoms: list, train: bool = True) -> list:
+        raise NotImplementedError
+
+    def backward(self, top_diffs: list) -> list:
+        raise NotImplementedError

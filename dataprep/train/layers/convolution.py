@@ -1,0 +1,225 @@
+"""Convolution as im2col and one matrix product per group, with the way of building the
+columns chosen per layer from its shapes at setup (see ``Convolution``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import UsageError
+from ...transforms import get_xp
+from .base import Layer, Shape
+from .geometry import conv_out, kernel, pad, windows
+from .threads import CHUNK, copy_in_chunks, run_parts
+
+COLUMNS = 2048  # a product needs about this many columns to run near BLAS's rate here
+COLUMN_BYTES = 4 << 20  # and its columns should stay in the caches (CaffeNet conv2 slowed past)
+
+
+def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True) -> int:
+    """How many images one product covers: one when an image's ``columns`` are enough,
+    else enough images for about COLUMNS columns but not past COLUMN_BYTES of columns
+    (``nbytes`` per image), the batch split into an even number of equal groups (two
+    cores share them evenly). A GPU takes the whole batch at once. The count follows from
+    the shapes alone, so sums do not depend on the core count."""
+    if not cpu:
+        return n
+    m = min(n, -(-COLUMNS // columns), max(1, COLUMN_BYTES // nbytes))
+    if m == 1:
+        return 1
+    groups = -(-n // m)
+    if groups > 1:
+        groups += groups % 2
+    return -(-n // groups)
+
+
+class Convolution(Layer):
+    """Caffe's convolution: weights (num_output, channels / group, k, k), then the bias.
+
+    Each product is W (groups x outputs x C k k / groups) times the im2col columns of some
+    images. How the columns are made is chosen at setup (``strategy``):
+
+    * ``image``: one image's columns per product, when they are many (100 x 100 inputs);
+      the columns stay in the cache while BLAS reads them.
+    * ``batch of M``: the columns of M images side by side, when one image's are few
+      (LeNet's 8 x 8 maps: 64 columns, far too few for BLAS to run well).
+    * ``pointwise``: a 1 x 1 kernel with stride 1 and no padding is a product on the
+      input itself, with no im2col.
+
+    Stride 1 reads each output row whole from the flat padded image (a row as wide as the
+    padded image, the extra columns dropped after the product), so the im2col copy runs
+    over long contiguous spans; other strides gather windows. The products run on the
+    layer threads, over fixed parts of the batch; weight gradients are summed part by part.
+    """
+
+    type = "Convolution"
+
+    def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
+        ((n, c, h, w),) = shapes = [tuple(s) for s in shapes]
+        self.k, self.stride, self.pad = kernel(self.p)
+        self.out = int(self.p["num_output"])
+        self.group = int(self.p.get("group", 1))
+        if c % self.group or self.out % self.group:
+            raise UsageError(
+                f"layer {self.name}: channels {c} and num_output {self.out} must divide by group"
+            )
+        self._param(
+            xp,
+            rng,
+            (self.out, c // self.group, self.k, self.k),
+            self.p.get("weight_filler", {"type": "gaussian", "std": 0.01}),
+            dtype,
+            0,
+        )
+        if self.p.get("bias_term", True):
+            self._param(xp, rng, (self.out,), self.p.get("bias_filler", {"type": "constant"}), dtype, 1)
+        tops = super().setup(shapes)
+        self.pointwise = (self.k, self.stride, self.pad) == (1, 1, 0)
+        oh, _, width = self._geometry((n, c, h, w))
+        per_image = oh * width * c * self.k * self.k * np.dtype(dtype).itemsize
+        self.m = images_per_product(n, oh * width, per_image, xp is np)
+        self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
+        return tops
+
+    def shapes(self, shapes):
+        n, c, h, w = shapes[0]
+        return [
+            (
+                n,
+                self.out,
+                conv_out(h, self.k, self.stride, self.pad),
+                conv_out(w, self.k, self.stride, self.pad),
+            )
+        ]
+
+    def _geometry(self, shape: Shape) -> tuple[int, int, int]:
+        """Output size and the width of a column row: the padded width for stride 1 (whole
+        flat rows), the output width otherwise."""
+        n, c, h, w = shape
+        k, s, p = self.k, self.stride, self.pad
+        oh, ow = conv_out(h, k, s, p), conv_out(w, k, s, p)
+        return oh, ow, (w + 2 * p if self.stride == 1 else ow)
+
+    def _parts(self, n: int) -> tuple[list[slice], int]:
+        """Fixed parts of the batch for the threads (whole products, about CHUNK images),
+        and the images per product."""
+        m = min(self.m, n)
+        size = m * max(1, CHUNK // m)
+        return [slice(a, min(a + size, n)) for a in range(0, n, size)] if m < n else [slice(0, n)], m
+
+    def _view(self, x, oh: int, ow: int):
+        """A view (N, C, k, k, ...) whose copy over some images is their im2col matrix; the
+        input itself for a pointwise layer."""
+        xp = get_xp(x)
+        n, c, h, w = x.shape
+        k, s, p = self.k, self.stride, self.pad
+        if self.pointwise:
+            return x
+        if not self.stride == 1:
+            return windows(pad(x, p, p, p, p), k, k, s, oh, ow).transpose(0, 1, 4, 5, 2, 3)
+        hp, wp = h + 2 * p + 1, w + 2 * p  # one spare row: the last window's row runs over
+        padded = xp.zeros((n, c, hp, wp), x.dtype)
+        copy_in_chunks(padded[:, :, p : p + h, p : p + w], x)
+        flat = padded.reshape(n, c, hp * wp)
+        st = flat.strides
+        return xp.lib.stride_tricks.as_strided(
+            flat, (n, c, k, k, oh * wp), (st[0], st[1], wp * st[2], st[2], st[2])
+        )
+
+    def _columns(self, view, images: slice, row: int):
+        """The im2col matrix of some images: (groups, C / groups * k * k, images * row),
+        the images' columns side by side (a view of the input for one pointwise image)."""
+        xp = get_xp(view)
+        part = view[images]
+        m = len(part)
+        if self.pointwise and m == 1:
+            return part.reshape(self.group, -1, row)
+        if self.pointwise:  # (m, C, H, W) -> (C, m, H, W)
+            cols = xp.empty((part.shape[1], m) + part.shape[2:], part.dtype)
+            cols[...] = part.transpose(1, 0, 2, 3)
+        else:  # (m, C, k, k, row...) -> (C, k, k, m, row...)
+            cols = xp.empty(part.shape[1:4] + (m,) + part.shape[4:], part.dtype)
+            cols[...] = xp.moveaxis(part, 0, 3)
+        return cols.reshape(self.group, -1, m * row)
+
+    def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
+        x = bottoms[0]
+        n = x.shape[0]
+        oh, ow, width = self._geometry(x.shape)
+        view = self._view(x, oh, ow)
+        weights = self.params[0].reshape(self.group, self.out // self.group, -1)
+        bias = self.params[1].reshape(1, -1, 1, 1) if len(self.params) > 1 else 0
+        y = xp.empty((n, self.out, oh, ow), x.dtype)
+        parts, m = self._parts(n)
+
+        def convolve(_, part):
+            for a in range(part.start, part.stop, m):
+                images = slice(a, min(a + m, part.stop))
+                full = xp.matmul(weights, self._columns(view, images, oh * width))
+                full = full.reshape(self.out, -1, oh, width).transpose(1, 0, 2, 3)
+                xp.add(full[..., :ow], bias, out=y[images])
+
+        run_parts(parts, convolve)
+        self._saved = (view, x.shape)
+        return [y]
+
+    def backward(self, top_diffs):
+        xp = get_xp(top_diffs[0])
+        view, (n, c, h, w) = self._saved
+        s, p, g = self.stride, self.pad, self.group
+        oh, ow, width = self._geometry((n, c, h, w))
+        dy = top_diffs[0]
+        weights = self.params[0].reshape(g, self.out // g, -1)
+        parts, m = self._parts(n)
+        dw = xp.empty((len(parts),) + weights.shape, dy.dtype)
+        db = xp.empty((len(parts), self.out), dy.dtype)
+        # col2im target: the padded image (stride 1: flat rows, as im2col read them)
+        hp, wp = (h + 2 * p + 1, w + 2 * p) if self.stride == 1 else (h + 2 * p + s, w + 2 * p + s)
+        if self.pointwise:
+            hp, wp = h, w
+        dx = xp.empty((n, c, hp, wp), dy.dtype) if self.propagate else None
+
+        def back(index, part):
+            dw[index] = 0
+            db[index] = dy[part].sum(axis=(0, 2, 3))
+            if dx is not None and not self.pointwise:
+                dx[part] = 0
+            for a in range(part.start, part.stop, m):
+                images = slice(a, min(a + m, part.stop))
+                d = xp.empty((self.out, images.stop - a, oh, width), dy.dtype)
+                d[..., :ow] = dy[images].transpose(1, 0, 2, 3)
+                d[..., ow:] = 0  # no gradient under the dropped columns
+                d = d.reshape(g, self.out // g, -1)
+                # dW[g] += dy[g] @ cols[g]^T, summed part by part
+                dw[index] += xp.matmul(d, self._columns(view, images, oh * width).transpose(0, 2, 1))
+                if dx is not None:
+                    self._col2im(dx, images, xp.matmul(weights.transpose(0, 2, 1), d), oh, ow)
+
+        run_parts(parts, back)
+        self.grads[0] = dw.sum(axis=0).reshape(self.params[0].shape)
+        if len(self.params) > 1:
+            self.grads[1] = db.sum(axis=0)
+        return [None if dx is None else dx[:, :, p : p + h, p : p + w]]
+
+    def _col2im(self, dx, images: slice, dcols, oh: int, ow: int) -> None:
+        """Add some images' column gradients (groups, C / groups * k * k, images * row) back
+        onto their padded images: one add per kernel offset (stride 1: of whole flat rows),
+        never one per pixel; a pointwise layer's columns are the gradient itself."""
+        k, s = self.k, self.stride
+        c = dx.shape[1]
+        m = images.stop - images.start
+        if self.pointwise:
+            dx[images] = dcols.reshape(c, m, *dx.shape[2:]).transpose(1, 0, 2, 3)
+            return
+        if self.stride == 1:
+            wp = dx.shape[3]
+            flat = dx[images].reshape(m, c, -1)
+            dcols = dcols.reshape(c, k, k, m, oh * wp)
+            for i in range(k):
+                for j in range(k):
+                    flat[:, :, i * wp + j : i * wp + j + oh * wp] += dcols[:, i, j].transpose(1, 0, 2)
+            return
+        dcols = dcols.reshape(c, k, k, m, oh, ow)
+        for i in range(k):
+            for j in range(k):
+                dx[images, :, i : i + s * oh : s, j : j + s * ow : s] += dcols[:, i, j].transpose(1, 0, 2, 3)

@@ -1,0 +1,90 @@
+"""InnerProduct and the layers that only reshape: Flatten."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...transforms import get_xp
+from .base import Layer
+from .threads import chunks, run_parts
+
+ROWS = 16  # the least rows of a product part: fewer and BLAS runs far below its rate
+
+
+def _parts(xp, n: int) -> list[slice]:
+    """Up to four fixed parts of ``n`` rows (from the shape alone, not the core count)."""
+    return chunks(xp, n, max(ROWS, -(-n // 4)))
+
+
+class InnerProduct(Layer):
+    """y = x W^T + b over the flattened bottom; weights (num_output, inputs), bias (num_output)."""
+
+    type = "InnerProduct"
+
+    def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
+        shape = tuple(shapes[0])
+        self.out = int(self.p["num_output"])
+        self._param(
+            xp,
+            rng,
+            (self.out, int(np.prod(shape[1:]))),
+            self.p.get("weight_filler", {"type": "gaussian", "std": 0.005}),
+            dtype,
+            0,
+        )
+        if self.p.get("bias_term", True):
+            self._param(xp, rng, (self.out,), self.p.get("bias_filler", {"type": "constant"}), dtype, 1)
+        return super().setup([shape])
+
+    def shapes(self, shapes):
+        return [(shapes[0][0], self.out)]
+
+    def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
+        x = bottoms[0].reshape(bottoms[0].shape[0], -1)
+        self._saved = (x, bottoms[0].shape)
+        w = self.params[0]
+        y = xp.empty((len(x), self.out), x.dtype)
+
+        def product(_, rows):  # the batch's rows in parts; the bias added in place
+            xp.matmul(x[rows], w.T, out=y[rows])
+            if len(self.params) > 1:
+                y[rows] += self.params[1]
+
+        run_parts(_parts(xp, len(x)), product)
+        return [y]
+
+    def backward(self, top_diffs):
+        xp = get_xp(top_diffs[0])
+        x, shape = self._saved
+        dy = top_diffs[0]
+        w = self.params[0]
+        dw = xp.empty_like(w)
+        dx = xp.empty((len(x), w.shape[1]), dy.dtype) if self.propagate else None
+        weight_parts, batch_parts = _parts(xp, self.out), _parts(xp, len(x))
+
+        def product(index, part):  # dW by parts of its rows (each a whole sum), then dx by batch rows
+            if index < len(weight_parts):
+                xp.matmul(dy[:, part].T, x, out=dw[part])
+            else:
+                xp.matmul(dy[part], w, out=dx[part])
+
+        run_parts(weight_parts + (batch_parts if dx is not None else []), product)
+        self.grads[0] = dw
+        if len(self.params) > 1:
+            self.grads[1] = dy.sum(axis=0)
+        return [None if dx is None else dx.reshape(shape)]
+
+
+class Flatten(Layer):
+    type = "Flatten"
+
+    def shapes(self, shapes):
+        return [(shapes[0][0], int(np.prod(shapes[0][1:])))]
+
+    def forward(self, bottoms, train=True):
+        self._shape = bottoms[0].shape
+        return [bottoms[0].reshape(bottoms[0].shape[0], -1)]
+
+    def backward(self, top_diffs):
+        return [top_diffs[0].reshape(self._shape)]

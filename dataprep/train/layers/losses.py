@@ -1,0 +1,106 @@
+"""Softmax, the losses (Euclidean, smooth L1, softmax log-loss) and Accuracy."""
+
+from __future__ import annotations
+
+from ...transforms import get_xp
+from .base import Layer
+
+
+def _softmax(x):
+    xp = get_xp(x)
+    e = xp.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Softmax(Layer):
+    """Softmax over the channel axis (axis 1)."""
+
+    type = "Softmax"
+
+    def forward(self, bottoms, train=True):
+        self._y = _softmax(bottoms[0])
+        return [self._y]
+
+    def backward(self, top_diffs):
+        dy, y = top_diffs[0], self._y
+        return [y * (dy - (dy * y).sum(axis=1, keepdims=True))]
+
+
+class Loss(Layer):
+    """Two bottoms (prediction, target), one scalar top; the target gets no gradient."""
+
+    n_bottoms = 2
+
+    def shapes(self, shapes):
+        return [()]
+
+
+class EuclideanLoss(Loss):
+    """sum((pred - target)^2) / (2 N), Caffe's."""
+
+    type = "EuclideanLoss"
+
+    def forward(self, bottoms, train=True):
+        pred, target = bottoms
+        self._diff = pred - target.reshape(pred.shape).astype(pred.dtype)
+        return [(self._diff * self._diff).sum() / (2 * pred.shape[0])]
+
+    def backward(self, top_diffs):
+        return [top_diffs[0] * self._diff / self._diff.shape[0], None]
+
+
+class SmoothL1Loss(Loss):
+    """Caffe's (Fast R-CNN) smooth L1 with sigma 1: 0.5 d^2 where |d| < 1, else |d| - 0.5;
+    summed and divided by N."""
+
+    type = "SmoothL1Loss"
+
+    def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
+        pred, target = bottoms
+        d = pred - target.reshape(pred.shape).astype(pred.dtype)
+        small = xp.abs(d) < 1
+        self._grad = xp.where(small, d, xp.sign(d))
+        return [xp.where(small, 0.5 * d * d, xp.abs(d) - 0.5).sum() / pred.shape[0]]
+
+    def backward(self, top_diffs):
+        return [top_diffs[0] * self._grad / self._grad.shape[0], None]
+
+
+class SoftmaxWithLoss(Loss):
+    """Softmax over axis 1 and the mean negative log-likelihood of the integer labels."""
+
+    type = "SoftmaxWithLoss"
+
+    def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
+        logits, labels = bottoms
+        self._p = _softmax(logits)
+        self._labels = labels.reshape(-1).astype(xp.int64)
+        n = logits.shape[0]
+        picked = self._p[xp.arange(n), self._labels]
+        return [-xp.log(xp.maximum(picked, xp.finfo(logits.dtype).tiny)).sum() / n]
+
+    def backward(self, top_diffs):
+        xp = get_xp(self._p)
+        n = self._p.shape[0]
+        d = self._p.copy()
+        d[xp.arange(n), self._labels] -= 1
+        return [top_diffs[0] * d / n, None]
+
+
+class Accuracy(Loss):
+    """The share of samples whose top-1 (or ``top_k``) prediction is the label; no gradient."""
+
+    type = "Accuracy"
+
+    def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
+        scores, labels = bottoms
+        k = int(self.p.get("top_k", 1))
+        labels = labels.reshape(-1).astype(xp.int64)
+        top = xp.argsort(-scores.reshape(scores.shape[0], -1), axis=1)[:, :k]
+        return [(top == labels[:, None]).any(axis=1).mean().astype(scores.dtype)]
+
+    def backward(self, top_diffs):
+        return [None, None]

@@ -1,0 +1,139 @@
+"""Normalization: LRN across channels, BatchNorm, and Scale (its affine part)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...transforms import get_xp
+from .base import Layer
+
+
+class LRN(Layer):
+    """Local response normalization across channels (Caffe's ACROSS_CHANNELS):
+    y = x / (k + alpha / n * sum of x^2 over n neighbouring channels) ^ beta."""
+
+    type = "LRN"
+
+    def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
+        self.size = int(self.p.get("local_size", 5))
+        self.alpha, self.beta = float(self.p.get("alpha", 1.0)), float(self.p.get("beta", 0.75))
+        self.kconst = float(self.p.get("k", 1.0))
+        return super().setup(shapes)
+
+    def _window_sum(self, a):
+        """Sum over the ``size`` channels centred on each channel (zero beyond the edges)."""
+        xp = get_xp(a)
+        half = (self.size - 1) // 2
+        padded = xp.pad(a, ((0, 0), (half, self.size - 1 - half), (0, 0), (0, 0)))
+        csum = xp.cumsum(padded, axis=1)
+        csum = xp.concatenate([xp.zeros_like(csum[:, :1]), csum], axis=1)
+        return csum[:, self.size :] - csum[:, : -self.size]
+
+    def forward(self, bottoms, train=True):
+        x = bottoms[0]
+        scale = self.kconst + self.alpha / self.size * self._window_sum(x * x)
+        y = x * scale ** (-self.beta)
+        self._saved = (x, scale, y)
+        return [y]
+
+    def backward(self, top_diffs):
+        x, scale, y = self._saved
+        dy = top_diffs[0]
+        # the window is symmetric, so the same sum gathers each channel's influence back
+        back = self.size - 1 - (self.size - 1) // 2
+        inner = dy * y / scale
+        if back != (self.size - 1) // 2:  # an even size: the window is mirrored going back
+            inner = inner[:, ::-1]
+            gathered = self._window_sum(inner)[:, ::-1]
+        else:
+            gathered = self._window_sum(inner)
+        return [dy * scale ** (-self.beta) - 2 * self.alpha * self.beta / self.size * x * gathered]
+
+
+class BatchNorm(Layer):
+    """Caffe's BatchNorm: normalize each channel by the batch's mean and variance in
+    training (and update the moving averages), by the stored averages in testing. Three
+    blobs as Caffe stores them: mean sum, variance sum and their scale factor; no affine
+    part (a Scale layer follows in Caffe nets). Its blobs are not learned (lr_mult 0)."""
+
+    type = "BatchNorm"
+
+    def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
+        c = tuple(shapes[0])[1]
+        self.eps = float(self.p.get("eps", 1e-5))
+        self.momentum = float(self.p.get("moving_average_fraction", 0.999))
+        for shape in ((c,), (c,), (1,)):
+            self._param(xp, rng, shape, {"type": "constant"}, dtype, len(self.params))
+        self.lr_mult = [0.0, 0.0, 0.0]
+        self.decay_mult = [0.0, 0.0, 0.0]
+        return super().setup(shapes)
+
+    def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
+        x = bottoms[0]
+        axes = (0,) + tuple(range(2, x.ndim))
+        view = (1, -1) + (1,) * (x.ndim - 2)
+        self._global = bool(self.p.get("use_global_stats", not train))  # Caffe: global in TEST
+        if not self._global:
+            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            m = x.size // x.shape[1]
+            self.params[2][...] = self.params[2] * self.momentum + 1
+            self.params[0][...] = self.params[0] * self.momentum + mean
+            self.params[1][...] = self.params[1] * self.momentum + var * (m / max(m - 1, 1))
+        else:
+            factor = self.params[2][0]
+            factor = 1 / factor if float(factor) else 0.0
+            mean, var = self.params[0] * factor, self.params[1] * factor
+        inv = 1 / xp.sqrt(var + self.eps)
+        xhat = (x - mean.reshape(view)) * inv.reshape(view)
+        self._saved = (xhat, inv, axes, view)
+        return [xhat]
+
+    def backward(self, top_diffs):
+        xhat, inv, axes, view = self._saved
+        dy = top_diffs[0]
+        self.grads = [None, None, None]  # statistics, not learned
+        if self._global:
+            return [dy * inv.reshape(view)]
+        mean_dy = dy.mean(axis=axes).reshape(view)
+        mean_dy_xhat = (dy * xhat).mean(axis=axes).reshape(view)
+        return [(dy - mean_dy - xhat * mean_dy_xhat) * inv.reshape(view)]
+
+
+class Scale(Layer):
+    """Caffe's Scale over the channel axis: y = x * gamma[c] (+ beta[c] with ``bias_term``),
+    gamma and beta learned (fillers ``filler``, default 1, and ``bias_filler``, default 0).
+    With ``scale: F`` instead, a fixed factor and nothing learned (e.g. a Sigmoid output
+    to [0, 99]; Caffe writes that as a Power layer)."""
+
+    type = "Scale"
+
+    def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
+        self.factor = float(self.p["scale"]) if "scale" in self.p else None
+        if self.factor is None:
+            channels = (tuple(shapes[0])[1],)
+            self._param(xp, rng, channels, self.p.get("filler", {"type": "constant", "value": 1}), dtype, 0)
+            if self.p.get("bias_term", False):
+                self._param(xp, rng, channels, self.p.get("bias_filler", {"type": "constant"}), dtype, 1)
+        return super().setup(shapes)
+
+    def _view(self, x) -> tuple[int, ...]:
+        return (1, -1) + (1,) * (x.ndim - 2)
+
+    def forward(self, bottoms, train=True):
+        x = bottoms[0]
+        if self.factor is not None:
+            return [x * self.factor]
+        self._x = x
+        y = x * self.params[0].reshape(self._view(x))
+        return [y + self.params[1].reshape(self._view(x)) if len(self.params) > 1 else y]
+
+    def backward(self, top_diffs):
+        dy = top_diffs[0]
+        if self.factor is not None:
+            return [dy * self.factor]
+        axes = (0,) + tuple(range(2, dy.ndim))
+        self.grads[0] = (dy * self._x).sum(axis=axes)
+        if len(self.params) > 1:
+            self.grads[1] = dy.sum(axis=axes)
+        return [dy * self.params[0].reshape(self._view(dy))]

@@ -1,0 +1,150 @@
+"""Max and average pooling with Caffe's output sizes and padding rules."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import UsageError
+from ...transforms import get_xp
+from .base import Layer
+from .geometry import kernel, pool_out
+from .threads import in_chunks
+
+
+class Pooling(Layer):
+    """MAX or AVE pooling with Caffe's output size (rounds up) and its padding rules: MAX
+    windows ignore the padding; AVE divides by the window's area inside the padded input.
+
+    The padded input is split into stride x stride phases (rows and columns by their
+    remainder), each laid out flat. A kernel offset then reads, for every output at once,
+    one contiguous slice of one phase: k * k long vectorized passes instead of strided
+    passes over short rows (NumPy's cost is per row and per stride). Each phase row has
+    a point or two beyond the last window; those are dropped."""
+
+    type = "Pooling"
+
+    def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
+        self.k, self.stride, self.pad = kernel(self.p)
+        self.method = str(self.p.get("pool", "MAX")).upper()
+        if self.method not in ("MAX", "AVE"):
+            raise UsageError(f"layer {self.name}: pool {self.method!r}: choose MAX or AVE")
+        return super().setup([tuple(s) for s in shapes])
+
+    def shapes(self, shapes):
+        n, c, h, w = shapes[0]
+        return [
+            (n, c, pool_out(h, self.k, self.stride, self.pad), pool_out(w, self.k, self.stride, self.pad))
+        ]
+
+    def _geometry(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """Output size and a phase's size (HQ, WQ): the padded plane, holding the image
+        after the top/left padding and every window, is (HQ * stride, WQ * stride)."""
+        k, s, p = self.k, self.stride, self.pad
+        oh, ow = pool_out(h, k, s, p), pool_out(w, k, s, p)
+        return oh, ow, -(-max(s * (oh - 1) + k, p + h) // s), -(-max(s * (ow - 1) + k, p + w) // s)
+
+    def _phase_views(self, phases, h: int, w: int):
+        """Pairs (phase view, image view) for moving pixels between an N x C x H x W image
+        array and the phases (stride * stride, N, C, HQ, WQ): padded row r = y + pad is
+        phase row r // stride of phase r % stride."""
+        s, p = self.stride, self.pad
+        for u in range(s):
+            for v in range(s):
+                y0, x0 = (u - p) % s, (v - p) % s
+                rows, cols = len(range(y0, h, s)), len(range(x0, w, s))
+                r0, c0 = (y0 + p) // s, (x0 + p) // s
+                yield phases[u * s + v, :, :, r0 : r0 + rows, c0 : c0 + cols], (y0, x0)
+
+    def _reads(self, n: int, c: int, hq: int, wq: int, part: slice):
+        """For a part of the batch: its grid range and, per kernel offset in scan order,
+        the index (phase, slice) of the flat phases its points read, cut at the part's end
+        (which drops only points beyond the windows: no thread touches another's memory)."""
+        s = self.stride
+        a, b, _ = part.indices(n)
+        lo, hi = a * c * hq * wq, b * c * hq * wq
+        reads = []
+        for i in range(self.k):
+            for j in range(self.k):
+                shift = (i // s) * wq + j // s
+                count = min(hi - lo, hi - lo - shift)
+                reads.append(((i % s) * s + j % s, slice(lo + shift, lo + shift + count)))
+        return lo, hi, reads
+
+    def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
+        x = bottoms[0]
+        n, c, h, w = x.shape
+        s = self.stride
+        oh, ow, hq, wq = self._geometry(h, w)
+        fill = -xp.inf if self.method == "MAX" else 0.0
+        phases = xp.empty((s * s, n, c, hq, wq), x.dtype)
+        flat = phases.reshape(s * s, -1)
+        grid = xp.empty(n * c * hq * wq, x.dtype)
+        arg = xp.zeros(grid.shape, xp.uint8) if self.method == "MAX" and train else None
+        y = xp.empty((n, c, oh, ow), x.dtype)
+
+        def pool(_, part):
+            phases[:, part] = fill
+            for view, (y0, x0) in self._phase_views(phases[:, part], h, w):
+                view[...] = x[part, :, y0::s, x0::s]
+            lo, hi, reads = self._reads(n, c, hq, wq, part)
+            out = grid[lo:hi]
+            out[...] = flat[reads[0]]
+            for o, read in enumerate(reads[1:], 1):
+                values = flat[read]
+                head = out[: len(values)]
+                if self.method == "AVE":
+                    head += values
+                    continue
+                if arg is not None:  # the last strict improvement is the first maximum in
+                    # scan order (Caffe's rule, which matters for a ReLU's many zeros)
+                    better = (values > head).view(xp.uint8)
+                    xp.maximum(
+                        arg[lo : lo + len(values)], better * xp.uint8(o), out=arg[lo : lo + len(values)]
+                    )
+                xp.maximum(head, values, out=head)
+            y[part] = grid[lo:hi].reshape(-1, c, hq, wq)[:, :, :oh, :ow]
+
+        in_chunks(xp, n, pool)
+        if self.method == "AVE":
+            y /= xp.asarray(self._areas(h, w, oh, ow), dtype=x.dtype)
+        self._saved = (arg, x.shape)
+        return [y]
+
+    def _areas(self, h: int, w: int, oh: int, ow: int) -> np.ndarray:
+        k, s, p = self.k, self.stride, self.pad
+        hs = np.arange(oh) * s - p
+        ws = np.arange(ow) * s - p
+        dh = np.minimum(hs + k, h + p) - hs
+        dw = np.minimum(ws + k, w + p) - ws
+        return np.outer(dh, dw)
+
+    def backward(self, top_diffs):
+        xp = get_xp(top_diffs[0])
+        dy = top_diffs[0]
+        arg, (n, c, h, w) = self._saved
+        s = self.stride
+        oh, ow, hq, wq = self._geometry(h, w)
+        if self.method == "AVE":
+            dy = dy / xp.asarray(self._areas(h, w, oh, ow), dtype=dy.dtype)
+        grid = xp.empty(n * c * hq * wq, dy.dtype)
+        phases = xp.empty((s * s, n, c, hq, wq), dy.dtype)
+        flat = phases.reshape(s * s, -1)
+        dx = xp.empty((n, c, h, w), dy.dtype)
+
+        def scatter(_, part):  # each output's gradient to where its maximum came from, or all
+            lo, hi, reads = self._reads(n, c, hq, wq, part)
+            here = grid[lo:hi].reshape(-1, c, hq, wq)
+            here[...] = 0  # zero beyond the windows
+            here[:, :, :oh, :ow] = dy[part]
+            phases[:, part] = 0
+            for o, read in enumerate(reads):
+                diff = grid[lo : lo + read[1].stop - read[1].start]
+                if arg is not None:
+                    diff = diff * (arg[lo : lo + len(diff)] == o)
+                flat[read] += diff
+            for view, (y0, x0) in self._phase_views(phases[:, part], h, w):
+                dx[part, :, y0::s, x0::s] = view
+
+        in_chunks(xp, n, scatter)
+        return [dx]
