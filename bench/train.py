@@ -1,96 +1,214 @@
-"""Seconds per iteration of the noise regression net (recipes/noise_regression.yaml) at batch
-50 on the CPU, split into convolution (forward and backward), other layers, the solver
-update and the loader wait, next to the GEMM rate of the same NumPy BLAS in the same run.
+"""Training speed against BVLC Caffe on this machine, net by net (issue 19).
 
-Targets (issue 11): convolution at 50% or more of the GEMM rate, loader wait under 5%, and
-at most 0.64 s per iteration (BVLC Caffe, im2col + OpenBLAS, on this machine).
+Run: python bench/train.py [--net lenet|cifar10_quick|noise_regression|caffenet ...]
+[--rounds 3]. Stores of the real shapes are made from synthetic images in a scratch
+folder (the MNIST and CIFAR files are not on this machine): LMDB for LeNet and CIFAR-10
+quick (with its mean file), HDF5 for the tutorial's regression net. Each round is a whole
+`dataprep train` run of the shipped recipe, testing off; its s/iter comes from the log's
+`train` rate lines after the first display (as Caffe's figures were read), and the median of
+the rounds is compared with Caffe's. CaffeNet is timed as `caffe time` was: `dataprep time`
+on the zoo's deploy net at batch 32.
+
+Per net it also prints the split by layer (in-process, `dataprep time`'s timer), the
+GEMM FLOPs the net runs per iteration (forward and the backward products it computes:
+no data gradient for a layer whose bottom is an input), the sgemm rate of this NumPy's
+BLAS measured in the same run, the time that rate bounds, the fraction of it reached, and
+the training process's peak RSS at two run lengths (it must not grow with iterations).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from dataprep.train.loader import BatchLoader
-from dataprep.train.net import Net
-from dataprep.train.recipe import parse_recipe
-from dataprep.train.solver import Solver
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from common import dataprep, scratch_dir  # noqa: E402
 
-RECIPE = Path(__file__).parents[1] / "recipes" / "noise_stream.yaml"
+# BVLC Caffe (CPU, OpenBLAS) on this machine, 2026-12-02: iterations per second of `caffe
+# train` (the tutorial net, LeNet, CIFAR-10 quick) and `caffe time` of CaffeNet at batch 32
+CAFFE = {
+    "noise_regression": {"batch": 50, "s_per_iter": 1 / 1.25, "shape": (1, 100, 100), "iterations": 30},
+    "lenet": {"batch": 64, "s_per_iter": 1 / 27.8, "shape": (1, 28, 28), "iterations": 300},
+    "cifar10_quick": {"batch": 100, "s_per_iter": 1 / 3.19, "shape": (3, 32, 32), "iterations": 60},
+    "caffenet": {"batch": 32, "s_per_iter": 1.968, "shape": (3, 227, 227), "iterations": 3},
+}
+CAFFENET = ROOT / "tests" / "fixtures" / "zoo" / "bvlc_reference_caffenet_deploy.prototxt"
+RATE = re.compile(r"Iteration (\d+) \(([0-9.e+]+) iter/s")
 
 
-def gemm_rate(n: int = 1024, repeat: int = 10) -> float:
-    """GFLOP/s of a float32 n x n matrix product with this NumPy's BLAS."""
+def gemm_rate(n: int = 2048, repeat: int = 5) -> float:
+    """GFLOP/s of a float32 n x n product with this NumPy's BLAS on every core."""
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    b = a.copy()
-    a @ b
+    a @ a
     started = time.perf_counter()
     for _ in range(repeat):
-        a @ b
+        a @ a
     return 2 * n**3 * repeat / (time.perf_counter() - started) / 1e9
 
 
-def conv_flops(net: Net) -> float:
-    """Multiply-adds x 2 of every convolution's forward pass and its two backward products."""
+def product_flops(net) -> float:
+    """FLOPs of the matrix products one training iteration runs: every Convolution and
+    InnerProduct forward, its weight gradient, and its data gradient where the layer
+    below needs one."""
     total = 0.0
     for node in net.nodes:
         layer = node.layer
-        if layer.type == "Convolution":
-            n, o, oh, ow = net.shapes[node.tops[0]]
-            k = int(np.prod(layer.params[0].shape[1:]))
-            total += 3 * 2 * n * o * k * oh * ow
+        if layer.type not in ("Convolution", "InnerProduct"):
+            continue
+        out = net.shapes[node.tops[0]]
+        inner = int(np.prod(layer.params[0].shape[1:]))
+        one = 2.0 * int(np.prod(out)) * inner  # each output: a dot product of `inner` terms
+        total += one * (3 if layer.propagate else 2)
     return total
+
+
+def make_stores(name: str, folder: Path) -> list[str]:
+    """Synthetic stores of the net's real shapes; returns the recipe overrides naming them."""
+    run = lambda *args: subprocess.run(dataprep(*args), cwd=folder, check=True, stdout=subprocess.DEVNULL)  # noqa: E731
+    if name == "lenet":
+        run("noise", "--n", 3000, "--size", "28x28", "--classes", 10, "--to", "lmdb", "--out", "s", "-q")
+        return ["data.train=s/train_lmdb", "data.val=s/val_lmdb"]
+    if name == "noise_regression":
+        run("noise", "--n", 1500, "--size", "100x100", "--to", "hdf5", "--out", "s", "--mean", 128, "-q")
+        return ["data.train=s/train_h5.txt", "data.val=s/val_h5.txt"]
+    import cv2
+
+    rng = np.random.default_rng(0)
+    (folder / "img").mkdir()
+    lines = []
+    for i in range(2000):
+        image = cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (32, 32))
+        cv2.imwrite(str(folder / "img" / f"{i}.png"), image)
+        lines.append(f"img/{i}.png {i % 10}")
+    (folder / "list.txt").write_text("\n".join(lines) + "\n")
+    run("lmdb", "list.txt", "train_lmdb", "-q")
+    run("mean", "train_lmdb", "-o", "mean.binaryproto", "-q")
+    return ["data.train=train_lmdb", "data.val=train_lmdb", "data.transform.mean_file=mean.binaryproto"]
+
+
+def train_round(
+    name: str, folder: Path, sets: list[str], iterations: int, display: int
+) -> tuple[float, float, float]:
+    """One `dataprep train` run: (s/iter from the log after the first display, the best
+    display rate, peak RSS in MB)."""
+    settings = sets + [
+        f"solver.max_iter={iterations}",
+        f"solver.display={display}",
+        "solver.test_interval=0",
+        "solver.snapshot=0",
+        "solver.snapshot_prefix=out/run",
+    ]
+    cmd = dataprep("train", ROOT / "recipes" / f"{name}.yaml", *[a for s in settings for a in ("--set", s)])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    log = folder / "train.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = log.read_text()
+    if proc.returncode:
+        raise RuntimeError(stderr[-2000:])
+    rates = [(int(it), float(r)) for it, r in RATE.findall(stderr) if int(it) > 0]
+    seconds = sum(display / r for _, r in rates) / (display * len(rates))
+    return seconds, max(r for _, r in rates), usage.ru_maxrss / 1024
+
+
+def time_caffenet(batch: int, iterations: int) -> float:
+    """`dataprep time` of the zoo's CaffeNet: the forward-backward milliseconds, as s."""
+    out = subprocess.run(
+        dataprep("time", CAFFENET, "--batch", batch, "--iterations", iterations, "--json"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)["forward_backward_ms"] / 1e3
+
+
+def layer_split(name: str, shape: tuple[int, ...], batch: int, iterations: int):
+    """The net of the recipe (or the zoo's CaffeNet) timed in this process, by layer."""
+    from dataprep.train.timing import bench_net, time_net
+
+    model = CAFFENET if name == "caffenet" else ROOT / "recipes" / f"{name}.yaml"
+    bench = bench_net(model, batch, "train", shape)
+    return bench, time_net(bench, iterations)
+
+
+def report(name: str, rounds: int) -> None:
+    spec = CAFFE[name]
+    batch, caffe = spec["batch"], spec["s_per_iter"]
+    with scratch_dir(f"bench-train-{name}-") as folder:
+        runs, best, peaks = [], [], {}
+        if name == "caffenet":
+            runs = [time_caffenet(batch, spec["iterations"]) for _ in range(rounds)]
+        else:
+            sets = make_stores(name, folder)
+            iterations = spec["iterations"]
+            display = max(1, iterations // 6)
+            for _ in range(rounds):
+                seconds, top, peak = train_round(name, folder, sets, iterations, display)
+                runs.append(seconds)
+                best.append(top)
+                peaks[iterations] = max(peaks.get(iterations, 0), peak)
+            _, _, peaks[3 * iterations] = train_round(name, folder, sets, 3 * iterations, display)
+        bench, timing = layer_split(name, spec["shape"], batch, 2 if name == "caffenet" else 5)
+    rate = gemm_rate()
+    flops = product_flops(bench.net)
+    median = statistics.median(runs)
+    what = "forward-backward (dataprep time)" if name == "caffenet" else "s/iter (dataprep train)"
+    print(
+        f"{name}, batch {batch}: median {what} {median * 1e3:.1f} ms over {rounds} rounds "
+        f"({', '.join(f'{r * 1e3:.1f}' for r in runs)})"
+    )
+    if best:
+        print(f"  best display rate {max(best):.3g} iter/s; Caffe {1 / caffe:.3g} iter/s")
+    print(f"  Caffe {caffe * 1e3:.0f} ms: ratio {caffe / median:.2f}x (goal 1.5x)")
+    print(
+        f"  GEMM: {flops / 1e9:.3f} GFLOP per iteration, sgemm {rate:.0f} GFLOP/s here now, "
+        f"bound {flops / rate / 1e6:.1f} ms, reached {flops / rate / 1e9 / median:.0%} of it"
+    )
+    total = sum(layer.forward_ms + layer.backward_ms for layer in timing.layers)
+    products = sum(
+        layer.forward_ms + layer.backward_ms
+        for layer in timing.layers
+        if layer.type in ("Convolution", "InnerProduct")
+    )
+    print(
+        f"  in-process forward-backward {timing.forward_backward_ms:.1f} ms; "
+        f"{1 - products / total:.0%} of the layer time outside Convolution and InnerProduct"
+    )
+    for layer in sorted(timing.layers, key=lambda t: -(t.forward_ms + t.backward_ms))[:8]:
+        strategy = getattr(_layer(bench, layer.name), "strategy", "")
+        print(
+            f"    {layer.name:<8} {layer.type:<14} forward {layer.forward_ms:7.2f} ms  "
+            f"backward {layer.backward_ms:7.2f} ms  {strategy}"
+        )
+    if peaks:
+        print(
+            "  peak RSS: " + ", ".join(f"{mb:.0f} MB at {it} iterations" for it, mb in sorted(peaks.items()))
+        )
+
+
+def _layer(bench, name: str):
+    return next(layer for layer in bench.net.layers if layer.name == name)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iterations", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--net", action="append", choices=sorted(CAFFE), help="repeatable [default: all]")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    recipe = parse_recipe(yaml.safe_load(RECIPE.read_text()))
-    data = recipe.data
-    loader = BatchLoader(data.train, args.batch, data.transform, data.input, data.target, True, 0)
-    first = loader.next()
-    net = Net(recipe.net, {k: v.shape for k, v in first.items()}, target=data.target)
-    solver = Solver(recipe.solver)
-    parts: Counter = Counter()
-    total = 0.0
-
-    def timer(layer, direction: str, seconds: float) -> None:
-        parts[("convolution " if layer.type == "Convolution" else "other layers ") + direction] += seconds
-
-    for it in range(args.iterations + 1):
-        if it == 1:  # the first iteration warms up
-            parts.clear()
-            total = 0.0
-        t0 = time.perf_counter()
-        batch = first if it == 0 else loader.next()
-        parts["loader wait"] += time.perf_counter() - t0
-        net.forward(batch, True, timer)
-        net.backward(timer)
-        start = time.perf_counter()
-        solver.step(net.params())
-        parts["solver"] += time.perf_counter() - start
-        total += time.perf_counter() - t0
-    loader.close()
-    n = args.iterations
-    gemm = gemm_rate()
-    print(
-        f"noise regression net, batch {args.batch}, {n} iterations: {total / n:.3f} s/iteration, "
-        f"{args.batch * n / total:.0f} images/s (BVLC Caffe here: 0.64 s)"
-    )
-    for name, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:<24} {seconds / n:.3f} s  {100 * seconds / total:5.1f}%")
-    flops = conv_flops(net)
-    print(
-        f"  convolution GFLOP per iteration (forward + backward): {flops / 1e9:.1f}; "
-        f"BLAS float32 GEMM rate: {gemm:.0f} GFLOP/s; convolutions at that rate: {flops / gemm / 1e9:.3f} s"
-    )
+    for name in args.net or list(CAFFE):
+        report(name, args.rounds)
 
 
 if __name__ == "__main__":

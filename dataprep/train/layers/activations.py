@@ -6,7 +6,7 @@ import numpy as np
 
 from ...transforms import get_xp
 from .base import Layer
-from .threads import in_chunks
+from .threads import in_parts
 
 
 class ReLU(Layer):
@@ -19,7 +19,7 @@ class ReLU(Layer):
         xp = get_xp(bottoms[0])
         x = bottoms[0]
         y = xp.empty_like(x)
-        in_chunks(xp, len(x), lambda _, part: xp.maximum(x[part], 0, out=y[part]))
+        in_parts(x, lambda _, part: xp.maximum(x[part], 0, out=y[part]))
         self._y = y
         return [y]
 
@@ -27,7 +27,7 @@ class ReLU(Layer):
         xp = get_xp(top_diffs[0])
         dy, y = top_diffs[0], self._y
         dx = xp.empty_like(dy)
-        in_chunks(xp, len(dy), lambda _, part: xp.multiply(dy[part], y[part] > 0, out=dx[part]))
+        in_parts(dy, lambda _, part: xp.multiply(dy[part], y[part] > 0, out=dx[part]))
         return [dx]
 
 

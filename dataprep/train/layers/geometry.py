@@ -31,14 +31,6 @@ def windows(x, kh: int, kw: int, stride: int, oh: int, ow: int):
     )
 
 
-def pad(x, top: int, bottom: int, left: int, right: int, value: float = 0.0):
-    """``x`` (N x C x H x W) padded with ``value``; ``x`` itself when there is no padding."""
-    xp = get_xp(x)
-    if not (top or bottom or left or right):
-        return x
-    return xp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
-
-
 def kernel(p: dict) -> tuple[int, int, int]:
     """A layer's square kernel size, stride and padding."""
     return int(p["kernel_size"]), int(p.get("stride", 1)), int(p.get("pad", 0))

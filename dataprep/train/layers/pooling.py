@@ -8,7 +8,7 @@ from ...errors import UsageError
 from ...transforms import get_xp
 from .base import Layer
 from .geometry import kernel, pool_out
-from .threads import in_chunks
+from .threads import in_parts
 
 
 class Pooling(Layer):
@@ -105,7 +105,7 @@ class Pooling(Layer):
                 xp.maximum(head, values, out=head)
             y[part] = grid[lo:hi].reshape(-1, c, hq, wq)[:, :, :oh, :ow]
 
-        in_chunks(xp, n, pool)
+        in_parts(x, pool)
         if self.method == "AVE":
             y /= xp.asarray(self._areas(h, w, oh, ow), dtype=x.dtype)
         self._saved = (arg, x.shape)
@@ -146,5 +146,5 @@ class Pooling(Layer):
             for view, (y0, x0) in self._phase_views(phases[:, part], h, w):
                 dx[part, :, y0::s, x0::s] = view
 
-        in_chunks(xp, n, scatter)
+        in_parts(dx, scatter)
         return [dx]
