@@ -17,51 +17,7 @@ from .records import ImageListSource, image_list_source
 from .staging import Staging
 from .stores import open_store, store_kind
 from .stores.base import StoreReader
-from .stores.caffe_pb import blob_array, blob_bytes
-
-
-def parse_mean_values(text: str) -> np.ndarray:
-    """``"128"`` or ``"104,117,123"`` (one value per channel, in the stored BGR order)."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"--mean {text!r}: give a number or comma-separated numbers per channel") from None
-    if not values:
-        raise UsageError("--mean is empty")
-    return np.asarray(values, np.float32)
-
-
-def recorded_mean(given: str) -> np.ndarray:
-    """The mean a store's manifest records (``preprocessing.mean``): ``--mean``'s values, or
-    the path of ``--mean-file``."""
-    return read_mean_file(given) if Path(given).is_file() else parse_mean_values(given)
-
-
-def read_mean_file(path: str | Path) -> np.ndarray:
-    """The C x H x W mean of a BlobProto (``.binaryproto``) or NumPy (``.npy``) file."""
-    path = Path(path)
-    try:
-        if path.suffix == ".npy":
-            mean = np.load(path, allow_pickle=False).astype(np.float32)
-        else:
-            mean = blob_array(path.read_bytes())
-    except (OSError, ValueError, Exception) as exc:  # protobuf raises its own DecodeError
-        raise DataprepError(f"{path}: not a readable mean file ({exc})") from None
-    if mean.ndim == 4 and mean.shape[0] == 1:
-        mean = mean[0]
-    if mean.ndim != 3:
-        raise DataprepError(f"{path}: mean must be C x H x W (or 1 x C x H x W), got {mean.shape}")
-    return mean
-
-
-def resolve_mean(values: str | None, path: str | None) -> np.ndarray | None:
-    """The mean to subtract from ``--mean`` or ``--mean-file`` (exclusive, as in Caffe)."""
-    if values is not None and path is not None:
-        raise UsageError("--mean and --mean-file are exclusive")
-    if values is not None:
-        return parse_mean_values(values)
-    return read_mean_file(path) if path is not None else None
-
+from .stores.caffe_pb import blob_bytes
 
 CHANNEL_NAMES = {1: ["gray"], 3: ["B", "G", "R"], 4: ["B", "G", "R", "A"]}
 MEAN_CHUNK = 128  # fixed, so float sums (HDF5 sources) add up in the same order for any --workers

@@ -283,3 +283,18 @@ def test_hdf5_gzip_compression_reads_back(tmp_path):
         assert np.array_equal(f["data"][3], images[3].transpose(2, 0, 1).astype(np.float32))
     with pytest.raises(DataprepError, match="unknown compression 'lzf'"):
         Hdf5Writer(tmp_path / "l.h5", compression="lzf")
+
+
+@pytest.mark.parametrize("module", ["dataprep.stores.means", "dataprep.stores.hdf5", "dataprep.mean"])
+def test_the_mean_parsing_sits_below_the_stores_and_mean(module):
+    """No import circle: each module imports first in a fresh interpreter, and the stores
+    never import ``dataprep.mean`` (which reads the stores)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+    stores = Path(__file__).parents[1] / "dataprep" / "stores"
+    for path in stores.glob("*.py"):
+        text = path.read_text()
+        assert "from ..mean import" not in text and "dataprep.mean import" not in text, path

@@ -31,6 +31,7 @@ from .base import (
     checksum,
     dump_manifest,
 )
+from .means import resolve_mean
 
 INT_MAX = 2**31 - 1
 COMPRESSIONS = {"none": None, "gzip": "gzip"}  # only filters plain libhdf5 (and so Caffe) reads
@@ -89,8 +90,6 @@ class Hdf5Options:
         relative: bool = False,
     ) -> "Hdf5Options":
         """Options as the command line gives them (text) to values; UsageError on bad ones."""
-        from ..mean import resolve_mean
-
         if compression not in COMPRESSIONS:
             raise UsageError(f"--compression {compression!r}: choose from {', '.join(COMPRESSIONS)}")
         rows, nbytes = parse_shard_size(shard_size) if shard_size else (None, None)

@@ -67,7 +67,7 @@ class LmdbReadKV:
             _OPEN.pop(key)[0].close()  # process's copy only (unmapped here, the parent's stays)
         if self._key not in _OPEN:
             try:
-                env = lmdb.open(str(path), readonly=True, lock=False, subdir=True, readahead=False)
+                env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
             except lmdb.Error as exc:
                 raise StoreError(f"{path}: cannot open LMDB: {exc}") from None
             _OPEN[self._key] = [env, 0]

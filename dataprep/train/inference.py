@@ -242,8 +242,8 @@ def _mean(given: str | None) -> np.ndarray | None:
     C x H x W (C, 1, 1 for values)."""
     if given is None:
         return None
-    from ..mean import recorded_mean
     from ..stores.hdf5 import mean_array
+    from ..stores.means import recorded_mean
 
     return mean_array(recorded_mean(given))
 

@@ -102,7 +102,7 @@ def load_mean(transform: Transform) -> np.ndarray | None:
     if transform.mean_file and transform.mean_value:
         raise UsageError("recipe data.transform: mean_file and mean_value are exclusive")
     if transform.mean_file:
-        from ..mean import read_mean_file
+        from ..stores.means import read_mean_file
 
         return read_mean_file(transform.mean_file)
     return np.asarray(transform.mean_value, np.float32) if transform.mean_value else None
