@@ -12,6 +12,7 @@ from .geometry import conv_out, kernel, windows
 from .threads import CHUNK, copy_in_parts, run_parts
 
 COLUMNS = 2048  # a product needs about this many columns to run near BLAS's rate here
+KEEP_BYTES = 16 << 20  # a batch's columns up to this size are kept for the backward pass
 COLUMN_BYTES = 4 << 20  # and its columns should stay in the caches (CaffeNet conv2 slowed past)
 
 
@@ -78,6 +79,7 @@ class Convolution(Layer):
         _, _, oh, ow = tops[0]
         per_image = oh * ow * c * self.k * self.k * np.dtype(dtype).itemsize
         self.m = images_per_product(n, oh * ow, per_image, xp is np)
+        self.keep = n * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
         return tops
 
@@ -139,20 +141,24 @@ class Convolution(Layer):
         bias = self.params[1].reshape(1, -1, 1, 1) if len(self.params) > 1 else 0
         y = xp.empty((n, self.out, oh, ow), x.dtype)
         parts, m = self._parts(n)
+        kept: dict[int, object] = {}
 
         def convolve(_, part):
             for a in range(part.start, part.stop, m):
                 images = slice(a, min(a + m, part.stop))
-                full = xp.matmul(weights, self._columns(view, images))
+                cols = self._columns(view, images)
+                if train and self.keep:
+                    kept[a] = cols
+                full = xp.matmul(weights, cols)
                 xp.add(full.reshape(self.out, -1, oh, ow).transpose(1, 0, 2, 3), bias, out=y[images])
 
         run_parts(parts, convolve)
-        self._saved = (view, x.shape)
+        self._saved = (view, x.shape, kept)
         return [y]
 
     def backward(self, top_diffs):
         xp = get_xp(top_diffs[0])
-        view, (n, c, h, w) = self._saved
+        view, (n, c, h, w), kept = self._saved
         p, g = self.pad, self.group
         dy = top_diffs[0]
         weights = self.params[0].reshape(g, self.out // g, -1)
@@ -172,7 +178,8 @@ class Convolution(Layer):
                 d[...] = dy[images].transpose(1, 0, 2, 3)
                 d = d.reshape(g, self.out // g, -1)
                 # dW[g] += dy[g] @ cols[g]^T, summed part by part
-                dw[index] += xp.matmul(d, self._columns(view, images).transpose(0, 2, 1))
+                cols = kept.pop(a) if a in kept else self._columns(view, images)
+                dw[index] += xp.matmul(d, cols.transpose(0, 2, 1))
                 if dx is not None:
                     self._col2im(dx, images, xp.matmul(weights.transpose(0, 2, 1), d))
 
