@@ -143,3 +143,29 @@ def test_time_the_zoo_caffenet_at_batch_32(runner):
     assert len(parsed["layers"]) == 23 and "fc8" in parsed["layers"]
     check_sums(parsed)
     assert json.loads(result.stdout)["batch"] == 32
+
+
+def test_time_on_a_gpu_without_one_is_a_clear_error(runner):
+    from dataprep.cli.main import cli
+    from dataprep.gpu import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is here: the GPU test below runs instead")
+    result = runner.invoke(
+        cli, ["time", str(RECIPES / "lenet.yaml"), "--shape", "1x28x28", "--device", "gpu"]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert "cupy" in result.stderr.lower() or "gpu" in result.stderr.lower()
+
+
+@pytest.mark.gpu
+def test_time_on_a_gpu_synchronizes_each_layer(runner):
+    from dataprep.cli.main import cli
+    from dataprep.gpu import gpu_available
+
+    if not gpu_available():
+        pytest.skip("needs CuPy and a CUDA device")
+    args = ["time", str(RECIPES / "lenet.yaml"), "--shape", "1x28x28", "--device", "gpu", "--iterations", "3"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    check_sums(report(result.stderr))
