@@ -9,11 +9,13 @@ from .base import Layer
 from .threads import chunks, run_parts
 
 ROWS = 16  # the least rows of a product part: fewer and BLAS runs far below its rate
+SMALL = 1 << 20  # multiply-adds below which a product runs whole in the calling thread
 
 
-def _parts(xp, n: int) -> list[slice]:
-    """Up to four fixed parts of ``n`` rows (from the shape alone, not the core count)."""
-    return chunks(xp, n, max(ROWS, -(-n // 4)))
+def _parts(xp, n: int, work: int) -> list[slice]:
+    """Up to four fixed parts of ``n`` rows (from the shape alone, not the core count); one
+    when the product's ``work`` (multiply-adds) is too small for a thread's hand-over."""
+    return chunks(xp, n, max(ROWS, -(-n // 4)) if work >= SMALL else n)
 
 
 class InnerProduct(Layer):
@@ -51,7 +53,7 @@ class InnerProduct(Layer):
             if len(self.params) > 1:
                 y[rows] += self.params[1]
 
-        run_parts(_parts(xp, len(x)), product)
+        run_parts(_parts(xp, len(x), w.size * len(x)), product)
         return [y]
 
     def backward(self, top_diffs):
@@ -61,7 +63,7 @@ class InnerProduct(Layer):
         w = self.params[0]
         dw = xp.empty_like(w)
         dx = xp.empty((len(x), w.shape[1]), dy.dtype) if self.propagate else None
-        weight_parts, batch_parts = _parts(xp, self.out), _parts(xp, len(x))
+        weight_parts, batch_parts = _parts(xp, self.out, w.size * len(x)), _parts(xp, len(x), w.size * len(x))
 
         def product(index, part):  # dW by parts of its rows (each a whole sum), then dx by batch rows
             if index < len(weight_parts):

@@ -81,9 +81,10 @@ def run_parts(parts: list[slice], work: Callable[[int, slice], object]) -> None:
 
 def batch_parts(x) -> list[slice]:
     """Parts of the batch (first axis) of ``x`` for elementwise work: about PART elements
-    each, an even number of them (two cores share them evenly); whole on a GPU."""
+    each, an even number of them (two cores share them evenly); one part for an array too
+    small to be worth a thread's hand-over (about 50 us), and on a GPU."""
     xp, n = get_xp(x), len(x)
-    if xp is not np or n < 2:
+    if xp is not np or n < 2 or x.size < PART // 4:
         return [slice(0, n)]
     count = max(2, -(-x.size // PART))
     return chunks(xp, n, -(-n // min(n, count + count % 2)))
