@@ -1,7 +1,16 @@
 """Outputs are built at temporary sibling paths and moved into place only when complete.
 
 An interrupted or failed run therefore never leaves anything at a destination that looks
-finished. A hard kill (``kill -9``) can leave a hidden ``.NAME.partial-HOST-PID-XXXXXXXX``
+finished.
+
+Two runs on one destination are kept apart by a claim: a hidden ``.NAME.claim`` file made
+with ``O_CREAT | O_EXCL`` and holding the host and process that made it. A run without
+``--overwrite`` claims its outputs when it starts, so a second such run fails at once and
+the first finishes intact; a run with ``--overwrite`` claims them just before it moves
+them into place (waiting for a live holder), so the last commit wins and no output set is
+ever a mix of two runs. Claims of killed processes are removed like their partials.
+
+A hard kill (``kill -9``) can leave a hidden ``.NAME.partial-HOST-PID-XXXXXXXX``
 sibling: its name says which host and process made it, so the next run on the same
 destination removes it once that process is gone, and logs what it freed. Partial outputs
 of a live process, or of another host sharing the filesystem, are left alone.
@@ -17,6 +26,7 @@ import shutil
 import signal
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -153,6 +163,87 @@ def interrupts_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+CLAIM_POLL = 0.05  # seconds between looks at a claim a live process holds
+PAUSE_HOOK = "DATAPREP_TEST_PAUSE_COMMIT"  # tests: a folder; commit waits there for go-PID
+
+
+def claim_path(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.claim")
+
+
+def _owner(claim: Path) -> tuple[str, int] | None:
+    """The (host, pid) a claim names; None when it is gone or unreadable."""
+    try:
+        host, pid = claim.read_text().split()
+        return host, int(pid)
+    except (OSError, ValueError):
+        return None
+
+
+def take_claim(dest: Path, wait: bool) -> None:
+    """Claim ``dest`` for this process: exclusive; a killed process's claim is removed; a
+    live one's is waited for (``wait``) or refused with StoreExistsError."""
+    claim = claim_path(dest)
+    said = False
+    while True:
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _owner(claim)
+            if owner is None or (owner[0] == _host() and not _alive(owner[1])):
+                with contextlib.suppress(FileNotFoundError):  # stale (or just released)
+                    claim.unlink()
+                    if owner is not None:
+                        log.info("removed %s, left by an interrupted run (process %s)", claim, owner[1])
+                continue
+            if owner == (_host(), os.getpid()):
+                return
+            if not wait:
+                raise StoreExistsError(
+                    f"{dest} already exists: another run (process {owner[1]} on {owner[0]}) is writing it"
+                ) from None
+            if not said:
+                log.info("waiting for process %s on %s, which is writing %s", owner[1], owner[0], dest)
+                said = True
+            time.sleep(CLAIM_POLL)
+            continue
+        except OSError as exc:
+            raise DataprepError(f"cannot write to {dest.parent}: {exc.strerror}") from None
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{_host()} {os.getpid()}\n")
+        return
+
+
+def release_claim(dest: Path) -> None:
+    """Remove this process's claim on ``dest`` (only its own)."""
+    claim = claim_path(dest)
+    if _owner(claim) == (_host(), os.getpid()):
+        with contextlib.suppress(FileNotFoundError):
+            claim.unlink()
+
+
+def _pause_for_tests() -> None:
+    """With DATAPREP_TEST_PAUSE_COMMIT=DIR: say ``DIR/paused-PID`` and wait for
+    ``DIR/go-PID`` (at most a minute), so a test can run a second writer at this point."""
+    folder = os.environ.get(PAUSE_HOOK)
+    if not folder:
+        return
+    (Path(folder) / f"paused-{os.getpid()}").touch()
+    deadline = time.monotonic() + 60
+    while not (Path(folder) / f"go-{os.getpid()}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _writable_parent(dest: Path) -> None:
+    """Make ``dest``'s folder (as the output will need it) and check it can be written."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataprepError(f"cannot create {dest.parent}: {exc.strerror}") from None
+    if not os.access(dest.parent, os.W_OK):
+        raise DataprepError(f"cannot write to {dest.parent}: permission denied")
+
+
 class Staging:
     """Hands out temporary paths for destinations and commits them in registration order.
 
@@ -164,6 +255,15 @@ class Staging:
         self.overwrite = overwrite
         self.after_interrupt = after_interrupt  # an output written because of the interrupt
         self._pending: list[tuple[Path, Path]] = []
+        self._claimed: list[Path] = []  # claimed at start: must still be absent at commit
+
+    def claim(self, dest: str | os.PathLike) -> None:
+        """Claim ``dest`` now, for a run without --overwrite (``path`` does this itself;
+        writers that name some outputs late claim their completion marker here)."""
+        dest = Path(dest)
+        _writable_parent(dest)
+        take_claim(dest, wait=False)
+        self._claimed.append(dest)
 
     def path(self, dest: str | os.PathLike, allow_empty_dir: bool = False) -> Path:
         """A temporary path whose content will become ``dest`` on commit; absolute, since
@@ -172,13 +272,10 @@ class Staging:
         refuse_existing(dest, self.overwrite, allow_empty_dir)
         if any(d == dest for _, d in self._pending):
             raise DataprepError(f"{dest} is named twice as an output")
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DataprepError(f"cannot create {dest.parent}: {exc.strerror}") from None
-        if not os.access(dest.parent, os.W_OK):
-            raise DataprepError(f"cannot write to {dest.parent}: permission denied")
+        _writable_parent(dest)
         remove_stale_partials(dest)
+        if not self.overwrite and not (allow_empty_dir and dest.is_dir()):
+            self.claim(dest)
         tmp = partial_name(dest).absolute()
         self._pending.append((tmp, dest))
         return tmp
@@ -191,19 +288,35 @@ class Staging:
         """
         if INTERRUPTED.is_set() and not self.after_interrupt:
             raise KeyboardInterrupt
-        done = []
-        with signals_held():
-            for tmp, dest in self._pending:
-                _move_into_place(tmp, dest)
-                done.append(dest)
-            self._pending.clear()
+        late = sorted({dest for _, dest in self._pending} - set(self._claimed))
+        try:
+            for dest in late:  # --overwrite: the last commit wins, one at a time
+                take_claim(dest, wait=True)
+            self._claimed.extend(late)
+            for dest in self._claimed[: len(self._claimed) - len(late)]:
+                refuse_existing(dest, False)  # made meanwhile by a run with --overwrite
+            _pause_for_tests()
+            done = []
+            with signals_held():
+                for tmp, dest in self._pending:
+                    _move_into_place(tmp, dest)
+                    done.append(dest)
+                self._pending.clear()
+        finally:
+            self._release()
         return done
+
+    def _release(self) -> None:
+        for dest in self._claimed:
+            release_claim(dest)
+        self._claimed.clear()
 
     def abort(self) -> None:
         """Remove every temporary path."""
         for tmp, _ in self._pending:
             remove(tmp)
         self._pending.clear()
+        self._release()
 
     def __enter__(self) -> "Staging":
         return self

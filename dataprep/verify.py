@@ -131,10 +131,11 @@ def _check_records(reader: StoreReader, report: Report, expected, progress) -> N
 def _check_entry(key, i, labels, expected, report, seen, lined_up_by: str) -> None:
     """Line a record up with its list entry: Datum keys carry the entry's index; HDF5 keys
     are the paths, matched to the next unseen entry with that path (entries skipped by
-    --skip-bad leave gaps, not a cascade of mismatches); rows of HDF5 files other tools
-    wrote (no keys) line up by position."""
+    --skip-bad leave gaps, not a cascade of mismatches); records whose keys are only their
+    position (WebDataset shards, HDF5 files other tools wrote) line up by position, and
+    only their labels can be compared."""
     if lined_up_by == "position":
-        index, path = i, key
+        index, path = i, None
         if index >= len(expected):
             report.problems.append(f"{key}: more records than list entries")
             return
@@ -162,7 +163,7 @@ def _check_entry(key, i, labels, expected, report, seen, lined_up_by: str) -> No
         expected.last = max(expected.last, index)
     want_path, want_labels = expected[index]
     seen.add(index)
-    if path != want_path:
+    if path is not None and path != want_path:
         report.problems.append(f"{key}: the list has {want_path!r} at this position")
     elif not _labels_match(labels, want_labels):
         report.problems.append(f"{key}: labels {labels.tolist()} differ from the list's {list(want_labels)}")

@@ -95,8 +95,9 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def leftovers(folder: Path) -> list[str]:
-    """Anything a writer might have left in ``folder`` (temporary siblings included)."""
-    return sorted(p.name for p in Path(folder).iterdir() if ".partial-" in p.name or ".old-" in p.name)
+    """Anything a writer might have left in ``folder`` (temporary siblings and claims)."""
+    names = (p.name for p in Path(folder).iterdir())
+    return sorted(n for n in names if ".partial-" in n or ".old-" in n or n.endswith(".claim"))
 
 
 def idx(magic: int, array: np.ndarray) -> bytes:

@@ -301,7 +301,9 @@ class Hdf5Writer(StoreWriter):
         for old in self._old:
             refuse_existing(old, overwrite)
         refuse_existing(self.list_path, overwrite)
-        self._staging = Staging(overwrite=True)
+        self._staging = Staging(overwrite=True)  # shards are named as they fill
+        if not overwrite:  # the list, written last, stands for the whole set
+            self._staging.claim(self.list_path)
         self._shards: list[tuple[Path, _Shard]] = []
         self._rows_per_shard = 0
         self._numbered = False

@@ -1,0 +1,122 @@
+"""Faults and hostile input (issue 20): two runs on one output, outputs over their inputs.
+Every command prints one line naming the file and the cause, exits 1 (data) or 2 (usage),
+leaves nothing half-made, and never harms a good output or an input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import leftovers, run_dataprep, tree_bytes, write_images
+
+from dataprep.staging import PAUSE_HOOK
+
+# (command line for a list and an output, the output's path(s), how many records it holds)
+WRITERS = {
+    "lmdb": (lambda lst, out: ["lmdb", lst, out], lambda out: [out]),
+    "leveldb": (lambda lst, out: ["lmdb", lst, out, "--backend", "leveldb"], lambda out: [out]),
+    "hdf5": (
+        lambda lst, out: ["hdf5", lst, "-o", f"{out}.h5", "--shard-size", "4"],
+        lambda out: sorted(Path(out).parent.glob(Path(out).name + "*")),
+    ),
+    "wds": (
+        lambda lst, out: ["wds", lst, out, "--shard-size", "4"],
+        lambda out: sorted(Path(out).parent.glob(Path(out).name + "*")),
+    ),
+}
+
+
+def count(kind: str, out: Path) -> int:
+    from dataprep.stores import open_store
+
+    target = {"hdf5": f"{out}_h5.txt", "wds": out.parent / f"{out.name}.manifest.json"}.get(kind, out)
+    reader = open_store(target if kind != "wds" else out)
+    try:
+        return len(reader)
+    finally:
+        reader.close()
+
+
+def start_paused(args: list, cwd: Path, hook: Path) -> tuple[subprocess.Popen, int]:
+    """A dataprep run that stops just before its commit; returns it and its pid."""
+    hook.mkdir(exist_ok=True)
+    env = {**os.environ, PAUSE_HOOK: str(hook)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    paused = hook / f"paused-{proc.pid}"
+    deadline = time.monotonic() + 60
+    while not paused.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return proc, proc.pid
+
+
+@pytest.fixture
+def lists(tmp_path):
+    a, _ = write_images(tmp_path, 6, list_name="a.txt")
+    b, _ = write_images(tmp_path / "b", 9, seed=1, list_name="b.txt")
+    return a, b
+
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_a_second_run_on_a_claimed_output_fails_and_the_first_finishes_intact(tmp_path, lists, kind):
+    args, _ = WRITERS[kind]
+    a, b = lists
+    out = tmp_path / "s"
+    first, pid = start_paused(args(a, out), tmp_path, tmp_path / "hook")
+    second = run_dataprep(*args(b, out), cwd=tmp_path)
+    assert second.returncode == 1, second.stderr
+    assert "already exists" in second.stderr and "Traceback" not in second.stderr
+    (tmp_path / "hook" / f"go-{pid}").touch()
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert count(kind, out) == 6  # the first run's records, whole
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_with_overwrite_the_last_commit_wins_and_no_output_is_a_mix(tmp_path, lists, kind):
+    args, outputs = WRITERS[kind]
+    a, b = lists
+    out = tmp_path / "s"
+    assert run_dataprep(*args(b, out), cwd=tmp_path).returncode == 0  # an existing output
+    first, pid = start_paused([*args(a, out), "--overwrite"], tmp_path, tmp_path / "hook")
+    second = subprocess.Popen(
+        [sys.executable, "-m", "dataprep.cli.main", *map(str, args(b, out)), "--overwrite", "-v"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    waited = ""
+    while "waiting for process" not in waited:  # the second run waits for the first's commit
+        line = second.stderr.readline()
+        assert line, second.communicate()
+        waited += line
+    (tmp_path / "hook" / f"go-{pid}").touch()
+    assert first.wait(60) == 0 and second.wait(60) == 0
+    assert count(kind, out) == 9  # the last commit's records, and only those
+    target = {"hdf5": f"{out}_h5.txt"}.get(kind, out)
+    checked = run_dataprep("verify", target, "--list", b, cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # one run's whole set
+    assert outputs(out) and leftovers(tmp_path) == []
+
+
+def test_a_killed_runs_claim_is_removed_by_the_next_run(tmp_path, lists):
+    a, _ = lists
+    (tmp_path / ".s.claim").write_text(f"{__import__('socket').gethostname()} 999999\n")
+    result = run_dataprep("lmdb", a, tmp_path / "s", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert count("lmdb", tmp_path / "s") == 6 and leftovers(tmp_path) == []
+    assert tree_bytes(tmp_path / "s")
