@@ -29,7 +29,7 @@ from .listfile import ListFile, format_line, read_list, write_list
 from .parallel import Executor, ordered_map
 from .progress import set_total
 from .scan import DEFAULT_EXTENSIONS, images_under
-from .staging import Staging, remove
+from .staging import Staging, add_inputs, refuse_over_inputs, remove
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +280,9 @@ def file_job(
     else:
         listfile = read_list(src, root=output.root, on_error=on_error)
         items = list_items(listfile, out, output.fmt, root_given=output.root is not None)
+    if listfile is None:
+        add_inputs(src)  # a folder of images (a list's images are noted as it is read)
+    refuse_over_inputs(out)  # OUT may not be, lie inside or hold what the job reads
     channels = output.channels.resolve((Path(item.source), item.where) for item in items)
     output = replace(output, channels=channels, device=resolve_device(output.device))
     if check is not None:

@@ -26,7 +26,7 @@ from .errors import DataprepError, UsageError
 from .images import encode
 from .parallel import Executor, ordered_map
 from .records import Record
-from .staging import Staging
+from .staging import Staging, add_inputs
 
 CIFAR_BYTES = 3072  # 32 x 32 x 3, as R, G and B planes
 
@@ -331,6 +331,7 @@ def open_dataset(
     extracted folder or an archive (unpacked into ``into``)."""
     if not src.exists():
         raise UsageError(f"{src}: no such file or folder")
+    add_inputs(src)  # no output of the import may replace the official files
     folder = unpack(src, into).absolute()  # the sources' files, as workers open them
     if name == "mnist":
         if bgr:

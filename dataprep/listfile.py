@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import ListFileError, OnError, UsageError
+from .staging import add_list
 
 Label = int | float
 
@@ -150,7 +151,10 @@ def read_list(
     if not entries and not allow_empty:
         raise ListFileError(f"{name}: the list is empty")
     # absolute: a Dask worker resolving the entries has another working directory
-    return ListFile(name, entries, count, Path(os.path.abspath(root if root is not None else default_root)))
+    folder = Path(os.path.abspath(root if root is not None else default_root))
+    listfile = ListFile(name, entries, count, folder)
+    add_list(listfile)  # no output of the running command may replace it or its images
+    return listfile
 
 
 def shuffle_order(n: int, seed: int) -> list[int]:

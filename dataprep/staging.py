@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Iterator
 
-from .errors import DataprepError, StoreExistsError
+from .errors import DataprepError, StoreExistsError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,80 @@ def interrupts_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+class _Inputs:
+    """What the running command reads: files and folders (lists, stores) and the images of
+    its lists (gathered on the first check, once)."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, str] = {}  # real path -> as the user named it
+        self.lists: list = []
+        self._images: set[str] | None = None
+        self._folders: set[str] = set()
+
+    def images(self) -> tuple[set[str], set[str]]:
+        if self._images is None:
+            self._images = {
+                os.path.normpath(os.path.abspath(listfile.resolve(e)))
+                for listfile in self.lists
+                for e in listfile.entries
+            }
+            self._folders = {os.path.dirname(p) for p in self._images}
+        return self._images, self._folders
+
+
+_SCOPES: list[_Inputs] = []
+
+
+@contextlib.contextmanager
+def command_inputs() -> Iterator[None]:
+    """Within the block, the inputs a command opens are noted, and no output may be one of
+    them, lie inside one, or hold one (``--overwrite`` or not)."""
+    _SCOPES.append(_Inputs())
+    try:
+        yield
+    finally:
+        _SCOPES.pop()
+
+
+def add_inputs(*paths: str | os.PathLike) -> None:
+    """Note files or folders the running command reads (a store, a list file)."""
+    if _SCOPES:
+        for path in paths:
+            _SCOPES[-1].paths[os.path.realpath(path)] = str(path)
+
+
+def add_list(listfile) -> None:
+    """Note a list the running command reads: the file and the images it names."""
+    if _SCOPES:
+        if listfile.name != "<stdin>":
+            add_inputs(listfile.name)
+        _SCOPES[-1].lists.append(listfile)
+        _SCOPES[-1]._images = None
+
+
+def refuse_over_inputs(dest: str | os.PathLike) -> None:
+    """UsageError when ``dest`` is an input of the running command, lies inside one (a
+    store's folder), or holds one (a folder of the inputs)."""
+    if not _SCOPES:
+        return
+    scope = _SCOPES[-1]
+    d = os.path.realpath(dest)
+    for real, named in scope.paths.items():
+        if d == real or d.startswith(real + os.sep):
+            relation = "is" if d == real else "lies inside"
+            raise UsageError(f"{dest} {relation} this command's input {named}: choose another output")
+        if real.startswith(d + os.sep):
+            raise UsageError(f"{dest} holds this command's input {named}: choose another output")
+    if not scope.lists:
+        return
+    images, folders = scope.images()
+    plain = os.path.normpath(os.path.abspath(dest))
+    if plain in images or d in images:
+        raise UsageError(f"{dest} is an image this command reads: choose another output")
+    if any(f == plain or f.startswith(plain + os.sep) for f in folders):
+        raise UsageError(f"{dest} holds images this command reads: choose another output")
+
+
 CLAIM_POLL = 0.05  # seconds between looks at a claim a live process holds
 PAUSE_HOOK = "DATAPREP_TEST_PAUSE_COMMIT"  # tests: a folder; commit waits there for go-PID
 
@@ -261,6 +335,7 @@ class Staging:
         """Claim ``dest`` now, for a run without --overwrite (``path`` does this itself;
         writers that name some outputs late claim their completion marker here)."""
         dest = Path(dest)
+        refuse_over_inputs(dest)
         _writable_parent(dest)
         take_claim(dest, wait=False)
         self._claimed.append(dest)
@@ -272,6 +347,7 @@ class Staging:
         refuse_existing(dest, self.overwrite, allow_empty_dir)
         if any(d == dest for _, d in self._pending):
             raise DataprepError(f"{dest} is named twice as an output")
+        refuse_over_inputs(dest)
         _writable_parent(dest)
         remove_stale_partials(dest)
         if not self.overwrite and not (allow_empty_dir and dest.is_dir()):

@@ -13,6 +13,7 @@ import click
 from .. import __version__
 from ..errors import DataprepError, UsageError
 from ..heap import keep_freed_memory
+from ..staging import command_inputs
 from .options import Settings, common_options
 
 # name -> (module, one-line summary); modules are imported only when their command runs,
@@ -78,7 +79,8 @@ class LazyGroup(click.Group):
         settings = ctx.ensure_object(Settings)
         hooks = _process_hooks()
         try:
-            return super().invoke(ctx)
+            with command_inputs():  # no output may replace what the command reads
+                return super().invoke(ctx)
         except (click.ClickException, click.Abort, click.exceptions.Exit):
             raise
         except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import StoreError, UsageError
+from ..staging import add_inputs
 from .base import StoredRecord, StoreReader, StoreWriter
 from .datum import DatumReader, DatumWriter
 from .hdf5 import Hdf5Reader, Hdf5Writer
@@ -77,4 +78,5 @@ def open_store(path: str | Path, transform: Callable[[np.ndarray], Any] | None =
     readers = {"hdf5": Hdf5Reader, "wds": WdsReader}
     reader = readers[kind](path) if kind in readers else DatumReader(path, backend=kind)
     reader.transform = transform
+    add_inputs(path, *reader.files_on_disk())  # no output of the running command may replace it
     return reader

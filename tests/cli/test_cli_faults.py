@@ -120,3 +120,73 @@ def test_a_killed_runs_claim_is_removed_by_the_next_run(tmp_path, lists):
     assert result.returncode == 0, result.stderr
     assert count("lmdb", tmp_path / "s") == 6 and leftovers(tmp_path) == []
     assert tree_bytes(tmp_path / "s")
+
+
+# Outputs over their own inputs: refused with or without --overwrite (exit 2), the input
+# unharmed. Each case: (setup commands, the command, what must stay byte-identical).
+def _over_inputs_cases():
+    return {
+        "resize into its own folder": ([], ["resize", "img", "img", "--size", "8x8"], "img"),
+        "resize into the folder of its list": ([], ["resize", "list.txt", ".", "--size", "8x8"], "img"),
+        "augment over its list's folder": (
+            [],
+            ["augment", "list.txt", "img", "--copies", "1", "--mirror"],
+            "img",
+        ),
+        "hdf5 onto an image of its list": ([], ["hdf5", "list.txt", "-o", "img/0001.png"], "img"),
+        "hdf5 onto its list": ([], ["hdf5", "list.txt", "-o", "list.txt"], "list.txt"),
+        "lmdb onto its list": ([], ["lmdb", "list.txt", "list.txt"], "list.txt"),
+        "lmdb into a folder holding its images": ([], ["lmdb", "list.txt", "img"], "img"),
+        "mean into its store": ([["lmdb", "list.txt", "db"]], ["mean", "db", "-o", "db/data.mdb"], "db"),
+        "convert onto its source": (
+            [["lmdb", "list.txt", "db"]],
+            ["convert", "db", "db", "--to", "lmdb"],
+            "db",
+        ),
+        "convert into its source": (
+            [["lmdb", "list.txt", "db"]],
+            ["convert", "db", "db/copy.h5", "--to", "hdf5"],
+            "db",
+        ),
+        "info grid into its store": (
+            [["lmdb", "list.txt", "db"]],
+            ["info", "db", "--grid", "db/g.png"],
+            "db",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_over_inputs_cases()))
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_output_over_an_input_is_refused_and_the_input_unharmed(tmp_path, case, overwrite):
+    setup, command, kept = _over_inputs_cases()[case]
+    write_images(tmp_path, 6)
+    for args in setup:
+        assert run_dataprep(*args, cwd=tmp_path).returncode == 0
+    before = tree_bytes(tmp_path / kept)
+    result = run_dataprep(*command, *(["--overwrite"] if overwrite else []), cwd=tmp_path)
+    assert result.returncode in (1, 2), result.stderr
+    refused = "this command's input" in result.stderr or "this command reads" in result.stderr
+    if result.returncode == 2 or overwrite:  # without --overwrite, "exists" may come first
+        assert result.returncode == 2 and refused, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert tree_bytes(tmp_path / kept) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_an_output_beside_its_inputs_is_still_fine(tmp_path):
+    write_images(tmp_path, 6)
+    assert run_dataprep("lmdb", "list.txt", "db", cwd=tmp_path).returncode == 0
+    assert run_dataprep("mean", "db", "-o", "mean.binaryproto", cwd=tmp_path).returncode == 0
+    assert run_dataprep("convert", "db", "db2", "--to", "lmdb", cwd=tmp_path).returncode == 0
+    assert run_dataprep("resize", "list.txt", "small", "--size", "8x8", cwd=tmp_path).returncode == 0
+
+
+def test_an_import_into_its_own_source_folder_is_refused(tmp_path):
+    from helpers import mnist_files
+
+    mnist_files(tmp_path / "mnist")
+    before = tree_bytes(tmp_path / "mnist")
+    result = run_dataprep("import", "mnist", "mnist", "mnist", "--to", "files", "--overwrite", cwd=tmp_path)
+    assert result.returncode == 2 and "this command's input" in result.stderr, result.stderr
+    assert tree_bytes(tmp_path / "mnist") == before
