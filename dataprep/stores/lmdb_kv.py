@@ -55,6 +55,16 @@ class LmdbWriteKV:
 _OPEN: dict[tuple[str, int], list] = {}  # (path, pid) -> [environment, users]: LMDB opens one per process
 
 
+def _refuse_truncated(path: Path, env) -> None:
+    """StoreError for a data.mdb shorter than the pages its last transaction uses: reading
+    such a map past the file's end is a bus error (SIGBUS), which Python cannot catch."""
+    data = path / "data.mdb"
+    size = data.stat().st_size
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    if size < needed:
+        raise StoreError(f"{data}: truncated ({size / 1e6:.1f} MB, needs {needed / 1e6:.1f} MB)")
+
+
 class LmdbReadKV:
     """Read-only access (MDB_RDONLY, no lock file writes) to an LMDB directory. Readers of
     the same store in one process share its environment (LMDB allows one per process)."""
@@ -70,6 +80,11 @@ class LmdbReadKV:
                 env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
             except lmdb.Error as exc:
                 raise StoreError(f"{path}: cannot open LMDB: {exc}") from None
+            try:
+                _refuse_truncated(Path(path), env)
+            except StoreError:
+                env.close()
+                raise
             _OPEN[self._key] = [env, 0]
         _OPEN[self._key][1] += 1
         self.env = _OPEN[self._key][0]

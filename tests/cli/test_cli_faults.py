@@ -190,3 +190,45 @@ def test_an_import_into_its_own_source_folder_is_refused(tmp_path):
     result = run_dataprep("import", "mnist", "mnist", "mnist", "--to", "files", "--overwrite", cwd=tmp_path)
     assert result.returncode == 2 and "this command's input" in result.stderr, result.stderr
     assert tree_bytes(tmp_path / "mnist") == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["info", "s/train_lmdb"],
+        ["verify", "s/train_lmdb"],
+        ["mean", "s/train_lmdb", "-o", "m.binaryproto"],
+        ["convert", "s/train_lmdb", "copy", "--to", "lmdb"],
+        ["train", "RECIPE", "--set", "data.train=s/train_lmdb", "--set", "data.val=s/val_lmdb"],
+    ],
+)
+def test_a_truncated_lmdb_is_refused_with_its_sizes_not_a_bus_error(tmp_path, command):
+    assert (
+        run_dataprep(
+            "noise",
+            "--n",
+            300,
+            "--size",
+            "28x28",
+            "--classes",
+            10,
+            "--to",
+            "lmdb",
+            "--out",
+            "s",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    data = tmp_path / "s" / "train_lmdb" / "data.mdb"
+    os.truncate(data, 100_000)
+    recipe = str(Path(__file__).parents[2] / "recipes" / "lenet.yaml")
+    result = run_dataprep(*[recipe if a == "RECIPE" else a for a in command], cwd=tmp_path)
+    assert result.returncode == 1, (result.returncode, result.stderr)  # not 135 (SIGBUS)
+    assert "data.mdb: truncated (0.1 MB, needs" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        leftovers(tmp_path) == []
+        and not (tmp_path / "copy").exists()
+        and not (tmp_path / "m.binaryproto").exists()
+    )
