@@ -91,8 +91,13 @@ def parse_lines(
     on_error = on_error or OnError()
     entries: list[Entry] = []
     for number, text in enumerate(lines, start=1):
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # the byte-order mark Windows editors write
         stripped = text.strip()
         if not stripped or stripped[0] == "#":
+            continue
+        if "\0" in stripped:  # no file name holds one; a binary file given as a list
+            on_error(ListFileError(f"{name}:{number}: a NUL byte: not a list line", number))
             continue
         try:
             fields = _split(stripped)
@@ -135,13 +140,14 @@ def read_list(
 ) -> ListFile:
     """Read a list file (``-`` for stdin); paths resolve against ``root`` or the list's folder."""
     if str(source) == "-":
-        name, text = "<stdin>", sys.stdin.read()
+        stdin = getattr(sys.stdin, "buffer", None)
+        name, text = "<stdin>", os.fsdecode(stdin.read()) if stdin is not None else sys.stdin.read()
         default_root = Path.cwd()
     else:
         path = Path(source)
         name = str(path)
-        try:
-            text = path.read_text()
+        try:  # file names are bytes on Linux: any that are not UTF-8 stay as they are
+            text = os.fsdecode(path.read_bytes())
         except FileNotFoundError:
             raise UsageError(f"{name}: no such list file") from None
         except OSError as exc:
@@ -179,7 +185,7 @@ def format_line(path: str, labels: Sequence[Label] = ()) -> str:
 
 def write_list(path: str | os.PathLike, lines: Iterable[str]) -> None:
     """Write list lines to ``path``, one per line."""
-    Path(path).write_text("".join(line + "\n" for line in lines))
+    Path(path).write_text("".join(line + "\n" for line in lines), errors="surrogateescape")  # names as read
 
 
 def class_lines(names: Sequence[str]) -> list[str]:

@@ -8,6 +8,7 @@ The manifest sits in a sidecar file inside each store's folder, never as a key.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -44,7 +45,7 @@ COMMIT_BYTES = 16 << 20  # small commits spread the writing evenly between the c
 
 def datum_key(index: int, key: str) -> bytes:
     """``format_int(index, 8) + "_" + path``: key order is list order."""
-    return f"{index:08d}_{key}".encode()
+    return os.fsencode(f"{index:08d}_{key}")  # a file name's bytes, UTF-8 or not
 
 
 def check_datum_labels(label_count: int, integer: bool, labels_db: bool, source: str) -> None:
@@ -295,7 +296,7 @@ class DatumReader(StoreReader):
         return self._keys
 
     def keys(self) -> list[str]:
-        return [k.decode(errors="replace") for k in self.raw_keys()]
+        return [os.fsdecode(k) for k in self.raw_keys()]
 
     def raw_values(self, start: int, stop: int) -> Iterator[tuple[bytes, bytes]]:
         """Serialized ``(key, value)`` pairs ``start..stop-1`` (for checksums and raw copies)."""
@@ -326,7 +327,7 @@ class DatumReader(StoreReader):
                 label_values = next(labels).array.ravel()
             else:
                 label_values = np.array([datum.label], np.float64)
-            yield StoredRecord(key.decode(errors="replace"), array, label_values)
+            yield StoredRecord(os.fsdecode(key), array, label_values)
 
     def close(self) -> None:
         for handle in self._own_handles().values():
@@ -347,7 +348,7 @@ class DatumReader(StoreReader):
         labels = self._labels
         label_records = iter(labels) if labels is not None and len(labels) == len(self) else None
         for i, (raw_key, value) in enumerate(self.raw_values(0, len(self))):
-            key = raw_key.decode(errors="replace")
+            key = os.fsdecode(raw_key)
             ok = checksum(value) == sums[i] if sums is not None and i < len(sums) else None
             stored_labels = next(label_records).array.ravel() if label_records is not None else None
             try:

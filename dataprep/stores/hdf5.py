@@ -258,7 +258,13 @@ class _Shard:
         import h5py
 
         self.flush()
-        self.file.attrs["dataprep_keys"] = np.array(self.keys, dtype=h5py.string_dtype())
+        try:
+            for key in self.keys:
+                key.encode()
+            keys = np.array(self.keys, dtype=h5py.string_dtype())
+        except UnicodeEncodeError:  # file names that are not UTF-8: their bytes, as they are
+            keys = np.array([os.fsencode(k) for k in self.keys], dtype=h5py.string_dtype("ascii"))
+        self.file.attrs["dataprep_keys"] = keys
         self.file.attrs["dataprep_checksums"] = np.array([int(c, 16) for c in self.checksums], np.uint32)
         self.file.close()
 
@@ -548,7 +554,7 @@ class Hdf5Reader(StoreReader):
                 stored = f.attrs.get("dataprep_keys")
                 if stored is None or len(stored) != n:
                     stored = [str(len(keys) + i) for i in range(n)]
-                keys.extend(k.decode() if isinstance(k, bytes) else str(k) for k in stored)
+                keys.extend(os.fsdecode(k) if isinstance(k, bytes) else str(k) for k in stored)
             self._keys = keys
         return self._keys
 

@@ -232,3 +232,41 @@ def test_a_truncated_lmdb_is_refused_with_its_sizes_not_a_bus_error(tmp_path, co
         and not (tmp_path / "copy").exists()
         and not (tmp_path / "m.binaryproto").exists()
     )
+
+
+def _named_images(folder: Path, names: list[bytes]) -> None:
+    import cv2
+    import numpy as np
+
+    os.makedirs(folder / "img", exist_ok=True)
+    for k, name in enumerate(names):
+        ok, buf = cv2.imencode(".png", np.full((8, 8, 3), 10 * k, np.uint8))
+        with open(os.fsencode(folder / "img") + b"/" + name, "wb") as out:
+            out.write(buf.tobytes())
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "hdf5", "wds"])
+def test_a_list_with_a_byte_order_mark_and_names_that_are_not_utf8(tmp_path, kind):
+    """The mark Windows editors write is not part of the first path; Linux file names that
+    are not UTF-8 are read as the bytes they are, and stores hold their records."""
+    _named_images(tmp_path, [b"caf\xe9.png", b"plain.png"])
+    (tmp_path / "list.txt").write_bytes(b"\xef\xbb\xbfimg/caf\xe9.png 1\nimg/plain.png 2\n")
+    args = {"lmdb": ["lmdb", "list.txt", "s"], "hdf5": ["hdf5", "list.txt"], "wds": ["wds", "list.txt", "s"]}
+    result = run_dataprep(*args[kind], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    store = {"lmdb": "s", "hdf5": "list_h5.txt", "wds": "s"}[kind]
+    assert count(kind if kind != "hdf5" else "lmdb", tmp_path / store) == 2
+    checked = run_dataprep("verify", store, "--list", "list.txt", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    resized = run_dataprep("resize", "list.txt", "small", "--size", "4x4", cwd=tmp_path)
+    assert resized.returncode == 0, resized.stderr
+    assert (tmp_path / "small" / "list.txt").read_bytes().startswith(b"caf\xe9.png 1\n")
+
+
+def test_a_list_with_a_nul_byte_is_refused_naming_file_and_line(tmp_path):
+    _named_images(tmp_path, [b"a.png"])
+    (tmp_path / "list.txt").write_bytes(b"img/a.png 1\nimg/a\x00.png 2\n")
+    result = run_dataprep("lmdb", "list.txt", "s", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: list.txt:2: a NUL byte: not a list line"
+    assert not (tmp_path / "s").exists() and leftovers(tmp_path) == []
