@@ -76,15 +76,31 @@ def caffemodel_bytes(net: Net, name: str, entries: list[dict], data_layers: list
     return model.SerializeToString()
 
 
+def load_snapshot(path: str | Path, needs: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Every array of a dataprep ``.npz`` snapshot, read whole (a damaged member fails here,
+    not later); DataprepError naming the file for anything else, or one without ``needs``."""
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = {key: saved[key] for key in saved.files}
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
+        raise DataprepError(f"{path}: not a dataprep snapshot (not a readable .npz)") from None
+    missing = [key for key in needs if key not in arrays]
+    if missing:
+        raise DataprepError(f"{path}: not a dataprep snapshot (no {missing[0]!r})")
+    return arrays
+
+
 def read_weights(path: str | Path) -> dict[str, list[np.ndarray]]:
     """Blobs by layer name from a ``.caffemodel`` or a dataprep ``.npz`` snapshot."""
     if str(path).endswith(".npz"):
-        try:
-            saved = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such file") from None
+        saved = load_snapshot(path)
         found: dict[str, dict[int, np.ndarray]] = {}
-        for key in saved.files:
+        for key in saved:
             if key.startswith("param/"):
                 _, layer, index = key.split("/")
                 found.setdefault(layer, {})[int(index)] = saved[key]

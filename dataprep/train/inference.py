@@ -108,11 +108,13 @@ def _head(specs: list[dict]) -> str | None:
 def read_model(path: str | Path) -> tuple[dict, dict, Path | None]:
     """MODEL's sections (``name``, ``net``, ``data``, a deploy net's ``inputs``), the data
     preparation a snapshot carries, and the snapshot itself as weights (None otherwise)."""
+    from .caffemodel import load_snapshot
+
     path = Path(path)
     if str(path).endswith(".npz"):
-        saved = _snapshot(path)
+        saved = load_snapshot(path, ("recipe",))
         raw = yaml.safe_load(str(saved["recipe"]))
-        prepare = (yaml.safe_load(str(saved["preparation"])) or {}) if "preparation" in saved.files else {}
+        prepare = (yaml.safe_load(str(saved["preparation"])) or {}) if "preparation" in saved else {}
         sections = {"name": raw.get("name", path.stem), "net": raw["net"], "data": raw.get("data", {})}
         return sections, prepare, path
     if is_prototxt(path):
@@ -153,15 +155,6 @@ def load_model(path: str | Path, weights: str | Path | None = None, prepare: dic
 
 def _size(value: Any) -> tuple[int, int] | None:
     return tuple(value) if value else None
-
-
-def _snapshot(path: Path):
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise DataprepError(f"{path}: not a dataprep snapshot: {exc}") from None
 
 
 @dataclass

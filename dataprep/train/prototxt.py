@@ -44,6 +44,8 @@ LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "EuclideanLoss": (None, ()),
     "Accuracy": ("accuracy_param", ("top_k",)),
 }
+LAYER_KEYS = ("name", "type", "bottom", "top", "phase", "loss_weight", "param")  # every layer's
+RECIPE_ONLY = {"Scale": ("scale",), "SmoothL1Loss": ()}  # recipe layers Caffe writes otherwise
 IGNORED = ("engine",)  # Caffe's implementation choice (CAFFE or CUDNN): one engine here
 DATA_LAYERS = ("HDF5Data", "Data", "Input")
 log = logging.getLogger(__name__)
@@ -79,6 +81,12 @@ class _Where:
             if f'name: "{name}"' in line or f"name: '{name}'" in line:
                 return f"{self.path}:{number}"
         return str(self.path)
+
+
+def layer_keys(kind: str) -> set[str]:
+    """The keys a recipe layer of type ``kind`` takes: every layer's, and its fields."""
+    fields = LAYER_PARAMS[kind][1] if kind in LAYER_PARAMS else ()
+    return {*LAYER_KEYS, *fields, *RECIPE_ONLY.get(kind, ())}
 
 
 def _parse(path: Path, message: Any) -> tuple[Any, _Where]:

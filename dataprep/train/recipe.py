@@ -21,7 +21,7 @@ from ..errors import DataprepError, UsageError
 from ..images import parse_size
 from ..transforms import AugmentSpec, parse_area_range
 from .layers import LAYERS
-from .prototxt import is_prototxt, solver_raw
+from .prototxt import is_prototxt, layer_keys, solver_raw
 from .solver import SolverConfig
 
 
@@ -163,6 +163,11 @@ def _convert(value: Any, kind: Any, path: str) -> Any:
         return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(items))
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is str and isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # a size given as one number: crop: 88
     if kind in (int, str, bool) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
@@ -182,9 +187,33 @@ def build(cls: type, mapping: dict, path: str) -> Any:
     for name, f in fields.items():
         if name in mapping:
             values[name] = _convert(mapping[name], hints[name], f"{path}.{name}")
+            _check_range(values[name], AT_LEAST.get(f"{cls.__name__}.{name}", 0), f"{path}.{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise UsageError(f"recipe {path}.{name}: missing")
     return cls(**values)
+
+
+# every number of a recipe is finite and at least 0; these at least 1 (sizes and counts)
+AT_LEAST = {
+    "Data.batch_size": 1,
+    "Data.val_batch_size": 1,
+    "Run.average_loss": 1,
+    "Run.test_iter": 1,
+    "NoiseSpec.n": 1,
+}
+
+
+def _check_range(value: Any, least: float, path: str) -> None:
+    """UsageError naming ``path`` for a number below ``least``, NaN or infinite."""
+    for item in value if isinstance(value, tuple) else (value,):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            continue
+        if item != item or item in (float("inf"), float("-inf")):
+            raise UsageError(f"recipe {path}: {item!r} is not a finite number")
+        if item < least:
+            raise UsageError(
+                f"recipe {path}: {item!r} is below {least:g}" + (" (a size or count)" if least else "")
+            )
 
 
 def parse_source(value: Any, path: str) -> dict:
@@ -205,6 +234,13 @@ def _net(layers: Any) -> list[dict]:
         if layer.get("type") not in LAYERS:
             raise UsageError(
                 f"recipe net[{k}].type: {layer.get('type')!r}: choose from {', '.join(sorted(LAYERS))}"
+            )
+        valid = layer_keys(layer["type"])
+        unknown = sorted(set(layer) - valid)
+        if unknown:
+            where = f"net[{k}] ({layer['name']})" if "name" in layer else f"net[{k}]"
+            raise UsageError(
+                f"recipe {where}.{unknown[0]}: not a {layer['type']} key; valid: {', '.join(sorted(valid))}"
             )
     return layers
 
@@ -287,6 +323,14 @@ def _check_noise_ranges(data: Data) -> None:
             )
 
 
+def yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: file, line and column, and the parser's words."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: not valid YAML: {problem}"
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read, override and validate a recipe file: YAML, or a Caffe solver prototxt."""
     path = Path(path)
@@ -297,8 +341,10 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
             raw = yaml.safe_load(path.read_text())
         except FileNotFoundError:
             raise UsageError(f"{path}: no such recipe") from None
+        except (UnicodeDecodeError, ValueError):
+            raise UsageError(f"{path}: not a text file (a recipe is YAML)") from None
         except yaml.YAMLError as exc:
-            raise UsageError(f"{path}: not valid YAML: {exc}") from None
+            raise UsageError(yaml_error(path, exc)) from None
     for assignment in overrides:
         apply_override(raw, assignment)
     return parse_recipe(raw, path.stem)

@@ -18,7 +18,14 @@ import yaml
 from ..errors import UsageError
 from ..gpu import array_module, host
 from ..staging import Staging, signals_held
-from .caffemodel import caffemodel_bytes, copy_weights, data_layers, read_weights, write_caffemodel
+from .caffemodel import (
+    caffemodel_bytes,
+    copy_weights,
+    data_layers,
+    load_snapshot,
+    read_weights,
+    write_caffemodel,
+)
 from .inference import Preparation
 from .loader import BatchLoader
 from .net import Net
@@ -66,7 +73,7 @@ class Training:
         run, data = recipe.run, recipe.data
         self.xp = array_module(run.device)
         self.rng = np.random.default_rng(run.random_seed)
-        saved = np.load(resume, allow_pickle=False) if resume else None
+        saved = load_snapshot(resume, ("positions", "iteration", "rng")) if resume else None
         position = json.loads(str(saved["positions"])) if saved is not None else {"train": 0, "val": 0}
         self.train_loader = BatchLoader(
             data.train,
@@ -99,21 +106,21 @@ class Training:
             shapes = {name: tuple(array.shape) for name, array in self.first.items()}
             self.net = Net(recipe.net, shapes, target=data.target, xp=self.xp, rng=self.rng)
             self.solver = Solver(recipe.solver)
-        except BaseException:
+            self.result = TrainResult(0, 0.0, float("nan"))
+            self.curve: list[tuple[int, float]] = []  # (iteration, train loss) at each display
+            self.best: dict | None = None
+            if weights is not None and saved is None:  # fine-tuning: layers matched by name
+                copied = copy_weights(self.net, read_weights(weights), weights)
+                self.say(
+                    caffe_line(
+                        f"Copying weights of {', '.join(copied) or 'no layer'} from {weights}", "net.cpp:744"
+                    )
+                )
+            if saved is not None:
+                self._restore(saved, resume)
+        except BaseException:  # the loaders' threads end before the error leaves
             self.close()
             raise
-        self.result = TrainResult(0, 0.0, float("nan"))
-        self.curve: list[tuple[int, float]] = []  # (iteration, train loss) at each display
-        self.best: dict | None = None
-        if weights is not None and saved is None:  # fine-tuning: layers matched by name
-            copied = copy_weights(self.net, read_weights(weights), weights)
-            self.say(
-                caffe_line(
-                    f"Copying weights of {', '.join(copied) or 'no layer'} from {weights}", "net.cpp:744"
-                )
-            )
-        if saved is not None:
-            self._restore(saved, resume)
         self._iteration_rng = self.rng.bit_generator.state
         val = self.val_loader
         self.test_batches = run.test_iter or (max(1, -(-val.n // val.batch_size)) if val else 0)

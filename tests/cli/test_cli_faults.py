@@ -270,3 +270,92 @@ def test_a_list_with_a_nul_byte_is_refused_naming_file_and_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == "Error: list.txt:2: a NUL byte: not a list line"
     assert not (tmp_path / "s").exists() and leftovers(tmp_path) == []
+
+
+RECIPE = Path(__file__).parents[2] / "recipes" / "noise_stream.yaml"
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("data.batch_size=-1", "recipe data.batch_size: -1 is below 1"),
+        ("data.batch_size=0", "recipe data.batch_size: 0 is below 1"),
+        ("solver.max_iter=-3", "recipe solver.max_iter: -3 is below 0"),
+        ("solver.base_lr=nan", "recipe solver.base_lr: nan is not a finite number"),
+        ("solver.base_lr=.inf", "recipe solver.base_lr: inf is not a finite number"),
+        ("solver.base_lr=-0.01", "recipe solver.base_lr: -0.01 is below 0"),
+        ("solver.test_iter=0", "recipe solver.test_iter: 0 is below 1"),
+        ("data.train.noise.n=0", "recipe data.train.noise.n: 0 is below 1"),
+        ("net[0].stide=3", "recipe net[0] (conv1).stide: not a Convolution key; valid: "),
+    ],
+)
+def test_recipe_numbers_out_of_range_and_mistyped_keys_are_usage_errors(invoke, setting, message):
+    result = invoke("train", RECIPE, "--set", setting, "--print-recipe")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: " + message) and len(result.stderr.splitlines()) == 1
+
+
+def test_every_float_python_reads_is_a_float_in_a_recipe(invoke, tmp_path):
+    """YAML 1.1 reads 1e-3 (no dot) as a string; a recipe takes it as the number."""
+    text = RECIPE.read_text().replace("base_lr: 0.01", "base_lr: 1e-3")
+    (tmp_path / "r.yaml").write_text(text)
+    from dataprep.train.recipe import load_recipe
+
+    assert load_recipe(tmp_path / "r.yaml", ["solver.weight_decay=5e-4"]).solver.base_lr == 0.001
+    assert load_recipe(tmp_path / "r.yaml", ["solver.weight_decay=5e-4"]).solver.weight_decay == 0.0005
+
+
+def test_a_broken_recipe_file_is_one_line_with_its_place(invoke, tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: x\ndata: {train: a\nnet: [\n")
+    result = invoke("train", tmp_path / "bad.yaml")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"Error: {tmp_path / 'bad.yaml'}:3:4: not valid YAML: ")
+    (tmp_path / "bin.yaml").write_bytes(bytes(range(256)) * 4)
+    result = invoke("train", tmp_path / "bin.yaml")
+    assert result.exit_code == 2 and result.stderr.strip().endswith("not a text file (a recipe is YAML)")
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("snap")
+    args = ["train", RECIPE, "--set", "solver.max_iter=2", "--set", "data.batch_size=2"]
+    args += ["--set", "data.val.noise.n=4", "--set", f"solver.snapshot_prefix={folder / 'run'}"]
+    assert run_dataprep(*args).returncode == 0
+    return folder / "run_iter_2.npz"
+
+
+@pytest.mark.parametrize(
+    "command, damage",
+    [
+        ("resume", "garbage"),
+        ("resume", "damaged member"),
+        ("resume", "no recipe"),
+        ("predict", "truncated"),
+        ("predict", "no recipe"),
+        ("weights", "garbage"),  # its loaders' threads were running: an abort after the line
+    ],
+)
+def test_a_damaged_snapshot_is_named_not_a_traceback(tmp_path, snapshot, damage, command):
+    import numpy as np
+
+    bad = tmp_path / "bad.npz"
+    data = bytearray(snapshot.read_bytes())
+    if damage == "garbage":
+        bad.write_bytes(b"garbage\n")
+    elif damage == "truncated":
+        bad.write_bytes(bytes(data[:3000]))
+    elif damage == "damaged member":
+        middle = len(data) // 2
+        data[middle : middle + 64] = bytes(64)
+        bad.write_bytes(bytes(data))
+    else:
+        np.savez(bad, weights=np.zeros(3))
+    list_path, _ = write_images(tmp_path, 2, shape=(100, 100), labels="float")
+    run = {
+        "resume": ["train", RECIPE, "--resume", bad, "--set", "solver.max_iter=3"],
+        "predict": ["predict", bad, list_path],
+        "weights": ["train", RECIPE, "--weights", bad, "--set", "solver.max_iter=1"],
+    }[command]
+    result = run_dataprep(*run, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert f"{bad}: not a dataprep snapshot" in result.stderr and "Traceback" not in result.stderr
