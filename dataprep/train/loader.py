@@ -152,8 +152,15 @@ class BatchLoader:
         self.shuffle, self.seed, self.train = shuffle, seed, train
         self.mean = load_mean(transform)
         self.augment, self.augment_seed = augment, augment_seed
+        first = self.samples.read([0])[0][0]
         if augment is not None:
-            _check_augment(augment, self.samples.read([0])[0][0])
+            _check_augment(augment, first)
+            first = apply(first, sample_params(np.random.default_rng(0), first.shape[:2], augment), augment)
+        if transform.crop_size > min(first.shape[:2]):
+            raise UsageError(
+                f"recipe data.transform.crop_size {transform.crop_size} is larger than the images of "
+                f"{source.path or 'the generator'} ({describe_shape(first.shape)})"
+            )
         self.position = start  # samples handed out so far (epochs * n + offset); a resume starts later
         self._epoch, self._perm = -1, np.arange(0)
         import cv2

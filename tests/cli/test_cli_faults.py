@@ -359,3 +359,57 @@ def test_a_damaged_snapshot_is_named_not_a_traceback(tmp_path, snapshot, damage,
     result = run_dataprep(*run, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert f"{bad}: not a dataprep snapshot" in result.stderr and "Traceback" not in result.stderr
+
+
+def _classifier(tmp_path: Path, **changes) -> Path:
+    import yaml
+
+    recipe = {
+        "name": "c",
+        "data": {
+            "train": {"noise": {"n": 40, "size": "12x12", "classes": 10}},
+            "batch_size": 8,
+            "transform": {"crop_size": changes.pop("crop", 0)},
+        },
+        "net": [
+            {
+                "name": "conv1",
+                "type": "Convolution",
+                "num_output": 4,
+                "kernel_size": changes.pop("kernel", 3),
+            },
+            {"name": "ip1", "type": "InnerProduct", "num_output": changes.pop("outputs", 10)},
+            {"name": "loss", "type": "SoftmaxWithLoss"},
+        ],
+        "solver": {"max_iter": 2, "display": 1, "snapshot_prefix": str(tmp_path / "run")},
+    }
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, code, message",
+    [
+        (
+            {"crop": 20},
+            2,
+            "recipe data.transform.crop_size 20 is larger than the images of the generator (12x12",
+        ),
+        ({"kernel": 20}, 2, "layer conv1: kernel 20 larger than its 12x12 input"),
+        ({"outputs": -4}, 2, "layer ip1: num_output -4: give 1 or more"),
+        ({"outputs": 3}, 1, "layer loss: label "),
+    ],
+)
+def test_a_net_that_cannot_run_on_its_data_names_the_layer_and_the_numbers(
+    invoke, tmp_path, change, code, message
+):
+    result = invoke("train", _classifier(tmp_path, **change))
+    assert result.exit_code == code, result.stderr
+    assert message in result.stderr and "internal error" not in result.stderr
+    assert result.stderr.count("Error:") == 1
+
+
+def test_a_classifier_with_enough_outputs_trains(invoke, tmp_path):
+    result = invoke("train", _classifier(tmp_path))
+    assert result.exit_code == 0, result.stderr

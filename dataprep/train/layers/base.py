@@ -78,3 +78,11 @@ class Layer:
 
     def backward(self, top_diffs: list) -> list:
         raise NotImplementedError
+
+
+def positive_outputs(layer: Layer) -> int:
+    """A layer's ``num_output``; UsageError naming the layer when it is under 1."""
+    out = int(layer.p["num_output"])
+    if out < 1:
+        raise UsageError(f"layer {layer.name}: num_output {out}: give 1 or more")
+    return out

@@ -7,8 +7,8 @@ import numpy as np
 
 from ...errors import UsageError
 from ...transforms import get_xp
-from .base import Layer
-from .geometry import conv_out, kernel, windows
+from .base import Layer, positive_outputs
+from .geometry import check_window, conv_out, kernel, windows
 from .threads import CHUNK, copy_in_parts, run_parts
 
 COLUMNS = 2048  # a product needs about this many columns to run near BLAS's rate here
@@ -57,8 +57,9 @@ class Convolution(Layer):
 
     def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
         ((n, c, h, w),) = shapes = [tuple(s) for s in shapes]
-        self.k, self.stride, self.pad = kernel(self.p)
-        self.out = int(self.p["num_output"])
+        self.k, self.stride, self.pad = kernel(self.p, self.name)
+        check_window(self.name, h, w, self.k, self.pad)
+        self.out = positive_outputs(self)
         self.group = int(self.p.get("group", 1))
         if c % self.group or self.out % self.group:
             raise UsageError(

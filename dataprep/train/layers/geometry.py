@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ...errors import UsageError
 from ...transforms import get_xp
 
 
@@ -31,6 +32,19 @@ def windows(x, kh: int, kw: int, stride: int, oh: int, ow: int):
     )
 
 
-def kernel(p: dict) -> tuple[int, int, int]:
-    """A layer's square kernel size, stride and padding."""
-    return int(p["kernel_size"]), int(p.get("stride", 1)), int(p.get("pad", 0))
+def kernel(p: dict, name: str) -> tuple[int, int, int]:
+    """A layer's square kernel size, stride and padding; UsageError naming the layer for a
+    kernel or stride under 1 or a negative padding."""
+    k, s, pad = int(p["kernel_size"]), int(p.get("stride", 1)), int(p.get("pad", 0))
+    if k < 1 or s < 1 or pad < 0:
+        raise UsageError(
+            f"layer {name}: kernel_size {k}, stride {s}, pad {pad}: give kernel and stride 1 or more"
+        )
+    return k, s, pad
+
+
+def check_window(name: str, h: int, w: int, k: int, pad: int) -> None:
+    """UsageError when a k x k window does not fit the layer's (padded) h x w input."""
+    if min(h, w) + 2 * pad < k:
+        padded = f" (padded by {pad})" if pad else ""
+        raise UsageError(f"layer {name}: kernel {k} larger than its {h}x{w} input{padded}")

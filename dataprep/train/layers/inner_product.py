@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...transforms import get_xp
-from .base import Layer
+from .base import Layer, positive_outputs
 from .threads import chunks, run_parts
 
 ROWS = 16  # the least rows of a product part: fewer and BLAS runs far below its rate
@@ -25,7 +25,7 @@ class InnerProduct(Layer):
 
     def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
         shape = tuple(shapes[0])
-        self.out = int(self.p["num_output"])
+        self.out = positive_outputs(self)
         self._param(
             xp,
             rng,

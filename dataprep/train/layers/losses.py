@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...errors import DataprepError
 from ...transforms import get_xp
 from .base import Layer
 
@@ -67,6 +68,21 @@ class SmoothL1Loss(Loss):
         return [top_diffs[0] * self._grad / self._grad.shape[0], None]
 
 
+def class_labels(layer: Layer, labels, classes: int):
+    """Labels as integer class indices; DataprepError naming the layer, the sample of the
+    batch and the numbers for one outside the classifier's ``classes`` outputs."""
+    xp = get_xp(labels)
+    labels = labels.reshape(-1).astype(xp.int64)
+    bad = xp.flatnonzero((labels < 0) | (labels >= classes))
+    if len(bad):
+        i = int(bad[0])
+        raise DataprepError(
+            f"layer {layer.name}: label {int(labels[i])} of sample {i} of the batch is not one of its "
+            f"{classes} classes (0..{classes - 1}): check the labels, or give the classifier more outputs"
+        )
+    return labels
+
+
 class SoftmaxWithLoss(Loss):
     """Softmax over axis 1 and the mean negative log-likelihood of the integer labels."""
 
@@ -76,7 +92,7 @@ class SoftmaxWithLoss(Loss):
         xp = get_xp(bottoms[0])
         logits, labels = bottoms
         self._p = _softmax(logits)
-        self._labels = labels.reshape(-1).astype(xp.int64)
+        self._labels = class_labels(self, labels, logits.shape[1])
         n = logits.shape[0]
         picked = self._p[xp.arange(n), self._labels]
         return [-xp.log(xp.maximum(picked, xp.finfo(logits.dtype).tiny)).sum() / n]
@@ -98,7 +114,7 @@ class Accuracy(Loss):
         xp = get_xp(bottoms[0])
         scores, labels = bottoms
         k = int(self.p.get("top_k", 1))
-        labels = labels.reshape(-1).astype(xp.int64)
+        labels = class_labels(self, labels, scores.shape[1])
         top = xp.argsort(-scores.reshape(scores.shape[0], -1), axis=1)[:, :k]
         return [(top == labels[:, None]).any(axis=1).mean().astype(scores.dtype)]
 

@@ -7,7 +7,7 @@ import numpy as np
 from ...errors import UsageError
 from ...transforms import get_xp
 from .base import Layer
-from .geometry import kernel, pool_out
+from .geometry import check_window, kernel, pool_out
 from .threads import in_parts
 
 
@@ -24,7 +24,8 @@ class Pooling(Layer):
     type = "Pooling"
 
     def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
-        self.k, self.stride, self.pad = kernel(self.p)
+        self.k, self.stride, self.pad = kernel(self.p, self.name)
+        check_window(self.name, *tuple(shapes[0])[2:], self.k, self.pad)
         self.method = str(self.p.get("pool", "MAX")).upper()
         if self.method not in ("MAX", "AVE"):
             raise UsageError(f"layer {self.name}: pool {self.method!r}: choose MAX or AVE")
