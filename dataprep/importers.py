@@ -248,6 +248,9 @@ def cifar_sources(
         parts, start = [], 0
         for path in paths:
             count = _count(kind, path, label_key, label_bytes)
+            _check_label_range(
+                kind, path, label_key, label_bytes, label_index, classes if label == "fine" else 20
+            )
             parts.append(Part(path, start, count))
             start += count
         sources[split] = ArrayFileSource(
@@ -289,6 +292,21 @@ def _count(kind: str, path: Path, label_key: str, label_bytes: int) -> int:
     if len(batch[label_key]) != len(data):
         raise DataprepError(f"{path}: {len(data)} images but {len(batch[label_key])} labels")
     return len(data)
+
+
+def _check_label_range(kind: str, path: Path, key: str, label_bytes: int, index: int, classes: int) -> None:
+    """DataprepError naming the file and the image for a label outside ``0..classes - 1``
+    (a damaged or foreign batch: stores would hold labels no classifier of the set has)."""
+    if kind == "cifar-bin":
+        records = np.memmap(path, np.uint8, "r").reshape(-1, label_bytes + CIFAR_BYTES)
+        labels = np.asarray(records[:, index])
+    else:
+        labels = np.asarray(read_pickle(path)[key])
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if len(bad):
+        raise DataprepError(
+            f"{path}: image {int(bad[0])} has label {int(labels[bad[0]])}, outside 0..{classes - 1}"
+        )
 
 
 def mnist_sources(folder: Path, src: Path) -> dict[str, ArrayFileSource]:

@@ -257,3 +257,25 @@ def test_cifar_into_webdataset_shards_in_true_color(invoke, tmp_path):
     bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)  # what any viewer shows
     assert np.array_equal(bgr[:, :, ::-1], rgb) and int(label) == made["test_batch"][1][1]
     assert order_of(tmp_path / "out" / "cifar10_test_wds") == "BGR"
+
+
+@pytest.mark.parametrize("form", ["pickle", "binary"])
+def test_cifar_labels_outside_the_classes_are_refused(invoke, tmp_path, form):
+    folder = tmp_path / "c"
+    made = cifar10_pickles(folder)
+    if form == "pickle":
+        data, labels = made["data_batch_2"]
+        labels[1] = 10
+        batch = {b"labels": labels, b"data": data}
+        (folder / "data_batch_2").write_bytes(pickle.dumps(batch, protocol=2))
+    else:
+        for name, (data, labels) in made.items():
+            records = np.concatenate([np.asarray(labels, np.uint8)[:, None], data], axis=1)
+            if name == "data_batch_2":
+                records[1, 0] = 12
+            (folder / f"{name}.bin").write_bytes(records.tobytes())
+            (folder / name).unlink()
+    r = invoke("import", "cifar10", folder, tmp_path / "out", "--to", "lmdb")
+    assert r.exit_code == 1, r.stderr
+    assert "data_batch_2" in r.stderr and "image 1 has label 1" in r.stderr and "outside 0..9" in r.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
