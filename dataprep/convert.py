@@ -175,6 +175,8 @@ def write_stores(
             uniform = check_size or writer.requires_uniform_shape
             written = _write_part(part, bounds[k], writer, on_error, uniform)
             counts.append((written, on_error.skipped - skipped))
+        for writer in writers:  # every store's data out before the first commits: a full
+            writer.flush()  # disk on the last then aborts them all
     return [WriteResult(w.outputs, n, skipped) for w, (n, skipped) in zip(writers, counts)]
 
 

@@ -308,14 +308,20 @@ def _pause_for_tests() -> None:
         time.sleep(0.02)
 
 
-def _writable_parent(dest: Path) -> None:
-    """Make ``dest``'s folder (as the output will need it) and check it can be written."""
+_MADE: set[Path] = set()  # folders made for outputs that were aborted, not yet empty
+
+
+def _writable_parent(dest: Path) -> list[Path]:
+    """Make ``dest``'s folder (as the output will need it) and check it can be written;
+    returns the folders it made, outermost first."""
+    made = [p for p in reversed(dest.parents) if not exists(p)]
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataprepError(f"cannot create {dest.parent}: {exc.strerror}") from None
     if not os.access(dest.parent, os.W_OK):
         raise DataprepError(f"cannot write to {dest.parent}: permission denied")
+    return made
 
 
 class Staging:
@@ -330,13 +336,14 @@ class Staging:
         self.after_interrupt = after_interrupt  # an output written because of the interrupt
         self._pending: list[tuple[Path, Path]] = []
         self._claimed: list[Path] = []  # claimed at start: must still be absent at commit
+        self._made: list[Path] = []  # folders made for the outputs: removed again on abort
 
     def claim(self, dest: str | os.PathLike) -> None:
         """Claim ``dest`` now, for a run without --overwrite (``path`` does this itself;
         writers that name some outputs late claim their completion marker here)."""
         dest = Path(dest)
         refuse_over_inputs(dest)
-        _writable_parent(dest)
+        self._made += _writable_parent(dest)
         take_claim(dest, wait=False)
         self._claimed.append(dest)
 
@@ -348,7 +355,7 @@ class Staging:
         if any(d == dest for _, d in self._pending):
             raise DataprepError(f"{dest} is named twice as an output")
         refuse_over_inputs(dest)
-        _writable_parent(dest)
+        self._made += _writable_parent(dest)
         remove_stale_partials(dest)
         if not self.overwrite and not (allow_empty_dir and dest.is_dir()):
             self.claim(dest)
@@ -393,6 +400,12 @@ class Staging:
             remove(tmp)
         self._pending.clear()
         self._release()
+        _MADE.update(self._made)
+        self._made.clear()
+        for folder in sorted(_MADE, key=lambda p: -len(p.parts)):  # folders this process made
+            with contextlib.suppress(OSError):  # for outputs go too, once empty (one store
+                folder.rmdir()  # of several may abort while the others still fill them)
+                _MADE.discard(folder)
 
     def __enter__(self) -> "Staging":
         return self

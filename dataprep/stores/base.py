@@ -7,6 +7,7 @@ record, is written last as the completion marker.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import zlib
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..errors import StoreError
 from ..records import Record
 
 FORMAT_VERSION = 1
@@ -35,6 +37,25 @@ def checksum(*buffers: bytes | memoryview) -> str:
     for buf in buffers:
         crc = zlib.crc32(buf, crc)
     return f"{crc:08x}"
+
+
+def check_space(path: str | os.PathLike, nbytes: int) -> None:
+    """OSError (ENOSPC) naming ``path`` when its file system has less than ``nbytes`` free:
+    for writers whose library does not survive a failed write (HDF5)."""
+    stat = os.statvfs(Path(path).parent)
+    if stat.f_bavail * stat.f_frsize < nbytes:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def write_error(path: str | os.PathLike, exc: OSError, written: int) -> StoreError:
+    """A write that failed (a full disk) as one line: the store, the cause, how far it got
+    (LevelDB words its causes as bytes naming its own files: the cause alone is kept)."""
+    cause = exc.strerror
+    if cause is None:
+        first = exc.args[0] if exc.args else exc
+        cause = first.decode(errors="replace") if isinstance(first, bytes) else str(first)
+        cause = cause.rpartition(": ")[2] or cause
+    return StoreError(f"{path}: {cause} (wrote {written} records)")
 
 
 def build_manifest(kind: str, count: int, shape: Any, dtype: str, meta: dict, **extra: Any) -> dict:
@@ -73,6 +94,10 @@ class StoreWriter(ABC):
     @abstractmethod
     def close(self) -> list[Path]:
         """Finish, write the manifest, move into place; returns the outputs."""
+
+    def flush(self) -> None:
+        """Write out what is buffered (where a full disk shows), before any store of a set
+        is committed."""
 
     @abstractmethod
     def abort(self) -> None:

@@ -29,6 +29,7 @@ from .base import (
     build_manifest,
     checksum,
     dump_manifest,
+    write_error,
 )
 from .caffe_pb import datum_encoded, datum_floats, datum_raw, parse_datum
 from .leveldb_kv import LevelDbReadKV, LevelDbWriteKV
@@ -166,22 +167,25 @@ class DatumWriter(StoreWriter):
                 self._label_width = parse_datum(payload.labels_value).channels
         self._batch_bytes += len(payload.value)
         if len(self._batch) >= COMMIT_EVERY or self._batch_bytes >= COMMIT_BYTES:
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
-        if self._batch:
-            self._kv.write_batch(self._batch)
-            self._batch, self._batch_bytes = [], 0
-        if self._labels_batch and self._labels_kv is not None:
-            self._labels_kv.write_batch(self._labels_batch)
-            self._labels_batch = []
+    def flush(self) -> None:
+        try:
+            if self._batch:
+                self._kv.write_batch(self._batch)
+                self._batch, self._batch_bytes = [], 0
+            if self._labels_batch and self._labels_kv is not None:
+                self._labels_kv.write_batch(self._labels_batch)
+                self._labels_batch = []
+        except OSError as exc:  # a full disk, found before LMDB touches an unbacked page
+            raise write_error(self.path, exc, len(self._checksums) - len(self._batch)) from None
 
     def _manifest(self, count: int, shape: Any, dtype: str, checksums: list[str], **extra) -> dict:
         manifest = build_manifest(self.backend, count, shape, dtype, self.meta, **extra)
         return {**manifest, "checksums": checksums}
 
     def close(self) -> list[Path]:
-        self._flush()
+        self.flush()
         self._kv.close()
         count = len(self._checksums)
         shape = list(next(iter(self._shapes))) if len(self._shapes) == 1 else None

@@ -28,8 +28,10 @@ from .base import (
     StoreReader,
     StoreWriter,
     build_manifest,
+    check_space,
     checksum,
     dump_manifest,
+    write_error,
 )
 from .means import resolve_mean
 
@@ -245,6 +247,10 @@ class _Shard:
             rows *= self.scale
         self.checksums.extend(checksum(row, labels) for row, labels in zip(rows, self.label_rows))
         self.label_rows.clear()
+        # HDF5 crashes the process (SIGSEGV) while closing a file whose write failed for
+        # want of space: the space is checked first, with room for the keys and sums
+        need = self.filled * (self.buffer[0].nbytes + sum(b[0].nbytes for b in self.label_buffer.values()))
+        check_space(self.tmp, need + 80 * self.count + (1 << 20))
         start = self.data.shape[0]
         for ds, buf in [
             (self.data, self.buffer),
@@ -373,6 +379,22 @@ class Hdf5Writer(StoreWriter):
         return shard
 
     def put(self, index: int, key: str, payload: Hdf5Payload) -> None:
+        try:
+            self._put(key, payload)
+        except OSError as exc:  # a full disk: the records written so far, and the store's name
+            raise write_error(self.path, exc, self._written()) from None
+
+    def flush(self) -> None:
+        if self._shards:
+            try:
+                self._shards[-1][1].flush()
+            except OSError as exc:
+                raise write_error(self.path, exc, self._written()) from None
+
+    def _written(self) -> int:
+        return sum(s.count - s.filled for _, s in self._shards)
+
+    def _put(self, key: str, payload: Hdf5Payload) -> None:
         if self._shape is None:
             self._plan(payload)
         elif payload.pixels.shape != self._shape:
@@ -392,7 +414,10 @@ class Hdf5Writer(StoreWriter):
 
         if not self._shards:
             raise DataprepError(f"{self.path}: no records to write")
-        self._shards[-1][1].close()
+        try:
+            self._shards[-1][1].close()
+        except OSError as exc:
+            raise write_error(self.path, exc, self._written()) from None
         total = sum(s.count for _, s in self._shards)
         offset = 0
         for i, (_, shard) in enumerate(self._shards):

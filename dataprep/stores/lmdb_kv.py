@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Iterator
@@ -11,6 +12,7 @@ import lmdb
 from ..errors import StoreError
 
 INITIAL_MAP_SIZE = 1 << 30  # a sparse file while writing; truncated to the used pages at close
+RESERVE = 16 << 20  # disk blocks allocated ahead of the pages a transaction may touch
 
 
 class LmdbWriteKV:
@@ -23,6 +25,11 @@ class LmdbWriteKV:
     as one written without it.
     Commits do not fsync (a store is valid only once renamed into place, after ``close``
     synced it), and batches of ascending keys are appended without B-tree searches.
+
+    A page written into the map where the disk has no block for it is a bus error (SIGBUS),
+    which Python cannot catch: before each transaction the file's blocks are allocated
+    (``posix_fallocate``) past every page it may touch, so a full disk is an OSError there
+    and one line for the user.
     """
 
     def __init__(self, path: Path, map_size: int | None = None) -> None:
@@ -30,8 +37,28 @@ class LmdbWriteKV:
         map_size = map_size or INITIAL_MAP_SIZE  # read at call time: tests shrink it
         self.env = lmdb.open(str(path), map_size=map_size, subdir=True, writemap=True, sync=False, max_dbs=0)
         self._last = b""
+        self._data = os.open(self.path / "data.mdb", os.O_RDWR)
+        self._reserved = 0
+        self.records = 0
+
+    def _reserve(self, incoming: int) -> None:
+        """Disk blocks for every page the next transaction may write: those in use, twice
+        the incoming bytes (pages, B-tree copies) and RESERVE more."""
+        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        need = used + 2 * incoming + 4 * self.env.stat()["psize"]
+        if need <= self._reserved:
+            return
+        for target in (need + RESERVE, need):  # ahead when the disk allows, else just enough
+            try:
+                os.posix_fallocate(self._data, self._reserved, target - self._reserved)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or target == need:
+                    raise
+        self._reserved = target
 
     def write_batch(self, items: list[tuple[bytes, bytes]]) -> None:
+        self._reserve(sum(len(k) + len(v) for k, v in items))
         keys = [k for k, _ in items]
         append = keys[0] > self._last and all(a < b for a, b in zip(keys, keys[1:]))
         while True:
@@ -42,8 +69,10 @@ class LmdbWriteKV:
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
         self._last = max(self._last, max(keys))
+        self.records += len(items)
 
     def close(self) -> None:
+        os.close(self._data)
         used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
         self.env.sync(True)
         self.env.close()

@@ -23,7 +23,16 @@ from ..errors import StoreError
 from ..images import decode, encode
 from ..records import Record
 from ..staging import Staging
-from .base import RecordCheck, StoredRecord, StoreReader, StoreWriter, build_manifest, checksum, dump_manifest
+from .base import (
+    RecordCheck,
+    StoredRecord,
+    StoreReader,
+    StoreWriter,
+    build_manifest,
+    checksum,
+    dump_manifest,
+    write_error,
+)
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -123,6 +132,12 @@ class WdsWriter(StoreWriter):
         return self._tar.offset - -(-len(data) // 512) * 512
 
     def put(self, index: int, key: str, payload: WdsPayload) -> None:
+        try:
+            self._put(index, key, payload)
+        except OSError as exc:  # a full disk
+            raise write_error(self.path, exc, len(self._checksums)) from None
+
+    def _put(self, index: int, key: str, payload: WdsPayload) -> None:
         full = self._tar is None or (self.shard_rows and self._rows >= self.shard_rows)
         if (
             not full

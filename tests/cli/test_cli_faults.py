@@ -413,3 +413,40 @@ def test_a_net_that_cannot_run_on_its_data_names_the_layer_and_the_numbers(
 def test_a_classifier_with_enough_outputs_trains(invoke, tmp_path):
     result = invoke("train", _classifier(tmp_path))
     assert result.exit_code == 0, result.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (root only; CI runs as root): under CI a failed mount fails the test."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs under CI: {mounted.stderr!r}")
+        pytest.skip("mounting a tmpfs needs root")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+FULL_DISK = {
+    "lmdb": ["lmdb", "list.txt", "small/db"],
+    "leveldb": ["lmdb", "list.txt", "small/db", "--backend", "leveldb"],
+    "hdf5": ["hdf5", "list.txt", "-o", "small/db.h5"],  # HDF5 itself crashed (SIGSEGV) on it
+    "wds": ["wds", "list.txt", "small/db"],
+    "noise lmdb": ["noise", "--n", 900, "--size", "64x64", "--to", "lmdb", "--out", "small/out"],
+    "noise hdf5": ["noise", "--n", 900, "--size", "64x64", "--to", "hdf5", "--out", "small/out"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(FULL_DISK))
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, small_disk, case):
+    write_images(tmp_path, 100, shape=(128, 128, 3))  # 4.9 MB of pixels: more than fits
+    result = run_dataprep(*FULL_DISK[case], cwd=tmp_path)
+    assert result.returncode == 1, (result.returncode, result.stderr)  # not 135 (SIGBUS), 139
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device (wrote " in lines[0], lines
+    assert lines[0].startswith("Error: small/")
+    assert os.listdir(small_disk) == []  # no partial, no claim, no empty folder
