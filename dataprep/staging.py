@@ -25,6 +25,7 @@ import re
 import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -113,6 +114,22 @@ def remove_stale_partials(dest: Path) -> list[Path]:
             size / 1e6,
         )
     return removed
+
+
+@contextlib.contextmanager
+def scratch_beside(dest: str | os.PathLike) -> Iterator[Path]:
+    """A scratch folder named as ``dest``'s partials are (beside it when its folder exists):
+    removed after the block, and by a later run on ``dest`` when a ``kill -9`` left it."""
+    dest = Path(dest)
+    remove_stale_partials(dest)
+    scratch = partial_name(dest)
+    if not dest.parent.is_dir():  # no folder made just for scratch
+        scratch = Path(tempfile.gettempdir()) / scratch.name
+    scratch.mkdir()
+    try:
+        yield scratch.absolute()
+    finally:
+        remove(scratch)
 
 
 def _move_into_place(tmp: Path, dest: Path) -> None:

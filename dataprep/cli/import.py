@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import click
@@ -55,15 +54,13 @@ def import_cmd(dataset, src, out, kind, bgr, label, workers, overwrite, as_json)
     from ..importers import open_dataset, write_dataset
     from ..listfile import class_lines, write_list
     from ..parallel import make_executor
-    from ..staging import Staging
+    from ..staging import Staging, scratch_beside
 
     if label != "fine" and dataset != "cifar100":
         raise click.UsageError("--label goes with cifar100")
     out_path = Path(out)
-    with tempfile.TemporaryDirectory(
-        prefix=".dataprep-import-", dir=out_path.parent if out_path.parent.exists() else None
-    ) as tmp:
-        sources = open_dataset(dataset, Path(src), Path(tmp), label, bgr)
+    with scratch_beside(out_path / "unpacked") as tmp:  # an archive unpacks in OUT (hidden)
+        sources = open_dataset(dataset, Path(src), tmp, label, bgr)
         total = sum(len(s) for s in sources.values())
         with progress(total, "import") as update:
             outputs = write_dataset(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -45,6 +46,15 @@ def check_space(path: str | os.PathLike, nbytes: int) -> None:
     stat = os.statvfs(Path(path).parent)
     if stat.f_bavail * stat.f_frsize < nbytes:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def shards_of(path: Path, pattern: str) -> list[Path]:
+    """The files beside ``path`` whose names fully match ``pattern``: the shards of an
+    output set already there, which a new set replaces as a whole."""
+    folder = path.parent
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if re.fullmatch(pattern, p.name))
 
 
 def write_error(path: str | os.PathLike, exc: OSError, written: int) -> StoreError:

@@ -31,6 +31,7 @@ from .base import (
     check_space,
     checksum,
     dump_manifest,
+    shards_of,
     write_error,
 )
 from .means import resolve_mean
@@ -323,9 +324,7 @@ class Hdf5Writer(StoreWriter):
         self._shape: tuple[int, ...] | None = None
 
     def _existing_outputs(self) -> list[Path]:
-        pattern = re.compile(re.escape(self.path.stem) + r"_\d{3,}" + re.escape(self.path.suffix) + "$")
-        folder = self.path.parent
-        shards = sorted(p for p in folder.iterdir() if pattern.match(p.name)) if folder.is_dir() else []
+        shards = shards_of(self.path, re.escape(self.path.stem) + r"_\d{3,}" + re.escape(self.path.suffix))
         return [p for p in [self.path, *shards] if exists(p)]
 
     def encoder(self) -> Callable[[Record], Hdf5Payload]:

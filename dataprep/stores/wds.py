@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -22,7 +23,7 @@ import numpy as np
 from ..errors import StoreError
 from ..images import decode, encode
 from ..records import Record
-from ..staging import Staging
+from ..staging import Staging, refuse_existing, remove
 from .base import (
     RecordCheck,
     StoredRecord,
@@ -31,6 +32,7 @@ from .base import (
     build_manifest,
     checksum,
     dump_manifest,
+    shards_of,
     write_error,
 )
 
@@ -104,6 +106,9 @@ class WdsWriter(StoreWriter):
         self.path = Path(path)
         self.meta = dict(meta or {})
         self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
+        self._old = shards_of(self.path, re.escape(self.path.name) + r"-\d{6}\.tar")
+        if self._old:  # an earlier set: replaced as a whole, or refused
+            refuse_existing(self._old[0], overwrite)
         self._staging = Staging(overwrite)
         self._manifest_tmp = self._staging.path(manifest_path(self.path))
         self._tar: tarfile.TarFile | None = None
@@ -185,7 +190,11 @@ class WdsWriter(StoreWriter):
         )
         self._manifest_tmp.write_text(dump_manifest(manifest))
         self._staging.commit()
-        return [manifest_path(self.path), *(self.path.with_name(s) for s in self._shards)]
+        outputs = [manifest_path(self.path), *(self.path.with_name(s) for s in self._shards)]
+        for stale in self._old:  # the earlier set's shards past the new set's last
+            if stale not in outputs:
+                remove(stale)
+        return outputs
 
     def abort(self) -> None:
         if self._tar is not None:

@@ -450,3 +450,37 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, small_disk, case):
     assert len(lines) == 1 and "No space left on device (wrote " in lines[0], lines
     assert lines[0].startswith("Error: small/")
     assert os.listdir(small_disk) == []  # no partial, no claim, no empty folder
+
+
+@pytest.mark.parametrize("kind", ["wds", "hdf5"])
+def test_an_output_set_is_replaced_as_a_whole(tmp_path, kind):
+    """A glob of the shards, as WebDataset users write it, reads the new set only."""
+    big, _ = write_images(tmp_path, 12, list_name="big.txt")
+    two = tmp_path / "two.txt"
+    two.write_text("".join(big.read_text().splitlines(keepends=True)[:2]))
+    args = {"wds": lambda lst: ["wds", lst, "w"], "hdf5": lambda lst: ["hdf5", lst, "-o", "w.h5"]}[kind]
+    assert run_dataprep(*args(big), "--shard-size", 5, cwd=tmp_path).returncode == 0
+    again = run_dataprep(*args(two), cwd=tmp_path)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert run_dataprep(*args(two), "--overwrite", cwd=tmp_path).returncode == 0
+    pattern = {"wds": "w-*.tar", "hdf5": "w*.h5"}[kind]
+    assert [p.name for p in sorted(tmp_path.glob(pattern))] == [{"wds": "w-000000.tar", "hdf5": "w.h5"}[kind]]
+    assert count("wds" if kind == "wds" else "hdf5", tmp_path / "w") == 2
+
+
+def test_an_import_killed_while_unpacking_is_cleaned_by_the_next(tmp_path):
+    """The archive unpacks into a hidden partial inside OUT, named by host and process: a
+    kill -9 leaves it, and the next import into OUT removes it."""
+    import socket
+
+    from helpers import mnist_files
+
+    mnist_files(tmp_path / "mnist")
+    out = tmp_path / "out"
+    stale = out / f".unpacked.partial-{socket.gethostname()}-999999-0123abcd"
+    (stale / "cifar-10-batches-py").mkdir(parents=True)
+    (stale / "cifar-10-batches-py" / "data_batch_1").write_bytes(bytes(1000))
+    result = run_dataprep("import", "mnist", "mnist", out, "--to", "lmdb", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "left by an interrupted run" in result.stderr and not stale.exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
