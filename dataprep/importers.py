@@ -16,6 +16,7 @@ import gzip
 import pickle
 import struct
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -184,17 +185,20 @@ def unpack(src: Path, into: Path) -> Path:
         return src
     if not tarfile.is_tarfile(src):
         raise UsageError(f"{src}: give the extracted folder or the .tar.gz archive")
-    with tarfile.open(src) as archive:
-        members = [
-            m
-            for m in archive.getmembers()
-            if m.isfile() and not Path(m.name).is_absolute() and ".." not in Path(m.name).parts
-        ]
-        for member in members:
-            target = into / member.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.extractfile(member) as f:
-                target.write_bytes(f.read())
+    try:
+        with tarfile.open(src) as archive:
+            members = [
+                m
+                for m in archive.getmembers()
+                if m.isfile() and not Path(m.name).is_absolute() and ".." not in Path(m.name).parts
+            ]
+            for member in members:
+                target = into / member.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.extractfile(member) as f:
+                    target.write_bytes(f.read())
+    except (EOFError, tarfile.TarError, zlib.error) as exc:  # a download cut short, a damaged one
+        raise DataprepError(f"{src}: a damaged archive ({exc or type(exc).__name__})") from None
     return into
 
 

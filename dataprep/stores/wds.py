@@ -256,9 +256,13 @@ class WdsReader(StoreReader):
 
     def iter_range(self, start: int, stop: int) -> Iterator[StoredRecord]:
         for i in range(start, min(stop, len(self))):
-            image, label, ext = self._raw(i)
-            array = decode(image, "gray" if self.gray else "color").transpose(2, 0, 1)
-            yield StoredRecord(f"{i:08d}", array, self._labels(label, ext))
+            try:
+                image, label, ext = self._raw(i)
+                array = decode(image, "gray" if self.gray else "color").transpose(2, 0, 1)
+                labels = self._labels(label, ext)
+            except (StoreError, ValueError, KeyError, TypeError) as exc:  # a damaged member or manifest
+                raise StoreError(f"{self.path}: record {i:08d}: {exc}") from None
+            yield StoredRecord(f"{i:08d}", array, labels)
 
     def all_labels(self) -> np.ndarray:
         rows = [self._labels(self._member(r[0], r[4], r[5]), r[6]) for r in self._records]

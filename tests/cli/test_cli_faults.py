@@ -484,3 +484,44 @@ def test_an_import_killed_while_unpacking_is_cleaned_by_the_next(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "left by an interrupted run" in result.stderr and not stale.exists()
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize(
+    "command", [["mean", "w", "-o", "m.binaryproto"], ["convert", "w", "c", "--to", "lmdb"]]
+)
+@pytest.mark.parametrize("damage", ["member", "manifest"])
+def test_a_damaged_webdataset_record_is_named_by_store_and_key(tmp_path, command, damage):
+    import json
+
+    list_path, _ = write_images(tmp_path, 4)
+    assert run_dataprep("wds", list_path, "w", cwd=tmp_path).returncode == 0
+    manifest_path = tmp_path / "w.manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if damage == "member":  # the second image's bytes zeroed inside its shard
+        shard, at, size = manifest["records"][1][:3]
+        data = bytearray((tmp_path / manifest["shards"][shard]).read_bytes())
+        data[at : at + size] = bytes(size)
+        (tmp_path / manifest["shards"][shard]).write_bytes(bytes(data))
+    else:  # an edited manifest: the second record points into the tar headers
+        manifest["records"][1][1] = 0
+        manifest_path.write_text(json.dumps(manifest))
+    result = run_dataprep(*command, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "w: record 00000001: " in result.stderr and "internal error" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and leftovers(tmp_path) == []
+
+
+def test_a_truncated_archive_is_named_not_an_eof_error(tmp_path):
+    import tarfile
+
+    from helpers import mnist_files
+
+    mnist_files(tmp_path / "mnist", n=30)
+    with tarfile.open(tmp_path / "mnist.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "mnist", arcname="mnist")
+    data = (tmp_path / "mnist.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(data[: len(data) // 2])
+    result = run_dataprep("import", "mnist", "cut.tar.gz", "out", "--to", "lmdb", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "cut.tar.gz: a damaged archive" in result.stderr and "internal error" not in result.stderr
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
