@@ -29,6 +29,7 @@ from .base import (
     build_manifest,
     checksum,
     dump_manifest,
+    mismatch,
     write_error,
 )
 from .caffe_pb import datum_encoded, datum_floats, datum_raw, parse_datum
@@ -322,9 +323,16 @@ class DatumReader(StoreReader):
         own = super().files_on_disk()
         return own + (self._labels.files_on_disk() if self._labels is not None else [])
 
-    def iter_range(self, start: int, stop: int) -> Iterator[StoredRecord]:
-        labels = self._labels.iter_range(start, stop) if self._labels is not None else None
-        for key, value in self.raw_values(start, stop):
+    def _sums(self) -> list[str] | None:
+        manifest = self.manifest or {}
+        return manifest.get("checksums") if manifest.get("checksum") == CHECKSUM else None
+
+    def iter_range(self, start: int, stop: int, check: bool = True) -> Iterator[StoredRecord]:
+        labels = self._labels.iter_range(start, stop, check) if self._labels is not None else None
+        sums = self._sums() if check else None
+        for i, (key, value) in enumerate(self.raw_values(start, stop), start):
+            if sums is not None and i < len(sums) and checksum(value) != sums[i]:
+                raise mismatch(self.path, os.fsdecode(key))
             datum = parse_datum(value)
             array = datum_array(datum, self.gray)
             if labels is not None:
@@ -347,8 +355,7 @@ class DatumReader(StoreReader):
 
     def checked_records(self) -> Iterator[RecordCheck]:
         """Every record with its serialized bytes checked against the manifest's CRC-32."""
-        manifest = self.manifest or {}
-        sums = manifest.get("checksums") if manifest.get("checksum") == CHECKSUM else None
+        sums = self._sums()
         labels = self._labels
         label_records = iter(labels) if labels is not None and len(labels) == len(self) else None
         for i, (raw_key, value) in enumerate(self.raw_values(0, len(self))):

@@ -31,6 +31,7 @@ from .base import (
     check_space,
     checksum,
     dump_manifest,
+    mismatch,
     shards_of,
     write_error,
 )
@@ -542,7 +543,7 @@ class Hdf5Reader(StoreReader):
     def checked_records(self) -> Iterator[RecordCheck]:
         """Every row with its data and label bytes checked against the file's CRC-32s."""
         checked = (self.manifest or {}).get("checksum") == CHECKSUM
-        for i, rec in enumerate(self):
+        for i, rec in enumerate(self.iter_range(0, len(self), check=False)):
             file_index = int(np.searchsorted(self.offsets, i, side="right") - 1)
             local = i - int(self.offsets[file_index])
             sums = self.files[file_index].attrs.get("dataprep_checksums") if checked else None
@@ -582,11 +583,15 @@ class Hdf5Reader(StoreReader):
             self._keys = keys
         return self._keys
 
-    def iter_range(self, start: int, stop: int, block: int = 256) -> Iterator[StoredRecord]:
+    def iter_range(
+        self, start: int, stop: int, check: bool = True, block: int = 256
+    ) -> Iterator[StoredRecord]:
         keys = self._all_keys()
         stop = min(stop, len(self))
+        checked = check and (self.manifest or {}).get("checksum") == CHECKSUM
         for fi, f in enumerate(self.files):
             lo, hi = max(start, self.offsets[fi]), min(stop, self.offsets[fi + 1])
+            sums = f.attrs.get("dataprep_checksums") if checked and lo < hi else None
             for b in range(lo, hi, block):
                 e = min(b + block, hi)
                 local = slice(int(b - self.offsets[fi]), int(e - self.offsets[fi]))
@@ -594,6 +599,11 @@ class Hdf5Reader(StoreReader):
                 labels = [f[n][local].reshape(e - b, -1) for n in self.label_names]
                 for j in range(e - b):
                     row_labels = np.concatenate([column[j] for column in labels]) if labels else np.empty(0)
+                    local_row = local.start + j
+                    if sums is not None and local_row < len(sums):
+                        row_sum = checksum(data[j], np.asarray(row_labels, np.float32).tobytes())
+                        if int(row_sum, 16) != int(sums[local_row]):
+                            raise mismatch(self.path, keys[b + j])
                     yield StoredRecord(keys[b + j], data[j], row_labels.astype(np.float64))
 
     def close(self) -> None:

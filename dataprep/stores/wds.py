@@ -254,10 +254,13 @@ class WdsReader(StoreReader):
             return np.array([int(label)], np.float64)
         return np.asarray(json.loads(label)["labels"], np.float64)
 
-    def iter_range(self, start: int, stop: int) -> Iterator[StoredRecord]:
+    def iter_range(self, start: int, stop: int, check: bool = True) -> Iterator[StoredRecord]:
+        sums = (self.manifest.get("checksums") or []) if check else []
         for i in range(start, min(stop, len(self))):
             try:
                 image, label, ext = self._raw(i)
+                if i < len(sums) and checksum(image, label) != sums[i]:
+                    raise StoreError("checksum mismatch")  # named with the record below
                 array = decode(image, "gray" if self.gray else "color").transpose(2, 0, 1)
                 labels = self._labels(label, ext)
             except (StoreError, ValueError, KeyError, TypeError) as exc:  # a damaged member or manifest

@@ -525,3 +525,71 @@ def test_a_truncated_archive_is_named_not_an_eof_error(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "cut.tar.gz: a damaged archive" in result.stderr and "internal error" not in result.stderr
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def _flip(path: Path, needle: bytes) -> None:
+    """Flip one bit in the middle of the bytes ``needle`` inside the file ``path``."""
+    data = bytearray(path.read_bytes())
+    at = data.find(needle)
+    assert at >= 0, f"{needle[:8]!r} not in {path}"
+    data[at + len(needle) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "hdf5", "wds"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["convert", "STORE", "copy.h5", "--to", "hdf5"],
+        ["mean", "STORE", "-o", "m.binaryproto"],
+        ["info", "STORE", "--grid", "g.png", "--count", "6"],
+    ],
+)
+def test_a_bit_flip_inside_a_record_stops_every_reader(tmp_path, kind, command):
+    """A derived store must never launder a damaged record: convert, mean and info check
+    each record they read against the manifest's checksums."""
+    import numpy as np
+
+    list_path, images = write_images(tmp_path, 6, shape=(16, 16, 3))
+    store = {"lmdb": "s", "hdf5": "list_h5.txt", "wds": "s"}[kind]
+    make = {"lmdb": ["lmdb", list_path, "s"], "hdf5": ["hdf5", list_path], "wds": ["wds", list_path, "s"]}[
+        kind
+    ]
+    assert run_dataprep(*make, cwd=tmp_path).returncode == 0
+    if kind == "lmdb":  # Datum pixels: C x H x W bytes
+        _flip(tmp_path / "s" / "data.mdb", images[3].transpose(2, 0, 1).tobytes())
+    elif kind == "hdf5":  # float32 rows
+        _flip(tmp_path / "list.h5", images[3].transpose(2, 0, 1).astype(np.float32).tobytes())
+    else:  # the PNG file's own bytes
+        _flip(tmp_path / "s-000000.tar", (tmp_path / "img" / "0003.png").read_bytes()[40:200])
+    args = [store if a == "STORE" else a for a in command]
+    result = run_dataprep(*args, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert ": record " in result.stderr and "0003" in result.stderr, result.stderr  # its key
+    assert result.stderr.strip().endswith(": checksum mismatch")
+    assert "internal error" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "copy.h5").exists() and not (tmp_path / "m.binaryproto").exists()
+    assert leftovers(tmp_path) == []
+    assert run_dataprep("verify", store, cwd=tmp_path).returncode == 1  # verify still reports it
+
+
+def test_training_stops_at_a_damaged_record(tmp_path):
+    import yaml
+
+    list_path, images = write_images(tmp_path, 6, shape=(16, 16, 3))
+    assert run_dataprep("lmdb", list_path, "s", cwd=tmp_path).returncode == 0
+    _flip(tmp_path / "s" / "data.mdb", images[3].transpose(2, 0, 1).tobytes())
+    recipe = {
+        "data": {"train": "s", "batch_size": 6},
+        "net": [
+            {"name": "conv1", "type": "Convolution", "num_output": 2, "kernel_size": 3},
+            {"name": "ip1", "type": "InnerProduct", "num_output": 5},
+            {"name": "loss", "type": "SoftmaxWithLoss"},
+        ],
+        "solver": {"max_iter": 2, "snapshot_prefix": "run"},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result = run_dataprep("train", "r.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("s: record 00000003_img/0003.png: checksum mismatch")
+    assert not list(tmp_path.glob("run_*"))
