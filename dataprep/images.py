@@ -174,6 +174,13 @@ def write_image(dest: Path, image: np.ndarray, quality: int = 95) -> None:
     except FileNotFoundError:  # the first file of its folder: make it then, not per image
         dest.parent.mkdir(parents=True, exist_ok=True)
         out = open(tmp, "wb")
-    with out:
-        out.write(data)
-    os.replace(tmp, dest)
+    try:
+        with out:
+            out.write(data)
+        os.replace(tmp, dest)
+    except OSError as exc:  # a full disk: named by the file it could not write
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(dest)) from None
+    except BaseException:  # Ctrl-C between the write and the rename: no partial stays
+        tmp.unlink(missing_ok=True)
+        raise

@@ -99,8 +99,8 @@ class LazyGroup(click.Group):
         except OSError as exc:
             if settings.debug:
                 raise
-            where = f": {exc.filename}" if exc.filename else ""
-            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
+            where = f"{exc.filename}: " if exc.filename else ""  # the file first, as every line
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
         except Exception as exc:
             if settings.debug:
                 raise

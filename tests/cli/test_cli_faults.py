@@ -593,3 +593,26 @@ def test_training_stops_at_a_damaged_record(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().endswith("s: record 00000003_img/0003.png: checksum mismatch")
     assert not list(tmp_path.glob("run_*"))
+
+
+def test_a_full_disk_under_resize_names_the_file(tmp_path, small_disk):
+    write_images(tmp_path, 100, shape=(128, 128, 3))
+    result = run_dataprep("resize", "list.txt", "small/r", "--size", "128x128", cwd=tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: {small_disk / 'r'}/") and line.endswith(".png: No space left on device")
+    assert not [p for p in (small_disk / "r").iterdir() if p.name.endswith(".partial")]
+
+
+def test_an_interrupt_between_write_and_rename_leaves_no_partial(tmp_path, monkeypatch):
+    import numpy as np
+
+    from dataprep import images
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(images.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        images.write_image(tmp_path / "a_aug0.png", np.zeros((4, 4, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
