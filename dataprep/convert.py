@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .errors import DataprepError, ImageError, OnError, UsageError
+from .errors import DataprepError, ImageError, OnError, StoreError, UsageError
 from .images import Channels, describe_shape
 from .listfile import read_list, shuffle_order
 from .parallel import Executor, ordered_map
@@ -228,7 +228,11 @@ class StoreSource:
         return self._count
 
     def record(self, index: int) -> Record:
-        stored = self._reader[index]
+        try:
+            stored = self._reader[index]
+        except StoreError as exc:  # a damaged record: data for the skip policy, as a bad image
+            message = str(exc).replace(os.path.abspath(self.path), str(self.path), 1)  # as given
+            raise ImageError(message, index + 1) from None
         labels = tuple(int(v) if float(v).is_integer() and self._integer else float(v) for v in stored.labels)
         return Record(
             stored.key, np.ascontiguousarray(stored.array.transpose(1, 2, 0)), labels, None, stored.key
@@ -257,9 +261,11 @@ def convert_store(
     workers: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int], object] | None = None,
+    on_error: OnError | None = None,
 ) -> WriteResult:
     """Every record of the store ``src`` into a new store ``out`` of ``kind``, in order, keys
-    kept (Datum to Datum byte-for-byte keys), a new manifest written. Float labels going to
+    kept (Datum to Datum byte-for-byte keys), a new manifest written; damaged records
+    (checksum mismatches) follow ``on_error``. Float labels going to
     a Datum store get a ``OUT_labels`` companion; float arrays cannot become Datum pixels.
     A LevelDB source is read by this process alone (LevelDB admits one)."""
     from .parallel import make_executor
@@ -287,6 +293,6 @@ def convert_store(
             if not source._integer:
                 options["labels_path"] = Path(str(out) + "_labels")
         executor = make_executor(1 if source.kind == "leveldb" else workers, len(source))
-        return write_store(source, STORES[kind](out, **options), executor, progress=progress)
+        return write_store(source, STORES[kind](out, **options), executor, on_error, progress=progress)
     finally:
         source.close()

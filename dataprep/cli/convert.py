@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt, overwrite_opt, workers_opt
+from .options import common_options, json_opt, overwrite_opt, skip_bad_opt, workers_opt
 from .running import echo_written, progress, start_workers
 
 
@@ -12,15 +12,17 @@ from .running import echo_written, progress, start_workers
 @click.argument("store", type=click.Path())
 @click.argument("out", type=click.Path())
 @click.option("--to", "kind", type=click.Choice(["hdf5", "lmdb", "leveldb", "wds"]), required=True)
+@skip_bad_opt
 @workers_opt
 @overwrite_opt
 @json_opt
 @common_options
-def convert_cmd(store, out, kind, workers, overwrite, as_json):
+def convert_cmd(store, out, kind, skip_bad, workers, overwrite, as_json):
     """Copy every record of STORE (any store dataprep reads, Caffe's own LMDB and LevelDB
     included) into a new store OUT of another kind, in order, keys kept, with a new
     manifest: the way to move a dataset between Caffe and other tools. Float labels going
-    into LMDB/LevelDB get an OUT_labels companion store.
+    into LMDB/LevelDB get an OUT_labels companion store. A record that does not match its
+    manifest's checksum (bit rot) stops the copy, or with --skip-bad is left out and counted.
 
     \b
     dataprep convert caffe_train_lmdb train.h5 --to hdf5
@@ -28,7 +30,8 @@ def convert_cmd(store, out, kind, workers, overwrite, as_json):
     """
     start_workers(workers)
     from ..convert import convert_store
+    from ..errors import OnError
 
     with progress(None, "convert") as update:
-        result = convert_store(store, out, kind, workers, overwrite, update)
+        result = convert_store(store, out, kind, workers, overwrite, update, OnError(skip_bad))
     echo_written(as_json, result)

@@ -616,3 +616,17 @@ def test_an_interrupt_between_write_and_rename_leaves_no_partial(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         images.write_image(tmp_path / "a_aug0.png", np.zeros((4, 4, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_skip_bad_leaves_a_damaged_record_out_and_counts_it(tmp_path):
+    import json
+
+    list_path, images = write_images(tmp_path, 6, shape=(16, 16, 3))
+    assert run_dataprep("lmdb", list_path, "s", cwd=tmp_path).returncode == 0
+    _flip(tmp_path / "s" / "data.mdb", images[3].transpose(2, 0, 1).tobytes())
+    result = run_dataprep("convert", "s", "copy", "--to", "lmdb", "--skip-bad", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["written"] == 5 and json.loads(result.stdout)["skipped"] == 1
+    assert "skipped: s: record 00000003_img/0003.png: checksum mismatch" in result.stderr
+    assert count("lmdb", tmp_path / "copy") == 5
+    assert run_dataprep("verify", "copy", cwd=tmp_path).returncode == 0  # nothing damaged passed on
