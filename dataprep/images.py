@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
@@ -57,6 +58,49 @@ def as_hwc(image: np.ndarray) -> np.ndarray:
 CHANNEL_MODES = ("auto", "gray", "color")
 
 
+MAX_PIXELS = 178_956_970  # Pillow's decompression-bomb limit; --max-pixels sets it, 0: none
+
+
+class TooLarge(ValueError):
+    """An image whose header declares more pixels than MAX_PIXELS: refused undecoded."""
+
+
+def header_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
+    """(height, width) as a PNG, JPEG, GIF or BMP header declares it, read without decoding;
+    None for other formats or a header too short to say."""
+    head = bytes(data[:65536])
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return height, width
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        width, height = struct.unpack("<HH", head[6:10])
+        return height, width
+    if head[:2] == b"BM" and len(head) >= 26:
+        width, height = struct.unpack("<ii", head[18:26])
+        return abs(height), abs(width)
+    if head[:2] == b"\xff\xd8":  # JPEG: the markers up to the frame header (SOF)
+        i = 2
+        while i + 9 <= len(head) and head[i] == 0xFF:
+            marker = head[i + 1]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                height, width = struct.unpack(">HH", head[i + 5 : i + 9])
+                return height, width
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            i += 2 + struct.unpack(">H", head[i + 2 : i + 4])[0]
+    return None
+
+
+def _check_pixels(data: bytes | np.ndarray) -> None:
+    size = header_size(data) if MAX_PIXELS else None
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise TooLarge(
+            f"{size[0]}x{size[1]} (HxW) is {size[0] * size[1] / 1e6:.0f} megapixels, over --max-pixels "
+            f"{MAX_PIXELS} (a decompression bomb?); --max-pixels 0 turns the check off"
+        )
+
+
 def decode(data: bytes | np.ndarray, channels: str = "color") -> np.ndarray:
     """Decode image bytes as Caffe does: ``color`` gives 3-channel BGR (gray expanded, alpha
     dropped), ``gray`` 1 channel, ``auto`` the file's own (1 for gray, 3 for color).
@@ -71,6 +115,7 @@ def _decode(data: bytes | np.ndarray, channels: str) -> tuple[np.ndarray, bool]:
     (False after a channel conversion: such pixels must be re-encoded, never passed
     through as the file's bytes)."""
     buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
+    _check_pixels(buf)  # from the header, before a decoder allocates the pixels
     image = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR) if buf.size else None
     if image is None:
         raise ValueError("not a decodable image")
@@ -127,6 +172,8 @@ class Channels:
         wanted = "gray" if count == 1 else "color"
         try:
             image, native = _decode(data, "auto" if self.mode == "auto" and count == 1 else wanted)
+        except TooLarge as exc:
+            raise ImageError(f"{where}: {exc}", line) from None
         except ValueError:
             raise ImageError(f"{where}: cannot decode image", line) from None
         if image.shape[2] != count:

@@ -125,7 +125,23 @@ def _grow_pipe(conn: Connection, size: int = 1 << 20) -> None:
         fcntl.fcntl(conn.fileno(), setpipe, size)
 
 
-def _worker_main(task: Task, jobs: Connection, results: Connection, inherited: list[Connection]) -> None:
+def settings() -> dict:
+    """What a command set for this process that its workers need too: a fork server's
+    children and Dask's workers did not see it set (``--max-pixels``)."""
+    from . import images
+
+    return {"max_pixels": images.MAX_PIXELS}
+
+
+def _take_settings(given: dict) -> None:
+    from . import images
+
+    images.MAX_PIXELS = given["max_pixels"]
+
+
+def _worker_main(
+    task: Task, jobs: Connection, results: Connection, inherited: list[Connection], given: dict
+) -> None:
     # The parent owns Ctrl-C and stops workers itself (SIGTERM); a forked worker must not
     # run the parent's handlers, which clean up the parent's partial outputs. It starts with
     # both signals blocked (see map_chunks) and takes them only once its own are set.
@@ -140,6 +156,7 @@ def _worker_main(task: Task, jobs: Connection, results: Connection, inherited: l
 
     cv2.setNumThreads(1)  # one OpenCV thread per worker process: no oversubscription
     keep_freed_memory()  # a forked worker has it already; a spawned one needs it
+    _take_settings(given)
     while True:
         try:
             job = jobs.recv()
@@ -212,7 +229,9 @@ class ProcessExecutor(Executor):
                 res_r, res_w = ctx.Pipe(duplex=False)
                 _grow_pipe(res_r)
                 inherited = [*jobs, *results, job_w, res_r] if ctx.get_start_method() == "fork" else []
-                proc = ctx.Process(target=_worker_main, args=(task, job_r, res_w, inherited), daemon=True)
+                proc = ctx.Process(
+                    target=_worker_main, args=(task, job_r, res_w, inherited, settings()), daemon=True
+                )
                 # the child starts with Ctrl-C and SIGTERM blocked: a SIGTERM that reached a
                 # fork before _worker_main ran the parent's handler there, whose exception
                 # escaped the fork's bootstrap and went on running the parent's code (seen as
@@ -352,7 +371,7 @@ def _same(task: Task) -> Task:
     return task
 
 
-def _run_chunk(task: Task, start: int, stop: int) -> list[Any]:
+def _run_chunk(task: Task, start: int, stop: int, given: dict) -> list[Any]:
     """One chunk on a Dask worker (a module-level function: Dask ships it by reference),
     with one OpenCV thread and the malloc settings the local workers have: Dask's nanny
     starts workers with MALLOC_TRIM_THRESHOLD_=65536, which made every image's buffers
@@ -363,6 +382,7 @@ def _run_chunk(task: Task, start: int, stop: int) -> list[Any]:
 
     keep_freed_memory()
     cv2.setNumThreads(1)
+    _take_settings(given)
     return task(start, stop)
 
 
@@ -431,6 +451,7 @@ class DaskExecutor(Executor):
         # the task as a (small) graph node rather than scattered data: if the worker holding
         # it dies, Dask recomputes it instead of losing it
         shipped = self.client.submit(_same, task, pure=False)
+        given = settings()
         pending: deque = deque()
         upcoming = iter(bounds)
         counted = time.monotonic()
@@ -442,7 +463,7 @@ class DaskExecutor(Executor):
                     following = next(upcoming, None)
                     if following is None:
                         break
-                    pending.append(self.client.submit(_run_chunk, shipped, *following, pure=False))
+                    pending.append(self.client.submit(_run_chunk, shipped, *following, given, pure=False))
                 if not pending:
                     return
                 yield pending.popleft().result()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt, overwrite_opt, skip_bad_opt, workers_opt
+from .options import common_options, json_opt, max_pixels_opt, overwrite_opt, skip_bad_opt, workers_opt
 from .running import echo_written, progress, start_workers
 
 
@@ -16,6 +16,7 @@ from .running import echo_written, progress, start_workers
 @workers_opt
 @overwrite_opt
 @json_opt
+@max_pixels_opt
 @common_options
 def convert_cmd(store, out, kind, skip_bad, workers, overwrite, as_json):
     """Copy every record of STORE (any store dataprep reads, Caffe's own LMDB and LevelDB

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt, model_options, overwrite_opt
+from .options import common_options, json_opt, max_pixels_opt, model_options, overwrite_opt
 from .running import echo_written, progress
 
 
@@ -17,6 +17,7 @@ from .running import echo_written, progress
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
 @overwrite_opt
 @json_opt
+@max_pixels_opt
 @common_options
 def extract_cmd(model, layer, source, out, backend, batch_size, overwrite, as_json):
     """Run MODEL on every image of LIST or record of STORE and write LAYER's output for each

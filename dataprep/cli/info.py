@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import common_options, json_opt, overwrite_opt, seed_opt
+from .options import common_options, json_opt, max_pixels_opt, overwrite_opt, seed_opt
 
 
 @click.command("info")
@@ -24,6 +24,7 @@ from .options import common_options, json_opt, overwrite_opt, seed_opt
 @seed_opt
 @overwrite_opt
 @json_opt
+@max_pixels_opt
 @common_options
 def info_cmd(store, grid, count, random, seed, overwrite, as_json):
     """Summarize STORE (LMDB/LevelDB folder, .h5 file or _h5.txt list): type, record count,

@@ -10,6 +10,7 @@ from .options import (
     channels_options,
     common_options,
     json_opt,
+    max_pixels_opt,
     overwrite_opt,
     resize_opt,
     root_opt,
@@ -52,6 +53,7 @@ from .running import echo_result, progress, start_workers
 @workers_opt
 @overwrite_opt
 @json_opt
+@max_pixels_opt
 @common_options
 def mean_cmd(source, out, npy, per_channel_only, kind, root, channels, resize, workers, overwrite, as_json):
     """Compute the mean image of SOURCE: an LMDB/LevelDB folder, an .h5 file, an _h5.txt list,

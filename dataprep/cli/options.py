@@ -66,6 +66,25 @@ def _setter(attr: str, value: Callable[[Settings, Any], Any]) -> Callable:
     return callback
 
 
+def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    from .. import images  # imported when the command runs: --help stays light
+
+    images.MAX_PIXELS = value  # read by every decode, in this process and its forked workers
+    return value
+
+
+max_pixels_opt = click.option(
+    "--max-pixels",
+    type=click.IntRange(min=0),
+    default=178_956_970,
+    show_default=True,
+    expose_value=False,
+    callback=_set_max_pixels,
+    help="Refuse images whose header declares more pixels, before decoding them "
+    "(decompression bombs); 0: no limit.",
+)
+
+
 def common_options(f: Callable) -> Callable:
     """``--quiet``/``--verbose``/``--debug``, accepted before or after the command name."""
     f = click.option(
@@ -237,7 +256,7 @@ def _list_input(**values: Any) -> Any:
 def input_options(f: Callable) -> Callable:
     """The list-input options every store command shares; the list-reading ones reach the
     command as one ``inputs`` argument (a ``convert.ListInput``)."""
-    f = _apply([workers_opt, overwrite_opt, json_opt, common_options], f)
+    f = _apply([workers_opt, overwrite_opt, max_pixels_opt, json_opt, common_options], f)
     return bundled(
         "inputs",
         ("root", "channels", "resize", "check_size", "shuffle", "skip_bad", "seed"),
@@ -353,7 +372,7 @@ def _output_options(**values: Any) -> Any:
 def image_output_options(f: Callable) -> Callable:
     """Options of the commands that write image files (resize, augment); how outputs are
     written reaches the command as one ``output`` argument (a ``filejob.OutputOptions``)."""
-    f = _apply([skip_bad_opt, workers_opt, json_opt, common_options], f)
+    f = _apply([skip_bad_opt, workers_opt, max_pixels_opt, json_opt, common_options], f)
     return bundled(
         "output",
         ("fmt", "quality", "channels", "root", "device", "overwrite"),

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from .options import common_options, json_opt, model_options
+from .options import common_options, json_opt, max_pixels_opt, model_options
 from .running import echo_result, progress
 
 
@@ -30,6 +30,7 @@ from .running import echo_result, progress
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Classes per input.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows (key, values) instead of sentences.")
 @json_opt
+@max_pixels_opt
 @common_options
 def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, as_json):
     """Run MODEL (a recipe YAML, a Caffe net prototxt, or a .npz snapshot) on every image of

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt
+from .options import common_options, json_opt, max_pixels_opt
 from .running import echo_result, progress
 
 
@@ -42,6 +42,7 @@ from .running import echo_result, progress
     help="Where to train [default: the recipe's solver.device, cpu].",
 )
 @json_opt
+@max_pixels_opt
 @common_options
 def train_cmd(recipe_path, overrides, print_recipe, resume, weights, caffemodel, device, as_json):
     """Train the net of RECIPE on its data, as `caffe train` does. RECIPE is YAML (data,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt, root_opt
+from .options import common_options, json_opt, max_pixels_opt, root_opt
 from .running import progress
 
 
@@ -19,6 +19,7 @@ from .running import progress
 )
 @root_opt
 @json_opt
+@max_pixels_opt
 @common_options
 def verify_cmd(store, list_path, root, as_json):
     """Check every record of STORE: it decodes, shapes agree, labels are sane, and (for

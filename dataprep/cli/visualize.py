@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import common_options, model_options, overwrite_opt
+from .options import common_options, max_pixels_opt, model_options, overwrite_opt
 
 
 @click.command("visualize")
@@ -20,6 +20,7 @@ from .options import common_options, model_options, overwrite_opt
 )
 @click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
 @overwrite_opt
+@max_pixels_opt
 @common_options
 def visualize_cmd(model, layer, image, out, overwrite):
     """Write a picture of LAYER of MODEL: its kernels normalized and tiled in a grid (the

@@ -340,3 +340,22 @@ def test_the_executor_choice_ends_with_the_command(invoke, images, tmp_path):
     r = invoke("mean", images / "train.txt", "-o", tmp_path / "m.binaryproto", "--executor", "dask", "-j", 2)
     assert r.exit_code == 0, r.stderr
     assert EXECUTOR["kind"] == "local" and isinstance(make_executor(1), InlineExecutor)  # no cluster left
+
+
+def test_max_pixels_reaches_the_dask_workers(images, cluster, tmp_path):
+    """Set in the command's process, the limit travels with the chunks: Dask's workers (and
+    a fork server's children) never saw it set."""
+    r = run_dataprep(
+        "lmdb",
+        images / "train.txt",
+        tmp_path / "db",
+        "--max-pixels",
+        10,
+        "--color",  # no image decoded in this process to settle the channels
+        "--executor",
+        "dask",
+        "--scheduler",
+        cluster.scheduler_address,
+    )
+    assert r.returncode == 1 and "megapixels, over --max-pixels 10" in r.stderr, r.stderr
+    assert not (tmp_path / "db").exists()

@@ -630,3 +630,60 @@ def test_convert_skip_bad_leaves_a_damaged_record_out_and_counts_it(tmp_path):
     assert "skipped: s: record 00000003_img/0003.png: checksum mismatch" in result.stderr
     assert count("lmdb", tmp_path / "copy") == 5
     assert run_dataprep("verify", "copy", cwd=tmp_path).returncode == 0  # nothing damaged passed on
+
+
+def _bomb(path: Path, fmt: str) -> None:
+    """A small file whose header declares 40000 x 30000 pixels (1.2 gigapixels)."""
+    import struct
+
+    import cv2
+    import numpy as np
+
+    ok, buf = cv2.imencode(f".{fmt}", np.zeros((16, 16, 3), np.uint8))
+    data = bytearray(buf.tobytes())
+    if fmt == "png":
+        data[16:24] = struct.pack(">II", 30000, 40000)
+    else:  # the frame header (SOF0) of a baseline JPEG
+        at = data.find(b"\xff\xc0")
+        data[at + 5 : at + 9] = struct.pack(">HH", 40000, 30000)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["lmdb", "list.txt", "db"],
+        ["hdf5", "list.txt"],
+        ["resize", "list.txt", "small", "--size", "8x8"],
+        ["mean", "list.txt", "-o", "m.binaryproto"],
+    ],
+)
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path, fmt, command):
+    list_path, _ = write_images(tmp_path, 3, ext=fmt)
+    _bomb(tmp_path / "img" / f"0001.{fmt}", fmt)
+    result = run_dataprep(*command, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"list.txt:2: img/0001.{fmt}: 40000x30000 (HxW) is 1200 megapixels, over --max-pixels" in line
+    off = run_dataprep(*command, "--max-pixels", "0", cwd=tmp_path)  # the check off: OpenCV decides
+    assert "megapixels" not in off.stderr
+
+
+def test_max_pixels_sets_the_limit(invoke, tmp_path):
+    write_images(tmp_path, 2, shape=(12, 16, 3))
+    refused = invoke("lmdb", tmp_path / "list.txt", tmp_path / "db", "--max-pixels", 100)
+    assert refused.exit_code == 1 and "12x16 (HxW) is 0 megapixels, over --max-pixels 100" in refused.stderr
+    assert invoke("lmdb", tmp_path / "list.txt", tmp_path / "db").exit_code == 0  # the default again
+
+
+def test_header_sizes_match_the_decoded_images():
+    import cv2
+    import numpy as np
+
+    from dataprep.images import header_size
+
+    image = np.zeros((23, 41, 3), np.uint8)
+    for ext in (".png", ".jpg", ".bmp"):
+        assert header_size(cv2.imencode(ext, image)[1].tobytes()) == (23, 41), ext
+    assert header_size(b"not an image") is None
