@@ -76,3 +76,24 @@ def test_load_returns_the_file_bytes_only_for_unchanged_pixels(tmp_path):
 def test_resize_keeps_the_channel_axis():
     assert resize(GRAY[:, :, None], (6, 8)).shape == (6, 8, 1)
     assert resize(COLOR, (3, 4)) is COLOR  # already that size: untouched
+
+
+def test_decoding_scales_16_bits_applies_exif_orientation_and_drops_alpha():
+    """What docs/formats.md promises each pixel store keeps of an image."""
+    import io
+
+    import cv2
+    from PIL import Image
+
+    from dataprep.images import decode
+
+    deep = np.arange(12 * 16 * 3, dtype=np.uint16).reshape(12, 16, 3) * 150
+    got = decode(cv2.imencode(".png", deep)[1].tobytes(), "auto")
+    assert got.dtype == np.uint8 and np.array_equal(got, (deep >> 8).astype(np.uint8))
+    rgba = np.dstack([np.full((4, 4, 3), 9, np.uint8), np.full((4, 4), 7, np.uint8)])
+    assert decode(cv2.imencode(".png", rgba)[1].tobytes(), "auto").shape == (4, 4, 3)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    out = io.BytesIO()
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(out, "JPEG", exif=exif.tobytes())
+    assert decode(out.getvalue(), "color").shape == (20, 10, 3)
