@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from .listfile import read_list, shuffle_order
 from .parallel import Executor, ordered_map
 from .records import ImageListSource, Record, RecordSource, Subset, image_list_source
 from .stores.base import StoreWriter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,8 @@ class _EncodeTask:
             except ImageError as exc:
                 out.append((None, exc))
                 continue
-            out.append(
-                ((record.key, record.origin, record.line, record.image.shape, self.encode(record)), None)
-            )
+            shape, payload = record.image.shape, self.encode(record)
+            out.append(((record.key, record.origin, record.line, shape, payload, record.orientation), None))
         return out
 
 
@@ -177,18 +179,20 @@ def write_stores(
             counts.append((written, on_error.skipped - skipped))
         for writer in writers:  # every store's data out before the first commits: a full
             writer.flush()  # disk on the last then aborts them all
+        _note_orientations(writers)
     return [WriteResult(w.outputs, n, skipped) for w, (n, skipped) in zip(writers, counts)]
 
 
 def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: OnError, uniform: bool) -> int:
     first: tuple[tuple[int, ...], str] | None = None
     written = 0
+    oriented: list[str] = []
     for index, (item, error) in records:
         if error is not None:
             on_error(error)
             on_error.reached(error.line)
             continue
-        key, origin, line, shape, payload = item
+        key, origin, line, shape, payload, orientation = item
         if first is None:
             first = (shape, origin or key)
         elif uniform and shape != first[0]:
@@ -203,10 +207,29 @@ def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: On
             continue
         on_error.reached(line)
         writer.put(index - start, key, payload)
+        if orientation != 1:  # listed in the manifest: see _note_orientations
+            oriented.append(key)
         written += 1
     if not written:
         raise DataprepError("no records to write: every input was skipped")
+    if oriented:
+        writer.meta["exif_oriented"] = oriented
     return written
+
+
+def _note_orientations(writers: list[StoreWriter]) -> None:
+    """Warn once when images carried an EXIF orientation: pixel records hold them upright,
+    but a store of the files' own bytes (``--encoded``, WebDataset) shows them unrotated to
+    a reader that ignores EXIF. The manifests list them (``exif_oriented``)."""
+    keys = [k for w in writers for k in getattr(w, "meta", {}).get("exif_oriented", [])]
+    if keys:
+        log.warning(
+            "%d image(s) carry an EXIF orientation (first: %s): pixel records store them upright; "
+            "encoded records and WebDataset shards keep the file's bytes, which readers that ignore "
+            "EXIF show unrotated (the manifest lists them under exif_oriented)",
+            len(keys),
+            keys[0],
+        )
 
 
 @dataclass

@@ -26,6 +26,7 @@ class Record:
     data: bytes | None = None
     origin: str = ""
     line: int | None = None
+    orientation: int = 1  # the file's EXIF orientation, applied to ``image``
 
 
 class RecordSource(Protocol):
@@ -70,11 +71,11 @@ class ImageListSource:
     def record(self, index: int) -> Record:
         entry = self.listfile.entries[index]
         where = f"{self.listfile.name}:{entry.line}: {entry.path}"
-        data, image = self.channels.load(self.listfile.resolve(entry), where, entry.line)
+        data, image, orientation = self.channels.load(self.listfile.resolve(entry), where, entry.line)
         if self.size is not None and image.shape[:2] != self.size:
             image = resize(image, self.size, self.interpolation)
             data = None
-        return Record(entry.path, image, entry.labels, data, where, entry.line)
+        return Record(entry.path, image, entry.labels, data, where, entry.line, orientation)
 
     def meta(self) -> dict:
         """The list, its label layout and the decoding, as a store's manifest records them."""

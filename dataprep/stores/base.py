@@ -99,6 +99,8 @@ class StoreWriter(ABC):
     stores one payload in the parent.
     """
 
+    meta: dict  # what the manifest records besides the records (origin, labels, preprocessing)
+
     outputs: list[Path] = []
     requires_uniform_shape = False  # HDF5 needs one shape; Datum stores only with --check-size
 

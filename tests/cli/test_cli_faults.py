@@ -687,3 +687,35 @@ def test_header_sizes_match_the_decoded_images():
     for ext in (".png", ".jpg", ".bmp"):
         assert header_size(cv2.imencode(ext, image)[1].tobytes()) == (23, 41), ext
     assert header_size(b"not an image") is None
+
+
+@pytest.mark.parametrize("kind", ["pixels", "encoded", "wds"])
+def test_images_with_an_exif_orientation_are_listed_and_warned_about_once(tmp_path, kind):
+    import io
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    lines = []
+    for i in range(3):
+        exif = Image.Exif()
+        if i == 1:
+            exif[0x0112] = 6  # "rotate 90 clockwise to display"
+        out = io.BytesIO()
+        Image.fromarray(np.full((10, 20, 3), 40 * i, np.uint8)).save(out, "JPEG", exif=exif.tobytes())
+        (tmp_path / "img" / f"{i}.jpg").write_bytes(out.getvalue())
+        lines.append(f"img/{i}.jpg {i}")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    args = {
+        "pixels": ["lmdb", "list.txt", "s", "--color", "--resize", "10x20"],
+        "encoded": ["lmdb", "list.txt", "s", "--encoded"],
+        "wds": ["wds", "list.txt", "s"],
+    }[kind]
+    result = run_dataprep(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "EXIF orientation" in line]
+    assert len(warnings) == 1 and "1 image(s)" in warnings[0] and "img/1.jpg" in warnings[0]
+    manifest = tmp_path / ("s.manifest.json" if kind == "wds" else "s/dataprep.json")
+    assert json.loads(manifest.read_text())["exif_oriented"] == ["img/1.jpg"]
