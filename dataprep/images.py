@@ -7,7 +7,7 @@ import re
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import cv2
 import numpy as np
@@ -78,32 +78,38 @@ def header_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
     if head[:2] == b"BM" and len(head) >= 26:
         width, height = struct.unpack("<ii", head[18:26])
         return abs(height), abs(width)
-    if head[:2] == b"\xff\xd8":  # JPEG: the markers up to the frame header (SOF)
-        i = 2
-        while i + 9 <= len(head) and head[i] == 0xFF:
-            marker = head[i + 1]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                height, width = struct.unpack(">HH", head[i + 5 : i + 9])
-                return height, width
-            if marker == 0xFF:  # fill byte
-                i += 1
-                continue
-            i += 2 + struct.unpack(">H", head[i + 2 : i + 4])[0]
+    for marker, payload in _jpeg_segments(head):  # up to the frame header (SOF)
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and len(payload) >= 5:
+            height, width = struct.unpack(">HH", payload[1:5])
+            return height, width
     return None
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """A JPEG's marker segments before its scan data, as (marker, payload); none for other
+    formats."""
+    if data[:2] != b"\xff\xd8":
+        return
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # a fill byte
+            i += 1
+            continue
+        if marker in (0xDA, 0xD9):  # the scan, or the end
+            return
+        size = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        yield marker, data[i + 4 : i + 2 + size]
+        i += 2 + size
 
 
 def exif_orientation(data: bytes) -> int:
     """A JPEG's EXIF orientation tag (1: upright, the default; 2 to 8: mirrored or turned),
     read from its APP1 segment without decoding. Parsed here rather than with Pillow, whose
     ``getexif`` cost about as much as decoding a 100 x 100 JPEG."""
-    if data[:2] != b"\xff\xd8":
-        return 1
-    i = 2
-    while i + 4 <= len(data) and data[i] == 0xFF and data[i + 1] not in (0xDA, 0xD9):
-        size = struct.unpack(">H", data[i + 2 : i + 4])[0]
-        if data[i + 1] == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
-            return _tiff_orientation(data[i + 10 : i + 2 + size])
-        i += 2 + size
+    for marker, payload in _jpeg_segments(data[:65536]):
+        if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
+            return _tiff_orientation(payload[6:])
     return 1
 
 

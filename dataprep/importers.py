@@ -248,13 +248,11 @@ def cifar_sources(
             else f"{name} files (pickles train, test and meta, or train.bin and test.bin)",
         )
     sources = {}
+    label_classes = classes if label == "fine" else 20  # CIFAR-100's coarse labels: 20
     for split, paths in files.items():
         parts, start = [], 0
         for path in paths:
-            count = _count(kind, path, label_key, label_bytes)
-            _check_label_range(
-                kind, path, label_key, label_bytes, label_index, classes if label == "fine" else 20
-            )
+            count = _count(kind, path, label_key, label_bytes, label_index, label_classes)
             parts.append(Part(path, start, count))
             start += count
         sources[split] = ArrayFileSource(
@@ -277,8 +275,10 @@ def _text_names(path: Path | None) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path else []
 
 
-def _count(kind: str, path: Path, label_key: str, label_bytes: int) -> int:
-    """Images in one file, checked: whole records, and as many labels as images."""
+def _count(kind: str, path: Path, label_key: str, label_bytes: int, label_index: int, classes: int) -> int:
+    """Images in one file, checked: whole records, as many labels as images, and every label
+    within ``0..classes - 1`` (a damaged or foreign batch: stores would hold labels no
+    classifier of the set has)."""
     if kind == "cifar-bin":
         size = path.stat().st_size
         record = label_bytes + CIFAR_BYTES
@@ -286,31 +286,23 @@ def _count(kind: str, path: Path, label_key: str, label_bytes: int) -> int:
             raise DataprepError(
                 f"{path}: {size} bytes is not a whole number of {record}-byte records (truncated?)"
             )
-        return size // record
-    batch = read_pickle(path)
-    if "data" not in batch or label_key not in batch:
-        raise DataprepError(f"{path}: not a CIFAR batch: no 'data' or '{label_key}' entry")
-    data = np.asarray(batch["data"])
-    if data.ndim != 2 or data.shape[1] != CIFAR_BYTES:
-        raise DataprepError(f"{path}: data of shape {data.shape}, expected N x {CIFAR_BYTES}")
-    if len(batch[label_key]) != len(data):
-        raise DataprepError(f"{path}: {len(data)} images but {len(batch[label_key])} labels")
-    return len(data)
-
-
-def _check_label_range(kind: str, path: Path, key: str, label_bytes: int, index: int, classes: int) -> None:
-    """DataprepError naming the file and the image for a label outside ``0..classes - 1``
-    (a damaged or foreign batch: stores would hold labels no classifier of the set has)."""
-    if kind == "cifar-bin":
-        records = np.memmap(path, np.uint8, "r").reshape(-1, label_bytes + CIFAR_BYTES)
-        labels = np.asarray(records[:, index])
+        labels = np.asarray(np.memmap(path, np.uint8, "r").reshape(-1, record)[:, label_index])
     else:
-        labels = np.asarray(read_pickle(path)[key])
+        batch = read_pickle(path)
+        if "data" not in batch or label_key not in batch:
+            raise DataprepError(f"{path}: not a CIFAR batch: no 'data' or '{label_key}' entry")
+        data = np.asarray(batch["data"])
+        if data.ndim != 2 or data.shape[1] != CIFAR_BYTES:
+            raise DataprepError(f"{path}: data of shape {data.shape}, expected N x {CIFAR_BYTES}")
+        if len(batch[label_key]) != len(data):
+            raise DataprepError(f"{path}: {len(data)} images but {len(batch[label_key])} labels")
+        labels = np.asarray(batch[label_key])
     bad = np.flatnonzero((labels < 0) | (labels >= classes))
     if len(bad):
         raise DataprepError(
             f"{path}: image {int(bad[0])} has label {int(labels[bad[0]])}, outside 0..{classes - 1}"
         )
+    return len(labels)
 
 
 def mnist_sources(folder: Path, src: Path) -> dict[str, ArrayFileSource]:

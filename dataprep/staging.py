@@ -190,6 +190,10 @@ class _Inputs:
         self._images: set[str] | None = None
         self._folders: set[str] = set()
 
+    def add_list(self, listfile) -> None:
+        self.lists.append(listfile)
+        self._images = None  # gathered again on the next check
+
     def images(self) -> tuple[set[str], set[str]]:
         if self._images is None:
             self._images = {
@@ -227,8 +231,7 @@ def add_list(listfile) -> None:
     if _SCOPES:
         if listfile.name != "<stdin>":
             add_inputs(listfile.name)
-        _SCOPES[-1].lists.append(listfile)
-        _SCOPES[-1]._images = None
+        _SCOPES[-1].add_list(listfile)
 
 
 def refuse_over_inputs(dest: str | os.PathLike) -> None:

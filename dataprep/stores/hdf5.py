@@ -458,6 +458,11 @@ class Hdf5Writer(StoreWriter):
         self._staging.abort()
 
 
+def _row_intact(row: np.ndarray, labels, stored_sum) -> bool:
+    """Whether a row and its labels (as float32) still give the CRC-32 the file recorded."""
+    return int(checksum(row, np.asarray(labels, np.float32).tobytes()), 16) == int(stored_sum)
+
+
 def h5_list_problems(path: Path) -> list[str]:
     """What keeps an ``_h5.txt`` list's files from opening: missing, unreadable (truncated,
     corrupt) or with datasets of different lengths; one line each."""
@@ -547,10 +552,11 @@ class Hdf5Reader(StoreReader):
             file_index = int(np.searchsorted(self.offsets, i, side="right") - 1)
             local = i - int(self.offsets[file_index])
             sums = self.files[file_index].attrs.get("dataprep_checksums") if checked else None
-            ok = None
-            if sums is not None and local < len(sums):
-                row_sum = checksum(rec.array, np.asarray(rec.labels, np.float32).tobytes())
-                ok = int(row_sum, 16) == int(sums[local])
+            ok = (
+                _row_intact(rec.array, rec.labels, sums[local])
+                if sums is not None and local < len(sums)
+                else None
+            )
             yield RecordCheck(rec.key, rec.array, rec.labels, None, ok)
 
     def __len__(self) -> int:
@@ -601,8 +607,7 @@ class Hdf5Reader(StoreReader):
                     row_labels = np.concatenate([column[j] for column in labels]) if labels else np.empty(0)
                     local_row = local.start + j
                     if sums is not None and local_row < len(sums):
-                        row_sum = checksum(data[j], np.asarray(row_labels, np.float32).tobytes())
-                        if int(row_sum, 16) != int(sums[local_row]):
+                        if not _row_intact(data[j], row_labels, sums[local_row]):
                             raise mismatch(self.path, keys[b + j])
                     yield StoredRecord(keys[b + j], data[j], row_labels.astype(np.float64))
 

@@ -39,7 +39,6 @@ class LmdbWriteKV:
         self._last = b""
         self._data = os.open(self.path / "data.mdb", os.O_RDWR)
         self._reserved = 0
-        self.records = 0
 
     def _reserve(self, incoming: int) -> None:
         """Disk blocks for every page the next transaction may write: those in use, twice
@@ -69,7 +68,6 @@ class LmdbWriteKV:
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
         self._last = max(self._last, max(keys))
-        self.records += len(items)
 
     def close(self) -> None:
         os.close(self._data)

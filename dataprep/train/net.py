@@ -103,10 +103,10 @@ class Net:
         outputs: dict[str, float] = {}
         with one_blas_thread(self.xp):
             for node in self._active(train):
-                started = self._clock(timer)
+                started = self.clock(timer)
                 tops = node.layer.forward([self.blobs[b] for b in node.bottoms], train)
                 if timer:
-                    timer(node.layer, "forward", self._clock(timer) - started)
+                    timer(node.layer, "forward", self.clock(timer) - started)
                 for name, value in zip(node.tops, tops):
                     self.blobs[name] = value
                     if isinstance(node.layer, Loss):
@@ -161,15 +161,15 @@ class Net:
                         self.xp.zeros_like(self.blobs[t]) if d is None else d
                         for t, d in zip(node.tops, top_diffs)
                     ]
-                started = self._clock(timer)
+                started = self.clock(timer)
                 bottom_diffs = node.layer.backward(top_diffs)
                 if timer:
-                    timer(node.layer, "backward", self._clock(timer) - started)
+                    timer(node.layer, "backward", self.clock(timer) - started)
                 for name, diff in zip(node.bottoms, bottom_diffs):
                     if diff is not None and name not in self.inputs:
                         diffs[name] = diff if name not in diffs else diffs[name] + diff
 
-    def _clock(self, timer: Timer | None) -> float:
+    def clock(self, timer: Timer | None) -> float:
         """Seconds for a layer timer, after the device finished its queued work (GPU)."""
         if timer is None:
             return 0.0

@@ -167,7 +167,7 @@ def time_net(bench: Bench, iterations: int = 50, warmup: int = 1) -> Timing:
             total_start = time.perf_counter()
         started = time.perf_counter()
         net.forward(bench.batch, bench.train, timer)
-        middle = net._clock(timer)
+        middle = net.clock(timer)
         seed = None
         if not has_loss:
             seed = {
@@ -175,7 +175,7 @@ def time_net(bench: Bench, iterations: int = 50, warmup: int = 1) -> Timing:
                 for name in outputs
             }
         net.backward(timer, seed)
-        done = net._clock(timer)
+        done = net.clock(timer)
         forward += middle - started
         backward += done - middle
         per_iteration.append((done - started) * 1e3)
