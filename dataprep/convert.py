@@ -183,6 +183,20 @@ def write_stores(
     return [WriteResult(w.outputs, n, skipped) for w, (n, skipped) in zip(writers, counts)]
 
 
+def open_writers(makers: Iterable[Callable[[], StoreWriter]]) -> list[StoreWriter]:
+    """Create every writer of a set (the splits of a dataset), or, when one cannot be made
+    (an existing output), abort those already made."""
+    writers: list[StoreWriter] = []
+    try:
+        for make in makers:
+            writers.append(make())
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    return writers
+
+
 def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: OnError, uniform: bool) -> int:
     first: tuple[tuple[int, ...], str] | None = None
     written = 0

@@ -47,6 +47,11 @@ class StoreError(DataprepError):
     """A store that cannot be opened, read or written."""
 
 
+class RecordError(StoreError):
+    """One damaged record of a store (a checksum mismatch, undecodable bytes): the records
+    around it can still be read, so ``--skip-bad`` may leave it out."""
+
+
 class OnError:
     """Decides what a bad record does: raise (default) or, with ``skip=True``, skip and count.
 

@@ -12,6 +12,7 @@ pickle cannot run code. A malformed file is one ``DataprepError`` naming it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import pickle
 import struct
@@ -394,35 +395,40 @@ def write_dataset(
     """Each split into ``out``: stores ``{name}_{split}_{kind}`` (HDF5: ``{name}_{split}.h5``
     with its ``_h5.txt`` list) keyed as Caffe's converters did, or with ``files`` PNGs in
     class folders, ``{split}.txt`` lists and ``classes.txt``; every output staged."""
-    from .convert import store_meta, write_store
+    from .convert import open_writers, store_meta, write_stores
+    from .records import Chain
 
     if kind not in STORE_KINDS:
         raise UsageError(f"--to {kind}: choose from {', '.join(STORE_KINDS)}")
     out.mkdir(parents=True, exist_ok=True)
     if kind == "files":
         return _write_files(name, sources, out, executor, overwrite, progress)
-    outputs: list[Path] = []
-    for split, source in sources.items():
-        meta = store_meta(source)
-        if kind == "hdf5":
-            from .stores.hdf5 import Hdf5Writer
+    if kind == "wds":  # image files are BGR to OpenCV: true color
+        sources = {split: dataclasses.replace(source, bgr=True) for split, source in sources.items()}
+    writers = open_writers(
+        functools.partial(_split_writer, name, split, source, out, kind, overwrite, store_meta(source))
+        for split, source in sources.items()
+    )
+    parts = [(writer, len(source)) for writer, source in zip(writers, sources.values())]
+    results = write_stores(Chain(tuple(sources.values())), parts, executor, progress=progress)
+    return [path for result in results for path in result.outputs]  # committed together
 
-            writer = Hdf5Writer(
-                out / f"{name}_{split}.h5", overwrite=overwrite, expected=len(source), meta=meta
-            )
-        elif kind == "wds":
-            from .stores.wds import WdsWriter
 
-            source = dataclasses.replace(source, bgr=True)  # image files are BGR to OpenCV: true color
-            writer = WdsWriter(out / f"{name}_{split}_wds", overwrite=overwrite, meta=store_meta(source))
-        else:
-            from .stores.datum import DatumWriter
+def _split_writer(name, split, source, out, kind, overwrite, meta):
+    """The store of one split: ``{name}_{split}_{kind}``, or ``{name}_{split}.h5``."""
+    if kind == "hdf5":
+        from .stores.hdf5 import Hdf5Writer
 
-            writer = DatumWriter(
-                out / f"{name}_{split}_{kind}", backend=kind, overwrite=overwrite, meta=meta, plain_keys=True
-            )
-        outputs += write_store(source, writer, executor, progress=progress).outputs
-    return outputs
+        return Hdf5Writer(out / f"{name}_{split}.h5", overwrite=overwrite, expected=len(source), meta=meta)
+    if kind == "wds":
+        from .stores.wds import WdsWriter
+
+        return WdsWriter(out / f"{name}_{split}_wds", overwrite=overwrite, meta=meta)
+    from .stores.datum import DatumWriter
+
+    return DatumWriter(
+        out / f"{name}_{split}_{kind}", backend=kind, overwrite=overwrite, meta=meta, plain_keys=True
+    )
 
 
 def _write_files(name, sources, out, executor, overwrite, progress) -> list[Path]:

@@ -10,11 +10,11 @@ from typing import Callable, Iterator, NamedTuple, Protocol
 
 import numpy as np
 
-from .errors import DataprepError, StoreError, UsageError
+from .errors import DataprepError, ImageError, OnError, StoreError, UsageError
 from .images import Channels, describe_shape
 from .parallel import Executor, InlineExecutor, ordered_map
 from .records import ImageListSource, image_list_source
-from .staging import Staging
+from .staging import Staging, naming
 from .stores import open_store, store_kind
 from .stores.base import StoreReader
 from .stores.caffe_pb import blob_bytes
@@ -32,7 +32,11 @@ class ArraySource(Protocol):
 
     def __len__(self) -> int: ...
 
-    def arrays(self, start: int, stop: int) -> Iterator[tuple[str, np.ndarray]]: ...
+    def arrays(
+        self, start: int, stop: int, damaged: list[DataprepError] | None = None
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """Arrays ``start..stop-1``; a bad one raises, or with ``damaged`` is left out and its
+        error appended (``--skip-bad``)."""
 
 
 _READERS: dict[str, StoreReader] = {}
@@ -56,8 +60,16 @@ class StoreArrays:
     def __len__(self) -> int:
         return len(self.reader())
 
-    def arrays(self, start: int, stop: int) -> Iterator[tuple[str, np.ndarray]]:
-        for rec in self.reader().iter_range(start, stop):
+    def arrays(
+        self, start: int, stop: int, damaged: list[DataprepError] | None = None
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        reader = self.reader()
+        records = (
+            reader.iter_range(start, stop)
+            if damaged is None
+            else (rec for _, rec in reader.iter_sound(start, stop, damaged))
+        )
+        for rec in records:
             yield rec.key, rec.array
 
 
@@ -71,9 +83,17 @@ class ListArrays:
     def __len__(self) -> int:
         return len(self.source)
 
-    def arrays(self, start: int, stop: int) -> Iterator[tuple[str, np.ndarray]]:
+    def arrays(
+        self, start: int, stop: int, damaged: list[DataprepError] | None = None
+    ) -> Iterator[tuple[str, np.ndarray]]:
         for i in range(start, stop):
-            rec = self.source.record(i)
+            try:
+                rec = self.source.record(i)
+            except ImageError as exc:
+                if damaged is None:
+                    raise
+                damaged.append(exc)
+                continue
             yield rec.origin, rec.image.transpose(2, 0, 1)
 
 
@@ -84,6 +104,7 @@ class ChunkSum(NamedTuple):
     first_key: str
     mismatch: str | None  # "key: shape A differs from shape B"
     pixels: int = 0  # per-channel sums: the pixels summed in each channel
+    damaged: tuple[DataprepError, ...] = ()  # left out (--skip-bad)
 
 
 @dataclass(frozen=True)
@@ -92,13 +113,17 @@ class _SumTask:
 
     source: ArraySource
     per_channel: bool = False
+    skip_bad: bool = False
 
     def __call__(self, start: int, stop: int) -> list[ChunkSum]:
-        if self.per_channel:
-            return [self._channel_sums(start, stop)]
+        damaged: list[DataprepError] | None = [] if self.skip_bad else None
+        part = self._channel_sums if self.per_channel else self._sums
+        return [part(self.source.arrays(start, stop, damaged))._replace(damaged=tuple(damaged or ()))]
+
+    def _sums(self, arrays: Iterator[tuple[str, np.ndarray]]) -> ChunkSum:
         total = run = None
         shape, first, count, in_run, hwc = None, "", 0, 0, False
-        for key, array in self.source.arrays(start, stop):
+        for key, array in arrays:
             if shape is None:
                 shape, first = array.shape, key
                 # decoded images are C x H x W views of H x W x C memory: sum in memory order
@@ -108,9 +133,9 @@ class _SumTask:
                 total = np.zeros(native.shape, np.uint64 if integer else np.float64)
                 run = np.zeros(native.shape, np.uint16) if integer else None
             elif array.shape != shape:
-                return [
-                    ChunkSum(None, 0, shape, first, f"{key}: {_hw(array.shape)}, but {first} is {_hw(shape)}")
-                ]
+                return ChunkSum(
+                    None, 0, shape, first, f"{key}: {_hw(array.shape)}, but {first} is {_hw(shape)}"
+                )
             native = array.transpose(1, 2, 0) if hwc else array
             if run is not None:
                 run += native
@@ -126,11 +151,11 @@ class _SumTask:
             total += run
         if hwc:
             total = np.ascontiguousarray(total.transpose(2, 0, 1))
-        return [ChunkSum(total, count, shape, first, None)]
+        return ChunkSum(total, count, shape, first, None)
 
-    def _channel_sums(self, start: int, stop: int) -> ChunkSum:
+    def _channel_sums(self, arrays: Iterator[tuple[str, np.ndarray]]) -> ChunkSum:
         total, shape, first, count, pixels = None, None, "", 0, 0
-        for key, array in self.source.arrays(start, stop):
+        for key, array in arrays:
             if total is None:
                 total = np.zeros(array.shape[0], np.uint64 if array.dtype == np.uint8 else np.float64)
                 shape, first = array.shape[:1], key
@@ -167,44 +192,54 @@ def compute_mean(
     executor: Executor,
     progress: Callable[[int], object] | None = None,
     per_channel: bool = False,
+    on_error: OnError | None = None,
 ) -> MeanResult:
     """The exact mean of every array of ``source``: uint8 pixels are summed as integers and
     divided once, so the result has no drift and is identical for any worker count.
 
     ``per_channel`` gives only each channel's mean over every pixel (a C x 1 x 1 mean), which
-    needs no common image size."""
+    needs no common image size. A bad record or image stops the sum, or with a skipping
+    ``on_error`` is left out, logged and counted."""
     n = len(source)
     if n == 0:
         raise DataprepError("the source holds no records")
     if not source.shareable:
         executor = InlineExecutor()  # LevelDB: one process at a time
+    task = _SumTask(source, per_channel, on_error is not None and on_error.skip)
     total, count, shape, first, pixels = None, 0, None, "", 0
     try:
-        for part in ordered_map(
-            _SumTask(source, per_channel), n, executor, chunk_size=MEAN_CHUNK, progress=progress
-        ):
+        for part in ordered_map(task, n, executor, chunk_size=MEAN_CHUNK, progress=progress):
+            for error in part.damaged:
+                on_error(error)
             if part.mismatch:
-                what = "channel counts" if per_channel else "sizes"
-                raise DataprepError(f"records of different {what}: {part.mismatch}")
+                raise _mixed(part.mismatch, per_channel)
             if part.shape is None:
                 continue
             if shape is None:
                 shape, first, total = part.shape, part.first_key, part.total
             elif part.shape != shape:
-                what = "channel counts" if per_channel else "sizes"
-                raise DataprepError(
-                    f"records of different {what}: {part.first_key}: "
-                    f"{_hw(part.shape)}, but {first} is {_hw(shape)}"
-                )
+                raise _mixed(f"{part.first_key}: {_hw(part.shape)}, but {first} is {_hw(shape)}", per_channel)
             else:
                 total += part.total
             count += part.count
             pixels += part.pixels
     finally:
         close_readers()  # workers keep theirs until they exit; this process closes its own
+    if not count:
+        raise DataprepError("no records to average: every record was skipped")
     if per_channel:
         return MeanResult((total.astype(np.float64) / pixels).reshape(-1, 1, 1), count)
     return MeanResult(total.astype(np.float64) / count, count)
+
+
+def _mixed(mismatch: str, per_channel: bool) -> DataprepError:
+    """Records that cannot share one mean, and what to do about it."""
+    if per_channel:
+        return DataprepError(f"records of different channel counts: {mismatch}: pass --gray or --color")
+    return DataprepError(
+        f"records of different sizes: {mismatch}: pass --resize HxW (a list) or --per-channel-only "
+        "(per-channel means of any sizes)"
+    )
 
 
 def close_readers() -> None:
@@ -223,8 +258,10 @@ def array_source(
     root: str | None = None,
     channels: Channels = Channels(),
     resize: tuple[int, int] | None = None,
+    on_error: OnError | None = None,
 ) -> ArraySource:
-    """A store, or a list file of images (``kind`` "list"), as arrays; ``kind`` forces the type."""
+    """A store, or a list file of images (``kind`` "list"), as arrays; ``kind`` forces the
+    type; bad list lines follow ``on_error``."""
     from .listfile import read_list
 
     if kind is None:
@@ -236,23 +273,26 @@ def array_source(
                 raise
             kind = "list"
     if kind == "list":
-        return ListArrays(image_list_source(read_list(path, root=root), channels, resize))
+        return ListArrays(image_list_source(read_list(path, root=root, on_error=on_error), channels, resize))
     open_store(path).close()  # fail early, in this process, on a store that cannot be opened
     return StoreArrays(os.path.abspath(path))  # see parallel: paths in tasks
 
 
-def write_mean(
-    result: MeanResult, binaryproto: Path | None, npy: Path | None, overwrite: bool = False
-) -> list[Path]:
-    """``mean.binaryproto`` (1 x C x H x W BlobProto) and/or ``mean.npy`` (C x H x W float32)."""
+def stage_mean(staging: Staging, binaryproto: Path | None, npy: Path | None) -> dict[str, tuple[Path, Path]]:
+    """Claim the mean's outputs before the work (an existing one, or one over the source,
+    is refused first): ``{format: (destination, temporary path)}``."""
+    wanted = {"binaryproto": binaryproto, "npy": npy}
+    return {fmt: (Path(dest), staging.path(dest)) for fmt, dest in wanted.items() if dest is not None}
+
+
+def write_mean(result: MeanResult, staged: dict[str, tuple[Path, Path]]) -> list[Path]:
+    """``mean.binaryproto`` (1 x C x H x W BlobProto) and/or ``mean.npy`` (C x H x W
+    float32) into the paths ``stage_mean`` gave; returns the destinations."""
     mean32 = result.mean.astype(np.float32)
-    written = []
-    with Staging(overwrite) as staging:
-        if binaryproto is not None:
-            staging.path(binaryproto).write_bytes(blob_bytes(mean32))
-            written.append(Path(binaryproto))
-        if npy is not None:
-            with open(staging.path(npy), "wb") as f:
+    for fmt, (dest, tmp) in staged.items():
+        with naming(dest), open(tmp, "wb") as f:
+            if fmt == "binaryproto":
+                f.write(blob_bytes(mean32))
+            else:
                 np.save(f, mean32)
-            written.append(Path(npy))
-    return written
+    return [dest for dest, _ in staged.values()]

@@ -9,6 +9,7 @@ the bin of ``fx`` among ``K`` equal bins of ``[0, 1)``.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,7 +235,7 @@ def write_noise_stores(
     saves). Pixels equal the PNG file route's exactly. Float labels go to HDF5 ``freq`` or,
     for Datum stores, a companion ``*_labels`` store; ``classes`` gives integer labels.
     """
-    from .convert import store_meta, write_stores
+    from .convert import open_writers, store_meta, write_stores
     from .stores.hdf5 import Hdf5Options
 
     hdf5 = hdf5 or Hdf5Options()
@@ -245,14 +246,10 @@ def write_noise_stores(
     splits = [
         (name, idx) for name, idx in zip(SPLIT_NAMES, assign(source.n, counts, source.seed)) if len(idx)
     ]
-    writers = []
-    try:
-        for name, idx in splits:
-            writers.append(NOISE_STORES[kind](out, name, len(idx), source, overwrite, meta, hdf5))
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        raise
+    writers = open_writers(
+        functools.partial(NOISE_STORES[kind], out, name, len(idx), source, overwrite, meta, hdf5)
+        for name, idx in splits
+    )
     order = np.concatenate([idx for _, idx in splits]).tolist()
     parts = [(writer, len(idx)) for writer, (_, idx) in zip(writers, splits)]
     results = write_stores(Subset(source, order), parts, executor, progress=progress)

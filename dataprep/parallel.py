@@ -521,6 +521,6 @@ def ordered_map(
     for results in executor.map_chunks(task, chunk_bounds(n, size)):
         if INTERRUPTED.is_set():
             raise KeyboardInterrupt
+        if progress is not None:  # before handing them out: a consumer that stops after
+            progress(len(results))  # the last item never resumes this generator
         yield from results
-        if progress is not None:
-            progress(len(results))

@@ -52,6 +52,24 @@ class Subset:
 
 
 @dataclass(frozen=True)
+class Chain:
+    """The records of several sources one after another: the splits of a dataset written by
+    one worker pool into stores committed together (``convert.write_stores``)."""
+
+    sources: tuple[RecordSource, ...]
+
+    def __len__(self) -> int:
+        return sum(len(source) for source in self.sources)
+
+    def record(self, index: int) -> Record:
+        for source in self.sources:
+            if index < len(source):
+                return source.record(index)
+            index -= len(source)
+        raise IndexError(index)
+
+
+@dataclass(frozen=True)
 class ImageListSource:
     """The images a list file names, decoded the way Caffe's convert_imageset does.
 

@@ -85,9 +85,12 @@ def _alive(pid: int) -> bool:
 
 
 def _size(path: Path) -> int:
+    """The bytes ``path`` takes on disk: its blocks, not its apparent size (an LMDB map
+    is sparse: gigabytes apparent, megabytes used)."""
     if path.is_dir() and not path.is_symlink():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-    return path.lstat().st_size
+        files = (p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        return sum(p.lstat().st_blocks * 512 for p in files)
+    return path.lstat().st_blocks * 512
 
 
 def remove_stale_partials(dest: Path) -> list[Path]:
@@ -344,6 +347,17 @@ def _writable_parent(dest: Path) -> list[Path]:
     return made
 
 
+@contextlib.contextmanager
+def naming(dest: str | os.PathLike) -> Iterator[None]:
+    """An OSError that names no file (a write on a full disk) names ``dest``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(dest)
+        raise
+
+
 class Staging:
     """Hands out temporary paths for destinations and commits them in registration order.
 
@@ -438,5 +452,7 @@ class Staging:
     ) -> None:
         if exc_type is None:
             self.commit()
-        else:
-            self.abort()
+            return
+        if isinstance(exc, OSError) and exc.filename is None and self._pending:
+            exc.filename = str(self._pending[-1][1])  # a failed write: the last file staged
+        self.abort()

@@ -37,6 +37,20 @@ def test_only_dead_processes_of_this_host_lose_their_partials(tmp_path, caplog):
     assert "left by an interrupted run" in caplog.text and "2.0 MB freed" in caplog.text
 
 
+def test_the_freed_bytes_are_the_blocks_not_the_apparent_size(tmp_path, caplog):
+    """A killed LMDB's map is a sparse file: 1 GB apparent, a few kB on disk."""
+    mine = partial_name(tmp_path / "db")
+    host = mine.name.split(".partial-")[1].rsplit("-", 2)[0]
+    dead = tmp_path / f".db.partial-{host}-{dead_pid()}-0123abcd"
+    dead.mkdir()
+    with open(dead / "data.mdb", "wb") as f:
+        f.write(b"x" * 300_000)
+        f.truncate(1 << 30)
+    with caplog.at_level(logging.INFO, logger="dataprep"):
+        assert remove_stale_partials(tmp_path / "db") == [dead]
+    assert "0.3 MB freed" in caplog.text
+
+
 def test_staging_frees_stale_partials_of_its_destination(tmp_path):
     host = partial_name(tmp_path / "x").name.split(".partial-")[1].rsplit("-", 2)[0]
     stale = tmp_path / f".out.h5.partial-{host}-{dead_pid()}-deadbeef"

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .options import AREA_RANGE, SIZE, image_output_options, seed_opt
-from .running import echo_file_job, progress, report_skipped, start_workers
+from .running import echo_file_job, finish_file_job, progress, report_skipped, start_workers
 
 
 @click.command("augment")
@@ -127,6 +127,7 @@ def augment_cmd(
         result = augment_all(
             Path(src), Path(out), spec, copies, make_executor(workers), seed, output, force, on_error, update
         )
+        finish_file_job(update, result)
     echo_file_job(
         as_json,
         out,

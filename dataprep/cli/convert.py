@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .options import common_options, json_opt, max_pixels_opt, overwrite_opt, skip_bad_opt, workers_opt
-from .running import echo_written, progress, start_workers
+from .running import echo_written, progress, report_skipped, start_workers
 
 
 @click.command("convert")
@@ -33,6 +33,9 @@ def convert_cmd(store, out, kind, skip_bad, workers, overwrite, as_json):
     from ..convert import convert_store
     from ..errors import OnError
 
+    on_error = OnError(skip_bad)
     with progress(None, "convert") as update:
-        result = convert_store(store, out, kind, workers, overwrite, update, OnError(skip_bad))
+        result = convert_store(store, out, kind, workers, overwrite, update, on_error)
+        update.finish(result.written)
+    report_skipped(on_error)
     echo_written(as_json, result)

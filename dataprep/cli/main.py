@@ -80,9 +80,14 @@ class LazyGroup(click.Group):
         hooks = _process_hooks()
         try:
             with command_inputs():  # no output may replace what the command reads
-                return super().invoke(ctx)
+                result = super().invoke(ctx)
+                sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+                return result
         except (click.ClickException, click.Abort, click.exceptions.Exit):
             raise
+        except BrokenPipeError:  # `dataprep predict ... | head -1`: end quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+            raise click.exceptions.Exit(PIPE_EXIT) from None
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             _close_executors()  # before a quick exit, which would leave a Dask cluster's semaphores
@@ -136,6 +141,7 @@ def _restore_process_hooks(hooks: tuple) -> None:
 
 
 INTERRUPT_EXIT = 130  # 128 + SIGINT, the shell's convention
+PIPE_EXIT = 141  # 128 + SIGPIPE: the reader of stdout went away
 
 
 def _exit_interrupted() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .options import (
@@ -14,9 +12,10 @@ from .options import (
     overwrite_opt,
     resize_opt,
     root_opt,
+    skip_bad_opt,
     workers_opt,
 )
-from .running import echo_result, progress, start_workers
+from .running import echo_result, progress, report_skipped, start_workers
 
 
 @click.command("mean")
@@ -50,18 +49,22 @@ from .running import echo_result, progress, start_workers
 @root_opt
 @channels_options
 @resize_opt
+@skip_bad_opt
 @workers_opt
 @overwrite_opt
 @json_opt
 @max_pixels_opt
 @common_options
-def mean_cmd(source, out, npy, per_channel_only, kind, root, channels, resize, workers, overwrite, as_json):
+def mean_cmd(
+    source, out, npy, per_channel_only, kind, root, channels, resize, skip_bad, workers, overwrite, as_json
+):
     """Compute the mean image of SOURCE: an LMDB/LevelDB folder, an .h5 file, an _h5.txt list,
     or a list file of images (channels as the store commands decode them: --gray, --color).
 
     Sums the uint8 pixels exactly as integers and divides once, so the mean does not drift
     over millions of images and is identical for any --workers. Prints the per-channel
-    means (B G R order for color) on stdout.
+    means (B G R order for color) on stdout. A damaged record (checksum mismatch) or a bad
+    image stops it, or with --skip-bad is left out and counted.
 
     \b
     dataprep mean train_lmdb                      # mean.binaryproto
@@ -69,22 +72,24 @@ def mean_cmd(source, out, npy, per_channel_only, kind, root, channels, resize, w
     dataprep mean train.txt --resize 256x256 --per-channel-only
     """
     start_workers(workers)
+    from ..errors import OnError
     from ..images import Channels
-    from ..mean import array_source, compute_mean, write_mean
+    from ..mean import array_source, compute_mean, stage_mean, write_mean
     from ..parallel import make_executor
+    from ..staging import Staging
 
-    src = array_source(source, kind, root=root, channels=Channels(channels), resize=resize)
-    with progress(len(src), "mean") as update:
-        result = compute_mean(
-            src, make_executor(workers, len(src)), progress=update, per_channel=per_channel_only
-        )
-    outputs = (
-        []
-        if per_channel_only
-        else write_mean(result, Path(out), Path(npy) if npy else None, overwrite=overwrite)
-    )
+    on_error = OnError(skip_bad)
+    src = array_source(source, kind, root, Channels(channels), resize, on_error)
+    with Staging(overwrite) as staging:
+        staged = {} if per_channel_only else stage_mean(staging, out, npy)
+        with progress(len(src), "mean") as update:
+            result = compute_mean(src, make_executor(workers, len(src)), update, per_channel_only, on_error)
+            update.finish(result.count)
+        outputs = write_mean(result, staged)
+    skipped = report_skipped(on_error)
     summary = {
         "count": result.count,
+        "skipped": skipped,
         "shape": list(result.mean.shape),
         "channels": dict(result.channels),
         "outputs": [str(p) for p in outputs],

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .options import SIZE, image_output_options
-from .running import echo_file_job, progress, report_skipped, start_workers
+from .running import echo_file_job, finish_file_job, progress, report_skipped, start_workers
 
 
 @click.command("resize")
@@ -61,4 +61,5 @@ def resize_cmd(src, out, size, shorter_side, center_crop, interpolation, output,
     on_error = OnError(skip_bad)
     with progress(None, "resize") as update:
         result = resize_all(Path(src), Path(out), spec, make_executor(workers), output, on_error, update)
+        finish_file_job(update, result)
     echo_file_job(as_json, out, result, report_skipped(on_error), written=result.done)

@@ -35,6 +35,12 @@ def echo_file_job(as_json: bool, out: str, result, skipped: int, **counts: int) 
     echo_result(as_json, summary, [str(result.list_path or out)])
 
 
+def finish_file_job(update, result) -> None:
+    """The closing count of ``resize``/``augment``: the images done now, and how many an
+    earlier run had done (a resumed run)."""
+    update.finish(result.done, f"{result.kept:,} done before" if result.kept else "")
+
+
 def echo_written(as_json: bool, result) -> None:
     """The result of a store command: its outputs, or JSON with the counts."""
     outputs = [str(p) for p in result.outputs]
@@ -42,13 +48,16 @@ def echo_written(as_json: bool, result) -> None:
 
 
 @contextlib.contextmanager
-def progress(total: int | None, desc: str, unit: str = "img") -> Iterator[Callable[[int], object]]:
+def progress(
+    total: int | None, desc: str, unit: str = "img", closing: bool = True
+) -> Iterator[Callable[[int], object]]:
     """A progress callback for the core (``update(n)``; ``update.set_total(n)`` when the core
-    learns the total), drawn as a tqdm bar on stderr unless quiet, with a summary line at
-    the end when the bar was shown."""
+    learns the total; ``update.finish(count)`` for the exact result), drawn as a tqdm bar
+    on a terminal's stderr, with a closing summary line on stderr unless quiet (``-q``) or
+    the command reports its own (``closing=False``: ``train`` keeps stderr to Caffe's lines)."""
     from ..progress import progress_bar
 
-    with progress_bar(total, desc, unit, Settings.get().progress) as bar:
+    with progress_bar(total, desc, unit, Settings.get().progress, closing) as bar:
         yield bar
 
 
@@ -84,5 +93,6 @@ def run_store(source, writer, workers: int | None, on_error, check_size: bool, d
         result = write_store(
             source, writer, executor, on_error=on_error, check_size=check_size, progress=update
         )
+        update.finish(result.written)
     report_skipped(on_error)
     return result

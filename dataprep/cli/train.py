@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt, max_pixels_opt
-from .running import echo_result, progress
+from .options import common_options, json_opt, max_pixels_opt, skip_bad_opt
+from .running import echo_result, progress, report_skipped
 
 
 @click.command("train")
@@ -41,17 +41,20 @@ from .running import echo_result, progress
     default=None,
     help="Where to train [default: the recipe's solver.device, cpu].",
 )
+@skip_bad_opt
 @json_opt
 @max_pixels_opt
 @common_options
-def train_cmd(recipe_path, overrides, print_recipe, resume, weights, caffemodel, device, as_json):
+def train_cmd(recipe_path, overrides, print_recipe, resume, weights, caffemodel, device, skip_bad, as_json):
     """Train the net of RECIPE on its data, as `caffe train` does. RECIPE is YAML (data,
     net, solver) or Caffe's solver.prototxt with the net prototxt it names (relative
     paths resolve against the current folder, as in Caffe). Log lines go to stderr in
     Caffe's form (parse_log.py reads them); the final snapshot {prefix}_iter_{max_iter}.npz
     (and .caffemodel with --caffemodel or a prototxt solver), {prefix}_metrics.json and
     the loss plot {prefix}_loss.png are written, and one summary line goes to stdout.
-    Ctrl-C writes a snapshot first; --resume continues from it.
+    Ctrl-C writes a snapshot first; --resume continues from it. A damaged record (checksum
+    mismatch) stops the run, or with --skip-bad is logged once and its place in a batch
+    taken by the next sound record.
 
     \b
     dataprep train recipes/noise_stream.yaml --set solver.max_iter=200
@@ -62,6 +65,7 @@ def train_cmd(recipe_path, overrides, print_recipe, resume, weights, caffemodel,
 
     import yaml
 
+    from ..errors import OnError
     from ..train.recipe import load_recipe
     from ..train.runner import train
 
@@ -81,14 +85,17 @@ def train_cmd(recipe_path, overrides, print_recipe, resume, weights, caffemodel,
         bars = sys.modules.get("tqdm")
         (bars.tqdm.write if bars is not None else click.echo)(line, file=sys.stderr)
 
-    with progress(recipe.run.max_iter, "train", unit="iter") as update:
-        result = train(recipe, say, update, resume, weights)
+    with progress(recipe.run.max_iter, "train", unit="iter", closing=False) as update:
+        on_error = OnError(skip_bad)
+        result = train(recipe, say, update, resume, weights, on_error)
+    skipped = report_skipped(on_error)
     summary = {
         "recipe": recipe.name,
         "iterations": result.iterations,
         "seconds": round(result.seconds, 3),
         "train_loss": result.train_loss,
         "test": result.test,
+        "skipped": skipped,
         "outputs": [str(p) for p in result.outputs],
     }
     tests = ", ".join(f"{k} {v:.4g}" for k, v in result.test.items())

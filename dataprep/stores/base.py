@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from isal.isal_zlib import crc32
 
-from ..errors import StoreError
+from ..errors import RecordError, StoreError
 from ..records import Record
 
 FORMAT_VERSION = 1
@@ -42,9 +42,9 @@ def checksum(*buffers: bytes | memoryview) -> str:
     return f"{crc:08x}"
 
 
-def mismatch(path: str | os.PathLike, key: str) -> StoreError:
+def mismatch(path: str | os.PathLike, key: str) -> RecordError:
     """A record whose bytes differ from the manifest's checksum: bit rot, an edit."""
-    return StoreError(f"{path}: record {key}: checksum mismatch")
+    return RecordError(f"{path}: record {key}: checksum mismatch")
 
 
 def check_space(path: str | os.PathLike, nbytes: int) -> None:
@@ -212,6 +212,22 @@ class StoreReader(ABC):
         """Records ``start..stop-1`` in order: workers split a store by index ranges. Each is
         checked against the manifest's checksum where there is one (``check``): a damaged
         record stops the reader instead of passing on into a new store, a mean or a net."""
+
+    def iter_sound(
+        self, start: int, stop: int, damaged: list[RecordError]
+    ) -> Iterator[tuple[int, StoredRecord]]:
+        """``(index, record)`` for records ``start..stop-1`` that read cleanly: a damaged one
+        is left out and its error appended to ``damaged`` (what ``--skip-bad`` reads)."""
+        i = start
+        while i < stop:
+            try:
+                for record in self.iter_range(i, stop):
+                    yield i, record
+                    i += 1
+                return
+            except RecordError as exc:
+                damaged.append(exc)
+                i += 1
 
     def all_labels(self) -> np.ndarray:
         """Every record's labels as an N x k float64 array."""

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
-from ..errors import DataprepError, StoreError, UsageError
+from ..errors import DataprepError, RecordError, StoreError, UsageError
 from ..images import decode, encode
 from ..records import Record
 from ..staging import Staging
@@ -333,8 +334,11 @@ class DatumReader(StoreReader):
         for i, (key, value) in enumerate(self.raw_values(start, stop), start):
             if sums is not None and i < len(sums) and checksum(value) != sums[i]:
                 raise mismatch(self.path, os.fsdecode(key))
-            datum = parse_datum(value)
-            array = datum_array(datum, self.gray)
+            try:
+                datum = parse_datum(value)
+                array = datum_array(datum, self.gray)
+            except (StoreError, ValueError, DecodeError) as exc:  # no manifest to check it against
+                raise RecordError(f"{self.path}: record {os.fsdecode(key)}: {exc}") from None
             if labels is not None:
                 label_values = next(labels).array.ravel()
             else:

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import RecordError, StoreError
 from ..images import decode, encode
 from ..records import Record
 from ..staging import Staging, refuse_existing, remove
@@ -264,7 +264,7 @@ class WdsReader(StoreReader):
                 array = decode(image, "gray" if self.gray else "color").transpose(2, 0, 1)
                 labels = self._labels(label, ext)
             except (StoreError, ValueError, KeyError, TypeError) as exc:  # a damaged member or manifest
-                raise StoreError(f"{self.path}: record {i:08d}: {exc}") from None
+                raise RecordError(f"{self.path}: record {i:08d}: {exc}") from None
             yield StoredRecord(f"{i:08d}", array, labels)
 
     def all_labels(self) -> np.ndarray:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import DataprepError, ImageError, OnError, UsageError
 from ..images import describe_shape, parse_size
 from ..transforms import AugmentSpec, apply, caffe_transform, sample_params
 from .recipe import Source, Transform
@@ -24,27 +24,60 @@ PREFETCH = 3  # batches read ahead
 @dataclass
 class Samples:
     """Random access to a source's samples: H x W x C images (uint8 or float) and labels,
-    from a store ``reader`` or a record source (the noise generator, an image list)."""
+    from a store ``reader`` or a record source (the noise generator, an image list). A
+    damaged record or bad image stops the run, or with a skipping ``on_error`` is logged
+    once and its place in a batch taken by the next sound sample in store order."""
 
     reader: Any
     records: Any
+    on_error: OnError = field(default_factory=OnError)
+    _damaged: set[int] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.records) if self.records is not None else len(self.reader)
 
     def read(self, indices: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-        if self.records is not None:
-            out = []
-            for i in indices:
-                record = self.records.record(i)
-                out.append((record.image, np.asarray(record.labels, np.float64)))
-            return out
-        ordered = sorted(set(indices))
+        found = self._read(sorted(set(indices)))
+        return [found[i] if i in found else self._stand_in(i) for i in indices]
+
+    def _read(self, ordered: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         found = {}
+        if self.records is not None:
+            for i in ordered:
+                try:
+                    record = self.records.record(i)
+                except ImageError as exc:
+                    self._damaged_at(i, exc)
+                    continue
+                found[i] = (record.image, np.asarray(record.labels, np.float64))
+            return found
         for start, stop in _runs(ordered):
-            for k, rec in enumerate(self.reader.iter_range(start, stop)):
-                found[start + k] = (rec.array.transpose(1, 2, 0), rec.labels)
-        return [found[i] for i in indices]
+            damaged: list[DataprepError] = []
+            if self.on_error.skip:
+                records = self.reader.iter_sound(start, stop, damaged)
+            else:
+                records = enumerate(self.reader.iter_range(start, stop), start)
+            for i, rec in records:
+                found[i] = (rec.array.transpose(1, 2, 0), rec.labels)
+            for i, exc in zip(sorted(set(range(start, stop)) - found.keys()), damaged):
+                self._damaged_at(i, exc)
+        return found
+
+    def _damaged_at(self, index: int, error: DataprepError) -> None:
+        if index not in self._damaged:  # each damaged sample logged and counted once
+            self.on_error(error)  # raises unless skipping
+            self.on_error.reached(error.line)
+            self._damaged.add(index)
+
+    def _stand_in(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next sound sample after the damaged ``index``, in store order."""
+        for step in range(1, len(self)):
+            j = (index + step) % len(self)
+            if j not in self._damaged:
+                found = self._read([j])
+                if j in found:
+                    return found[j]
+        raise DataprepError(f"{getattr(self.reader, 'path', 'the source')}: no sound record left to train on")
 
     def preprocessing(self) -> dict:
         """How the source's records were made from raw images (a store manifest's or a
@@ -74,10 +107,11 @@ def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
         yield start, prev + 1
 
 
-def open_samples(source: Source) -> Samples:
+def open_samples(source: Source, on_error: OnError | None = None) -> Samples:
     """The samples of a recipe source: a store through the stores' read API, a list file
     of images (decoded like the store commands decode them), or noise samples
-    ``[offset, offset + n)`` straight from the generator."""
+    ``[offset, offset + n)`` straight from the generator; bad ones follow ``on_error``."""
+    on_error = on_error or OnError()
     if source.noise is not None:
         from ..noise import NoiseSource
         from ..records import Subset
@@ -86,15 +120,15 @@ def open_samples(source: Source) -> Samples:
         generator = NoiseSource(
             n=spec.offset + spec.n, size=parse_size(spec.size), seed=spec.seed, classes=spec.classes
         )
-        return Samples(None, Subset(generator, range(spec.offset, spec.offset + spec.n)))
+        return Samples(None, Subset(generator, range(spec.offset, spec.offset + spec.n)), on_error)
     from ..stores import open_store, source_kind
 
     if source_kind(source.path) == "images":  # decoded as the store commands do
         from ..listfile import read_list
         from ..records import image_list_source
 
-        return Samples(None, image_list_source(read_list(source.path)))
-    return Samples(open_store(source.path), None)
+        return Samples(None, image_list_source(read_list(source.path, on_error=on_error)), on_error)
+    return Samples(open_store(source.path), None, on_error)
 
 
 def load_mean(transform: Transform) -> np.ndarray | None:
@@ -142,8 +176,9 @@ class BatchLoader:
         start: int = 0,
         augment: AugmentSpec | None = None,
         augment_seed: int = 0,
+        on_error: OnError | None = None,
     ) -> None:
-        self.samples = open_samples(source)
+        self.samples = open_samples(source, on_error)
         self.n = len(self.samples)
         if self.n == 0:
             raise UsageError(f"recipe data: {source.path or 'the generator'} holds no samples")

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from ..errors import UsageError
+from ..errors import OnError, UsageError
 from ..gpu import array_module, host
 from ..staging import Staging, signals_held
 from .caffemodel import (
@@ -68,6 +68,7 @@ class Training:
         progress: Callable[[int], object] | None = None,
         resume: str | Path | None = None,
         weights: str | Path | None = None,
+        on_error: OnError | None = None,
     ) -> None:
         self.recipe, self.say, self.progress = recipe, say, progress
         run, data = recipe.run, recipe.data
@@ -87,6 +88,7 @@ class Training:
             start=position["train"],
             augment=recipe.augment.spec() if recipe.augment else None,
             augment_seed=recipe.augment.seed if recipe.augment else 0,
+            on_error=on_error,
         )
         self.val_loader = None
         try:
@@ -101,6 +103,7 @@ class Training:
                     run.random_seed,
                     train=False,
                     start=position["val"],
+                    on_error=on_error,
                 )
             self.first = self.train_loader.next()
             shapes = {name: tuple(array.shape) for name, array in self.first.items()}
@@ -339,10 +342,12 @@ def train(
     progress: Callable[[int], object] | None = None,
     resume: str | Path | None = None,
     weights: str | Path | None = None,
+    on_error: OnError | None = None,
 ) -> TrainResult:
     """Train ``recipe``'s net (from a snapshot with ``resume``, or starting from the layers
-    of ``weights`` that share a name); ``say`` receives each log line, in Caffe's form."""
-    return Training(recipe, say, progress, resume, weights).run()
+    of ``weights`` that share a name); ``say`` receives each log line, in Caffe's form;
+    damaged records follow ``on_error``."""
+    return Training(recipe, say, progress, resume, weights, on_error).run()
 
 
 def _output(name: str, value: float, net: Net) -> str:

@@ -5,6 +5,7 @@ leaves nothing half-made, and never harms a good output or an input."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -719,3 +720,171 @@ def test_images_with_an_exif_orientation_are_listed_and_warned_about_once(tmp_pa
     assert len(warnings) == 1 and "1 image(s)" in warnings[0] and "img/1.jpg" in warnings[0]
     manifest = tmp_path / ("s.manifest.json" if kind == "wds" else "s/dataprep.json")
     assert json.loads(manifest.read_text())["exif_oriented"] == ["img/1.jpg"]
+
+
+def _damaged_store(tmp_path: Path, kind: str):
+    """Six 16 x 16 images in a store of ``kind`` whose fourth record has one bit flipped;
+    returns the store's argument and the images."""
+    import numpy as np
+
+    list_path, images = write_images(tmp_path, 6, shape=(16, 16, 3))
+    make = {"lmdb": ["lmdb", list_path, "s"], "hdf5": ["hdf5", list_path], "wds": ["wds", list_path, "s"]}
+    assert run_dataprep(*make[kind], cwd=tmp_path).returncode == 0
+    if kind == "lmdb":
+        _flip(tmp_path / "s" / "data.mdb", images[3].transpose(2, 0, 1).tobytes())
+    elif kind == "hdf5":
+        _flip(tmp_path / "list.h5", images[3].transpose(2, 0, 1).astype(np.float32).tobytes())
+    else:
+        _flip(tmp_path / "s-000000.tar", (tmp_path / "img" / "0003.png").read_bytes()[40:200])
+    return {"lmdb": "s", "hdf5": "list_h5.txt", "wds": "s"}[kind], images
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "hdf5", "wds"])
+def test_mean_skip_bad_leaves_a_damaged_record_out_and_counts_it(tmp_path, kind):
+    import json
+
+    import numpy as np
+
+    store, images = _damaged_store(tmp_path, kind)
+    result = run_dataprep("mean", store, "--npy", "m.npy", "--skip-bad", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["count"], summary["skipped"]) == (5, 1)
+    assert result.stderr.count("checksum mismatch") == 1 and "skipped 1 bad input(s)" in result.stderr
+    sound = np.stack([image for k, image in enumerate(images) if k != 3]).astype(np.float64)
+    np.testing.assert_allclose(np.load(tmp_path / "m.npy"), sound.mean(axis=0).transpose(2, 0, 1), rtol=1e-6)
+
+
+def test_mean_skip_bad_passes_over_a_missing_image_of_a_list(tmp_path):
+    import json
+
+    list_path, _ = write_images(tmp_path, 5)
+    (tmp_path / "img" / "0002.png").unlink()
+    strict = run_dataprep("mean", list_path, cwd=tmp_path)
+    assert strict.returncode == 1 and "list.txt:3: img/0002.png: cannot read image" in strict.stderr
+    result = run_dataprep("mean", list_path, "--skip-bad", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (json.loads(result.stdout)["count"], json.loads(result.stdout)["skipped"]) == (4, 1)
+
+
+def test_train_skip_bad_logs_a_damaged_record_once_and_trains_on(tmp_path):
+    import json
+
+    import yaml
+
+    store, _ = _damaged_store(tmp_path, "lmdb")
+    recipe = {
+        "data": {"train": store, "batch_size": 6},
+        "net": [
+            {"name": "ip1", "type": "InnerProduct", "num_output": 5},
+            {"name": "loss", "type": "SoftmaxWithLoss"},
+        ],
+        "solver": {"max_iter": 3, "snapshot_prefix": "run"},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result = run_dataprep("train", "r.yaml", "--skip-bad", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["skipped"] == 1
+    # three epochs of six read record 3 three times: logged and counted once
+    assert result.stderr.count("skipped: s: record 00000003_img/0003.png: checksum mismatch") == 1
+
+
+def test_a_damaged_sample_stands_in_for_the_next_sound_one(tmp_path):
+    import numpy as np
+
+    from dataprep.errors import OnError
+    from dataprep.train.loader import open_samples
+    from dataprep.train.recipe import Source
+
+    store, images = _damaged_store(tmp_path, "lmdb")
+    on_error = OnError(skip=True)
+    samples = open_samples(Source(path=str(tmp_path / store)), on_error)
+    try:
+        read = samples.read([2, 3, 5, 3])
+    finally:
+        samples.close()
+    assert [np.array_equal(image, images[k]) for (image, _), k in zip(read, [2, 4, 5, 4])] == [True] * 4
+    assert on_error.skipped == 1
+
+
+def _fill(folder: Path, leave: int = 16_000) -> None:
+    """Fill a small disk but for ``leave`` bytes."""
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    (folder / "filler").write_bytes(bytes(max(free - leave, 0)))
+
+
+@pytest.mark.parametrize(
+    "command, output",
+    [
+        (["mean", "s", "-o", "small/m.binaryproto", "--npy", "small/m.npy"], "small/m.binaryproto"),
+        (["info", "s", "--grid", "small/g.png", "--count", "6"], "small/g.png"),
+        (["train", "r.yaml"], "small/run_iter_1.npz"),
+    ],
+)
+def test_a_full_disk_under_mean_grid_and_snapshots_names_the_file(tmp_path, small_disk, command, output):
+    import yaml
+
+    list_path, _ = write_images(tmp_path, 6, shape=(64, 64, 3))
+    assert run_dataprep("lmdb", list_path, "s", cwd=tmp_path).returncode == 0
+    recipe = {
+        "data": {"train": "s", "batch_size": 2},
+        "net": [
+            {"name": "ip1", "type": "InnerProduct", "num_output": 5},
+            {"name": "loss", "type": "SoftmaxWithLoss"},
+        ],
+        "solver": {"max_iter": 1, "snapshot_prefix": "small/run"},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    _fill(small_disk)
+    result = run_dataprep(*command, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"Error: {output}: No space left on device"
+    assert os.listdir(small_disk) == ["filler"]  # no partial, no claim
+
+
+# kill -9 at a seeded point of the work (progress reaching N, see progress.KILL_HOOK): the
+# destination holds nothing that looks complete, and the next run cleans up and gives the
+# same bytes as a run never killed. (command, how many items it counts); outputs: out*
+KILLED = {
+    "lmdb": (["lmdb", "list.txt", "out"], 40),
+    "leveldb": (["lmdb", "list.txt", "out", "--backend", "leveldb"], 40),
+    "hdf5": (["hdf5", "list.txt", "-o", "out.h5", "--shard-size", 15], 40),
+    "wds": (["wds", "list.txt", "out", "--shard-size", 15], 40),
+    "noise": (["noise", "--n", 300, "--to", "lmdb", "--out", "out"], 300),
+    "import": (["import", "mnist", "mnist", "out", "--to", "lmdb"], 60),
+    "resize": (["resize", "list.txt", "out", "--size", "8x8"], 40),
+}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("case", sorted(KILLED))
+def test_a_run_killed_at_a_seeded_point_leaves_nothing_complete_and_the_next_run_finishes(
+    tmp_path, case, seed
+):
+    import numpy as np
+    from helpers import mnist_files
+
+    from dataprep.progress import KILL_HOOK
+
+    args, n = KILLED[case]
+    kill_at = int(np.random.default_rng(seed).integers(1, n))
+    work = tmp_path / "w"  # one folder for both runs: manifests name absolute paths
+    write_images(work, 40)
+    mnist_files(work / "mnist", n=30)
+
+    def outputs() -> dict:
+        return {p.name: tree_bytes(p) for p in sorted(work.glob("out*"))}
+
+    assert run_dataprep(*args, "-j", 2, cwd=work).returncode == 0
+    expected = outputs()
+    for path in work.glob("out*"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    killed = run_dataprep(*args, "-j", 2, cwd=work, env={**os.environ, KILL_HOOK: str(kill_at)})
+    assert killed.returncode == -9, (kill_at, killed.stderr)
+    if case != "resize":  # resize keeps each finished image, so a rerun resumes
+        left = [p for p in work.glob("out*") if not p.is_dir() or any(work.glob(f"{p.name}/[!.]*"))]
+        assert left == []  # at most a folder of hidden partials
+    again = run_dataprep(*args, "-j", 2, cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert outputs() == expected
+    assert leftovers(work) == [] and not list(work.glob("out*/.*"))

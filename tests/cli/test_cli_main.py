@@ -106,13 +106,14 @@ def run_on_terminal(*args, cwd, columns=100) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def test_progress_bar_on_a_terminal_only(tmp_path):
+def test_progress_bar_on_a_terminal_only_the_closing_line_everywhere(tmp_path):
     for name in "abc":
         (tmp_path / name).mkdir()
     drawn = run_on_terminal("noise", "--n", 300, "--out", "s", "-j", 2, cwd=tmp_path / "a")
     assert "noise:" in drawn and "/300" in drawn and "img/s" in drawn
     hidden = run_dataprep("noise", "--n", 300, "--out", "s", "-j", 2, cwd=tmp_path / "b")
-    assert hidden.returncode == 0 and "img/s" not in hidden.stderr
+    assert hidden.returncode == 0 and "/300" not in hidden.stderr
+    assert hidden.stderr.startswith("noise: 300 img in ") and hidden.stderr.count("\n") == 1
     quiet = run_on_terminal("noise", "--n", 300, "--out", "s", "-q", cwd=tmp_path / "c")
     assert "img/s" not in quiet
 
@@ -129,3 +130,75 @@ def test_bars_count_whole_images_and_end_with_a_summary(tmp_path):
     (tmp_path / "n").mkdir()  # a terminal that reports no width: 80 columns
     narrow = run_on_terminal("noise", "--n", 300, "--out", "s", "-j", 1, cwd=tmp_path / "n", columns=0)
     assert "/300 img" in narrow
+
+
+def _closing(stderr: str, desc: str) -> int:
+    """The count of the closing line ``DESC: N img in S s (R img/s)``."""
+    import re
+
+    (match,) = re.findall(rf"^{re.escape(desc)}: ([\d,]+) \w+ in [\d.]+ s \(", stderr, re.M)
+    return int(match.replace(",", ""))
+
+
+def test_closing_counts_are_the_records_written_and_printed_without_a_terminal(tmp_path):
+    """Not on a terminal (scripts, logs, ./dev demo) the closing line is still printed, and
+    its count is exact: chunked work used to lose its last chunk (1,984 for 2,000)."""
+    from helpers import write_images
+
+    from dataprep.stores import open_store
+
+    def stored(path) -> int:
+        with open_store(tmp_path / path) as reader:
+            return len(reader)
+
+    r = run_dataprep("noise", "--n", 1000, "--to", "hdf5", "--out", "h", cwd=tmp_path)
+    assert r.returncode == 0 and _closing(r.stderr, "noise -> hdf5") == 1000
+    assert sum(stored(f"h/{s}_h5.txt") for s in ("train", "val", "test")) == 1000
+    r = run_dataprep("noise", "--n", 203, "--out", "n", cwd=tmp_path)
+    assert _closing(r.stderr, "noise") == 203
+    list_path, _ = write_images(tmp_path, 203, shape=(4, 4, 3))
+    (tmp_path / "img" / "0007.png").write_bytes(b"broken")  # skipped: not written
+    for args, desc, out in [
+        (["lmdb", list_path, "db", "--skip-bad"], "lmdb", "db"),
+        (["hdf5", list_path, "-o", "l.h5", "--skip-bad"], "hdf5", "l_h5.txt"),
+        (["wds", list_path, "w", "--skip-bad"], "wds", "w"),
+        (["convert", "db", "c", "--to", "lmdb"], "convert", "c"),
+    ]:
+        r = run_dataprep(*args, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert _closing(r.stderr, desc) == stored(out) == 202, (desc, r.stderr)
+    r = run_dataprep("mean", "db", "-o", "m.binaryproto", cwd=tmp_path)
+    assert _closing(r.stderr, "mean") == 202
+    r = run_dataprep("resize", list_path, "r", "--size", "2x2", "--skip-bad", cwd=tmp_path)
+    assert _closing(r.stderr, "resize") == 202 == len(list((tmp_path / "r").glob("*.png")))
+    for name in ("0001.png", "0002.png"):
+        (tmp_path / "r" / name).unlink()
+    r = run_dataprep("resize", list_path, "r", "--size", "2x2", "--skip-bad", cwd=tmp_path)
+    assert _closing(r.stderr, "resize") == 2 and "; 200 done before" in r.stderr
+    quiet = run_dataprep("lmdb", list_path, "q", "--skip-bad", "-q", cwd=tmp_path)
+    assert quiet.returncode == 0 and " img in " not in quiet.stderr
+
+
+@pytest.mark.parametrize("args", [["list", "img", "--flat", "-o", "-"], ["noise", "--n", 5, "--out", "n"]])
+def test_a_closed_pipe_ends_quietly_with_141(tmp_path, args):
+    """`dataprep ... | head -1`: the reader went away, as SIGPIPE ends Unix tools (128 + 13)."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import write_images
+
+    write_images(tmp_path, 3)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "dataprep.cli.main", *map(str, args)],
+            cwd=tmp_path,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and "Error" not in done.stderr and "Traceback" not in done.stderr

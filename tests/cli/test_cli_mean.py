@@ -62,7 +62,7 @@ def test_no_drift_on_large_sums():
         def __len__(self):
             return 70000
 
-        def arrays(self, start, stop):
+        def arrays(self, start, stop, damaged=None):
             images = [np.full((1, 2, 2), 254, np.uint8), np.full((1, 2, 2), 255, np.uint8)]
             for i in range(start, stop):
                 yield str(i), images[i % 2]
@@ -106,7 +106,8 @@ def test_errors(invoke, tmp_path):
     assert r.exit_code == 1
     assert (
         "records of different sizes: 00000002_img/0002.png: 5x6 (HxW) with 3 channels, but "
-        "00000000_img/0000.png is 6x6 (HxW) with 3 channels"
+        "00000000_img/0000.png is 6x6 (HxW) with 3 channels: pass --resize HxW (a list) or "
+        "--per-channel-only"
     ) in r.stderr
     assert not (tmp_path / "m.bp").exists()
     (tmp_path / "empty.txt").write_text("\n")
