@@ -298,3 +298,39 @@ def test_the_mean_parsing_sits_below_the_stores_and_mean(module):
     for path in stores.glob("*.py"):
         text = path.read_text()
         assert "from ..mean import" not in text and "dataprep.mean import" not in text, path
+
+
+def test_the_reading_api_is_at_the_top_level_and_loaded_lazily():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dataprep; assert 'numpy' not in sys.modules and 'lmdb' not in sys.modules; "
+        "from dataprep import open_store, StoreReader; import dataprep.stores as s; "
+        "assert open_store is s.open_store; print('ok')"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "ok\n"
+    help_code = (
+        "import sys; from dataprep.cli.main import cli\n"
+        "try: cli(['--help'])\n"
+        "except SystemExit: pass\n"
+        "heavy = {'numpy', 'h5py', 'lmdb'} & set(sys.modules)\n"
+        "assert not heavy, heavy"
+    )
+    done = subprocess.run([sys.executable, "-c", help_code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_store_the_caller_holds_through_lmdb_open_is_named(tmp_path):
+    from dataprep.errors import StoreError
+
+    list_path, _ = write_images(tmp_path, 2)
+    write_store(list_source(str(list_path)), STORES["lmdb"](tmp_path / "db"), InlineExecutor())
+    env = lmdb.open(str(tmp_path / "db"), readonly=True, lock=False)
+    try:
+        with pytest.raises(StoreError, match="already holds the store through its own lmdb.open"):
+            open_store(tmp_path / "db")
+    finally:
+        env.close()
+    with open_store(tmp_path / "db") as a, open_store(tmp_path / "db") as b:  # ours share one
+        assert len(a) == len(b) == 2

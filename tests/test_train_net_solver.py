@@ -13,7 +13,7 @@ from dataprep.train.layers import make_layer
 from dataprep.train.net import Net
 from dataprep.train.solver import Solver, SolverConfig, learning_rate
 
-# The tutorial's RegressionExample (../shared/formats.md), as the shipped recipe has it
+# The tutorial's RegressionExample (docs/formats.md), as the shipped recipe has it
 TUTORIAL = yaml.safe_load((Path(__file__).parents[1] / "recipes/noise_regression.yaml").read_text())["net"]
 
 

@@ -50,7 +50,7 @@ from .running import echo_result, progress, start_workers
     "--classes-out",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Where the class names go [default: classes.txt beside the lists].",
+    help="Where the class names go [default: classes.txt beside the lists, or in OUT with --to].",
 )
 @click.option(
     "--lists-dir",
@@ -117,14 +117,21 @@ def noise_cmd(
     counts = split_counts(parse_split(split), n) if split else default_split(n)
     executor = make_executor(workers, n)
     if to != "files":
-        from ..noise import write_noise_stores
+        from ..listfile import class_lines, write_list
+        from ..noise import class_names, write_noise_stores
+        from ..staging import Staging
 
         source = replace(source, ext="png")
-        with progress(n, f"noise -> {to}") as update:
-            stores = write_noise_stores(
-                source, out_path, counts, to, executor, overwrite=overwrite, hdf5=hdf5, progress=update
-            )
-        outputs = [str(p) for paths in stores.values() for p in paths]
+        with Staging(overwrite) as staging:  # the class names, claimed first, land after the stores
+            names = Path(classes_out) if classes_out else out_path / "classes.txt"
+            names_tmp = staging.path(names) if classes else None
+            with progress(n, f"noise -> {to}") as update:
+                stores = write_noise_stores(
+                    source, out_path, counts, to, executor, overwrite=overwrite, hdf5=hdf5, progress=update
+                )
+            if names_tmp is not None:
+                write_list(names_tmp, class_lines(class_names(classes)))
+        outputs = [str(p) for paths in stores.values() for p in paths] + ([str(names)] if classes else [])
         echo_result(
             as_json,
             {"n": n, "counts": dict(zip(("train", "val", "test"), counts)), "outputs": outputs},

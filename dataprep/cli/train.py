@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt, max_pixels_opt, skip_bad_opt
+from .options import common_options, json_opt, max_pixels_opt, overwrite_opt, skip_bad_opt
 from .running import echo_result, progress, report_skipped
 
 
@@ -42,17 +42,21 @@ from .running import echo_result, progress, report_skipped
     help="Where to train [default: the recipe's solver.device, cpu].",
 )
 @skip_bad_opt
+@overwrite_opt
 @json_opt
 @max_pixels_opt
 @common_options
-def train_cmd(recipe_path, overrides, print_recipe, resume, weights, caffemodel, device, skip_bad, as_json):
+def train_cmd(
+    recipe_path, overrides, print_recipe, resume, weights, caffemodel, device, skip_bad, overwrite, as_json
+):
     """Train the net of RECIPE on its data, as `caffe train` does. RECIPE is YAML (data,
     net, solver) or Caffe's solver.prototxt with the net prototxt it names (relative
     paths resolve against the current folder, as in Caffe). Log lines go to stderr in
     Caffe's form (parse_log.py reads them); the final snapshot {prefix}_iter_{max_iter}.npz
     (and .caffemodel with --caffemodel or a prototxt solver), {prefix}_metrics.json and
     the loss plot {prefix}_loss.png are written, and one summary line goes to stdout.
-    Ctrl-C writes a snapshot first; --resume continues from it. A damaged record (checksum
+    Ctrl-C writes a snapshot first; --resume continues from it. An earlier run's files
+    under the same snapshot_prefix are refused without --overwrite. A damaged record (checksum
     mismatch) stops the run, or with --skip-bad is logged once and its place in a batch
     taken by the next sound record.
 
@@ -87,7 +91,7 @@ def train_cmd(recipe_path, overrides, print_recipe, resume, weights, caffemodel,
 
     with progress(recipe.run.max_iter, "train", unit="iter", closing=False) as update:
         on_error = OnError(skip_bad)
-        result = train(recipe, say, update, resume, weights, on_error)
+        result = train(recipe, say, update, resume, weights, on_error, overwrite)
     skipped = report_skipped(on_error)
     summary = {
         "recipe": recipe.name,

@@ -106,6 +106,12 @@ class LmdbReadKV:
             try:
                 env = lmdb.open(str(path), readonly=True, lock=False, subdir=True)
             except lmdb.Error as exc:
+                if "already open in this process" in str(exc):  # the caller's own lmdb.open
+                    raise StoreError(
+                        f"{path}: this process already holds the store through its own lmdb.open "
+                        "(LMDB allows one environment per process): close that one first, or read "
+                        "through open_store only"
+                    ) from None
                 raise StoreError(f"{path}: cannot open LMDB: {exc}") from None
             try:
                 _refuse_truncated(Path(path), env)

@@ -464,7 +464,10 @@ def _one_pass(source, batch: int) -> int:
     from ..stores import open_store
 
     if not Path(source.path).exists():
-        raise UsageError(f"recipe solver.test_iter: give it ({source.path} is not here to count its records)")
+        raise UsageError(
+            f"recipe solver.test_iter: {source.path} is not here to count one pass over it: give the "
+            "count (--set solver.test_iter=N)"
+        )
     reader = open_store(source.path)
     try:
         return max(1, -(-len(reader) // batch))

@@ -4,6 +4,7 @@ solver step; Caffe's log lines (so ``tools/extra/parse_log.py`` reads them), tes
 
 from __future__ import annotations
 
+import glob
 import json
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from ..errors import OnError, UsageError
+from ..errors import OnError, StoreExistsError, UsageError
 from ..gpu import array_module, host
 from ..staging import Staging, signals_held
 from .caffemodel import (
@@ -33,11 +34,11 @@ from .recipe import Recipe
 from .solver import Solver
 
 
-def caffe_line(message: str, where: str = "solver.cpp:239") -> str:
-    """``message`` with glog's prefix as Caffe prints it: level, MMDD, time with
+def caffe_line(message: str, where: str = "solver.cpp:239", level: str = "I") -> str:
+    """``message`` with glog's prefix as Caffe prints it: level (I, W), MMDD, time with
     microseconds, thread id, source:line (parse_log.py reads the MMDD form)."""
     now = datetime.now()
-    return f"I{now:%m%d %H:%M:%S.%f} {threading.get_native_id() % 100000:5d} {where}] {message}"
+    return f"{level}{now:%m%d %H:%M:%S.%f} {threading.get_native_id() % 100000:5d} {where}] {message}"
 
 
 @dataclass
@@ -69,9 +70,12 @@ class Training:
         resume: str | Path | None = None,
         weights: str | Path | None = None,
         on_error: OnError | None = None,
+        overwrite: bool = False,
     ) -> None:
         self.recipe, self.say, self.progress = recipe, say, progress
         run, data = recipe.run, recipe.data
+        if resume is None and not overwrite:
+            refuse_earlier_run(run.snapshot_prefix)
         self.xp = array_module(run.device)
         self.rng = np.random.default_rng(run.random_seed)
         saved = load_snapshot(resume, ("positions", "iteration", "rng")) if resume else None
@@ -127,6 +131,8 @@ class Training:
         self._iteration_rng = self.rng.bit_generator.state
         val = self.val_loader
         self.test_batches = run.test_iter or (max(1, -(-val.n // val.batch_size)) if val else 0)
+        if val is not None and run.test_iter and run.test_iter * val.batch_size > val.n:
+            self.say(caffe_line(_cycling(run.test_iter, val.batch_size, val.n), "solver.cpp:60", "W"))
 
     def close(self) -> None:
         for loader in (self.train_loader, self.val_loader):
@@ -265,13 +271,13 @@ class Training:
     def _test(self, it: int) -> None:
         """Mean of every test output over the test batches; logged, recorded, and kept as
         the best snapshot when ``keep_best`` names an output that improved."""
+        self.say(caffe_line(f"Iteration {it}, Testing net (#0)", "solver.cpp:347"))  # when it starts
         sums: dict[str, float] = {}
         for _ in range(self.test_batches):
             outputs = self.net.forward(self.val_loader.next(), train=False)
             for name, value in {**outputs, **self.net.absolute_errors()}.items():
                 sums[name] = sums.get(name, 0.0) + value
         outputs = {name: total / self.test_batches for name, total in sums.items()}
-        self.say(caffe_line(f"Iteration {it}, Testing net (#0)", "solver.cpp:347"))
         for k, (name, value) in enumerate(outputs.items()):
             self.say(
                 caffe_line(f"    Test net output #{k}: {_output(name, value, self.net)}", "solver.cpp:414")
@@ -343,11 +349,36 @@ def train(
     resume: str | Path | None = None,
     weights: str | Path | None = None,
     on_error: OnError | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train ``recipe``'s net (from a snapshot with ``resume``, or starting from the layers
     of ``weights`` that share a name); ``say`` receives each log line, in Caffe's form;
-    damaged records follow ``on_error``."""
-    return Training(recipe, say, progress, resume, weights, on_error).run()
+    damaged records follow ``on_error``. An earlier run's outputs under the same
+    ``snapshot_prefix`` are refused unless ``overwrite`` (a resumed run extends its own)."""
+    return Training(recipe, say, progress, resume, weights, on_error, overwrite).run()
+
+
+def refuse_earlier_run(prefix: str) -> None:
+    """StoreExistsError when files of an earlier run carry ``prefix`` (snapshots, best,
+    metrics, loss plot): a rerun would silently replace them."""
+    base = Path(prefix)
+    patterns = ("_iter_*.npz", "_iter_*.caffemodel", "_best.npz", "_metrics.json", "_loss.png")
+    found = sorted(p for pattern in patterns for p in base.parent.glob(glob.escape(base.name) + pattern))
+    if found:
+        raise StoreExistsError(
+            f"{found[0]} exists: an earlier run used snapshot_prefix {prefix}; pass --overwrite to "
+            "replace it, --resume SNAPSHOT to extend it, or --set solver.snapshot_prefix=NEW"
+        )
+
+
+def _cycling(test_iter: int, batch: int, count: int) -> str:
+    """The warning for an explicit ``test_iter`` that reads the validation set more than
+    once per test (Caffe's meaning: it cycles)."""
+    images = test_iter * batch
+    return (
+        f"test_iter {test_iter} x batch {batch} = {images} images cycles the {count} validation "
+        f"images {images / count:.3g} times; one pass is test_iter {-(-count // batch)}"
+    )
 
 
 def _output(name: str, value: float, net: Net) -> str:

@@ -2,7 +2,7 @@
 
 Per parameter the rate is ``lr * lr_mult`` and the L2 weight decay ``weight_decay *
 decay_mult`` (added to the gradient, Caffe's regularization), so biases with decay_mult 0
-are not decayed. The update rules are Caffe's, term by term (``../shared/formats.md``).
+are not decayed. The update rules are Caffe's, term by term (``docs/formats.md``).
 """
 
 from __future__ import annotations

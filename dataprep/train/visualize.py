@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 
-from ..errors import DataprepError
+from ..errors import DataprepError, UsageError
 
 MIN_SIDE = 512  # pixels: small kernels are enlarged (nearest neighbour) to at least this
 
@@ -58,14 +58,15 @@ def picture(model, layer: str, image: str | None = None) -> np.ndarray:
     from ..gpu import host
     from .inference import image_inputs, run_batches
 
+    names = [s["name"] for s in model.specs]
+    if layer not in names:
+        raise UsageError(f"--layer {layer}: no such layer; the net has {', '.join(names)}")
     if image is None:
         blobs = model.weights.get(layer)
         if not blobs:
             learned = ", ".join(name for name, b in model.weights.items() if b and b[0].ndim == 4)
             raise DataprepError(f"layer {layer!r} has no weights; layers with kernels: {learned or 'none'}")
         return kernel_grid(blobs[0])
-    spec = next((s for s in model.specs if s["name"] == layer), None)
-    if spec is None:
-        raise DataprepError(f"no layer {layer!r} in the net ({', '.join(s['name'] for s in model.specs)})")
+    spec = model.specs[names.index(layer)]
     _, net = next(run_batches(model, image_inputs(image, model)))
     return activation_grid(host(net.blobs[spec["top"][0]])[0])

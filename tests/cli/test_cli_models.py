@@ -136,6 +136,9 @@ def test_visualize_kernels_and_activations(invoke, trained, tmp_path):
     r = invoke("visualize", model, "--layer", "fc2", "-o", tmp_path / "f.png")
     assert r.exit_code == 1 and "not convolution kernels" in r.stderr
     r = invoke("visualize", model, "--layer", "conv9", "-o", tmp_path / "f.png")
+    assert r.exit_code == 2 and "--layer conv9: no such layer; the net has " in r.stderr
+    assert "conv1, relu1, pool1" in r.stderr
+    r = invoke("visualize", model, "--layer", "relu1", "-o", tmp_path / "f.png")
     assert r.exit_code == 1 and "layers with kernels: conv1" in r.stderr
 
 

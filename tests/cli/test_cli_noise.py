@@ -257,3 +257,28 @@ def test_ctrl_c_into_hdf5_exits_130_without_a_traceback(tmp_path):
         assert proc.returncode == 130, err
         assert "Traceback" not in err and "Exception ignored" not in err, err
         assert not out.exists() or (leftovers(out) == [] and not list(out.glob("*.h5")))
+
+
+@pytest.mark.parametrize("to", ["lmdb", "hdf5"])
+def test_classes_out_with_stores(invoke, tmp_path, to):
+    r = invoke(
+        "noise",
+        "--n",
+        30,
+        "--classes",
+        3,
+        "--to",
+        to,
+        "--out",
+        tmp_path / "s",
+        "--classes-out",
+        tmp_path / "c.txt",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "c.txt").read_text().splitlines() == [
+        "0 fx[0,0.333)",
+        "1 fx[0.333,0.667)",
+        "2 fx[0.667,1)",
+    ]
+    r = invoke("noise", "--n", 30, "--classes", 3, "--to", to, "--out", tmp_path / "t")
+    assert r.exit_code == 0 and (tmp_path / "t" / "classes.txt").is_file()

@@ -324,7 +324,7 @@ def test_keep_best_and_the_loss_plot(invoke, tmp_path):
 
     plot = cv2.imread(str(tmp_path / "tiny_loss.png"))
     assert plot is not None and plot.shape == (400, 700, 3) and plot.std() > 10
-    r = invoke("train", write_recipe(tmp_path, solver__keep_best="accuracy"))
+    r = invoke("train", write_recipe(tmp_path, solver__keep_best="accuracy"), "--overwrite")
     assert r.exit_code == 2 and "'accuracy' is no test output (loss, loss_mae0, loss_mae1)" in r.stderr
 
 
@@ -460,3 +460,46 @@ def test_caffemodel_snapshots_and_fine_tuning_by_layer_name(invoke, tmp_path):
         tmp_path / "tiny_iter_5.npz",
     )
     assert r.exit_code == 2 and "give one of them" in r.stderr
+
+
+def test_an_explicit_test_iter_beyond_one_pass_warns_once_and_testing_is_logged_as_it_starts(tmp_path):
+    from dataprep.train.recipe import load_recipe
+    from dataprep.train.runner import Training
+
+    path = write_recipe(tmp_path, solver__test_iter=5, solver__max_iter=4, solver__test_interval=2)
+    events: list[str] = []
+    training = Training(load_recipe(path), say=events.append)
+    forward = training.net.forward
+
+    def traced(batch, train=True):
+        events.append("test forward" if not train else "train forward")
+        return forward(batch, train=train)
+
+    training.net.forward = traced
+    training.run()
+    warnings = [e for e in events if e.startswith("W")]
+    assert len(warnings) == 1 and warnings[0].endswith(
+        "test_iter 5 x batch 20 = 100 images cycles the 40 validation images 2.5 times; "
+        "one pass is test_iter 2"
+    )
+    first = next(k for k, e in enumerate(events) if "Testing net" in e)
+    assert events[first + 1] == "test forward"  # logged before the pass, as Caffe does
+
+
+def test_default_test_iter_is_one_pass_and_shipped_recipes_leave_it_out():
+    for name in ("noise_regression", "noise_stream"):
+        assert "test_iter" not in yaml.safe_load((RECIPES / f"{name}.yaml").read_text())["solver"]
+
+
+def test_a_rerun_with_the_same_snapshot_prefix_is_refused_without_overwrite(invoke, tmp_path):
+    path = write_recipe(tmp_path, solver__max_iter=2, solver__test_interval=2)
+    assert invoke("train", path).exit_code == 0
+    before = (tmp_path / "tiny_iter_2.npz").read_bytes()
+    again = invoke("train", path, "--set", "solver.max_iter=4")
+    assert again.exit_code == 1
+    assert "tiny_best.npz exists" in again.stderr or "tiny_iter_2.npz exists" in again.stderr
+    assert "--overwrite" in again.stderr and (tmp_path / "tiny_iter_2.npz").read_bytes() == before
+    assert not (tmp_path / "tiny_iter_4.npz").exists()
+    resumed = invoke("train", path, "--set", "solver.max_iter=4", "--resume", tmp_path / "tiny_iter_2.npz")
+    assert resumed.exit_code == 0, resumed.stderr  # a resumed run extends its own
+    assert invoke("train", path, "--overwrite").exit_code == 0
