@@ -276,9 +276,9 @@ def test_classes_out_with_stores(invoke, tmp_path, to):
     )
     assert r.exit_code == 0, r.stderr
     assert (tmp_path / "c.txt").read_text().splitlines() == [
-        "0 fx[0,0.333)",
-        "1 fx[0.333,0.667)",
-        "2 fx[0.667,1)",
+        "0 fx[0,0.3333)",
+        "1 fx[0.3333,0.6667)",
+        "2 fx[0.6667,1)",
     ]
     r = invoke("noise", "--n", 30, "--classes", 3, "--to", to, "--out", tmp_path / "t")
     assert r.exit_code == 0 and (tmp_path / "t" / "classes.txt").is_file()
