@@ -331,9 +331,29 @@ def yaml_error(path: Path, exc: yaml.YAMLError) -> str:
     return f"{where}: not valid YAML: {problem}"
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read, override and validate a recipe file: YAML, or a Caffe solver prototxt."""
+def shipped_recipe(name: str) -> Path | None:
+    """The recipe shipped with dataprep under ``name`` (``noise_stream``), if there is one."""
+    from importlib.resources import files
+
+    if not name or "/" in name or Path(name).suffix:
+        return None
+    candidate = files("dataprep.recipes") / f"{name}.yaml"
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """A recipe file, or a shipped recipe by name when no file of that name exists (a
+    local file wins)."""
     path = Path(path)
+    if path.exists():
+        return path
+    return shipped_recipe(str(path)) or path
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe file: YAML, or a Caffe solver prototxt; a bare
+    name is a shipped recipe (``resolve_recipe``)."""
+    path = resolve_recipe(path)
     if is_prototxt(path):  # Caffe's solver.prototxt, with the net it names
         raw = solver_raw(path)
     else:

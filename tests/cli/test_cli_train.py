@@ -503,3 +503,15 @@ def test_a_rerun_with_the_same_snapshot_prefix_is_refused_without_overwrite(invo
     resumed = invoke("train", path, "--set", "solver.max_iter=4", "--resume", tmp_path / "tiny_iter_2.npz")
     assert resumed.exit_code == 0, resumed.stderr  # a resumed run extends its own
     assert invoke("train", path, "--overwrite").exit_code == 0
+
+
+def test_recipes_by_name_resolve_to_the_shipped_ones_and_a_local_file_wins(invoke, tmp_path, monkeypatch):
+    from dataprep.train.recipe import resolve_recipe
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_recipe("noise_stream") == RECIPES / "noise_stream.yaml"
+    r = invoke("train", "noise_stream", "--print-recipe")
+    assert r.exit_code == 0 and "name: noise_stream" in r.stdout
+    (tmp_path / "noise_stream").write_text("name: mine\n")
+    assert resolve_recipe("noise_stream") == Path("noise_stream")
+    assert invoke("train", "nothing_like_it").exit_code == 2
