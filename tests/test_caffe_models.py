@@ -5,6 +5,7 @@ that dataprep cannot run is refused with the layer, the field and the line."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -166,9 +167,13 @@ def test_recipes_round_trip_through_caffe_prototxt(invoke, tmp_path, monkeypatch
     from dataprep.train.net import wire
     from dataprep.train.recipe import load_recipe
 
-    # one pass over the tutorial's 1428 validation images, which are not here to count
-    counted = ["--set", "solver.test_iter=29"] if name == "noise_regression" else []
-    r = invoke("recipe", "to-prototxt", RECIPES / f"{name}.yaml", tmp_path, *counted)
+    # the recipes leave test_iter out (one pass); the validation stores are not here to
+    # count, so the count comes as the shipped twin has it
+    shipped_solver = (RECIPES / "caffe" / f"{name}_solver.prototxt").read_text()
+    count = re.search(r"^test_iter: (\d+)", shipped_solver, re.M).group(1)
+    r = invoke(
+        "recipe", "to-prototxt", RECIPES / f"{name}.yaml", tmp_path, "--set", f"solver.test_iter={count}"
+    )
     assert r.exit_code == 0, r.stderr
     for kind in ("solver", "train_val"):  # the shipped copies are what the command writes
         shipped = (RECIPES / "caffe" / f"{name}_{kind}.prototxt").read_text()
@@ -186,6 +191,7 @@ def test_recipes_round_trip_through_caffe_prototxt(invoke, tmp_path, monkeypatch
         for key, value in a.items():
             assert b.get(key) == value or (key == "scale" and b["type"] == "Scale"), (a["name"], key)
     assert back.data.transform == data.transform and back.data.batch_size == data.batch_size
+    assert back.data.shuffle == data.shuffle  # HDF5Data's shuffle, or a note for Data
     r = invoke("recipe", "to-yaml", f"{name}_solver.prototxt")
     assert r.exit_code == 0 and yaml.safe_load(r.stdout)["solver"]["type"] == original.solver.type
 
@@ -201,3 +207,17 @@ def test_to_prototxt_refuses_what_caffe_lacks(invoke, tmp_path, name, message):
     r = invoke("recipe", "to-prototxt", RECIPES / f"{name}.yaml", tmp_path)
     assert r.exit_code == 2 and message in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_to_yaml_takes_a_folder_and_finds_the_net_beside_the_solver(invoke, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    counted = ("--set", "solver.test_iter=23")
+    r = invoke("recipe", "to-prototxt", "noise_classes", "caffe", *counted)  # a shipped recipe by name
+    assert r.exit_code == 0, r.stderr
+    r = invoke("recipe", "to-yaml", "caffe/noise_classes_solver.prototxt", "back")
+    assert r.exit_code == 0, r.stderr
+    assert "using the one beside the solver, caffe/noise_classes_train_val.prototxt" in r.stderr
+    back = yaml.safe_load((tmp_path / "back" / "noise_classes.yaml").read_text())
+    assert back["data"]["shuffle"] is True and back["data"]["train"] == "noise_lmdb/train_lmdb"
+    r = invoke("recipe", "to-yaml", "caffe/noise_classes_solver.prototxt", "-o", "one.yaml")
+    assert r.exit_code == 0 and yaml.safe_load((tmp_path / "one.yaml").read_text()) == back

@@ -30,6 +30,7 @@ COMMANDS = {
     "augment": "Write K seeded random variants (crop, mirror, rotate, color, lighting) per image.",
     "convert": "Copy a store into another kind (HDF5, LMDB, LevelDB), records and order kept.",
     "import": "Import CIFAR-10, CIFAR-100 or MNIST from the official files into stores or PNG files.",
+    "example": "Write a small made-up MNIST, CIFAR-10 or photo folder, in the formats users hold.",
     "predict": "Predict with a trained net (snapshot, recipe or Caffe model) on a list or a store.",
     "visualize": "Picture a trained layer's kernels, or its activation maps for one image.",
     "extract": "Write a layer's outputs as Datum features (Caffe's extract_features).",

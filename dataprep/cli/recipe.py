@@ -16,16 +16,18 @@ def recipe_cmd():
 
 
 @recipe_cmd.command("to-prototxt")
-@click.argument("recipe_path", metavar="RECIPE", type=click.Path(exists=True, dir_okay=False))
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(file_okay=False), default=".")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key first.")
 @overwrite_opt
 @common_options
 def to_prototxt_cmd(recipe_path, out, overrides, overwrite):
-    """Write RECIPE as Caffe's OUT/NAME_solver.prototxt and OUT/NAME_train_val.prototxt,
-    which `caffe train -solver` runs (from OUT's folder: paths are as in the recipe). A
-    generator source, online augmentation or a layer Caffe lacks (SmoothL1Loss) is
-    refused with a line naming it.
+    """Write RECIPE (a file, or a shipped recipe by name) as Caffe's
+    OUT/NAME_solver.prototxt and OUT/NAME_train_val.prototxt, which `caffe train -solver`
+    runs (from OUT's folder: paths are as in the recipe). A generator source, online
+    augmentation or a layer Caffe lacks (SmoothL1Loss) is refused with a line naming it.
+    data.shuffle becomes HDF5Data's shuffle, or for a Data layer (which cannot shuffle) a
+    comment that to-yaml reads back.
 
     \b
     dataprep recipe to-prototxt recipes/noise_regression.yaml recipes/caffe
@@ -47,14 +49,19 @@ def to_prototxt_cmd(recipe_path, out, overrides, overwrite):
 
 @recipe_cmd.command("to-yaml")
 @click.argument("solver_path", metavar="SOLVER", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--out", type=click.Path(dir_okay=False), default="-", show_default=True)
+@click.argument("out", type=click.Path(file_okay=False), default="-")
+@click.option(
+    "-o", "--out-file", type=click.Path(dir_okay=False), default=None, help="Write this file instead."
+)
 @overwrite_opt
 @common_options
-def to_yaml_cmd(solver_path, out, overwrite):
-    """Write Caffe's SOLVER prototxt (and the net it names, found from the current folder
-    as Caffe finds it) as a dataprep recipe: YAML on stdout, or in OUT.
+def to_yaml_cmd(solver_path, out, out_file, overwrite):
+    """Write Caffe's SOLVER prototxt (and the net it names: from the current folder as
+    Caffe finds it, or else beside the solver) as a dataprep recipe: YAML on stdout, or
+    OUT/NAME.yaml in the folder OUT (as to-prototxt takes one), or the file --out-file.
 
-    \b
+    
+    dataprep recipe to-yaml caffe/noise_regression_solver.prototxt back/
     dataprep recipe to-yaml solver.prototxt -o recipe.yaml
     """
     import yaml
@@ -62,10 +69,12 @@ def to_yaml_cmd(solver_path, out, overwrite):
     from ..staging import Staging
     from ..train.recipe import load_recipe
 
-    text = yaml.safe_dump(load_recipe(solver_path).raw, sort_keys=False)
-    if out == "-":
+    recipe = load_recipe(solver_path)
+    text = yaml.safe_dump(recipe.raw, sort_keys=False)
+    if out == "-" and out_file is None:
         click.echo(text, nl=False)
         return
+    path = Path(out_file) if out_file else Path(out) / f"{recipe.name}.yaml"
     with Staging(overwrite=overwrite) as staging:
-        staging.path(Path(out)).write_text(text)
-    click.echo(out)
+        staging.path(path).write_text(text)
+    click.echo(path)

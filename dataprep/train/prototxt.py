@@ -213,6 +213,12 @@ def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
     return _phase(layer, at), found
 
 
+SHUFFLE_NOTE = (
+    "# dataprep: data.shuffle: true (Caffe's Data layer reads in store order: write the store "
+    "shuffled, dataprep lmdb --shuffle)\n"
+)
+
+
 def net_sections(path: str | Path) -> dict:
     """The ``data`` and ``net`` sections (and ``name``) of a net prototxt (train_val or
     deploy); a deploy net's Input shapes come back as ``inputs``."""
@@ -237,7 +243,8 @@ def net_sections(path: str | Path) -> dict:
         data[split] = found["source"]
         data["val_batch_size" if split == "val" else "batch_size"] = found["batch_size"]
         if split == "train":
-            data.update(shuffle=found["shuffle"], input=found["input"])
+            noted = SHUFFLE_NOTE.split(" (")[0] in path.read_text(errors="replace")  # see recipe_prototxt
+            data.update(shuffle=found["shuffle"] or noted, input=found["input"])
             if "target" in found:
                 data["target"] = found["target"]
             if "transform" in found:
@@ -260,6 +267,12 @@ def solver_raw(path: str | Path) -> dict:
     net_path = solver.net or solver.train_net
     if not net_path:
         raise UsageError(f'{path}: give the net (net: "train_val.prototxt"); inline nets are not supported')
+    beside = path.parent / net_path
+    if not Path(net_path).exists() and beside.exists():  # Caffe looks from the current folder only
+        log.info(
+            "%s: %s is not in the current folder; using the one beside the solver, %s", path, net_path, beside
+        )
+        net_path = str(beside)
     sections = net_sections(net_path)
     if "data" not in sections:
         raise UsageError(f"{net_path}: the net has no HDF5Data or Data layer to train from")
@@ -368,6 +381,8 @@ def recipe_prototxt(recipe) -> tuple[str, str]:
         if source is None:
             continue
         layer = _data_message(source, batch, f"data.{split}")
+        if split == "train" and data.shuffle and layer.type == "HDF5Data":
+            layer.hdf5_data_param.shuffle = True
         layer.name, layer.top[:] = data.input, [data.input, data.target]
         layer.include.add().phase = 0 if split == "train" else 1
         default = type(data.transform)()
@@ -415,7 +430,10 @@ def recipe_prototxt(recipe) -> tuple[str, str]:
         fields["test_iter"] = [run.test_iter or _one_pass(data.val, data.val_batch_size or data.batch_size)]
     message = SolverParameter()
     _fill(message, fields)
-    return text_format.MessageToString(message), text_format.MessageToString(net)
+    net_text = text_format.MessageToString(net)
+    if data.shuffle and net.layer[0].type == "Data":  # Caffe's Data layer cannot: carried for to-yaml
+        net_text = SHUFFLE_NOTE + net_text
+    return text_format.MessageToString(message), net_text
 
 
 def _fill(message: Any, mapping: dict) -> None:
