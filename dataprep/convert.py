@@ -175,7 +175,7 @@ def write_stores(
             part = itertools.islice(records, bounds[k + 1] - bounds[k])
             skipped = on_error.skipped
             uniform = check_size or writer.requires_uniform_shape
-            written = _write_part(part, bounds[k], writer, on_error, uniform)
+            written = _write_part(part, bounds[k], writer, on_error, uniform, _sizes_hint(source))
             counts.append((written, on_error.skipped - skipped))
         for writer in writers:  # every store's data out before the first commits: a full
             writer.flush()  # disk on the last then aborts them all
@@ -197,7 +197,19 @@ def open_writers(makers: Iterable[Callable[[], StoreWriter]]) -> list[StoreWrite
     return writers
 
 
-def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: OnError, uniform: bool) -> int:
+def _sizes_hint(source: RecordSource) -> str:
+    """What to do about images of several sizes where a store needs one."""
+    if isinstance(base_source(source), StoreSource):
+        return (
+            "convert keeps each record's size: convert to lmdb or wds (any sizes), or rebuild from "
+            "the images (dataprep hdf5 LIST --resize HxW)"
+        )
+    return "pass --resize HxW to give every image one size"
+
+
+def _write_part(
+    records: Iterable, start: int, writer: StoreWriter, on_error: OnError, uniform: bool, hint: str
+) -> int:
     first: tuple[tuple[int, ...], str] | None = None
     written = 0
     oriented: list[str] = []
@@ -213,7 +225,7 @@ def _write_part(records: Iterable, start: int, writer: StoreWriter, on_error: On
             on_error(
                 ImageError(
                     f"{origin or key}: {describe_shape(shape)}, but the first image ({first[1]}) is "
-                    f"{describe_shape(first[0])}: pass --resize HxW to give every image one size",
+                    f"{describe_shape(first[0])}: {hint}",
                     line,
                 )
             )

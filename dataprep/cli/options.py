@@ -419,7 +419,7 @@ def model_options(f: Callable) -> Callable:
         ("model_path", "weights", "mean", "scale", "resize", "channels"),
         _model,
         [
-            click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False)),
+            click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False)),
             click.option(
                 "--weights",
                 type=click.Path(exists=True, dir_okay=False),

@@ -9,7 +9,7 @@ from .running import echo_result
 
 
 @click.command("time")
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option(
     "--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="Timed iterations."
 )

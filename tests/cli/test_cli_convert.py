@@ -85,3 +85,19 @@ def test_float_arrays_do_not_become_datum_pixels(invoke, tmp_path):
     r = invoke("convert", tmp_path / "h" / "train_h5.txt", tmp_path / "x", "--to", "lmdb")
     assert r.exit_code == 1 and "lmdb holds uint8 pixels" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_mixed_sizes_into_hdf5_suggest_what_convert_can_do(invoke, tmp_path):
+    """convert has no --resize: its message must not send users to one."""
+    from helpers import write_images
+
+    list_path, _ = write_images(tmp_path, 3, sizes=[(6, 6, 3), (5, 6, 3), (6, 6, 3)])
+    assert invoke("lmdb", list_path, tmp_path / "db").exit_code == 0
+    r = invoke("convert", tmp_path / "db", tmp_path / "db.h5", "--to", "hdf5")
+    assert r.exit_code == 1
+    assert (
+        "convert to lmdb or wds (any sizes), or rebuild from the images (dataprep hdf5 LIST --resize HxW)"
+        in r.stderr
+    )
+    r = invoke("hdf5", list_path, "-o", tmp_path / "l.h5")
+    assert r.exit_code == 1 and "pass --resize HxW to give every image one size" in r.stderr
