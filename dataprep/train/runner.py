@@ -18,6 +18,7 @@ import yaml
 
 from ..errors import OnError, StoreExistsError, UsageError
 from ..gpu import array_module, host
+from ..plotting import plot_panels, training_series
 from ..staging import Staging, signals_held
 from .caffemodel import (
     caffemodel_bytes,
@@ -250,6 +251,8 @@ class Training:
                 for k, (name, value) in enumerate(outputs.items()):
                     self.say(caffe_line(f"    Train net output #{k}: {_output(name, value, net)}"))
                 self.say(caffe_line(f"Iteration {it}, lr = {rate:.6g}", "sgd_solver.cpp:105"))
+                if self.curve and self.curve[-1][0] == it:  # a resumed run's first display
+                    self.curve.pop()  # replaces the point its end of run left there
                 self.curve.append((it, result.train_loss))
                 last_display = now
             self._iteration_rng = self.rng.bit_generator.state
@@ -258,6 +261,11 @@ class Training:
             if self.progress is not None:
                 self.progress(1)
         result.iterations = solver.iteration
+        if smoothed and (not self.curve or self.curve[-1][0] != solver.iteration):  # the last point too
+            self.curve.append((solver.iteration, result.train_loss))
+            self.say(
+                caffe_line(f"Iteration {solver.iteration}, loss = {result.train_loss:.6g}", "solver.cpp:445")
+            )
         if self.val_loader is not None:
             self._test(solver.iteration)
         result.seconds = time.perf_counter() - started
@@ -304,42 +312,9 @@ class Training:
         }
         with Staging(overwrite=True) as staging:
             staging.path(metrics).write_text(json.dumps(record, indent=1))
-            plot_curves(self.curve, self.result.metrics, staging.path(plot))
+            series = training_series(self.curve, self.result.metrics)
+            plot_panels(series, staging.path(plot), f"{self.recipe.name}: {self.solver.iteration} iterations")
         return [metrics, plot] + ([Path(f"{prefix}_best.npz")] if self.best else [])
-
-
-def plot_curves(train: list[tuple[int, float]], tests: list[dict], path: Path) -> None:
-    """The tutorial's figure: train and test loss (log scale) against iterations, accuracy
-    on a second axis when the net has one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    top = ax  # the axis drawn last: the legend goes there, above every line
-    if train:
-        ax.plot([i for i, _ in train], [max(v, 1e-12) for _, v in train], label="train loss")
-    for name in sorted({k for t in tests for k in t if k != "iteration"}):
-        points = [(t["iteration"], t[name]) for t in tests if name in t]
-        if "loss" in name:
-            ax.plot(*zip(*[(i, max(v, 1e-12)) for i, v in points]), "o-", label=f"test {name}")
-        else:
-            top = ax.twinx()
-            top.plot(*zip(*points), "s--", color="tab:green", label=f"test {name}")
-            top.set_ylabel(name)
-    ax.set_yscale("log")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss (log scale)")
-    handles, labels = ax.get_legend_handles_labels()
-    if top is not ax:
-        more = top.get_legend_handles_labels()
-        handles, labels = handles + more[0], labels + more[1]
-    top.legend(handles, labels, loc="center right")
-    fig.tight_layout()
-    with open(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
 
 
 def train(

@@ -323,7 +323,8 @@ def test_keep_best_and_the_loss_plot(invoke, tmp_path):
     import cv2
 
     plot = cv2.imread(str(tmp_path / "tiny_loss.png"))
-    assert plot is not None and plot.shape == (400, 700, 3) and plot.std() > 10
+    assert plot is not None and plot.shape[0] > 450 and plot.std() > 10  # two panels: loss, MAE
+    assert record["train"][-1][0] == 60  # the train line reaches the last iteration
     r = invoke("train", write_recipe(tmp_path, solver__keep_best="accuracy"), "--overwrite")
     assert r.exit_code == 2 and "'accuracy' is no test output (loss, loss_mae0, loss_mae1)" in r.stderr
 
@@ -515,3 +516,18 @@ def test_recipes_by_name_resolve_to_the_shipped_ones_and_a_local_file_wins(invok
     (tmp_path / "noise_stream").write_text("name: mine\n")
     assert resolve_recipe("noise_stream") == Path("noise_stream")
     assert invoke("train", "nothing_like_it").exit_code == 2
+
+
+def test_the_loss_plot_has_one_panel_per_kind_of_quantity():
+    from dataprep.plotting import panels, spans_decades, training_series
+
+    tests = [
+        {"iteration": 0, "loss": 0.5, "loss_mae0": 0.3, "loss_mae1": 0.2, "accuracy": 0.1},
+        {"iteration": 200, "loss": 0.01, "loss_mae0": 0.05, "loss_mae1": 0.04, "accuracy": 0.9},
+    ]
+    grouped = panels(training_series([(0, 0.6), (100, 0.1), (200, 0.02)], tests))
+    assert list(grouped) == ["loss", "error (MAE)", "accuracy"]
+    assert [s.label for s in grouped["loss"]] == ["train loss", "test loss"]
+    assert [s.label for s in grouped["error (MAE)"]] == ["test loss_mae0", "test loss_mae1"]
+    assert grouped["loss"][0].points[-1] == (200.0, 0.02)
+    assert spans_decades([0.6, 0.001]) and not spans_decades([0.6, 0.1]) and not spans_decades([1.0, 0.0])
