@@ -65,6 +65,7 @@ def train_cmd(
     dataprep train solver.prototxt --weights pretrained.caffemodel
     dataprep train recipe.yaml --print-recipe
     """
+    import functools
     import sys
 
     import yaml
@@ -91,7 +92,8 @@ def train_cmd(
 
     with progress(recipe.run.max_iter, "train", unit="iter", closing=False) as update:
         on_error = OnError(skip_bad)
-        result = train(recipe, say, update, resume, weights, on_error, overwrite)
+        bars = functools.partial(progress, unit="batch", closing=False)  # each test pass
+        result = train(recipe, say, update, resume, weights, on_error, overwrite, bars)
     skipped = report_skipped(on_error)
     summary = {
         "recipe": recipe.name,

@@ -4,6 +4,7 @@ solver step; Caffe's log lines (so ``tools/extra/parse_log.py`` reads them), tes
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import threading
@@ -11,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 import yaml
@@ -72,8 +73,10 @@ class Training:
         weights: str | Path | None = None,
         on_error: OnError | None = None,
         overwrite: bool = False,
+        bars: Callable[[int, str], ContextManager[Callable[[int], object]]] | None = None,
     ) -> None:
         self.recipe, self.say, self.progress = recipe, say, progress
+        self.bars = bars or _no_bar  # a bar for each test pass (on a terminal)
         run, data = recipe.run, recipe.data
         if resume is None and not overwrite:
             refuse_earlier_run(run.snapshot_prefix)
@@ -281,10 +284,12 @@ class Training:
         the best snapshot when ``keep_best`` names an output that improved."""
         self.say(caffe_line(f"Iteration {it}, Testing net (#0)", "solver.cpp:347"))  # when it starts
         sums: dict[str, float] = {}
-        for _ in range(self.test_batches):
-            outputs = self.net.forward(self.val_loader.next(), train=False)
-            for name, value in {**outputs, **self.net.absolute_errors()}.items():
-                sums[name] = sums.get(name, 0.0) + value
+        with self.bars(self.test_batches, f"test at {it}") as update:
+            for _ in range(self.test_batches):
+                outputs = self.net.forward(self.val_loader.next(), train=False)
+                for name, value in {**outputs, **self.net.absolute_errors()}.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                update(1)
         outputs = {name: total / self.test_batches for name, total in sums.items()}
         for k, (name, value) in enumerate(outputs.items()):
             self.say(
@@ -325,12 +330,14 @@ def train(
     weights: str | Path | None = None,
     on_error: OnError | None = None,
     overwrite: bool = False,
+    bars: Callable[[int, str], ContextManager[Callable[[int], object]]] | None = None,
 ) -> TrainResult:
     """Train ``recipe``'s net (from a snapshot with ``resume``, or starting from the layers
     of ``weights`` that share a name); ``say`` receives each log line, in Caffe's form;
     damaged records follow ``on_error``. An earlier run's outputs under the same
-    ``snapshot_prefix`` are refused unless ``overwrite`` (a resumed run extends its own)."""
-    return Training(recipe, say, progress, resume, weights, on_error, overwrite).run()
+    ``snapshot_prefix`` are refused unless ``overwrite`` (a resumed run extends its own);
+    ``bars(total, desc)`` draws each test pass."""
+    return Training(recipe, say, progress, resume, weights, on_error, overwrite, bars).run()
 
 
 def refuse_earlier_run(prefix: str) -> None:
@@ -344,6 +351,11 @@ def refuse_earlier_run(prefix: str) -> None:
             f"{found[0]} exists: an earlier run used snapshot_prefix {prefix}; pass --overwrite to "
             "replace it, --resume SNAPSHOT to extend it, or --set solver.snapshot_prefix=NEW"
         )
+
+
+@contextlib.contextmanager
+def _no_bar(total: int, desc: str) -> Iterator[Callable[[int], object]]:
+    yield lambda n: None
 
 
 def _cycling(test_iter: int, batch: int, count: int) -> str:

@@ -202,3 +202,24 @@ def test_a_closed_pipe_ends_quietly_with_141(tmp_path, args):
     finally:
         os.close(write)
     assert done.returncode == 141 and "Error" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_training_draws_a_bar_for_each_test_pass_on_a_terminal(tmp_path):
+    import yaml
+
+    recipe = {
+        "data": {
+            "train": {"noise": {"n": 40, "offset": 0, "size": "16x16", "seed": 3}},
+            "val": {"noise": {"n": 40, "offset": 40, "size": "16x16", "seed": 3}},
+            "batch_size": 10,
+            "target": "freq",
+        },
+        "net": [
+            {"name": "fc", "type": "InnerProduct", "num_output": 2},
+            {"name": "loss", "type": "EuclideanLoss", "bottom": ["fc", "freq"]},
+        ],
+        "solver": {"max_iter": 2, "test_interval": 2, "snapshot_prefix": "r"},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    drawn = run_on_terminal("train", "r.yaml", cwd=tmp_path)
+    assert "test at 0:" in drawn and "/4 batch" in drawn and "train:" in drawn and "/2 iter" in drawn
