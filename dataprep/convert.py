@@ -264,6 +264,7 @@ class StoreSource:
     stored labels, keys kept; picklable (each worker process opens its own reader)."""
 
     path: str
+    keep_encoded: bool = False  # pass an encoded record's image bytes on (Record.data)
 
     def __post_init__(self) -> None:
         from .stores import open_store
@@ -283,9 +284,24 @@ class StoreSource:
             message = str(exc).replace(os.path.abspath(self.path), str(self.path), 1)  # as given
             raise ImageError(message, index + 1) from None
         labels = tuple(int(v) if float(v).is_integer() and self._integer else float(v) for v in stored.labels)
+        data = stored.data if self.keep_encoded else None
         return Record(
-            stored.key, np.ascontiguousarray(stored.array.transpose(1, 2, 0)), labels, None, stored.key
+            stored.key, np.ascontiguousarray(stored.array.transpose(1, 2, 0)), labels, data, stored.key
         )
+
+    def datum_keyed(self) -> bool:
+        """Whether the keys are already Datum keys (``%08d_`` and the index, as a Datum
+        store's, or an HDF5 store converted from one), to be kept as they are."""
+        if self.kind in ("lmdb", "leveldb"):
+            return True
+        return self.kind == "hdf5" and all(
+            k.startswith(f"{i:08d}_") for i, k in enumerate(self._reader.keys())
+        )
+
+    def pixels_are_uint8(self) -> bool:
+        """Whether the records hold uint8 pixels (the first one's dtype: Caffe's stores
+        carry no manifest to say so)."""
+        return len(self) > 0 and self._reader[0].array.dtype == np.uint8
 
     @property
     def _integer(self) -> bool:
@@ -311,17 +327,20 @@ def convert_store(
     overwrite: bool = False,
     progress: Callable[[int], object] | None = None,
     on_error: OnError | None = None,
+    decode: bool = False,
 ) -> WriteResult:
     """Every record of the store ``src`` into a new store ``out`` of ``kind``, in order, keys
     kept (Datum to Datum byte-for-byte keys), a new manifest written; damaged records
-    (checksum mismatches) follow ``on_error``. Float labels going to
-    a Datum store get a ``OUT_labels`` companion; float arrays cannot become Datum pixels.
-    A LevelDB source is read by this process alone (LevelDB admits one)."""
+    (checksum mismatches) follow ``on_error``. uint8 pixels stay uint8 (in HDF5 too), and
+    encoded records stay encoded in a Datum or WebDataset target unless ``decode``. Float
+    labels going to a Datum store get a ``OUT_labels`` companion; float arrays cannot
+    become Datum pixels. A LevelDB source is read by this process alone (LevelDB admits one)."""
     from .parallel import make_executor
     from .stores import STORES
 
     source = StoreSource(src)
     try:
+        source.keep_encoded = kind != "hdf5" and not decode and source._reader.encoded()
         if kind not in STORES:
             raise UsageError(f"--to {kind}: choose from {', '.join(STORES)}")
         if kind != "hdf5" and (source.manifest.get("dtype") or "uint8") != "uint8":
@@ -334,11 +353,13 @@ def convert_store(
             out = str(out) + ".h5"
         if kind == "hdf5":
             options["expected"] = len(source)
+            options["dtype"] = "uint8" if source.pixels_are_uint8() else "float32"
             names = (source.manifest.get("labels") or {}).get("names")
             if names:
                 options["label_names"] = names
         elif kind != "wds":  # Datum
-            options["plain_keys"] = source.kind not in ("hdf5", "wds")  # Datum keys as they were
+            options["plain_keys"] = source.datum_keyed()  # Datum keys as they were
+            options["encoded"] = source.keep_encoded
             if not source._integer:
                 options["labels_path"] = Path(str(out) + "_labels")
         executor = make_executor(1 if source.kind == "leveldb" else workers, len(source))

@@ -65,6 +65,12 @@ class TooLarge(ValueError):
     """An image whose header declares more pixels than MAX_PIXELS: refused undecoded."""
 
 
+def file_format(data: bytes) -> str:
+    """``jpg`` or ``png`` as the bytes' signature says (other formats: ``png``, the
+    extension dataprep gives images it encodes)."""
+    return "jpg" if bytes(data[:2]) == b"\xff\xd8" else "png"
+
+
 def header_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
     """(height, width) as a PNG, JPEG, GIF or BMP header declares it, read without decoding;
     None for other formats or a header too short to say."""

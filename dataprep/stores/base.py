@@ -140,15 +140,18 @@ class StoreWriter(ABC):
 
 class StoredRecord(tuple):
     """A record read back: a tuple ``(array, labels)`` (the C x H x W array and a 1-D float
-    array: what a PyTorch DataLoader collates) that also carries its ``key``."""
+    array: what a PyTorch DataLoader collates) that also carries its ``key`` and, for an
+    encoded record, the image file's bytes (``data``) that ``convert`` passes on."""
 
-    def __new__(cls, key: str, array: np.ndarray, labels: np.ndarray) -> "StoredRecord":
+    def __new__(
+        cls, key: str, array: np.ndarray, labels: np.ndarray, data: bytes | None = None
+    ) -> "StoredRecord":
         record = super().__new__(cls, (array, labels))
-        record.key = key
+        record.key, record.data = key, data
         return record
 
     def __getnewargs__(self) -> tuple:
-        return (self.key, self[0], self[1])
+        return (self.key, self[0], self[1], self.data)
 
     @property
     def array(self) -> np.ndarray:
@@ -253,7 +256,7 @@ class StoreReader(ABC):
         record = next(self.iter_range(index, index + 1))
         if self.transform is None:
             return record
-        return StoredRecord(record.key, self.transform(record.array), record.labels)
+        return StoredRecord(record.key, self.transform(record.array), record.labels, record.data)
 
     def _handle(self, name: str, opener: Callable[[], Any]) -> Any:
         """The file handle ``name`` of this process: opened here on first use, so handles

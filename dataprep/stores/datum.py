@@ -343,7 +343,7 @@ class DatumReader(StoreReader):
                 label_values = next(labels).array.ravel()
             else:
                 label_values = np.array([datum.label], np.float64)
-            yield StoredRecord(os.fsdecode(key), array, label_values)
+            yield StoredRecord(os.fsdecode(key), array, label_values, datum.data if datum.encoded else None)
 
     def close(self) -> None:
         for handle in self._own_handles().values():

@@ -201,17 +201,18 @@ class _Shard:
         compression: str | None,
         mean: np.ndarray | None,
         scale: float,
+        dtype: str = "float32",
     ) -> None:
         import h5py
 
         self.tmp = tmp
         self.file = h5py.File(tmp, "w", libver=LIBVER)
-        row_bytes = int(np.prod(shape)) * 4
+        row_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         chunk = max(1, min(rows, CHUNK_BYTES // row_bytes))
         self.buffer_rows = max(chunk, BUFFER_BYTES // row_bytes)
         opts = dict(dtype="f4", compression=compression, track_times=False)
         self.data = self.file.create_dataset(
-            "data", (0, *shape), maxshape=(None, *shape), chunks=(chunk, *shape), **opts
+            "data", (0, *shape), maxshape=(None, *shape), chunks=(chunk, *shape), **{**opts, "dtype": dtype}
         )
         self.labels = {
             name: self.file.create_dataset(
@@ -220,7 +221,7 @@ class _Shard:
             for name, s in label_shapes.items()
         }
         self.mean, self.scale = mean, np.float32(scale)
-        self.buffer = np.empty((self.buffer_rows, *shape), np.float32)
+        self.buffer = np.empty((self.buffer_rows, *shape), dtype)
         self.label_buffer = {n: np.empty((self.buffer_rows, *s), np.float32) for n, s in label_shapes.items()}
         self.label_rows: list[bytes] = []
         self.filled = 0
@@ -297,8 +298,12 @@ class Hdf5Writer(StoreWriter):
         scale: float = 1.0,
         expected: int | None = None,
         meta: dict | None = None,
+        dtype: str = "float32",
     ) -> None:
         self.path = Path(path)
+        if dtype == "uint8" and (mean is not None or scale != 1):
+            raise UsageError("uint8 HDF5 data holds pixels as they are: no mean or scale")
+        self.dtype = dtype  # uint8: pixels as they are (convert of a pixel store)
         self.list_path = Path(list_path) if list_path else default_list_path(self.path)
         if compression not in COMPRESSIONS.values():
             raise UsageError(f"unknown compression {compression!r}; choose gzip or none")
@@ -355,7 +360,7 @@ class Hdf5Writer(StoreWriter):
         if self.shard_rows:
             limits.append(self.shard_rows)
         if self.shard_bytes:
-            limits.append(max(1, self.shard_bytes // (elements * 4)))
+            limits.append(max(1, self.shard_bytes // (elements * np.dtype(self.dtype).itemsize)))
         self._rows_per_shard = min(limits)
         self._numbered = bool(self.shard_rows or self.shard_bytes) or (
             self.expected is not None and self.expected > self._rows_per_shard
@@ -370,10 +375,13 @@ class Hdf5Writer(StoreWriter):
             self._staging.path(dest),
             self._shape,
             self._layout,
-            self._rows_per_shard,
+            min(
+                self._rows_per_shard, self.expected or self._rows_per_shard
+            ),  # chunks no larger than the data
             self.compression,
             self.mean,
             self.scale,
+            self.dtype,
         )
         self._shards.append((dest, shard))
         return shard
@@ -426,7 +434,7 @@ class Hdf5Writer(StoreWriter):
                 "hdf5",
                 total,
                 list(self._shape),
-                "float32",
+                self.dtype,
                 meta,
                 shard=i,
                 shards=len(self._shards),

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, NamedTuple
 import numpy as np
 
 from ..errors import RecordError, StoreError
-from ..images import decode, encode
+from ..images import decode, encode, file_format
 from ..records import Record
 from ..staging import Staging, refuse_existing, remove
 from .base import (
@@ -78,8 +78,7 @@ class WdsEncoder:
 
     def __call__(self, record: Record) -> WdsPayload:
         if record.data is not None:
-            ext = "jpg" if record.key.lower().endswith((".jpg", ".jpeg")) else "png"
-            image = record.data
+            ext, image = file_format(record.data), record.data
         else:
             ext, image = "png", encode(record.image, "png")
         labels = record.labels
@@ -265,7 +264,7 @@ class WdsReader(StoreReader):
                 labels = self._labels(label, ext)
             except (StoreError, ValueError, KeyError, TypeError) as exc:  # a damaged member or manifest
                 raise RecordError(f"{self.path}: record {i:08d}: {exc}") from None
-            yield StoredRecord(f"{i:08d}", array, labels)
+            yield StoredRecord(f"{i:08d}", array, labels, image)
 
     def all_labels(self) -> np.ndarray:
         rows = [self._labels(self._member(r[0], r[4], r[5]), r[6]) for r in self._records]

@@ -101,3 +101,41 @@ def test_mixed_sizes_into_hdf5_suggest_what_convert_can_do(invoke, tmp_path):
     )
     r = invoke("hdf5", list_path, "-o", tmp_path / "l.h5")
     assert r.exit_code == 1 and "pass --resize HxW to give every image one size" in r.stderr
+
+
+def test_lmdb_to_hdf5_and_back_keeps_uint8_and_gives_the_same_datums(invoke, tmp_path):
+    import h5py
+    from helpers import write_images
+
+    list_path, _ = write_images(tmp_path, 5, shape=(8, 8, 3))
+    assert invoke("lmdb", list_path, tmp_path / "db").exit_code == 0
+    assert invoke("convert", tmp_path / "db", tmp_path / "db.h5", "--to", "hdf5").exit_code == 0
+    with h5py.File(tmp_path / "db.h5") as f:
+        assert f["data"].dtype == np.uint8 and f["data"].shape == (5, 3, 8, 8)
+    r = invoke("convert", tmp_path / "db.h5", tmp_path / "db2", "--to", "lmdb")
+    assert r.exit_code == 0, r.stderr  # its own output is no longer refused as float
+    def datums(path):
+        env = lmdb.open(str(path), readonly=True, lock=False)
+        try:
+            return list(env.begin().cursor())
+        finally:
+            env.close()
+
+    assert datums(tmp_path / "db2") == datums(tmp_path / "db")  # keys and Datum bytes
+
+
+@pytest.mark.parametrize("to", ["leveldb", "wds"])
+def test_encoded_records_stay_encoded_unless_decode(invoke, tmp_path, to):
+    from helpers import write_images
+
+    list_path, _ = write_images(tmp_path, 4, shape=(16, 16, 3), ext="jpg")
+    assert invoke("lmdb", list_path, tmp_path / "enc", "--encoded").exit_code == 0
+    files = {p.name: p.read_bytes() for p in (tmp_path / "img").iterdir()}
+    assert invoke("convert", tmp_path / "enc", tmp_path / "kept", "--to", to).exit_code == 0
+    with open_store(tmp_path / "kept") as kept:
+        assert kept.encoded() and [r.data for r in kept] == [files[f"{i:04d}.jpg"] for i in range(4)]
+    if to == "leveldb":
+        assert invoke("convert", tmp_path / "enc", tmp_path / "px", "--to", to, "--decode").exit_code == 0
+        with open_store(tmp_path / "px") as pixels, open_store(tmp_path / "enc") as encoded:
+            assert not pixels.encoded()
+            assert all(np.array_equal(a.array, b.array) for a, b in zip(pixels, encoded))
