@@ -91,15 +91,34 @@ def summarize(path: str | Path, first_keys: int = 5) -> dict:
         }
 
 
+def _stretched(image: np.ndarray) -> np.ndarray:
+    """Values stretched to 0..255 uint8 (uint8 data as it is)."""
+    if image.dtype == np.uint8:
+        return image
+    lo, hi = float(image.min()), float(image.max())
+    return ((image - lo) * (255.0 / (hi - lo)) if hi > lo else image * 0).astype(np.uint8)
+
+
 def _displayable(array: np.ndarray) -> np.ndarray:
-    """A C x H x W record as an H x W x 3 uint8 BGR picture (float data stretched to 0..255)."""
-    image = array.transpose(1, 2, 0)
-    if image.dtype != np.uint8:
-        lo, hi = float(image.min()), float(image.max())
-        image = ((image - lo) * (255.0 / (hi - lo)) if hi > lo else image * 0).astype(np.uint8)
+    """A C x H x W record as an H x W x 3 uint8 BGR picture (float data stretched to
+    0..255). Features (channel counts other than 1, 3 or 4, as ``extract`` writes) show
+    their first channel as a heat map, or a C x 1 x 1 vector as a square of its values."""
+    c, h, w = array.shape
+    if c not in (1, 3, 4):
+        plane = array[0] if h * w > 1 else _square(array.ravel())
+        return cv2.applyColorMap(_stretched(plane), cv2.COLORMAP_VIRIDIS)
+    image = _stretched(array.transpose(1, 2, 0))
     if image.shape[2] == 1:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     return np.ascontiguousarray(image[:, :, :3])
+
+
+def _square(values: np.ndarray) -> np.ndarray:
+    """A vector laid out row by row in the smallest square that holds it (the rest: its minimum)."""
+    side = math.ceil(math.sqrt(values.size))
+    square = np.full(side * side, values.min(), values.dtype)
+    square[: values.size] = values
+    return square.reshape(side, side)
 
 
 def _label_text(labels: np.ndarray) -> str:

@@ -114,6 +114,7 @@ def test_lmdb_to_hdf5_and_back_keeps_uint8_and_gives_the_same_datums(invoke, tmp
         assert f["data"].dtype == np.uint8 and f["data"].shape == (5, 3, 8, 8)
     r = invoke("convert", tmp_path / "db.h5", tmp_path / "db2", "--to", "lmdb")
     assert r.exit_code == 0, r.stderr  # its own output is no longer refused as float
+
     def datums(path):
         env = lmdb.open(str(path), readonly=True, lock=False)
         try:

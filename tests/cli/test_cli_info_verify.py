@@ -215,3 +215,26 @@ def test_verify_lines_up_hdf5_rows_by_path_after_skips(invoke, tmp_path):
 def test_verify_of_a_missing_store_is_a_usage_error(invoke, tmp_path):
     r = invoke("verify", tmp_path / "nope")
     assert r.exit_code == 2 and "no store there" in r.stderr
+
+
+@pytest.mark.parametrize("shape", [(192, 4, 4), (192, 1, 1)])
+def test_grid_of_features_draws_heat_maps_not_green_swatches(tmp_path, shape):
+    """extract's feature stores: 192 float channels, a map per sample or a vector."""
+    import cv2
+
+    from dataprep.info import _displayable
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal(shape).astype(np.float32)
+    picture = _displayable(features)
+    side = shape[1] if shape[1] > 1 else 14  # 192 values in a 14 x 14 square
+    assert picture.shape == (side, side, 3) and picture.dtype == np.uint8
+    if shape[1] > 1:
+        first = features[0]
+    else:  # the vector row by row, the rest of the square at its minimum
+        first = np.append(features.ravel(), [features.min()] * 4).reshape(14, 14)
+    expected = cv2.applyColorMap(
+        ((first - first.min()) * (255.0 / (first.max() - first.min()))).astype(np.uint8), cv2.COLORMAP_VIRIDIS
+    )
+    assert np.abs(picture.astype(int) - expected).max() <= 8  # one colormap step of rounding
+    assert len(np.unique(picture.reshape(-1, 3), axis=0)) > 10  # a map, not a swatch

@@ -174,6 +174,11 @@ def test_extract_writes_float_datums_the_stores_read(invoke, trained, tmp_path):
     reader = open_store(tmp_path / "p1")
     assert next(reader.iter_range(0, 1)).array.shape == (8, 4, 4)
     reader.close()
+    r = invoke("info", tmp_path / "p1", "--grid", tmp_path / "p1.png", "--count", 4)  # 8 feature maps
+    assert r.exit_code == 0, r.stderr
+    picture = cv2.imread(str(tmp_path / "p1.png"))
+    cell = picture[:64, :64].reshape(-1, 3)  # the first sample's first map as a heat map
+    assert len(np.unique(cell, axis=0)) > 4 and (cell[:, 1] != cell[:, 0]).any()
     r = invoke("extract", model, "--layer", "fc2", trained / "test.txt", tmp_path / "fc2_lmdb")
     assert r.exit_code == 1 and "--overwrite" in r.stderr
 
