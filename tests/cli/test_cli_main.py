@@ -175,6 +175,13 @@ def test_closing_counts_are_the_records_written_and_printed_without_a_terminal(t
         (tmp_path / "r" / name).unlink()
     r = run_dataprep("resize", list_path, "r", "--size", "2x2", "--skip-bad", cwd=tmp_path)
     assert _closing(r.stderr, "resize") == 2 and "; 200 done before" in r.stderr
+    r = run_dataprep("augment", list_path, "a", "--copies", 2, "--mirror", "--skip-bad", cwd=tmp_path)
+    assert _closing(r.stderr, "augment") == 202 and len(list((tmp_path / "a").glob("*.png"))) == 404
+    assert run_dataprep("example", "mnist", "m", "--n", 99, cwd=tmp_path).returncode == 0
+    r = run_dataprep("import", "mnist", "m", "i", "--to", "lmdb", cwd=tmp_path)
+    assert (
+        _closing(r.stderr, "import") == 99 + 19 == stored("i/mnist_train_lmdb") + stored("i/mnist_test_lmdb")
+    )
     quiet = run_dataprep("lmdb", list_path, "q", "--skip-bad", "-q", cwd=tmp_path)
     assert quiet.returncode == 0 and " img in " not in quiet.stderr
 
