@@ -296,7 +296,7 @@ def test_fillers_and_parameter_shapes_are_caffes():
 
 
 def test_unknown_types_and_wrong_bottoms_are_clear_errors():
-    with pytest.raises(UsageError, match="type 'Conv': choose from Accuracy"):
+    with pytest.raises(UsageError, match="type 'Conv': choose from AbsVal, Accuracy"):
         make_layer({"name": "c", "type": "Conv"})
     with pytest.raises(UsageError, match="takes 2 bottom"):
         make_layer({"name": "loss", "type": "EuclideanLoss"}).setup([(4, 2)])
@@ -318,6 +318,23 @@ def test_unknown_types_and_wrong_bottoms_are_clear_errors():
             "EuclideanLoss",
             "SmoothL1Loss",
             "Accuracy",
+            # issue 22: the model zoo's layers
+            "Concat",
+            "Eltwise",
+            "Slice",
+            "Reshape",
+            "Crop",
+            "Deconvolution",
+            "PReLU",
+            "ELU",
+            "AbsVal",
+            "Bias",
+            "Exp",
+            "Log",
+            "Power",
+            "ArgMax",
+            "Silence",
+            "SigmoidCrossEntropyLoss",
         ]
     )
 

@@ -17,14 +17,24 @@ from __future__ import annotations
 from typing import Sequence
 
 from ...errors import UsageError
-from .activations import Dropout, ReLU, Sigmoid, TanH
+from .activations import ELU, AbsVal, Dropout, Exp, Log, Power, PReLU, ReLU, Sigmoid, TanH
 from .base import Layer, Shape, fill
 from .convolution import Convolution
+from .deconvolution import Deconvolution
 from .geometry import conv_out, pool_out
 from .inner_product import Flatten, InnerProduct
-from .losses import Accuracy, EuclideanLoss, Loss, SmoothL1Loss, Softmax, SoftmaxWithLoss
-from .normalization import LRN, BatchNorm, Scale
+from .losses import (
+    Accuracy,
+    EuclideanLoss,
+    Loss,
+    SigmoidCrossEntropyLoss,
+    SmoothL1Loss,
+    Softmax,
+    SoftmaxWithLoss,
+)
+from .normalization import LRN, BatchNorm, Bias, Scale
 from .pooling import Pooling
+from .structure import ArgMax, Concat, Crop, Eltwise, Reshape, Silence, Slice
 
 LAYERS: dict[str, type[Layer]] = {
     cls.type: cls
@@ -45,9 +55,25 @@ LAYERS: dict[str, type[Layer]] = {
         SmoothL1Loss,
         SoftmaxWithLoss,
         Accuracy,
+        Deconvolution,
+        PReLU,
+        ELU,
+        AbsVal,
+        Exp,
+        Log,
+        Power,
+        Bias,
+        SigmoidCrossEntropyLoss,
+        Concat,
+        Slice,
+        Eltwise,
+        Reshape,
+        Crop,
+        Silence,
+        ArgMax,
     )
 }
-LOSSES = ("EuclideanLoss", "SmoothL1Loss", "SoftmaxWithLoss")
+LOSSES = ("EuclideanLoss", "SmoothL1Loss", "SoftmaxWithLoss", "SigmoidCrossEntropyLoss")
 
 __all__ = [
     "LAYERS",
@@ -72,7 +98,9 @@ def make_layer(spec: dict) -> Layer:
             f"layer {spec.get('name')!r}: type {kind!r}: choose from {', '.join(sorted(LAYERS))}"
         )
     params = {k: v for k, v in spec.items() if k not in ("name", "type", "bottom", "top")}
-    return LAYERS[kind](str(spec.get("name", kind)), **params)
+    layer = LAYERS[kind](str(spec.get("name", kind)), **params)
+    layer.n_tops = len(spec.get("top") or [None])  # Slice cuts its bottom into this many
+    return layer
 
 
 def all_params(layers: Sequence[Layer]) -> list[tuple[Layer, int]]:

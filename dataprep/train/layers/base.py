@@ -38,6 +38,7 @@ class Layer:
 
     type = ""
     n_bottoms: int | None = 1  # None: any number
+    n_tops = 1  # the tops the net gives it (make_layer sets it from the entry)
     propagate = True  # the net turns it off where the bottom is an input: no diff to compute
 
     def __init__(self, name: str, **params: Any) -> None:

@@ -26,10 +26,11 @@ class InnerProduct(Layer):
     def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
         shape = tuple(shapes[0])
         self.out = positive_outputs(self)
+        self.axis = int(self.p.get("axis", 1)) % len(shape)  # flattened from here on
         self._param(
             xp,
             rng,
-            (self.out, int(np.prod(shape[1:]))),
+            (self.out, int(np.prod(shape[self.axis :]))),
             self.p.get("weight_filler", {"type": "gaussian", "std": 0.005}),
             dtype,
             0,
@@ -39,11 +40,11 @@ class InnerProduct(Layer):
         return super().setup([shape])
 
     def shapes(self, shapes):
-        return [(shapes[0][0], self.out)]
+        return [tuple(shapes[0][: self.axis]) + (self.out,)]
 
     def forward(self, bottoms, train=True):
         xp = get_xp(bottoms[0])
-        x = bottoms[0].reshape(bottoms[0].shape[0], -1)
+        x = bottoms[0].reshape(int(np.prod(bottoms[0].shape[: self.axis])), -1)
         self._saved = (x, bottoms[0].shape)
         w = self.params[0]
         y = xp.empty((len(x), self.out), x.dtype)
@@ -54,12 +55,12 @@ class InnerProduct(Layer):
                 y[rows] += self.params[1]
 
         run_parts(_parts(xp, len(x), w.size * len(x)), product)
-        return [y]
+        return [y.reshape(bottoms[0].shape[: self.axis] + (self.out,))]
 
     def backward(self, top_diffs):
         xp = get_xp(top_diffs[0])
         x, shape = self._saved
-        dy = top_diffs[0]
+        dy = top_diffs[0].reshape(len(x), self.out)
         w = self.params[0]
         dw = xp.empty_like(w)
         dx = xp.empty((len(x), w.shape[1]), dy.dtype) if self.propagate else None
@@ -79,14 +80,22 @@ class InnerProduct(Layer):
 
 
 class Flatten(Layer):
+    """Axes ``axis`` (default 1) to ``end_axis`` (default the last) made one."""
+
     type = "Flatten"
 
     def shapes(self, shapes):
-        return [(shapes[0][0], int(np.prod(shapes[0][1:])))]
+        shape = tuple(shapes[0])
+        self.start = int(self.p.get("axis", 1)) % len(shape)
+        self.end = int(self.p.get("end_axis", -1)) % len(shape)
+        return [self._flat(shape)]
+
+    def _flat(self, shape):
+        return shape[: self.start] + (int(np.prod(shape[self.start : self.end + 1])),) + shape[self.end + 1 :]
 
     def forward(self, bottoms, train=True):
         self._shape = bottoms[0].shape
-        return [bottoms[0].reshape(bottoms[0].shape[0], -1)]
+        return [bottoms[0].reshape(self._flat(self._shape))]
 
     def backward(self, top_diffs):
         return [top_diffs[0].reshape(self._shape)]

@@ -2,29 +2,37 @@
 
 from __future__ import annotations
 
-from ...errors import DataprepError
+from ...errors import DataprepError, UsageError
 from ...transforms import get_xp
 from .base import Layer
 
 
-def _softmax(x):
+def _softmax(x, axis: int = 1):
     xp = get_xp(x)
-    e = xp.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 class Softmax(Layer):
-    """Softmax over the channel axis (axis 1)."""
+    """Softmax over ``axis`` (default 1, the channels)."""
 
     type = "Softmax"
 
+    def shapes(self, shapes):
+        ndim = len(shapes[0])
+        self.axis = int(self.p.get("axis", 1))
+        if not -ndim <= self.axis < ndim:
+            raise UsageError(f"layer {self.name}: axis {self.axis} outside the {ndim} axes of its bottom")
+        self.axis %= ndim
+        return [tuple(shapes[0])]
+
     def forward(self, bottoms, train=True):
-        self._y = _softmax(bottoms[0])
+        self._y = _softmax(bottoms[0], self.axis)
         return [self._y]
 
     def backward(self, top_diffs):
         dy, y = top_diffs[0], self._y
-        return [y * (dy - (dy * y).sum(axis=1, keepdims=True))]
+        return [y * (dy - (dy * y).sum(axis=self.axis, keepdims=True))]
 
 
 class Loss(Layer):
@@ -66,6 +74,27 @@ class SmoothL1Loss(Loss):
 
     def backward(self, top_diffs):
         return [top_diffs[0] * self._grad / self._grad.shape[0], None]
+
+
+class SigmoidCrossEntropyLoss(Loss):
+    """-sum(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))) / N over targets in [0, 1] of
+    the prediction's count, computed stably (Caffe's); the gradient (sigmoid(x) - t) / N."""
+
+    type = "SigmoidCrossEntropyLoss"
+
+    def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
+        x, target = bottoms
+        if target.size != x.size:
+            raise UsageError(f"layer {self.name}: {target.size} targets for {x.size} predictions")
+        t = target.reshape(x.shape).astype(x.dtype)
+        positive = (x >= 0).astype(x.dtype)
+        loss = -(x * (t - positive) - xp.log1p(xp.exp(x - 2 * x * positive))).sum()
+        self._diff = 1 / (1 + xp.exp(-x)) - t
+        return [loss / x.shape[0]]
+
+    def backward(self, top_diffs):
+        return [top_diffs[0] * self._diff / self._diff.shape[0], None]
 
 
 def class_labels(layer: Layer, labels, classes: int):

@@ -1,9 +1,10 @@
-"""Normalization: LRN across channels, BatchNorm, and Scale (its affine part)."""
+"""Normalization: LRN across channels, BatchNorm, Scale (its affine part) and Bias."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ...errors import UsageError
 from ...transforms import get_xp
 from .base import Layer
 
@@ -137,3 +138,43 @@ class Scale(Layer):
         if len(self.params) > 1:
             self.grads[1] = dy.sum(axis=axes)
         return [dy * self.params[0].reshape(self._view(dy))]
+
+
+class Bias(Layer):
+    """y = x + b, b over axes ``axis`` .. ``axis + num_axes`` (default the channels),
+    broadcast along the rest: learned (``filler``, default 0) with one bottom, or the
+    second bottom."""
+
+    type = "Bias"
+    n_bottoms = None
+
+    def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
+        shape = tuple(shapes[0])
+        if len(shapes) not in (1, 2):
+            raise UsageError(f"layer {self.name} (Bias) takes 1 or 2 bottoms, got {len(shapes)}")
+        self.axis = int(self.p.get("axis", 1)) % len(shape)
+        num = int(self.p.get("num_axes", 1))
+        self.span = shape[self.axis :] if num == -1 else shape[self.axis : self.axis + num]
+        if len(shapes) == 2:
+            if tuple(shapes[1]) != self.span:
+                raise UsageError(f"layer {self.name}: bias of shape {tuple(shapes[1])}, needs {self.span}")
+        else:
+            self._param(xp, rng, self.span, self.p.get("filler", {"type": "constant"}), dtype, 0)
+        return [shape]
+
+    def _view(self, x):
+        return (1,) * self.axis + self.span + (1,) * (x.ndim - self.axis - len(self.span))
+
+    def forward(self, bottoms, train=True):
+        bias = bottoms[1] if len(bottoms) > 1 else self.params[0]
+        self._two = len(bottoms) > 1
+        return [bottoms[0] + bias.reshape(self._view(bottoms[0]))]
+
+    def backward(self, top_diffs):
+        dy = top_diffs[0]
+        axes = tuple(range(self.axis)) + tuple(range(self.axis + len(self.span), dy.ndim))
+        db = dy.sum(axis=axes)
+        if self._two:
+            return [dy, db]
+        self.grads[0] = db
+        return [dy]

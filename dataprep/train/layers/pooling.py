@@ -24,18 +24,47 @@ class Pooling(Layer):
     type = "Pooling"
 
     def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
-        self.k, self.stride, self.pad = kernel(self.p, self.name)
-        check_window(self.name, *tuple(shapes[0])[2:], self.k, self.pad)
         self.method = str(self.p.get("pool", "MAX")).upper()
         if self.method not in ("MAX", "AVE"):
             raise UsageError(f"layer {self.name}: pool {self.method!r}: choose MAX or AVE")
+        self.whole = bool(self.p.get("global_pooling", False))  # one window: the whole map
+        if self.whole:
+            if "kernel_size" in self.p:
+                raise UsageError(f"layer {self.name}: global_pooling takes no kernel_size")
+            return super().setup([tuple(s) for s in shapes])
+        self.k, self.stride, self.pad = kernel(self.p, self.name)
+        check_window(self.name, *tuple(shapes[0])[2:], self.k, self.pad)
         return super().setup([tuple(s) for s in shapes])
 
     def shapes(self, shapes):
         n, c, h, w = shapes[0]
+        if self.whole:
+            return [(n, c, 1, 1)]
         return [
             (n, c, pool_out(h, self.k, self.stride, self.pad), pool_out(w, self.k, self.stride, self.pad))
         ]
+
+    def _forward_whole(self, x):
+        """Global pooling: the maximum (its first position in scan order kept for the
+        backward pass) or the mean of each whole map."""
+        xp = get_xp(x)
+        n, c, h, w = x.shape
+        flat = x.reshape(n, c, h * w)
+        if self.method == "AVE":
+            self._saved = (None, x.shape)
+            return [flat.mean(axis=2, dtype=x.dtype).reshape(n, c, 1, 1)]
+        arg = flat.argmax(axis=2)
+        self._saved = (arg, x.shape)
+        return [xp.take_along_axis(flat, arg[:, :, None], 2).reshape(n, c, 1, 1)]
+
+    def _backward_whole(self, dy):
+        xp = get_xp(dy)
+        arg, (n, c, h, w) = self._saved
+        if arg is None:
+            return [xp.broadcast_to(dy / (h * w), (n, c, h, w)).copy()]
+        dx = xp.zeros((n, c, h * w), dy.dtype)
+        xp.put_along_axis(dx, arg[:, :, None], dy.reshape(n, c, 1), 2)
+        return [dx.reshape(n, c, h, w)]
 
     def _geometry(self, h: int, w: int) -> tuple[int, int, int, int]:
         """Output size and a phase's size (HQ, WQ): the padded plane, holding the image
@@ -72,6 +101,8 @@ class Pooling(Layer):
         return lo, hi, reads
 
     def forward(self, bottoms, train=True):
+        if self.whole:
+            return self._forward_whole(bottoms[0])
         xp = get_xp(bottoms[0])
         x = bottoms[0]
         n, c, h, w = x.shape
@@ -121,6 +152,8 @@ class Pooling(Layer):
         return np.outer(dh, dw)
 
     def backward(self, top_diffs):
+        if self.whole:
+            return self._backward_whole(top_diffs[0])
         xp = get_xp(top_diffs[0])
         dy = top_diffs[0]
         arg, (n, c, h, w) = self._saved
