@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_train_layers import build, host, numeric_grad, xp  # noqa: F401  (xp: the fixture)
+from test_train_layers import build, host, numeric_grad, xp  # noqa: F401  (xp: the NumPy/CuPy fixture)
 
 from dataprep.errors import UsageError
 

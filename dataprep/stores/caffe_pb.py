@@ -159,6 +159,66 @@ message LayerParameter {
   optional SigmoidParameter sigmoid_param = 124;
   optional SoftmaxParameter softmax_param = 125;
   optional TanHParameter tanh_param = 127;
+  optional ArgMaxParameter argmax_param = 103;
+  optional BiasParameter bias_param = 141;
+  optional ConcatParameter concat_param = 104;
+  optional CropParameter crop_param = 144;
+  optional EltwiseParameter eltwise_param = 110;
+  optional ELUParameter elu_param = 140;
+  optional ExpParameter exp_param = 111;
+  optional LogParameter log_param = 134;
+  optional PReLUParameter prelu_param = 131;
+  optional ReshapeParameter reshape_param = 133;
+  optional SliceParameter slice_param = 126;
+}
+message ArgMaxParameter {
+  optional bool out_max_val = 1 [default = false];
+  optional uint32 top_k = 2 [default = 1];
+  optional int32 axis = 3;
+}
+message BiasParameter {
+  optional int32 axis = 1 [default = 1];
+  optional int32 num_axes = 2 [default = 1];
+  optional FillerParameter filler = 3;
+}
+message ConcatParameter {
+  optional int32 axis = 2 [default = 1];
+  optional uint32 concat_dim = 1 [default = 1];
+}
+message CropParameter {
+  optional int32 axis = 1 [default = 2];
+  repeated uint32 offset = 2;
+}
+message EltwiseParameter {
+  optional EltwiseOp operation = 1 [default = SUM];
+  repeated float coeff = 2;
+  optional bool stable_prod_grad = 3 [default = true];
+}
+enum EltwiseParameter.EltwiseOp { PROD = 0; SUM = 1; MAX = 2; }
+message ELUParameter { optional float alpha = 1 [default = 1]; }
+message ExpParameter {
+  optional float base = 1 [default = -1.0];
+  optional float scale = 2 [default = 1.0];
+  optional float shift = 3 [default = 0.0];
+}
+message LogParameter {
+  optional float base = 1 [default = -1.0];
+  optional float scale = 2 [default = 1.0];
+  optional float shift = 3 [default = 0.0];
+}
+message PReLUParameter {
+  optional FillerParameter filler = 1;
+  optional bool channel_shared = 2 [default = false];
+}
+message ReshapeParameter {
+  optional BlobShape shape = 1;
+  optional int32 axis = 2 [default = 0];
+  optional int32 num_axes = 3 [default = -1];
+}
+message SliceParameter {
+  optional int32 axis = 3 [default = 1];
+  repeated uint32 slice_point = 2;
+  optional uint32 slice_dim = 1 [default = 1];
 }
 message TransformationParameter {
   optional float scale = 1 [default = 1];
@@ -298,24 +358,28 @@ _SCALARS = {
     "string": _F.TYPE_STRING,
     "bytes": _F.TYPE_BYTES,
 }
-_BLOCK = re.compile(r"(message|enum)\s+(\w+)\s*\{(.*?)\}\s*(?=message|enum|$)", re.S)
+_BLOCK = re.compile(r"(message|enum)\s+([\w.]+)\s*\{(.*?)\}\s*(?=message|enum|$)", re.S)
 _FIELD = re.compile(r"(optional|repeated)\s+(\w+)\s+(\w+)\s*=\s*(\d+)\s*(?:\[(.*?)\])?\s*;")
 _VALUE = re.compile(r"(\w+)\s*=\s*(-?\d+)\s*;")
 
 
 def _file_descriptor(text: str) -> descriptor_pb2.FileDescriptorProto:
     """The descriptor of proto2 text limited to what CAFFE_PROTO uses: top-level messages
-    and enums, optional and repeated fields with ``packed`` and ``default`` options."""
+    and enums, optional and repeated fields with ``packed`` and ``default`` options. An
+    enum named ``Message.Enum`` is nested in its message (its value names are then scoped
+    there: Eltwise's MAX beside Pooling's)."""
     proto = descriptor_pb2.FileDescriptorProto(name="dataprep/caffe.proto", package="caffe", syntax="proto2")
     blocks = _BLOCK.findall(text.strip())
     enums = {name for kind, name, _ in blocks if kind == "enum"}
-    for kind, name, body in blocks:
+    messages = {}
+    for kind, name, body in sorted(blocks, key=lambda block: block[0] == "enum"):  # messages first
         if kind == "enum":
-            enum = proto.enum_type.add(name=name)
+            outer, _, inner = name.rpartition(".")
+            enum = (messages[outer].enum_type if outer else proto.enum_type).add(name=inner)
             for value, number in _VALUE.findall(body):
                 enum.value.add(name=value, number=int(number))
             continue
-        message = proto.message_type.add(name=name)
+        message = messages[name] = proto.message_type.add(name=name)
         for label, ftype, fname, number, options in _FIELD.findall(body):
             field = message.field.add(
                 name=fname,
@@ -324,6 +388,8 @@ def _file_descriptor(text: str) -> descriptor_pb2.FileDescriptorProto:
             )
             if ftype in _SCALARS:
                 field.type = _SCALARS[ftype]
+            elif f"{name}.{ftype}" in enums:
+                field.type, field.type_name = _F.TYPE_ENUM, f".caffe.{name}.{ftype}"
             else:
                 field.type = _F.TYPE_ENUM if ftype in enums else _F.TYPE_MESSAGE
                 field.type_name = f".caffe.{ftype}"

@@ -24,26 +24,45 @@ from ..errors import UsageError
 from ..stores.caffe_pb import NetParameter, SolverParameter
 
 # layer type -> (its parameter message in LayerParameter, the fields dataprep runs)
+_CONV = ("num_output", "bias_term", "pad", "kernel_size", "stride", "group", "weight_filler", "bias_filler")
+_HW = ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w")  # square only: see square_windows
 LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "Convolution": (
-        "convolution_param",
-        ("num_output", "bias_term", "pad", "kernel_size", "stride", "group", "weight_filler", "bias_filler"),
+    "Convolution": ("convolution_param", _CONV + _HW),
+    "Deconvolution": ("convolution_param", _CONV + _HW),
+    "Pooling": ("pooling_param", ("pool", "kernel_size", "stride", "pad", "global_pooling") + _HW),
+    "InnerProduct": (
+        "inner_product_param",
+        ("num_output", "bias_term", "weight_filler", "bias_filler", "axis"),
     ),
-    "Pooling": ("pooling_param", ("pool", "kernel_size", "stride", "pad")),
-    "InnerProduct": ("inner_product_param", ("num_output", "bias_term", "weight_filler", "bias_filler")),
-    "ReLU": ("relu_param", ()),
+    "ReLU": ("relu_param", ("negative_slope",)),
+    "PReLU": ("prelu_param", ("filler", "channel_shared")),
+    "ELU": ("elu_param", ("alpha",)),
     "Sigmoid": ("sigmoid_param", ()),
     "TanH": ("tanh_param", ()),
+    "AbsVal": (None, ()),
+    "Exp": ("exp_param", ("base", "scale", "shift")),
+    "Log": ("log_param", ("base", "scale", "shift")),
+    "Power": ("power_param", ("power", "scale", "shift")),
     "Dropout": ("dropout_param", ("dropout_ratio",)),
     "LRN": ("lrn_param", ("local_size", "alpha", "beta", "k")),
     "BatchNorm": ("batch_norm_param", ("use_global_stats", "moving_average_fraction", "eps")),
-    "Flatten": ("flatten_param", ()),
+    "Flatten": ("flatten_param", ("axis", "end_axis")),
+    "Reshape": ("reshape_param", ("shape", "axis", "num_axes")),
+    "Concat": ("concat_param", ("axis", "concat_dim")),
+    "Slice": ("slice_param", ("axis", "slice_point", "slice_dim")),
+    "Eltwise": ("eltwise_param", ("operation", "coeff", "stable_prod_grad")),
+    "Crop": ("crop_param", ("axis", "offset")),
     "Scale": ("scale_param", ("filler", "bias_term", "bias_filler")),
-    "Softmax": ("softmax_param", ()),
+    "Bias": ("bias_param", ("axis", "num_axes", "filler")),
+    "Silence": (None, ()),
+    "ArgMax": ("argmax_param", ("out_max_val", "top_k", "axis")),
+    "Softmax": ("softmax_param", ("axis",)),
     "SoftmaxWithLoss": (None, ()),
     "EuclideanLoss": (None, ()),
+    "SigmoidCrossEntropyLoss": (None, ()),
     "Accuracy": ("accuracy_param", ("top_k",)),
 }
+LIST_FIELDS = ("coeff", "slice_point", "offset")  # repeated fields that are lists; others take one value
 LAYER_KEYS = ("name", "type", "bottom", "top", "phase", "loss_weight", "param")  # every layer's
 RECIPE_ONLY = {"Scale": ("scale",), "SmoothL1Loss": ()}  # recipe layers Caffe writes otherwise
 IGNORED = ("engine",)  # Caffe's implementation choice (CAFFE or CUDNN): one engine here
@@ -133,10 +152,8 @@ def _layer_entry(layer: Any, where: _Where) -> dict:
     """A recipe net entry of a LayerParameter."""
     name, kind = layer.name, layer.type
     at = f"{where.layer(name)}: layer {name!r}"
-    if kind == "Power":  # y = (shift + scale * x) ^ power: a fixed factor when power 1, shift 0
-        p = layer.power_param
-        if p.power != 1 or p.shift != 0:
-            raise UsageError(f"{at}: Power layers run only as a fixed factor (power 1, shift 0)")
+    p = layer.power_param
+    if kind == "Power" and p.power == 1 and p.shift == 0:  # a fixed factor: the recipe's Scale
         return {
             "name": name,
             "type": "Scale",
@@ -169,11 +186,29 @@ def _layer_entry(layer: Any, where: _Where) -> dict:
             if field.name not in allowed:
                 raise UsageError(f"{at}: {message_name}.{field.name} is not supported")
             value = _value(getattr(layer, message_name), field)
-            if isinstance(value, list):
+            if isinstance(value, list) and field.name not in LIST_FIELDS:
                 if len(value) != 1:
                     raise UsageError(f"{at}: {message_name}.{field.name}: one value (square kernels) only")
                 value = value[0]
             entry[field.name] = value
+    return square_windows(entry, at)
+
+
+def square_windows(entry: dict, at: str) -> dict:
+    """``kernel_h``/``kernel_w`` (and stride, pad) as ``kernel_size`` when they are equal:
+    the convolutions and poolings run square windows."""
+    for name in ("kernel", "stride", "pad"):
+        h, w = entry.pop(f"{name}_h", None), entry.pop(f"{name}_w", None)
+        if h is None and w is None:
+            continue
+        if h != w:
+            raise UsageError(
+                f"{at}: {name}_h {h} and {name}_w {w}: rectangular windows are not supported yet"
+            )
+        entry["kernel_size" if name == "kernel" else name] = h
+    if "concat_dim" in entry:  # Concat's deprecated alias
+        entry.setdefault("axis", entry.pop("concat_dim"))
+    entry.pop("stable_prod_grad", None)  # Eltwise PROD's gradient is computed stably anyway
     return entry
 
 
@@ -251,6 +286,14 @@ def net_sections(path: str | Path) -> dict:
                 data["transform"] = found["transform"]
     for k, shape in enumerate(net.input_shape):  # the deprecated NetParameter inputs
         inputs[net.input[k]] = list(shape.dim)
+    if net.input_dim:  # older still: four input_dim values per input (ResNet-50's header)
+        dims = list(net.input_dim)
+        if len(dims) != 4 * len(net.input):
+            raise UsageError(
+                f"{path}: {len(dims)} input_dim values for {len(net.input)} input(s): give 4 each"
+            )
+        for k, name in enumerate(net.input):
+            inputs[name] = dims[4 * k : 4 * k + 4]
     sections: dict[str, Any] = {"name": net.name or path.stem, "net": layers}
     if data:
         sections["data"] = data

@@ -21,7 +21,7 @@ from ..errors import DataprepError, UsageError
 from ..images import parse_size
 from ..transforms import AugmentSpec, parse_area_range
 from .layers import LAYERS
-from .prototxt import is_prototxt, layer_keys, solver_raw
+from .prototxt import is_prototxt, layer_keys, solver_raw, square_windows
 from .solver import SolverConfig
 
 
@@ -242,6 +242,7 @@ def _net(layers: Any) -> list[dict]:
             raise UsageError(
                 f"recipe {where}.{unknown[0]}: not a {layer['type']} key; valid: {', '.join(sorted(valid))}"
             )
+        layers[k] = square_windows(dict(layer), f"recipe net[{k}]")
     return layers
 
 
