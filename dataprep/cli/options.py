@@ -190,6 +190,24 @@ def workers_opt(f: Callable) -> Callable:
 
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+
+
+def _chw(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"{text!r}: give CxHxW, such as 1x28x28", param_hint="--shape")
+    return tuple(int(p) for p in parts)
+
+
+shape_opt = click.option(
+    "--shape",
+    default=None,
+    metavar="CxHxW",
+    callback=_chw,
+    help="Input shape when the model names none and its store is not here (1x28x28).",
+)
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 skip_bad_opt = click.option(
     "--skip-bad",

@@ -51,7 +51,8 @@ def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, a
         raise click.UsageError("--csv and --json are exclusive")
     inputs = open_inputs(source, model, batch_size)
     names = _class_names(class_names)
-    truth = read_truth(labels) if labels else dict(zip(inputs.keys, inputs.labels))
+    # a store without labels (an HDF5 of data only) has nothing to score against
+    truth = read_truth(labels) if labels else {k: v for k, v in zip(inputs.keys, inputs.labels) if len(v)}
     scorer = Score(truth) if truth else None
     rows = []  # --json only: the other forms print as they go
     with progress(inputs.count, "predict") as update:

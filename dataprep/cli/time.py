@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt
+from .options import common_options, json_opt, shape_opt
 from .running import echo_result
 
 
@@ -21,12 +21,7 @@ from .running import echo_result
     show_default=True,
     help="The net of this phase (Caffe's TRAIN by default).",
 )
-@click.option(
-    "--shape",
-    default=None,
-    metavar="CxHxW",
-    help="Input shape when the model names none and its store is not here (1x28x28).",
-)
+@shape_opt
 @click.option(
     "--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True, help="Where to run."
 )
@@ -50,17 +45,9 @@ def time_cmd(model_path, iterations, batch, phase, shape, device, as_json):
     from ..train.runner import caffe_line
     from ..train.timing import bench_net, caffe_lines, time_net
 
-    chw = _shape(shape) if shape else None
-    bench = bench_net(model_path, batch, phase, chw, array_module(device))
+    bench = bench_net(model_path, batch, phase, shape, array_module(device))
     timing = time_net(bench, iterations)
     for line in caffe_lines(timing):
         click.echo(caffe_line(line, "caffe.cpp:404"), file=sys.stderr)
     if as_json:
         echo_result(True, timing.as_dict(), [])
-
-
-def _shape(text: str) -> tuple[int, int, int]:
-    parts = text.lower().split("x")
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise click.BadParameter(f"{text!r}: give CxHxW, such as 1x28x28", param_hint="--shape")
-    return tuple(int(p) for p in parts)

@@ -116,6 +116,8 @@ def read_model(path: str | Path) -> tuple[dict, dict, Path | None]:
         raw = yaml.safe_load(str(saved["recipe"]))
         prepare = (yaml.safe_load(str(saved["preparation"])) or {}) if "preparation" in saved else {}
         sections = {"name": raw.get("name", path.stem), "net": raw["net"], "data": raw.get("data", {})}
+        if raw.get("inputs"):  # an exported deploy net's input shape
+            sections["inputs"] = raw["inputs"]
         return sections, prepare, path
     if is_prototxt(path):
         return net_sections(path), {}, None

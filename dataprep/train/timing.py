@@ -87,7 +87,7 @@ def bench_net(
         default_batch = (
             data.get("batch_size", 50) if train else data.get("val_batch_size") or data.get("batch_size", 50)
         )
-        chw = shape or _store_shape(path, data, train)
+        chw = shape or store_shape(path, data, train)
     n = int(batch or default_batch)
     specs = wire(sections["net"], input_name, target)
     heads = [
@@ -107,7 +107,7 @@ def bench_net(
     return Bench(str(sections.get("name") or Path(path).stem), net, arrays, train)
 
 
-def _store_shape(path, data: dict, train: bool) -> tuple[int, ...]:
+def store_shape(path, data: dict, train: bool = True) -> tuple[int, ...]:
     """C x H x W of the model's training (or validation) records after the crop."""
     from .loader import open_samples
     from .recipe import Source, build, parse_source

@@ -1,0 +1,50 @@
+"""``dataprep export``: a model out as ONNX, a .caffemodel, or a dataprep .npz."""
+
+from __future__ import annotations
+
+import click
+
+from .options import common_options, overwrite_opt, shape_opt
+
+
+@click.command("export")
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.option(
+    "-o", "--out", required=True, type=click.Path(dir_okay=False), help="OUT.onnx, OUT.caffemodel or OUT.npz."
+)
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A .caffemodel or .npz snapshot.",
+)
+@click.option(
+    "--random-init",
+    type=int,
+    default=None,
+    metavar="SEED",
+    help="Fill every learnable blob from SEED instead (a model that has no weights).",
+)
+@shape_opt
+@overwrite_opt
+@common_options
+def export_cmd(model_path, out, weights, random_init, shape, overwrite):
+    """Write MODEL (a recipe or shipped recipe name, a Caffe prototxt, or a .npz snapshot)
+    with its weights as OUT, whose suffix chooses the format:
+
+    \b
+    .onnx        the deploy net for onnxruntime, OpenCV's dnn, OpenVINO, TensorRT,
+                 PyTorch (onnx2torch); opset 17, the batch free, Caffe's blob names,
+                 the preparation as metadata (needs the onnx package)
+    .caffemodel  Caffe's binary weights, the deploy net's layers and blobs
+    .npz         weights and preparation, as predict, extract, visualize and
+                 train --weights take them
+
+    \b
+    dataprep export deploy.prototxt --weights model.caffemodel -o model.onnx
+    dataprep export model.caffemodel.prototxt --weights model.caffemodel -o model.npz
+    dataprep export resnet50_deploy.prototxt --random-init 0 -o random.caffemodel
+    """
+    from ..train.export import export
+
+    click.echo(export(model_path, out, weights, random_init, shape, overwrite))

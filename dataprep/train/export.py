@@ -1,0 +1,200 @@
+"""``dataprep export``: any model dataprep runs (recipe, prototxt, snapshot), with its
+weights or freshly initialized ones, out as ``.caffemodel``, ``.npz`` or ``.onnx``.
+
+Every format is written from one deploy net: the model's layers without its losses,
+metrics and TRAIN-only layers, over its input at batch 1 (the batch stays free in ONNX).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..errors import UsageError
+from ..staging import Staging
+from .inference import read_model
+from .layers import LOSSES
+from .net import Net, wire
+
+FORMATS = (".onnx", ".caffemodel", ".npz")
+RANDOM_FILLERS = {"weight_filler": {"type": "xavier"}, "bias_filler": {"type": "gaussian", "std": 0.01}}
+LEARNED_WEIGHTS = ("Convolution", "Deconvolution", "InnerProduct")
+
+
+@dataclass
+class Deploy:
+    """A model as a deploy net: its name, entries (bottoms and tops explicit), the input
+    blob and its C x H x W, the preparation its snapshot carries, and the built net."""
+
+    name: str
+    specs: list[dict]
+    input: str
+    chw: tuple[int, ...]
+    preparation: dict
+    net: Net
+    normalize: list[tuple[np.ndarray | None, float]]  # (mean to subtract, then scale), in order
+
+    def prepared(self, pixels: np.ndarray) -> np.ndarray:
+        """N x C x H x W pixels as the net takes them (what the ONNX graph does first)."""
+        x = pixels.astype(np.float32)
+        for mean, scale in self.normalize:
+            x = (x - mean if mean is not None else x) * np.float32(scale)
+        return x
+
+
+def deploy_specs(sections: dict) -> tuple[list[dict], str]:
+    """The model's layers as a deploy net has them, and its input blob: losses, Accuracy
+    and TRAIN-only layers dropped (the data layers are already inputs)."""
+    data = sections.get("data") or {}
+    inputs = sections.get("inputs") or {}
+    input_name = data.get("input") or (next(iter(inputs)) if inputs else "data")
+    specs = wire(sections["net"], input_name, data.get("target", "label"))
+    kept = [
+        spec for spec in specs if spec["type"] not in (*LOSSES, "Accuracy") and spec.get("phase") != "TRAIN"
+    ]
+    return [{k: v for k, v in spec.items() if k not in ("phase", "loss_weight")} for spec in kept], input_name
+
+
+def load_deploy(
+    path: str | Path,
+    weights: str | Path | None = None,
+    random_init: int | None = None,
+    shape: tuple[int, ...] | None = None,
+) -> Deploy:
+    """MODEL as a deploy net with weights: from ``weights``, the snapshot itself, or with
+    ``random_init`` every learnable blob filled from that seed (the layer's filler where it
+    has one, else xavier weights and small gaussian biases; BatchNorm's statistics mean 0,
+    variance 1, factor 1, since zeros would divide by sqrt(eps) in every block)."""
+    from .caffemodel import copy_weights, read_weights
+    from .timing import store_shape
+
+    sections, preparation, snapshot = read_model(path)
+    if random_init is not None and (weights or snapshot):
+        raise UsageError(
+            f"--random-init makes weights for a model without them; {weights or snapshot} has them"
+        )
+    source = weights or snapshot
+    if source is None and random_init is None:
+        raise UsageError(f"{path} holds no weights: give --weights, or --random-init SEED")
+    specs, input_name = deploy_specs(sections)
+    inputs = sections.get("inputs") or {}
+    chw = tuple(
+        shape
+        or (inputs[input_name][1:] if input_name in inputs else store_shape(path, sections.get("data") or {}))
+    )
+    if random_init is not None:
+        specs = [
+            {**{k: v for k, v in RANDOM_FILLERS.items() if spec["type"] in LEARNED_WEIGHTS}, **spec}
+            for spec in specs
+        ]
+    net = Net(specs, {input_name: (1, *chw)}, rng=np.random.default_rng(random_init or 0))
+    if source is not None:
+        copy_weights(net, read_weights(source), source)
+    else:
+        for layer in net.layers:
+            if layer.type == "BatchNorm":
+                for blob, value in zip(layer.params, (0.0, 1.0, 1.0)):
+                    blob[...] = value
+    name = str(sections.get("name") or Path(path).stem)
+    preparation = dict(preparation or {})
+    return Deploy(name, specs, input_name, chw, preparation, net, normalization(preparation, sections, chw))
+
+
+def normalization(
+    preparation: dict, sections: dict, chw: tuple[int, ...]
+) -> list[tuple[np.ndarray | None, float]]:
+    """What turns an image's pixels into the net's input, as (mean, scale) steps: the
+    store's preparation (``hdf5 --mean 128``), then the model's ``transform`` (mean file
+    or values, scale). A mean image is cut to the input's size from its centre, as a
+    centre crop of the image itself (Caffe's test-phase crop) would."""
+    from ..stores.hdf5 import mean_array
+    from ..stores.means import recorded_mean
+    from .loader import load_mean
+    from .recipe import Transform, build
+
+    def full(mean: np.ndarray | None) -> np.ndarray | None:
+        if mean is None:
+            return None
+        mean = mean_array(mean)
+        if mean.shape[1:] != (1, 1) and mean.shape[1:] != tuple(chw[1:]):
+            h, w = chw[1:]
+            top, left = (mean.shape[1] - h) // 2, (mean.shape[2] - w) // 2
+            if top < 0 or left < 0:
+                raise UsageError(f"the mean image ({mean.shape}) is smaller than the input {chw}")
+            mean = mean[:, top : top + h, left : left + w]
+        return mean[None].astype(np.float32)
+
+    steps = []
+    if preparation.get("mean") is not None or float(preparation.get("scale") or 1) != 1:
+        given = preparation.get("mean")
+        steps.append(
+            (
+                full(recorded_mean(str(given)) if given is not None else None),
+                float(preparation.get("scale") or 1),
+            )
+        )
+    transform = build(Transform, (sections.get("data") or {}).get("transform") or {}, "data.transform")
+    if transform.mean_file or transform.mean_value or transform.scale != 1:
+        steps.append((full(load_mean(transform)), transform.scale))
+    return steps
+
+
+def export(
+    path: str | Path,
+    out: str | Path,
+    weights: str | Path | None = None,
+    random_init: int | None = None,
+    shape: tuple[int, ...] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write MODEL to ``out``, its suffix choosing the format (``FORMATS``)."""
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise UsageError(f"-o {out}: the suffix chooses the format: {', '.join(FORMATS)}")
+    deploy = load_deploy(path, weights, random_init, shape)
+    writer = {".onnx": onnx_bytes, ".caffemodel": caffemodel_of, ".npz": npz_bytes}[out.suffix.lower()]
+    data = writer(deploy)
+    with Staging(overwrite) as staging:
+        staging.path(out).write_bytes(data)
+    return out
+
+
+def caffemodel_of(deploy: Deploy) -> bytes:
+    """A binary NetParameter: the deploy net's Input layer, then every layer with its blobs
+    in Caffe's order and shapes."""
+    from ..stores.caffe_pb import LayerParameter
+    from .caffemodel import caffemodel_bytes
+
+    data = LayerParameter(name=deploy.input, type="Input", top=[deploy.input])
+    data.input_param.shape.add().dim.extend([1, *deploy.chw])
+    return caffemodel_bytes(deploy.net, deploy.name, deploy.specs, [data])
+
+
+def npz_bytes(deploy: Deploy) -> bytes:
+    """Weights and preparation as ``predict``, ``extract``, ``visualize`` and ``train
+    --weights`` take them (``param/LAYER/i``, the net as a recipe); no training state."""
+    import io
+
+    from ..gpu import host
+
+    recipe = {
+        "name": deploy.name,
+        "data": {"input": deploy.input},
+        "inputs": {deploy.input: [1, *deploy.chw]},
+        "net": deploy.specs,
+    }
+    arrays = {f"param/{layer.name}/{i}": host(layer.params[i]) for layer, i in deploy.net.params()}
+    arrays["recipe"] = np.array(yaml.safe_dump(recipe, sort_keys=False))
+    arrays["preparation"] = np.array(yaml.safe_dump(deploy.preparation))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def onnx_bytes(deploy: Deploy) -> bytes:
+    from .onnx_export import onnx_model
+
+    return onnx_model(deploy).SerializeToString()

@@ -1,0 +1,360 @@
+"""A deploy net as an ONNX model (opset ``OPSET``), through the ``onnx`` package.
+
+Each Caffe layer becomes the ONNX operators that compute the same values; where the
+semantics differ the graph bridges them (``docs/caffe.md`` has the table): Caffe's pooling
+rounds its output size up and clips the last window, so the padding at the end is
+computed per layer; an average divides by the window's area inside the padded input, so
+Caffe's padding is an explicit Pad and the rest is left out of the count. Blob names are
+Caffe's; an in-place layer's earlier versions get a ``#k`` suffix, and the last keeps the
+name. The batch dimension is free (``N``). A layer with no faithful ONNX form stops with
+a line naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from ..gpu import host
+from .layers.geometry import pool_out
+
+OPSET = 17
+IR_VERSION = 8  # what opset 17 needs; runtimes a few years old still read it
+WEIGHTED = ("Convolution", "Deconvolution", "InnerProduct")  # blobs passed as they are
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise UsageError(
+            "exporting to ONNX needs the onnx package: pip install 'dataprep-caffe[onnx]' "
+            "(or pip install onnx)"
+        ) from None
+    return onnx
+
+
+class _Graph:
+    """Nodes, initializers and Caffe blob names as versioned ONNX value names."""
+
+    def __init__(self, onnx, specs: list[dict]) -> None:
+        self.onnx, self.helper = onnx, onnx.helper
+        self.nodes: list = []
+        self.initializers: list = []
+        self.writes = {}
+        for spec in specs:
+            for top in spec["top"]:
+                self.writes[top] = self.writes.get(top, 0) + 1
+        self.written: dict[str, int] = {}
+        self.current: dict[str, str] = {}
+        self.count = 0
+
+    def read(self, blob: str) -> str:
+        return self.current.get(blob, blob)
+
+    def write(self, blob: str) -> str:
+        """The value name of the next write of ``blob``: the last one keeps its name."""
+        k = self.written.get(blob, 0) + 1
+        self.written[blob] = k
+        name = blob if k == self.writes.get(blob, 1) else f"{blob}#{k}"
+        self.current[blob] = name
+        return name
+
+    def const(self, name: str, array: Any, dtype=np.float32) -> str:
+        tensor = self.onnx.numpy_helper.from_array(np.ascontiguousarray(np.asarray(array, dtype)), name)
+        self.initializers.append(tensor)
+        return name
+
+    def temp(self, base: str) -> str:
+        self.count += 1
+        return f"{base}__{self.count}"
+
+    def node(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> None:
+        self.nodes.append(self.helper.make_node(op, inputs, outputs, name=name, **attrs))
+
+
+def _refuse(spec: dict, why: str) -> UsageError:
+    return UsageError(f"layer {spec['name']} ({spec['type']}): {why}: it has no faithful ONNX form here")
+
+
+def _pool(g: _Graph, spec, layer, x: str, out: str, shape) -> None:
+    name = spec["name"]
+    if layer.whole:
+        g.node("GlobalMaxPool" if layer.method == "MAX" else "GlobalAveragePool", [x], [out], name)
+        return
+    _, _, h, w = shape
+    k, s, p = layer.k, layer.stride, layer.pad
+    ends = []
+    for size in (h, w):  # Caffe's output size with ONNX's rounding down: pad the end to it
+        end = (pool_out(size, k, s, p) - 1) * s + k - size - p
+        if end < p and layer.method == "AVE" or end < 0:
+            raise _refuse(spec, f"the last window of a {size} input ends inside it")
+        ends.append(end)
+    if layer.method == "MAX":
+        g.node("MaxPool", [x], [out], name, kernel_shape=[k, k], strides=[s, s], pads=[p, p, *ends])
+        return
+    if p:  # Caffe's padding counts in an average's area: pad explicitly, the rest does not count
+        padded = g.temp(name)
+        pads = g.const(g.temp(f"{name}.pads"), [0, 0, p, p, 0, 0, p, p], np.int64)
+        g.node("Pad", [x, pads], [padded], f"{name}/pad", mode="constant")
+        x = padded
+    g.node(
+        "AveragePool",
+        [x],
+        [out],
+        name,
+        kernel_shape=[k, k],
+        strides=[s, s],
+        pads=[0, 0, ends[0] - p, ends[1] - p],
+        count_include_pad=0,
+    )
+
+
+def _affine(g: _Graph, name: str, x: str, out: str, scale: float, shift: float) -> str:
+    """``shift + scale * x`` (nodes only where they change something); returns its name."""
+    if scale != 1:
+        y = out if shift == 0 else g.temp(name)
+        g.node("Mul", [x, g.const(g.temp(f"{name}.scale"), scale)], [y], f"{name}/scale")
+        x = y
+    if shift != 0:
+        g.node("Add", [x, g.const(g.temp(f"{name}.shift"), shift)], [out], f"{name}/shift")
+        x = out
+    return x
+
+
+def _channel_view(array: np.ndarray, ndim: int, axis: int = 1) -> np.ndarray:
+    """A per-channel blob shaped to broadcast against an ``ndim``-dimensional blob."""
+    return array.reshape(array.shape + (1,) * (ndim - axis - array.ndim))
+
+
+def _layer(g: _Graph, spec: dict, layer, shapes: dict) -> None:
+    kind, name = spec["type"], spec["name"]
+    ins = [g.read(b) for b in spec["bottom"]]
+    x = ins[0] if ins else None
+    shape = shapes[spec["bottom"][0]] if spec["bottom"] else None
+    params = [host(p).astype(np.float32) for p in layer.params]
+    if kind == "Silence":
+        return
+    outs = [g.write(t) for t in spec["top"]]
+    out = outs[0]
+    weights = [g.const(f"{name}.blob{i}", p) for i, p in enumerate(params)] if kind in WEIGHTED else []
+    if kind in ("Convolution", "Deconvolution"):
+        k, s, p = layer.k, layer.stride, layer.pad
+        op = "Conv" if kind == "Convolution" else "ConvTranspose"
+        g.node(
+            op,
+            [x, *weights],
+            [out],
+            name,
+            kernel_shape=[k, k],
+            strides=[s, s],
+            pads=[p] * 4,
+            group=layer.group,
+        )
+    elif kind == "Pooling":
+        _pool(g, spec, layer, x, out, shape)
+    elif kind == "InnerProduct":
+        if layer.axis != 1:
+            raise _refuse(spec, f"axis {layer.axis}")
+        flat = g.temp(name)
+        g.node("Flatten", [x], [flat], f"{name}/flatten", axis=1)
+        g.node("Gemm", [flat, *weights], [out], name, transB=1)
+    elif kind == "ReLU":
+        if layer.p.get("negative_slope"):
+            g.node("LeakyRelu", [x], [out], name, alpha=float(layer.p["negative_slope"]))
+        else:
+            g.node("Relu", [x], [out], name)
+    elif kind == "PReLU":
+        slope = params[0] if layer.shared else _channel_view(params[0], len(shape))
+        g.node("PRelu", [x, g.const(f"{name}.slope", slope)], [out], name)
+    elif kind in ("Sigmoid", "TanH", "AbsVal"):
+        g.node({"Sigmoid": "Sigmoid", "TanH": "Tanh", "AbsVal": "Abs"}[kind], [x], [out], name)
+    elif kind == "ELU":
+        g.node("Elu", [x], [out], name, alpha=float(layer.p.get("alpha", 1.0)))
+    elif kind in ("Exp", "Log", "Power"):
+        scale, shift = float(layer.p.get("scale", 1.0)), float(layer.p.get("shift", 0.0))
+        if kind == "Exp":  # base ^ (shift + scale x) = e ^ (ln base * (shift + scale x))
+            ln = 1.0 if float(layer.p.get("base", -1)) == -1 else math.log(float(layer.p["base"]))
+            g.node("Exp", [_affine(g, name, x, g.temp(name), ln * scale, ln * shift)], [out], name)
+        elif kind == "Log":
+            base = float(layer.p.get("base", -1))
+            inner = _affine(g, name, x, g.temp(name), scale, shift)
+            if base == -1:
+                g.node("Log", [inner], [out], name)
+            else:
+                logged = g.temp(name)
+                g.node("Log", [inner], [logged], name)
+                g.node(
+                    "Mul",
+                    [logged, g.const(g.temp(f"{name}.base"), 1 / math.log(base))],
+                    [out],
+                    f"{name}/base",
+                )
+        else:
+            power = float(layer.p.get("power", 1.0))
+            if power == 1:
+                result = _affine(g, name, x, out, scale, shift)
+                if result != out:
+                    g.node("Identity", [result], [out], name)
+            else:
+                inner = _affine(g, name, x, g.temp(name), scale, shift)
+                g.node("Pow", [inner, g.const(g.temp(f"{name}.power"), power)], [out], name)
+    elif kind == "Dropout":
+        g.node("Identity", [x], [out], name)
+    elif kind == "LRN":
+        g.node(
+            "LRN", [x], [out], name, size=layer.size, alpha=layer.alpha, beta=layer.beta, bias=layer.kconst
+        )
+    elif kind == "BatchNorm":
+        mean, var, factor = params
+        f = 0.0 if factor.ravel()[0] == 0 else 1.0 / float(factor.ravel()[0])
+        c = mean.shape[0]
+        scale, bias = g.const(f"{name}.gamma", np.ones(c)), g.const(f"{name}.beta", np.zeros(c))
+        g.node(
+            "BatchNormalization",
+            [x, scale, bias, g.const(f"{name}.mean", mean * f), g.const(f"{name}.var", var * f)],
+            [out],
+            name,
+            epsilon=float(layer.eps),
+        )
+    elif kind == "Scale":
+        if layer.factor is not None:
+            g.node("Mul", [x, g.const(f"{name}.factor", layer.factor)], [out], name)
+        else:
+            gamma = g.const(f"{name}.gamma", _channel_view(params[0], len(shape)))
+            scaled = out if len(params) == 1 else g.temp(name)
+            g.node("Mul", [x, gamma], [scaled], name)
+            if len(params) > 1:
+                g.node(
+                    "Add",
+                    [scaled, g.const(f"{name}.beta", _channel_view(params[1], len(shape)))],
+                    [out],
+                    f"{name}/bias",
+                )
+    elif kind == "Bias":
+        view = (*layer.span, *(1,) * (len(shape) - layer.axis - len(layer.span)))
+        if len(ins) > 1:
+            bias = g.temp(name)
+            g.node(
+                "Reshape", [ins[1], g.const(g.temp(f"{name}.shape"), view, np.int64)], [bias], f"{name}/shape"
+            )
+        else:
+            bias = g.const(f"{name}.bias", params[0].reshape(view))
+        g.node("Add", [x, bias], [out], name)
+    elif kind == "Softmax":
+        g.node("Softmax", [x], [out], name, axis=layer.axis)
+    elif kind == "Concat":
+        g.node("Concat", ins, [out], name, axis=layer.axis)
+    elif kind == "Slice":
+        edges = [0, *layer.points, shape[layer.axis]]
+        sizes = g.const(g.temp(f"{name}.split"), np.diff(edges), np.int64)
+        g.node("Split", [x, sizes], outs, name, axis=layer.axis)
+    elif kind == "Eltwise":
+        if layer.operation == "SUM":
+            terms = []
+            for c, term in zip(layer.coeff, ins):
+                if c != 1:
+                    scaled = g.temp(name)
+                    g.node("Mul", [term, g.const(g.temp(f"{name}.coeff"), c)], [scaled], f"{name}/coeff")
+                    term = scaled
+                terms.append(term)
+            g.node("Sum", terms, [out], name)
+        else:
+            g.node(
+                "Mul" if layer.operation == "PROD" else "Max",
+                ins[:2],
+                [out if len(ins) == 2 else g.temp(name)],
+                name,
+            )
+            for k, term in enumerate(ins[2:], 2):
+                previous = g.nodes[-1].output[0]
+                g.node(
+                    "Mul" if layer.operation == "PROD" else "Max",
+                    [previous, term],
+                    [out if k == len(ins) - 1 else g.temp(name)],
+                    f"{name}/{k}",
+                )
+    elif kind in ("Reshape", "Flatten"):
+        target = shapes[spec["top"][0]]
+        if target[0] != shape[0]:
+            raise _refuse(spec, "it moves the batch axis")
+        g.node("Reshape", [x, g.const(g.temp(f"{name}.shape"), [0, *target[1:]], np.int64)], [out], name)
+    elif kind == "Crop":
+        index = layer.index[layer.axis :]
+        starts = g.const(g.temp(f"{name}.starts"), [i.start for i in index], np.int64)
+        ends = g.const(g.temp(f"{name}.ends"), [i.stop for i in index], np.int64)
+        axes = g.const(g.temp(f"{name}.axes"), list(range(layer.axis, layer.axis + len(index))), np.int64)
+        g.node("Slice", [x, starts, ends, axes], [out], name)
+    elif kind == "ArgMax":
+        if layer.axis is None or layer.k != 1 or layer.with_values:
+            raise _refuse(spec, "only ArgMax along an axis, top_k 1, without out_max_val")
+        index = g.temp(name)
+        g.node("ArgMax", [x], [index], name, axis=layer.axis, keepdims=1)
+        g.node("Cast", [index], [out], f"{name}/float", to=g.onnx.TensorProto.FLOAT)
+    else:
+        raise _refuse(spec, "not mapped")
+
+
+def _normalize(g: _Graph, deploy) -> None:
+    """The graph's first nodes: pixels to the net's input (mean subtracted, then scaled,
+    per ``Deploy.normalize``), so a user feeds the image as OpenCV decodes it."""
+    x = deploy.input
+    for k, (mean, scale) in enumerate(deploy.normalize):
+        if mean is not None:
+            y = f"{deploy.input}#mean{k}"
+            g.node("Sub", [x, g.const(f"{deploy.input}.mean{k}", mean)], [y], f"prepare/mean{k}")
+            x = y
+        if scale != 1:
+            y = f"{deploy.input}#scale{k}"
+            g.node("Mul", [x, g.const(f"{deploy.input}.scale{k}", scale)], [y], f"prepare/scale{k}")
+            x = y
+    g.current[deploy.input] = x
+
+
+def onnx_model(deploy) -> Any:
+    """The ONNX ModelProto of an ``export.Deploy``: Caffe's blob names for the input and
+    the outputs (tops no later layer reads), the preparation as metadata JSON."""
+    onnx = _onnx()
+    helper = onnx.helper
+    net, specs = deploy.net, deploy.specs
+    g = _Graph(onnx, specs)
+    layers = {layer.name: layer for layer in net.layers}
+    _normalize(g, deploy)
+    for spec in specs:
+        _layer(g, spec, layers[spec["name"]], net.shapes)
+    last_write = {}
+    for k, spec in enumerate(specs):
+        for top in spec["top"]:
+            last_write[top] = k
+    read_after = {b for k, spec in enumerate(specs) for b in spec["bottom"] if last_write.get(b, -1) < k}
+    outputs = [
+        blob for blob, k in last_write.items() if blob not in read_after and specs[k]["type"] != "Silence"
+    ]
+    outputs = [b for b in outputs if b in g.current]
+    float_type = onnx.TensorProto.FLOAT
+    graph = helper.make_graph(
+        g.nodes,
+        deploy.name,
+        [helper.make_tensor_value_info(deploy.input, float_type, ["N", *deploy.chw])],
+        [helper.make_tensor_value_info(g.current[b], float_type, ["N", *net.shapes[b][1:]]) for b in outputs],
+        initializer=g.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dataprep")
+    model.ir_version = IR_VERSION
+    preparation = {
+        "channels": deploy.preparation.get("channels", "auto"),
+        "resize": deploy.preparation.get("resize"),
+        "interpolation": deploy.preparation.get("interpolation", "linear"),
+        "input": deploy.input,
+        "shape": list(deploy.chw),
+        "channel_order": "BGR",
+        "layout": "NCHW",
+        "pixels": "0..255, as decoded: the graph subtracts the mean and scales",
+    }
+    helper.set_model_props(model, {"dataprep.preparation": json.dumps(preparation, default=str)})
+    onnx.checker.check_model(model)
+    return model
