@@ -6,6 +6,7 @@ so can any command that reads logs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def panels(series: list[Series]) -> dict[str, list[Series]]:
 
 def spans_decades(values: list[float]) -> bool:
     """Whether positive ``values`` span more than ``LOG_DECADES`` decades (a log scale)."""
+    values = [v for v in values if not math.isnan(v)]  # a resumed run's segment breaks
     positive = [v for v in values if v > 0]
     return bool(positive) and len(positive) == len(values) and max(positive) > min(positive) * 10**LOG_DECADES
 

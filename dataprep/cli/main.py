@@ -37,6 +37,7 @@ COMMANDS = {
     "recipe": "Convert recipes to Caffe's solver and net prototxt, and back.",
     "wds": "Convert a list of images to WebDataset tar shards with an index manifest.",
     "time": "Time a model's forward and backward passes layer by layer (Caffe's `caffe time`).",
+    "plot": "Draw training curves from Caffe's or dataprep's logs; parse_log.py's tables with --csv.",
     "export": "Write a model with its weights as ONNX, a .caffemodel or a .npz (--random-init for none).",
     "train": "Train a recipe's net (YAML, or Caffe's solver prototxt) with Caffe's log lines and snapshots.",
 }
