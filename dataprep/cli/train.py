@@ -41,13 +41,30 @@ from .running import echo_result, progress, report_skipped
     default=None,
     help="Where to train [default: the recipe's solver.device, cpu].",
 )
+@click.option(
+    "--tensorboard",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Also write TensorBoard events into DIR/PREFIX (needs tensorboardX).",
+)
 @skip_bad_opt
 @overwrite_opt
 @json_opt
 @max_pixels_opt
 @common_options
 def train_cmd(
-    recipe_path, overrides, print_recipe, resume, weights, caffemodel, device, skip_bad, overwrite, as_json
+    recipe_path,
+    overrides,
+    print_recipe,
+    resume,
+    weights,
+    caffemodel,
+    device,
+    tensorboard,
+    skip_bad,
+    overwrite,
+    as_json,
 ):
     """Train the net of RECIPE on its data, as `caffe train` does. RECIPE is YAML (data,
     net, solver) or Caffe's solver.prototxt with the net prototxt it names (relative
@@ -93,7 +110,7 @@ def train_cmd(
     with progress(recipe.run.max_iter, "train", unit="iter", closing=False) as update:
         on_error = OnError(skip_bad)
         bars = functools.partial(progress, unit="batch", closing=False)  # each test pass
-        result = train(recipe, say, update, resume, weights, on_error, overwrite, bars)
+        result = train(recipe, say, update, resume, weights, on_error, overwrite, bars, tensorboard)
     skipped = report_skipped(on_error)
     summary = {
         "recipe": recipe.name,

@@ -74,8 +74,10 @@ class Training:
         on_error: OnError | None = None,
         overwrite: bool = False,
         bars: Callable[[int, str], ContextManager[Callable[[int], object]]] | None = None,
+        tensorboard: str | Path | None = None,
     ) -> None:
         self.recipe, self.say, self.progress = recipe, say, progress
+        self.events = None
         self.bars = bars or _no_bar  # a bar for each test pass (on a terminal)
         run, data = recipe.run, recipe.data
         if resume is None and not overwrite:
@@ -129,6 +131,10 @@ class Training:
                 )
             if saved is not None:
                 self._restore(saved, resume)
+            if tensorboard is not None:
+                from .events import Events
+
+                self.events = Events(tensorboard, run.snapshot_prefix, self.solver.iteration)
         except BaseException:  # the loaders' threads end before the error leaves
             self.close()
             raise
@@ -142,6 +148,8 @@ class Training:
         for loader in (self.train_loader, self.val_loader):
             if loader is not None:
                 loader.close()
+        if self.events is not None:
+            self.events.close()
 
     def snapshot(self, path: Path) -> Path:
         """``{prefix}_iter_{N}.npz``: weights by ``layer/index``, the solver's state, the
@@ -254,6 +262,11 @@ class Training:
                 for k, (name, value) in enumerate(outputs.items()):
                     self.say(caffe_line(f"    Train net output #{k}: {_output(name, value, net)}"))
                 self.say(caffe_line(f"Iteration {it}, lr = {rate:.6g}", "sgd_solver.cpp:105"))
+                if self.events is not None:
+                    self.events.scalars("train", outputs, it)
+                    self.events.scalars(
+                        "train", {"lr": rate, "images_per_second": rate_per_s * batch_size}, it
+                    )
                 if self.curve and self.curve[-1][0] == it:  # a resumed run's first display
                     self.curve.pop()  # replaces the point its end of run left there
                 self.curve.append((it, result.train_loss))
@@ -297,6 +310,8 @@ class Training:
             )
         self.result.test = dict(outputs)
         self.result.metrics.append({"iteration": it, **outputs})
+        if self.events is not None:
+            self.events.scalars("test", outputs, it)
         key = self.recipe.run.keep_best
         if key is not None:
             if key not in outputs:
@@ -331,13 +346,14 @@ def train(
     on_error: OnError | None = None,
     overwrite: bool = False,
     bars: Callable[[int, str], ContextManager[Callable[[int], object]]] | None = None,
+    tensorboard: str | Path | None = None,
 ) -> TrainResult:
     """Train ``recipe``'s net (from a snapshot with ``resume``, or starting from the layers
     of ``weights`` that share a name); ``say`` receives each log line, in Caffe's form;
     damaged records follow ``on_error``. An earlier run's outputs under the same
     ``snapshot_prefix`` are refused unless ``overwrite`` (a resumed run extends its own);
-    ``bars(total, desc)`` draws each test pass."""
-    return Training(recipe, say, progress, resume, weights, on_error, overwrite, bars).run()
+    ``bars(total, desc)`` draws each test pass; ``tensorboard`` names a folder for event files."""
+    return Training(recipe, say, progress, resume, weights, on_error, overwrite, bars, tensorboard).run()
 
 
 def refuse_earlier_run(prefix: str) -> None:

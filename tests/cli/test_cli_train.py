@@ -531,3 +531,47 @@ def test_the_loss_plot_has_one_panel_per_kind_of_quantity():
     assert [s.label for s in grouped["error (MAE)"]] == ["test loss_mae0", "test loss_mae1"]
     assert grouped["loss"][0].points[-1] == (200.0, 0.02)
     assert spans_decades([0.6, 0.001]) and not spans_decades([0.6, 0.1]) and not spans_decades([1.0, 0.0])
+
+
+def test_tensorboard_events_hold_every_logged_value_and_a_resume_drops_the_later_ones(invoke, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = write_recipe(
+        tmp_path, solver__max_iter=20, solver__display=5, solver__test_interval=10, solver__snapshot=10
+    )
+    r = invoke("train", path, "--tensorboard", tmp_path / "tb")
+    assert r.exit_code == 0, r.stderr
+
+    def scalars():
+        events = EventAccumulator(str(tmp_path / "tb" / "tiny"))
+        events.Reload()
+        return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+    found = scalars()
+    assert {"train/loss", "train/lr", "train/images_per_second", "test/loss", "test/loss_mae0"} <= set(found)
+    metrics = json.loads((tmp_path / "tiny_metrics.json").read_text())
+    assert [(s, pytest.approx(v)) for s, v in found["test/loss"]] == [
+        (t["iteration"], t["loss"]) for t in metrics["tests"]
+    ]
+    assert [s for s, _ in found["train/loss"]] == [0, 5, 10, 15]
+    assert [pytest.approx(v) for _, v in found["train/loss"]] == [loss for _, loss in metrics["train"][:4]]
+    # resumed from iteration 10: the first run's events from 10 on are dropped, each step shows once
+    r = invoke("train", path, "--resume", tmp_path / "tiny_iter_10.npz", "--tensorboard", tmp_path / "tb")
+    assert r.exit_code == 0, r.stderr
+    steps = [s for s, _ in scalars()["train/loss"]]
+    assert steps == [0, 5, 10, 15]
+    assert [s for s, _ in scalars()["test/loss"]] == [0, 10, 20]
+
+
+def test_tensorboard_without_tensorboardx_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = write_recipe(tmp_path, solver__max_iter=2)
+    code = "import sys; sys.modules['tensorboardX'] = None; from dataprep.cli.main import cli; cli()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "train", str(path), "--tensorboard", str(tmp_path / "tb")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "needs tensorboardX: pip install" in done.stderr
