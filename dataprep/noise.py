@@ -40,6 +40,7 @@ class NoiseSource:
     classes: int | None = None
     ext: str = "png"
     prefix: str = ""
+    label: str = "freq"  # "age": fx as an integer 0..99, for bounded-integer regression
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -48,6 +49,15 @@ class NoiseSource:
             raise UsageError(f"noise images need at least 2x2 pixels, got {self.size}")
         if self.classes is not None and self.classes < 1:
             raise UsageError(f"--classes must be at least 1, got {self.classes}")
+        if self.label not in ("freq", "age"):
+            raise UsageError(f"--label {self.label!r}: choose freq or age")
+        if self.label == "age" and self.classes is not None:
+            raise UsageError("--label age and --classes are two labellings: give one")
+
+    @property
+    def integer(self) -> bool:
+        """Whether the labels are one integer (a class, an age): the Datum's own label."""
+        return self.classes is not None or self.label == "age"
 
     def __len__(self) -> int:
         return self.n
@@ -64,8 +74,10 @@ class NoiseSource:
         return image[:, :, None], h, w
 
     def labels(self, h: int, w: int) -> tuple[Label, ...]:
-        """``(fx, fy)``, or ``(class,)`` with ``classes``."""
+        """``(fx, fy)``; ``(class,)`` with ``classes``; ``(age,)``, fx mapped to 0..99."""
         fx, fy = w / self.size[1], h / self.size[0]
+        if self.label == "age":
+            return (min(int(fx * 100), 99),)
         if self.classes is None:
             return (fx, fy)
         return (min(int(fx * self.classes), self.classes - 1),)
@@ -78,14 +90,10 @@ class NoiseSource:
 
     def meta(self) -> dict:
         """The generator and its label layout, as a store's manifest records them."""
-        classes = self.classes is not None
+        columns = ["age"] if self.label == "age" else ["class"] if self.classes is not None else ["fx", "fy"]
         return {
             "source": f"dataprep noise (seed {self.seed})",
-            "labels": {
-                "count": 1 if classes else 2,
-                "kind": "int" if classes else "float",
-                "columns": ["class"] if classes else ["fx", "fy"],
-            },
+            "labels": {"count": len(columns), "kind": "int" if self.integer else "float", "columns": columns},
             "preprocessing": {"channels": "auto", "gray": True, "resize": None},
         }
 
@@ -183,7 +191,7 @@ def _hdf5_writer(
 ):
     from .stores.hdf5 import Hdf5Writer
 
-    default = ["label"] if source.classes is not None else ["freq"]
+    default = ["label"] if source.integer else ["freq"]
     return Hdf5Writer(
         out / f"{split}.h5", overwrite=overwrite, expected=n, meta=meta, **hdf5.writer_options(default)
     )
@@ -196,7 +204,7 @@ def _datum_writer(backend: str):
         from .stores.datum import DatumWriter
 
         db = out / f"{split}_{backend}"
-        labels = None if source.classes is not None else db.with_name(db.name + "_labels")
+        labels = None if source.integer else db.with_name(db.name + "_labels")
         return DatumWriter(db, backend=backend, overwrite=overwrite, labels_path=labels, meta=meta)
 
     return make

@@ -47,6 +47,13 @@ from .running import echo_result, progress, start_workers
     help="Integer labels: fx binned into K equal bins (named in classes.txt).",
 )
 @click.option(
+    "--label",
+    type=click.Choice(["freq", "age"]),
+    default="freq",
+    show_default=True,
+    help="freq: fx fy floats; age: fx as an integer 0..99 (bounded-integer regression; the Datum's label).",
+)
+@click.option(
     "--classes-out",
     type=click.Path(dir_okay=False),
     default=None,
@@ -80,6 +87,7 @@ def noise_cmd(
     fmt,
     quality,
     classes,
+    label,
     classes_out,
     lists_dir,
     to,
@@ -113,7 +121,7 @@ def noise_cmd(
 
     out_path = Path(out)
     lists = Path(lists_dir) if lists_dir else out_path.absolute().parent
-    source = NoiseSource(n=n, size=size, seed=seed, classes=classes, ext=fmt)
+    source = NoiseSource(n=n, size=size, seed=seed, classes=classes, ext=fmt, label=label)
     counts = split_counts(parse_split(split), n) if split else default_split(n)
     executor = make_executor(workers, n)
     if to != "files":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import common_options, overwrite_opt
+from .options import common_options, overwrite_opt, shape_opt
 
 
 @click.group("recipe")
@@ -19,32 +19,46 @@ def recipe_cmd():
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(file_okay=False), default=".")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key first.")
+@shape_opt
 @overwrite_opt
 @common_options
-def to_prototxt_cmd(recipe_path, out, overrides, overwrite):
+def to_prototxt_cmd(recipe_path, out, overrides, shape, overwrite):
     """Write RECIPE (a file, or a shipped recipe by name) as Caffe's
     OUT/NAME_solver.prototxt and OUT/NAME_train_val.prototxt, which `caffe train -solver`
     runs (from OUT's folder: paths are as in the recipe). A generator source, online
     augmentation or a layer Caffe lacks (SmoothL1Loss) is refused with a line naming it.
     data.shuffle becomes HDF5Data's shuffle, or for a Data layer (which cannot shuffle) a
-    comment that to-yaml reads back.
+    comment that to-yaml reads back. Kernels set by fixed fillers (range, values: Caffe has
+    neither) go into OUT/NAME_init.caffemodel, which the solver's `weights` names (older
+    builds: caffe train -weights NAME_init.caffemodel); --shape gives the input's size for
+    it when the training store is not here.
 
     \b
     dataprep recipe to-prototxt recipes/noise_regression.yaml recipes/caffe
     """
     from ..staging import Staging
-    from ..train.prototxt import recipe_prototxt
+    from ..train.export import init_caffemodel
+    from ..train.prototxt import fixed_layers, recipe_prototxt
     from ..train.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, list(overrides))
     solver, net = recipe_prototxt(recipe)
     paths = [Path(out) / f"{recipe.name}_solver.prototxt", Path(out) / f"{recipe.name}_train_val.prototxt"]
+    init = Path(out) / f"{recipe.name}_init.caffemodel" if fixed_layers(recipe) else None
     Path(out).mkdir(parents=True, exist_ok=True)
     with Staging(overwrite=overwrite) as staging:
         for path, text in zip(paths, (solver, net)):
             staging.path(path).write_text(text)
-    for path in paths:
+        if init is not None:
+            staging.path(init).write_bytes(init_caffemodel(recipe, shape))
+    for path in paths + ([init] if init else []):
         click.echo(path)
+    if init is not None:
+        click.echo(
+            f"the solver starts from {init.name} (its weights field); Caffe builds without that field: "
+            f"caffe train -solver {paths[0].name} -weights {init.name}",
+            err=True,
+        )
 
 
 @recipe_cmd.command("to-yaml")

@@ -97,6 +97,7 @@ message SolverParameter {
   optional int32 device_id = 18 [default = 0];
   optional int64 random_seed = 20 [default = -1];
   optional string type = 40 [default = "SGD"];
+  repeated string weights = 42;
   optional float delta = 31 [default = 1e-8];
   optional float momentum2 = 39 [default = 0.999];
   optional float rms_decay = 38 [default = 0.99];

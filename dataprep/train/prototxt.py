@@ -328,6 +328,12 @@ def solver_raw(path: str | Path) -> dict:
         section["test_iter"] = int(solver.test_iter[0])
     if solver.random_seed >= 0:
         section["random_seed"] = int(solver.random_seed)
+    if solver.weights:  # the weights Caffe starts from (an init .caffemodel)
+        log.info(
+            "%s: weights %s: dataprep fills fixed kernels from their fillers; --weights loads a file",
+            path,
+            ", ".join(solver.weights),
+        )
     if solver.HasField("solver_mode"):
         mode = "GPU" if solver.solver_mode == 1 else "CPU"
         log.info(
@@ -406,6 +412,23 @@ def layer_message(entry: dict, bottoms: list[str], tops: list[str]) -> Any:
     return layer
 
 
+FIXED_FILLERS = ("range", "values")  # dataprep's fillers for fixed kernels; Caffe has neither
+
+
+def _fixed(filler: Any) -> bool:
+    return isinstance(filler, dict) and filler.get("type") in FIXED_FILLERS
+
+
+def fixed_layers(recipe) -> list[str]:
+    """The layers whose blobs a fixed filler (range, values) sets: Caffe starts them from
+    an init .caffemodel instead (``recipe to-prototxt`` writes it)."""
+    return [
+        str(entry.get("name"))
+        for entry in recipe.raw["net"]
+        if any(_fixed(v) for k, v in entry.items() if k.endswith("filler"))
+    ]
+
+
 CAFFE_LACKS = {"SmoothL1Loss": "SmoothL1Loss is not in BVLC Caffe (it is Fast R-CNN's)"}
 
 
@@ -444,7 +467,8 @@ def recipe_prototxt(recipe) -> tuple[str, str]:
             raise UsageError(
                 f"layer {entry['name']!r}: {CAFFE_LACKS[entry['type']]}: to-prototxt cannot write it"
             )
-        net.layer.append(layer_message(entry, entry["bottom"], entry["top"]))
+        written = {k: v for k, v in entry.items() if not (k.endswith("filler") and _fixed(v))}
+        net.layer.append(layer_message(written, entry["bottom"], entry["top"]))
     fields = {
         "net": f"{recipe.name}_train_val.prototxt",
         "type": solver.type,
@@ -471,6 +495,8 @@ def recipe_prototxt(recipe) -> tuple[str, str]:
             test_interval=run.test_interval or run.max_iter, test_initialization=run.test_initialization
         )
         fields["test_iter"] = [run.test_iter or _one_pass(data.val, data.val_batch_size or data.batch_size)]
+    if fixed_layers(recipe):
+        fields["weights"] = [f"{recipe.name}_init.caffemodel"]
     message = SolverParameter()
     _fill(message, fields)
     net_text = text_format.MessageToString(net)

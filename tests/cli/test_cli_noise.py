@@ -282,3 +282,22 @@ def test_classes_out_with_stores(invoke, tmp_path, to):
     ]
     r = invoke("noise", "--n", 30, "--classes", 3, "--to", to, "--out", tmp_path / "t")
     assert r.exit_code == 0 and (tmp_path / "t" / "classes.txt").is_file()
+
+
+def test_label_age_writes_ages_0_to_99_into_the_datum_labels(invoke, tmp_path):
+    import lmdb
+
+    from dataprep.stores.caffe_pb import parse_datum
+
+    r = invoke(
+        "noise", "--n", 40, "--size", "100x100", "--label", "age", "--to", "lmdb", "--out", tmp_path / "a"
+    )
+    assert r.exit_code == 0, r.stderr
+    assert not (tmp_path / "a" / "train_lmdb_labels").exists()  # the age is the Datum's own label
+    env = lmdb.open(str(tmp_path / "a" / "train_lmdb"), readonly=True, lock=False)
+    with env.begin() as txn:
+        for key, value in txn.cursor():
+            fx = float(key.decode().split("_")[2])  # the name's fx, 2 decimals
+            assert abs(parse_datum(value).label - 100 * fx) <= 1
+    env.close()
+    assert invoke("noise", "--n", 4, "--label", "age", "--classes", 3).exit_code == 2

@@ -175,6 +175,7 @@ def test_device_gpu_without_a_gpu_is_a_clear_error(invoke, tmp_path):
         "noise_stream",
         "noise_classes",
         "age_regression",
+        "age_expectation",
         "caffenet",
         "lenet",
         "cifar10_quick",
@@ -389,26 +390,40 @@ def test_noise_classes_recipe_trains_from_lmdb(invoke, tmp_path, monkeypatch):
     assert "Test net output #1: accuracy = " in r.stderr and (tmp_path / "noise_classes_best.npz").is_file()
 
 
-def test_age_regression_recipe_reads_a_list_of_images(invoke, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["age_regression", "age_expectation"])
+def test_age_recipes_train_on_noise_ages_and_the_fixed_kernel_stays_0_to_99(
+    invoke, tmp_path, monkeypatch, name
+):
+    """Both designs train on `noise --label age` stores; design 2's expectation kernel is
+    0..99 after training (lr_mult 0), and to-prototxt writes it for Caffe as an init
+    .caffemodel the solver names."""
+    from dataprep.train.caffemodel import read_caffemodel
+
     monkeypatch.chdir(tmp_path)
-    assert invoke("noise", "--n", 60, "--size", "32x32", "--format", "png", "-j", 1).exit_code == 0
-    for split in ("train", "val"):  # path age: 99 x fx, the noise image's horizontal frequency
-        lines = (tmp_path / f"{split}.txt").read_text().split("\n")
-        ages = [f"{line.split()[0]} {99 * float(line.split()[1]):.2f}" for line in lines if line]
-        (tmp_path / f"{split}.txt").write_text("\n".join(ages) + "\n")
-    r = invoke(
-        "train",
-        RECIPES / "age_regression.yaml",
-        "--json",
-        "--set",
-        "solver.max_iter=3",
-        "--set",
-        "data.batch_size=8",
-        "--set",
-        "solver.test_iter=1",
-    )
+    r = invoke("noise", "--n", 120, "--size", "64x64", "--label", "age", "--to", "lmdb", "--out", "age_lmdb")
     assert r.exit_code == 0, r.stderr
-    assert json.loads(r.stdout)["test"]["loss"] > 0
+    r = invoke("train", name, "--json", *("--set", "solver.max_iter=6", "--set", "solver.test_interval=3"))
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert 0 < summary["test"]["loss_mae0"] < 100
+    if name == "age_expectation":
+        kernel = np.load(tmp_path / "age_expectation_iter_6.npz")["param/age/0"]
+        assert kernel.tolist() == [list(range(100))]
+        r = invoke("recipe", "to-prototxt", name, "caffe")
+        assert r.exit_code == 0, r.stderr
+        assert (
+            "caffe train -solver age_expectation_solver.prototxt -weights age_expectation_init.caffemodel"
+            in r.stderr
+        )
+        assert (
+            'weights: "age_expectation_init.caffemodel"'
+            in (tmp_path / "caffe" / f"{name}_solver.prototxt").read_text()
+        )
+        assert (
+            "range" not in (tmp_path / "caffe" / f"{name}_train_val.prototxt").read_text()
+        )  # Caffe has no range filler
+        init = read_caffemodel(tmp_path / "caffe" / f"{name}_init.caffemodel")
+        assert list(init) == ["age"] and init["age"][0].ravel().tolist() == list(range(100))
 
 
 def test_caffenet_runs_one_forward_and_backward_pass():

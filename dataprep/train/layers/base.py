@@ -16,7 +16,8 @@ Shape = tuple[int, ...]
 
 def fill(xp: ModuleType, rng: np.random.Generator, shape: Shape, filler: dict, dtype) -> Any:
     """A parameter drawn on the CPU from ``rng`` (so CPU and GPU runs start alike) and moved
-    to ``xp``. Fillers as Caffe's: constant(value), gaussian(std), xavier and msra (fan-in)."""
+    to ``xp``. Fillers as Caffe's: constant(value), gaussian(std), xavier and msra (fan-in);
+    and two Caffe lacks, for fixed kernels: range(start, step) and values([...])."""
     kind = filler.get("type", "constant")
     fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     if kind == "constant":
@@ -28,8 +29,16 @@ def fill(xp: ModuleType, rng: np.random.Generator, shape: Shape, filler: dict, d
         values = rng.uniform(-limit, limit, shape)
     elif kind == "msra":
         values = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+    elif kind == "range":  # start, start + step, ... in the blob's order: a fixed kernel 0..99
+        values = filler.get("start", 0.0) + filler.get("step", 1.0) * np.arange(int(np.prod(shape)))
+        values = values.reshape(shape)
+    elif kind == "values":
+        values = np.asarray(filler.get("values") or [], np.float64)
+        if values.size != int(np.prod(shape)):
+            raise UsageError(f"filler values: {values.size} given for a blob of shape {shape}")
+        values = values.reshape(shape)
     else:
-        raise UsageError(f"filler type {kind!r}: choose from constant, gaussian, xavier, msra")
+        raise UsageError(f"filler type {kind!r}: choose from constant, gaussian, xavier, msra, range, values")
     return xp.asarray(values.astype(dtype))
 
 
