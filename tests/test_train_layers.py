@@ -73,8 +73,14 @@ def check_gradients(spec, inputs, xp, labels=None, train=True, atol=1e-6):
         assert np.allclose(got, want, atol=atol, rtol=1e-4), (
             f"{spec['type']} input: {np.abs(got - want).max()}"
         )
+    check_param_gradients(layer, loss, xp, param_grads, atol, spec["type"])
+
+
+def check_param_gradients(layer, loss, xp, grads, atol: float = 1e-6, what: str = "") -> None:
+    """Each parameter's gradient ``grads[i]`` against numerical gradients of ``loss()``;
+    a None gradient only for statistics that are not learned (BatchNorm's)."""
     for i, param in enumerate(layer.params):
-        if param_grads[i] is None:  # statistics (BatchNorm), not learned
+        if grads[i] is None:
             assert layer.lr_mult[i] == 0
             continue
         host_param = host(param).copy()
@@ -85,7 +91,7 @@ def check_gradients(spec, inputs, xp, labels=None, train=True, atol=1e-6):
 
         want = numeric_grad(param_loss, host_param)
         layer.params[i] = xp.asarray(host_param)
-        assert np.allclose(param_grads[i], want, atol=atol, rtol=1e-4), f"{spec['type']} param {i}"
+        assert np.allclose(grads[i], want, atol=atol, rtol=1e-4), f"{what} param {i}"
 
 
 rng = np.random.default_rng(3)

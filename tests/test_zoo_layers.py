@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_train_layers import build, host, numeric_grad, xp  # noqa: F401  (xp: the NumPy/CuPy fixture)
+from test_train_layers import build, check_param_gradients, host, numeric_grad, xp  # noqa: F401  (xp: the NumPy/CuPy fixture)
 
 from dataprep.errors import UsageError
 
@@ -46,17 +46,9 @@ def check(spec: dict, inputs: list[np.ndarray], xp, tops: int = 1, grads: tuple[
         want = numeric_grad(loss, values[k])
         got = host(diffs[k])
         assert np.allclose(got, want, atol=1e-6, rtol=1e-4), (spec["type"], k, np.abs(got - want).max())
-    for i, param in enumerate(layer.params):
-        got = host(layer.grads[i]).copy()
-        host_param = host(param).copy()
-
-        def param_loss(i=i, host_param=host_param):
-            layer.params[i] = xp.asarray(host_param)
-            return loss()
-
-        want = numeric_grad(param_loss, host_param)
-        layer.params[i] = xp.asarray(host_param)
-        assert np.allclose(got, want, atol=1e-6, rtol=1e-4), (spec["type"], "param", i)
+    check_param_gradients(
+        layer, loss, xp, [None if g is None else host(g) for g in layer.grads], what=spec["type"]
+    )
 
 
 A, B, C = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 2, 4, 5)), rng.normal(size=(2, 3, 4, 5))
