@@ -237,3 +237,83 @@ def test_bad_routing_is_a_clear_error():
         make_layer({"name": "s", "type": "Slice", "top": ["a", "b"]}).setup([(1, 3, 2, 2)])
     with pytest.raises(UsageError, match="beyond"):
         make_layer({"name": "c", "type": "Crop", "offset": [3]}).setup([(1, 1, 4, 4), (1, 1, 2, 2)])
+
+
+RECT = {"kernel_h": 3, "kernel_w": 2, "stride_h": 2, "stride_w": 1, "pad_h": 1, "pad_w": 0}
+
+
+@pytest.mark.parametrize(
+    "spec, shape",
+    [
+        ({"type": "Convolution", "num_output": 4, "group": 2, **RECT}, (2, 4, 7, 5)),
+        ({"type": "Pooling", "pool": "MAX", **RECT}, (2, 3, 7, 5)),
+        ({"type": "Pooling", "pool": "AVE", **RECT}, (2, 3, 8, 5)),
+    ],
+    ids=["conv", "max", "ave"],
+)
+def test_rectangular_windows_match_numerical_gradients(xp, spec, shape):
+    check(spec, [rng.normal(size=shape)], xp)
+
+
+def caffe_window_loop(x, method, k, s, p, weights=None):
+    """Caffe's convolution (``weights``) or pooling as its definition, per axis: a window
+    from ``o * s - p``; pooling's size rounds up and its average divides by the area
+    inside the padded input."""
+    from dataprep.train.layers import conv_out, pool_out
+
+    n, c, h, w = x.shape
+    size = conv_out if weights is not None else pool_out
+    oh, ow = size(h, k[0], s[0], p[0]), size(w, k[1], s[1], p[1])
+    out = np.zeros((n, weights.shape[0] if weights is not None else c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            y0, x0 = i * s[0] - p[0], j * s[1] - p[1]
+            y1, x1 = min(y0 + k[0], h + p[0]), min(x0 + k[1], w + p[1])
+            area = (y1 - y0) * (x1 - x0)
+            win = x[:, :, max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
+            if weights is not None:  # zero padding: the window's cells outside the input are 0
+                full = np.zeros((n, c, k[0], k[1]))
+                full[:, :, max(y0, 0) - y0 : min(y1, h) - y0, max(x0, 0) - x0 : min(x1, w) - x0] = win
+                out[:, :, i, j] = np.einsum("nchw,ochw->no", full, weights)
+            elif method == "MAX":
+                out[:, :, i, j] = win.max(axis=(2, 3))
+            else:
+                out[:, :, i, j] = win.sum(axis=(2, 3)) / area
+    return out
+
+
+def test_rectangular_windows_follow_caffes_definitions(xp):
+    from dataprep.train.layers import make_layer
+
+    x = rng.normal(size=(2, 3, 9, 6))
+    k, s, p = (3, 2), (2, 1), (1, 0)
+    for method in ("MAX", "AVE"):
+        (y,) = run({"type": "Pooling", "pool": method, **RECT}, [x], xp)
+        assert np.allclose(y, caffe_window_loop(x, method, k, s, p))
+    conv = make_layer({"name": "c", "type": "Convolution", "num_output": 4, "bias_term": False, **RECT})
+    conv.setup([x.shape], xp, np.random.default_rng(0), np.float64)
+    weights = rng.normal(size=(4, 3, 3, 2))
+    conv.params = [xp.asarray(weights)]
+    assert np.allclose(host(conv.forward([xp.asarray(x)])[0]), caffe_window_loop(x, "conv", k, s, p, weights))
+
+
+def test_rectangular_windows_read_from_prototxt_and_export_to_onnx(tmp_path):
+    import onnxruntime as ort
+
+    from dataprep.train.export import export, load_deploy
+
+    (tmp_path / "rect.prototxt").write_text(
+        'layer { name: "data" type: "Input" top: "data"\n'
+        "  input_param { shape { dim: 1 dim: 3 dim: 12 dim: 9 } } }\n"
+        'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"\n'
+        "  convolution_param { num_output: 4 kernel_h: 1 kernel_w: 3 pad_h: 0 pad_w: 1 } }\n"
+        'layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"\n'
+        "  pooling_param { pool: AVE kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 2 pad_h: 1 } }\n"
+    )
+    out = export(tmp_path / "rect.prototxt", tmp_path / "rect.onnx", random_init=1)
+    deploy = load_deploy(tmp_path / "rect.prototxt", random_init=1)
+    assert deploy.net.shapes["conv"] == (1, 4, 12, 9) and deploy.net.shapes["pool"] == (1, 4, 7, 5)
+    x = rng.normal(size=(2, 3, 12, 9)).astype(np.float32)
+    deploy.net.forward({"data": x}, train=False)
+    (got,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"data": x})
+    assert np.allclose(got, deploy.net.blobs["pool"], atol=1e-5)

@@ -87,29 +87,29 @@ def _pool(g: _Graph, spec, layer, x: str, out: str, shape) -> None:
         g.node("GlobalMaxPool" if layer.method == "MAX" else "GlobalAveragePool", [x], [out], name)
         return
     _, _, h, w = shape
-    k, s, p = layer.k, layer.stride, layer.pad
+    kernel, strides, pads = (list(pair) for pair in layer.win)
     ends = []
-    for size in (h, w):  # Caffe's output size with ONNX's rounding down: pad the end to it
+    for size, k, s, p in zip((h, w), kernel, strides, pads):  # Caffe's size, by ONNX's rounding down
         end = (pool_out(size, k, s, p) - 1) * s + k - size - p
         if end < p and layer.method == "AVE" or end < 0:
             raise _refuse(spec, f"the last window of a {size} input ends inside it")
         ends.append(end)
     if layer.method == "MAX":
-        g.node("MaxPool", [x], [out], name, kernel_shape=[k, k], strides=[s, s], pads=[p, p, *ends])
+        g.node("MaxPool", [x], [out], name, kernel_shape=kernel, strides=strides, pads=[*pads, *ends])
         return
-    if p:  # Caffe's padding counts in an average's area: pad explicitly, the rest does not count
+    if any(pads):  # Caffe's padding counts in an average's area: pad explicitly, the rest not
         padded = g.temp(name)
-        pads = g.const(g.temp(f"{name}.pads"), [0, 0, p, p, 0, 0, p, p], np.int64)
-        g.node("Pad", [x, pads], [padded], f"{name}/pad", mode="constant")
+        widths = g.const(g.temp(f"{name}.pads"), [0, 0, *pads, 0, 0, *pads], np.int64)
+        g.node("Pad", [x, widths], [padded], f"{name}/pad", mode="constant")
         x = padded
     g.node(
         "AveragePool",
         [x],
         [out],
         name,
-        kernel_shape=[k, k],
-        strides=[s, s],
-        pads=[0, 0, ends[0] - p, ends[1] - p],
+        kernel_shape=kernel,
+        strides=strides,
+        pads=[0, 0, ends[0] - pads[0], ends[1] - pads[1]],
         count_include_pad=0,
     )
 
@@ -143,16 +143,16 @@ def _layer(g: _Graph, spec: dict, layer, shapes: dict) -> None:
     out = outs[0]
     weights = [g.const(f"{name}.blob{i}", p) for i, p in enumerate(params)] if kind in WEIGHTED else []
     if kind in ("Convolution", "Deconvolution"):
-        k, s, p = layer.k, layer.stride, layer.pad
+        (kh, kw), (sh, sw), (ph, pw) = layer.win
         op = "Conv" if kind == "Convolution" else "ConvTranspose"
         g.node(
             op,
             [x, *weights],
             [out],
             name,
-            kernel_shape=[k, k],
-            strides=[s, s],
-            pads=[p] * 4,
+            kernel_shape=[kh, kw],
+            strides=[sh, sw],
+            pads=[ph, pw, ph, pw],
             group=layer.group,
         )
     elif kind == "Pooling":

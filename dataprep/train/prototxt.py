@@ -25,7 +25,7 @@ from ..stores.caffe_pb import NetParameter, SolverParameter
 
 # layer type -> (its parameter message in LayerParameter, the fields dataprep runs)
 _CONV = ("num_output", "bias_term", "pad", "kernel_size", "stride", "group", "weight_filler", "bias_filler")
-_HW = ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w")  # square only: see square_windows
+_HW = ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w")  # see square_windows
 LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "Convolution": ("convolution_param", _CONV + _HW),
     "Deconvolution": ("convolution_param", _CONV + _HW),
@@ -195,17 +195,13 @@ def _layer_entry(layer: Any, where: _Where) -> dict:
 
 
 def square_windows(entry: dict, at: str) -> dict:
-    """``kernel_h``/``kernel_w`` (and stride, pad) as ``kernel_size`` when they are equal:
-    the convolutions and poolings run square windows."""
+    """``kernel_h``/``kernel_w`` (and stride, pad) as ``kernel_size`` when they are equal
+    (the layers' tuned square paths); unequal ones stay, for their plain path."""
     for name in ("kernel", "stride", "pad"):
-        h, w = entry.pop(f"{name}_h", None), entry.pop(f"{name}_w", None)
-        if h is None and w is None:
-            continue
-        if h != w:
-            raise UsageError(
-                f"{at}: {name}_h {h} and {name}_w {w}: rectangular windows are not supported yet"
-            )
-        entry["kernel_size" if name == "kernel" else name] = h
+        h, w = entry.get(f"{name}_h"), entry.get(f"{name}_w")
+        if h is not None and h == w:  # equal: the square field, as most nets write it
+            del entry[f"{name}_h"], entry[f"{name}_w"]
+            entry["kernel_size" if name == "kernel" else name] = h
     if "concat_dim" in entry:  # Concat's deprecated alias
         entry.setdefault("axis", entry.pop("concat_dim"))
     entry.pop("stable_prod_grad", None)  # Eltwise PROD's gradient is computed stably anyway

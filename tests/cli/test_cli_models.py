@@ -151,8 +151,10 @@ def test_extract_writes_float_datums_the_stores_read(invoke, trained, tmp_path):
     reader.close()
     keys = [f"{i:08d}_{path}" for i, path in enumerate((trained / "test.txt").read_text().split())]
     assert [rec.key for rec in records] == keys and records[0].array.shape == (2, 1, 1)  # as lmdb keys
+    assert f"extract: {len(records)} img in " in r.stderr  # the closing count: the records written
     r = invoke("predict", model, trained / "test.txt", "--json")
     predicted = [p["values"] for p in json.loads(r.stdout)["predictions"]]
+    assert f"predict: {len(predicted)} img in " in r.stderr
     logits = np.array([rec.array.ravel() for rec in records])
     assert np.allclose(1 / (1 + np.exp(-logits)), predicted, atol=1e-6)  # fc2, then the Sigmoid
     for command in ("info", "verify"):

@@ -8,7 +8,7 @@ import numpy as np
 from ...errors import UsageError
 from ...transforms import get_xp
 from .base import Layer, positive_outputs
-from .geometry import check_window, conv_out, kernel, windows
+from .geometry import check_window, conv_out, padded_windows, scatter_windows, square, window, windows
 from .threads import CHUNK, copy_in_parts, run_parts
 
 COLUMNS = 2048  # a product needs about this many columns to run near BLAS's rate here
@@ -57,7 +57,11 @@ class Convolution(Layer):
 
     def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
         ((n, c, h, w),) = shapes = [tuple(s) for s in shapes]
-        self.k, self.stride, self.pad = kernel(self.p, self.name)
+        self.win = window(self.p, self.name)
+        if square(self.win) is None:  # kernel_h != kernel_w and the like: the plain path
+            return self._setup_rect(shapes, xp, rng, dtype)
+        self.rect = False
+        self.k, self.stride, self.pad = square(self.win)
         check_window(self.name, h, w, self.k, self.pad)
         self.out = positive_outputs(self)
         self.group = int(self.p.get("group", 1))
@@ -86,14 +90,59 @@ class Convolution(Layer):
 
     def shapes(self, shapes):
         n, c, h, w = shapes[0]
-        return [
-            (
-                n,
-                self.out,
-                conv_out(h, self.k, self.stride, self.pad),
-                conv_out(w, self.k, self.stride, self.pad),
+        (kh, kw), (sh, sw), (ph, pw) = self.win
+        return [(n, self.out, conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw))]
+
+    def _setup_rect(self, shapes, xp, rng, dtype):
+        """Windows that are not square: im2col over a strided view, one product per
+        group for the whole batch (no tuned strategies: such layers are rare)."""
+        ((n, c, h, w),) = shapes
+        (kh, kw), _, (ph, pw) = self.win
+        if h + 2 * ph < kh or w + 2 * pw < kw:
+            raise UsageError(f"layer {self.name}: kernel {kh}x{kw} larger than its {h}x{w} input")
+        self.rect, self.strategy = True, "rectangular"
+        self.out = positive_outputs(self)
+        self.group = int(self.p.get("group", 1))
+        if c % self.group or self.out % self.group:
+            raise UsageError(
+                f"layer {self.name}: channels {c} and num_output {self.out} must divide by group"
             )
-        ]
+        filler = self.p.get("weight_filler", {"type": "gaussian", "std": 0.01})
+        self._param(xp, rng, (self.out, c // self.group, kh, kw), filler, dtype, 0)
+        if self.p.get("bias_term", True):
+            self._param(xp, rng, (self.out,), self.p.get("bias_filler", {"type": "constant"}), dtype, 1)
+        return Layer.setup(self, shapes)
+
+    def _forward_rect(self, x, train):
+        xp = get_xp(x)
+        n, c, _, _ = x.shape
+        _, _, oh, ow = self.shapes([x.shape])[0]
+        g = self.group
+        view, _ = padded_windows(x, self.win, (oh, ow))  # (N, C, OH, OW, kh, kw)
+        cols = xp.ascontiguousarray(view.reshape(n, g, c // g, oh * ow, -1).transpose(1, 2, 4, 0, 3))
+        cols = cols.reshape(g, -1, n * oh * ow)  # (groups, C/g * kh * kw, N * OH * OW)
+        weights = self.params[0].reshape(g, self.out // g, -1)
+        y = xp.matmul(weights, cols).reshape(self.out, n, oh, ow).transpose(1, 0, 2, 3)
+        if len(self.params) > 1:
+            y = y + self.params[1].reshape(1, -1, 1, 1)
+        self._saved = (cols, x.shape)
+        return [xp.ascontiguousarray(y)]
+
+    def _backward_rect(self, dy):
+        xp = get_xp(dy)
+        cols, (n, c, h, w) = self._saved
+        g, (kh, kw) = self.group, self.win[0]
+        _, _, oh, ow = dy.shape
+        d = dy.transpose(1, 0, 2, 3).reshape(g, self.out // g, -1)
+        self.grads[0] = xp.matmul(d, cols.transpose(0, 2, 1)).reshape(self.params[0].shape)
+        if len(self.params) > 1:
+            self.grads[1] = dy.sum(axis=(0, 2, 3))
+        if not self.propagate:
+            return [None]
+        weights = self.params[0].reshape(g, self.out // g, -1)
+        dcols = xp.matmul(weights.transpose(0, 2, 1), d).reshape(g, c // g, kh, kw, n, oh, ow)
+        windows_diff = dcols.transpose(4, 0, 1, 5, 6, 2, 3).reshape(n, c, oh, ow, kh, kw)
+        return [scatter_windows(windows_diff, self.win, (n, c, h, w), (oh, ow))]
 
     def _parts(self, n: int) -> tuple[list[slice], int]:
         """Fixed parts of the batch for the threads (whole products, about CHUNK images),
@@ -134,6 +183,8 @@ class Convolution(Layer):
         return cols.reshape(self.group, cols.shape[0] // self.group * self.k * self.k, -1)
 
     def forward(self, bottoms, train=True):
+        if self.rect:
+            return self._forward_rect(bottoms[0], train)
         xp = get_xp(bottoms[0])
         x = bottoms[0]
         n, _, oh, ow = self.shapes([x.shape])[0]
@@ -158,6 +209,8 @@ class Convolution(Layer):
         return [y]
 
     def backward(self, top_diffs):
+        if self.rect:
+            return self._backward_rect(top_diffs[0])
         xp = get_xp(top_diffs[0])
         view, (n, c, h, w), kept = self._saved
         p, g = self.pad, self.group

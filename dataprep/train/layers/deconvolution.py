@@ -8,7 +8,7 @@ import numpy as np
 from ...errors import UsageError
 from ...transforms import get_xp
 from .base import Layer, positive_outputs
-from .geometry import conv_out, kernel, windows
+from .geometry import conv_out, square, window, windows
 
 
 class Deconvolution(Layer):
@@ -21,7 +21,12 @@ class Deconvolution(Layer):
 
     def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
         ((n, c, h, w),) = shapes = [tuple(s) for s in shapes]
-        self.k, self.stride, self.pad = kernel(self.p, self.name)
+        self.win = window(self.p, self.name)
+        if square(self.win) is None:
+            raise UsageError(
+                f"layer {self.name}: Deconvolution runs square windows only (kernel_h = kernel_w, ...)"
+            )
+        self.k, self.stride, self.pad = square(self.win)
         self.out = positive_outputs(self)
         self.group = int(self.p.get("group", 1))
         if c % self.group or self.out % self.group:

@@ -32,15 +32,62 @@ def windows(x, kh: int, kw: int, stride: int, oh: int, ow: int):
     )
 
 
-def kernel(p: dict, name: str) -> tuple[int, int, int]:
-    """A layer's square kernel size, stride and padding; UsageError naming the layer for a
-    kernel or stride under 1 or a negative padding."""
-    k, s, pad = int(p["kernel_size"]), int(p.get("stride", 1)), int(p.get("pad", 0))
-    if k < 1 or s < 1 or pad < 0:
-        raise UsageError(
-            f"layer {name}: kernel_size {k}, stride {s}, pad {pad}: give kernel and stride 1 or more"
-        )
+Window = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # (kh, kw), (sh, sw), (ph, pw)
+
+
+def window(p: dict, name: str) -> Window:
+    """A layer's kernel, stride and padding per axis: ``kernel_h``/``kernel_w`` (and
+    ``stride_``, ``pad_``) where given, else the square ``kernel_size``, ``stride``, ``pad``."""
+
+    def pair(field: str, default: int | None) -> tuple[int, int]:
+        square = p.get("kernel_size" if field == "kernel" else field, default)
+        h, w = p.get(f"{field}_h", square), p.get(f"{field}_w", square)
+        if h is None or w is None:
+            raise UsageError(f"layer {name}: give kernel_size, or kernel_h and kernel_w")
+        return int(h), int(w)
+
+    k, s, pad = pair("kernel", None), pair("stride", 1), pair("pad", 0)
+    if min(k + s) < 1 or min(pad) < 0:
+        raise UsageError(f"layer {name}: kernel {k}, stride {s}, pad {pad}: give kernel and stride 1 or more")
     return k, s, pad
+
+
+def square(win: Window) -> tuple[int, int, int] | None:
+    """(k, stride, pad) when every pair is equal: the layers' tuned square paths."""
+    (kh, kw), (sh, sw), (ph, pw) = win
+    return (kh, sh, ph) if (kh, sh, ph) == (kw, sw, pw) else None
+
+
+def padded_windows(x, win: Window, out: tuple[int, int], fill: float = 0.0):
+    """A view (N, C, OH, OW, kh, kw) of the windows of ``x`` padded by (ph, pw) with
+    ``fill``, and far enough past its end for every window (Caffe's pooling rounds up)."""
+    xp = get_xp(x)
+    (kh, kw), (sh, sw), (ph, pw) = win
+    n, c, h, w = x.shape
+    oh, ow = out
+    full = (max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw))
+    padded = xp.full((n, c, *full), fill, x.dtype)
+    padded[:, :, ph : ph + h, pw : pw + w] = x
+    s = padded.strides
+    view = xp.lib.stride_tricks.as_strided(
+        padded, (n, c, oh, ow, kh, kw), (s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3])
+    )
+    return view, padded
+
+
+def scatter_windows(diffs, win: Window, shape: tuple[int, ...], out: tuple[int, int]):
+    """The adjoint of ``padded_windows``: (N, C, OH, OW, kh, kw) window diffs added back
+    onto an N x C x H x W gradient (the padding dropped)."""
+    xp = get_xp(diffs)
+    (kh, kw), (sh, sw), (ph, pw) = win
+    n, c, h, w = shape
+    oh, ow = out
+    full = (max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw))
+    dx = xp.zeros((n, c, *full), diffs.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += diffs[:, :, :, :, i, j]
+    return dx[:, :, ph : ph + h, pw : pw + w]
 
 
 def check_window(name: str, h: int, w: int, k: int, pad: int) -> None:

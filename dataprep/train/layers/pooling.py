@@ -7,7 +7,7 @@ import numpy as np
 from ...errors import UsageError
 from ...transforms import get_xp
 from .base import Layer
-from .geometry import check_window, kernel, pool_out
+from .geometry import check_window, padded_windows, pool_out, scatter_windows, square, window
 from .threads import in_parts
 
 
@@ -32,17 +32,61 @@ class Pooling(Layer):
             if "kernel_size" in self.p:
                 raise UsageError(f"layer {self.name}: global_pooling takes no kernel_size")
             return super().setup([tuple(s) for s in shapes])
-        self.k, self.stride, self.pad = kernel(self.p, self.name)
-        check_window(self.name, *tuple(shapes[0])[2:], self.k, self.pad)
+        self.win = window(self.p, self.name)
+        self.rect = square(self.win) is None  # kernel_h != kernel_w and the like: the plain path
+        h, w = tuple(shapes[0])[2:]
+        if self.rect:
+            (kh, kw), _, (ph, pw) = self.win
+            if h + 2 * ph < kh or w + 2 * pw < kw:
+                raise UsageError(f"layer {self.name}: kernel {kh}x{kw} larger than its {h}x{w} input")
+        else:
+            self.k, self.stride, self.pad = square(self.win)
+            check_window(self.name, h, w, self.k, self.pad)
         return super().setup([tuple(s) for s in shapes])
 
     def shapes(self, shapes):
         n, c, h, w = shapes[0]
         if self.whole:
             return [(n, c, 1, 1)]
-        return [
-            (n, c, pool_out(h, self.k, self.stride, self.pad), pool_out(w, self.k, self.stride, self.pad))
-        ]
+        (kh, kw), (sh, sw), (ph, pw) = self.win
+        return [(n, c, pool_out(h, kh, sh, ph), pool_out(w, kw, sw, pw))]
+
+    def _areas_rect(self, h: int, w: int, oh: int, ow: int) -> np.ndarray:
+        """Caffe's AVE divisors: each window's area inside the padded input."""
+        (kh, kw), (sh, sw), (ph, pw) = self.win
+        hs, ws = np.arange(oh) * sh - ph, np.arange(ow) * sw - pw
+        return np.outer(np.minimum(hs + kh, h + ph) - hs, np.minimum(ws + kw, w + pw) - ws)
+
+    def _forward_rect(self, x):
+        """Windows that are not square, over a strided view of the padded input: MAX keeps
+        the first maximum in scan order (Caffe's), AVE divides by Caffe's areas."""
+        xp = get_xp(x)
+        n, c, h, w = x.shape
+        _, _, oh, ow = self.shapes([x.shape])[0]
+        fill = -xp.inf if self.method == "MAX" else 0.0
+        view, _ = padded_windows(x, self.win, (oh, ow), fill)
+        flat = view.reshape(n, c, oh, ow, -1)
+        if self.method == "MAX":
+            arg = flat.argmax(axis=4)
+            self._saved = (arg, x.shape)
+            return [xp.take_along_axis(flat, arg[..., None], 4)[..., 0]]
+        self._saved = (None, x.shape)
+        areas = xp.asarray(self._areas_rect(h, w, oh, ow), dtype=x.dtype)
+        return [flat.sum(axis=4) / areas]
+
+    def _backward_rect(self, dy):
+        xp = get_xp(dy)
+        arg, (n, c, h, w) = self._saved
+        (kh, kw), _, _ = self.win
+        _, _, oh, ow = dy.shape
+        if arg is None:
+            share = dy / xp.asarray(self._areas_rect(h, w, oh, ow), dtype=dy.dtype)
+            diffs = xp.broadcast_to(share[..., None, None], (n, c, oh, ow, kh, kw))
+        else:
+            diffs = xp.zeros((n, c, oh, ow, kh * kw), dy.dtype)
+            xp.put_along_axis(diffs, arg[..., None], dy[..., None], 4)
+            diffs = diffs.reshape(n, c, oh, ow, kh, kw)
+        return [scatter_windows(diffs, self.win, (n, c, h, w), (oh, ow))]
 
     def _forward_whole(self, x):
         """Global pooling: the maximum (its first position in scan order kept for the
@@ -103,6 +147,8 @@ class Pooling(Layer):
     def forward(self, bottoms, train=True):
         if self.whole:
             return self._forward_whole(bottoms[0])
+        if self.rect:
+            return self._forward_rect(bottoms[0])
         xp = get_xp(bottoms[0])
         x = bottoms[0]
         n, c, h, w = x.shape
@@ -154,6 +200,8 @@ class Pooling(Layer):
     def backward(self, top_diffs):
         if self.whole:
             return self._backward_whole(top_diffs[0])
+        if self.rect:
+            return self._backward_rect(top_diffs[0])
         xp = get_xp(top_diffs[0])
         dy = top_diffs[0]
         arg, (n, c, h, w) = self._saved
