@@ -4,6 +4,8 @@ in its own folder named by its snapshot prefix."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from ..errors import UsageError
@@ -23,7 +25,10 @@ class Events:
                 "(or pip install tensorboardX)"
             ) from None
         self.folder = Path(folder) / Path(prefix).name
-        self.writer = SummaryWriter(logdir=str(self.folder), purge_step=step or None)
+        # the file name's own stamp is in whole seconds: a run resumed within the second
+        # would overwrite the first run's events
+        unique = f".{time.time_ns()}.{os.getpid()}"
+        self.writer = SummaryWriter(logdir=str(self.folder), purge_step=step or None, filename_suffix=unique)
 
     def scalars(self, group: str, values: dict[str, float], step: int) -> None:
         for name, value in values.items():
