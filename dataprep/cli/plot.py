@@ -55,7 +55,9 @@ def plot_cmd(logs, out, labels, x, names, lr, csv_dir, watch, overwrite):
 
     from ..logs import log_series, write_tables
     from ..plotting import plot_panels
-    from ..staging import Staging
+    from ..staging import Staging, add_inputs
+
+    add_inputs(*logs)  # -o over a log it reads is refused, --overwrite or not
 
     if labels and len(labels) != len(logs):
         raise click.UsageError(f"{len(labels)} --label for {len(logs)} logs: give one per log, or none")

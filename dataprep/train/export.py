@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 
 from ..errors import UsageError
-from ..staging import Staging
+from ..staging import Staging, add_inputs
 from .inference import read_model
 from .layers import LOSSES
 from .net import Net, wire
@@ -154,6 +154,7 @@ def export(
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"-o {out}: the suffix chooses the format: {', '.join(FORMATS)}")
+    add_inputs(path, *([weights] if weights else []))  # -o over the model it reads is refused
     deploy = load_deploy(path, weights, random_init, shape)
     writer = {".onnx": onnx_bytes, ".caffemodel": caffemodel_of, ".npz": npz_bytes}[out.suffix.lower()]
     data = writer(deploy)

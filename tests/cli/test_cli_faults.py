@@ -123,6 +123,9 @@ def test_a_killed_runs_claim_is_removed_by_the_next_run(tmp_path, lists):
     assert tree_bytes(tmp_path / "s")
 
 
+ZOO_FCN = Path(__file__).parents[1] / "fixtures" / "zoo" / "fcn_small_deploy.prototxt"
+
+
 # Outputs over their own inputs: refused with or without --overwrite (exit 2), the input
 # unharmed. Each case: (setup commands, the command, what must stay byte-identical).
 def _over_inputs_cases():
@@ -154,6 +157,11 @@ def _over_inputs_cases():
             ["info", "db", "--grid", "db/g.png"],
             "db",
         ),
+        "export onto its model": (
+            [["export", ZOO_FCN, "--random-init", "0", "-o", "m.npz"]],
+            ["export", "m.npz", "-o", "m.npz"],
+            "m.npz",
+        ),
     }
 
 
@@ -173,6 +181,14 @@ def test_an_output_over_an_input_is_refused_and_the_input_unharmed(tmp_path, cas
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert tree_bytes(tmp_path / kept) == before
     assert leftovers(tmp_path) == []
+
+
+def test_plot_onto_its_own_log_is_refused(tmp_path):
+    log = Path(__file__).parents[1] / "fixtures" / "caffe" / "logs" / "caffe_lenet_digits.classic.log"
+    (tmp_path / "run.log").write_bytes(log.read_bytes())
+    result = run_dataprep("plot", "run.log", "-o", "run.log", "--overwrite", cwd=tmp_path)
+    assert result.returncode == 2 and "this command" in result.stderr
+    assert (tmp_path / "run.log").read_bytes() == log.read_bytes()
 
 
 def test_an_output_beside_its_inputs_is_still_fine(tmp_path):
