@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .errors import DataprepError, ImageError, OnError, StoreExistsError, UsageError
-from .images import Channels, write_image
+from .images import Channels, partial_path, write_image
 from .listfile import ListFile, format_line, read_list, write_list
 from .parallel import Executor, ordered_map
 from .progress import set_total
@@ -308,6 +308,23 @@ def file_job(
     task = make_task(items, output)
     counts = {"done": 0, "kept": 0}
     good: list[int] = []
+    try:
+        _collect(task, items, executor, progress, on_error, counts, good)
+    except BaseException:  # workers stopped mid-write leave their partial files: remove them
+        _remove_partials(Path(out), task, items)
+        raise
+    if listfile is not None:
+        lines = [
+            format_line(name, listfile.entries[i].labels) for i in good for name in task.outputs(items[i])
+        ]
+        with Staging(overwrite=True) as staging:
+            write_list(staging.path(list_path), lines)
+    return JobResult(counts["done"], counts["kept"], on_error.skipped, list_path)
+
+
+def _collect(task, items, executor, progress, on_error, counts: dict, good: list[int]) -> None:
+    """Each item's status in order into ``counts`` (done, kept) and ``good`` (the indices
+    of the good items); a bad item follows ``on_error``."""
     written: set[str] = set()  # outputs of the good items, for repeated lines
     for i, status in enumerate(ordered_map(task, len(items), executor, progress=progress)):
         item = items[i]
@@ -321,10 +338,11 @@ def file_job(
                 written.add(item.output)
             good.append(i)
         on_error.reached(item.line)
-    if listfile is not None:
-        lines = [
-            format_line(name, listfile.entries[i].labels) for i in good for name in task.outputs(items[i])
-        ]
-        with Staging(overwrite=True) as staging:
-            write_list(staging.path(list_path), lines)
-    return JobResult(counts["done"], counts["kept"], on_error.skipped, list_path)
+
+
+def _remove_partials(out: Path, task, items) -> None:
+    """The partial files a stopped run's workers were writing (they are killed, not
+    unwound)."""
+    for item in items:
+        for name in task.outputs(item):
+            partial_path(out / name).unlink(missing_ok=True)

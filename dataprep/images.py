@@ -259,6 +259,11 @@ def resize(image: np.ndarray, size: tuple[int, int], interpolation: str = "linea
     return as_hwc(out)
 
 
+def partial_path(dest: Path) -> Path:
+    """Where ``write_image`` writes ``dest`` before renaming it into place."""
+    return dest.with_name(f".{dest.name}.partial")
+
+
 def write_image(dest: Path, image: np.ndarray, quality: int = 95) -> None:
     """Encode by ``dest``'s extension and write it complete or not at all: a temporary
     sibling is renamed into place, so a file that exists is a finished one."""
@@ -267,7 +272,7 @@ def write_image(dest: Path, image: np.ndarray, quality: int = 95) -> None:
     ok, data = cv2.imencode(ext, image, params)
     if not ok:
         raise ImageError(f"cannot encode as {ext}")
-    tmp = dest.with_name(f".{dest.name}.partial")  # a rerun rewrites a killed run's leftover
+    tmp = partial_path(dest)  # a rerun rewrites a killed run's leftover
     try:
         out = open(tmp, "wb")
     except FileNotFoundError:  # the first file of its folder: make it then, not per image

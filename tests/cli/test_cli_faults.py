@@ -904,3 +904,16 @@ def test_a_run_killed_at_a_seeded_point_leaves_nothing_complete_and_the_next_run
     assert again.returncode == 0, again.stderr
     assert outputs() == expected
     assert leftovers(work) == [] and not list(work.glob("out*/.*"))
+
+
+def test_a_failed_file_job_removes_the_partials_its_stopped_workers_left(tmp_path):
+    """Workers stopped at an error (SIGTERM) die mid-write: the job removes their partial
+    files (a full disk under resize left `.0050.png.partial` in one run of several)."""
+    write_images(tmp_path, 8)
+    (tmp_path / "img" / "0006.png").unlink()  # the job stops at line 7
+    assert run_dataprep("resize", "list.txt", "r", "--size", "8x8", cwd=tmp_path).returncode == 1
+    left = tmp_path / "r" / ".0003.png.partial"  # as a worker killed in the middle leaves it
+    left.write_bytes(b"half")
+    result = run_dataprep("resize", "list.txt", "r", "--size", "8x8", cwd=tmp_path)
+    assert result.returncode == 1 and "0006.png" in result.stderr
+    assert not left.exists() and not list((tmp_path / "r").glob(".*.partial"))
