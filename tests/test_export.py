@@ -243,3 +243,13 @@ def test_the_docs_example_runs_an_exported_snapshot_as_predict_does(invoke, tmp_
     scope: dict = {}
     exec(compile(docs_example(), "docs/caffe.md", "exec"), scope)
     assert np.allclose(scope["outputs"][0].ravel(), want, atol=1e-5)
+
+
+def test_a_fixed_filler_goes_into_the_caffemodel_as_its_blob(invoke, tmp_path):
+    """Caffe has no range filler: the layer is written without it, its kernel as the blob."""
+    from dataprep.train.caffemodel import read_caffemodel
+
+    out = tmp_path / "age.caffemodel"
+    r = invoke("export", "age_expectation", "--random-init", 0, "--shape", "1x64x64", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert read_caffemodel(out)["age"][0].ravel().tolist() == list(range(100))

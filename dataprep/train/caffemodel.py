@@ -59,14 +59,18 @@ def copy_weights(net: Net, weights: dict[str, list[np.ndarray]], source: str | P
     return copied
 
 
-def caffemodel_bytes(net: Net, name: str, entries: list[dict], data_layers: list) -> bytes:
-    """The NetParameter of a trained net: its data layers, then every layer with its
-    definition and blobs (what ``caffe train`` snapshots)."""
+def caffemodel_bytes(
+    net: Net, name: str, entries: list[dict], data_layers: list, only: set[str] | None = None
+) -> bytes:
+    """The NetParameter of a trained net: its data layers, then every layer (or those
+    named in ``only``) with its definition and blobs (what ``caffe train`` snapshots)."""
     model = NetParameter(name=name)
     model.layer.extend(data_layers)
     specs = {entry["name"]: entry for entry in entries}
     for node in net.nodes:
         layer = node.layer
+        if only is not None and layer.name not in only:
+            continue
         message = layer_message(
             {**specs.get(layer.name, {}), "name": layer.name, "type": layer.type}, node.bottoms, node.tops
         )

@@ -204,22 +204,12 @@ def onnx_bytes(deploy: Deploy) -> bytes:
 def init_caffemodel(recipe, shape: tuple[int, ...] | None = None) -> bytes:
     """The layers whose kernels fixed fillers (range, values) set, with those blobs, as a
     .caffemodel Caffe starts from (the solver's ``weights``): Caffe has no such fillers."""
-    from ..gpu import host
-    from ..stores.caffe_pb import NetParameter, blob_message
-    from .prototxt import fixed_layers, layer_message
+    from .caffemodel import caffemodel_bytes
+    from .prototxt import fixed_layers
     from .timing import store_shape
 
     sections = {"name": recipe.name, "net": recipe.raw["net"], "data": recipe.raw.get("data") or {}}
     specs, input_name = deploy_specs(sections)
     chw = tuple(shape or store_shape(recipe.name, sections["data"]))
     net = Net(specs, {input_name: (1, *chw)})
-    wanted = set(fixed_layers(recipe))
-    model = NetParameter(name=recipe.name)
-    for node in net.nodes:
-        if node.layer.name in wanted:
-            spec = next(s for s in specs if s["name"] == node.layer.name)
-            plain = {k: v for k, v in spec.items() if not k.endswith("filler")}
-            message = layer_message(plain, node.bottoms, node.tops)
-            message.blobs.extend(blob_message(host(p)) for p in node.layer.params)
-            model.layer.append(message)
-    return model.SerializeToString()
+    return caffemodel_bytes(net, recipe.name, specs, [], only=set(fixed_layers(recipe)))

@@ -385,7 +385,9 @@ def _set(message: Any, key: str, value: Any) -> None:
 
 def layer_message(entry: dict, bottoms: list[str], tops: list[str]) -> Any:
     """The LayerParameter of a recipe net entry (with its resolved bottoms and tops): the
-    inverse of reading one. A fixed-factor Scale becomes Caffe's Power layer."""
+    inverse of reading one. A fixed-factor Scale becomes Caffe's Power layer; a fixed
+    filler (range, values), which Caffe lacks, is left out: its blobs travel in a
+    .caffemodel (``fixed_layers``)."""
     from ..stores.caffe_pb import LayerParameter
 
     kind = entry["type"]
@@ -403,7 +405,7 @@ def layer_message(entry: dict, bottoms: list[str], tops: list[str]) -> Any:
         _set(layer, "param", spec)
     message_name, allowed = LAYER_PARAMS[kind]
     for key in allowed:
-        if key in entry:
+        if key in entry and not (key.endswith("filler") and _fixed(entry[key])):
             _set(getattr(layer, message_name), key, entry[key])
     return layer
 
@@ -463,8 +465,7 @@ def recipe_prototxt(recipe) -> tuple[str, str]:
             raise UsageError(
                 f"layer {entry['name']!r}: {CAFFE_LACKS[entry['type']]}: to-prototxt cannot write it"
             )
-        written = {k: v for k, v in entry.items() if not (k.endswith("filler") and _fixed(v))}
-        net.layer.append(layer_message(written, entry["bottom"], entry["top"]))
+        net.layer.append(layer_message(entry, entry["bottom"], entry["top"]))
     fields = {
         "net": f"{recipe.name}_train_val.prototxt",
         "type": solver.type,
