@@ -23,8 +23,6 @@ TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = ([\.\deE+-]+)")
 LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
 PREFIX = re.compile(r"^[IWEF](\d{8}|\d{4}) (\d\d):(\d\d):(\d\d)\.(\d+) ")
 
-Row = "OrderedDict[str, float]"
-
 
 def line_time(line: str, year: int) -> datetime.datetime | None:
     """The time a log line's prefix gives (the classic form in ``year``); None for a line

@@ -33,6 +33,22 @@ def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True) -> i
     return -(-n // groups)
 
 
+def grouped_outputs(layer: Layer, channels: int) -> tuple[int, int]:
+    """A convolution's (num_output, group); UsageError when either does not divide by group."""
+    out, group = positive_outputs(layer), int(layer.p.get("group", 1))
+    if channels % group or out % group:
+        raise UsageError(f"layer {layer.name}: channels {channels} and num_output {out} must divide by group")
+    return out, group
+
+
+def learned_kernel(layer: Layer, xp, rng, dtype, shape: tuple[int, ...]) -> None:
+    """A convolution's weights of ``shape`` (Caffe's layout), then its bias unless
+    ``bias_term`` is false; Caffe's default fillers."""
+    layer._param(xp, rng, shape, layer.p.get("weight_filler", {"type": "gaussian", "std": 0.01}), dtype, 0)
+    if layer.p.get("bias_term", True):
+        layer._param(xp, rng, (layer.out,), layer.p.get("bias_filler", {"type": "constant"}), dtype, 1)
+
+
 class Convolution(Layer):
     """Caffe's convolution: weights (num_output, channels / group, k, k), then the bias.
 
@@ -58,28 +74,16 @@ class Convolution(Layer):
     def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
         ((n, c, h, w),) = shapes = [tuple(s) for s in shapes]
         self.win = window(self.p, self.name)
-        if square(self.win) is None:  # kernel_h != kernel_w and the like: the plain path
-            return self._setup_rect(shapes, xp, rng, dtype)
-        self.rect = False
-        self.k, self.stride, self.pad = square(self.win)
-        check_window(self.name, h, w, self.k, self.pad)
-        self.out = positive_outputs(self)
-        self.group = int(self.p.get("group", 1))
-        if c % self.group or self.out % self.group:
-            raise UsageError(
-                f"layer {self.name}: channels {c} and num_output {self.out} must divide by group"
-            )
-        self._param(
-            xp,
-            rng,
-            (self.out, c // self.group, self.k, self.k),
-            self.p.get("weight_filler", {"type": "gaussian", "std": 0.01}),
-            dtype,
-            0,
-        )
-        if self.p.get("bias_term", True):
-            self._param(xp, rng, (self.out,), self.p.get("bias_filler", {"type": "constant"}), dtype, 1)
+        check_window(self.name, h, w, self.win)
+        self.out, self.group = grouped_outputs(self, c)
+        (kh, kw), _, _ = self.win
+        learned_kernel(self, xp, rng, dtype, (self.out, c // self.group, kh, kw))
         tops = super().setup(shapes)
+        self.rect = square(self.win) is None  # kernel_h != kernel_w and the like: the plain path
+        if self.rect:  # im2col over a strided view, one product per group for the batch
+            self.strategy = "rectangular"
+            return tops
+        self.k, self.stride, self.pad = square(self.win)
         self.pointwise = (self.k, self.stride, self.pad) == (1, 1, 0)
         _, _, oh, ow = tops[0]
         per_image = oh * ow * c * self.k * self.k * np.dtype(dtype).itemsize
@@ -93,32 +97,12 @@ class Convolution(Layer):
         (kh, kw), (sh, sw), (ph, pw) = self.win
         return [(n, self.out, conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw))]
 
-    def _setup_rect(self, shapes, xp, rng, dtype):
-        """Windows that are not square: im2col over a strided view, one product per
-        group for the whole batch (no tuned strategies: such layers are rare)."""
-        ((n, c, h, w),) = shapes
-        (kh, kw), _, (ph, pw) = self.win
-        if h + 2 * ph < kh or w + 2 * pw < kw:
-            raise UsageError(f"layer {self.name}: kernel {kh}x{kw} larger than its {h}x{w} input")
-        self.rect, self.strategy = True, "rectangular"
-        self.out = positive_outputs(self)
-        self.group = int(self.p.get("group", 1))
-        if c % self.group or self.out % self.group:
-            raise UsageError(
-                f"layer {self.name}: channels {c} and num_output {self.out} must divide by group"
-            )
-        filler = self.p.get("weight_filler", {"type": "gaussian", "std": 0.01})
-        self._param(xp, rng, (self.out, c // self.group, kh, kw), filler, dtype, 0)
-        if self.p.get("bias_term", True):
-            self._param(xp, rng, (self.out,), self.p.get("bias_filler", {"type": "constant"}), dtype, 1)
-        return Layer.setup(self, shapes)
-
     def _forward_rect(self, x, train):
         xp = get_xp(x)
         n, c, _, _ = x.shape
         _, _, oh, ow = self.shapes([x.shape])[0]
         g = self.group
-        view, _ = padded_windows(x, self.win, (oh, ow))  # (N, C, OH, OW, kh, kw)
+        view = padded_windows(x, self.win, (oh, ow))  # (N, C, OH, OW, kh, kw)
         cols = xp.ascontiguousarray(view.reshape(n, g, c // g, oh * ow, -1).transpose(1, 2, 4, 0, 3))
         cols = cols.reshape(g, -1, n * oh * ow)  # (groups, C/g * kh * kw, N * OH * OW)
         weights = self.params[0].reshape(g, self.out // g, -1)

@@ -7,15 +7,17 @@ import numpy as np
 
 from ...errors import UsageError
 from ...transforms import get_xp
-from .base import Layer, positive_outputs
-from .geometry import conv_out, square, window, windows
+from .base import Layer
+from .convolution import grouped_outputs, learned_kernel
+from .geometry import padded_windows, scatter_windows, square, window
 
 
 class Deconvolution(Layer):
     """y = the transpose of a convolution with these weights: weights (channels,
     num_output / group, k, k) as Caffe stores them, then the bias (num_output). Output size
     stride * (H - 1) + k - 2 * pad. Forward scatters each input pixel's k x k
-    contribution (col2im); backward gathers windows (im2col)."""
+    contribution (col2im: ``scatter_windows``); backward gathers windows (im2col:
+    ``padded_windows``)."""
 
     type = "Deconvolution"
 
@@ -27,25 +29,11 @@ class Deconvolution(Layer):
                 f"layer {self.name}: Deconvolution runs square windows only (kernel_h = kernel_w, ...)"
             )
         self.k, self.stride, self.pad = square(self.win)
-        self.out = positive_outputs(self)
-        self.group = int(self.p.get("group", 1))
-        if c % self.group or self.out % self.group:
-            raise UsageError(
-                f"layer {self.name}: channels {c} and num_output {self.out} must divide by group"
-            )
+        self.out, self.group = grouped_outputs(self, c)
         oh, ow = (self.stride * (size - 1) + self.k - 2 * self.pad for size in (h, w))
         if min(oh, ow) < 1:
             raise UsageError(f"layer {self.name}: pad {self.pad} leaves no output of its {h}x{w} input")
-        self._param(
-            xp,
-            rng,
-            (c, self.out // self.group, self.k, self.k),
-            self.p.get("weight_filler", {"type": "gaussian", "std": 0.01}),
-            dtype,
-            0,
-        )
-        if self.p.get("bias_term", True):
-            self._param(xp, rng, (self.out,), self.p.get("bias_filler", {"type": "constant"}), dtype, 1)
+        learned_kernel(self, xp, rng, dtype, (c, self.out // self.group, self.k, self.k))
         return super().setup(shapes)
 
     def shapes(self, shapes):
@@ -62,16 +50,14 @@ class Deconvolution(Layer):
         xp = get_xp(bottoms[0])
         x = self._x = bottoms[0]
         n, c, h, w = x.shape
-        k, s, p, g = self.k, self.stride, self.pad, self.group
+        k, g = self.k, self.group
         o = self.out // g
         # columns (groups, O/g * k * k, N * H * W): each input pixel's k x k contribution
         xg = x.reshape(n, g, c // g, h * w).transpose(1, 2, 0, 3).reshape(g, c // g, n * h * w)
         cols = xp.matmul(self._weights().transpose(0, 2, 1), xg).reshape(g * o, k, k, n, h, w)
-        full = xp.zeros((n, self.out, s * (h - 1) + k, s * (w - 1) + k), x.dtype)
-        for i in range(k):
-            for j in range(k):
-                full[:, :, i : i + s * h : s, j : j + s * w : s] += cols[:, i, j].transpose(1, 0, 2, 3)
-        y = full[:, :, p : full.shape[2] - p, p : full.shape[3] - p]
+        # scattered as a convolution's input gradient: the windows are the input pixels
+        (_, _, oh, ow) = self.shapes([x.shape])[0]
+        y = scatter_windows(cols.transpose(3, 0, 4, 5, 1, 2), self.win, (n, self.out, oh, ow), (h, w))
         if len(self.params) > 1:
             y = y + self.params[1].reshape(1, -1, 1, 1)
         return [xp.ascontiguousarray(y)]
@@ -81,14 +67,10 @@ class Deconvolution(Layer):
         dy = top_diffs[0]
         x = self._x
         n, c, h, w = x.shape
-        k, s, p, g = self.k, self.stride, self.pad, self.group
+        k, g = self.k, self.group
         o = self.out // g
-        padded = xp.zeros((n, self.out, dy.shape[2] + 2 * p, dy.shape[3] + 2 * p), dy.dtype)
-        padded[:, :, p : p + dy.shape[2], p : p + dy.shape[3]] = dy
-        oh, ow = conv_out(padded.shape[2], k, s, 0), conv_out(padded.shape[3], k, s, 0)
-        assert (oh, ow) == (h, w)
         # im2col of the output's gradient: (groups, O/g * k * k, N * H * W)
-        view = windows(padded, k, k, s, h, w)  # (N, O, H, W, k, k)
+        view = padded_windows(dy, self.win, (h, w))  # (N, O, H, W, k, k)
         cols = view.transpose(1, 4, 5, 0, 2, 3).reshape(g, o * k * k, n * h * w)
         xg = x.reshape(n, g, c // g, h * w).transpose(1, 2, 0, 3).reshape(g, c // g, n * h * w)
         self.grads[0] = xp.matmul(xg, cols.transpose(0, 2, 1)).reshape(self.params[0].shape)

@@ -22,13 +22,15 @@ def pool_out(size: int, kernel: int, stride: int, pad: int) -> int:
     return out
 
 
-def windows(x, kh: int, kw: int, stride: int, oh: int, ow: int):
-    """A strided view (N, C, OH, OW, kh, kw) of the windows of a padded N x C x H x W array."""
+def windows(x, kh: int, kw: int, stride: int | tuple[int, int], oh: int, ow: int):
+    """A strided view (N, C, OH, OW, kh, kw) of the windows of a padded N x C x H x W array
+    (``stride`` one for both axes, or (sh, sw))."""
     xp = get_xp(x)
     n, c = x.shape[:2]
+    sh, sw = stride if isinstance(stride, tuple) else (stride, stride)
     s = x.strides
     return xp.lib.stride_tricks.as_strided(
-        x, (n, c, oh, ow, kh, kw), (s[0], s[1], s[2] * stride, s[3] * stride, s[2], s[3])
+        x, (n, c, oh, ow, kh, kw), (s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3])
     )
 
 
@@ -68,11 +70,7 @@ def padded_windows(x, win: Window, out: tuple[int, int], fill: float = 0.0):
     full = (max(h + 2 * ph, (oh - 1) * sh + kh), max(w + 2 * pw, (ow - 1) * sw + kw))
     padded = xp.full((n, c, *full), fill, x.dtype)
     padded[:, :, ph : ph + h, pw : pw + w] = x
-    s = padded.strides
-    view = xp.lib.stride_tricks.as_strided(
-        padded, (n, c, oh, ow, kh, kw), (s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3])
-    )
-    return view, padded
+    return windows(padded, kh, kw, (sh, sw), oh, ow)
 
 
 def scatter_windows(diffs, win: Window, shape: tuple[int, ...], out: tuple[int, int]):
@@ -90,8 +88,10 @@ def scatter_windows(diffs, win: Window, shape: tuple[int, ...], out: tuple[int, 
     return dx[:, :, ph : ph + h, pw : pw + w]
 
 
-def check_window(name: str, h: int, w: int, k: int, pad: int) -> None:
-    """UsageError when a k x k window does not fit the layer's (padded) h x w input."""
-    if min(h, w) + 2 * pad < k:
-        padded = f" (padded by {pad})" if pad else ""
-        raise UsageError(f"layer {name}: kernel {k} larger than its {h}x{w} input{padded}")
+def check_window(name: str, h: int, w: int, win: Window) -> None:
+    """UsageError when the window does not fit the layer's (padded) h x w input."""
+    (kh, kw), _, (ph, pw) = win
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        kernel = f"{kh}" if kh == kw else f"{kh}x{kw}"
+        padded = "" if not (ph or pw) else f" (padded by {ph})" if ph == pw else f" (padded by {ph}x{pw})"
+        raise UsageError(f"layer {name}: kernel {kernel} larger than its {h}x{w} input{padded}")

@@ -34,14 +34,9 @@ class Pooling(Layer):
             return super().setup([tuple(s) for s in shapes])
         self.win = window(self.p, self.name)
         self.rect = square(self.win) is None  # kernel_h != kernel_w and the like: the plain path
-        h, w = tuple(shapes[0])[2:]
-        if self.rect:
-            (kh, kw), _, (ph, pw) = self.win
-            if h + 2 * ph < kh or w + 2 * pw < kw:
-                raise UsageError(f"layer {self.name}: kernel {kh}x{kw} larger than its {h}x{w} input")
-        else:
+        check_window(self.name, *tuple(shapes[0])[2:], self.win)
+        if not self.rect:
             self.k, self.stride, self.pad = square(self.win)
-            check_window(self.name, h, w, self.k, self.pad)
         return super().setup([tuple(s) for s in shapes])
 
     def shapes(self, shapes):
@@ -51,8 +46,9 @@ class Pooling(Layer):
         (kh, kw), (sh, sw), (ph, pw) = self.win
         return [(n, c, pool_out(h, kh, sh, ph), pool_out(w, kw, sw, pw))]
 
-    def _areas_rect(self, h: int, w: int, oh: int, ow: int) -> np.ndarray:
-        """Caffe's AVE divisors: each window's area inside the padded input."""
+    def _areas(self, h: int, w: int, oh: int, ow: int) -> np.ndarray:
+        """Caffe's AVE divisors: each window's area inside the padded input (its part past
+        the padding left out)."""
         (kh, kw), (sh, sw), (ph, pw) = self.win
         hs, ws = np.arange(oh) * sh - ph, np.arange(ow) * sw - pw
         return np.outer(np.minimum(hs + kh, h + ph) - hs, np.minimum(ws + kw, w + pw) - ws)
@@ -64,14 +60,14 @@ class Pooling(Layer):
         n, c, h, w = x.shape
         _, _, oh, ow = self.shapes([x.shape])[0]
         fill = -xp.inf if self.method == "MAX" else 0.0
-        view, _ = padded_windows(x, self.win, (oh, ow), fill)
+        view = padded_windows(x, self.win, (oh, ow), fill)
         flat = view.reshape(n, c, oh, ow, -1)
         if self.method == "MAX":
             arg = flat.argmax(axis=4)
             self._saved = (arg, x.shape)
             return [xp.take_along_axis(flat, arg[..., None], 4)[..., 0]]
         self._saved = (None, x.shape)
-        areas = xp.asarray(self._areas_rect(h, w, oh, ow), dtype=x.dtype)
+        areas = xp.asarray(self._areas(h, w, oh, ow), dtype=x.dtype)
         return [flat.sum(axis=4) / areas]
 
     def _backward_rect(self, dy):
@@ -80,7 +76,7 @@ class Pooling(Layer):
         (kh, kw), _, _ = self.win
         _, _, oh, ow = dy.shape
         if arg is None:
-            share = dy / xp.asarray(self._areas_rect(h, w, oh, ow), dtype=dy.dtype)
+            share = dy / xp.asarray(self._areas(h, w, oh, ow), dtype=dy.dtype)
             diffs = xp.broadcast_to(share[..., None, None], (n, c, oh, ow, kh, kw))
         else:
             diffs = xp.zeros((n, c, oh, ow, kh * kw), dy.dtype)
@@ -188,14 +184,6 @@ class Pooling(Layer):
             y /= xp.asarray(self._areas(h, w, oh, ow), dtype=x.dtype)
         self._saved = (arg, x.shape)
         return [y]
-
-    def _areas(self, h: int, w: int, oh: int, ow: int) -> np.ndarray:
-        k, s, p = self.k, self.stride, self.pad
-        hs = np.arange(oh) * s - p
-        ws = np.arange(ow) * s - p
-        dh = np.minimum(hs + k, h + p) - hs
-        dw = np.minimum(ws + k, w + p) - ws
-        return np.outer(dh, dw)
 
     def backward(self, top_diffs):
         if self.whole:
