@@ -418,13 +418,13 @@ def image_output_options(f: Callable) -> Callable:
 def _model(model_path: str, weights: str | None, mean: str | None, scale: float | None, resize, channels):
     from ..train.inference import load_model
 
-    prepare = {
+    options = {
         "mean": mean,
         "scale": scale,
         "resize": resize,
         "channels": None if channels == "auto" else channels,
     }
-    return load_model(model_path, weights, prepare)
+    return load_model(model_path, weights, options)
 
 
 def model_options(f: Callable) -> Callable:

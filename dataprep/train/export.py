@@ -16,6 +16,7 @@ import yaml
 from ..errors import UsageError
 from ..staging import Staging, add_inputs
 from .inference import read_model
+from .preparation import Preparation, with_options
 from .layers import LOSSES
 from .net import Net, wire
 
@@ -27,22 +28,32 @@ LEARNED_WEIGHTS = ("Convolution", "Deconvolution", "InnerProduct")
 @dataclass
 class Deploy:
     """A model as a deploy net: its name, entries (bottoms and tops explicit), the input
-    blob and its C x H x W, the preparation its snapshot carries, and the built net."""
+    blob and its C x H x W, its whole preparation, and the built net."""
 
     name: str
     specs: list[dict]
     input: str
     chw: tuple[int, ...]
-    preparation: dict
+    preparation: Preparation
     net: Net
-    normalize: list[tuple[np.ndarray | None, float]]  # (mean to subtract, then scale), in order
+
+    @property
+    def pixels_chw(self) -> tuple[int | str, ...]:
+        """The C x H x W of the images the model takes before its crop (what the ONNX graph
+        takes): the training records' size, or ``H`` and ``W`` where it is not known."""
+        prep = self.preparation
+        if not prep.crop:
+            return self.chw
+        return (self.chw[0], *(prep.image_size or ("H", "W")))
+
+    @property
+    def classifier(self) -> bool:
+        return self.preparation.task == "classifier"
 
     def prepared(self, pixels: np.ndarray) -> np.ndarray:
-        """N x C x H x W pixels as the net takes them (what the ONNX graph does first)."""
-        x = pixels.astype(np.float32)
-        for mean, scale in self.normalize:
-            x = (x - mean if mean is not None else x) * np.float32(scale)
-        return x
+        """N x C x H x W pixels as decoded (BGR) as the net takes them (what the ONNX graph
+        does first)."""
+        return np.stack([self.preparation.prepare(p.transpose(1, 2, 0)) for p in pixels])
 
 
 def deploy_specs(sections: dict) -> tuple[list[dict], str]:
@@ -71,7 +82,8 @@ def load_deploy(
     from .caffemodel import copy_weights, read_weights
     from .timing import store_shape
 
-    sections, preparation, snapshot = read_model(path)
+    found = read_model(path)
+    sections, snapshot = found.sections, found.snapshot
     if random_init is not None and (weights or snapshot):
         raise UsageError(
             f"--random-init makes weights for a model without them; {weights or snapshot} has them"
@@ -81,9 +93,10 @@ def load_deploy(
         raise UsageError(f"{path} holds no weights: give --weights, or --random-init SEED")
     specs, input_name = deploy_specs(sections)
     inputs = sections.get("inputs") or {}
+    preparation = with_options(found.preparation, str(path), {})  # an old snapshot's missing mean stops here
     chw = tuple(
         shape
-        or (inputs[input_name][1:] if input_name in inputs else store_shape(path, sections.get("data") or {}))
+        or (inputs[input_name][1:] if input_name in inputs else _trained_shape(path, sections, preparation))
     )
     if random_init is not None:
         specs = [
@@ -99,47 +112,16 @@ def load_deploy(
                 for blob, value in zip(layer.params, (0.0, 1.0, 1.0)):
                     blob[...] = value
     name = str(sections.get("name") or Path(path).stem)
-    preparation = dict(preparation or {})
-    return Deploy(name, specs, input_name, chw, preparation, net, normalization(preparation, sections, chw))
+    return Deploy(name, specs, input_name, chw, preparation, net)
 
 
-def normalization(
-    preparation: dict, sections: dict, chw: tuple[int, ...]
-) -> list[tuple[np.ndarray | None, float]]:
-    """What turns an image's pixels into the net's input, as (mean, scale) steps: the
-    store's preparation (``hdf5 --mean 128``), then the model's ``transform`` (mean file
-    or values, scale). A mean image is cut to the input's size from its centre, as a
-    centre crop of the image itself (Caffe's test-phase crop) would."""
-    from ..stores.hdf5 import mean_array
-    from ..stores.means import recorded_mean
-    from .loader import load_mean
-    from .recipe import Transform, build
+def _trained_shape(path, sections: dict, preparation: Preparation) -> tuple[int, ...]:
+    """The net's input C x H x W: as a snapshot recorded it, else from the training store."""
+    from .timing import store_shape
 
-    def full(mean: np.ndarray | None) -> np.ndarray | None:
-        if mean is None:
-            return None
-        mean = mean_array(mean)
-        if mean.shape[1:] != (1, 1) and mean.shape[1:] != tuple(chw[1:]):
-            h, w = chw[1:]
-            top, left = (mean.shape[1] - h) // 2, (mean.shape[2] - w) // 2
-            if top < 0 or left < 0:
-                raise UsageError(f"the mean image ({mean.shape}) is smaller than the input {chw}")
-            mean = mean[:, top : top + h, left : left + w]
-        return mean[None].astype(np.float32)
-
-    steps = []
-    if preparation.get("mean") is not None or float(preparation.get("scale") or 1) != 1:
-        given = preparation.get("mean")
-        steps.append(
-            (
-                full(recorded_mean(str(given)) if given is not None else None),
-                float(preparation.get("scale") or 1),
-            )
-        )
-    transform = build(Transform, (sections.get("data") or {}).get("transform") or {}, "data.transform")
-    if transform.mean_file or transform.mean_value or transform.scale != 1:
-        steps.append((full(load_mean(transform)), transform.scale))
-    return steps
+    if preparation.input_shape:
+        return tuple(preparation.input_shape)
+    return store_shape(path, sections.get("data") or {})
 
 
 def export(
@@ -189,7 +171,9 @@ def npz_bytes(deploy: Deploy) -> bytes:
     }
     arrays = {f"param/{layer.name}/{i}": host(layer.params[i]) for layer, i in deploy.net.params()}
     arrays["recipe"] = np.array(yaml.safe_dump(recipe, sort_keys=False))
-    arrays["preparation"] = np.array(yaml.safe_dump(deploy.preparation))
+    fields, means = deploy.preparation.record()
+    arrays["preparation"] = np.array(yaml.safe_dump(fields, sort_keys=False))
+    arrays.update(means)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()

@@ -36,7 +36,7 @@ def extract_features(
         "source": str(source),
         "labels": {"count": 1, "kind": "int"} if integer else {"count": 0, "kind": "int"},
         "features": {"model": model.name, "layer": layer, "blob": blob_name},
-        "preprocessing": model.prepare.as_dict(),
+        "preprocessing": model.prepare.metadata(),
     }
     writer = DatumWriter(out, backend=backend, overwrite=overwrite, meta=meta, dtype="float32")
     with writer:

@@ -1,10 +1,10 @@
 """Using a trained net: MODEL (a recipe YAML, a Caffe net prototxt, or a ``.npz`` snapshot,
-which carries its recipe and its data's preparation) with weights (``.npz`` or
+which carries its recipe and its whole preparation by value) with weights (``.npz`` or
 ``.caffemodel``), inputs prepared exactly as in training, batched forward passes.
 
-Raw images from a list go through what made the training store (decoding to its channels,
-its resize, ``(pixel - mean) * scale``) and then the recipe's test-time transform; records
-of a store are used as stored plus that transform.
+Raw images (one file, a folder, a list) go through the model's ``Preparation``: decoding to
+its channels and channel order, its resize, the centre crop and every normalization step;
+records of a store are used as stored plus the steps the store did not apply.
 """
 
 from __future__ import annotations
@@ -13,50 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import logging
+
 import numpy as np
 import yaml
 
 from ..errors import DataprepError, UsageError
+from ..scan import DEFAULT_EXTENSIONS as IMAGE_EXTENSIONS
 from ..gpu import host
 from .layers import LOSSES
 from .net import HEADS, Net, wire
 from .prototxt import is_prototxt, net_sections
+from .preparation import Preparation, of_legacy, of_record, transform_step, with_options
 from .recipe import Transform, build
 
-
-@dataclass(frozen=True)
-class Preparation:
-    """How a raw image became a training record: channels (gray or color), an exact resize,
-    then ``(pixel - mean) * scale`` (``mean``: values or a mean file, as a store records
-    it)."""
-
-    channels: str = "auto"
-    resize: tuple[int, int] | None = None
-    interpolation: str = "linear"
-    mean: str | None = None
-    scale: float = 1.0
-
-    @classmethod
-    def of_manifest(cls, preprocessing: dict) -> Preparation:
-        """From a store manifest's (or a record source's) ``preprocessing``."""
-        gray = preprocessing.get("gray")
-        resize = preprocessing.get("resize")
-        return cls(
-            channels="gray" if gray else ("color" if gray is False else "auto"),
-            resize=tuple(resize) if resize else None,
-            interpolation=preprocessing.get("interpolation") or "linear",
-            mean=None if preprocessing.get("mean") is None else str(preprocessing["mean"]),
-            scale=float(preprocessing.get("scale") or 1.0),
-        )
-
-    def as_dict(self) -> dict:
-        return {
-            "channels": self.channels,
-            "resize": list(self.resize) if self.resize else None,
-            "interpolation": self.interpolation,
-            "mean": self.mean,
-            "scale": self.scale,
-        }
+log = logging.getLogger("dataprep")
 
 
 @dataclass
@@ -69,7 +40,6 @@ class Model:
     input: str
     target: str
     prepare: Preparation
-    transform: Transform
     weights: dict[str, list[np.ndarray]]
     input_shape: tuple[int, ...] | None = None  # C x H x W where the model says (deploy nets)
     head: str | None = None  # the loss the net was trained with: how to read its output
@@ -86,6 +56,10 @@ class Model:
         return net
 
     @property
+    def classifier(self) -> bool:
+        return (self.prepare.task or ("classifier" if self.head == "SoftmaxWithLoss" else "")) == "classifier"
+
+    @property
     def output(self) -> str:
         """The blob the net's last layer writes (before its losses)."""
         return self.specs[-1].get("top", [self.specs[-1]["name"]])[0] if self.specs else self.input
@@ -96,7 +70,7 @@ def _inference_specs(specs: list[dict]) -> list[dict]:
     return [s for s in specs if s.get("type") not in HEADS and s.get("phase") != "TRAIN"]
 
 
-def _head(specs: list[dict]) -> str | None:
+def model_head(specs: list[dict]) -> str | None:
     heads = [s["type"] for s in specs if s.get("type") in LOSSES]
     if heads:
         return heads[0]
@@ -105,78 +79,171 @@ def _head(specs: list[dict]) -> str | None:
     return None
 
 
-def read_model(path: str | Path) -> tuple[dict, dict, Path | None]:
-    """MODEL's sections (``name``, ``net``, ``data``, a deploy net's ``inputs``), the data
-    preparation a snapshot carries, and the snapshot itself as weights (None otherwise)."""
+@dataclass
+class ModelFile:
+    """What MODEL holds: its sections (``name``, ``net``, ``data``, a deploy net's
+    ``inputs``), its preparation (options not yet applied) and, for a snapshot, itself as
+    the weights."""
+
+    sections: dict
+    preparation: Preparation
+    snapshot: Path | None
+
+
+def read_model(path: str | Path) -> ModelFile:
+    """MODEL's sections and preparation: a snapshot's by value (an old snapshot's by the
+    paths it recorded), a prototxt's from its transform_param and dataprep's note, a
+    recipe's from its ``data.transform``."""
     from .caffemodel import load_snapshot
 
     path = Path(path)
     if str(path).endswith(".npz"):
         saved = load_snapshot(path, ("recipe",))
         raw = yaml.safe_load(str(saved["recipe"]))
-        prepare = (yaml.safe_load(str(saved["preparation"])) or {}) if "preparation" in saved else {}
         sections = {"name": raw.get("name", path.stem), "net": raw["net"], "data": raw.get("data", {})}
         if raw.get("inputs"):  # an exported deploy net's input shape
             sections["inputs"] = raw["inputs"]
-        return sections, prepare, path
+        fields = (yaml.safe_load(str(saved["preparation"])) or {}) if "preparation" in saved else {}
+        if fields.get("version"):
+            return ModelFile(sections, of_record(fields, saved), path)
+        return ModelFile(sections, _with_task(of_legacy(path, fields, _transform(sections)), sections), path)
     if is_prototxt(path):
-        return net_sections(path), {}, None
+        sections = net_sections(path)
+        return ModelFile(sections, _declared(sections), None)
     from .recipe import load_recipe
 
-    return load_recipe(path).raw, {}, None
+    recipe = load_recipe(path)
+    return ModelFile(recipe.raw, _of_recipe(recipe), None)
 
 
-def load_model(path: str | Path, weights: str | Path | None = None, prepare: dict | None = None) -> Model:
-    """MODEL and its weights; ``prepare`` overrides the preparation (``--mean``, ``--scale``,
-    ``--resize``, ``--gray``/``--color``), which a prototxt cannot carry."""
+def _of_recipe(recipe) -> Preparation:
+    """A recipe's preparation: its training store's, as a snapshot would record it (its
+    transform alone where the store is not found)."""
+    from .loader import open_samples
+    from .preparation import of_training
+
+    data = recipe.data
+    try:
+        samples = open_samples(data.train)
+    except DataprepError:
+        return _declared(recipe.raw)
+    try:
+        shape = samples.read([0])[0][0].shape
+        crop = data.transform.crop_size
+        return of_training(
+            samples.preprocessing(),
+            data.transform,
+            shape[:2],
+            (shape[2], crop, crop) if crop else (shape[2], *shape[:2]),
+            model_head(recipe.net),
+            samples.labels(),
+        )
+    finally:
+        samples.close()
+
+
+def _transform(sections: dict) -> Transform:
+    return build(Transform, (sections.get("data") or {}).get("transform") or {}, "data.transform")
+
+
+def _declared(sections: dict) -> Preparation:
+    """A prototxt's or recipe's preparation: its transform, and what an exported deploy
+    prototxt's note adds (channels, channel order, resize, the task)."""
+    import dataclasses
+
+    transform = _transform(sections)
+    step = transform_step(transform)
+    note = sections.get("preparation") or {}
+    size = {
+        k: tuple(note[k]) if note.get(k) else None for k in ("resize", "image_size", "classes", "label_names")
+    }
+    prep = Preparation(
+        channels=note.get("channels") or "auto",
+        channel_order=note.get("channel_order"),
+        interpolation=note.get("interpolation") or "linear",
+        crop=int(transform.crop_size or 0),
+        steps=(step,) if step is not None else (),
+        task=note.get("task"),
+        **size,
+    )
+    return prep if prep.task else _with_task(dataclasses.replace(prep), sections)
+
+
+def _with_task(prep: Preparation, sections: dict) -> Preparation:
+    import dataclasses
+
+    data = sections.get("data") or {}
+    head = model_head(wire(sections["net"], data.get("input", "data"), data.get("target", "label")))
+    task = None if head is None else ("classifier" if head == "SoftmaxWithLoss" else "regression")
+    return dataclasses.replace(prep, task=task)
+
+
+def load_model(path: str | Path, weights: str | Path | None = None, options: dict | None = None) -> Model:
+    """MODEL and its weights, its preparation completed by ``options`` (``mean``,
+    ``scale``, ``crop``, ``resize``, ``channels``, ``channel_order``) by the one rule of
+    ``preparation.with_options``."""
     from .caffemodel import read_weights
 
     path = Path(path)
-    sections, saved_prepare, snapshot = read_model(path)
-    weights = weights or snapshot
+    found = read_model(path)
+    sections = found.sections
+    weights = weights or found.snapshot
     if weights is None:
         raise UsageError(f"{path} holds no weights: give --weights (a .npz snapshot or a .caffemodel)")
     data = sections.get("data") or {}
     specs = wire(sections["net"], data.get("input", "data"), data.get("target", "label"))
     inputs = sections.get("inputs") or {}
     input_name = data.get("input") or (next(iter(inputs)) if inputs else "data")
-    transform = build(Transform, data.get("transform") or {}, "data.transform")
-    merged = {**saved_prepare, **{k: v for k, v in (prepare or {}).items() if v is not None}}
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    prepare = with_options(found.preparation, str(path), options)
+    if not prepare.declared:
+        log.warning(
+            "%s declares no preparation (no mean, no scale): pixels 0..255 go in as they are; "
+            "give --mean and --scale if it was trained on prepared ones",
+            path,
+        )
     return Model(
         name=str(sections.get("name") or path.stem),
         specs=_inference_specs(specs),
         input=input_name,
         target=data.get("target", "label"),
-        prepare=Preparation(**{**Preparation().as_dict(), **merged, "resize": _size(merged.get("resize"))}),
-        transform=transform,
+        prepare=prepare,
         weights=read_weights(weights),
         input_shape=tuple(inputs[input_name][1:]) if input_name in inputs else None,
-        head=_head(specs),
+        head=model_head(specs),
     )
-
-
-def _size(value: Any) -> tuple[int, int] | None:
-    return tuple(value) if value else None
 
 
 @dataclass
 class Inputs:
-    """What to run the net on: a list of images (prepared as in training) or a store's
+    """What to run the net on: image files (``raw``: prepared from pixels) or a store's
     records (used as stored), with their keys and labels, in order."""
 
     keys: list[str]
     labels: list[np.ndarray]
     batches: Iterator[tuple[int, list[np.ndarray]]]  # (first index, H x W x C arrays)
     count: int
+    raw: bool = True
 
 
 def open_inputs(source: str | Path, model: Model, batch: int) -> Inputs:
-    """A list file (``path [labels...]``) or a store, read in batches."""
-    from ..stores import open_store, source_kind
+    """One image file, a folder (a store, or else its images, recursively and sorted), a list
+    file (``path [labels...]``; ``-`` for one on stdin) or a store, read in batches."""
+    from ..listfile import read_list
+    from ..stores import open_store, source_kind, store_kind
+    from ..errors import StoreError
 
+    path = Path(source)
+    if str(source) == "-":
+        return _list_inputs(read_list("-"), model, batch)
+    if path.is_dir():
+        try:
+            store_kind(path)
+        except StoreError:
+            return _folder_inputs(path, model, batch)
+    elif path.is_file() and path.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS:
+        return image_inputs(path, model)
     if source_kind(source) == "images":
-        from ..listfile import read_list
-
         return _list_inputs(read_list(source), model, batch)
     reader = open_store(source)
     keys = reader.keys()
@@ -190,7 +257,7 @@ def open_inputs(source: str | Path, model: Model, batch: int) -> Inputs:
         finally:
             reader.close()
 
-    return Inputs(keys, labels, batches(), len(keys))
+    return Inputs(keys, labels, batches(), len(keys), raw=False)
 
 
 def _stored_labels(reader) -> list[np.ndarray]:
@@ -202,12 +269,26 @@ def _stored_labels(reader) -> list[np.ndarray]:
     return [np.asarray(row, np.float64) for row in rows] if len(rows) == len(reader) else []
 
 
-def image_inputs(path: str | Path, model: Model) -> Inputs:
-    """One image file (``visualize --image``), prepared as a list's images are."""
+def image_inputs(path: str | Path, model: Model, batch: int = 1) -> Inputs:
+    """One image file, prepared as a list's images are."""
     from ..listfile import Entry, ListFile
 
     path = Path(path)
-    return _list_inputs(ListFile(str(path), [Entry(1, path.name, ())], 0, path.parent), model, 1)
+    return _list_inputs(
+        ListFile(str(path), [Entry(1, path.name, ())], 0, path.parent.absolute()), model, batch
+    )
+
+
+def _folder_inputs(folder: Path, model: Model, batch: int) -> Inputs:
+    """Every image below ``folder`` (sorted), keyed by its path relative to it."""
+    from ..listfile import Entry, ListFile
+    from ..scan import images_under
+
+    found = images_under(folder, set(IMAGE_EXTENSIONS))
+    if not found:
+        raise DataprepError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) and not a store")
+    entries = [Entry(k + 1, str(p.relative_to(folder)), ()) for k, p in enumerate(found)]
+    return _list_inputs(ListFile(str(folder), entries, 0, folder.absolute()), model, batch)
 
 
 def _list_inputs(listfile, model: Model, batch: int) -> Inputs:
@@ -216,62 +297,45 @@ def _list_inputs(listfile, model: Model, batch: int) -> Inputs:
 
     prepare = model.prepare
     records = image_list_source(listfile, Channels(prepare.channels), prepare.resize, prepare.interpolation)
-    mean = _mean(prepare.mean)
 
     def batches() -> Iterator[tuple[int, list[np.ndarray]]]:
         for start in range(0, len(listfile), batch):
             images = []
             for index in range(start, min(start + batch, len(listfile))):
-                image = records.record(index).image.astype(np.float32)
-                if mean is not None:
-                    image = image - mean.transpose(1, 2, 0)
-                images.append(image * np.float32(prepare.scale) if prepare.scale != 1 else image)
+                record = records.record(index)
+                prepare.check_size(record.image, record.origin)
+                images.append(record.image)
             yield start, images
 
     labels = [np.asarray(e.labels, np.float64) for e in listfile.entries] if listfile.label_count else []
     return Inputs([e.path for e in listfile.entries], labels, batches(), len(listfile))
 
 
-def _mean(given: str | None) -> np.ndarray | None:
-    """A store's recorded mean: values (``128`` or ``104,117,123``) or a mean file, as
-    C x H x W (C, 1, 1 for values)."""
-    if given is None:
-        return None
-    from ..stores.hdf5 import mean_array
-    from ..stores.means import recorded_mean
-
-    return mean_array(recorded_mean(given))
-
-
 def run_batches(model: Model, inputs: Inputs, xp=np) -> Iterator[tuple[int, Net]]:
     """Forward passes over the inputs, batch by batch: (first index, the net after the pass,
     its blobs holding this batch's values). The net is built once per batch size."""
-    t = model.transform
-    mean = None
-    if t.mean_file or t.mean_value:
-        from .loader import load_mean
-
-        mean = load_mean(t)
     nets: dict[tuple, Net] = {}
     for start, images in inputs.batches:
-        data = np.stack([caffe_test_transform(image, t, mean) for image in images])
+        prepared = [model.prepare.prepare(image, inputs.raw) for image in images]
+        shapes = {p.shape for p in prepared}
+        want = model.input_shape or prepared[0].shape
+        if len(shapes) > 1 or tuple(prepared[0].shape) != tuple(want):
+            odd = next(k for k, p in enumerate(prepared) if tuple(p.shape) != tuple(want))
+            raise DataprepError(
+                f"{inputs.keys[start + odd]}: the input is {_chw(prepared[odd].shape)} (C x H x W) after "
+                f"preparation, the net takes {_chw(want)}: give --resize HxW (and --gray/--color)"
+            )
+        data = np.stack(prepared)
         key = data.shape
         if key not in nets:
-            if model.input_shape and tuple(data.shape[1:]) != tuple(model.input_shape):
-                raise DataprepError(
-                    f"the inputs are {data.shape[1:]} (C x H x W) after preparation, the net takes "
-                    f"{tuple(model.input_shape)}: check --resize, --gray/--color and the crop"
-                )
             nets = {key: model.net(len(data), data.shape[1:], xp)}
         net = nets[key]
         net.forward({model.input: data}, train=False)
         yield start, net
 
 
-def caffe_test_transform(image: np.ndarray, t: Transform, mean) -> np.ndarray:
-    from ..transforms import caffe_transform
-
-    return caffe_transform(image, t.crop_size, False, mean, t.scale, train=False)
+def _chw(shape) -> str:
+    return " x ".join(str(v) for v in shape)
 
 
 @dataclass
@@ -286,7 +350,7 @@ class Prediction:
 def predict(model: Model, inputs: Inputs, top_k: int = 1, progress=None) -> Iterator[Prediction]:
     """The net's output for every input, in input order; classifiers (trained with
     SoftmaxWithLoss, or ending in Softmax) give their ``top_k`` classes."""
-    classifier = model.head == "SoftmaxWithLoss"
+    classifier = model.classifier
     for start, net in run_batches(model, inputs):
         out = np.asarray(host(net.blobs[model.output]), np.float64)
         out = out.reshape(len(out), -1)

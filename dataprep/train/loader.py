@@ -87,6 +87,13 @@ class Samples:
         records = getattr(self.records, "source", self.records)  # a Subset of a generator
         return dict(records.meta().get("preprocessing") or {}) if hasattr(records, "meta") else {}
 
+    def labels(self) -> dict:
+        """The source's label layout (count, kind, names), as its manifest records it."""
+        if self.reader is not None:
+            return dict((getattr(self.reader, "manifest", None) or {}).get("labels") or {})
+        records = getattr(self.records, "source", self.records)
+        return dict(records.meta().get("labels") or {}) if hasattr(records, "meta") else {}
+
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
@@ -188,6 +195,7 @@ class BatchLoader:
         self.mean = load_mean(transform)
         self.augment, self.augment_seed = augment, augment_seed
         first = self.samples.read([0])[0][0]
+        self.record_shape = first.shape  # H x W x C as stored, before augmentation and crop
         if augment is not None:
             _check_augment(augment, first)
             first = apply(first, sample_params(np.random.default_rng(0), first.shape[:2], augment), augment)

@@ -300,19 +300,45 @@ def _layer(g: _Graph, spec: dict, layer, shapes: dict) -> None:
 
 
 def _normalize(g: _Graph, deploy) -> None:
-    """The graph's first nodes: pixels to the net's input (mean subtracted, then scaled,
-    per ``Deploy.normalize``), so a user feeds the image as OpenCV decodes it."""
-    x = deploy.input
-    for k, (mean, scale) in enumerate(deploy.normalize):
-        if mean is not None:
-            y = f"{deploy.input}#mean{k}"
-            g.node("Sub", [x, g.const(f"{deploy.input}.mean{k}", mean)], [y], f"prepare/mean{k}")
+    """The graph's first nodes: pixels as OpenCV decodes them (BGR, the training records'
+    size) to the net's input: channels to the model's order, Caffe's centre crop (offsets
+    from the input's own size), then each step's ``(pixel - mean) * scale``, as
+    ``Preparation.prepare`` does."""
+    from .preparation import fit_mean
+
+    prep, name = deploy.preparation, deploy.input
+    x = name
+    if prep.channel_order == "RGB" and deploy.chw[0] == 3:
+        y = f"{name}#rgb"
+        g.node("Gather", [x, g.const(f"{name}.rgb", [2, 1, 0], np.int64)], [y], "prepare/rgb", axis=1)
+        x = y
+    if prep.crop:
+        crop = np.array([prep.crop, prep.crop], np.int64)
+        shape, size, offset, start, end = (g.temp(f"{name}.crop") for _ in range(5))
+        g.node("Shape", [x], [shape], "prepare/shape")
+        g.node(
+            "Slice",
+            [shape, g.const(f"{name}.hw0", [2], np.int64), g.const(f"{name}.hw1", [4], np.int64)],
+            [size],
+            "prepare/size",
+        )
+        g.node("Sub", [size, g.const(f"{name}.crop", crop, np.int64)], [offset], "prepare/margin")
+        g.node("Div", [offset, g.const(f"{name}.two", [2, 2], np.int64)], [start], "prepare/offset")
+        g.node("Add", [start, f"{name}.crop"], [end], "prepare/end")
+        y = f"{name}#crop"
+        g.node("Slice", [x, start, end, g.const(f"{name}.axes", [2, 3], np.int64)], [y], "prepare/crop")
+        x = y
+    for k, step in enumerate(prep.steps):
+        if step.mean is not None:
+            y = f"{name}#mean{k}"
+            mean = fit_mean(step.mean, deploy.chw)[None]
+            g.node("Sub", [x, g.const(f"{name}.mean{k}", mean)], [y], f"prepare/mean{k}")
             x = y
-        if scale != 1:
-            y = f"{deploy.input}#scale{k}"
-            g.node("Mul", [x, g.const(f"{deploy.input}.scale{k}", scale)], [y], f"prepare/scale{k}")
+        if step.scale != 1:
+            y = f"{name}#scale{k}"
+            g.node("Mul", [x, g.const(f"{name}.scale{k}", step.scale)], [y], f"prepare/scale{k}")
             x = y
-    g.current[deploy.input] = x
+    g.current[name] = x
 
 
 def onnx_model(deploy) -> Any:
@@ -336,24 +362,32 @@ def onnx_model(deploy) -> Any:
     ]
     outputs = [b for b in outputs if b in g.current]
     float_type = onnx.TensorProto.FLOAT
+    shapes = {b: ["N", *net.shapes[b][1:]] for b in outputs}
+    if deploy.classifier and len(outputs) == 1 and specs[-1]["type"] != "Softmax":
+        # the probabilities predict prints, after the logits (which keep their blob name)
+        logits = outputs[0]
+        g.node("Softmax", [g.current[logits]], ["prob"], "prob", axis=1)
+        g.current["prob"] = "prob"
+        outputs.append("prob")
+        shapes["prob"] = shapes[logits]
     graph = helper.make_graph(
         g.nodes,
         deploy.name,
-        [helper.make_tensor_value_info(deploy.input, float_type, ["N", *deploy.chw])],
-        [helper.make_tensor_value_info(g.current[b], float_type, ["N", *net.shapes[b][1:]]) for b in outputs],
+        [helper.make_tensor_value_info(deploy.input, float_type, ["N", *deploy.pixels_chw])],
+        [helper.make_tensor_value_info(g.current[b], float_type, shapes[b]) for b in outputs],
         initializer=g.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dataprep")
     model.ir_version = IR_VERSION
     preparation = {
-        "channels": deploy.preparation.get("channels", "auto"),
-        "resize": deploy.preparation.get("resize"),
-        "interpolation": deploy.preparation.get("interpolation", "linear"),
+        **deploy.preparation.metadata(),
         "input": deploy.input,
-        "shape": list(deploy.chw),
+        "shape": list(deploy.pixels_chw),
         "channel_order": "BGR",
         "layout": "NCHW",
-        "pixels": "0..255, as decoded: the graph subtracts the mean and scales",
+        "pixels": "0..255 as OpenCV decodes them (BGR), resized to `resize` where given: the graph "
+        "reorders the channels to the model's order, crops, subtracts the mean and scales",
+        "outputs": outputs,
     }
     helper.set_model_props(model, {"dataprep.preparation": json.dumps(preparation, default=str)})
     onnx.checker.check_model(model)

@@ -29,7 +29,8 @@ from .caffemodel import (
     read_weights,
     write_caffemodel,
 )
-from .inference import Preparation
+from .inference import model_head
+from .preparation import of_training
 from .loader import BatchLoader
 from .net import Net
 from .recipe import Recipe
@@ -119,6 +120,15 @@ class Training:
             shapes = {name: tuple(array.shape) for name, array in self.first.items()}
             self.net = Net(recipe.net, shapes, target=data.target, xp=self.xp, rng=self.rng)
             self.solver = Solver(recipe.solver)
+            samples = self.train_loader.samples
+            self.preparation = of_training(
+                samples.preprocessing(),
+                data.transform,
+                self.train_loader.record_shape[:2],
+                shapes[data.input][1:],
+                model_head(recipe.net),
+                samples.labels(),
+            )
             self.result = TrainResult(0, 0.0, float("nan"))
             self.curve: list[tuple[int, float]] = []  # (iteration, train loss) at each display
             self.best: dict | None = None
@@ -177,9 +187,10 @@ class Training:
         arrays["curve"] = _text(self.curve)
         arrays["best"] = _text(self.best)
         arrays["recipe"] = np.array(yaml.safe_dump(self.recipe.raw, sort_keys=False))
-        # how the training images were prepared, so inference prepares new ones alike
-        prepared = Preparation.of_manifest(self.train_loader.samples.preprocessing())
-        arrays["preparation"] = np.array(yaml.safe_dump(prepared.as_dict()))
+        # the whole preparation by value, so the model gives the same answers anywhere
+        fields, means = self.preparation.record()
+        arrays["preparation"] = np.array(yaml.safe_dump(fields, sort_keys=False))
+        arrays.update(means)
         with Staging(overwrite=True, after_interrupt=True) as staging:  # Ctrl-C saves one too
             with open(staging.path(path), "wb") as f:
                 np.savez(f, **arrays)
