@@ -16,9 +16,9 @@ import yaml
 from ..errors import UsageError
 from ..staging import Staging, add_inputs
 from .inference import read_model
-from .preparation import Preparation, with_options
 from .layers import LOSSES
 from .net import Net, wire
+from .preparation import Preparation, with_options
 
 FORMATS = (".onnx", ".caffemodel", ".npz")
 RANDOM_FILLERS = {"weight_filler": {"type": "xavier"}, "bias_filler": {"type": "gaussian", "std": 0.01}}
@@ -80,7 +80,6 @@ def load_deploy(
     has one, else xavier weights and small gaussian biases; BatchNorm's statistics mean 0,
     variance 1, factor 1, since zeros would divide by sqrt(eps) in every block)."""
     from .caffemodel import copy_weights, read_weights
-    from .timing import store_shape
 
     found = read_model(path)
     sections, snapshot = found.sections, found.snapshot

@@ -9,22 +9,21 @@ records of a store are used as stored plus the steps the store did not apply.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
-
-import logging
 
 import numpy as np
 import yaml
 
 from ..errors import DataprepError, UsageError
-from ..scan import DEFAULT_EXTENSIONS as IMAGE_EXTENSIONS
 from ..gpu import host
+from ..scan import DEFAULT_EXTENSIONS as IMAGE_EXTENSIONS
 from .layers import LOSSES
 from .net import HEADS, Net, wire
-from .prototxt import is_prototxt, net_sections
 from .preparation import Preparation, of_legacy, of_record, transform_step, with_options
+from .prototxt import is_prototxt, net_sections
 from .recipe import Transform, build
 
 log = logging.getLogger("dataprep")
@@ -229,9 +228,9 @@ class Inputs:
 def open_inputs(source: str | Path, model: Model, batch: int) -> Inputs:
     """One image file, a folder (a store, or else its images, recursively and sorted), a list
     file (``path [labels...]``; ``-`` for one on stdin) or a store, read in batches."""
+    from ..errors import StoreError
     from ..listfile import read_list
     from ..stores import open_store, source_kind, store_kind
-    from ..errors import StoreError
 
     path = Path(source)
     if str(source) == "-":

@@ -30,9 +30,9 @@ from .caffemodel import (
     write_caffemodel,
 )
 from .inference import model_head
-from .preparation import of_training
 from .loader import BatchLoader
 from .net import Net
+from .preparation import of_training
 from .recipe import Recipe
 from .solver import Solver
 
