@@ -20,6 +20,7 @@ from .stores.base import StoreReader
 from .stores.caffe_pb import blob_bytes
 
 CHANNEL_NAMES = {1: ["gray"], 3: ["B", "G", "R"], 4: ["B", "G", "R", "A"]}
+RGB_NAMES = {1: ["gray"], 3: ["R", "G", "B"], 4: ["R", "G", "B", "A"]}  # stores imported in RGB (CIFAR)
 MEAN_CHUNK = 128  # fixed, so float sums (HDF5 sources) add up in the same order for any --workers
 _U16_RUN = 257  # 257 * 255 < 2**16: uint8 images summed in uint16 before widening
 
@@ -179,11 +180,15 @@ class MeanResult:
 
     mean: np.ndarray
     count: int
+    order: str = "BGR"  # the store's channel order, which names the channels
 
     @property
     def channels(self) -> list[tuple[str, float]]:
         values = self.mean.mean(axis=(1, 2))
-        names = CHANNEL_NAMES.get(len(values), [f"c{i}" for i in range(len(values))])
+        table = RGB_NAMES if self.order == "RGB" else CHANNEL_NAMES
+        names = table.get(len(values)) or CHANNEL_NAMES.get(
+            len(values), [f"c{i}" for i in range(len(values))]
+        )
         return list(zip(names, values.tolist()))
 
 
@@ -276,6 +281,17 @@ def array_source(
         return ListArrays(image_list_source(read_list(path, root=root, on_error=on_error), channels, resize))
     open_store(path).close()  # fail early, in this process, on a store that cannot be opened
     return StoreArrays(os.path.abspath(path))  # see parallel: paths in tasks
+
+
+def channel_order(path: str) -> str:
+    """The channel order a store's manifest records (``RGB`` for CIFAR imports); images
+    decoded here are BGR."""
+    try:
+        with open_store(path) as reader:
+            manifest = getattr(reader, "manifest", None) or {}
+    except (DataprepError, OSError):
+        return "BGR"
+    return (manifest.get("preprocessing") or {}).get("channel_order") or "BGR"
 
 
 def stage_mean(staging: Staging, binaryproto: Path | None, npy: Path | None) -> dict[str, tuple[Path, Path]]:

@@ -108,7 +108,7 @@ def test_opencv_reads_the_onnx_and_agrees(tmp_path, model, shape):
     from dataprep.train.export import export
 
     weights = CAFFE / "tutorial_iter_20.caffemodel" if "tutorial" in model.name else None
-    out = export(model, tmp_path / "m.onnx", weights, None if weights else 1, shape)
+    (out,) = export(model, tmp_path / "m.onnx", weights, None if weights else 1, shape)
     deploy = load_deploy(model, weights, None if weights else 1, shape)
     x = np.random.default_rng(0).normal(0, 50, size=(1, *deploy.chw)).astype(np.float32)
     deploy.net.forward({deploy.input: x}, train=False)

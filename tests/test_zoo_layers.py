@@ -310,7 +310,7 @@ def test_rectangular_windows_read_from_prototxt_and_export_to_onnx(tmp_path):
         'layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"\n'
         "  pooling_param { pool: AVE kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 2 pad_h: 1 } }\n"
     )
-    out = export(tmp_path / "rect.prototxt", tmp_path / "rect.onnx", random_init=1)
+    (out,) = export(tmp_path / "rect.prototxt", tmp_path / "rect.onnx", random_init=1)
     deploy = load_deploy(tmp_path / "rect.prototxt", random_init=1)
     assert deploy.net.shapes["conv"] == (1, 4, 12, 9) and deploy.net.shapes["pool"] == (1, 4, 7, 5)
     x = rng.normal(size=(2, 3, 12, 9)).astype(np.float32)

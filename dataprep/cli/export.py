@@ -10,7 +10,11 @@ from .options import common_options, overwrite_opt, shape_opt
 @click.command("export")
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option(
-    "-o", "--out", required=True, type=click.Path(dir_okay=False), help="OUT.onnx, OUT.caffemodel or OUT.npz."
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="OUT.onnx, OUT.caffemodel, OUT.npz or OUT.prototxt (the deploy net).",
 )
 @click.option(
     "--weights",
@@ -25,20 +29,31 @@ from .options import common_options, overwrite_opt, shape_opt
     metavar="SEED",
     help="Fill every learnable blob from SEED instead (a model that has no weights).",
 )
+@click.option(
+    "--no-deploy",
+    is_flag=True,
+    help="With OUT.caffemodel: do not write OUT_deploy.prototxt (and its mean) beside it.",
+)
 @shape_opt
 @overwrite_opt
 @common_options
-def export_cmd(model_path, out, weights, random_init, shape, overwrite):
+def export_cmd(model_path, out, weights, random_init, no_deploy, shape, overwrite):
     """Write MODEL (a recipe or shipped recipe name, a Caffe prototxt, or a .npz snapshot)
     with its weights as OUT, whose suffix chooses the format:
 
     \b
     .onnx        the deploy net for onnxruntime, OpenCV's dnn, OpenVINO, TensorRT,
-                 PyTorch (onnx2torch); opset 17, the batch free, Caffe's blob names,
-                 the preparation as metadata (needs the onnx package)
-    .caffemodel  Caffe's binary weights, the deploy net's layers and blobs
-    .npz         weights and preparation, as predict, extract, visualize and
-                 train --weights take them
+                 PyTorch (onnx2torch); opset 17, the batch free, Caffe's blob names;
+                 it takes pixels as OpenCV decodes them (BGR, the training images'
+                 size) and does the channel order, crop, mean and scale itself;
+                 outputs: the net's last blobs, then `prob` for a classifier (the
+                 logits keep their name); the resize as metadata (needs onnx)
+    .caffemodel  Caffe's binary weights, the deploy net's layers and blobs, with
+                 OUT_deploy.prototxt beside it (unless --no-deploy)
+    .prototxt    Caffe's deploy net: an Input layer whose transform_param holds the
+                 preparation (crop, mean, scale; a mean image as OUT_mean.binaryproto)
+    .npz         weights and the whole preparation, as predict, extract, visualize
+                 and train --weights take them
 
     \b
     dataprep export deploy.prototxt --weights model.caffemodel -o model.onnx
@@ -47,4 +62,5 @@ def export_cmd(model_path, out, weights, random_init, shape, overwrite):
     """
     from ..train.export import export
 
-    click.echo(export(model_path, out, weights, random_init, shape, overwrite))
+    for path in export(model_path, out, weights, random_init, shape, overwrite, not no_deploy):
+        click.echo(path)

@@ -63,8 +63,8 @@ def mean_cmd(
 
     Sums the uint8 pixels exactly as integers and divides once, so the mean does not drift
     over millions of images and is identical for any --workers. Prints the per-channel
-    means (B G R order for color) on stdout. A damaged record (checksum mismatch) or a bad
-    image stops it, or with --skip-bad is left out and counted.
+    means (B G R for color, R G B for a store in RGB order) on stdout. A damaged record
+    (checksum mismatch) or a bad image stops it, or with --skip-bad is left out and counted.
 
     \b
     dataprep mean train_lmdb                      # mean.binaryproto
@@ -74,7 +74,7 @@ def mean_cmd(
     start_workers(workers)
     from ..errors import OnError
     from ..images import Channels
-    from ..mean import array_source, compute_mean, stage_mean, write_mean
+    from ..mean import array_source, channel_order, compute_mean, stage_mean, write_mean
     from ..parallel import make_executor
     from ..staging import Staging
 
@@ -84,6 +84,7 @@ def mean_cmd(
         staged = {} if per_channel_only else stage_mean(staging, out, npy)
         with progress(len(src), "mean") as update:
             result = compute_mean(src, make_executor(workers, len(src)), update, per_channel_only, on_error)
+            result.order = channel_order(source)
             update.finish(result.count)
         outputs = write_mean(result, staged)
     skipped = report_skipped(on_error)

@@ -415,26 +415,28 @@ def image_output_options(f: Callable) -> Callable:
     )(f)
 
 
-def _model(model_path: str, weights: str | None, mean: str | None, scale: float | None, resize, channels):
+def _model(model_path: str, weights: str | None, mean, scale, crop, resize, channels, channel_order):
     from ..train.inference import load_model
 
     options = {
         "mean": mean,
         "scale": scale,
+        "crop": crop,
         "resize": resize,
         "channels": None if channels == "auto" else channels,
+        "channel_order": channel_order.upper() if channel_order else None,
     }
     return load_model(model_path, weights, options)
 
 
 def model_options(f: Callable) -> Callable:
-    """MODEL, ``--weights`` and the preparation of raw images a prototxt cannot carry
-    (``--mean``, ``--scale``, ``--resize``, ``--gray``/``--color``; a snapshot carries its
-    own), loaded into one ``model`` argument (an ``inference.Model``): predict, visualize,
-    extract."""
+    """MODEL, ``--weights`` and what the model's preparation may lack (``--mean``,
+    ``--scale``, ``--crop``, ``--resize``, ``--gray``/``--color``, ``--channel-order``),
+    loaded into one ``model`` argument (an ``inference.Model``) by the one rule of
+    ``preparation.with_options``: predict, visualize, extract."""
     return bundled(
         "model",
-        ("model_path", "weights", "mean", "scale", "resize", "channels"),
+        ("model_path", "weights", "mean", "scale", "crop", "resize", "channels", "channel_order"),
         _model,
         [
             click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False)),
@@ -448,13 +450,30 @@ def model_options(f: Callable) -> Callable:
                 "--mean",
                 default=None,
                 metavar="V|B,G,R|FILE",
-                help="Subtract from raw images: a value, one per channel, or a mean file "
-                "[default: what the training store subtracted].",
+                help="For a model without a mean: subtract a value, one per channel, or a mean "
+                "file (a larger mean image is cut from its centre).",
             ),
             click.option(
-                "--scale", type=float, default=None, help="Multiply raw images by this after --mean."
+                "--scale",
+                type=float,
+                default=None,
+                help="For a model without a scale: multiply by this after the mean.",
+            ),
+            click.option(
+                "--crop",
+                type=click.IntRange(min=1),
+                default=None,
+                metavar="N",
+                help="For a model without a crop: Caffe's centre crop to N x N.",
             ),
             resize_opt,
             channels_options,
+            click.option(
+                "--channel-order",
+                type=click.Choice(["BGR", "RGB"], case_sensitive=False),
+                default=None,
+                help="For a prototxt that does not say: the model's channel order [default: BGR, "
+                "as Caffe's convert_imageset stores images].",
+            ),
         ],
     )(f)

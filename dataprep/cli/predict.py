@@ -12,7 +12,7 @@ from .running import echo_result, progress
 
 @click.command("predict")
 @model_options
-@click.argument("source", metavar="LIST|STORE", type=click.Path())
+@click.argument("source", metavar="INPUT", type=click.Path())
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option(
     "--labels",
@@ -25,7 +25,8 @@ from .running import echo_result, progress
     "--class-names",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="classes.txt (one name per line, class 0 first) to name predicted classes.",
+    help="Names of the classes, class 0 first: one per line, `0 name` lines (list's and "
+    "import's classes files) or synset_words.txt [default: the model's own, where it has them].",
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Classes per input.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows (key, values) instead of sentences.")
@@ -33,24 +34,35 @@ from .running import echo_result, progress
 @max_pixels_opt
 @common_options
 def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, as_json):
-    """Run MODEL (a recipe YAML, a Caffe net prototxt, or a .npz snapshot) on every image of
-    LIST or every record of STORE and print what it predicts: "Predicted frequencies for
-    samples/04349_0.77_0.31.jpg is 0.76 and 0.31" for a regression, the top classes for a
-    classifier. Raw images are prepared as the training data was (a snapshot records how;
-    for a prototxt give --mean, --scale, --resize, --gray/--color). With ground truth
-    (--labels, or labels in LIST or STORE) a last line gives the mean absolute error or
-    the accuracy.
+    """Run MODEL (a .npz snapshot or export, a Caffe net prototxt, or a recipe) on INPUT and
+    print what it predicts: "Predicted frequencies for samples/04349_0.77_0.31.jpg is 0.76
+    and 0.31" for a regression, the top classes for a classifier. INPUT is one image, a
+    folder (a store, or else its images, recursively and sorted), a list file (`path
+    [labels...]`; - reads one on stdin) or a store. With ground truth (--labels, or labels
+    in the list or store) a last line gives the mean absolute error or the accuracy.
+
+    The preparation, one rule: the model's own is applied exactly once. A snapshot or
+    export carries all of it by value (channels and their order, resize, crop, mean, scale);
+    a prototxt carries its transform_param (and what `dataprep export` notes). --resize,
+    --gray/--color and --channel-order fill in what the model does not say; --mean, --scale
+    and --crop only where it has none (given for a model that has one, they are refused).
+    Images are converted to the model's channel order (an RGB-trained model gets RGB from
+    JPEG files); an image of another size than the model's stops with both sizes and the
+    option that fixes it. A store's records are used as stored, with the steps the store
+    did not apply.
 
     \b
     dataprep predict noise_regression_iter_2000.npz test.txt --labels test_labels.txt
     dataprep predict deploy.prototxt --weights model.caffemodel val_lmdb --class-names classes.txt
+    dataprep predict cifar10_quick_iter_4000.npz photo.jpg --top-k 3
+    find photos -name '*.jpg' | dataprep predict model.npz -
     """
     from ..train.inference import Score, open_inputs, predict, read_truth
 
     if as_csv and as_json:
         raise click.UsageError("--csv and --json are exclusive")
     inputs = open_inputs(source, model, batch_size)
-    names = _class_names(class_names)
+    names = _class_names(class_names) or (list(model.prepare.classes) if model.prepare.classes else None)
     # a store without labels (an HDF5 of data only) has nothing to score against
     truth = read_truth(labels) if labels else {k: v for k, v in zip(inputs.keys, inputs.labels) if len(v)}
     scorer = Score(truth) if truth else None
@@ -78,10 +90,22 @@ def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, a
 
 
 def _class_names(path: str | None) -> list[str] | None:
+    """Class names, class 0 first: one per line, dataprep's own ``0 circles`` lines (what
+    ``list`` and ``import`` write), or ImageNet's ``n01440764 tench, Tinca tinca`` (the
+    id left out)."""
+    import re
+
     if path is None:
         return None
     with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
+        lines = [line.strip() for line in f if line.strip()]
+    heads = [line.split(None, 1) for line in lines]
+    if all(len(h) == 2 for h in heads) and (
+        [h[0] for h in heads] == [str(k) for k in range(len(heads))]
+        or all(re.fullmatch(r"n\d{8}", h[0]) for h in heads)
+    ):
+        return [h[1] for h in heads]
+    return lines
 
 
 def _name(cls: int, names: list[str] | None) -> str:

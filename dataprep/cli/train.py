@@ -71,7 +71,9 @@ def train_cmd(
     paths resolve against the current folder, as in Caffe). Log lines go to stderr in
     Caffe's form (parse_log.py reads them); the final snapshot {prefix}_iter_{max_iter}.npz
     (and .caffemodel with --caffemodel or a prototxt solver), {prefix}_metrics.json and
-    the loss plot {prefix}_loss.png are written, and one summary line goes to stdout.
+    the loss plot {prefix}_loss.png are written, and one summary line goes to stdout,
+    ending with the model to use (the last snapshot, or {prefix}_best.npz with keep_best;
+    --json: "final").
     Ctrl-C writes a snapshot first; --resume continues from it. An earlier run's files
     under the same snapshot_prefix are refused without --overwrite. A damaged record (checksum
     mismatch) stops the run, or with --skip-bad is logged once and its place in a batch
@@ -120,10 +122,11 @@ def train_cmd(
         "test": result.test,
         "skipped": skipped,
         "outputs": [str(p) for p in result.outputs],
+        "final": str(result.final),
     }
     tests = ", ".join(f"{k} {v:.4g}" for k, v in result.test.items())
     line = (
         f"{recipe.name}: {result.iterations} iterations in {result.seconds:.1f} s, train loss "
-        f"{result.train_loss:.4g}" + (f"; test {tests}" if tests else "") + f"; {result.outputs[0]}"
+        f"{result.train_loss:.4g}" + (f"; test {tests}" if tests else "") + f"; {result.final}"
     )
     echo_result(as_json, summary, [line])

@@ -64,6 +64,19 @@ def caffemodel_bytes(
 ) -> bytes:
     """The NetParameter of a trained net: its data layers, then every layer (or those
     named in ``only``) with its definition and blobs (what ``caffe train`` snapshots)."""
+    return net_message(net, name, entries, data_layers, only).SerializeToString()
+
+
+def net_message(
+    net: Net,
+    name: str,
+    entries: list[dict],
+    data_layers: list,
+    only: set[str] | None = None,
+    blobs: bool = True,
+) -> NetParameter:
+    """The net as one NetParameter: ``data_layers`` first, then each layer (or those in
+    ``only``) with its blobs, or without them for a prototxt."""
     model = NetParameter(name=name)
     model.layer.extend(data_layers)
     specs = {entry["name"]: entry for entry in entries}
@@ -74,10 +87,11 @@ def caffemodel_bytes(
         message = layer_message(
             {**specs.get(layer.name, {}), "name": layer.name, "type": layer.type}, node.bottoms, node.tops
         )
-        for param in layer.params:
-            message.blobs.append(blob_message(host(param)))
+        if blobs:
+            for param in layer.params:
+                message.blobs.append(blob_message(host(param)))
         model.layer.append(message)
-    return model.SerializeToString()
+    return model
 
 
 def load_snapshot(path: str | Path, needs: tuple[str, ...] = ()) -> dict[str, np.ndarray]:

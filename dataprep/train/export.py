@@ -20,7 +20,7 @@ from .layers import LOSSES
 from .net import Net, wire
 from .preparation import Preparation, with_options
 
-FORMATS = (".onnx", ".caffemodel", ".npz")
+FORMATS = (".onnx", ".caffemodel", ".npz", ".prototxt")
 RANDOM_FILLERS = {"weight_filler": {"type": "xavier"}, "bias_filler": {"type": "gaussian", "std": 0.01}}
 LEARNED_WEIGHTS = ("Convolution", "Deconvolution", "InnerProduct")
 
@@ -130,29 +130,95 @@ def export(
     random_init: int | None = None,
     shape: tuple[int, ...] | None = None,
     overwrite: bool = False,
-) -> Path:
-    """Write MODEL to ``out``, its suffix choosing the format (``FORMATS``)."""
+    deploy_form: bool = True,
+) -> list[Path]:
+    """Write MODEL to ``out``, its suffix choosing the format (``FORMATS``); a
+    ``.caffemodel`` comes with ``NAME_deploy.prototxt`` unless not ``deploy_form``, and a
+    prototxt whose mean is an image with ``NAME_mean.binaryproto``. Returns what was
+    written, every file staged and committed together."""
     out = Path(out)
-    if out.suffix.lower() not in FORMATS:
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
         raise UsageError(f"-o {out}: the suffix chooses the format: {', '.join(FORMATS)}")
     add_inputs(path, *([weights] if weights else []))  # -o over the model it reads is refused
     deploy = load_deploy(path, weights, random_init, shape)
-    writer = {".onnx": onnx_bytes, ".caffemodel": caffemodel_of, ".npz": npz_bytes}[out.suffix.lower()]
-    data = writer(deploy)
+    files: dict[Path, bytes] = {}
+    if suffix == ".prototxt":
+        files.update(deploy_files(deploy, out))
+    else:
+        writer = {".onnx": onnx_bytes, ".caffemodel": caffemodel_of, ".npz": npz_bytes}[suffix]
+        files[out] = writer(deploy)
+        if suffix == ".caffemodel" and deploy_form:
+            files.update(deploy_files(deploy, out.with_name(f"{out.stem}_deploy.prototxt")))
     with Staging(overwrite) as staging:
-        staging.path(out).write_bytes(data)
-    return out
+        for dest, data in files.items():
+            staging.path(dest).write_bytes(data)
+    return list(files)
+
+
+def _input_layer(deploy: Deploy, mean_file: str | None = None):
+    """Caffe's Input layer of the deploy net (batch 1), with the preparation as its
+    transform_param when ``mean_file`` is given (Caffe ignores it there; pycaffe users and
+    ``predict`` read it)."""
+    from ..stores.caffe_pb import LayerParameter
+
+    data = LayerParameter(name=deploy.input, type="Input", top=[deploy.input])
+    data.input_param.shape.add().dim.extend([1, *deploy.chw])
+    if mean_file is None:
+        return data
+    prep = deploy.preparation
+    step = prep.folded()
+    t = data.transform_param
+    if prep.crop:
+        t.crop_size = prep.crop
+    if step.mean is not None and step.mean.shape[1:] == (1, 1):
+        t.mean_value.extend(float(v) for v in step.mean.ravel())
+    elif step.mean is not None:
+        t.mean_file = mean_file
+    if step.scale != 1.0:
+        t.scale = step.scale
+    return data
+
+
+def deploy_files(deploy: Deploy, out: Path) -> dict[Path, bytes]:
+    """Caffe's deploy form: ``out`` (an Input layer of the net's input shape carrying the
+    preparation, no losses or data layers; a classifier ends in Softmax ``prob``), and
+    ``NAME_mean.binaryproto`` beside it when the mean is an image."""
+    import json
+
+    from google.protobuf import text_format
+
+    from ..stores.caffe_pb import LayerParameter, blob_bytes
+    from .caffemodel import net_message
+    from .prototxt import PREPARATION_NOTE
+
+    prep = deploy.preparation
+    step = prep.folded()
+    mean_path = out.with_name(f"{out.stem.removesuffix('_deploy')}_mean.binaryproto")
+    files: dict[Path, bytes] = {}
+    if step.mean is not None and step.mean.shape[1:] != (1, 1):
+        files[mean_path] = blob_bytes(step.mean)
+    net = net_message(
+        deploy.net, deploy.name, deploy.specs, [_input_layer(deploy, mean_path.name)], blobs=False
+    )
+    if deploy.classifier and deploy.specs and deploy.specs[-1]["type"] != "Softmax":
+        logits = net.layer[-1].top[0]
+        net.layer.append(LayerParameter(name="prob", type="Softmax", bottom=[logits], top=["prob"]))
+    note = {k: v for k, v in prep.metadata().items() if k != "model_channel_order"}
+    note["channel_order"] = prep.channel_order or "BGR"
+    header = (
+        f"# {deploy.name}: the deploy net, written by dataprep export\n{PREPARATION_NOTE}{json.dumps(note)}\n"
+    )
+    files[out] = (header + text_format.MessageToString(net)).encode()
+    return {out: files[out], **{k: v for k, v in files.items() if k != out}}
 
 
 def caffemodel_of(deploy: Deploy) -> bytes:
     """A binary NetParameter: the deploy net's Input layer, then every layer with its blobs
     in Caffe's order and shapes."""
-    from ..stores.caffe_pb import LayerParameter
     from .caffemodel import caffemodel_bytes
 
-    data = LayerParameter(name=deploy.input, type="Input", top=[deploy.input])
-    data.input_param.shape.add().dim.extend([1, *deploy.chw])
-    return caffemodel_bytes(deploy.net, deploy.name, deploy.specs, [data])
+    return caffemodel_bytes(deploy.net, deploy.name, deploy.specs, [_input_layer(deploy)])
 
 
 def npz_bytes(deploy: Deploy) -> bytes:

@@ -89,10 +89,9 @@ class ModelFile:
     snapshot: Path | None
 
 
-def read_model(path: str | Path) -> ModelFile:
-    """MODEL's sections and preparation: a snapshot's by value (an old snapshot's by the
-    paths it recorded), a prototxt's from its transform_param and dataprep's note, a
-    recipe's from its ``data.transform``."""
+def model_sections(path: str | Path) -> tuple[dict, dict | None]:
+    """MODEL's sections (``name``, ``net``, ``data``, a deploy net's ``inputs``, an exported
+    prototxt's ``preparation`` note) and, for a snapshot, its arrays."""
     from .caffemodel import load_snapshot
 
     path = Path(path)
@@ -102,17 +101,30 @@ def read_model(path: str | Path) -> ModelFile:
         sections = {"name": raw.get("name", path.stem), "net": raw["net"], "data": raw.get("data", {})}
         if raw.get("inputs"):  # an exported deploy net's input shape
             sections["inputs"] = raw["inputs"]
+        return sections, saved
+    if is_prototxt(path):
+        return net_sections(path), None
+    from .recipe import load_recipe
+
+    return load_recipe(path).raw, None
+
+
+def read_model(path: str | Path) -> ModelFile:
+    """MODEL's sections and preparation: a snapshot's by value (an old snapshot's by the
+    paths it recorded), a prototxt's from its transform_param and dataprep's note, a
+    recipe's from its training store and ``data.transform``."""
+    path = Path(path)
+    sections, saved = model_sections(path)
+    if saved is not None:
         fields = (yaml.safe_load(str(saved["preparation"])) or {}) if "preparation" in saved else {}
         if fields.get("version"):
             return ModelFile(sections, of_record(fields, saved), path)
         return ModelFile(sections, _with_task(of_legacy(path, fields, _transform(sections)), sections), path)
     if is_prototxt(path):
-        sections = net_sections(path)
         return ModelFile(sections, _declared(sections), None)
     from .recipe import load_recipe
 
-    recipe = load_recipe(path)
-    return ModelFile(recipe.raw, _of_recipe(recipe), None)
+    return ModelFile(sections, _of_recipe(load_recipe(path)), None)
 
 
 def _of_recipe(recipe) -> Preparation:

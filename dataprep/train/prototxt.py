@@ -218,6 +218,23 @@ def _phase(layer: Any, at: str) -> str | None:
     return "TRAIN" if rule.phase == 0 else "TEST"
 
 
+PREPARATION_NOTE = "# dataprep preparation: "  # what transform_param cannot say (dataprep export)
+
+
+def _preparation_note(path: Path) -> dict:
+    """The preparation a deploy prototxt written by ``dataprep export`` notes in a comment
+    (channel order, resize, image size, the task and names)."""
+    import json
+
+    for line in path.read_text(errors="replace").splitlines()[:5]:
+        if line.startswith(PREPARATION_NOTE):
+            try:
+                return json.loads(line[len(PREPARATION_NOTE) :])
+            except ValueError:
+                raise UsageError(f"{path}: the dataprep preparation line is damaged") from None
+    return {}
+
+
 def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
     """(phase, what the data section takes) of an HDF5Data, Data or Input layer."""
     at = f"{where.layer(layer.name)}: layer {layer.name!r}"
@@ -225,6 +242,15 @@ def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
     found: dict[str, Any] = {"input": tops[0]}
     if len(tops) > 1:
         found["target"] = tops[1]
+    if layer.HasField("transform_param"):
+        t = layer.transform_param
+        transform = {f.name: _value(t, f) for f, _ in t.ListFields()}
+        unsupported = sorted(set(transform) - {"scale", "mirror", "crop_size", "mean_file", "mean_value"})
+        if unsupported:
+            raise UsageError(f"{at}: transform_param.{unsupported[0]} is not supported")
+        if "mean_file" in transform:
+            transform["mean_file"] = _beside(str(transform["mean_file"]), where.path)
+        found["transform"] = transform
     if layer.type == "Input":
         shapes = [list(shape.dim) for shape in layer.input_param.shape]
         found["shapes"] = dict(zip(tops, shapes))
@@ -234,14 +260,15 @@ def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
         raise UsageError(f"{at}: give its source")
     found.update(source=params.source, batch_size=params.batch_size or 1)
     found["shuffle"] = bool(layer.type == "HDF5Data" and params.shuffle)
-    if layer.HasField("transform_param"):
-        t = layer.transform_param
-        transform = {f.name: _value(t, f) for f, _ in t.ListFields()}
-        unsupported = sorted(set(transform) - {"scale", "mirror", "crop_size", "mean_file", "mean_value"})
-        if unsupported:
-            raise UsageError(f"{at}: transform_param.{unsupported[0]} is not supported")
-        found["transform"] = transform
     return _phase(layer, at), found
+
+
+def _beside(path: str, prototxt: Path) -> str:
+    """A relative file a prototxt names: from the current folder as in Caffe, else from the
+    prototxt's folder (where ``dataprep export`` writes a deploy net's mean)."""
+    if Path(path).is_absolute() or Path(path).exists() or not (prototxt.parent / path).exists():
+        return path
+    return str(prototxt.parent / path)
 
 
 SHUFFLE_NOTE = (
@@ -269,6 +296,8 @@ def net_sections(path: str | Path) -> dict:
         phase, found = _data_layer(layer, where)
         if "shapes" in found:
             inputs.update(found["shapes"])
+            if "transform" in found:  # a deploy net's preparation (dataprep export writes it)
+                data["transform"] = found["transform"]
             continue
         split = "val" if phase == "TEST" else "train"
         data[split] = found["source"]
@@ -291,6 +320,9 @@ def net_sections(path: str | Path) -> dict:
         for k, name in enumerate(net.input):
             inputs[name] = dims[4 * k : 4 * k + 4]
     sections: dict[str, Any] = {"name": net.name or path.stem, "net": layers}
+    note = _preparation_note(path)
+    if note:
+        sections["preparation"] = note
     if data:
         sections["data"] = data
     if inputs:

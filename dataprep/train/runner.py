@@ -54,7 +54,8 @@ class TrainResult:
     test: dict[str, float] = field(default_factory=dict)
     metrics: list[dict] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
-    snapshot: Path | None = None  # the final one
+    snapshot: Path | None = None  # the last one
+    final: Path | None = None  # the model to use: the best with keep_best, else the last snapshot
 
 
 def _text(value) -> np.ndarray:
@@ -300,6 +301,7 @@ class Training:
         result.snapshot = saved[0]
         result.outputs.extend(saved)
         result.outputs.extend(self._write_metrics(prefix))
+        result.final = Path(f"{prefix}_best.npz") if self.best else result.snapshot
         self.say(caffe_line("Optimization Done.", "solver.cpp:464"))
         return result
 

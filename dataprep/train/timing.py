@@ -72,11 +72,11 @@ def bench_net(
     model's training (or validation) store after its crop; ``batch`` defaults to the
     model's own. Labels are drawn within the classifier's range; regression targets match
     the prediction's shape."""
-    from .inference import read_model
+    from .inference import model_sections
     from .net import wire
 
     train = phase == "train"
-    sections, _, _ = read_model(path)
+    sections, _ = model_sections(path)
     data = sections.get("data") or {}
     inputs = {k: tuple(v) for k, v in (sections.get("inputs") or {}).items()}
     input_name = data.get("input") or (next(iter(inputs)) if inputs else "data")
