@@ -1,0 +1,271 @@
+"""A trained model goes anywhere and gives the same answers (issue 28): snapshots and every
+export carry the whole preparation by value (mean image, scale, crop, channel order,
+resize, the task); ``predict`` applies it exactly once, from any folder, through the
+snapshot, its ``.npz``, ``.caffemodel`` with the deploy prototxt and mean the export wrote,
+and its ONNX graph in onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from helpers import run_dataprep, write_images
+
+from dataprep.stores import open_store
+
+CLASSIFIER = [
+    {"name": "conv1", "type": "Convolution", "num_output": 4, "kernel_size": 3},
+    {"name": "pool1", "type": "Pooling", "pool": "MAX", "kernel_size": 2, "stride": 2},
+    {"name": "fc", "type": "InnerProduct", "num_output": 5},
+    {"name": "accuracy", "type": "Accuracy", "phase": "TEST"},
+    {"name": "loss", "type": "SoftmaxWithLoss"},
+]
+
+
+def _run(*args, cwd: Path) -> subprocess.CompletedProcess:
+    return run_dataprep(*map(str, args), cwd=cwd)
+
+
+def _predictions(r) -> list[tuple[str, list[float], list[int] | None]]:
+    assert r.returncode == 0, r.stderr
+    return [(p["key"], p["values"], p["classes"]) for p in json.loads(r.stdout)["predictions"]]
+
+
+@pytest.fixture(scope="module")
+def crop_model(tmp_path_factory):
+    """A crop-and-mean classifier (mean file and scale in data.transform, crop 8 of 12x16
+    color images) trained in ``train/``, whose mean file and stores are then deleted; the
+    images stay in ``images/``."""
+    root = tmp_path_factory.mktemp("model_files")
+    images = root / "images"
+    listfile, _ = write_images(images, 30)
+    train = root / "train"
+    train.mkdir()
+    for args in (
+        ("lmdb", listfile, "train_lmdb"),
+        ("mean", "train_lmdb", "-o", "mean.binaryproto"),
+    ):
+        r = _run(*args, "-j", 1, cwd=train)
+        assert r.returncode == 0, r.stderr
+    recipe = {
+        "name": "cropnet",
+        "data": {
+            "train": "train_lmdb",
+            "batch_size": 10,
+            "transform": {"crop_size": 8, "mean_file": "mean.binaryproto", "scale": 0.00390625},
+        },
+        "net": CLASSIFIER,
+        "solver": {"max_iter": 6, "snapshot": 4, "base_lr": 0.05, "snapshot_prefix": "cropnet"},
+    }
+    (train / "cropnet.yaml").write_text(yaml.safe_dump(recipe))
+    r = _run("train", "cropnet.yaml", "-q", cwd=train)
+    assert r.returncode == 0, r.stderr
+    # the closing line names the final model, not the first snapshot (point 7)
+    assert r.stdout.strip().endswith("; cropnet_iter_6.npz"), r.stdout
+    r = _run("train", "cropnet.yaml", "-q", "--json", "--overwrite", cwd=train)
+    assert json.loads(r.stdout)["final"] == "cropnet_iter_6.npz"
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(train / "cropnet_iter_6.npz", elsewhere / "model.npz")
+    shutil.rmtree(train)  # the mean file and the stores are gone
+    return elsewhere, listfile
+
+
+def test_every_form_of_the_model_gives_the_same_answers_in_another_folder(crop_model):
+    folder, listfile = crop_model
+    want = _predictions(_run("predict", "model.npz", listfile, "--json", cwd=folder))
+    assert len(want) == 30 and all(classes is not None for _, _, classes in want)
+    for out in ("exported.npz", "exported.caffemodel", "exported.onnx"):
+        r = _run("export", "model.npz", "-o", out, cwd=folder)
+        assert r.returncode == 0, r.stderr
+    assert (folder / "exported_deploy.prototxt").is_file() and (
+        folder / "exported_mean.binaryproto"
+    ).is_file()
+    # the .npz export: a classifier still (point 1)
+    assert _predictions(_run("predict", "exported.npz", listfile, "--json", cwd=folder)) == want
+    # the deploy prototxt and the mean file the export wrote, from yet another folder
+    other = folder.parent / "other"
+    other.mkdir()
+    r = _run(
+        "predict",
+        folder / "exported_deploy.prototxt",
+        "--weights",
+        folder / "exported.caffemodel",
+        listfile,
+        "--json",
+        cwd=other,
+    )
+    got = _predictions(r)
+    assert [(k, c) for k, _, c in got] == [(k, c) for k, _, c in want]
+    assert np.allclose([v for _, v, _ in got], [v for _, v, _ in want], atol=1e-5)
+    # the ONNX graph on pixels as OpenCV decodes them: crop, mean and scale are its own
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(folder / "exported.onnx"), providers=["CPUExecutionProvider"])
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["dataprep.preparation"])
+    assert meta["shape"] == [3, 12, 16] and meta["crop"] == 8 and meta["image_size"] == [12, 16]
+    assert [o.name for o in session.get_outputs()] == ["fc", "prob"]  # logits, then prob (point 5)
+    keys = [k for k, _, _ in want]
+    pixels = np.stack([cv2.imread(str(listfile.parent / k)).transpose(2, 0, 1) for k in keys]).astype(
+        np.float32
+    )
+    logits, prob = session.run(None, {meta["input"]: pixels})
+    assert np.allclose(prob.max(axis=1), [v[0] for _, v, _ in want], atol=1e-5)
+    assert prob.argmax(axis=1).tolist() == [c[0] for _, _, c in want]
+    assert np.allclose(prob, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), atol=1e-6)
+
+
+def test_the_deploy_prototxt_is_caffes_form_and_matches_the_caffemodel(crop_model):
+    from google.protobuf import text_format
+
+    from dataprep.stores.caffe_pb import NetParameter
+    from dataprep.train.caffemodel import read_caffemodel
+
+    folder, _ = crop_model
+    r = _run("export", "model.npz", "-o", "deploy.prototxt", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["deploy.prototxt", "deploy_mean.binaryproto"]
+    net = text_format.Parse((folder / "deploy.prototxt").read_text(), NetParameter())  # Caffe's schema
+    data = net.layer[0]
+    assert data.type == "Input" and list(data.input_param.shape[0].dim) == [1, 3, 8, 8]
+    assert data.transform_param.crop_size == 8 and data.transform_param.scale == pytest.approx(0.00390625)
+    assert data.transform_param.mean_file == "deploy_mean.binaryproto"
+    types = [layer.type for layer in net.layer]
+    assert types == ["Input", "Convolution", "Pooling", "InnerProduct", "Softmax"]  # no loss, no data
+    r = _run("export", "model.npz", "-o", "w.caffemodel", "--no-deploy", cwd=folder)
+    assert r.returncode == 0 and not (folder / "w_deploy.prototxt").exists()
+    blobs = read_caffemodel(folder / "w.caffemodel")
+    assert [layer.name for layer in net.layer if layer.type in ("Convolution", "InnerProduct")] == list(blobs)
+    # staged and refused like every output
+    r = _run("export", "model.npz", "-o", "deploy.prototxt", cwd=folder)
+    assert r.returncode != 0 and "exists" in r.stderr
+
+
+def test_predict_applies_the_preparation_once_and_names_what_is_wrong(crop_model, tmp_path):
+    folder, listfile = crop_model
+    r = _run("predict", "model.npz", listfile, "--mean", "128", cwd=folder)
+    assert (
+        r.returncode == 2 and "has its own mean (12x16 image)" in r.stderr and "leave --mean out" in r.stderr
+    )
+    r = _run("predict", "model.npz", listfile, "--scale", "0.5", cwd=folder)
+    assert r.returncode == 2 and "has its own scale (0.00390625)" in r.stderr
+    r = _run("predict", "model.npz", listfile, "--crop", "6", cwd=folder)
+    assert r.returncode == 2 and "has its own crop (8)" in r.stderr
+    # the deploy prototxt's transform_param is applied, so --mean is refused there too (point 4)
+    _run("export", "model.npz", "-o", "d.caffemodel", cwd=folder)
+    r = _run("predict", "d_deploy.prototxt", "--weights", "d.caffemodel", listfile, "--mean", "1", cwd=folder)
+    assert r.returncode == 2 and "has its own mean" in r.stderr
+    # an image of another size: both sizes and the option that fixes it
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.full((40, 42, 3), 90, np.uint8))
+    r = _run("predict", "model.npz", big, cwd=folder)
+    assert r.returncode == 1 and "the image is 40x42" in r.stderr and "give --resize 12x16" in r.stderr
+    assert "internal error" not in r.stderr
+    r = _run("predict", "model.npz", big, "--resize", "12x16", cwd=folder)
+    assert r.returncode == 0 and r.stdout.startswith(f"Predicted class for {big.name} is ")
+
+
+def test_predict_reads_an_image_a_folder_or_a_list_on_stdin(crop_model):
+    folder, listfile = crop_model
+    want = _predictions(_run("predict", "model.npz", listfile, "--json", cwd=folder))
+    ((key, values, classes),) = _predictions(
+        _run("predict", "model.npz", listfile.parent / want[3][0], "--json", cwd=folder)
+    )
+    assert key == Path(want[3][0]).name and classes == want[3][2] and np.allclose(values, want[3][1])
+    tree = _predictions(_run("predict", "model.npz", listfile.parent / "img", "--json", cwd=folder))
+    assert [(f"img/{k}", v, c) for k, v, c in tree] == want  # sorted, keyed below the folder
+    piped = run_dataprep(
+        "predict",
+        "model.npz",
+        "-",
+        "--json",
+        input=listfile.read_text().replace("img/", f"{listfile.parent}/img/"),
+        cwd=folder,
+    )
+    assert [(v, c) for _, v, c in _predictions(piped)] == [(v, c) for _, v, c in want]
+
+
+def test_an_rgb_trained_model_gets_rgb_from_image_files(tmp_path, invoke, monkeypatch):
+    """A classifier trained on an ``import cifar10`` store (RGB planes) predicts the same
+    for a record as for that record written as an image file (decoded BGR by OpenCV);
+    ``mean`` names the store's channels R G B, and the ONNX metadata says RGB (point 9)."""
+    monkeypatch.chdir(tmp_path)
+    assert invoke("example", "cifar10", ".", "--n", 60).exit_code == 0
+    assert invoke("import", "cifar10", "cifar-10-binary.tar.gz", ".").exit_code == 0
+    r = invoke("mean", "cifar10_train_lmdb", "-o", "mean.binaryproto")
+    assert r.exit_code == 0 and r.stdout.split()[::2] == ["R", "G", "B"], r.stdout
+    recipe = {
+        "data": {
+            "train": "cifar10_train_lmdb",
+            "batch_size": 10,
+            "transform": {"mean_file": "mean.binaryproto"},
+        },
+        "net": CLASSIFIER[:2] + [{**CLASSIFIER[2], "num_output": 10}] + CLASSIFIER[3:],
+        "solver": {"max_iter": 4, "base_lr": 0.001, "snapshot_prefix": "rgb"},
+    }
+    Path("rgb.yaml").write_text(yaml.safe_dump(recipe))
+    assert invoke("train", "rgb.yaml", "-q").exit_code == 0
+    Path("photos").mkdir()
+    with open_store("cifar10_test_lmdb") as store:
+        for k, rec in zip(range(6), store):
+            cv2.imwrite(f"photos/{k}.png", rec.array.transpose(1, 2, 0)[:, :, ::-1])  # RGB planes -> BGR file
+    from_store = json.loads(invoke("predict", "rgb_iter_4.npz", "cifar10_test_lmdb", "--json").stdout)
+    r = invoke("predict", "rgb_iter_4.npz", "photos", "--json", "--top-k", 3)
+    assert r.exit_code == 0, r.stderr
+    from_files = json.loads(r.stdout)["predictions"]
+    for k, p in enumerate(from_files):
+        stored = from_store["predictions"][k]
+        assert p["classes"][0] == stored["classes"][0]
+        assert p["values"][0] == pytest.approx(stored["values"][0], abs=1e-6)
+    # the class names travel with the model
+    r = invoke("predict", "rgb_iter_4.npz", "photos/0.png")
+    names = Path("cifar10_classes.txt").read_text().split()
+    assert any(f" is {name} (" in r.stdout for name in names), r.stdout
+    r = invoke("predict", "rgb_iter_4.npz", "photos/0.png", "--channel-order", "BGR")
+    assert r.exit_code == 2 and "records channel_order RGB" in r.stderr
+    assert invoke("export", "rgb_iter_4.npz", "-o", "rgb.onnx").exit_code == 0
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load("rgb.onnx").metadata_props}
+    meta = json.loads(props["dataprep.preparation"])
+    assert meta["model_channel_order"] == "RGB" and meta["channel_order"] == "BGR"
+
+
+def test_an_old_snapshot_says_which_mean_file_it_lacks(tmp_path, invoke, monkeypatch):
+    """Snapshots from before this change recorded mean files by path: they work where the
+    path resolves, and elsewhere say so in one line; --mean stands in for the lost file."""
+    monkeypatch.chdir(tmp_path)
+    listfile, _ = write_images(tmp_path, 10)
+    assert invoke("hdf5", listfile, "--mean", "128", "-o", "t.h5").exit_code == 0
+    recipe = {
+        "data": {"train": "t.h5", "batch_size": 5, "transform": {"scale": 0.5}},
+        "net": CLASSIFIER[:3] + CLASSIFIER[4:],
+        "solver": {"max_iter": 2, "snapshot_prefix": "old"},
+    }
+    Path("old.yaml").write_text(yaml.safe_dump(recipe))
+    assert invoke("train", "old.yaml", "-q").exit_code == 0
+    saved = dict(np.load("old_iter_2.npz"))
+    want = json.loads(invoke("predict", "old_iter_2.npz", listfile, "--json").stdout)["predictions"]
+    np.save("m.npy", np.full((3, 12, 16), 128, np.float32))
+    legacy = {k: v for k, v in saved.items() if not k.startswith("preparation")}
+    fields = {"channels": "color", "resize": None, "interpolation": "linear", "mean": "m.npy", "scale": 1.0}
+    legacy["preparation"] = np.array(yaml.safe_dump(fields))
+    np.savez("legacy.npz", **legacy)
+    r = invoke("predict", "legacy.npz", listfile, "--json")  # its path resolves here
+    assert r.exit_code == 0 and np.allclose(
+        [p["values"] for p in json.loads(r.stdout)["predictions"]], [p["values"] for p in want]
+    )
+    os.rename("m.npy", "moved.npy")
+    r = invoke("predict", "legacy.npz", listfile)
+    assert r.exit_code == 1 and "names m.npy, which is not found from here: give --mean FILE" in r.stderr
+    r = invoke("predict", "legacy.npz", listfile, "--mean", "moved.npy", "--json")
+    assert r.exit_code == 0 and np.allclose(
+        [p["values"] for p in json.loads(r.stdout)["predictions"]], [p["values"] for p in want]
+    )
