@@ -11,7 +11,7 @@ from .running import echo_written, run_store, start_workers
 
 
 @click.command("hdf5")
-@click.argument("list_file", metavar="LIST")
+@click.argument("list_file", metavar="[LIST]", required=False)
 @click.option(
     "-o",
     "--out",
@@ -29,7 +29,7 @@ from .running import echo_written, run_store, start_workers
 @store_options()
 @input_options
 def hdf5_cmd(list_file, out, list_out, no_labels, hdf5, inputs, workers, overwrite, as_json):
-    """Convert the images of LIST (``path label...`` lines, - for stdin) to HDF5.
+    """Convert the images of LIST (``path label...`` lines, - for list lines on stdin) to HDF5.
 
     Writes float32 ``data`` (N x C x H x W, (pixel - mean) * scale; C is 1 for gray images
     and 3 (BGR) for color unless --gray or --color) and the labels, then NAME_h5.txt naming
@@ -40,8 +40,34 @@ def hdf5_cmd(list_file, out, list_out, no_labels, hdf5, inputs, workers, overwri
     dataprep hdf5 train.txt --mean 128 --label-names freq
     dataprep hdf5 train.txt --resize 227x227 --mean-file mean.binaryproto --shard-size 1GB
     dataprep hdf5 test.txt --no-labels
+    dataprep noise --n 70000 | dataprep hdf5 --mean 128 --label-names freq
+
+    Without LIST, the paths piped on stdin (as `noise` and `list` print them) name the
+    lists: each list of images is converted with the same options, one output per list
+    named after it (a list without labels gives a store without labels); other files, and
+    a list of the same images as an unlabelled one (test_labels.txt: its ground truth),
+    are passed over with a line each.
     """
     start_workers(workers)
+    if list_file is not None:
+        _convert(list_file, out, list_out, no_labels, hdf5, inputs, workers, overwrite, as_json)
+        return
+    from ..piped import image_lists, piped_lines
+
+    lines = piped_lines()
+    if lines is None:
+        raise click.UsageError("give LIST, or pipe the paths of lists: dataprep noise | dataprep hdf5")
+    lists = image_lists(lines)
+    if not lists:
+        raise click.UsageError("no list of images among the paths on standard input")
+    if len(lists) > 1 and (out or list_out):
+        raise click.UsageError(f"-o/--list-out name one output; stdin named {len(lists)} lists")
+    for path in lists:
+        _convert(path, out, list_out, no_labels or None, hdf5, inputs, workers, overwrite, as_json)
+
+
+def _convert(list_file, out, list_out, no_labels, hdf5, inputs, workers, overwrite, as_json) -> None:
+    """One LIST to HDF5; ``no_labels`` None: as the list has labels or not."""
     from ..convert import image_list_of, store_meta
     from ..errors import DataprepError, OnError
     from ..stores.hdf5 import Hdf5Writer
@@ -53,6 +79,8 @@ def hdf5_cmd(list_file, out, list_out, no_labels, hdf5, inputs, workers, overwri
     on_error = OnError(inputs.skip_bad)
     source = inputs.source(list_file, on_error)
     listfile = image_list_of(source).listfile
+    if no_labels is None:
+        no_labels = listfile.label_count == 0
     if listfile.label_count == 0 and not no_labels:
         raise DataprepError(
             f"{listfile.name} has no labels (paths only), so the HDF5 file would "

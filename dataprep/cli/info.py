@@ -10,7 +10,7 @@ from .options import common_options, json_opt, max_pixels_opt, overwrite_opt, se
 
 
 @click.command("info")
-@click.argument("store")
+@click.argument("store", required=False)
 @click.option(
     "--grid",
     type=click.Path(dir_okay=False),
@@ -31,11 +31,19 @@ def info_cmd(store, grid, count, random, seed, overwrite, as_json):
     data shape and dtype, encoding, label ranges (class histogram for integer labels),
     size on disk and the first keys.
 
+    STORE may be left out: it is then the first store among the paths piped on standard
+    input (`dataprep lmdb train.txt train_lmdb | dataprep info`), or on a terminal the
+    current folder's training store (exactly one), named on stderr.
+
     \b
     dataprep info train_lmdb
     dataprep info train_h5.txt --json
     dataprep info train_lmdb --grid grid.png --count 36 --random
     """
+    from ..piped import is_store, missing_source
+
+    if store is None:
+        store = missing_source("info", is_store, "dataprep info STORE")
     import json
 
     from ..info import make_grid, summarize

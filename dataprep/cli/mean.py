@@ -19,7 +19,7 @@ from .running import echo_result, progress, report_skipped, start_workers
 
 
 @click.command("mean")
-@click.argument("source")
+@click.argument("source", required=False)
 @click.option(
     "-o",
     "--out",
@@ -66,13 +66,23 @@ def mean_cmd(
     means (B G R for color, R G B for a store in RGB order) on stdout. A damaged record
     (checksum mismatch) or a bad image stops it, or with --skip-bad is left out and counted.
 
+    SOURCE may be left out: it is then the first store or list among the paths piped on
+    standard input, as another dataprep command prints them, or on a terminal the current
+    folder's training store (train_h5.txt, train.h5, train_lmdb, *_train_lmdb, ...;
+    exactly one), named on stderr.
+
     \b
     dataprep mean train_lmdb                      # mean.binaryproto
+    dataprep hdf5 train.txt | dataprep mean
     dataprep mean train_lmdb --npy mean.npy -o mean.binaryproto
     dataprep mean train.txt --resize 256x256 --per-channel-only
     """
     start_workers(workers)
     from ..errors import OnError
+    from ..piped import is_store_or_list, missing_source
+
+    if source is None:
+        source = missing_source("mean", is_store_or_list, "dataprep mean STORE|LIST")
     from ..images import Channels
     from ..mean import array_source, channel_order, compute_mean, stage_mean, write_mean
     from ..parallel import make_executor

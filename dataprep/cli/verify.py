@@ -9,7 +9,7 @@ from .running import progress
 
 
 @click.command("verify")
-@click.argument("store")
+@click.argument("store", required=False)
 @click.option(
     "--list",
     "list_path",
@@ -28,10 +28,18 @@ def verify_cmd(store, list_path, root, as_json):
 
     Prints each problem with its key, then a summary; exits 1 on any problem.
 
+    STORE may be left out: it is then the first store among the paths piped on standard
+    input (`dataprep lmdb train.txt train_lmdb | dataprep verify`), or on a terminal the
+    current folder's training store (exactly one), named on stderr.
+
     \b
     dataprep verify train_lmdb --list train.txt
     dataprep verify train_h5.txt
     """
+    from ..piped import is_store, missing_source
+
+    if store is None:
+        store = missing_source("verify", is_store, "dataprep verify STORE")
     import json
     from pathlib import Path
 
