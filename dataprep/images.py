@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
@@ -72,8 +74,10 @@ def file_format(data: bytes) -> str:
 
 
 def header_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
-    """(height, width) as a PNG, JPEG, GIF or BMP header declares it, read without decoding;
-    None for other formats or a header too short to say."""
+    """(height, width) as a PNG, JPEG, GIF, BMP, TIFF or WebP header declares it, read
+    without decoding; None for other formats or a header too short to say. A JPEG's frame
+    header is found however far behind comments and APP segments it is: the walk jumps
+    from segment to segment by their lengths."""
     head = bytes(data[:65536])
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         width, height = struct.unpack(">II", head[16:24])
@@ -84,27 +88,72 @@ def header_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
     if head[:2] == b"BM" and len(head) >= 26:
         width, height = struct.unpack("<ii", head[18:26])
         return abs(height), abs(width)
-    for marker, payload in _jpeg_segments(head):  # up to the frame header (SOF)
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_size(head)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return _webp_size(head)
+    if head[:2] == b"\xff\xd8":
+        return _jpeg_size(data if len(data) > len(head) else head)
+    return None
+
+
+def _jpeg_size(data) -> tuple[int, int] | None:
+    for marker, payload in _jpeg_segments(data):  # up to the frame header (SOF)
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and len(payload) >= 5:
-            height, width = struct.unpack(">HH", payload[1:5])
+            height, width = struct.unpack(">HH", bytes(payload[1:5]))
             return height, width
+    return None
+
+
+def _tiff_size(head: bytes) -> tuple[int, int] | None:
+    """ImageLength and ImageWidth of a TIFF's first directory (SHORT or LONG values)."""
+    order = "<" if head[:2] == b"II" else ">"
+    ifd = struct.unpack(order + "I", head[4:8])[0]
+    if ifd + 2 > len(head):
+        return None
+    found = {}
+    for k in range(struct.unpack(order + "H", head[ifd : ifd + 2])[0]):
+        at = ifd + 2 + 12 * k
+        if at + 12 > len(head):
+            break
+        tag, kind = struct.unpack(order + "HH", head[at : at + 4])
+        if tag in (256, 257) and kind in (3, 4):
+            found[tag] = struct.unpack(
+                order + ("H" if kind == 3 else "I"), head[at + 8 : at + (10 if kind == 3 else 12)]
+            )[0]
+    return (found[257], found[256]) if len(found) == 2 else None
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """The canvas of a WebP: lossy (VP8), lossless (VP8L) or extended (VP8X)."""
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30:
+        width = int.from_bytes(head[24:27], "little") + 1
+        height = int.from_bytes(head[27:30], "little") + 1
+        return height, width
+    if chunk == b"VP8L" and len(head) >= 25:
+        bits = int.from_bytes(head[21:25], "little")
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(head) >= 30:
+        width, height = struct.unpack("<HH", head[26:30])
+        return height & 0x3FFF, width & 0x3FFF
     return None
 
 
 def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
     """A JPEG's marker segments before its scan data, as (marker, payload); none for other
     formats."""
-    if data[:2] != b"\xff\xd8":
+    if bytes(data[:2]) != b"\xff\xd8":
         return
     i = 2
     while i + 4 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
+        marker = int(data[i + 1])
         if marker == 0xFF:  # a fill byte
             i += 1
             continue
         if marker in (0xDA, 0xD9):  # the scan, or the end
             return
-        size = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        size = struct.unpack(">H", bytes(data[i + 2 : i + 4]))[0]
         yield marker, data[i + 4 : i + 2 + size]
         i += 2 + size
 
@@ -146,6 +195,47 @@ def _check_pixels(data: bytes | np.ndarray) -> None:
         )
 
 
+class NotAFile(ValueError):
+    """A list entry that names a FIFO, a device or a folder."""
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """An image file's bytes: only a regular file (a FIFO would hang the read, /dev/zero
+    never end it); opened without blocking, so a FIFO is refused, not waited on."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else ("a FIFO" if stat.S_ISFIFO(mode) else "a device")
+            raise NotAFile(f"{kind}, not an image file")
+        return f.read()
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _codec_quiet() -> Iterator[None]:
+    """libpng's and libjpeg's own lines ("libpng error: IDAT: CRC error", "Premature end of
+    JPEG file") go to the null device: dataprep names the file in one line of its own."""
+    with _STDERR_LOCK:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all
+            yield
+            return
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
+
+
 def decode(data: bytes | np.ndarray, channels: str = "color") -> np.ndarray:
     """Decode image bytes as Caffe does: ``color`` gives 3-channel BGR (gray expanded, alpha
     dropped), ``gray`` 1 channel, ``auto`` the file's own (1 for gray, 3 for color).
@@ -161,14 +251,16 @@ def _decode(data: bytes | np.ndarray, channels: str) -> tuple[np.ndarray, bool]:
     through as the file's bytes)."""
     buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
     _check_pixels(buf)  # from the header, before a decoder allocates the pixels
-    image = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR) if buf.size else None
+    with _codec_quiet():
+        image = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR) if buf.size else None
     if image is None:
         raise ValueError("not a decodable image")
     if channels == "color" and image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), False  # exact: gray replicated
     if channels == "gray" and image.ndim == 3:
         # the codec's own gray conversion (libjpeg keeps the luma), as Caffe's imread does
-        return as_hwc(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)), False
+        with _codec_quiet():
+            return as_hwc(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)), False
     return as_hwc(image), True
 
 
@@ -203,7 +295,7 @@ class Channels:
             return replace(self, count=1 if self.mode == "gray" else 3)
         for path, where in candidates:
             try:
-                image = decode(Path(path).read_bytes(), "auto")
+                image = decode(read_image_file(path), "auto")
             except (OSError, ValueError):
                 continue
             return replace(self, count=image.shape[2], first=where)
@@ -217,9 +309,11 @@ class Channels:
         A missing, undecodable or (in ``auto``) wrongly colored file raises ImageError
         naming ``where`` (list line and path)."""
         try:
-            data = Path(path).read_bytes()
+            data = read_image_file(path)
         except OSError as exc:
             raise ImageError(f"{where}: cannot read image ({exc.strerror})", line) from None
+        except NotAFile as exc:
+            raise ImageError(f"{where}: {exc}", line) from None
         count = self.count or (1 if self.mode == "gray" else 3)
         wanted = "gray" if count == 1 else "color"
         try:

@@ -147,7 +147,7 @@ def read_list(
         path = Path(source)
         name = str(path)
         try:  # file names are bytes on Linux: any that are not UTF-8 stay as they are
-            text = os.fsdecode(path.read_bytes())
+            text = os.fsdecode(_list_bytes(path))
         except FileNotFoundError:
             raise UsageError(f"{name}: no such list file") from None
         except OSError as exc:
@@ -161,6 +161,34 @@ def read_list(
     listfile = ListFile(name, entries, count, folder)
     add_list(listfile)  # no output of the running command may replace it or its images
     return listfile
+
+
+MAX_LINE = 1 << 16  # bytes: no list line is longer (a path is at most 4096)
+
+
+def _list_bytes(path: Path) -> bytes:
+    """A list file's bytes: a regular file, or a pipe (``-``'s siblings: ``<(grep ...)``),
+    read with a bound on the line length; devices and folders are refused, and a list in
+    UTF-16 is named as such."""
+    import stat
+
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise ListFileError(f"{path}: a folder, not a list file (dataprep list makes one from a folder)")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        raise ListFileError(f"{path}: a device, not a list file")
+    chunks, line = [], 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            last = block.rfind(b"\n")
+            line = line + len(block) if last < 0 else len(block) - last - 1
+            if (last < 0 and line > MAX_LINE) or max(map(len, block.split(b"\n")), default=0) > MAX_LINE:
+                raise ListFileError(f"{path}: a line over {MAX_LINE // 1024} KB: not a list of paths")
+            chunks.append(block)
+    data = b"".join(chunks)
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(data) > 3 and data[1:4:2] == b"\0\0"):
+        raise ListFileError(f"{path}: UTF-16 text: save the list as UTF-8 (or ASCII)")
+    return data
 
 
 def shuffle_order(n: int, seed: int) -> list[int]:

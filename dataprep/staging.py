@@ -277,9 +277,10 @@ def _owner(claim: Path) -> tuple[str, int] | None:
         return None
 
 
-def take_claim(dest: Path, wait: bool) -> None:
+def take_claim(dest: Path, wait: bool, refusal: str = "{dest} already exists: another run") -> None:
     """Claim ``dest`` for this process: exclusive; a killed process's claim is removed; a
-    live one's is waited for (``wait``) or refused with StoreExistsError."""
+    live one's is waited for (``wait``) or refused with StoreExistsError (``refusal``, then
+    the holder)."""
     claim = claim_path(dest)
     said = False
     while True:
@@ -297,7 +298,7 @@ def take_claim(dest: Path, wait: bool) -> None:
                 return
             if not wait:
                 raise StoreExistsError(
-                    f"{dest} already exists: another run (process {owner[1]} on {owner[0]}) is writing it"
+                    f"{refusal.format(dest=dest)} (process {owner[1]} on {owner[0]}) is writing it"
                 ) from None
             if not said:
                 log.info("waiting for process %s on %s, which is writing %s", owner[1], owner[0], dest)

@@ -92,10 +92,11 @@ class LazyGroup(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
             raise click.exceptions.Exit(PIPE_EXIT) from None
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
+            code = _interrupt_exit()
+            click.echo("Terminated." if code == TERM_EXIT else "Interrupted.", err=True)
             _close_executors()  # before a quick exit, which would leave a Dask cluster's semaphores
-            _exit_interrupted()
-            raise click.exceptions.Exit(INTERRUPT_EXIT) from None
+            _exit_interrupted(code)
+            raise click.exceptions.Exit(code) from None
         except UsageError as exc:
             if settings.debug:
                 raise
@@ -145,11 +146,18 @@ def _restore_process_hooks(hooks: tuple) -> None:
 
 INTERRUPT_EXIT = 130  # 128 + SIGINT, the shell's convention
 PIPE_EXIT = 141  # 128 + SIGPIPE: the reader of stdout went away
+TERM_EXIT = 143  # 128 + SIGTERM: a kill
+_received: list[int] = []  # the signal that interrupted the running command
 
 
-def _exit_interrupted() -> None:
-    """After a real Ctrl-C or SIGTERM, end the process now with 130. Partial outputs are
-    already removed and workers stopped (the stack unwound through them). A normal exit
+def _interrupt_exit() -> int:
+    """130 for Ctrl-C (and an interrupt raised in-process), 143 for SIGTERM."""
+    return TERM_EXIT if _received and _received[-1] == signal.SIGTERM else INTERRUPT_EXIT
+
+
+def _exit_interrupted(code: int) -> None:
+    """After a real Ctrl-C or SIGTERM, end the process now with ``code``. Partial outputs
+    are already removed and workers stopped (the stack unwound through them). A normal exit
     still ran interpreter shutdown, which in about 1 of 30 early interrupts here ended in
     the process being killed by SIGINT (exit -2) instead of exiting 130."""
     from ..staging import INTERRUPTED
@@ -157,13 +165,14 @@ def _exit_interrupted() -> None:
     if INTERRUPTED.is_set():
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(INTERRUPT_EXIT)
+        os._exit(code)
 
 
 def _interrupt(signum: int, frame: object) -> None:
     from ..staging import INTERRUPTED
 
     INTERRUPTED.set()
+    _received.append(signum)
     raise KeyboardInterrupt
 
 
@@ -180,13 +189,16 @@ def cli(ctx: click.Context) -> None:
     dataprep lmdb train.txt train_lmdb      # Caffe Datum records in LMDB
 
     Results go to stdout, logs and progress bars to stderr. Errors are one line
-    (--debug shows the traceback). Exit codes: 0 success; 2 usage error (a bad or
-    conflicting option, a missing input named on the command line); 1 data error found
-    while working (a bad image or list line, a store that exists); 130 Ctrl-C.
+    (--debug shows the traceback). Exit codes: 0 success; 1 data or environment error
+    found while working (a bad image or list line, a store that exists, a missing optional
+    package); 2 usage error (a bad or conflicting option, a missing input named on the
+    command line); 130 Ctrl-C (SIGINT); 141 the reader of stdout went away (SIGPIPE); 143
+    killed by SIGTERM. Interrupted or killed, nothing half-written is left.
     """
     from ..staging import INTERRUPTED
 
     INTERRUPTED.clear()  # a fresh run (tests invoke the CLI many times in one process)
+    _received.clear()
     ctx.ensure_object(Settings)
     if not log.handlers:
         handler = _StderrHandler()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -67,6 +68,9 @@ def _setter(attr: str, value: Callable[[Settings, Any], Any]) -> Callable:
 
 
 def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    # OpenCV's own limit, behind the header checks for every format: read once, when OpenCV
+    # loads (in this process and the workers it forks; Dask workers load it earlier)
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(value or 1 << 62)
     from .. import images  # imported when the command runs: --help stays light
 
     images.MAX_PIXELS = value  # read by every decode, in this process and its forked workers

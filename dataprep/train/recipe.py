@@ -128,6 +128,11 @@ class Run:
     random_seed: int = 0
     device: str = "cpu"
     keep_best: str | None = None  # a test output: also keep {prefix}_best.npz at its best value
+    on_nan: str = "stop"  # a non-finite loss or parameter: stop (exit 1), or continue as Caffe does
+
+    def __post_init__(self) -> None:
+        if self.on_nan not in ("stop", "continue"):
+            raise UsageError(f"recipe solver.on_nan {self.on_nan!r}: choose stop or continue")
 
 
 @dataclass(frozen=True)
@@ -246,13 +251,34 @@ def _net(layers: Any) -> list[dict]:
     return layers
 
 
+class _PlainLoader(yaml.SafeLoader):
+    """YAML without anchors and aliases: a recipe has no use for them, and ten levels of
+    nine-fold aliases in 1 KB (a "billion laughs") would expand without end."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&, *) are not allowed in a recipe", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """A recipe's YAML (or a --set value), refusing anchors and aliases."""
+    return yaml.load(text, Loader=_PlainLoader)
+
+
 def apply_override(raw: dict, assignment: str) -> None:
     """``solver.max_iter=200``: set a key (dotted path, ``net[2].num_output`` for layers);
     the value is YAML (``0.01``, ``true``, ``[1, 2]``)."""
     key, sep, text = assignment.partition("=")
     if not sep or not key:
         raise UsageError(f"--set {assignment!r}: give KEY=VALUE, e.g. solver.max_iter=200")
-    value = yaml.safe_load(text)
+    try:
+        value = load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--set {assignment!r}: {exc}") from None
     target: Any = raw
     parts = key.replace("]", "").replace("[", ".").split(".")
     for i, part in enumerate(parts):
@@ -359,7 +385,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raw = solver_raw(path)
     else:
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = load_yaml(path.read_text())
         except FileNotFoundError:
             raise UsageError(f"{path}: no such recipe") from None
         except (UnicodeDecodeError, ValueError):

@@ -9,6 +9,7 @@ import glob
 import json
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -17,10 +18,10 @@ from typing import Callable, ContextManager, Iterator
 import numpy as np
 import yaml
 
-from ..errors import OnError, StoreExistsError, UsageError
+from ..errors import DataprepError, OnError, StoreExistsError, UsageError
 from ..gpu import array_module, host
 from ..plotting import plot_panels, training_series
-from ..staging import Staging, signals_held
+from ..staging import Staging, release_claim, signals_held, take_claim
 from .caffemodel import (
     caffemodel_bytes,
     copy_weights,
@@ -79,14 +80,26 @@ class Training:
         tensorboard: str | Path | None = None,
     ) -> None:
         self.recipe, self.say, self.progress = recipe, say, progress
-        self.events = None
+        self.events = self.train_loader = self.val_loader = None
         self.bars = bars or _no_bar  # a bar for each test pass (on a terminal)
+        self.prefix = Path(recipe.run.snapshot_prefix)
+        claim_prefix(self.prefix)  # one run per prefix for its whole life
+        try:  # the claim and the loaders' threads end before an error leaves
+            self._setup(resume, weights, on_error, overwrite, tensorboard)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, resume, weights, on_error, overwrite, tensorboard) -> None:
+        recipe = self.recipe
         run, data = recipe.run, recipe.data
         if resume is None and not overwrite:
             refuse_earlier_run(run.snapshot_prefix)
         self.xp = array_module(run.device)
         self.rng = np.random.default_rng(run.random_seed)
         saved = load_snapshot(resume, ("positions", "iteration", "rng")) if resume else None
+        if saved is not None:
+            same_net(saved, recipe.net, resume)
         position = json.loads(str(saved["positions"])) if saved is not None else {"train": 0, "val": 0}
         self.train_loader = BatchLoader(
             data.train,
@@ -102,53 +115,48 @@ class Training:
             augment_seed=recipe.augment.seed if recipe.augment else 0,
             on_error=on_error,
         )
-        self.val_loader = None
-        try:
-            if data.val is not None:
-                self.val_loader = BatchLoader(
-                    data.val,
-                    data.val_batch_size or data.batch_size,
-                    data.transform,
-                    data.input,
-                    data.target,
-                    False,
-                    run.random_seed,
-                    train=False,
-                    start=position["val"],
-                    on_error=on_error,
-                )
-            self.first = self.train_loader.next()
-            shapes = {name: tuple(array.shape) for name, array in self.first.items()}
-            self.net = Net(recipe.net, shapes, target=data.target, xp=self.xp, rng=self.rng)
-            self.solver = Solver(recipe.solver)
-            samples = self.train_loader.samples
-            self.preparation = of_training(
-                samples.preprocessing(),
+        if data.val is not None:
+            self.val_loader = BatchLoader(
+                data.val,
+                data.val_batch_size or data.batch_size,
                 data.transform,
-                self.train_loader.record_shape[:2],
-                shapes[data.input][1:],
-                model_head(recipe.net),
-                samples.labels(),
+                data.input,
+                data.target,
+                False,
+                run.random_seed,
+                train=False,
+                start=position["val"],
+                on_error=on_error,
             )
-            self.result = TrainResult(0, 0.0, float("nan"))
-            self.curve: list[tuple[int, float]] = []  # (iteration, train loss) at each display
-            self.best: dict | None = None
-            if weights is not None and saved is None:  # fine-tuning: layers matched by name
-                copied = copy_weights(self.net, read_weights(weights), weights)
-                self.say(
-                    caffe_line(
-                        f"Copying weights of {', '.join(copied) or 'no layer'} from {weights}", "net.cpp:744"
-                    )
+        self.first = self.train_loader.next()
+        shapes = {name: tuple(array.shape) for name, array in self.first.items()}
+        self.net = Net(recipe.net, shapes, target=data.target, xp=self.xp, rng=self.rng)
+        self.solver = Solver(recipe.solver)
+        samples = self.train_loader.samples
+        self.preparation = of_training(
+            samples.preprocessing(),
+            data.transform,
+            self.train_loader.record_shape[:2],
+            shapes[data.input][1:],
+            model_head(recipe.net),
+            samples.labels(),
+        )
+        self.result = TrainResult(0, 0.0, float("nan"))
+        self.curve: list[tuple[int, float]] = []  # (iteration, train loss) at each display
+        self.best: dict | None = None
+        if weights is not None and saved is None:  # fine-tuning: layers matched by name
+            copied = copy_weights(self.net, read_weights(weights), weights)
+            self.say(
+                caffe_line(
+                    f"Copying weights of {', '.join(copied) or 'no layer'} from {weights}", "net.cpp:744"
                 )
-            if saved is not None:
-                self._restore(saved, resume)
-            if tensorboard is not None:
-                from .events import Events
+            )
+        if saved is not None:
+            self._restore(saved, resume)
+        if tensorboard is not None:
+            from .events import Events
 
-                self.events = Events(tensorboard, run.snapshot_prefix, self.solver.iteration)
-        except BaseException:  # the loaders' threads end before the error leaves
-            self.close()
-            raise
+            self.events = Events(tensorboard, run.snapshot_prefix, self.solver.iteration)
         self._iteration_rng = self.rng.bit_generator.state
         val = self.val_loader
         self.test_batches = run.test_iter or (max(1, -(-val.n // val.batch_size)) if val else 0)
@@ -161,6 +169,7 @@ class Training:
                 loader.close()
         if self.events is not None:
             self.events.close()
+        release_claim(self.prefix)
 
     def snapshot(self, path: Path) -> Path:
         """``{prefix}_iter_{N}.npz``: weights by ``layer/index``, the solver's state, the
@@ -200,6 +209,7 @@ class Training:
     def _snapshots(self, stem: str) -> list[Path]:
         """The snapshot ``{stem}.npz`` (what --resume reads), and ``{stem}.caffemodel`` too
         with ``snapshot_format: caffemodel`` (the weights, for Caffe)."""
+        self._check_parameters()  # no non-finite snapshot is ever written
         paths = [self.snapshot(Path(f"{stem}.npz"))]
         if self.recipe.run.snapshot_format == "caffemodel":
             data = caffemodel_bytes(
@@ -232,9 +242,13 @@ class Training:
 
     def run(self) -> TrainResult:
         try:
-            return self._loop()
+            with warnings.catch_warnings():  # non-finite values are checked, never warned raw
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return self._loop()
         except KeyboardInterrupt:  # keep what was learned: a snapshot to --resume from
             path = Path(f"{self.recipe.run.snapshot_prefix}_iter_{self.solver.iteration}.npz")
+            if not self._finite():
+                raise
             self.snapshot(path)
             self.say(caffe_line(f"Snapshotting to binary proto file {path}", "sgd_solver.cpp:273"))
             raise
@@ -252,16 +266,20 @@ class Training:
             it = solver.iteration
             self._iteration_rng = self.rng.bit_generator.state  # what a snapshot of this point holds
             initial = it > 0 or run.test_initialization  # Caffe's test_initialization
-            if self.val_loader is not None and run.test_interval and it % run.test_interval == 0 and initial:
+            due = self.val_loader is not None and run.test_interval and it % run.test_interval == 0
+            if due and initial and not self._tested(it):
                 self._test(it)
             batch, self.first = (self.first if self.first is not None else self.train_loader.next()), None
             outputs = net.forward(batch, train=True)
+            if run.on_nan == "stop" and not np.isfinite(net.loss(outputs)):
+                raise NonFiniteError(self._non_finite_line(it, f"the loss ({net.loss(outputs)})"))
             net.backward()
             with signals_held():  # an update is applied to every parameter or to none
                 rate = solver.step(net.params())
             smoothed = (smoothed + [net.loss(outputs)])[-max(1, run.average_loss) :]
             result.train_loss = float(np.mean(smoothed))
             if run.display and it % run.display == 0:
+                self._check_parameters()
                 now = time.perf_counter()
                 done = min(run.display, it) if it else 1
                 rate_per_s = done / max(now - last_display, 1e-9)
@@ -286,6 +304,7 @@ class Training:
             self._iteration_rng = self.rng.bit_generator.state
             if run.snapshot and solver.iteration % run.snapshot == 0 and solver.iteration < run.max_iter:
                 result.outputs.extend(self._snapshots(f"{prefix}_iter_{solver.iteration}"))
+                signal_point("after-snapshot", solver.iteration)
             if self.progress is not None:
                 self.progress(1)
         result.iterations = solver.iteration
@@ -294,7 +313,7 @@ class Training:
             self.say(
                 caffe_line(f"Iteration {solver.iteration}, loss = {result.train_loss:.6g}", "solver.cpp:445")
             )
-        if self.val_loader is not None:
+        if self.val_loader is not None and not self._tested(solver.iteration):
             self._test(solver.iteration)
         result.seconds = time.perf_counter() - started
         saved = self._snapshots(f"{prefix}_iter_{solver.iteration}")
@@ -305,9 +324,40 @@ class Training:
         self.say(caffe_line("Optimization Done.", "solver.cpp:464"))
         return result
 
+    def _tested(self, it: int) -> bool:
+        """Whether the test at ``it`` is done already (a run resumed just after it)."""
+        metrics = self.result.metrics
+        return bool(metrics) and metrics[-1]["iteration"] == it
+
+    def _finite(self) -> bool:
+        xp = self.xp
+        return all(bool(xp.isfinite(layer.params[i]).all()) for layer, i in self.net.params())
+
+    def _check_parameters(self) -> None:
+        """Stop at a non-finite parameter (at each display and before each snapshot)."""
+        if self.recipe.run.on_nan == "stop" and not self._finite():
+            bad = next(
+                layer.name for layer, i in self.net.params() if not self.xp.isfinite(layer.params[i]).all()
+            )
+            raise NonFiniteError(self._non_finite_line(self.solver.iteration, f"layer {bad}'s parameters"))
+
+    def _non_finite_line(self, it: int, what: str) -> str:
+        """The one line of a run stopped by non-finite values: where, the first layer whose
+        output or gradient went non-finite (this batch's blobs), what is kept."""
+        first = first_non_finite(self.net)
+        kept = sorted(self.prefix.parent.glob(glob.escape(self.prefix.name) + "_iter_*.npz"))
+        return (
+            f"iteration {it}: {what} went non-finite"
+            + (f" (first non-finite: {first})" if first else "")
+            + "; the run stops without a snapshot of it"
+            + (f" (the last finite one: {kept[-1]})" if kept else "")
+            + ": lower base_lr or check the data; solver.on_nan: continue trains on as Caffe does"
+        )
+
     def _test(self, it: int) -> None:
         """Mean of every test output over the test batches; logged, recorded, and kept as
         the best snapshot when ``keep_best`` names an output that improved."""
+        signal_point("before-test", it)
         self.say(caffe_line(f"Iteration {it}, Testing net (#0)", "solver.cpp:347"))  # when it starts
         sums: dict[str, float] = {}
         with self.bars(self.test_batches, f"test at {it}") as update:
@@ -316,6 +366,7 @@ class Training:
                 for name, value in {**outputs, **self.net.absolute_errors()}.items():
                     sums[name] = sums.get(name, 0.0) + value
                 update(1)
+                signal_point("during-test", it)
         outputs = {name: total / self.test_batches for name, total in sums.items()}
         for k, (name, value) in enumerate(outputs.items()):
             self.say(
@@ -323,6 +374,7 @@ class Training:
             )
         self.result.test = dict(outputs)
         self.result.metrics.append({"iteration": it, **outputs})
+        signal_point("after-test", it)
         if self.events is not None:
             self.events.scalars("test", outputs, it)
         key = self.recipe.run.keep_best
@@ -367,6 +419,62 @@ def train(
     ``snapshot_prefix`` are refused unless ``overwrite`` (a resumed run extends its own);
     ``bars(total, desc)`` draws each test pass; ``tensorboard`` names a folder for event files."""
     return Training(recipe, say, progress, resume, weights, on_error, overwrite, bars, tensorboard).run()
+
+
+class NonFiniteError(DataprepError):
+    """The loss or a parameter went NaN or infinite."""
+
+
+def first_non_finite(net: Net) -> str | None:
+    """The first layer (in net order) whose output, or else whose parameter gradient,
+    holds a non-finite value after the last pass."""
+    xp = net.xp
+    for node in net.nodes:
+        for top in node.tops:
+            blob = net.blobs.get(top)
+            if blob is not None and not bool(xp.isfinite(blob).all()):
+                return f"layer {node.layer.name}'s output {top}"
+    for node in net.nodes:
+        for grad in node.layer.grads:
+            if grad is not None and not bool(xp.isfinite(grad).all()):
+                return f"layer {node.layer.name}'s gradient"
+    return None
+
+
+def claim_prefix(prefix: Path) -> None:
+    """Claim ``prefix`` for this run's whole life, as the stores claim their destination: a
+    second run on it is refused at once, naming the holder (``--overwrite`` too: a training
+    run is hours long, so two are never merged); a dead run's claim is removed."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    take_claim(prefix, wait=False, refusal="snapshot_prefix {dest}: another training run")
+
+
+def same_net(saved: dict, net: list[dict], path) -> None:
+    """Refuse to resume from a snapshot of another net (layer names and types; shapes are
+    checked as the weights load)."""
+    theirs = (yaml.safe_load(str(saved["recipe"])) or {}).get("net") or []
+    mine = [(layer.get("name"), layer.get("type")) for layer in net]
+    found = [(layer.get("name"), layer.get("type")) for layer in theirs]
+    if mine != found:
+        differ = next((f"{a} against {b}" for a, b in zip(mine, found) if a != b), f"{len(found)} layers")
+        raise UsageError(
+            f"--resume {path}: a snapshot of another net ({differ}); resume the net it was taken of"
+        )
+
+
+SIGNAL_HOOK = "DATAPREP_TEST_SIGNAL_AT"  # tests: POINT:ITERATION:INT|TERM sends that signal there
+
+
+def signal_point(point: str, iteration: int) -> None:
+    """With DATAPREP_TEST_SIGNAL_AT=POINT:ITERATION:SIG, signal this process at that point
+    (before-test, during-test, after-test, after-snapshot) once: interrupts land exactly."""
+    import os
+    import signal
+
+    wanted = os.environ.get(SIGNAL_HOOK)
+    if wanted and wanted.rsplit(":", 1)[0] == f"{point}:{iteration}":
+        os.environ.pop(SIGNAL_HOOK)
+        os.kill(os.getpid(), getattr(signal, "SIG" + wanted.rsplit(":", 1)[1]))
 
 
 def refuse_earlier_run(prefix: str) -> None:
