@@ -302,7 +302,14 @@ def _queue_depth(chunk_seconds: Iterable[float], most: int = 64) -> int:
 
 
 def _died(proc: multiprocessing.Process) -> DataprepError:
+    import signal
+
     proc.join(1)
+    if proc.exitcode in (-signal.SIGBUS, -signal.SIGSEGV):  # a read past a damaged file's pages
+        return DataprepError(
+            f"a worker process died of {signal.Signals(-proc.exitcode).name} while reading: a damaged store "
+            "or file (dataprep verify STORE tells)"
+        )
     return DataprepError(
         f"a worker process died unexpectedly (exit code {proc.exitcode}; out of memory or killed?)"
     )

@@ -313,12 +313,19 @@ class DatumReader(StoreReader):
 
     def encoded(self) -> bool:
         first = next(iter(self.raw_values(0, 1)), None)
-        return bool(first and parse_datum(first[1]).encoded)
+        return bool(first and self._datum(*first).encoded)
 
     def all_labels(self) -> np.ndarray:
         if self._labels is not None:
             return np.stack([rec.array.ravel() for rec in self._labels]).astype(np.float64)
-        return np.array([[parse_datum(v).label] for _, v in self.raw_values(0, len(self))], np.float64)
+        return np.array([[self._datum(k, v).label] for k, v in self.raw_values(0, len(self))], np.float64)
+
+    def _datum(self, key: bytes, value: bytes):
+        """The record's Datum; RecordError naming the store and key for bytes that are none."""
+        try:
+            return parse_datum(value)
+        except DecodeError as exc:
+            raise RecordError(f"{self.path}: record {os.fsdecode(key)}: not a Datum ({exc})") from None
 
     def files_on_disk(self) -> list[Path]:
         own = super().files_on_disk()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -83,13 +84,112 @@ _OPEN: dict[tuple[str, int], list] = {}  # (path, pid) -> [environment, users]: 
 
 
 def _refuse_truncated(path: Path, env) -> None:
-    """StoreError for a data.mdb shorter than the pages its last transaction uses: reading
-    such a map past the file's end is a bus error (SIGBUS), which Python cannot catch."""
+    """StoreError for a data.mdb shorter than the pages its last transaction uses (reading
+    such a map past the file's end is a bus error, SIGBUS, which Python cannot catch), or
+    whose meta page claims what no file of its size holds (a damaged meta page)."""
     data = path / "data.mdb"
     size = data.stat().st_size
-    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    info, stat = env.info(), env.stat()
+    pages = info["last_pgno"] + 1
+    needed = pages * stat["psize"]
+    used = stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+    root = _main_root(data, stat["psize"])
+    empty = root == NO_PAGE
+    if (
+        needed > info["map_size"]
+        or used > pages
+        or stat["depth"] > 64
+        or stat["entries"] > needed
+        or (not empty and root >= pages)
+        or empty != (stat["entries"] == 0)
+    ):
+        claims = f"{pages} pages, {stat['entries']} records, root page {root}"
+        raise StoreError(f"{path}: damaged (its meta page claims {claims})")
     if size < needed:
-        raise StoreError(f"{data}: truncated ({size / 1e6:.1f} MB, needs {needed / 1e6:.1f} MB)")
+        raise StoreError(f"{data}: truncated ({describe_bytes(size)}, needs {describe_bytes(needed)})")
+
+
+NO_PAGE = 2**64 - 1  # LMDB's P_INVALID: the root of an empty database
+
+
+def _main_root(data: Path, psize: int) -> int:
+    """The main database's root page as the newer of the two meta pages names it (the one
+    LMDB reads): MDB_meta after the 16-byte page header, the second MDB_db's md_root."""
+    import struct
+
+    with open(data, "rb") as f:
+        head = f.read(2 * psize)
+    metas = []
+    for at in (0, psize):
+        page = head[at : at + 152]
+        if len(page) == 152:
+            txnid, root = struct.unpack_from("<Q", page, 144)[0], struct.unpack_from("<Q", page, 128)[0]
+            metas.append((txnid, at, root))
+    return max(metas)[2] if metas else NO_PAGE
+
+
+def describe_bytes(count: int) -> str:
+    """A size in the unit that shows it: 512 bytes, 12.3 KB, 4.5 MB, 1.2 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
+@contextlib.contextmanager
+def _damage_named(path: str) -> Iterator[None]:
+    """LMDB's own errors on a damaged tree (MDB_CORRUPTED, MDB_PAGE_NOTFOUND) as one line
+    naming the store."""
+    try:
+        yield
+    except lmdb.Error as exc:
+        raise StoreError(f"{path}: damaged ({exc})") from None
+
+
+_WALKED: set[tuple] = set()  # (path, size, mtime) of stores walked in this process or its parent
+
+
+def walk_checked(path: Path, env) -> None:
+    """Walk every page of the store once, in a forked child, before this process reads it:
+    a damaged page can point LMDB outside the file, and that read is a SIGBUS that Python
+    cannot recover from. The child touches each value's first and last byte (overflow
+    pages too); its death by a signal, or an LMDB error, becomes one StoreError naming the
+    store (``--skip-bad`` does not hide it: a damaged page is not a damaged record). Each
+    (path, size, mtime) is walked once per process tree."""
+    import signal
+
+    stat = (path / "data.mdb").stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _WALKED:
+        return
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: walk, say what LMDB said, and leave without cleanup
+        os.close(read)
+        code = 0
+        try:
+            with env.begin(buffers=True) as txn:
+                for _, value in txn.cursor():
+                    if len(value):
+                        value[0], value[len(value) - 1]
+        except lmdb.Error as exc:
+            os.write(write, str(exc).encode()[:500])
+            code = 3
+        except BaseException:
+            code = 4
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as said:
+        message = said.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise StoreError(
+            f"{path}: damaged (reading its pages ended in {name}: a page points outside the file)"
+        )
+    if os.WEXITSTATUS(status) == 3:
+        raise StoreError(f"{path}: damaged ({message})")
+    _WALKED.add(key)
 
 
 class LmdbReadKV:
@@ -115,6 +215,7 @@ class LmdbReadKV:
                 raise StoreError(f"{path}: cannot open LMDB: {exc}") from None
             try:
                 _refuse_truncated(Path(path), env)
+                walk_checked(Path(path), env)
             except StoreError:
                 env.close()
                 raise
@@ -126,11 +227,11 @@ class LmdbReadKV:
         return self.env.stat()["entries"]
 
     def keys(self) -> list[bytes]:
-        with self.env.begin() as txn:
+        with _damage_named(self._key[0]), self.env.begin() as txn:
             return list(txn.cursor().iternext(keys=True, values=False))
 
     def items_from(self, key: bytes, count: int) -> Iterator[tuple[bytes, bytes]]:
-        with self.env.begin(buffers=False) as txn:
+        with _damage_named(self._key[0]), self.env.begin(buffers=False) as txn:
             cursor = txn.cursor()
             if not cursor.set_key(key):
                 raise StoreError(f"key {key!r} not found")
