@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, overwrite_opt, shape_opt
+from .options import common_options, max_memory_opt, overwrite_opt, shape_opt
 
 
 @click.command("export")
@@ -36,6 +36,7 @@ from .options import common_options, overwrite_opt, shape_opt
 )
 @shape_opt
 @overwrite_opt
+@max_memory_opt
 @common_options
 def export_cmd(model_path, out, weights, random_init, no_deploy, shape, overwrite):
     """Write MODEL (a recipe or shipped recipe name, a Caffe prototxt, or a .npz snapshot)

@@ -89,6 +89,29 @@ max_pixels_opt = click.option(
 )
 
 
+def _set_max_memory(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    from ..train import memory
+
+    if value is None:
+        memory.MAX_MEMORY = None
+        return
+    try:
+        memory.MAX_MEMORY = memory.parse_size(value)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{value!r}: give a size (8G, 512M) or 0", param=param) from None
+
+
+max_memory_opt = click.option(
+    "--max-memory",
+    default=None,
+    metavar="SIZE",
+    expose_value=False,
+    callback=_set_max_memory,
+    help="Refuse a net whose estimated memory passes SIZE (8G, 512M; 0: no check) [default: the "
+    "smallest of the cgroup's limit, ulimit -v and the physical memory].",
+)
+
+
 def common_options(f: Callable) -> Callable:
     """``--quiet``/``--verbose``/``--debug``, accepted before or after the command name."""
     f = click.option(
@@ -472,6 +495,7 @@ def model_options(f: Callable) -> Callable:
             ),
             resize_opt,
             channels_options,
+            max_memory_opt,
             click.option(
                 "--channel-order",
                 type=click.Choice(["BGR", "RGB"], case_sensitive=False),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt, shape_opt
+from .options import common_options, json_opt, max_memory_opt, shape_opt
 from .running import echo_result
 
 
@@ -26,6 +26,7 @@ from .running import echo_result
     "--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True, help="Where to run."
 )
 @json_opt
+@max_memory_opt
 @common_options
 def time_cmd(model_path, iterations, batch, phase, shape, device, as_json):
     """Time MODEL's forward and backward passes layer by layer, as `caffe time` does: random

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt, max_pixels_opt, overwrite_opt, skip_bad_opt
+from .options import common_options, json_opt, max_memory_opt, max_pixels_opt, overwrite_opt, skip_bad_opt
 from .running import echo_result, progress, report_skipped
 
 
@@ -52,6 +52,7 @@ from .running import echo_result, progress, report_skipped
 @overwrite_opt
 @json_opt
 @max_pixels_opt
+@max_memory_opt
 @common_options
 def train_cmd(
     recipe_path,

@@ -102,7 +102,7 @@ def load_deploy(
             {**{k: v for k, v in RANDOM_FILLERS.items() if spec["type"] in LEARNED_WEIGHTS}, **spec}
             for spec in specs
         ]
-    net = Net(specs, {input_name: (1, *chw)}, rng=np.random.default_rng(random_init or 0))
+    net = Net(specs, {input_name: (1, *chw)}, rng=np.random.default_rng(random_init or 0), train=False)
     if source is not None:
         copy_weights(net, read_weights(source), source)
     else:
@@ -260,5 +260,5 @@ def init_caffemodel(recipe, shape: tuple[int, ...] | None = None) -> bytes:
     sections = {"name": recipe.name, "net": recipe.raw["net"], "data": recipe.raw.get("data") or {}}
     specs, input_name = deploy_specs(sections)
     chw = tuple(shape or store_shape(recipe.name, sections["data"]))
-    net = Net(specs, {input_name: (1, *chw)})
+    net = Net(specs, {input_name: (1, *chw)}, train=False)
     return caffemodel_bytes(net, recipe.name, specs, [], only=set(fixed_layers(recipe)))

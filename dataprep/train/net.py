@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import UsageError
 from .layers import LOSSES, Layer, Loss, Shape, all_params, make_layer
 from .layers.threads import one_blas_thread
+from .memory import budget, charge
 
 PHASES = ("TRAIN", "TEST")
 HEADS = (*LOSSES, "Accuracy")  # layers that compare with the target: losses and metrics
@@ -52,9 +53,18 @@ class Net:
         xp: ModuleType = np,
         rng: np.random.Generator | None = None,
         dtype=np.float32,
+        train: bool = True,
     ) -> None:
+        """``train``: the memory estimate counts gradients and solver histories too."""
         self.xp = xp
         self.inputs = dict(inputs)
+        with budget(train) as memory:
+            for name, shape in inputs.items():
+                charge(name, _nbytes(shape, dtype), "input")
+            self._build(specs, inputs, target, xp, rng, dtype)
+        memory.warn_available()
+
+    def _build(self, specs, inputs, target, xp, rng, dtype) -> None:
         rng = rng or np.random.default_rng(0)
         shapes: dict[str, Shape] = dict(inputs)
         self.nodes: list[Node] = []
@@ -75,6 +85,9 @@ class Net:
                     f"net[{k}] ({name}): bottom {missing[0]!r} is no input or earlier top ({known})"
                 )
             top_shapes = layer.setup([shapes[b] for b in bottoms], xp, rng, dtype)
+            for top, shape in zip(tops, top_shapes):
+                if top not in bottoms:  # an in-place layer writes over its bottom
+                    charge(name, _nbytes(shape, dtype), "blob")
             layer.propagate = any(b not in inputs for b in bottoms)
             shapes.update(zip(tops, top_shapes))
             weight = float(spec.get("loss_weight", 1.0 if layer.type in LOSSES else 0.0))
@@ -176,6 +189,10 @@ class Net:
         if self.xp is not np:
             self.xp.cuda.Device().synchronize()
         return time.perf_counter()
+
+
+def _nbytes(shape, dtype) -> int:
+    return int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
 
 
 def wire(specs: list[dict], first: str, target: str) -> list[dict]:

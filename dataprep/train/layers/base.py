@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import UsageError
+from ..memory import charge
 
 Shape = tuple[int, ...]
 
@@ -78,6 +79,7 @@ class Layer:
     def _param(self, xp, rng, shape: Shape, filler: dict, dtype, index: int) -> None:
         mults = self.p.get("param") or []
         mult = mults[index] if index < len(mults) else {}
+        charge(self.name, int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize, "param")
         self.params.append(fill(xp, rng or np.random.default_rng(0), shape, filler, dtype))
         self.grads.append(None)
         self.lr_mult.append(float(mult.get("lr_mult", 1.0)))
