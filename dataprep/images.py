@@ -251,8 +251,13 @@ def _decode(data: bytes | np.ndarray, channels: str) -> tuple[np.ndarray, bool]:
     through as the file's bytes)."""
     buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
     _check_pixels(buf)  # from the header, before a decoder allocates the pixels
-    with _codec_quiet():
-        image = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR) if buf.size else None
+    try:
+        with _codec_quiet():
+            image = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR) if buf.size else None
+    except cv2.error as exc:  # OpenCV's own pixel limit, behind the header checks
+        if "MAX_IMAGE_PIXELS" in str(exc):
+            raise TooLarge("over OpenCV's pixel limit (--max-pixels)") from None
+        raise ValueError("not a decodable image") from None
     if image is None:
         raise ValueError("not a decodable image")
     if channels == "color" and image.ndim == 2:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -69,8 +70,10 @@ def _setter(attr: str, value: Callable[[Settings, Any], Any]) -> Callable:
 
 def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int) -> int:
     # OpenCV's own limit, behind the header checks for every format: read once, when OpenCV
-    # loads (in this process and the workers it forks; Dask workers load it earlier)
-    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(value or 1 << 62)
+    # loads (in this process and the workers it forks; Dask workers load it earlier). Not
+    # where it is loaded already (a caller running commands in-process keeps its own).
+    if "cv2" not in sys.modules:
+        os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(value or 1 << 40)
     from .. import images  # imported when the command runs: --help stays light
 
     images.MAX_PIXELS = value  # read by every decode, in this process and its forked workers

@@ -242,7 +242,7 @@ def test_a_truncated_lmdb_is_refused_with_its_sizes_not_a_bus_error(tmp_path, co
     recipe = str(Path(__file__).parents[2] / "recipes" / "lenet.yaml")
     result = run_dataprep(*[recipe if a == "RECIPE" else a for a in command], cwd=tmp_path)
     assert result.returncode == 1, (result.returncode, result.stderr)  # not 135 (SIGBUS)
-    assert "data.mdb: truncated (0.1 MB, needs" in result.stdout + result.stderr
+    assert "data.mdb: truncated (100.0 KB, needs" in result.stdout + result.stderr  # the unit that shows it
     assert "Traceback" not in result.stderr
     assert (
         leftovers(tmp_path) == []
