@@ -11,10 +11,12 @@ pickle cannot run code. A malformed file is one ``DataprepError`` naming it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gzip
 import pickle
+import shutil
 import struct
 import tarfile
 import zlib
@@ -179,6 +181,25 @@ def _find(folder: Path, *names: str) -> Path | None:
     return None
 
 
+MAX_MEMBER = 200 << 20  # bytes: larger than any file of CIFAR-10/100 or MNIST (CIFAR-100's train: 157 MB)
+BIN_RECORDS = (3073, 3074)  # CIFAR-10's and CIFAR-100's binary record sizes
+
+
+def _check_member(src: Path, member: tarfile.TarInfo) -> None:
+    """A member's declared size against what the dataset's files can be, before a byte of
+    it is read: a small archive may hold a huge member of zeros."""
+    name = Path(member.name).name
+    if member.size > MAX_MEMBER:
+        raise DataprepError(
+            f"{src}: {member.name} is {member.size / 1e6:.0f} MB, larger than any file of the "
+            "dataset: not the official archive"
+        )
+    if name.endswith(".bin") and not any(member.size % size == 0 for size in BIN_RECORDS):
+        raise DataprepError(
+            f"{src}: {member.name} is {member.size} bytes, not a whole number of 3073- or 3074-byte records"
+        )
+
+
 def unpack(src: Path, into: Path) -> Path:
     """A ``.tar.gz`` extracted into ``into`` (data files only, no links or paths outside),
     or the folder as it is."""
@@ -188,16 +209,14 @@ def unpack(src: Path, into: Path) -> Path:
         raise UsageError(f"{src}: give the extracted folder or the .tar.gz archive")
     try:
         with tarfile.open(src) as archive:
-            members = [
-                m
-                for m in archive.getmembers()
-                if m.isfile() and not Path(m.name).is_absolute() and ".." not in Path(m.name).parts
-            ]
-            for member in members:
+            for member in archive:  # each header checked as it is read, before its data
+                if not member.isfile() or Path(member.name).is_absolute() or ".." in Path(member.name).parts:
+                    continue
+                _check_member(src, member)
                 target = into / member.name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with archive.extractfile(member) as f:
-                    target.write_bytes(f.read())
+                with archive.extractfile(member) as f, open(target, "wb") as out:
+                    shutil.copyfileobj(f, out, 1 << 20)  # streamed, never whole in memory
     except (EOFError, tarfile.TarError, zlib.error) as exc:  # a download cut short, a damaged one
         raise DataprepError(f"{src}: a damaged archive ({exc or type(exc).__name__})") from None
     return into
@@ -395,12 +414,24 @@ def write_dataset(
     """Each split into ``out``: stores ``{name}_{split}_{kind}`` (HDF5: ``{name}_{split}.h5``
     with its ``_h5.txt`` list) keyed as Caffe's converters did, or with ``files`` PNGs in
     class folders, ``{split}.txt`` lists and ``classes.txt``; every output staged."""
-    from .convert import open_writers, store_meta, write_stores
-    from .records import Chain
 
     if kind not in STORE_KINDS:
         raise UsageError(f"--to {kind}: choose from {', '.join(STORE_KINDS)}")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_dataset(name, sources, out, kind, executor, overwrite, progress)
+    except BaseException:
+        if created:  # a failed run leaves no empty OUT behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _write_dataset(name, sources, out, kind, executor, overwrite, progress) -> list[Path]:
+    from .convert import open_writers, store_meta, write_stores
+    from .records import Chain
+
     if kind == "files":
         return _write_files(name, sources, out, executor, overwrite, progress)
     if kind == "wds":  # image files are BGR to OpenCV: true color

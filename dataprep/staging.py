@@ -74,6 +74,14 @@ def partial_name(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.partial-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def describe_bytes(count: int) -> str:
+    """A size in the unit that shows it: 512 bytes, 12.3 KB, 4.5 MB, 1.2 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -111,10 +119,10 @@ def remove_stale_partials(dest: Path) -> list[Path]:
         remove(path)
         removed.append(path)
         log.info(
-            "removed %s, left by an interrupted run (process %s): %.1f MB freed",
+            "removed %s, left by an interrupted run (process %s): %s freed",
             path,
             match.group(2),
-            size / 1e6,
+            describe_bytes(size),
         )
     return removed
 
@@ -142,6 +150,9 @@ def _move_into_place(tmp: Path, dest: Path) -> None:
         os.replace(dest, old)
         os.replace(tmp, dest)
         remove(old)
+    elif dest.is_symlink() and tmp.is_dir():  # the link is replaced, never its target (as for files)
+        os.unlink(dest)
+        os.replace(tmp, dest)
     else:
         os.replace(tmp, dest)
 

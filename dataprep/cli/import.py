@@ -54,12 +54,16 @@ def import_cmd(dataset, src, out, kind, bgr, label, workers, overwrite, as_json)
     from ..importers import open_dataset, write_dataset
     from ..listfile import class_lines, write_list
     from ..parallel import make_executor
-    from ..staging import Staging, scratch_beside
+    from ..staging import Staging, remove_stale_partials, scratch_beside
 
     if label != "fine" and dataset != "cifar100":
         raise click.UsageError("--label goes with cifar100")
     out_path = Path(out)
-    with scratch_beside(out_path / "unpacked") as tmp:  # an archive unpacks in OUT (hidden)
+    # an archive unpacks hidden in OUT, or beside it while OUT does not exist yet (the next
+    # run removes what a kill -9 left there)
+    if out_path.name:  # what a killed run left beside OUT while OUT was new
+        remove_stale_partials(out_path)
+    with scratch_beside(out_path / "unpacked" if out_path.is_dir() else out_path) as tmp:
         sources = open_dataset(dataset, Path(src), tmp, label, bgr)
         total = sum(len(s) for s in sources.values())
         with progress(total, "import") as update:

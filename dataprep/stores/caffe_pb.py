@@ -489,6 +489,9 @@ def blob_to_array(blob) -> np.ndarray:
         list(blob.shape.dim) if blob.HasField("shape") else [blob.num, blob.channels, blob.height, blob.width]
     )
     values = blob.data if len(blob.data) else blob.double_data
+    claimed = int(np.prod(dims, dtype=np.float64))
+    if claimed != len(values):
+        raise ValueError(f"a blob of shape {tuple(dims)} ({claimed:.0f} values) holds {len(values)} values")
     return np.asarray(values, dtype=np.float32).reshape(dims)
 
 

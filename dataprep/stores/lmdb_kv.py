@@ -11,6 +11,7 @@ from typing import Iterator
 import lmdb
 
 from ..errors import StoreError
+from ..staging import describe_bytes
 
 INITIAL_MAP_SIZE = 1 << 30  # a sparse file while writing; truncated to the used pages at close
 RESERVE = 16 << 20  # disk blocks allocated ahead of the pages a transaction may touch
@@ -36,7 +37,12 @@ class LmdbWriteKV:
     def __init__(self, path: Path, map_size: int | None = None) -> None:
         self.path = Path(path)
         map_size = map_size or INITIAL_MAP_SIZE  # read at call time: tests shrink it
-        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, writemap=True, sync=False, max_dbs=0)
+        try:
+            self.env = lmdb.open(
+                str(path), map_size=map_size, subdir=True, writemap=True, sync=False, max_dbs=0
+            )
+        except lmdb.Error as exc:  # DiskError on a full disk, and the like
+            raise StoreError(f"{path}: cannot create the LMDB environment: {exc}") from None
         self._last = b""
         self._data = os.open(self.path / "data.mdb", os.O_RDWR)
         self._reserved = 0
@@ -126,14 +132,6 @@ def _main_root(data: Path, psize: int) -> int:
             txnid, root = struct.unpack_from("<Q", page, 144)[0], struct.unpack_from("<Q", page, 128)[0]
             metas.append((txnid, at, root))
     return max(metas)[2] if metas else NO_PAGE
-
-
-def describe_bytes(count: int) -> str:
-    """A size in the unit that shows it: 512 bytes, 12.3 KB, 4.5 MB, 1.2 GB."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} bytes"
 
 
 @contextlib.contextmanager

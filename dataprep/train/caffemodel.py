@@ -30,7 +30,15 @@ def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
         raise DataprepError(f"{path}: not a .caffemodel (binary NetParameter): {exc}") from None
     if net.layers:
         raise DataprepError(f"{path}: written in the pre-2015 'layers' form; upgrade it with Caffe first")
-    return {layer.name: [blob_to_array(b) for b in layer.blobs] for layer in net.layer if layer.blobs}
+    found = {}
+    for layer in net.layer:
+        try:
+            blobs = [blob_to_array(b) for b in layer.blobs]
+        except ValueError as exc:
+            raise DataprepError(f"{path}: layer {layer.name}: {exc}: a damaged .caffemodel") from None
+        if blobs:
+            found[layer.name] = blobs
+    return found
 
 
 def copy_weights(net: Net, weights: dict[str, list[np.ndarray]], source: str | Path) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ...errors import DataprepError, UsageError
 from ...transforms import get_xp
 from .base import Layer
@@ -44,7 +46,22 @@ class Loss(Layer):
         return [()]
 
 
-class EuclideanLoss(Loss):
+class ElementwiseLoss(Loss):
+    """A loss over prediction and target element by element: both must hold as many values
+    (Caffe's set-up check, naming the layer, not a failed reshape at the first batch)."""
+
+    def shapes(self, shapes):
+        pred, target = (tuple(s) for s in shapes)
+        count = lambda shape: int(np.prod(shape[1:], dtype=np.int64))  # noqa: E731
+        if count(pred) != count(target):
+            raise UsageError(
+                f"layer {self.name}: its prediction has {count(pred)} values per item {pred[1:]} and the "
+                f"target {count(target)} {target[1:]}: they must match (num_output, or the label columns)"
+            )
+        return [()]
+
+
+class EuclideanLoss(ElementwiseLoss):
     """sum((pred - target)^2) / (2 N), Caffe's."""
 
     type = "EuclideanLoss"
@@ -58,7 +75,7 @@ class EuclideanLoss(Loss):
         return [top_diffs[0] * self._diff / self._diff.shape[0], None]
 
 
-class SmoothL1Loss(Loss):
+class SmoothL1Loss(ElementwiseLoss):
     """Caffe's (Fast R-CNN) smooth L1 with sigma 1: 0.5 d^2 where |d| < 1, else |d| - 0.5;
     summed and divided by N."""
 
@@ -76,7 +93,7 @@ class SmoothL1Loss(Loss):
         return [top_diffs[0] * self._grad / self._grad.shape[0], None]
 
 
-class SigmoidCrossEntropyLoss(Loss):
+class SigmoidCrossEntropyLoss(ElementwiseLoss):
     """-sum(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))) / N over targets in [0, 1] of
     the prediction's count, computed stably (Caffe's); the gradient (sigmoid(x) - t) / N."""
 
