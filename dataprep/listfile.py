@@ -152,7 +152,8 @@ def read_list(
             raise UsageError(f"{name}: no such list file") from None
         except OSError as exc:
             raise ListFileError(f"{name}: cannot read list: {exc.strerror}") from None
-        default_root = path.parent
+        # a pipe's paths (<(grep ...)) resolve against the current folder, as stdin's do
+        default_root = path.parent if path.is_file() else Path.cwd()
     entries, count = parse_lines(io.StringIO(text), name=name, on_error=on_error)
     if not entries and not allow_empty:
         raise ListFileError(f"{name}: the list is empty")

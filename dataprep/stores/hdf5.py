@@ -252,8 +252,10 @@ class _Shard:
         self.label_rows.clear()
         # HDF5 crashes the process (SIGSEGV) while closing a file whose write failed for
         # want of space: the space is checked first, with room for the keys and sums
-        row = self.buffer[0].nbytes + sum(b[0].nbytes for b in self.label_buffer.values())
-        need = self.filled * row + self.data.chunks[0] * row  # the rows, and a last chunk allocated whole
+        start, chunk = self.data.shape[0], self.data.chunks[0]
+        new_chunks = -(-(start + self.filled) // chunk) - -(-start // chunk)  # each allocated whole
+        labels = sum(b[0].nbytes for b in self.label_buffer.values())
+        need = new_chunks * chunk * self.buffer[0].nbytes + self.filled * labels
         keys = sum(len(k) for k in self.keys) + 8 * self.count  # the keys and sums written at close
         check_space(self.tmp, need + keys + (64 << 10))  # and HDF5's own headers
         start = self.data.shape[0]
