@@ -27,6 +27,26 @@ class DataprepError(Exception):
         return (type(self), (str(self), self.line))
 
 
+class MissingPackage(DataprepError):
+    """An optional package the asked-for feature needs is not installed: an environment
+    problem (exit 1), with the install line that fits how dataprep was installed."""
+
+    def __init__(self, feature: str, extra: str, package: str) -> None:
+        super().__init__(f"{feature} needs {package}: {install_line(extra)}")
+
+
+def install_line(extra: str) -> str:
+    """``pip install -e '/path/to/clone[extra]'`` for an install from a clone (editable,
+    or the tree itself), else ``pip install 'dataprep-caffe[extra]'`` (the package index:
+    ``dataprep`` there is another project)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and "site-packages" not in root.parts:
+        return f"pip install -e '{root}[{extra}]'"
+    return f"pip install 'dataprep-caffe[{extra}]'"
+
+
 class UsageError(DataprepError):
     """A bad or conflicting option value, or a missing input named on the command line."""
 

@@ -37,7 +37,7 @@ try:
 except ImportError:  # not on Windows
     fcntl = None
 
-from .errors import DataprepError, UsageError
+from .errors import DataprepError, MissingPackage, UsageError
 from .staging import INTERRUPTED, interrupts_deferred, signals_held
 
 
@@ -412,9 +412,7 @@ class DaskExecutor(Executor):
         try:
             from dask.distributed import Client
         except ImportError:
-            raise UsageError(
-                "--executor dask needs Dask: pip install 'dataprep[dask]' (dask[distributed])"
-            ) from None
+            raise MissingPackage("--executor dask", "dask", "Dask (dask[distributed])") from None
         self.address = address
         self._cluster = None
         self.client = None

@@ -195,7 +195,7 @@ def test_refusals_are_one_line(invoke, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert done.returncode == 2 and "needs the onnx package: pip install" in done.stderr
+    assert done.returncode == 1 and "needs the onnx package: pip install -e '" in done.stderr
 
 
 def test_the_onnx_carries_the_preparation_and_a_free_batch(invoke, tmp_path):

@@ -77,3 +77,15 @@ def test_the_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
     )
     assert trained.returncode == 0, trained.stderr
     assert "Solving noise_stream" in trained.stderr and (work / "noise_stream_iter_2.npz").is_file()
+
+
+def test_install_lines_name_the_package_that_fits_the_install(tmp_path, monkeypatch):
+    """From a clone: pip install -e on the clone; from the index: dataprep-caffe (the
+    `dataprep` there is an unrelated project)."""
+    import dataprep.errors as errors
+
+    assert errors.install_line("dask") == f"pip install -e '{Path(errors.__file__).parents[1]}[dask]'"
+    installed = tmp_path / "lib" / "site-packages" / "dataprep"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(errors, "__file__", str(installed / "errors.py"))
+    assert errors.install_line("leveldb") == "pip install 'dataprep-caffe[leveldb]'"

@@ -7,10 +7,8 @@ from types import ModuleType
 
 import numpy as np
 
-from ..errors import DataprepError
+from ..errors import MissingPackage
 from ..transforms import get_xp
-
-INSTALL = "CuPy is required for --device gpu; install dataprep[gpu] on a machine with a CUDA GPU"
 
 
 def gpu_available() -> bool:
@@ -29,7 +27,7 @@ def array_module(device: str) -> ModuleType:
     if device == "cpu" or (device == "auto" and not gpu_available()):
         return np
     if not gpu_available():
-        raise DataprepError(INSTALL)
+        raise MissingPackage("--device gpu", "gpu", "CuPy and a CUDA GPU (on a machine with one)")
     import cupy
 
     return cupy

@@ -6,16 +6,16 @@ import itertools
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import DataprepError, StoreError
-
-_INSTALL = "LevelDB support needs plyvel: pip install 'dataprep[leveldb]' (wheels exist for Python <= 3.12)"
+from ..errors import MissingPackage, StoreError
 
 
 def _plyvel():
     try:
         import plyvel
     except ImportError:
-        raise DataprepError(_INSTALL) from None
+        raise MissingPackage(
+            "LevelDB support", "leveldb", "plyvel (wheels exist for Python <= 3.12)"
+        ) from None
     return plyvel
 
 

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import MissingPackage
 
 
 class Events:
@@ -20,10 +20,7 @@ class Events:
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
-            raise UsageError(
-                "--tensorboard needs tensorboardX: pip install 'dataprep-caffe[tensorboard]' "
-                "(or pip install tensorboardX)"
-            ) from None
+            raise MissingPackage("--tensorboard", "tensorboard", "tensorboardX") from None
         self.folder = Path(folder) / Path(prefix).name
         # the file name's own stamp is in whole seconds: a run resumed within the second
         # would overwrite the first run's events

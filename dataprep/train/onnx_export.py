@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import MissingPackage, UsageError
 from ..gpu import host
 from .layers.geometry import pool_out
 
@@ -31,10 +31,7 @@ def _onnx():
     try:
         import onnx
     except ImportError:
-        raise UsageError(
-            "exporting to ONNX needs the onnx package: pip install 'dataprep-caffe[onnx]' "
-            "(or pip install onnx)"
-        ) from None
+        raise MissingPackage("exporting to ONNX", "onnx", "the onnx package") from None
     return onnx
 
 

@@ -74,7 +74,8 @@ def test_device_gpu_without_cupy_is_a_clear_error(invoke, tmp_path):
     list_path, _ = write_images(tmp_path, 2)
     r = invoke("augment", list_path, tmp_path / "out", "--mirror", "--device", "gpu")
     assert r.exit_code == 1
-    assert "CuPy is required for --device gpu; install dataprep[gpu]" in r.stderr
+    assert "--device gpu needs CuPy and a CUDA GPU (on a machine with one): pip install -e '" in r.stderr
+    assert "[gpu]'" in r.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -152,7 +152,7 @@ def test_resume_skips_exactly_the_finished_files(tmp_path, invoke):
 def test_device_gpu_without_cupy_is_a_clear_error(invoke, tmp_path):
     list_path, _ = write_images(tmp_path, 2)
     r = invoke("resize", list_path, tmp_path / "out", "--size", "4x4", "--device", "gpu")
-    assert r.exit_code == 1 and "CuPy is required for --device gpu" in r.stderr
+    assert r.exit_code == 1 and "--device gpu needs CuPy and a CUDA GPU" in r.stderr
     assert not (tmp_path / "out").exists()
 
 
