@@ -4,7 +4,11 @@ Rules (the same for every command):
 
 * one image per line: a path, then zero or more labels separated by whitespace;
 * labels are integers (``3``) or floats (``0.125``, ``1e-3``);
-* a path containing whitespace must be written in double quotes (``"my dir/a.jpg" 1``);
+* a path containing spaces: in a list of one label per line, as Caffe writes and reads it
+  (``convert_imageset`` and the ``ImageData`` layer split a line at its last space), so
+  ``my photos/img 03.jpg 1`` is that path with label 1; in lists without labels or with
+  several, in double quotes (``"my dir/a.jpg" 0.5 0.25``), which Caffe's tools do not
+  read. ``dataprep list`` writes Caffe's unquoted form for one-label lines;
 * blank lines and lines whose first non-blank character is ``#`` are ignored;
 * every line of a list carries the same number of labels.
 """
@@ -72,10 +76,21 @@ def parse_label(text: str) -> Label:
 _INF = float("inf")
 
 
-def _split(text: str) -> list[str]:
-    if '"' in text or "'" in text:
+def _split(text: str, label_count: int | None) -> list[str]:
+    """A line's fields: quoted paths (a line starting with a quote) as the shell splits
+    them; else on whitespace when every field after the first is a number and their count
+    is the list's (known, or this first line's); else, in a list of one label, Caffe's
+    split at the last space (a path with spaces, then the label)."""
+    if text[0] in "\"'":
         return shlex.split(text, posix=True)
-    return text.split()
+    fields = text.split()
+    labels = fields[1:]
+    if all(_is_number(v) for v in labels) and label_count in (None, len(labels)):
+        return fields
+    path, _, last = text.rpartition(" ")
+    if label_count in (None, 1) and path.strip() and _is_number(last):
+        return [path.rstrip(), last]
+    return fields
 
 
 def parse_lines(
@@ -100,7 +115,7 @@ def parse_lines(
             on_error(ListFileError(f"{name}:{number}: a NUL byte: not a list line", number))
             continue
         try:
-            fields = _split(stripped)
+            fields = _split(stripped, label_count)
         except ValueError as exc:
             on_error(ListFileError(f"{name}:{number}: cannot parse line ({exc}): {stripped!r}", number))
             continue
@@ -208,8 +223,12 @@ def format_path(path: str) -> str:
 
 
 def format_line(path: str, labels: Sequence[Label] = ()) -> str:
-    """One list line; floats written with ``repr`` so they read back exactly."""
-    return " ".join([format_path(path), *(repr(v) if isinstance(v, float) else str(v) for v in labels)])
+    """One list line; floats written with ``repr`` so they read back exactly. A path with
+    spaces is written as Caffe reads it when the line has one label (unquoted: Caffe splits
+    at the last space), else quoted."""
+    values = [repr(v) if isinstance(v, float) else str(v) for v in labels]
+    caffe = len(labels) == 1 and "\n" not in path and path[:1] not in "\"'" and path == path.strip()
+    return " ".join([path if caffe else format_path(path), *values])
 
 
 def write_list(path: str | os.PathLike, lines: Iterable[str]) -> None:

@@ -72,16 +72,19 @@ def write_image_lists(
     """Scan ``root`` and write ``out`` (or, with ``split``, train/val/test lists beside it).
 
     Paths are written relative to the list's folder. ``out`` "-" returns the list as
-    ``text`` instead, with paths relative to the current folder. Class names (``index
-    name`` lines) go to ``classes_out``, by default ``classes.txt`` beside the lists.
+    ``text`` instead, with paths relative to the current folder. With ``split``, ``out``
+    itself holds the whole list (unless it is named train, val or test). Class names
+    (``index name`` lines) go to ``classes_out``, by default ``classes.txt`` beside the
+    lists (with ``out`` "-", only when ``classes_out`` is given).
     """
     classes, items = scan(root, extensions, flat)
     to_stdout = str(out) == "-"
     if to_stdout and split is not None:
         raise UsageError("--split writes train/val/test files: give --out a file, not -")
     folder = Path.cwd() if to_stdout else Path(out).parent
+    everything = {"list": list(range(len(items)))}
     if split is None:
-        parts = {"list": list(range(len(items)))}
+        parts = everything
         dests = {} if to_stdout else {"list": Path(out)}
     else:
         if any(isinstance(r, int) for r in split) and not all(isinstance(r, float) for r in split):
@@ -89,10 +92,12 @@ def write_image_lists(
         indices = stratified_split([k for _, k in items], split, seed)
         parts = {name: idx for name, idx in zip(SPLIT_NAMES, indices) if idx or name == "train"}
         dests = {name: folder / f"{name}.txt" for name in parts}
+        if Path(out).stem not in SPLIT_NAMES:  # -o lists/all.txt: the whole list, before splitting
+            parts, dests = {**everything, **parts}, {"list": Path(out), **dests}
     result = ImageLists(classes=classes)
     with Staging(overwrite) as staging:
         tmps = {name: staging.path(dest) for name, dest in dests.items()}
-        if classes:
+        if classes and (classes_out or not to_stdout):  # -o - writes no file unless asked
             classes_path = Path(classes_out) if classes_out else folder / "classes.txt"
             write_list(staging.path(classes_path), class_lines(classes))
             result.lists["classes"] = classes_path

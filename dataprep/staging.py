@@ -47,6 +47,17 @@ def exists(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
+def is_stream(path: Path) -> bool:
+    """A character device or a FIFO, followed through symlinks: an output written directly."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
 def refuse_existing(dest: Path, overwrite: bool, allow_empty_dir: bool = False) -> None:
     """Raise StoreExistsError when ``dest`` exists and ``overwrite`` is false."""
     if overwrite or not exists(dest):
@@ -395,8 +406,11 @@ class Staging:
 
     def path(self, dest: str | os.PathLike, allow_empty_dir: bool = False) -> Path:
         """A temporary path whose content will become ``dest`` on commit; absolute, since
-        workers may write into it from another working directory (see parallel)."""
+        workers may write into it from another working directory (see parallel). A device
+        or a FIFO (``/dev/null``, a named pipe) is written directly: nothing to stage."""
         dest = Path(dest)
+        if is_stream(dest):
+            return dest
         refuse_existing(dest, self.overwrite, allow_empty_dir)
         if any(d == dest for _, d in self._pending):
             raise DataprepError(f"{dest} is named twice as an output")

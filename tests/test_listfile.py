@@ -54,8 +54,31 @@ def test_errors_name_the_line(text, message):
 
 def test_skip_bad_lines_counts_them():
     handler = OnError(skip=True)
-    entries, _ = parse("a.jpg 1\nb.jpg x\nc.jpg 2 3\nd.jpg 4\n", on_error=handler)
+    entries, _ = parse("a.jpg 1\nb.jpg x\nc.jpg 2 y\nd.jpg 4\n", on_error=handler)
     assert [e.path for e in entries] == ["a.jpg", "d.jpg"] and handler.skipped == 2
+
+
+def test_one_label_lists_split_at_the_last_space_as_caffe_does():
+    """convert_imageset and ImageData: line.find_last_of(' '); so does a one-label list."""
+    entries, count = parse("my photos/red apples/img 03.jpg 1\nscan 2 3\nb.jpg 2\n")
+    assert count == 1
+    assert [(e.path, e.labels) for e in entries] == [
+        ("my photos/red apples/img 03.jpg", (1,)),
+        ("scan 2", (3,)),  # every field a number, but two of them in a one-label list
+        ("b.jpg", (2,)),
+    ]
+    entries, count = parse('"my dir/a.jpg" 0.5 0.25\nb.jpg 1 2\n')  # several labels: quoted
+    assert count == 2 and entries[0].path == "my dir/a.jpg"
+    with pytest.raises(ListFileError, match="label 'c.jpg' is not a number"):
+        parse("a.jpg 1 2\nb c.jpg 3 4\n")  # unquoted spaces in a two-label list
+
+
+def test_list_lines_are_written_as_caffe_reads_them():
+    assert format_line("my photos/a b.jpg", (1,)) == "my photos/a b.jpg 1"  # Caffe's form
+    assert format_line("my photos/a b.jpg", (0.5, 1)) == '"my photos/a b.jpg" 0.5 1'
+    assert format_line("my photos/a b.jpg") == '"my photos/a b.jpg"'
+    line = format_line("a b/c d.jpg", (7,))
+    assert parse(line + "\n")[0][0].path == "a b/c d.jpg"
 
 
 def test_read_list_resolves_against_its_folder_and_refuses_empty(tmp_path):

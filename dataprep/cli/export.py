@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, max_memory_opt, overwrite_opt, shape_opt
+from .options import common_options, json_opt, max_memory_opt, overwrite_opt, shape_opt
+from .running import echo_result
 
 
 @click.command("export")
@@ -37,8 +38,9 @@ from .options import common_options, max_memory_opt, overwrite_opt, shape_opt
 @shape_opt
 @overwrite_opt
 @max_memory_opt
+@json_opt
 @common_options
-def export_cmd(model_path, out, weights, random_init, no_deploy, shape, overwrite):
+def export_cmd(model_path, out, weights, random_init, no_deploy, shape, overwrite, as_json):
     """Write MODEL (a recipe or shipped recipe name, a Caffe prototxt, or a .npz snapshot)
     with its weights as OUT, whose suffix chooses the format:
 
@@ -63,5 +65,6 @@ def export_cmd(model_path, out, weights, random_init, no_deploy, shape, overwrit
     """
     from ..train.export import export
 
-    for path in export(model_path, out, weights, random_init, shape, overwrite, not no_deploy):
-        click.echo(path)
+    paths = export(model_path, out, weights, random_init, shape, overwrite, not no_deploy)
+    written = [str(p) for p in paths]
+    echo_result(as_json, {"outputs": written}, written)

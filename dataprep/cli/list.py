@@ -18,13 +18,15 @@ from .running import echo_result
     type=click.Path(dir_okay=False, allow_dash=True),
     default="train.txt",
     show_default=True,
-    help="The list file (- for stdout); with --split, train/val/test.txt in its folder.",
+    help="The list file (- for stdout); with --split it holds the whole list and "
+    "train/val/test.txt go in its folder.",
 )
 @click.option(
     "--classes-out",
     type=click.Path(dir_okay=False),
     default=None,
-    help="The class names file (index name) [default: classes.txt beside the list].",
+    help="The class names file (index name) [default: classes.txt beside the list; with "
+    "-o -, none unless given].",
 )
 @click.option(
     "--split",
@@ -49,7 +51,8 @@ def list_cmd(root, out, classes_out, split, extensions, flat, seed, overwrite, a
     Each subfolder of ROOT is a class; labels are assigned by sorted class name and named
     in classes.txt (index name). Paths are relative to the list file's folder (with -o -,
     to the current folder), so ``dataprep lmdb train.txt DB`` finds the images without
-    --root.
+    --root. A path with spaces is written as Caffe's convert_imageset and ImageData read
+    it (unquoted: they split a line at its last space).
 
     \b
     dataprep list images/ --out lists/train.txt

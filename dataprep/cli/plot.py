@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, overwrite_opt
+from .options import common_options, json_opt, overwrite_opt
+from .running import echo_result
 
 
 @click.command("plot")
-@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default="curves.png", show_default=True)
 @click.option(
     "--label", "labels", multiple=True, help="A name for each log, in order [default: its file name]."
@@ -34,11 +35,13 @@ from .options import common_options, overwrite_opt
     type=float,
     default=None,
     metavar="SECONDS",
-    help="Redraw every SECONDS while the logs grow (a training in progress), until Ctrl-C.",
+    help="Redraw every SECONDS while the logs grow (a training in progress), until Ctrl-C; "
+    "waits for logs that do not exist yet and for their first outputs.",
 )
 @overwrite_opt
+@json_opt
 @common_options
-def plot_cmd(logs, out, labels, x, names, lr, csv_dir, watch, overwrite):
+def plot_cmd(logs, out, labels, x, names, lr, csv_dir, watch, overwrite, as_json):
     """Draw the training curves of LOGS (Caffe's, with either glog prefix, or dataprep
     train's) into one picture, one panel per kind of quantity (losses, errors, accuracy,
     learning rate), each log's lines named by its file or --label. A run resumed from a
@@ -51,12 +54,17 @@ def plot_cmd(logs, out, labels, x, names, lr, csv_dir, watch, overwrite):
     dataprep plot caffe.log --csv tables/        # caffe.log.train, caffe.log.test
     dataprep train recipe.yaml 2> train.log & dataprep plot train.log --watch 5
     """
+    import logging
+    import time
     from pathlib import Path
 
     from ..logs import log_series, write_tables
     from ..plotting import plot_panels
     from ..staging import Staging, add_inputs
 
+    missing = [log for log in logs if not Path(log).is_file()]
+    if missing and watch is None:
+        raise click.UsageError(f"{missing[0]}: no such log (--watch waits for one)")
     add_inputs(*logs)  # -o over a log it reads is refused, --overwrite or not
 
     if labels and len(labels) != len(logs):
@@ -65,26 +73,34 @@ def plot_cmd(logs, out, labels, x, names, lr, csv_dir, watch, overwrite):
     title = Path(logs[0]).name if len(logs) == 1 else f"{len(logs)} runs"
     xlabel = "iteration" if x == "iters" else "seconds"
 
-    def draw(replace: bool) -> None:
+    def collect() -> list:
         series = []
         for k, log in enumerate(logs):
-            series += log_series(log, labels[k] if labels else Path(log).name, x, names, lr)
-        if not series:
-            raise click.ClickException(
-                f"{', '.join(logs)}: no training outputs found (no 'Solving' line yet?)"
-            )
+            if Path(log).is_file():
+                series += log_series(log, labels[k] if labels else Path(log).name, x, names, lr)
+        return series
+
+    def draw(series: list, replace: bool) -> None:
         with Staging(overwrite=replace) as staging:
             plot_panels(series, staging.path(Path(out)), title, xlabel)
 
+    series = collect()
+    if not series and watch is not None:  # a training started just now: wait for its first lines
+        logging.getLogger("dataprep").info("waiting for %s to show training outputs", ", ".join(logs))
+        while not series:
+            time.sleep(watch)
+            series = collect()
+    if not series:
+        raise click.ClickException(f"{', '.join(logs)}: no training outputs found (no 'Solving' line yet?)")
+    tables = []
     if csv_dir:
         Path(csv_dir).mkdir(parents=True, exist_ok=True)
         for log in logs:
-            for table in write_tables(log, csv_dir):
-                click.echo(table)
-    draw(overwrite)
-    click.echo(out)
+            tables += write_tables(log, csv_dir)
+    draw(series, overwrite)
+    echo_result(as_json, {"outputs": [str(out), *map(str, tables)]}, [*map(str, tables), str(out)])
     if watch is not None:
-        _watch(logs, watch, lambda: draw(True))
+        _watch(logs, watch, lambda: draw(collect(), True))
 
 
 def _watch(logs, seconds: float, redraw) -> None:
@@ -93,7 +109,9 @@ def _watch(logs, seconds: float, redraw) -> None:
     import time
 
     def stamp():
-        return [(os.stat(log).st_size, os.stat(log).st_mtime_ns) for log in logs]
+        return [
+            (os.stat(log).st_size, os.stat(log).st_mtime_ns) if os.path.exists(log) else None for log in logs
+        ]
 
     seen = stamp()
     while True:

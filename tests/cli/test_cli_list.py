@@ -72,7 +72,11 @@ def test_dash_writes_the_list_to_stdout(invoke, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.stderr
     assert r.stdout == "imgs/cat/0.png 0\nimgs/dog/0.png 1\n"
     assert not (tmp_path / "-").exists()
-    assert (tmp_path / "classes.txt").read_text() == "0 cat\n1 dog\n"
+    assert not (tmp_path / "classes.txt").exists()  # -o - writes no file unless asked
+    r = invoke("list", "imgs", "-o", "-", "--classes-out", "names.txt")
+    assert (tmp_path / "names.txt").read_text() == "0 cat\n1 dog\n"
+    r = invoke("list", "imgs", "-o", "-", "--classes-out", "/dev/null")  # a device: written as it is
+    assert r.exit_code == 0, r.stderr
     r = invoke("list", "imgs", "-o", "-", "--split", "0.5,0.5")
     assert r.exit_code == 2 and "give --out a file" in r.stderr
 
