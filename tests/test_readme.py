@@ -49,7 +49,7 @@ def test_the_tour_runs_as_written(tmp_path):
 
 
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
-GROUPS = {"recipe": ("to-prototxt", "to-yaml")}
+GROUPS = {"recipe": ("to-prototxt", "to-yaml", "list", "copy")}
 
 
 def help_options() -> dict[str, set[str]]:

@@ -86,6 +86,11 @@ class LazyGroup(click.Group):
                 result = super().invoke(ctx)
                 sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
                 return result
+        except click.UsageError as exc:
+            hint = caffe_order_hint(exc)
+            if hint:
+                exc.message += f"; did you mean: {hint}"
+            raise
         except (click.ClickException, click.Abort, click.exceptions.Exit):
             raise
         except BrokenPipeError:  # `dataprep predict ... | head -1`: end quietly, as Unix tools do
@@ -119,6 +124,24 @@ class LazyGroup(click.Group):
         finally:
             _close_executors()
             _restore_process_hooks(hooks)
+
+
+def caffe_order_hint(exc: click.UsageError) -> str | None:
+    """The dataprep form of a command typed in a Caffe tool's argument order:
+    compute_image_mean's ``SOURCE OUT``, convert_imageset's ``ROOTFOLDER LISTFILE DB``."""
+    ctx = exc.ctx
+    if ctx is None or "unexpected extra argument" not in exc.message:
+        return None
+    extra = exc.message.split("(", 1)[-1].rstrip(")").split()
+    params = ctx.params
+    if ctx.info_name == "mean" and params.get("source") and len(extra) == 1:
+        return f"dataprep mean {params['source']} -o {extra[0]} (compute_image_mean's order is SOURCE OUT)"
+    if ctx.info_name == "lmdb" and len(extra) == 1 and os.path.isdir(str(params.get("list_file"))):
+        return (
+            f"dataprep lmdb {params['db']} {extra[0]} --root {params['list_file']} "
+            "(convert_imageset's order is ROOTFOLDER LISTFILE DB)"
+        )
+    return None
 
 
 def _close_executors() -> None:

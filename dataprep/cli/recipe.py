@@ -6,13 +6,52 @@ from pathlib import Path
 
 import click
 
-from .options import common_options, overwrite_opt, shape_opt
+from .options import common_options, json_opt, overwrite_opt, shape_opt
+from .running import echo_result
 
 
 @click.group("recipe")
 @common_options
 def recipe_cmd():
-    """Convert between dataprep recipes (YAML) and Caffe's solver and net prototxt."""
+    """The shipped recipes (list, copy), and conversions between dataprep recipes (YAML)
+    and Caffe's solver and net prototxt."""
+
+
+@recipe_cmd.command("list")
+@json_opt
+@common_options
+def list_cmd(as_json):
+    """The shipped recipes: each name (what `dataprep train NAME` takes) and what it trains."""
+    from ..train.recipe import shipped_recipes
+
+    found = shipped_recipes()
+    width = max(map(len, found), default=0)
+    echo_result(as_json, found, [f"{name:<{width}}  {line}" for name, line in found.items()])
+
+
+@recipe_cmd.command("copy")
+@click.argument("name")
+@click.argument("dest", type=click.Path(), default=".")
+@overwrite_opt
+@common_options
+def copy_cmd(name, dest, overwrite):
+    """Copy the shipped recipe NAME, with the comments that explain it, to DEST (a file, or
+    a folder for NAME.yaml; the current folder by default), to edit and train.
+
+    \b
+    dataprep recipe copy cifar10_quick            # ./cifar10_quick.yaml
+    dataprep recipe copy lenet my_lenet.yaml
+    """
+    from ..staging import Staging
+    from ..train.recipe import shipped_recipe, shipped_recipes
+
+    source = shipped_recipe(name)
+    if source is None:
+        raise click.UsageError(f"no shipped recipe {name!r}; there are {', '.join(shipped_recipes())}")
+    path = Path(dest) / f"{name}.yaml" if Path(dest).is_dir() else Path(dest)
+    with Staging(overwrite=overwrite) as staging:
+        staging.path(path).write_text(source.read_text())
+    click.echo(path)
 
 
 @recipe_cmd.command("to-prototxt")
@@ -65,14 +104,20 @@ def to_prototxt_cmd(recipe_path, out, overrides, shape, overwrite):
 @click.argument("solver_path", metavar="SOLVER", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(file_okay=False), default="-")
 @click.option(
-    "-o", "--out-file", type=click.Path(dir_okay=False), default=None, help="Write this file instead."
+    "-o",
+    "--out",
+    "--out-file",
+    "out_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write this file instead (--out-file: its older name).",
 )
 @overwrite_opt
 @common_options
 def to_yaml_cmd(solver_path, out, out_file, overwrite):
     """Write Caffe's SOLVER prototxt (and the net it names: from the current folder as
     Caffe finds it, or else beside the solver) as a dataprep recipe: YAML on stdout, or
-    OUT/NAME.yaml in the folder OUT (as to-prototxt takes one), or the file --out-file.
+    OUT/NAME.yaml in the folder OUT (as to-prototxt takes one), or the file -o/--out.
 
     
     dataprep recipe to-yaml caffe/noise_regression_solver.prototxt back/

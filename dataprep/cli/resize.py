@@ -14,7 +14,13 @@ from .running import echo_file_job, finish_file_job, progress, report_skipped, s
 @click.argument("src")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option(
-    "--size", type=SIZE, default=None, metavar="HxW", help="Exact size, squashing the aspect ratio."
+    "--resize",
+    "--size",
+    "size",
+    type=SIZE,
+    default=None,
+    metavar="HxW",
+    help="Exact size, squashing the aspect ratio (--resize, as every other command names it).",
 )
 @click.option(
     "--shorter-side",

@@ -16,10 +16,10 @@ from .running import echo_result
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Batch size [default: the model's].")
 @click.option(
     "--phase",
-    type=click.Choice(["train", "test"]),
+    type=click.Choice(["train", "test"], case_sensitive=False),
     default="train",
     show_default=True,
-    help="The net of this phase (Caffe's TRAIN by default).",
+    help="The net of this phase (TRAIN or TEST, as Caffe writes them, or lower case).",
 )
 @shape_opt
 @click.option(

@@ -368,6 +368,18 @@ def shipped_recipe(name: str) -> Path | None:
     return Path(str(candidate)) if candidate.is_file() else None
 
 
+def shipped_recipes() -> dict[str, str]:
+    """Each shipped recipe's name and first comment line (what it trains)."""
+    from importlib.resources import files
+
+    found = {}
+    for entry in sorted(files("dataprep.recipes").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            first = next((line for line in entry.read_text().splitlines() if line.startswith("#")), "#")
+            found[entry.name.removesuffix(".yaml")] = first.lstrip("# ").strip()
+    return found
+
+
 def resolve_recipe(path: str | Path) -> Path:
     """A recipe file, or a shipped recipe by name when no file of that name exists (a
     local file wins)."""
