@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .options import common_options, json_opt, max_memory_opt, max_pixels_opt, overwrite_opt, skip_bad_opt
-from .running import echo_result, progress, report_skipped
+from .running import Settings, echo_result, progress, report_skipped
 
 
 @click.command("train")
@@ -48,6 +48,14 @@ from .running import echo_result, progress, report_skipped
     metavar="DIR",
     help="Also write TensorBoard events into DIR/PREFIX (needs tensorboardX).",
 )
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Also write the full Caffe-form log to FILE, whatever -q says (appended to on --resume).",
+)
 @skip_bad_opt
 @overwrite_opt
 @json_opt
@@ -56,6 +64,7 @@ from .running import echo_result, progress, report_skipped
 @common_options
 def train_cmd(
     recipe_path,
+    log_path,
     overrides,
     print_recipe,
     resume,
@@ -106,14 +115,26 @@ def train_cmd(
         click.echo(yaml.safe_dump(recipe.raw, sort_keys=False), nl=False)
         return
 
+    quiet = Settings.get().verbosity < 0
+    log_file = _open_log(log_path, resume is not None, overwrite) if log_path else None
+
     def say(line: str) -> None:
+        if log_file is not None:
+            log_file.write(line + "\n")
+            log_file.flush()  # plot --watch reads it as it grows
+        if quiet and line[:1] == "I":  # -q: warnings and errors only
+            return
         bars = sys.modules.get("tqdm")
         (bars.tqdm.write if bars is not None else click.echo)(line, file=sys.stderr)
 
-    with progress(recipe.run.max_iter, "train", unit="iter", closing=False) as update:
-        on_error = OnError(skip_bad)
-        bars = functools.partial(progress, unit="batch", closing=False)  # each test pass
-        result = train(recipe, say, update, resume, weights, on_error, overwrite, bars, tensorboard)
+    try:
+        with progress(recipe.run.max_iter, "train", unit="iter", closing=False) as update:
+            on_error = OnError(skip_bad)
+            bars = functools.partial(progress, unit="batch", closing=False)  # each test pass
+            result = train(recipe, say, update, resume, weights, on_error, overwrite, bars, tensorboard)
+    finally:
+        if log_file is not None:
+            log_file.close()
     skipped = report_skipped(on_error)
     summary = {
         "recipe": recipe.name,
@@ -131,3 +152,16 @@ def train_cmd(
         f"{result.train_loss:.4g}" + (f"; test {tests}" if tests else "") + f"; {result.final}"
     )
     echo_result(as_json, summary, [line])
+
+
+def _open_log(path: str, resume: bool, overwrite: bool):
+    """The --log file: new (an existing one refused unless --overwrite), or appended to on
+    --resume, as Caffe's logs hold a resumed run after the first (plot draws it so)."""
+    from pathlib import Path
+
+    from ..staging import refuse_existing, refuse_over_inputs
+
+    refuse_over_inputs(path)
+    if not resume:
+        refuse_existing(Path(path), overwrite)
+    return open(path, "a" if resume else "w")

@@ -19,13 +19,32 @@ from .options import common_options, max_pixels_opt, model_options, overwrite_op
     help="Show the layer's activation maps for this image instead of its kernels.",
 )
 @click.option("-o", "--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
+@click.option(
+    "--max",
+    "most",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Draw at most this many tiles (the first ones).",
+)
+@click.option(
+    "--channel",
+    type=click.IntRange(min=0),
+    default=None,
+    help="One input channel of the kernels (a tile per output), or one activation map.",
+)
+@click.option(
+    "--cols", type=click.IntRange(min=1), default=None, help="Columns of the grid [default: square]."
+)
 @overwrite_opt
 @max_pixels_opt
 @common_options
-def visualize_cmd(model, layer, image, out, overwrite):
+def visualize_cmd(model, layer, image, out, most, channel, cols, overwrite):
     """Write a picture of LAYER of MODEL: its kernels normalized and tiled in a grid (the
     tutorial's vis_square figure; color for a first layer on color images), or with
-    --image the layer's activation maps for that image, tiled the same way.
+    --image the layer's activation maps for that image, tiled the same way. Each tile is
+    enlarged to a readable size; at most --max tiles are drawn (--channel picks one input
+    channel of a deep layer's kernels).
 
     \b
     dataprep visualize noise_regression_iter_2000.npz --layer conv1 -o kernels.png
@@ -33,9 +52,9 @@ def visualize_cmd(model, layer, image, out, overwrite):
     """
     from ..images import encode
     from ..staging import Staging
-    from ..train.visualize import picture
+    from ..train.visualize import Layout, picture
 
-    data = encode(picture(model, layer, image), "png")
+    data = encode(picture(model, layer, image, Layout(most, channel, cols)), "png")
     with Staging(overwrite=overwrite) as staging:
         staging.path(Path(out)).write_bytes(data)
     click.echo(out)

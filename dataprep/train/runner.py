@@ -131,6 +131,8 @@ class Training:
         self.first = self.train_loader.next()
         shapes = {name: tuple(array.shape) for name, array in self.first.items()}
         self.net = Net(recipe.net, shapes, target=data.target, xp=self.xp, rng=self.rng)
+        for message, where in setup_lines(self.net):
+            self.say(caffe_line(message, where))
         self.solver = Solver(recipe.solver)
         samples = self.train_loader.samples
         self.preparation = of_training(
@@ -211,11 +213,13 @@ class Training:
         with ``snapshot_format: caffemodel`` (the weights, for Caffe)."""
         self._check_parameters()  # no non-finite snapshot is ever written
         paths = [self.snapshot(Path(f"{stem}.npz"))]
+        self.say(caffe_line(f"Snapshotting to NumPy archive {paths[0]}", "sgd_solver.cpp:273"))
         if self.recipe.run.snapshot_format == "caffemodel":
             data = caffemodel_bytes(
                 self.net, self.recipe.name, self.recipe.raw["net"], data_layers(self.recipe)
             )
             paths.append(write_caffemodel(Path(f"{stem}.caffemodel"), data))
+            self.say(caffe_line(f"Snapshotting to binary proto file {paths[-1]}", "sgd_solver.cpp:273"))
         return paths
 
     def _restore(self, saved, path) -> None:
@@ -250,7 +254,7 @@ class Training:
             if not self._finite():
                 raise
             self.snapshot(path)
-            self.say(caffe_line(f"Snapshotting to binary proto file {path}", "sgd_solver.cpp:273"))
+            self.say(caffe_line(f"Snapshotting to NumPy archive {path}", "sgd_solver.cpp:273"))
             raise
         finally:
             self.close()
@@ -419,6 +423,35 @@ def train(
     ``snapshot_prefix`` are refused unless ``overwrite`` (a resumed run extends its own);
     ``bars(total, desc)`` draws each test pass; ``tensorboard`` names a folder for event files."""
     return Training(recipe, say, progress, resume, weights, on_error, overwrite, bars, tensorboard).run()
+
+
+def setup_lines(net: Net) -> list[tuple[str, str]]:
+    """Caffe's net set-up lines: each layer's creation, bottoms and tops, its top shapes
+    with their counts, and the memory its data takes so far (float32 values, as Caffe
+    counts them), after the inputs' own."""
+    lines, memory = [], 0
+    for name, shape in net.inputs.items():
+        count = int(np.prod(shape))
+        memory += count * 4
+        lines += [
+            (f"Top shape: {''.join(f'{d} ' for d in shape)}({count}) [input {name}]", "net.cpp:121"),
+            (f"Memory required for data: {memory}", "net.cpp:129"),
+        ]
+    for node in net.nodes:
+        name = node.layer.name
+        lines.append((f"Creating Layer {name}", "net.cpp:84"))
+        lines += [(f"{name} <- {bottom}", "net.cpp:380") for bottom in node.bottoms]
+        lines += [(f"{name} -> {top}", "net.cpp:338") for top in node.tops]
+        lines.append((f"Setting up {name}", "net.cpp:113"))
+        for top in node.tops:
+            shape = net.shapes[top]
+            count = int(np.prod(shape)) if shape else 1
+            dims = "".join(f"{d} " for d in shape)  # Caffe's shape_string: "64 20 24 24 (737280)"
+            lines.append((f"Top shape: {dims}({count})", "net.cpp:121"))
+            if top not in node.bottoms:
+                memory += count * 4
+        lines.append((f"Memory required for data: {memory}", "net.cpp:129"))
+    return lines
 
 
 class NonFiniteError(DataprepError):

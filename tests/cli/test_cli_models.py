@@ -117,19 +117,22 @@ def test_visualize_kernels_and_activations(invoke, trained, tmp_path):
     r = invoke("visualize", model, "--layer", "conv1", "-o", tmp_path / "k.png")
     assert r.exit_code == 0, r.stderr
     grid = cv2.imread(str(tmp_path / "k.png"), cv2.IMREAD_UNCHANGED)
-    # 8 kernels of 3x3 in a 3 x 3 grid with 1-pixel gaps (11 px), enlarged 46 times
-    assert grid.shape == (506, 506) and len(np.unique(grid)) > 8
+    # 8 kernels of 3x3, each tile 24 px (x8, readable), in a 3 x 3 grid with 1-pixel gaps
+    # (74 px), enlarged 6 times to reach 512
+    assert grid.shape == (444, 444) and len(np.unique(grid)) > 8
     weights = np.load(model)["param/conv1/0"]
-    first = grid[:138:46, :138:46]  # kernel 0, one pixel per weight
+    first = grid[:144:48, :144:48]  # kernel 0, one pixel per weight
     normalized = (weights[0, 0] - weights.min()) / (weights.max() - weights.min()) * 255
     assert np.abs(first.astype(float) - normalized).max() <= 1
     image = trained / next(iter((trained / "test.txt").read_text().split()))
     r = invoke("visualize", model, "--layer", "pool1", "--image", image, "-o", tmp_path / "a.png")
     assert r.exit_code == 0, r.stderr
-    assert cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED).shape == (
-        504,
-        504,
-    )  # 8 maps of 4x4: 14 px, x36
+    assert cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED).shape == (444, 444)  # 4x4 maps: 24 px
+    r = invoke("visualize", model, "--layer", "conv1", "--max", 4, "--cols", 4, "-o", tmp_path / "m.png")
+    assert r.exit_code == 0 and "showing the first 4 of 8 kernels" in r.stderr
+    assert cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_UNCHANGED).shape == (24 * 5, 99 * 5)  # one row
+    r = invoke("visualize", model, "--layer", "conv1", "--channel", 1, "-o", tmp_path / "c.png")
+    assert r.exit_code == 2 and "--channel 1: the kernels have 1 input channels" in r.stderr
     r = invoke("visualize", model, "--layer", "conv1", "-o", tmp_path / "k.png")
     assert r.exit_code == 1 and "exists" in r.stderr  # no silent overwrite
     r = invoke("visualize", model, "--layer", "fc2", "-o", tmp_path / "f.png")
