@@ -317,7 +317,10 @@ class Channels:
         try:
             data = read_image_file(path)
         except OSError as exc:
-            raise ImageError(f"{where}: cannot read image ({exc.strerror})", line) from None
+            hint = ""
+            if " " in str(path) and not os.path.exists(path):  # Caffe's split at the last space
+                hint = "; a one-label list line splits at its last space, as in Caffe: one label too many?"
+            raise ImageError(f"{where}: cannot read image ({exc.strerror}{hint})", line) from None
         except NotAFile as exc:
             raise ImageError(f"{where}: {exc}", line) from None
         count = self.count or (1 if self.mode == "gray" else 3)

@@ -394,6 +394,21 @@ def _run_chunk(task: Task, start: int, stop: int, given: dict) -> list[Any]:
 
 
 CONNECT_SECONDS = 5  # how long a scheduler address may take to answer
+SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+
+def check_scheduler(address: str) -> None:
+    """UsageError for an address Dask could not connect to, before trying (a missing port
+    hung 10 s, then failed inside Dask): ``tcp://HOST:PORT``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in SCHEMES or not parts.hostname or port is None or not 0 < port < 65536:
+        raise UsageError(f"{address}: give a Dask scheduler address as tcp://HOST:PORT (tcp://head:8786)")
 
 
 class DaskExecutor(Executor):
@@ -413,6 +428,14 @@ class DaskExecutor(Executor):
             from dask.distributed import Client
         except ImportError:
             raise MissingPackage("--executor dask", "dask", "Dask (dask[distributed])") from None
+        if address:
+            check_scheduler(address)
+        # Dask's own logging (a lost scheduler: 30 lines and a traceback) only with -v: the
+        # command reports what happened in its one line
+        self._quieted = logging.getLogger("distributed")
+        self._level = self._quieted.level
+        if not logging.getLogger("dataprep").isEnabledFor(logging.DEBUG):
+            self._quieted.setLevel(logging.CRITICAL + 1)
         self.address = address
         self._cluster = None
         self.client = None
@@ -463,7 +486,12 @@ class DaskExecutor(Executor):
         try:
             while True:
                 if time.monotonic() - counted > self.RECOUNT_SECONDS:
-                    self.workers, counted = max(1, self._count_workers()), time.monotonic()
+                    now = self._count_workers()
+                    if now < self.workers:
+                        logging.getLogger("dataprep").info(
+                            "a Dask worker left (%d now): Dask reruns its chunks on the others", now
+                        )
+                    self.workers, counted = max(1, now), time.monotonic()
                 while len(pending) < self.PER_WORKER * self.workers:
                     following = next(upcoming, None)
                     if following is None:
@@ -471,7 +499,17 @@ class DaskExecutor(Executor):
                     pending.append(self.client.submit(_run_chunk, shipped, *following, given, pure=False))
                 if not pending:
                     return
-                yield pending.popleft().result()
+                try:
+                    result = pending.popleft().result()
+                except Exception as exc:
+                    if self.client.status == "running" and "connection" not in str(exc).lower():
+                        raise
+                    left = len(pending) + 1 + sum(1 for _ in upcoming)
+                    raise DataprepError(
+                        f"lost the Dask scheduler at {self.address or 'the local cluster'}: "
+                        f"{left} of {len(bounds)} chunks were not done (rerun the command)"
+                    ) from None
+                yield result
         finally:  # also when the generator is collected after close(): then nothing is left
             if pending and self.client.status == "running":
                 self.client.cancel(list(pending))
@@ -481,6 +519,7 @@ class DaskExecutor(Executor):
             self.client.close()
         if self._cluster is not None:
             self._cluster.close()
+        self._quieted.setLevel(self._level)
 
 
 # --executor and --scheduler (or DATAPREP_SCHEDULER): set by the command line options

@@ -28,7 +28,7 @@ class ResizeSpec:
 
     def __post_init__(self) -> None:
         if (self.size is None) == (self.shorter is None):
-            raise UsageError("give exactly one of --size and --shorter-side")
+            raise UsageError("give exactly one of --resize and --shorter-side")
         if self.crop is not None and self.shorter is None:
             raise UsageError("--center-crop goes with --shorter-side")
         if self.crop is not None and min(self.crop) > self.shorter:

@@ -269,7 +269,7 @@ def test_leveldb_without_plyvel_says_how_to_install(monkeypatch, tmp_path):
         return real(name, *args, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_plyvel)
-    with pytest.raises(DataprepError, match=r"pip install 'dataprep\[leveldb\]'"):
+    with pytest.raises(DataprepError, match=r"needs plyvel .*: pip install -e '.*\[leveldb\]'"):
         STORES["leveldb"](tmp_path / "db")
     assert not any(tmp_path.iterdir())
 

@@ -67,3 +67,15 @@ def lmdb_cmd(list_file, db, backend, encoded, encode_type, labels_db, inputs, wo
         db, overwrite=overwrite, labels_path=labels_db, encoded=encoded, encode_type=encode_type, meta=meta
     )
     echo_written(as_json, run_store(source, writer, workers, on_error, inputs.check_size, backend))
+
+
+def caffe_order(params: dict, extra: list[str]) -> str | None:
+    """convert_imageset's ROOTFOLDER LISTFILE DB, as dataprep writes it."""
+    import os
+
+    if len(extra) == 1 and os.path.isdir(str(params.get("list_file"))):
+        return (
+            f"dataprep lmdb {params['db']} {extra[0]} --root {params['list_file']} "
+            "(convert_imageset's order is ROOTFOLDER LISTFILE DB)"
+        )
+    return None

@@ -127,21 +127,14 @@ class LazyGroup(click.Group):
 
 
 def caffe_order_hint(exc: click.UsageError) -> str | None:
-    """The dataprep form of a command typed in a Caffe tool's argument order:
-    compute_image_mean's ``SOURCE OUT``, convert_imageset's ``ROOTFOLDER LISTFILE DB``."""
+    """The dataprep form of a command typed in a Caffe tool's argument order (the command
+    module's ``caffe_order``: compute_image_mean's, convert_imageset's)."""
     ctx = exc.ctx
-    if ctx is None or "unexpected extra argument" not in exc.message:
+    if ctx is None or "unexpected extra argument" not in exc.message or ctx.info_name not in COMMANDS:
         return None
     extra = exc.message.split("(", 1)[-1].rstrip(")").split()
-    params = ctx.params
-    if ctx.info_name == "mean" and params.get("source") and len(extra) == 1:
-        return f"dataprep mean {params['source']} -o {extra[0]} (compute_image_mean's order is SOURCE OUT)"
-    if ctx.info_name == "lmdb" and len(extra) == 1 and os.path.isdir(str(params.get("list_file"))):
-        return (
-            f"dataprep lmdb {params['db']} {extra[0]} --root {params['list_file']} "
-            "(convert_imageset's order is ROOTFOLDER LISTFILE DB)"
-        )
-    return None
+    hint = getattr(importlib.import_module(f"dataprep.cli.{ctx.info_name}"), "caffe_order", None)
+    return hint(ctx.params, extra) if hint is not None else None
 
 
 def _close_executors() -> None:

@@ -106,3 +106,10 @@ def mean_cmd(
         "outputs": [str(p) for p in outputs],
     }
     echo_result(as_json, summary, ["  ".join(f"{name} {value:.2f}" for name, value in result.channels)])
+
+
+def caffe_order(params: dict, extra: list[str]) -> str | None:
+    """compute_image_mean's SOURCE OUT, as dataprep writes it."""
+    if params.get("source") and len(extra) == 1:
+        return f"dataprep mean {params['source']} -o {extra[0]} (compute_image_mean's order is SOURCE OUT)"
+    return None

@@ -174,8 +174,14 @@ AREA_RANGE = ParsedBy("range", "transforms:parse_area_range")
 
 def _executor(attr: str) -> Callable:
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-        from ..parallel import EXECUTOR
+        from ..errors import UsageError
+        from ..parallel import EXECUTOR, check_scheduler
 
+        if attr == "scheduler" and value:
+            try:
+                check_scheduler(value)
+            except UsageError as exc:
+                raise click.BadParameter(str(exc), ctx, param) from None
         EXECUTOR[attr] = value
 
     return callback

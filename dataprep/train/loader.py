@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -130,7 +131,16 @@ def open_samples(source: Source, on_error: OnError | None = None) -> Samples:
         return Samples(None, Subset(generator, range(spec.offset, spec.offset + spec.n)), on_error)
     from ..stores import open_store, source_kind
 
-    if source_kind(source.path) == "images":  # decoded as the store commands do
+    try:
+        kind = source_kind(source.path)
+    except UsageError:
+        if Path(source.path).is_absolute():
+            raise
+        raise UsageError(
+            f"{source.path}: no store there: the recipe's data paths resolve against the current "
+            f"folder ({Path.cwd()}), as Caffe's do, not against the recipe's or the solver's"
+        ) from None
+    if kind == "images":  # decoded as the store commands do
         from ..listfile import read_list
         from ..records import image_list_source
 

@@ -361,3 +361,90 @@ def test_max_pixels_reaches_the_dask_workers(images, cluster, tmp_path):
     )
     assert r.returncode == 1 and "megapixels, over --max-pixels 10" in r.stderr, r.stderr
     assert not (tmp_path / "db").exists()
+
+
+def _plain_cluster_lines() -> list[str]:
+    text = (Path(__file__).parents[2] / "docs" / "cluster.md").read_text()
+    block = text.split("<!-- plain-cluster -->", 1)[1].split("<!-- /plain-cluster -->", 1)[0]
+    return [
+        line.split("#")[0].strip() for line in block.splitlines() if line.startswith(("dask", "dataprep"))
+    ]
+
+
+def test_the_docs_plain_cluster_lines_run_and_a_lost_scheduler_is_one_line(images, tmp_path):
+    """A real `dask scheduler` and two `dask worker` processes on loopback, started with the
+    docs' own lines (on a free port): the store equals a local run's; then the scheduler
+    is killed mid-run: one line naming it, exit 1, nothing left."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lines = [line.replace("8786", str(port)).rstrip(" &") for line in _plain_cluster_lines()]
+    assert [line.split()[:2] for line in lines] == [
+        ["dask", "scheduler"],
+        ["dask", "worker"],
+        ["dask", "worker"],
+        ["dataprep", "lmdb"],
+    ]
+    dask = str(Path(sys.executable).parent / "dask")
+    procs = [subprocess.Popen([dask, *line.split()[1:]], stderr=subprocess.DEVNULL) for line in lines[:3]]
+    try:
+        args = lines[3].split()[1:]
+        args[1:3] = [str(images / "train.txt"), str(tmp_path / "train_lmdb")]
+        r = run_dataprep(*args, timeout=120)
+        assert r.returncode == 0, r.stderr
+        local = run_dataprep("lmdb", images / "train.txt", tmp_path / "local_lmdb", "-j", 1)
+        assert local.returncode == 0
+        assert tree_bytes(tmp_path / "train_lmdb") == tree_bytes(tmp_path / "local_lmdb")
+        many = images / "many.txt"  # long enough to lose the scheduler in the middle
+        many.write_text((images / "train.txt").read_text() * 200)
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dataprep.cli.main",
+                "lmdb",
+                str(many),
+                str(tmp_path / "lost_lmdb"),
+                "--executor",
+                "dask",
+                "--scheduler",
+                f"tcp://127.0.0.1:{port}",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+
+        def written() -> int:  # disk blocks of the partial store: records are coming back
+            return sum(p.stat().st_blocks for p in tmp_path.glob(".lost_lmdb.partial-*/data.mdb"))
+
+        while written() < 1024:  # past LMDB's two meta pages: the first transaction's reserve
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.002)
+        procs[0].send_signal(signal.SIGKILL)  # the scheduler
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 1, err
+        lines_out = [line for line in err.strip().splitlines() if line.startswith("Error")]
+        assert len(lines_out) == 1 and f"lost the Dask scheduler at tcp://127.0.0.1:{port}" in lines_out[0], (
+            err
+        )
+        assert "Traceback" not in err
+        assert not (tmp_path / "lost_lmdb").exists() and leftovers(tmp_path) == []
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_scheduler_address_without_its_port_is_a_usage_error_at_once(images, tmp_path):
+    started = time.monotonic()
+    r = run_dataprep(
+        "lmdb", images / "train.txt", tmp_path / "db", "--executor", "dask", "--scheduler", "tcp://127.0.0.1"
+    )
+    assert r.returncode == 2 and "give a Dask scheduler address as tcp://HOST:PORT" in r.stderr
+    assert time.monotonic() - started < 10 and "Traceback" not in r.stderr

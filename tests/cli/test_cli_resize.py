@@ -232,7 +232,7 @@ def test_missing_inputs_and_conflicting_options_are_usage_errors(invoke, tmp_pat
     r = invoke("resize", tmp_path / "nope", tmp_path / "out", "--size", "4x4")
     assert r.exit_code == 2 and "no such list file" in r.stderr
     r = invoke("resize", list_path, tmp_path / "out", "--size", "4x4", "--shorter-side", 3)
-    assert r.exit_code == 2 and "give exactly one of --size and --shorter-side" in r.stderr
+    assert r.exit_code == 2 and "give exactly one of --resize and --shorter-side" in r.stderr
     r = invoke("resize", list_path, tmp_path / "out", "--size", "256,256")
-    assert r.exit_code == 2 and "--size '256,256': give HxW" in r.stderr
+    assert r.exit_code == 2 and "--resize '256,256': give HxW" in r.stderr
     assert not (tmp_path / "out").exists()
