@@ -9,6 +9,11 @@ quick (with its mean file), HDF5 for the tutorial's regression net. Each round i
 the rounds is compared with Caffe's. CaffeNet is timed as `caffe time` was: `dataprep time`
 on the zoo's deploy net at batch 32.
 
+With --peer torch (PyTorch from the `bench` extra, or --peer-python an interpreter that has
+it) each net is also timed forward plus backward in PyTorch (bench/torch_peer.py: the same
+layers and shapes as torch.nn modules, the recipe's loss, parameter gradients only), in
+interleaved rounds with dataprep's in-process timer, and the ratio printed.
+
 Per net it also prints the split by layer (in-process, `dataprep time`'s timer), the
 GEMM FLOPs the net runs per iteration (forward and the backward products it computes:
 no data gradient for a layer whose bottom is an input), the sgemm rate of this NumPy's
@@ -34,13 +39,14 @@ ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from common import dataprep, scratch_dir  # noqa: E402
 
-# BVLC Caffe (CPU, OpenBLAS) on this machine, 2026-12-02: iterations per second of `caffe
-# train` (the tutorial net, LeNet, CIFAR-10 quick) and `caffe time` of CaffeNet at batch 32
+# BVLC Caffe (CPU) rebuilt against the system's OpenBLAS 0.3.21 (AVX-512 kernels) on this
+# machine kind, 2026-12-07 (../shared/PERF_NOTES.md, issue 27): `caffe train` rates of the
+# tutorial net, LeNet and CIFAR-10 quick (testing off), `caffe time` of CaffeNet at batch 32
 CAFFE = {
-    "noise_regression": {"batch": 50, "s_per_iter": 1 / 1.25, "shape": (1, 100, 100), "iterations": 30},
-    "lenet": {"batch": 64, "s_per_iter": 1 / 27.8, "shape": (1, 28, 28), "iterations": 300},
-    "cifar10_quick": {"batch": 100, "s_per_iter": 1 / 3.19, "shape": (3, 32, 32), "iterations": 60},
-    "caffenet": {"batch": 32, "s_per_iter": 1.968, "shape": (3, 227, 227), "iterations": 3},
+    "noise_regression": {"batch": 50, "s_per_iter": 0.415, "shape": (1, 100, 100), "iterations": 30},
+    "lenet": {"batch": 64, "s_per_iter": 1 / 42.2, "shape": (1, 28, 28), "iterations": 300},
+    "cifar10_quick": {"batch": 100, "s_per_iter": 1 / 5.93, "shape": (3, 32, 32), "iterations": 60},
+    "caffenet": {"batch": 32, "s_per_iter": 1.004, "shape": (3, 227, 227), "iterations": 3},
 }
 CAFFENET = ROOT / "tests" / "fixtures" / "zoo" / "bvlc_reference_caffenet_deploy.prototxt"
 RATE = re.compile(r"Iteration (\d+) \(([0-9.e+]+) iter/s")
@@ -97,16 +103,17 @@ def make_stores(name: str, folder: Path) -> list[str]:
 
 
 def train_round(
-    name: str, folder: Path, sets: list[str], iterations: int, display: int
+    name: str, folder: Path, sets: list[str], iterations: int, display: int, round_: int
 ) -> tuple[float, float, float]:
-    """One `dataprep train` run: (s/iter from the log after the first display, the best
-    display rate, peak RSS in MB)."""
+    """One `dataprep train` run, under its own snapshot prefix (a rerun on one prefix is
+    refused): (s/iter from the log after the first display, the best display rate, peak
+    RSS in MB)."""
     settings = sets + [
         f"solver.max_iter={iterations}",
         f"solver.display={display}",
         "solver.test_interval=0",
         "solver.snapshot=0",
-        "solver.snapshot_prefix=out/run",
+        f"solver.snapshot_prefix=out/run{round_}",
     ]
     cmd = dataprep("train", ROOT / "recipes" / f"{name}.yaml", *[a for s in settings for a in ("--set", s)])
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -143,6 +150,64 @@ def layer_split(name: str, shape: tuple[int, ...], batch: int, iterations: int):
     return bench, time_net(bench, iterations)
 
 
+def peer_request(bench, iterations: int) -> dict:
+    """The net as torch_peer.py builds it: the TRAIN net's layers wired, the input shapes."""
+    layers = []
+    for node in bench.net.nodes:
+        if node.phase == "TEST":
+            continue
+        layer = node.layer
+        layers.append(
+            {**layer.p, "name": layer.name, "type": layer.type, "bottom": node.bottoms, "top": node.tops}
+        )
+    classifier = any(spec["type"] == "SoftmaxWithLoss" for spec in layers)
+    products = [spec for spec in layers if spec["type"] == "InnerProduct"]
+    classes = int(products[-1]["num_output"]) if classifier and products else None
+    inputs = {name: list(bench.batch[name].shape) for name in bench.batch}
+    target = next((n for n in inputs if n != next(iter(inputs))), None)
+    return {
+        "layers": layers,
+        "inputs": inputs,
+        "target": target,
+        "classes": classes,
+        "iterations": iterations,
+        "threads": os.cpu_count() or 2,
+    }
+
+
+def torch_ms(python: str, request: dict) -> tuple[float, str]:
+    """The PyTorch peer's median forward-backward milliseconds, and its version."""
+    out = subprocess.run(
+        [python, str(Path(__file__).parent / "torch_peer.py")],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = json.loads(out)
+    return found["ms"], found["torch"]
+
+
+def peer_report(name: str, rounds: int, python: str) -> None:
+    """dataprep's and PyTorch's forward-backward of the same net, interleaved rounds."""
+    spec = CAFFE[name]
+    iterations = 3 if name == "caffenet" else 10
+    ours, theirs, version = [], [], ""
+    for _ in range(rounds):
+        bench, timing = layer_split(name, spec["shape"], spec["batch"], iterations)
+        ours.append(timing.forward_backward_ms)
+        ms, version = torch_ms(python, peer_request(bench, iterations))
+        theirs.append(ms)
+    a, b = statistics.median(ours), statistics.median(theirs)
+    rate = gemm_rate()
+    bound = product_flops(bench.net) / rate / 1e6
+    print(
+        f"  PyTorch {version} forward-backward {b:.1f} ms, dataprep {a:.1f} ms: ratio {b / a:.2f}x "
+        f"(goal 0.8x); the GEMM bound {bound:.1f} ms: dataprep reaches {bound / a:.0%}, "
+        f"PyTorch {bound / b:.0%}"
+    )
+
+
 def report(name: str, rounds: int) -> None:
     spec = CAFFE[name]
     batch, caffe = spec["batch"], spec["s_per_iter"]
@@ -154,12 +219,12 @@ def report(name: str, rounds: int) -> None:
             sets = make_stores(name, folder)
             iterations = spec["iterations"]
             display = max(1, iterations // 6)
-            for _ in range(rounds):
-                seconds, top, peak = train_round(name, folder, sets, iterations, display)
+            for k in range(rounds):
+                seconds, top, peak = train_round(name, folder, sets, iterations, display, k)
                 runs.append(seconds)
                 best.append(top)
                 peaks[iterations] = max(peaks.get(iterations, 0), peak)
-            _, _, peaks[3 * iterations] = train_round(name, folder, sets, 3 * iterations, display)
+            _, _, peaks[3 * iterations] = train_round(name, folder, sets, 3 * iterations, display, rounds)
         bench, timing = layer_split(name, spec["shape"], batch, 2 if name == "caffenet" else 5)
     rate = gemm_rate()
     flops = product_flops(bench.net)
@@ -206,9 +271,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--net", action="append", choices=sorted(CAFFE), help="repeatable [default: all]")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--peer", choices=["torch"], default=None, help="also time PyTorch on the same nets")
+    ap.add_argument(
+        "--peer-python",
+        default=sys.executable,
+        help="an interpreter with torch (the bench extra) [default: this one]",
+    )
+    ap.add_argument("--peer-only", action="store_true", help="only the forward-backward comparison")
     args = ap.parse_args()
     for name in args.net or list(CAFFE):
-        report(name, args.rounds)
+        if args.peer_only:
+            print(name)
+        else:
+            report(name, args.rounds)
+        if args.peer:
+            peer_report(name, args.rounds, args.peer_python)
 
 
 if __name__ == "__main__":

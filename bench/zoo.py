@@ -4,10 +4,11 @@ running the same net exported with `dataprep export` (the baseline a user would 
 Run: python bench/zoo.py [--n 32] [--repeat 3]. For each zoo net (random weights: the
 speed does not depend on them) it writes N color photos of the net's input size and a
 list, exports the net to .caffemodel and .onnx, then times, interleaved, median of
---repeat rounds: the whole `predict` command, the whole `extract` command (the last
-pooling layer's features into an LMDB), and a script that decodes the same files with
-OpenCV and runs onnxruntime on them in batches of 10 (its imports and session included,
-as a command's are). Prints images per second and dataprep's ratio to onnxruntime.
+--repeat rounds: the whole `predict` command on the native engine and with `--engine
+onnxruntime`, the whole `extract` command (the last pooling layer's features into an
+LMDB), and a script that decodes the same files with OpenCV and runs onnxruntime on them
+in batches of 10 (its imports and session included, as a command's are). Prints images
+per second and dataprep's ratios to that script.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def photos(folder: Path, n: int, side: int) -> Path:
 
 def main() -> None:
     args = scratch_args(__doc__, n=32, repeat=3)
-    print(f"{'net':<34} {'predict':>12} {'extract':>12} {'onnxruntime':>12}   predict/ort  extract/ort")
+    print(
+        f"{'net':<34} {'predict':>12} {'predict ort':>12} {'extract':>12} {'script':>12}"
+        "   native/script  ort/script  extract/script"
+    )
     with scratch_dir("zoo-bench-", args.dir) as base:
         for net, (side, layer) in NETS.items():
             work = base / net
@@ -67,6 +71,17 @@ def main() -> None:
             weights = work / "m.caffemodel"
             commands = {
                 "predict": dataprep("predict", prototxt, "--weights", weights, images, "-q", "--json"),
+                "predict_ort": dataprep(
+                    "predict",
+                    prototxt,
+                    "--weights",
+                    weights,
+                    images,
+                    "-q",
+                    "--json",
+                    "--engine",
+                    "onnxruntime",
+                ),
                 "extract": dataprep(
                     "extract", prototxt, "--weights", weights, "--layer", layer, images, work / "f", "-q"
                 ),
@@ -80,8 +95,9 @@ def main() -> None:
                     walls[name].append(measure(cmd)["wall"])
             rate = {name: args.n / statistics.median(w) for name, w in walls.items()}
             print(
-                f"{net:<34} {rate['predict']:9.1f}/s {rate['extract']:9.1f}/s {rate['ort']:9.1f}/s"
-                f"   {rate['predict'] / rate['ort']:10.2f}x {rate['extract'] / rate['ort']:10.2f}x"
+                f"{net:<34} {rate['predict']:9.1f}/s {rate['predict_ort']:9.1f}/s {rate['extract']:9.1f}/s "
+                f"{rate['ort']:9.1f}/s   {rate['predict'] / rate['ort']:12.2f}x "
+                f"{rate['predict_ort'] / rate['ort']:10.2f}x {rate['extract'] / rate['ort']:14.2f}x"
             )
 
 

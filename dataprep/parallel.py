@@ -411,6 +411,15 @@ def check_scheduler(address: str) -> None:
         raise UsageError(f"{address}: give a Dask scheduler address as tcp://HOST:PORT (tcp://head:8786)")
 
 
+def _quiet_dask() -> None:
+    """Dask's own logging off (only -v shows it): a lost scheduler printed 30 lines and a
+    traceback, some after the client closed; the command reports what happened in its
+    one line. Dask's loggers set their own levels, so each is set."""
+    names = [name for name in logging.root.manager.loggerDict if name.startswith("distributed")]
+    for name in ["distributed", *names]:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
 class DaskExecutor(Executor):
     """The same ordered chunked map on a Dask cluster: the task is sent once (a graph node
     the chunks depend on), ``PER_WORKER`` chunks per worker now in the cluster are in flight
@@ -430,12 +439,8 @@ class DaskExecutor(Executor):
             raise MissingPackage("--executor dask", "dask", "Dask (dask[distributed])") from None
         if address:
             check_scheduler(address)
-        # Dask's own logging (a lost scheduler: 30 lines and a traceback) only with -v: the
-        # command reports what happened in its one line
-        self._quieted = logging.getLogger("distributed")
-        self._level = self._quieted.level
         if not logging.getLogger("dataprep").isEnabledFor(logging.DEBUG):
-            self._quieted.setLevel(logging.CRITICAL + 1)
+            _quiet_dask()
         self.address = address
         self._cluster = None
         self.client = None
@@ -519,7 +524,6 @@ class DaskExecutor(Executor):
             self.client.close()
         if self._cluster is not None:
             self._cluster.close()
-        self._quieted.setLevel(self._level)
 
 
 # --executor and --scheduler (or DATAPREP_SCHEDULER): set by the command line options

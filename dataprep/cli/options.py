@@ -115,6 +115,17 @@ max_memory_opt = click.option(
 )
 
 
+engine_opt = click.option(
+    "--engine",
+    type=click.Choice(["native", "onnxruntime"]),
+    default="native",
+    show_default=True,
+    help="What runs the net: dataprep's layers (NumPy, or CuPy on a GPU), or onnxruntime over "
+    "the graph export writes (the onnx extra; the same preparation, outputs within float32 "
+    "tolerance).",
+)
+
+
 def common_options(f: Callable) -> Callable:
     """``--quiet``/``--verbose``/``--debug``, accepted before or after the command name."""
     f = click.option(

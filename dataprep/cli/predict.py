@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from .options import common_options, json_opt, max_pixels_opt, model_options
+from .options import common_options, engine_opt, json_opt, max_pixels_opt, model_options
 from .running import echo_result, progress
 
 
@@ -30,10 +30,11 @@ from .running import echo_result, progress
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Classes per input.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows (key, values) instead of sentences.")
+@engine_opt
 @json_opt
 @max_pixels_opt
 @common_options
-def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, as_json):
+def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, engine, as_json):
     """Run MODEL (a .npz snapshot or export, a Caffe net prototxt, or a recipe) on INPUT and
     print what it predicts: "Predicted frequencies for samples/04349_0.77_0.31.jpg is 0.76
     and 0.31" for a regression, the top classes for a classifier. INPUT is one image, a
@@ -68,7 +69,7 @@ def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, a
     scorer = Score(truth) if truth else None
     rows = []  # --json only: the other forms print as they go
     with progress(inputs.count, "predict") as update:
-        for k, p in enumerate(predict(model, inputs, top_k, update)):
+        for k, p in enumerate(predict(model, inputs, top_k, update, engine)):
             if scorer is not None:
                 scorer.add(p)
             if as_json:

@@ -11,7 +11,6 @@ from typing import Callable
 import numpy as np
 
 from ..errors import DataprepError
-from ..gpu import host
 from ..stores.datum import DatumWriter, feature_payload
 from .inference import Inputs, Model, run_batches
 
@@ -25,8 +24,11 @@ def extract_features(
     backend: str = "lmdb",
     overwrite: bool = False,
     progress: Callable[[int], object] | None = None,
+    engine: str = "native",
 ) -> list[Path]:
-    """Write ``layer``'s outputs for ``inputs`` to the store ``out``; returns its path."""
+    """Write ``layer``'s outputs for ``inputs`` to the store ``out``, computed by
+    ``engine`` (recorded in the manifest: a store's bytes never depend on what happens
+    to be installed); returns its path."""
     spec = next((s for s in model.specs if s["name"] == layer), None)
     if spec is None:
         raise DataprepError(f"no layer {layer!r} in the net ({', '.join(s['name'] for s in model.specs)})")
@@ -35,13 +37,13 @@ def extract_features(
     meta = {
         "source": str(source),
         "labels": {"count": 1, "kind": "int"} if integer else {"count": 0, "kind": "int"},
-        "features": {"model": model.name, "layer": layer, "blob": blob_name},
+        "features": {"model": model.name, "layer": layer, "blob": blob_name, "engine": engine},
         "preprocessing": model.prepare.metadata(),
     }
     writer = DatumWriter(out, backend=backend, overwrite=overwrite, meta=meta, dtype="float32")
     with writer:
-        for start, net in run_batches(model, inputs):
-            values = host(net.blobs[blob_name]).astype(np.float32, copy=False)
+        for start, found in run_batches(model, inputs, [blob_name], engine):
+            values = found[blob_name].astype(np.float32, copy=False)
             for k, row in enumerate(values):
                 index = start + k
                 label = int(inputs.labels[index][0]) if integer else 0

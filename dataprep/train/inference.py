@@ -18,7 +18,6 @@ import numpy as np
 import yaml
 
 from ..errors import DataprepError, UsageError
-from ..gpu import host
 from ..scan import DEFAULT_EXTENSIONS as IMAGE_EXTENSIONS
 from .layers import LOSSES
 from .net import HEADS, Net, wire
@@ -322,27 +321,46 @@ def _list_inputs(listfile, model: Model, batch: int) -> Inputs:
     return Inputs([e.path for e in listfile.entries], labels, batches(), len(listfile))
 
 
-def run_batches(model: Model, inputs: Inputs, xp=np) -> Iterator[tuple[int, Net]]:
-    """Forward passes over the inputs, batch by batch: (first index, the net after the pass,
-    its blobs holding this batch's values). The net is built once per batch size."""
-    nets: dict[tuple, Net] = {}
-    for start, images in inputs.batches:
-        prepared = [model.prepare.prepare(image, inputs.raw) for image in images]
-        shapes = {p.shape for p in prepared}
-        want = model.input_shape or prepared[0].shape
-        if len(shapes) > 1 or tuple(prepared[0].shape) != tuple(want):
-            odd = next(k for k, p in enumerate(prepared) if tuple(p.shape) != tuple(want))
-            raise DataprepError(
-                f"{inputs.keys[start + odd]}: the input is {_chw(prepared[odd].shape)} (C x H x W) after "
-                f"preparation, the net takes {_chw(want)}: give --resize HxW (and --gray/--color)"
-            )
-        data = np.stack(prepared)
-        key = data.shape
-        if key not in nets:
-            nets = {key: model.net(len(data), data.shape[1:], xp)}
-        net = nets[key]
-        net.forward({model.input: data}, train=False)
-        yield start, net
+def run_batches(
+    model: Model, inputs: Inputs, blobs: list[str], engine: str = "native", xp=np
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Forward passes over the inputs, batch by batch, on ``engine`` (``engines.ENGINES``):
+    (first index, the ``blobs`` asked for, by name). The next batch is read, decoded and
+    prepared in a thread while the net runs on this one (OpenCV and the products release
+    the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .engines import make_engine
+
+    runner = make_engine(engine, model, blobs, xp)
+    batches = iter(inputs.batches)
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
+        ahead = pool.submit(_prepared, model, inputs, batches)
+        while True:
+            item = ahead.result()
+            if item is None:
+                return
+            ahead = pool.submit(_prepared, model, inputs, batches)
+            start, data = item
+            yield start, runner.run(data, blobs)
+
+
+def _prepared(model: Model, inputs: Inputs, batches) -> tuple[int, np.ndarray] | None:
+    """The next batch as the net's input, or None at the end."""
+    item = next(batches, None)
+    if item is None:
+        return None
+    start, images = item
+    prepared = [model.prepare.prepare(image, inputs.raw) for image in images]
+    shapes = {p.shape for p in prepared}
+    want = model.input_shape or prepared[0].shape
+    if len(shapes) > 1 or tuple(prepared[0].shape) != tuple(want):
+        odd = next(k for k, p in enumerate(prepared) if tuple(p.shape) != tuple(want))
+        raise DataprepError(
+            f"{inputs.keys[start + odd]}: the input is {_chw(prepared[odd].shape)} (C x H x W) after "
+            f"preparation, the net takes {_chw(want)}: give --resize HxW (and --gray/--color)"
+        )
+    return start, np.stack(prepared)
 
 
 def _chw(shape) -> str:
@@ -358,12 +376,14 @@ class Prediction:
     classes: list[int] | None = None
 
 
-def predict(model: Model, inputs: Inputs, top_k: int = 1, progress=None) -> Iterator[Prediction]:
+def predict(
+    model: Model, inputs: Inputs, top_k: int = 1, progress=None, engine: str = "native"
+) -> Iterator[Prediction]:
     """The net's output for every input, in input order; classifiers (trained with
     SoftmaxWithLoss, or ending in Softmax) give their ``top_k`` classes."""
     classifier = model.classifier
-    for start, net in run_batches(model, inputs):
-        out = np.asarray(host(net.blobs[model.output]), np.float64)
+    for start, found in run_batches(model, inputs, [model.output], engine):
+        out = np.asarray(found[model.output], np.float64)
         out = out.reshape(len(out), -1)
         if classifier:
             probabilities = out if model.specs[-1]["type"] == "Softmax" else _softmax(out)

@@ -338,9 +338,10 @@ def _normalize(g: _Graph, deploy) -> None:
     g.current[name] = x
 
 
-def onnx_model(deploy) -> Any:
+def onnx_model(deploy, extra_outputs: list[str] = ()) -> Any:
     """The ONNX ModelProto of an ``export.Deploy``: Caffe's blob names for the input and
-    the outputs (tops no later layer reads), the preparation as metadata JSON."""
+    the outputs (tops no later layer reads, and any blobs of ``extra_outputs``), the
+    preparation as metadata JSON."""
     onnx = _onnx()
     helper = onnx.helper
     net, specs = deploy.net, deploy.specs
@@ -358,6 +359,7 @@ def onnx_model(deploy) -> Any:
         blob for blob, k in last_write.items() if blob not in read_after and specs[k]["type"] != "Silence"
     ]
     outputs = [b for b in outputs if b in g.current]
+    outputs += [b for b in extra_outputs if b not in outputs and b in g.current]
     float_type = onnx.TensorProto.FLOAT
     shapes = {b: ["N", *net.shapes[b][1:]] for b in outputs}
     if deploy.classifier and len(outputs) == 1 and specs[-1]["type"] != "Softmax":

@@ -92,7 +92,6 @@ def activation_grid(blob: np.ndarray, layout: Layout = Layout()) -> np.ndarray:
 def picture(model, layer: str, image: str | None = None, layout: Layout = Layout()) -> np.ndarray:
     """The kernels of ``layer`` of ``model`` (an ``inference.Model``), or with ``image``
     that layer's activation maps for the image."""
-    from ..gpu import host
     from .inference import image_inputs, run_batches
 
     names = [s["name"] for s in model.specs]
@@ -105,5 +104,6 @@ def picture(model, layer: str, image: str | None = None, layout: Layout = Layout
             raise DataprepError(f"layer {layer!r} has no weights; layers with kernels: {learned or 'none'}")
         return kernel_grid(blobs[0], layout)
     spec = model.specs[names.index(layer)]
-    _, net = next(run_batches(model, image_inputs(image, model)))
-    return activation_grid(host(net.blobs[spec["top"][0]])[0], layout)
+    blob = spec["top"][0]
+    _, found = next(run_batches(model, image_inputs(image, model), [blob]))
+    return activation_grid(found[blob][0], layout)

@@ -86,7 +86,8 @@ def test_trains_from_the_generator_with_caffes_log(invoke, tmp_path):
     )
     lines = r.stderr.splitlines()
     assert all(PREFIX.match(line) for line in lines)
-    assert "Solving tiny" in lines[0]
+    solving = next(k for k, line in enumerate(lines) if "Solving tiny" in line)
+    assert solving > 0 and all("net.cpp:" in line for line in lines[:solving])  # the net's set-up first
     trains = [OUTPUT.search(line) for line in lines if "Train net output" in line]
     assert len(trains) == 3 and all(m and m.group(3) == "loss" for m in trains)
     assert [int(ITERATION.search(line).group(1)) for line in lines if ", lr = " in line] == [0, 50, 100]
