@@ -1,0 +1,96 @@
+"""Inference folding (fold.py) and the two engines (engines.py): a Convolution -> BatchNorm
+-> Scale chain folded into the Convolution gives the unfolded outputs; predict and
+extract on onnxruntime give the native engine's within the export tests' tolerance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dataprep.train.fold import fold_batchnorm
+from dataprep.train.net import Net, wire
+
+CHAIN = [
+    {"name": "conv1", "type": "Convolution", "num_output": 4, "kernel_size": 3, "bias_term": False},
+    {"name": "bn1", "type": "BatchNorm", "bottom": ["conv1"], "top": ["conv1"]},
+    {"name": "scale1", "type": "Scale", "bias_term": True, "bottom": ["conv1"], "top": ["conv1"]},
+    {"name": "relu1", "type": "ReLU", "bottom": ["conv1"], "top": ["conv1"]},
+    {"name": "conv2", "type": "Convolution", "num_output": 3, "kernel_size": 3},
+    {"name": "bn2", "type": "BatchNorm", "top": ["bn2"]},  # not in place: the only reader
+    {"name": "fc", "type": "InnerProduct", "num_output": 2},
+]
+
+
+def _weights(net: Net, rng) -> dict:
+    weights = {}
+    for layer in net.layers:
+        if layer.type == "BatchNorm":
+            c = layer.params[0].shape[0]
+            weights[layer.name] = [rng.normal(size=c), rng.uniform(0.5, 2, c), np.array([2.0])]
+        elif layer.params:
+            weights[layer.name] = [rng.normal(size=p.shape) for p in layer.params]
+    return {k: [np.asarray(v, np.float32) for v in vs] for k, vs in weights.items()}
+
+
+def test_a_conv_batchnorm_scale_chain_folds_into_the_convolution():
+    from dataprep.train.caffemodel import copy_weights
+
+    rng = np.random.default_rng(0)
+    specs = wire(CHAIN, "data", "label")
+    net = Net(specs, {"data": (2, 3, 9, 9)}, train=False)
+    weights = _weights(net, rng)
+    copy_weights(net, weights, "w")
+    x = rng.normal(size=(2, 3, 9, 9)).astype(np.float32)
+    net.forward({"data": x}, train=False)
+    want = net.blobs["fc"].copy()
+    folded_specs, folded = fold_batchnorm(specs, weights)
+    assert [s["type"] for s in folded_specs] == ["Convolution", "ReLU", "Convolution", "InnerProduct"]
+    assert folded_specs[2]["top"] == ["bn2"] and len(folded["conv1"]) == 2  # a bias now
+    other = Net(folded_specs, {"data": (2, 3, 9, 9)}, train=False)
+    copy_weights(other, folded, "w")
+    other.forward({"data": x}, train=False)
+    assert np.allclose(other.blobs["fc"], want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_onnxruntime_engine_gives_the_native_outputs(invoke, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from helpers import write_images
+
+    list_path, _ = write_images(tmp_path, 12, shape=(12, 12, 3))
+    assert invoke("lmdb", list_path, tmp_path / "db").exit_code == 0
+    import yaml
+
+    recipe = {
+        "data": {"train": str(tmp_path / "db"), "batch_size": 4, "transform": {"scale": 0.004}},
+        "net": [
+            {"name": "conv1", "type": "Convolution", "num_output": 4, "kernel_size": 3},
+            {"name": "pool1", "type": "Pooling", "pool": "MAX", "kernel_size": 2, "stride": 2},
+            {"name": "fc", "type": "InnerProduct", "num_output": 5},
+            {"name": "loss", "type": "SoftmaxWithLoss"},
+        ],
+        "solver": {"max_iter": 2, "snapshot_prefix": str(tmp_path / "m")},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert invoke("train", tmp_path / "r.yaml", "-q").exit_code == 0
+    model = tmp_path / "m_iter_2.npz"
+    runs = {}
+    for engine in ("native", "onnxruntime"):
+        r = invoke("predict", model, list_path, "--json", "--engine", engine, "--top-k", 5)
+        assert r.exit_code == 0, r.stderr
+        runs[engine] = json.loads(r.stdout)["predictions"]
+        r = invoke(
+            "extract", model, "--layer", "pool1", list_path, tmp_path / f"f_{engine}", "--engine", engine
+        )
+        assert r.exit_code == 0, r.stderr
+    for a, b in zip(runs["native"], runs["onnxruntime"]):
+        assert a["classes"] == b["classes"] and np.allclose(a["values"], b["values"], atol=1e-5)
+    from dataprep.stores import open_store
+
+    with open_store(tmp_path / "f_native") as a, open_store(tmp_path / "f_onnxruntime") as b:
+        assert (
+            a.manifest["features"]["engine"] == "native" and b.manifest["features"]["engine"] == "onnxruntime"
+        )
+        for x, y in zip(a, b):
+            assert np.allclose(x.array, y.array, atol=1e-4)
