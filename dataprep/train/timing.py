@@ -98,7 +98,7 @@ def bench_net(
     shapes = {name: (n, *s[1:]) for name, s in inputs.items()}
     shapes[input_name] = (n, *chw)
     if heads:
-        shapes.setdefault(target, (n,))
+        shapes.setdefault(target, _target_shape(specs, heads, shapes, target, n))
     net = Net(sections["net"], shapes, target=target, xp=xp, rng=np.random.default_rng(seed))
     rng = np.random.default_rng(seed)
     arrays = {name: _normal(rng, s) for name, s in shapes.items() if name != target}
@@ -127,6 +127,21 @@ def store_shape(path, data: dict, train: bool = True) -> tuple[int, ...]:
     h, w, c = image.shape
     crop = int((data.get("transform") or {}).get("crop_size") or 0)
     return (c, crop, crop) if crop else (c, h, w)
+
+
+def _target_shape(specs, heads, shapes, target: str, n: int) -> tuple[int, ...]:
+    """The target's shape: one label per input for a classifier, the prediction's shape
+    for a regression (its loss checks them against each other at set-up), found from the
+    net without its heads."""
+    regression = [
+        h for h in heads if target in h["bottom"] and h["type"] not in ("SoftmaxWithLoss", "Accuracy")
+    ]
+    if not regression:
+        return (n,)
+    trunk = Net(
+        [s for s in specs if s not in heads], {k: v for k, v in shapes.items() if k != target}, train=False
+    )
+    return tuple(trunk.shapes[regression[0]["bottom"][0]])
 
 
 def _targets(net: Net, heads: list[dict], target: str, n: int, rng) -> np.ndarray:

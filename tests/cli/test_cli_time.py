@@ -169,3 +169,19 @@ def test_time_on_a_gpu_synchronizes_each_layer(runner):
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     check_sums(report(result.stderr))
+
+
+def test_time_a_regression_recipe_without_its_store(invoke):
+    """The target takes the prediction's shape (the loss checks them at set-up)."""
+    r = invoke(
+        "time",
+        Path(__file__).parents[2] / "recipes" / "noise_regression.yaml",
+        "--shape",
+        "1x40x40",
+        "--iterations",
+        1,
+        "--batch",
+        2,
+        "--json",
+    )
+    assert r.exit_code == 0, r.stderr
