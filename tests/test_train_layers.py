@@ -362,6 +362,10 @@ STRATEGIES = [
     ({"num_output": 4, "kernel_size": 2, "stride": 2, "group": 2}, (9, 4, 6, 6), 40, "batch of 5"),
     ({"num_output": 4, "kernel_size": 1}, (3, 6, 3, 4), 2048, "pointwise"),
     ({"num_output": 4, "kernel_size": 1, "group": 2}, (11, 6, 2, 3), 4, "pointwise"),
+    # stride 1: the data gradient as a full convolution, grouped and without padding too
+    ({"num_output": 4, "kernel_size": 3, "pad": 1, "group": 2}, (4, 4, 5, 5), 64, "batch of 2"),
+    ({"num_output": 3, "kernel_size": 3, "pad": 2}, (2, 2, 6, 6), 8, "image"),  # output larger
+    ({"num_output": 3, "kernel_size": 3}, (2, 2, 6, 6), 8, "image"),  # smaller output: col2im
 ]
 
 
@@ -375,6 +379,9 @@ def test_each_convolution_strategy_matches_numerical_gradients(
     spec = {"type": "Convolution", **spec}
     layer, _ = build(spec, [shape], np)
     assert layer.strategy == strategy
+    k, pad = spec["kernel_size"], spec.get("pad", 0)
+    same = spec.get("stride", 1) == 1 and k > 1 and 2 * pad >= k - 1  # the output as large as the input
+    assert layer.full == same  # the data gradient as a full convolution
     check_gradients(spec, [rng.normal(size=shape)], xp)
 
 
