@@ -59,7 +59,7 @@ class OnnxEngine:
         model = self.model
         net = model.net(1, chw)
         deploy = self._deploy(model.name, model.specs, model.input, tuple(chw), self._identity, net)
-        graph = self._onnx_model(deploy, extra_outputs=self.blobs)
+        graph = self._onnx_model(deploy, extra_outputs=self.blobs, check=False)
         options = self._ort.SessionOptions()
         options.log_severity_level = 3
         self.session = self._ort.InferenceSession(

@@ -102,7 +102,13 @@ def load_deploy(
             {**{k: v for k, v in RANDOM_FILLERS.items() if spec["type"] in LEARNED_WEIGHTS}, **spec}
             for spec in specs
         ]
-    net = Net(specs, {input_name: (1, *chw)}, rng=np.random.default_rng(random_init or 0), train=False)
+    net = Net(
+        specs,
+        {input_name: (1, *chw)},
+        rng=np.random.default_rng(random_init or 0),
+        train=False,
+        fill=source is None,
+    )
     if source is not None:
         copy_weights(net, read_weights(source), source)
     else:

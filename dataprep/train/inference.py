@@ -46,7 +46,9 @@ class Model:
         """The net for batches of ``batch`` inputs of shape C x H x W, weights loaded."""
         from .caffemodel import copy_weights
 
-        net = Net(self.specs, {self.input: (batch, *shape)}, target=self.target, xp=xp, train=False)
+        net = Net(
+            self.specs, {self.input: (batch, *shape)}, target=self.target, xp=xp, train=False, fill=False
+        )
         copied = copy_weights(net, self.weights, "the weights")
         missing = [layer.name for layer in net.layers if layer.params and layer.name not in copied]
         if missing:

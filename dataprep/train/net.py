@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import UsageError
 from .layers import LOSSES, Layer, Loss, Shape, all_params, make_layer
+from .layers.base import FILLING
 from .layers.threads import one_blas_thread
 from .memory import budget, charge
 
@@ -54,14 +55,20 @@ class Net:
         rng: np.random.Generator | None = None,
         dtype=np.float32,
         train: bool = True,
+        fill: bool = True,
     ) -> None:
-        """``train``: the memory estimate counts gradients and solver histories too."""
+        """``train``: the memory estimate counts gradients and solver histories too;
+        ``fill``: parameters from their fillers (else zeros, for weights loaded next)."""
         self.xp = xp
         self.inputs = dict(inputs)
-        with budget(train) as memory:
-            for name, shape in inputs.items():
-                charge(name, _nbytes(shape, dtype), "input")
-            self._build(specs, inputs, target, xp, rng, dtype)
+        token = FILLING.set(fill)
+        try:
+            with budget(train) as memory:
+                for name, shape in inputs.items():
+                    charge(name, _nbytes(shape, dtype), "input")
+                self._build(specs, inputs, target, xp, rng, dtype)
+        finally:
+            FILLING.reset(token)
         memory.warn_available()
 
     def _build(self, specs, inputs, target, xp, rng, dtype) -> None:
