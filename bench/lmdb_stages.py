@@ -47,6 +47,7 @@ def stages(paths: list[Path], folder: Path) -> dict[str, float]:
     """Microseconds per image of each stage, one process, one thread."""
     cv2.setNumThreads(1)
     spent = dict.fromkeys(("read", "decode", "resize", "datum", "checksum", "lmdb put"), 0.0)
+    folder.mkdir(parents=True, exist_ok=True)
     env = lmdb.open(str(folder / "stage_lmdb"), map_size=1 << 32, sync=False)
     txn = env.begin(write=True)
     for k, path in enumerate(paths):
