@@ -149,7 +149,9 @@ def train_cmd(
     tests = ", ".join(f"{k} {v:.4g}" for k, v in result.test.items())
     line = (
         f"{recipe.name}: {result.iterations} iterations in {result.seconds:.1f} s, train loss "
-        f"{result.train_loss:.4g}" + (f"; test {tests}" if tests else "") + f"; {result.final}"
+        f"{result.train_loss:.4g}"
+        + (f"; test {tests}" if tests else "")
+        + (f"; {result.final}" if result.final else "")
     )
     echo_result(as_json, summary, [line])
 

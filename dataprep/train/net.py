@@ -159,11 +159,14 @@ class Net:
             node.loss_weight * outputs[node.tops[0]] for node in self._active(True) if node.loss_weight
         )
 
-    def backward(self, timer: Timer | None = None, seed: dict[str, Any] | None = None) -> None:
+    def backward(
+        self, timer: Timer | None = None, seed: dict[str, Any] | None = None, watch: Callable | None = None
+    ) -> None:
         """Gradients of the weighted losses of the last (training) forward pass, into every
         layer's ``grads``; ``timer(layer, "backward", seconds)`` sees each layer's time.
         ``seed`` gives diffs of blobs to start from besides the losses (a net without a
-        loss, timed as ``caffe time`` does)."""
+        loss, timed as ``caffe time`` does); ``watch(node, bottom_diffs)`` sees each layer's
+        result (Caffe's debug_info)."""
         diffs: dict[str, Any] = dict(seed or {})
         for node in self.nodes:  # a layer no loss depends on gets no gradient (not a stale one)
             node.layer.grads = [None] * len(node.layer.params)
@@ -185,6 +188,8 @@ class Net:
                 bottom_diffs = node.layer.backward(top_diffs)
                 if timer:
                     timer(node.layer, "backward", self.clock(timer) - started)
+                if watch is not None:
+                    watch(node, bottom_diffs)
                 for name, diff in zip(node.bottoms, bottom_diffs):
                     if diff is not None and name not in self.inputs:
                         diffs[name] = diff if name not in diffs else diffs[name] + diff

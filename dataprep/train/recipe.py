@@ -129,6 +129,8 @@ class Run:
     device: str = "cpu"
     keep_best: str | None = None  # a test output: also keep {prefix}_best.npz at its best value
     on_nan: str = "stop"  # a non-finite loss or parameter: stop (exit 1), or continue as Caffe does
+    snapshot_after_train: bool = True  # the final snapshot (Caffe's); false: only the interval ones
+    debug_info: bool = False  # Caffe's per-blob lines: mean absolute data and diff, each pass
 
     def __post_init__(self) -> None:
         if self.on_nan not in ("stop", "continue"):

@@ -191,7 +191,7 @@ class Training:
         val = self.val_loader
         arrays["positions"] = _text(
             {
-                "train": self.solver.iteration * self.train_loader.batch_size,
+                "train": self.solver.iteration * self.train_loader.batch_size * self.recipe.solver.iter_size,
                 "val": len(self.result.metrics) * self.test_batches * val.batch_size if val else 0,
             }
         )
@@ -273,14 +273,12 @@ class Training:
             due = self.val_loader is not None and run.test_interval and it % run.test_interval == 0
             if due and initial and not self._tested(it):
                 self._test(it)
-            batch, self.first = (self.first if self.first is not None else self.train_loader.next()), None
-            outputs = net.forward(batch, train=True)
-            if run.on_nan == "stop" and not np.isfinite(net.loss(outputs)):
-                raise NonFiniteError(self._non_finite_line(it, f"the loss ({net.loss(outputs)})"))
-            net.backward()
+            outputs, loss = self._passes(it)
             with signals_held():  # an update is applied to every parameter or to none
-                rate = solver.step(net.params())
-            smoothed = (smoothed + [net.loss(outputs)])[-max(1, run.average_loss) :]
+                rate = solver.step(net.params(), lambda line: self.say(caffe_line(line, "sgd_solver.cpp:97")))
+            if run.debug_info:
+                self._debug_update()
+            smoothed = (smoothed + [loss])[-max(1, run.average_loss) :]
             result.train_loss = float(np.mean(smoothed))
             if run.display and it % run.display == 0:
                 self._check_parameters()
@@ -320,13 +318,105 @@ class Training:
         if self.val_loader is not None and not self._tested(solver.iteration):
             self._test(solver.iteration)
         result.seconds = time.perf_counter() - started
-        saved = self._snapshots(f"{prefix}_iter_{solver.iteration}")
-        result.snapshot = saved[0]
-        result.outputs.extend(saved)
+        if run.snapshot_after_train:
+            saved = self._snapshots(f"{prefix}_iter_{solver.iteration}")
+            result.snapshot = saved[0]
+            result.outputs.extend(saved)
+        else:  # Caffe's snapshot_after_train: false: the last interval snapshot stands
+            result.snapshot = _last_snapshot(prefix)
         result.outputs.extend(self._write_metrics(prefix))
         result.final = Path(f"{prefix}_best.npz") if self.best else result.snapshot
         self.say(caffe_line("Optimization Done.", "solver.cpp:464"))
         return result
+
+    def _passes(self, it: int) -> tuple[dict, float]:
+        """Caffe's iteration: ``iter_size`` forward-backward passes over as many batches,
+        their gradients summed (the solver divides by ``iter_size``), the loss averaged;
+        the last pass's outputs for the display."""
+        net, run, passes = self.net, self.recipe.run, self.recipe.solver.iter_size
+        watch = self._debug_backward if run.debug_info else None
+        total, summed = 0.0, None
+        for _ in range(passes):
+            batch, self.first = (self.first if self.first is not None else self.train_loader.next()), None
+            outputs = net.forward(batch, train=True)
+            loss = net.loss(outputs)
+            if run.on_nan == "stop" and not np.isfinite(loss):
+                raise NonFiniteError(self._non_finite_line(it, f"the loss ({loss})"))
+            if run.debug_info:
+                self._debug_forward()
+            net.backward(watch=watch)
+            total += loss
+            if passes > 1:
+                grads = [layer.grads[i] for layer, i in net.params()]
+                summed = (
+                    [g if g is None else g.copy() for g in grads]
+                    if summed is None
+                    else [
+                        s if g is None else (g.copy() if s is None else s + g) for s, g in zip(summed, grads)
+                    ]
+                )
+        if summed is not None:
+            for (layer, i), g in zip(net.params(), summed):
+                layer.grads[i] = g
+        return outputs, total / passes
+
+    def _debug_forward(self) -> None:
+        """Caffe's debug_info after a forward pass: each top blob's and parameter's mean
+        absolute value."""
+        for node in self.net.nodes:
+            name = node.layer.name
+            for top in node.tops:
+                value = self.net.blobs.get(top)
+                if value is not None:
+                    self.say(
+                        caffe_line(
+                            f"    [Forward] Layer {name}, top blob {top} data: {_mean_abs(value):g}",
+                            "net.cpp:604",
+                        )
+                    )
+            for k, param in enumerate(node.layer.params):
+                self.say(
+                    caffe_line(
+                        f"    [Forward] Layer {name}, param blob {k} data: {_mean_abs(param):g}",
+                        "net.cpp:615",
+                    )
+                )
+
+    def _debug_backward(self, node, bottom_diffs) -> None:
+        name = node.layer.name
+        for bottom, diff in zip(node.bottoms, bottom_diffs):
+            if diff is not None:
+                self.say(
+                    caffe_line(
+                        f"    [Backward] Layer {name}, bottom blob {bottom} diff: {_mean_abs(diff):g}",
+                        "net.cpp:632",
+                    )
+                )
+        for k, grad in enumerate(node.layer.grads):
+            if grad is not None:
+                self.say(
+                    caffe_line(
+                        f"    [Backward] Layer {name}, param blob {k} diff: {_mean_abs(grad):g}",
+                        "net.cpp:643",
+                    )
+                )
+
+    def _debug_update(self) -> None:
+        """Caffe's net-wide line: the L1 and L2 norms of every parameter and its gradient."""
+        data = diff = square_data = square_diff = 0.0
+        for layer, i in self.net.params():
+            value = host(layer.params[i]).astype(np.float64)
+            data, square_data = data + np.abs(value).sum(), square_data + (value * value).sum()
+            if layer.grads[i] is not None:
+                grad = host(layer.grads[i]).astype(np.float64)
+                diff, square_diff = diff + np.abs(grad).sum(), square_diff + (grad * grad).sum()
+        self.say(
+            caffe_line(
+                f"    [Backward] All net params (data, diff): L1 norm = ({data:g}, {diff:g}); "
+                f"L2 norm = ({np.sqrt(square_data):g}, {np.sqrt(square_diff):g})",
+                "net.cpp:697",
+            )
+        )
 
     def _tested(self, it: int) -> bool:
         """Whether the test at ``it`` is done already (a run resumed just after it)."""
@@ -423,6 +513,17 @@ def train(
     ``snapshot_prefix`` are refused unless ``overwrite`` (a resumed run extends its own);
     ``bars(total, desc)`` draws each test pass; ``tensorboard`` names a folder for event files."""
     return Training(recipe, say, progress, resume, weights, on_error, overwrite, bars, tensorboard).run()
+
+
+def _mean_abs(value) -> float:
+    """Caffe's asum / count of a blob."""
+    value = host(value)
+    return float(np.abs(value).mean()) if np.size(value) else 0.0
+
+
+def _last_snapshot(prefix: Path) -> Path | None:
+    found = prefix.parent.glob(glob.escape(prefix.name) + "_iter_*.npz")
+    return max(found, key=lambda p: int(p.stem.rsplit("_", 1)[1]), default=None)
 
 
 def setup_lines(net: Net) -> list[tuple[str, str]]:
