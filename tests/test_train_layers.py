@@ -112,6 +112,10 @@ rng = np.random.default_rng(3)
         ({"type": "TanH"}, (3, 5)),
         ({"type": "LRN", "local_size": 5, "alpha": 0.5, "beta": 0.75}, (2, 7, 3, 3)),
         ({"type": "LRN", "local_size": 4, "alpha": 0.5, "beta": 0.75, "k": 2.0}, (2, 6, 2, 3)),
+        (
+            {"type": "LRN", "local_size": 3, "alpha": 0.5, "beta": 0.75, "norm_region": "WITHIN_CHANNEL"},
+            (2, 3, 5, 4),
+        ),
         ({"type": "BatchNorm"}, (5, 3, 2, 2)),
         ({"type": "Flatten"}, (2, 3, 2, 2)),
         ({"type": "Scale", "scale": 99.0}, (4, 1)),
@@ -433,3 +437,29 @@ def test_small_images_are_batched_and_large_ones_go_image_by_image():
     assert images_per_product(7, 10, 100) == 7  # never more images than the batch
     assert images_per_product(13, 700, 100) == 3  # 5 groups of 3 made 6: two cores share them evenly
     assert images_per_product(64, 96, 192_000, cpu=False) == 64  # a GPU takes the batch
+
+
+def test_lrn_within_channel_is_caffes_composition(xp):
+    """Caffe's WithinChannelForward, from its definition: x * (1 + alpha * P) ^ -beta with P
+    the AVE pooling of x^2 (size x size, stride 1, pad (size - 1) / 2, the divisor the
+    window's extent clipped to the padded map)."""
+    size, alpha, beta = 3, 0.5, 0.75
+    x = rng.normal(size=(1, 2, 4, 5))
+    layer, _ = build(
+        {"type": "LRN", "local_size": size, "alpha": alpha, "beta": beta, "norm_region": "WITHIN_CHANNEL"},
+        [x.shape],
+        xp,
+    )
+    got = host(layer.forward([xp.asarray(x, dtype=xp.float32)])[0])
+    pad = (size - 1) // 2
+    want = np.empty_like(x)
+    h, w = x.shape[2:]
+    for c in range(2):
+        for i in range(h):
+            for j in range(w):
+                top, left = i - pad, j - pad
+                bottom, right = min(top + size, h + pad), min(left + size, w + pad)
+                area = (bottom - top) * (right - left)
+                window = x[0, c, max(top, 0) : min(bottom, h), max(left, 0) : min(right, w)]
+                want[0, c, i, j] = x[0, c, i, j] * (1 + alpha * (window**2).sum() / area) ** -beta
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-6)

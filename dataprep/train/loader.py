@@ -58,8 +58,8 @@ class Samples:
                 records = self.reader.iter_sound(start, stop, damaged)
             else:
                 records = enumerate(self.reader.iter_range(start, stop), start)
-            for i, rec in records:
-                found[i] = (rec.array.transpose(1, 2, 0), rec.labels)
+            for i, rec in records:  # images as H x W x C; other arrays (N x D HDF5 data) as they are
+                found[i] = (rec.array.transpose(1, 2, 0) if rec.array.ndim == 3 else rec.array, rec.labels)
             for i, exc in zip(sorted(set(range(start, stop)) - found.keys()), damaged):
                 self._damaged_at(i, exc)
         return found
@@ -253,7 +253,12 @@ class BatchLoader:
                     np.random.default_rng([self.augment_seed, epoch, index]), image.shape[:2], self.augment
                 )
                 image = apply(image, params, self.augment)
-            images.append(caffe_transform(image, t.crop_size, t.mirror, self.mean, t.scale, self.train, rng))
+            if image.ndim != 3:  # not an image (HDF5Data of any dimensionality): as stored, as in Caffe
+                images.append(np.asarray(image, np.float32))
+            else:
+                images.append(
+                    caffe_transform(image, t.crop_size, t.mirror, self.mean, t.scale, self.train, rng)
+                )
             labels.append(label)
         target = np.stack(labels).astype(np.float32)
         if target.shape[1] == 1:

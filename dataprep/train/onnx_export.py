@@ -203,6 +203,8 @@ def _layer(g: _Graph, spec: dict, layer, shapes: dict) -> None:
     elif kind == "Dropout":
         g.node("Identity", [x], [out], name)
     elif kind == "LRN":
+        if layer.pool is not None:
+            raise _refuse(spec, "LRN within channels has no ONNX operator (ONNX's LRN runs across channels)")
         g.node(
             "LRN", [x], [out], name, size=layer.size, alpha=layer.alpha, beta=layer.beta, bias=layer.kconst
         )

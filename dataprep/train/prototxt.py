@@ -44,7 +44,7 @@ LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "Log": ("log_param", ("base", "scale", "shift")),
     "Power": ("power_param", ("power", "scale", "shift")),
     "Dropout": ("dropout_param", ("dropout_ratio",)),
-    "LRN": ("lrn_param", ("local_size", "alpha", "beta", "k")),
+    "LRN": ("lrn_param", ("local_size", "alpha", "beta", "k", "norm_region")),
     "BatchNorm": ("batch_norm_param", ("use_global_stats", "moving_average_fraction", "eps")),
     "Flatten": ("flatten_param", ("axis", "end_axis")),
     "Reshape": ("reshape_param", ("shape", "axis", "num_axes")),

@@ -10,8 +10,11 @@ from .base import Layer
 
 
 class LRN(Layer):
-    """Local response normalization across channels (Caffe's ACROSS_CHANNELS):
-    y = x / (k + alpha / n * sum of x^2 over n neighbouring channels) ^ beta."""
+    """Local response normalization, Caffe's two regions. ACROSS_CHANNELS:
+    y = x / (k + alpha / n * sum of x^2 over n neighbouring channels) ^ beta. WITHIN_CHANNEL,
+    as Caffe composes it: y = x * (1 + alpha * P) ^ -beta, P the average of x^2 over a
+    size x size window of its own map (AVE pooling, stride 1, padding (size - 1) / 2,
+    Caffe's divisors)."""
 
     type = "LRN"
 
@@ -19,6 +22,18 @@ class LRN(Layer):
         self.size = int(self.p.get("local_size", 5))
         self.alpha, self.beta = float(self.p.get("alpha", 1.0)), float(self.p.get("beta", 0.75))
         self.kconst = float(self.p.get("k", 1.0))
+        region = str(self.p.get("norm_region", "ACROSS_CHANNELS")).upper()
+        if region not in ("ACROSS_CHANNELS", "WITHIN_CHANNEL"):
+            raise UsageError(
+                f"layer {self.name}: norm_region {region!r}: choose ACROSS_CHANNELS or WITHIN_CHANNEL"
+            )
+        self.pool = None
+        if region == "WITHIN_CHANNEL":
+            from .pooling import Pooling
+
+            pad = (self.size - 1) // 2
+            self.pool = Pooling(f"{self.name}/pool", pool="AVE", kernel_size=self.size, stride=1, pad=pad)
+            self.pool.setup([tuple(shapes[0])], xp, rng, dtype)
         return super().setup(shapes)
 
     def _window_sum(self, a):
@@ -32,6 +47,11 @@ class LRN(Layer):
 
     def forward(self, bottoms, train=True):
         x = bottoms[0]
+        if self.pool is not None:
+            scale = 1 + self.alpha * self.pool.forward([x * x], train)[0]
+            y = x * scale ** (-self.beta)
+            self._saved = (x, scale, y)
+            return [y]
         scale = self.kconst + self.alpha / self.size * self._window_sum(x * x)
         y = x * scale ** (-self.beta)
         self._saved = (x, scale, y)
@@ -40,6 +60,9 @@ class LRN(Layer):
     def backward(self, top_diffs):
         x, scale, y = self._saved
         dy = top_diffs[0]
+        if self.pool is not None:  # dP = -beta * alpha * dy * y / scale, back through the pooling
+            (gathered,) = self.pool.backward([dy * y / scale])
+            return [dy * scale ** (-self.beta) - 2 * self.alpha * self.beta * x * gathered]
         # the window is symmetric, so the same sum gathers each channel's influence back
         back = self.size - 1 - (self.size - 1) // 2
         inner = dy * y / scale
