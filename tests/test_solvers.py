@@ -181,3 +181,35 @@ def test_a_solver_field_dataprep_lacks_is_refused_in_one_line(tmp_path, invoke):
     )
     r = invoke("train", tmp_path / "s.prototxt")
     assert r.exit_code == 2 and "test_state: test states (stages, levels) is not supported yet" in r.stderr
+
+
+def test_caffes_hdf5_logistic_regression_example_trains_on_n_by_d_data(tmp_path, monkeypatch):
+    """examples/hdf5_classification: HDF5Data of N x 4 floats, as the example's notebook
+    writes them, into a logistic regression; its accuracy rises."""
+    import h5py
+    from click.testing import CliRunner
+
+    from dataprep.cli.main import cli
+
+    folder = tmp_path / "examples" / "hdf5_classification"
+    (folder / "data").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "examples" / "hdf5_classification" / "train_val.prototxt", folder)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 400), ("test", 100)):
+        x = rng.normal(size=(n, 4)).astype(np.float32)
+        y = (x[:, 0] + x[:, 1] > 0).astype(np.float32)
+        with h5py.File(folder / "data" / f"{split}.h5", "w") as f:
+            f["data"], f["label"] = x, y
+        (folder / "data" / f"{split}.txt").write_text(f"examples/hdf5_classification/data/{split}.h5\n")
+    (folder / "solver.prototxt").write_text(
+        'net: "examples/hdf5_classification/train_val.prototxt"\ntest_iter: 10\ntest_interval: 100\n'
+        'base_lr: 0.1\nlr_policy: "fixed"\nmomentum: 0.9\nmax_iter: 200\ndisplay: 100\n'
+        'snapshot_prefix: "examples/hdf5_classification/data/train"\nsolver_mode: CPU\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["train", "examples/hdf5_classification/solver.prototxt", "--json"])
+    assert r.exit_code == 0, r.stderr
+    import json
+
+    tests = json.loads((folder / "data" / "train_metrics.json").read_text())["tests"]
+    assert tests[-1]["accuracy"] > 0.9 > tests[0]["accuracy"]
