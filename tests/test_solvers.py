@@ -213,3 +213,53 @@ def test_caffes_hdf5_logistic_regression_example_trains_on_n_by_d_data(tmp_path,
 
     tests = json.loads((folder / "data" / "train_metrics.json").read_text())["tests"]
     assert tests[-1]["accuracy"] > 0.9 > tests[0]["accuracy"]
+
+
+def test_caffes_siamese_example_shares_weights_by_name_and_learns(tmp_path, invoke, monkeypatch):
+    """examples/siamese: pairs of MNIST-like digits as 2-channel Datums in LevelDB, two
+    towers sharing every parameter by name (conv1_w, ...), ContrastiveLoss; the loss falls,
+    the towers' blobs are one, and the .caffemodel holds both layers' copies, equal."""
+    import h5py
+
+    from dataprep.stores import open_store
+    from dataprep.train.caffemodel import read_caffemodel
+
+    pytest.importorskip("plyvel")
+    folder = tmp_path / "examples" / "siamese"
+    folder.mkdir(parents=True)
+    for name in ("mnist_siamese_solver.prototxt", "mnist_siamese_train_test.prototxt"):
+        shutil.copy(EXAMPLES / "examples" / "siamese" / name, folder)
+    assert invoke("example", "mnist", tmp_path / "raw", "--n", 300).exit_code == 0
+    assert invoke("import", "mnist", tmp_path / "raw", tmp_path / "m").exit_code == 0
+    with open_store(tmp_path / "m" / "mnist_train_lmdb") as store:
+        images = np.stack([rec.array[0] for rec in store])
+        labels = np.array([int(rec.labels[0]) for rec in store])
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 600), ("test", 100)):
+        a = rng.integers(0, len(images), n)
+        b = np.where(rng.random(n) < 0.5, a, rng.integers(0, len(images), n))  # half the same image
+        with h5py.File(tmp_path / f"{split}.h5", "w") as f:
+            f["data"] = np.stack([images[a], images[b]], axis=1).astype(np.uint8)
+            f["label"] = (labels[a] == labels[b]).astype(np.float32)[:, None]
+        target = folder / f"mnist_siamese_{split}_leveldb"
+        assert invoke("convert", tmp_path / f"{split}.h5", target, "--to", "leveldb").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    r = invoke(
+        "train",
+        "examples/siamese/mnist_siamese_solver.prototxt",
+        *("--set", "solver.max_iter=60", "--set", "solver.display=10", "--set", "solver.test_iter=1"),
+        *("--set", "solver.test_interval=0", "--set", "solver.snapshot=0"),
+    )
+    assert r.exit_code == 0, r.stderr
+    losses = [
+        float(line.rsplit("= ", 1)[1])
+        for line in r.stderr.splitlines()
+        if "Iteration" in line and "loss = " in line
+    ]
+    assert losses[-1] < losses[0]
+    saved = np.load(tmp_path / "examples" / "siamese" / "mnist_siamese_iter_60.npz")
+    assert "param/conv1/0" in saved.files and "param/conv1_p/0" not in saved.files  # one blob, at its owner
+    blobs = read_caffemodel(tmp_path / "examples" / "siamese" / "mnist_siamese_iter_60.caffemodel")
+    assert np.array_equal(
+        blobs["conv1"][0], blobs["conv1_p"][0]
+    )  # Caffe's ToProto: every layer writes its blobs

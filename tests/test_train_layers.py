@@ -312,6 +312,7 @@ def test_unknown_types_and_wrong_bottoms_are_clear_errors():
         make_layer({"name": "loss", "type": "EuclideanLoss"}).setup([(4, 2)])
     assert sorted(LAYERS) == sorted(
         [
+            "ContrastiveLoss",
             "Convolution",
             "Pooling",
             "InnerProduct",
@@ -463,3 +464,30 @@ def test_lrn_within_channel_is_caffes_composition(xp):
                 window = x[0, c, max(top, 0) : min(bottom, h), max(left, 0) : min(right, w)]
                 want[0, c, i, j] = x[0, c, i, j] * (1 + alpha * (window**2).sum() / area) ** -beta
     assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_contrastive_loss_is_caffes_and_its_gradient_checks(xp):
+    """Caffe's ContrastiveLoss from its definition: similar pairs pull by d^2, dissimilar
+    pairs push to the margin (legacy_version: by d^2 against the margin)."""
+    a, b = rng.normal(size=(6, 3)) * 0.4, rng.normal(size=(6, 3)) * 0.4
+    y = np.array([1, 0, 1, 0, 0, 1], np.float64)
+    d = np.sqrt(((a - b) ** 2).sum(axis=1))
+    for legacy, margin in ((False, 1.0), (True, 0.5)):
+        spec = {
+            "type": "ContrastiveLoss",
+            "margin": margin,
+            "legacy_version": legacy,
+            "bottom": ["a", "b", "y"],
+        }
+        layer, _ = build(spec, [a.shape, b.shape, y.shape], xp)
+        got = float(host(layer.forward([xp.asarray(a), xp.asarray(b), xp.asarray(y)])[0]))
+        far = np.maximum(margin - d**2, 0) if legacy else np.maximum(margin - d, 0) ** 2
+        assert got == pytest.approx((y * d**2 + (1 - y) * far).sum() / 12, rel=1e-6)
+        if legacy:  # exact: the numerical gradient
+            check_gradients(spec, [a, b], xp, labels=y)
+            continue
+        # Caffe's backward keeps its 1e-4 guard: -alpha * mdist / (dist + 1e-4) * (a - b)
+        da = host(layer.backward([xp.asarray(1.0)])[0])
+        pull = -np.maximum(margin - d, 0) / (d + 1e-4)
+        want = (y + (1 - y) * pull)[:, None] * (a - b) / 6
+        assert np.allclose(da, want, rtol=1e-5, atol=1e-7)

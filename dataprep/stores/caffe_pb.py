@@ -171,6 +171,7 @@ message LayerParameter {
   optional PReLUParameter prelu_param = 131;
   optional ReshapeParameter reshape_param = 133;
   optional SliceParameter slice_param = 126;
+  optional ContrastiveLossParameter contrastive_loss_param = 105;
 }
 message ArgMaxParameter {
   optional bool out_max_val = 1 [default = false];
@@ -299,6 +300,10 @@ message InnerProductParameter {
   optional bool transpose = 6 [default = false];
 }
 message InputParameter { repeated BlobShape shape = 1; }
+message ContrastiveLossParameter {
+  optional float margin = 1 [default = 1.0];
+  optional bool legacy_version = 2 [default = false];
+}
 message LRNParameter {
   optional uint32 local_size = 1 [default = 5];
   optional float alpha = 2 [default = 1.];

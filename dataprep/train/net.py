@@ -72,6 +72,8 @@ class Net:
         memory.warn_available()
 
     def _build(self, specs, inputs, target, xp, rng, dtype) -> None:
+        self.links: list[tuple[Layer, int, Layer, int]] = []  # (user, index, owner, index)
+        owners: dict[str, tuple[Layer, int]] = {}
         rng = rng or np.random.default_rng(0)
         shapes: dict[str, Shape] = dict(inputs)
         self.nodes: list[Node] = []
@@ -99,16 +101,50 @@ class Net:
             shapes.update(zip(tops, top_shapes))
             weight = float(spec.get("loss_weight", 1.0 if layer.type in LOSSES else 0.0))
             self.nodes.append(Node(layer, bottoms, tops, phase, weight))
+            self._share(layer, spec, owners)
         self.shapes = shapes
         self.blobs: dict[str, Any] = {}
+
+    def _share(self, layer: Layer, spec: dict, owners: dict[str, tuple[Layer, int]]) -> None:
+        """Caffe's weight sharing: a parameter named (``param { name: "conv1_w" }``) as an
+        earlier one is that blob; shapes must agree, and lr_mult where both give it."""
+        for i, entry in enumerate(spec.get("param") or []):
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if not name or i >= len(layer.params):
+                continue
+            if name not in owners:
+                owners[name] = (layer, i)
+                continue
+            owner, j = owners[name]
+            if tuple(owner.params[j].shape) != tuple(layer.params[i].shape):
+                mine, theirs = tuple(layer.params[i].shape), tuple(owner.params[j].shape)
+                raise UsageError(
+                    f"layer {layer.name}: shared parameter {name!r} has shape {mine}, "
+                    f"layer {owner.name}'s {theirs}"
+                )
+            if owner.lr_mult[j] != layer.lr_mult[i]:
+                raise UsageError(
+                    f"layer {layer.name}: shared parameter {name!r} has lr_mult {layer.lr_mult[i]:g}, "
+                    f"layer {owner.name}'s {owner.lr_mult[j]:g} (Caffe refuses mismatched lr_mult)"
+                )
+            self.links.append((layer, i, owner, j))
+            layer.params[i] = owner.params[j]
+
+    def relink(self) -> None:
+        """Shared parameters back to their owner's array (after weights were loaded into
+        either one's place)."""
+        for layer, i, owner, j in self.links:
+            layer.params[i] = owner.params[j]
 
     @property
     def layers(self) -> list[Layer]:
         return [node.layer for node in self.nodes]
 
     def params(self) -> list[tuple[Layer, int]]:
-        """Every learnable (layer, index) in net order."""
-        return all_params(self.layers)
+        """Every learnable (layer, index) in net order; a shared parameter once, at its
+        owner (its gradient the sum of every user's)."""
+        shared = {(id(layer), i) for layer, i, _, _ in self.links}
+        return [(layer, i) for layer, i in all_params(self.layers) if (id(layer), i) not in shared]
 
     def _active(self, train: bool) -> list[Node]:
         phase = "TRAIN" if train else "TEST"
@@ -119,6 +155,7 @@ class Net:
     ) -> dict[str, float]:
         """Run the net on a batch (input blob name -> array); returns every loss and metric
         (scalar tops) by top name. ``timer(layer, "forward", seconds)`` sees each layer's time."""
+        self.relink()
         self.blobs = {name: self.xp.asarray(batch[name]) for name in self.inputs}
         outputs: dict[str, float] = {}
         with one_blas_thread(self.xp):
@@ -193,6 +230,9 @@ class Net:
                 for name, diff in zip(node.bottoms, bottom_diffs):
                     if diff is not None and name not in self.inputs:
                         diffs[name] = diff if name not in diffs else diffs[name] + diff
+        for layer, i, owner, j in self.links:  # each user's gradient adds into its owner's
+            if layer.grads[i] is not None:
+                owner.grads[j] = layer.grads[i] if owner.grads[j] is None else owner.grads[j] + layer.grads[i]
 
     def clock(self, timer: Timer | None) -> float:
         """Seconds for a layer timer, after the device finished its queued work (GPU)."""

@@ -60,6 +60,7 @@ LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "SoftmaxWithLoss": (None, ()),
     "EuclideanLoss": (None, ()),
     "SigmoidCrossEntropyLoss": (None, ()),
+    "ContrastiveLoss": ("contrastive_loss_param", ("margin", "legacy_version")),
     "Accuracy": ("accuracy_param", ("top_k",)),
 }
 LIST_FIELDS = ("coeff", "slice_point", "offset")  # repeated fields that are lists; others take one value
@@ -194,9 +195,16 @@ def _layer_entry(layer: Any, where: _Where) -> dict:
     if layer.loss_weight:
         entry["loss_weight"] = _short(layer.loss_weight[0])
     if layer.param:
-        if any(p.HasField("name") or p.HasField("share_mode") for p in layer.param):
-            raise UsageError(f"{at}: param.name (weight sharing) is not supported")
-        entry["param"] = [{f.name: _short(v) for f, v in p.ListFields()} for p in layer.param]
+        if any(p.HasField("share_mode") and p.share_mode == 1 for p in layer.param):  # PERMISSIVE
+            raise UsageError(f"{at}: param.share_mode PERMISSIVE is not supported (shapes must match)")
+        entry["param"] = [
+            {
+                f.name: _short(v) if isinstance(v, float) else v
+                for f, v in p.ListFields()
+                if f.name != "share_mode"
+            }
+            for p in layer.param
+        ]
     for field, _ in layer.ListFields():
         if field.name.endswith("_param") and field.name != LAYER_PARAMS[kind][0]:
             raise UsageError(f"{at}: {field.name} does not belong to a {kind} layer")

@@ -25,6 +25,7 @@ from .geometry import conv_out, pool_out
 from .inner_product import Flatten, InnerProduct
 from .losses import (
     Accuracy,
+    ContrastiveLoss,
     EuclideanLoss,
     Loss,
     SigmoidCrossEntropyLoss,
@@ -64,6 +65,7 @@ LAYERS: dict[str, type[Layer]] = {
         Power,
         Bias,
         SigmoidCrossEntropyLoss,
+        ContrastiveLoss,
         Concat,
         Slice,
         Eltwise,
@@ -73,7 +75,7 @@ LAYERS: dict[str, type[Layer]] = {
         ArgMax,
     )
 }
-LOSSES = ("EuclideanLoss", "SmoothL1Loss", "SoftmaxWithLoss", "SigmoidCrossEntropyLoss")
+LOSSES = ("EuclideanLoss", "SmoothL1Loss", "SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss")
 
 __all__ = [
     "LAYERS",

@@ -114,6 +114,57 @@ class SigmoidCrossEntropyLoss(ElementwiseLoss):
         return [top_diffs[0] * self._diff / self._diff.shape[0], None]
 
 
+class ContrastiveLoss(Loss):
+    """Caffe's ContrastiveLoss over a pair of features (a, b) and a similarity label y
+    (1: similar): sum(y d^2 + (1 - y) max(margin - d, 0)^2) / 2N with d the Euclidean
+    distance; ``legacy_version`` takes max(margin - d^2, 0) for dissimilar pairs instead
+    (Caffe's first form). The label gets no gradient."""
+
+    type = "ContrastiveLoss"
+    n_bottoms = 3
+
+    def shapes(self, shapes):
+        a, b, y = (tuple(s) for s in shapes)
+        if a != b or int(np.prod(y)) != a[0]:
+            raise UsageError(
+                f"layer {self.name}: the pair's features {a[1:]} and {b[1:]} must match, with one "
+                f"similarity label per pair ({y} for {a[0]})"
+            )
+        self.margin = float(self.p.get("margin", 1.0))
+        self.legacy = bool(self.p.get("legacy_version", False))
+        return [()]
+
+    def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
+        a, b, y = bottoms
+        n = a.shape[0]
+        diff = (a - b).reshape(n, -1)
+        dist_sq = (diff * diff).sum(axis=1)
+        similar = y.reshape(n).astype(a.dtype)
+        if self.legacy:
+            gap = xp.maximum(self.margin - dist_sq, 0)
+            dissimilar = gap
+        else:
+            dist = xp.sqrt(dist_sq)
+            gap = xp.maximum(self.margin - dist, 0)
+            dissimilar = gap * gap
+        self._saved = (diff, dist_sq, similar, gap, a.shape)
+        return [(similar * dist_sq + (1 - similar) * dissimilar).sum() / (2 * n)]
+
+    def backward(self, top_diffs):
+        xp = get_xp(top_diffs[0])
+        diff, dist_sq, similar, gap, shape = self._saved
+        n = shape[0]
+        alpha = top_diffs[0] / n
+        if self.legacy:  # Caffe: -alpha * diff where the margin is not met
+            pull = xp.where(gap > 0, -1.0, 0.0)
+        else:  # Caffe: -alpha * mdist / (dist + 1e-4) * diff
+            pull = -gap / (xp.sqrt(dist_sq) + 1e-4)
+        factor = similar + (1 - similar) * pull
+        da = (alpha * factor[:, None] * diff).astype(diff.dtype).reshape(shape)
+        return [da, -da, None]
+
+
 def class_labels(layer: Layer, labels, classes: int):
     """Labels as integer class indices; DataprepError naming the layer, the sample of the
     batch and the numbers for one outside the classifier's ``classes`` outputs."""
