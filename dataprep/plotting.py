@@ -7,6 +7,7 @@ so can any command that reads logs.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,9 @@ def plot_panels(series: list[Series], path: Path, title: str, xlabel: str = "ite
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     axes[-1, 0].set_xlabel(xlabel)
     fig.suptitle(title)
-    fig.tight_layout()
+    with warnings.catch_warnings():  # many panels: "tight layout not applied"; savefig's bbox fits them
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     with open(path, "wb") as f:
         fig.savefig(f, format="png", bbox_inches="tight")
     plt.close(fig)

@@ -263,3 +263,36 @@ def test_caffes_siamese_example_shares_weights_by_name_and_learns(tmp_path, invo
     assert np.array_equal(
         blobs["conv1"][0], blobs["conv1_p"][0]
     )  # Caffe's ToProto: every layer writes its blobs
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [
+        "mnist_autoencoder_solver",
+        "mnist_autoencoder_solver_adagrad",
+        "mnist_autoencoder_solver_adadelta",
+        "mnist_autoencoder_solver_nesterov",
+    ],
+)
+def test_caffes_autoencoder_solvers_test_two_nets_chosen_by_stage(tmp_path, invoke, monkeypatch, solver):
+    """test_state { stage: 'test-on-train' } and { stage: 'test-on-test' }: two test nets,
+    each with its own data layer and test_iter, logged as Caffe logs test nets #0 and #1;
+    two layers named "loss" (no parameters) as Caffe allows; the loss falls."""
+    import json
+
+    root = _caffe_root(tmp_path, invoke)
+    monkeypatch.chdir(root)
+    sets = ["solver.max_iter=20", "solver.test_interval=10", "solver.display=10", "solver.snapshot=0"]
+    sets += ["solver.test_iter=2", "data.tests[0].test_iter=1"]
+    r = invoke("train", f"examples/mnist/{solver}.prototxt", *[a for s in sets for a in ("--set", s)])
+    assert r.exit_code == 0, r.stderr
+    for it in (0, 10, 20):
+        assert (
+            f"Iteration {it}, Testing net (#0)" in r.stderr
+            and f"Iteration {it}, Testing net (#1)" in r.stderr
+        )
+    (found,) = Path("examples/mnist").glob("mnist_autoencoder*_metrics.json")  # the solver's prefix
+    metrics = json.loads(found.read_text())
+    assert [m["iteration"] for m in metrics["tests"]] == [0, 10, 20]
+    assert [(m["iteration"], m["net"]) for m in metrics["more_tests"]] == [(0, 1), (10, 1), (20, 1)]
+    assert metrics["tests"][-1]["cross_entropy_loss"] < metrics["tests"][0]["cross_entropy_loss"]

@@ -102,7 +102,13 @@ def test_phases_and_defaults():
     "specs, message",
     [
         ([{"name": "a", "type": "ReLU", "bottom": "nope"}], r"net\[0\] \(a\): bottom 'nope' is no input"),
-        ([{"name": "a", "type": "ReLU"}, {"name": "a", "type": "ReLU"}], "layer name 'a' is used twice"),
+        (
+            [
+                {"name": "a", "type": "InnerProduct", "num_output": 2},
+                {"name": "a", "type": "InnerProduct", "num_output": 2},
+            ],
+            "layer name 'a' is used twice by layers with parameters",  # weights go by layer name
+        ),
         ([{"name": "a", "type": "ReLU", "phase": "VAL"}], "phase 'VAL': choose TRAIN or TEST"),
     ],
 )

@@ -77,12 +77,9 @@ class Net:
         rng = rng or np.random.default_rng(0)
         shapes: dict[str, Shape] = dict(inputs)
         self.nodes: list[Node] = []
-        names = set()
+        learned: set[str] = set()  # names of layers with parameters: weights are matched by name
         for k, spec in enumerate(wire(specs, next(iter(inputs)), target)):
             name, bottoms, tops = spec["name"], spec["bottom"], spec["top"]
-            if name in names:
-                raise UsageError(f"net[{k}]: layer name {name!r} is used twice")
-            names.add(name)
             layer = make_layer(spec)
             phase = spec.get("phase")
             if phase is not None and phase not in PHASES:
@@ -94,6 +91,10 @@ class Net:
                     f"net[{k}] ({name}): bottom {missing[0]!r} is no input or earlier top ({known})"
                 )
             top_shapes = layer.setup([shapes[b] for b in bottoms], xp, rng, dtype)
+            if layer.params:  # Caffe allows a name twice; weights by layer name do not
+                if name in learned:
+                    raise UsageError(f"net[{k}]: layer name {name!r} is used twice by layers with parameters")
+                learned.add(name)
             for top, shape in zip(tops, top_shapes):
                 if top not in bottoms:  # an in-place layer writes over its bottom
                     charge(name, _nbytes(shape, dtype), "blob")

@@ -97,7 +97,7 @@ SOLVER_FIELDS = (  # SolverParameter fields the recipe's solver section takes as
 # SolverParameter fields read elsewhere in solver_raw: the net, the type, the test count, the
 # seed, the weights, the device and the snapshot format
 READ_HERE = {"net", "train_net", "type", "solver_type", "test_iter", "random_seed", "weights", "solver_mode"}
-READ_HERE |= {"snapshot_format"}
+READ_HERE |= {"snapshot_format", "test_state"}
 IGNORED = {  # fields that change nothing dataprep computes: logged, then ignored
     "device_id": "the device is --device's choice",
     "layer_wise_reduce": "a multi-GPU setting",
@@ -110,7 +110,6 @@ REFUSED = {  # fields whose meaning dataprep does not have yet: one line naming 
     "test_net_param": "an inline test net",
     "test_net": "separate test nets",
     "train_state": "a train state (stages, levels)",
-    "test_state": "test states (stages, levels)",
 }
 
 
@@ -240,14 +239,23 @@ def square_windows(entry: dict, at: str) -> dict:
     return entry
 
 
-def _phase(layer: Any, at: str) -> str | None:
-    """The phase of a layer's one ``include { phase: ... }`` rule, if any."""
+def _phase(layer: Any, at: str, stages: bool = False) -> str | None:
+    """The phase of a layer's one ``include { phase: ... }`` rule, if any; with ``stages``
+    (data layers) the rule may also name one stage (``_stage`` reads it)."""
     if not layer.include:
         return None
     rule = layer.include[0]
-    if len(layer.include) > 1 or [f.name for f, _ in rule.ListFields()] != ["phase"]:
-        raise UsageError(f"{at}: include rules other than one phase are not supported")
+    fields = [f.name for f, _ in rule.ListFields()]
+    allowed = (["phase"], ["phase", "stage"]) if stages else (["phase"],)
+    if len(layer.include) > 1 or layer.exclude or fields not in allowed or len(rule.stage) > 1:
+        what = "one phase, and one stage on a data layer" if stages else "one phase"
+        raise UsageError(f"{at}: include rules other than {what} are not supported")
     return "TRAIN" if rule.phase == 0 else "TEST"
+
+
+def _stage(layer: Any) -> str | None:
+    """The stage a data layer's include rule names (Caffe's test_state chooses it)."""
+    return layer.include[0].stage[0] if layer.include and layer.include[0].stage else None
 
 
 PREPARATION_NOTE = "# dataprep preparation: "  # what transform_param cannot say (dataprep export)
@@ -292,7 +300,7 @@ def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
         raise UsageError(f"{at}: give its source")
     found.update(source=params.source, batch_size=params.batch_size or 1)
     found["shuffle"] = bool(layer.type == "HDF5Data" and params.shuffle)
-    return _phase(layer, at), found
+    return _phase(layer, at, stages=True), found
 
 
 def _beside(path: str, prototxt: Path) -> str:
@@ -332,6 +340,15 @@ def net_sections(path: str | Path) -> dict:
                 data["transform"] = found["transform"]
             continue
         split = "val" if phase == "TEST" else "train"
+        stage = _stage(layer)
+        if stage is not None:  # a test net chosen by stage: the solver's test_state orders them
+            if split != "val":
+                raise UsageError(f"{where.layer(layer.name)}: a stage on a TRAIN data layer is not supported")
+            data.setdefault("staged", {})[stage] = {
+                "source": found["source"],
+                "batch_size": found["batch_size"],
+            }
+            continue
         data[split] = found["source"]
         data["val_batch_size" if split == "val" else "batch_size"] = found["batch_size"]
         if split == "train":
@@ -392,6 +409,7 @@ def solver_raw(path: str | Path) -> dict:
     section["type"] = _solver_type(solver, where)
     if solver.test_iter:
         section["test_iter"] = int(solver.test_iter[0])
+    _test_states(solver, sections, path)
     if solver.random_seed >= 0:
         section["random_seed"] = int(solver.random_seed)
     if solver.weights:  # the weights Caffe starts from (an init .caffemodel)
@@ -410,6 +428,32 @@ def solver_raw(path: str | Path) -> dict:
     else:
         raise UsageError(f"{path}: snapshot_format HDF5 is not supported yet: leave it out for .caffemodel")
     return {"name": sections["name"], "data": sections["data"], "net": sections["net"], "solver": section}
+
+
+def _test_states(solver: Any, sections: dict, path: Path) -> None:
+    """Caffe's test_state: one test net per state, chosen by its stage among the net's TEST
+    data layers; the first becomes ``data.val``, the others ``data.tests`` with their own
+    test_iter."""
+    data = sections["data"]
+    staged = data.pop("staged", {})
+    states = list(solver.test_state)
+    for state in states:
+        if state.HasField("level") or len(state.stage) != 1 or state.HasField("phase") and state.phase != 1:
+            raise UsageError(f"{path}: test_state: only one stage per test state is supported")
+    if not states:
+        return
+    stages = [state.stage[0] for state in states]
+    missing = [stage for stage in stages if stage not in staged]
+    if missing:
+        raise UsageError(f"{path}: test_state stage {missing[0]!r}: no TEST data layer of the net has it")
+    iters = list(solver.test_iter) + [0] * len(stages)
+    first = staged[stages[0]]
+    data["val"], data["val_batch_size"] = first["source"], first["batch_size"]
+    data["tests"] = [
+        {"source": staged[stage]["source"], "stage": stage, "batch_size": staged[stage]["batch_size"]}
+        | ({"test_iter": int(iters[k])} if iters[k] else {})
+        for k, stage in enumerate(stages[1:], 1)
+    ]
 
 
 def _solver_type(solver: Any, where: _Where) -> str:

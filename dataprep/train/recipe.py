@@ -57,11 +57,23 @@ class Transform:
 
 
 @dataclass(frozen=True)
+class TestNet:
+    """A further test net (Caffe's test_state: a stage chosen for it): its own source, batch
+    size and test_iter (one pass by default); test net #0 is ``data.val``."""
+
+    source: Source
+    stage: str | None = None
+    batch_size: int | None = None
+    test_iter: int | None = None
+
+
+@dataclass(frozen=True)
 class Data:
     train: Source
     val: Source | None = None
     batch_size: int = 50
     val_batch_size: int | None = None
+    tests: tuple[TestNet, ...] = ()  # further test nets, #1 on (Caffe's several test_state)
     shuffle: bool = True
     input: str = "data"
     target: str = "label"
@@ -206,6 +218,8 @@ AT_LEAST = {
     "Data.val_batch_size": 1,
     "Run.average_loss": 1,
     "Run.test_iter": 1,
+    "TestNet.batch_size": 1,
+    "TestNet.test_iter": 1,
     "NoiseSpec.n": 1,
 }
 
@@ -314,6 +328,15 @@ def parse_recipe(raw: dict, name: str = "recipe") -> Recipe:
     for split in ("train", "val"):
         if split in data_raw:
             data_raw[split] = parse_source(data_raw[split], f"data.{split}")
+    tests = data_raw.get("tests") or []
+    if not isinstance(tests, list):
+        raise UsageError("recipe data.tests: give a list of {source, stage, batch_size, test_iter}")
+    for k, test in enumerate(tests):
+        if not isinstance(test, dict) or "source" not in test:
+            raise UsageError(f"recipe data.tests[{k}]: give its source")
+        tests[k] = {**test, "source": parse_source(test["source"], f"data.tests[{k}].source")}
+    if tests and data_raw.get("val") is None:
+        raise UsageError("recipe data.tests: further test nets need data.val, test net #0")
     data = build(Data, data_raw, "data")
     solver_raw = dict(raw["solver"] or {})
     solver_keys = RUN_KEYS | {f.name for f in dataclasses.fields(SolverConfig)}

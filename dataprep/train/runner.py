@@ -81,6 +81,7 @@ class Training:
     ) -> None:
         self.recipe, self.say, self.progress = recipe, say, progress
         self.events = self.train_loader = self.val_loader = None
+        self.extra: list = []
         self.bars = bars or _no_bar  # a bar for each test pass (on a terminal)
         self.prefix = Path(recipe.run.snapshot_prefix)
         claim_prefix(self.prefix)  # one run per prefix for its whole life
@@ -128,6 +129,26 @@ class Training:
                 start=position["val"],
                 on_error=on_error,
             )
+        self.extra = [  # further test nets (#1 on): (loader, test batches)
+            BatchLoader(
+                test.source,
+                test.batch_size or data.val_batch_size or data.batch_size,
+                data.transform,
+                data.input,
+                data.target,
+                False,
+                run.random_seed,
+                train=False,
+                start=(position.get("tests") or [0] * len(data.tests))[k],
+                on_error=on_error,
+            )
+            for k, test in enumerate(data.tests)
+        ]
+        self.extra_batches = [
+            test.test_iter or max(1, -(-loader.n // loader.batch_size))
+            for test, loader in zip(data.tests, self.extra)
+        ]
+        self.extra_metrics: list[dict] = []  # {"iteration", "net", outputs...} of test nets #1 on
         self.first = self.train_loader.next()
         shapes = {name: tuple(array.shape) for name, array in self.first.items()}
         self.net = Net(recipe.net, shapes, target=data.target, xp=self.xp, rng=self.rng)
@@ -166,7 +187,7 @@ class Training:
             self.say(caffe_line(_cycling(run.test_iter, val.batch_size, val.n), "solver.cpp:60", "W"))
 
     def close(self) -> None:
-        for loader in (self.train_loader, self.val_loader):
+        for loader in (self.train_loader, self.val_loader, *self.extra):
             if loader is not None:
                 loader.close()
         if self.events is not None:
@@ -193,8 +214,13 @@ class Training:
             {
                 "train": self.solver.iteration * self.train_loader.batch_size * self.recipe.solver.iter_size,
                 "val": len(self.result.metrics) * self.test_batches * val.batch_size if val else 0,
+                "tests": [
+                    sum(1 for m in self.extra_metrics if m["net"] == k + 1) * batches * loader.batch_size
+                    for k, (loader, batches) in enumerate(zip(self.extra, self.extra_batches))
+                ],
             }
         )
+        arrays["extra_metrics"] = _text(self.extra_metrics)
         arrays["metrics"] = _text(self.result.metrics)
         arrays["curve"] = _text(self.curve)
         arrays["best"] = _text(self.best)
@@ -242,6 +268,8 @@ class Training:
         self.rng.bit_generator.state = json.loads(str(saved["rng"]))
         self.result.metrics = json.loads(str(saved["metrics"]))
         self.curve = [tuple(point) for point in json.loads(str(saved["curve"]))]
+        if "extra_metrics" in saved:
+            self.extra_metrics = json.loads(str(saved["extra_metrics"]))
         self.best = json.loads(str(saved["best"]))
 
     def run(self) -> TrainResult:
@@ -418,10 +446,15 @@ class Training:
             )
         )
 
-    def _tested(self, it: int) -> bool:
-        """Whether the test at ``it`` is done already (a run resumed just after it)."""
-        metrics = self.result.metrics
-        return bool(metrics) and metrics[-1]["iteration"] == it
+    def _tested(self, it: int, net: int = -1) -> bool:
+        """Whether the test at ``it`` is done already (a run resumed just after it): of test
+        net ``net``, or of every test net."""
+        if net == 0 or (net < 0 and not self.extra):
+            metrics = self.result.metrics
+            return bool(metrics) and metrics[-1]["iteration"] == it
+        if net < 0:
+            return all(self._tested(it, k) for k in range(len(self.extra) + 1))
+        return any(m["iteration"] == it and m["net"] == net for m in self.extra_metrics)
 
     def _finite(self) -> bool:
         xp = self.xp
@@ -448,24 +481,39 @@ class Training:
             + ": lower base_lr or check the data; solver.on_nan: continue trains on as Caffe does"
         )
 
-    def _test(self, it: int) -> None:
-        """Mean of every test output over the test batches; logged, recorded, and kept as
-        the best snapshot when ``keep_best`` names an output that improved."""
-        signal_point("before-test", it)
-        self.say(caffe_line(f"Iteration {it}, Testing net (#0)", "solver.cpp:347"))  # when it starts
+    def _test_net(self, it: int, net: int, loader, batches: int) -> dict[str, float]:
+        """One test net's pass: the mean of every test output over its batches, logged as
+        Caffe logs test net #``net``."""
+        self.say(caffe_line(f"Iteration {it}, Testing net (#{net})", "solver.cpp:347"))  # when it starts
         sums: dict[str, float] = {}
-        with self.bars(self.test_batches, f"test at {it}") as update:
-            for _ in range(self.test_batches):
-                outputs = self.net.forward(self.val_loader.next(), train=False)
+        with self.bars(batches, f"test #{net} at {it}" if net else f"test at {it}") as update:
+            for _ in range(batches):
+                outputs = self.net.forward(loader.next(), train=False)
                 for name, value in {**outputs, **self.net.absolute_errors()}.items():
                     sums[name] = sums.get(name, 0.0) + value
                 update(1)
                 signal_point("during-test", it)
-        outputs = {name: total / self.test_batches for name, total in sums.items()}
+        outputs = {name: total / batches for name, total in sums.items()}
         for k, (name, value) in enumerate(outputs.items()):
             self.say(
                 caffe_line(f"    Test net output #{k}: {_output(name, value, self.net)}", "solver.cpp:414")
             )
+        return outputs
+
+    def _test(self, it: int) -> None:
+        """Every test net at ``it`` (those not done before an interrupt): logged, recorded,
+        and kept as the best snapshot when ``keep_best`` names an output of test net #0 that
+        improved."""
+        signal_point("before-test", it)
+        if not self._tested(it, 0):
+            self._test_first(it, self._test_net(it, 0, self.val_loader, self.test_batches))
+        for k, (loader, batches) in enumerate(zip(self.extra, self.extra_batches), 1):
+            if not self._tested(it, k):
+                self.extra_metrics.append(
+                    {"iteration": it, "net": k, **self._test_net(it, k, loader, batches)}
+                )
+
+    def _test_first(self, it: int, outputs: dict[str, float]) -> None:
         self.result.test = dict(outputs)
         self.result.metrics.append({"iteration": it, **outputs})
         signal_point("after-test", it)
@@ -486,6 +534,7 @@ class Training:
         record = {
             "recipe": self.recipe.name,
             "tests": self.result.metrics,
+            **({"more_tests": self.extra_metrics} if self.extra else {}),
             "train": self.curve,
             "best": self.best,
         }
