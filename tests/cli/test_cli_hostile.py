@@ -478,3 +478,34 @@ def test_sigterm_exits_143_and_ctrl_c_130(tmp_path):
         proc.send_signal(sig)
         proc.communicate(timeout=60)
         assert proc.returncode == code
+
+
+def test_resume_between_two_test_nets_runs_only_the_one_not_done(tmp_path):
+    """An interrupt after test net #0 at an iteration: the resumed run tests net #1 there
+    (not #0 again), and every test output equals an uninterrupted run's."""
+    from dataprep.train.runner import SIGNAL_HOOK
+
+    changes = dict(solver__max_iter=30, solver__test_interval=10, solver__display=5)
+    more = [
+        {
+            "source": {"noise": {"n": 30, "offset": 500, "size": "16x16", "seed": 3}},
+            "stage": "other",
+            "test_iter": 2,
+        }
+    ]
+    (tmp_path / "straight").mkdir()
+    for folder in (tmp_path / "straight", tmp_path):
+        recipe = write_recipe(folder, **changes)
+        raw = yaml.safe_load(recipe.read_text())
+        raw["data"]["tests"] = more
+        recipe.write_text(yaml.safe_dump(raw))
+    assert run_dataprep("train", tmp_path / "straight" / "tiny.yaml").returncode == 0
+    stopped = run_dataprep("train", recipe, env={**os.environ, SIGNAL_HOOK: "after-test:10:INT"})
+    assert stopped.returncode == 130, stopped.stderr
+    resumed = run_dataprep("train", recipe, "--resume", tmp_path / "tiny_iter_10.npz")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Iteration 10, Testing net (#0)" not in resumed.stderr  # done before the interrupt
+    assert "Iteration 10, Testing net (#1)" in resumed.stderr
+    want = json.loads((tmp_path / "straight" / "tiny_metrics.json").read_text())
+    got = json.loads((tmp_path / "tiny_metrics.json").read_text())
+    assert got["tests"] == want["tests"] and got["more_tests"] == want["more_tests"]
