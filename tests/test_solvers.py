@@ -296,3 +296,42 @@ def test_caffes_autoencoder_solvers_test_two_nets_chosen_by_stage(tmp_path, invo
     assert [m["iteration"] for m in metrics["tests"]] == [0, 10, 20]
     assert [(m["iteration"], m["net"]) for m in metrics["more_tests"]] == [(0, 1), (10, 1), (20, 1)]
     assert metrics["tests"][-1]["cross_entropy_loss"] < metrics["tests"][0]["cross_entropy_loss"]
+
+
+def test_caffes_consolidated_lenet_solver_its_inline_v1_net_upgraded(tmp_path, invoke, monkeypatch):
+    """lenet_consolidated_solver: the net inline (net_param) in the pre-2015 `layers` form
+    (type: CONVOLUTION, blobs_lr), two test states: upgraded as Caffe's UpgradeNetAsNeeded
+    does, trained as shipped; the upgrade is the current form's net layer for layer."""
+    from dataprep.stores.caffe_pb import SolverParameter
+    from dataprep.train.prototxt import upgrade_v1
+
+    root = _caffe_root(tmp_path, invoke)
+    monkeypatch.chdir(root)
+    sets = ["solver.max_iter=20", "solver.test_interval=10", "solver.display=10", "solver.snapshot=0"]
+    sets += ["solver.test_iter=2", "data.tests[0].test_iter=2"]
+    r = invoke(
+        "train", "examples/mnist/lenet_consolidated_solver.prototxt", *[a for s in sets for a in ("--set", s)]
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "upgraded from the pre-2015 'layers' form" in r.stderr and "Testing net (#1)" in r.stderr
+    from google.protobuf import text_format
+
+    solver = text_format.Parse(
+        Path("examples/mnist/lenet_consolidated_solver.prototxt").read_text(), SolverParameter()
+    )
+    net = upgrade_v1(solver.net_param)
+    conv1 = next(layer for layer in net.layer if layer.name == "conv1")
+    assert conv1.type == "Convolution" and [p.lr_mult for p in conv1.param] == [1, 2]
+    assert conv1.convolution_param.num_output == 20
+    assert [layer.type for layer in net.layer][:3] == ["Data", "Data", "Data"]
+    # a .caffemodel in the V1 form reads by layer name too
+    from dataprep.stores.caffe_pb import NetParameter
+    from dataprep.train.caffemodel import read_caffemodel
+
+    old = NetParameter(name="old")
+    v1 = old.layers.add(name="ip", type=14)  # INNER_PRODUCT
+    blob = v1.blobs.add()
+    blob.shape.dim.extend([2, 3])
+    blob.data.extend([1, 2, 3, 4, 5, 6])
+    (tmp_path / "old.caffemodel").write_bytes(old.SerializeToString())
+    assert read_caffemodel(tmp_path / "old.caffemodel")["ip"][0].tolist() == [[1, 2, 3], [4, 5, 6]]

@@ -16,7 +16,7 @@ from ..gpu import host
 from ..staging import Staging
 from ..stores.caffe_pb import NetParameter, blob_message, blob_to_array
 from .net import Net
-from .prototxt import layer_message
+from .prototxt import layer_message, upgrade_v1
 
 
 def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
@@ -28,8 +28,8 @@ def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
         raise UsageError(f"{path}: no such file") from None
     except Exception as exc:  # protobuf's DecodeError, or not a NetParameter at all
         raise DataprepError(f"{path}: not a .caffemodel (binary NetParameter): {exc}") from None
-    if net.layers:
-        raise DataprepError(f"{path}: written in the pre-2015 'layers' form; upgrade it with Caffe first")
+    if net.layers:  # the pre-2015 form: read as Caffe's UpgradeNetAsNeeded reads it
+        net = upgrade_v1(net)
     found = {}
     for layer in net.layer:
         try:

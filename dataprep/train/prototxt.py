@@ -96,7 +96,8 @@ SOLVER_FIELDS = (  # SolverParameter fields the recipe's solver section takes as
 )
 # SolverParameter fields read elsewhere in solver_raw: the net, the type, the test count, the
 # seed, the weights, the device and the snapshot format
-READ_HERE = {"net", "train_net", "type", "solver_type", "test_iter", "random_seed", "weights", "solver_mode"}
+READ_HERE = {"net", "train_net", "net_param", "type", "solver_type", "test_iter", "random_seed", "weights"}
+READ_HERE |= {"solver_mode"}
 READ_HERE |= {"snapshot_format", "test_state"}
 IGNORED = {  # fields that change nothing dataprep computes: logged, then ignored
     "device_id": "the device is --device's choice",
@@ -105,7 +106,6 @@ IGNORED = {  # fields that change nothing dataprep computes: logged, then ignore
     "snapshot_diff": "snapshots hold the weights and the solver state, not the last gradients",
 }
 REFUSED = {  # fields whose meaning dataprep does not have yet: one line naming the field
-    "net_param": "an inline net",
     "train_net_param": "an inline train net",
     "test_net_param": "an inline test net",
     "test_net": "separate test nets",
@@ -322,11 +322,64 @@ def net_sections(path: str | Path) -> dict:
     deploy); a deploy net's Input shapes come back as ``inputs``."""
     path = Path(path)
     net, where = _parse(path, NetParameter())
+    return message_sections(net, where)
+
+
+V1_TYPES = {  # V1LayerParameter.LayerType -> LayerParameter.type, as Caffe's UpgradeV1LayerType
+    "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL", "CONCAT": "Concat",
+    "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution", "DATA": "Data",
+    "DECONVOLUTION": "Deconvolution", "DROPOUT": "Dropout", "DUMMY_DATA": "DummyData",
+    "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise", "EXP": "Exp", "FLATTEN": "Flatten",
+    "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output", "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col",
+    "IMAGE_DATA": "ImageData", "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct",
+    "LRN": "LRN", "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence", "SOFTMAX": "Softmax",
+    "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice", "TANH": "TanH",
+    "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
+}  # fmt: skip
+
+
+def upgrade_v1(net: Any) -> Any:
+    """A NetParameter in the pre-2015 ``layers`` form (V1LayerParameter) as Caffe's
+    UpgradeNetAsNeeded leaves it: each layer's enum type as its name, ``blobs_lr`` and
+    ``weight_decay`` (and named ``param``) into ``param`` specs, its ``*_param`` messages,
+    rules, loss weights and blobs copied over."""
+    upgraded = NetParameter()
+    upgraded.CopyFrom(net)
+    del upgraded.layers[:]
+    kinds = type(net.layers.add()).LayerType
+    del net.layers[-1]
+    for old in net.layers:
+        layer = upgraded.layer.add(name=old.name, type=V1_TYPES[kinds.Name(old.type)])
+        layer.bottom.extend(old.bottom)
+        layer.top.extend(old.top)
+        layer.include.extend(old.include)
+        layer.exclude.extend(old.exclude)
+        layer.loss_weight.extend(old.loss_weight)
+        layer.blobs.extend(old.blobs)
+        for k in range(max(len(old.blobs_lr), len(old.weight_decay), len(old.param))):
+            spec = layer.param.add()
+            if k < len(old.param) and old.param[k]:
+                spec.name = old.param[k]
+            if k < len(old.blobs_lr):
+                spec.lr_mult = old.blobs_lr[k]
+            if k < len(old.weight_decay):
+                spec.decay_mult = old.weight_decay[k]
+        for field, value in old.ListFields():
+            if field.name.endswith("_param") and field.name != "param":
+                getattr(layer, field.name).CopyFrom(value)
+    return upgraded
+
+
+def message_sections(net: Any, where: "_Where") -> dict:
+    """``net_sections`` of a parsed NetParameter (a file's, or a solver's inline net)."""
+    path = where.path
     if net.layers:
-        raise UsageError(
-            f"{path}: uses the pre-2015 'layers' form (V1LayerParameter); "
-            "upgrade it with Caffe's upgrade_net_proto_text"
-        )
+        if net.layer:
+            raise UsageError(f"{path}: mixes the V1 'layers' form with 'layer': give one")
+        log.info("%s: upgraded from the pre-2015 'layers' form (V1LayerParameter), as Caffe does", path)
+        net = upgrade_v1(net)
     data: dict[str, Any] = {}
     layers, inputs = [], {}
     for layer in net.layer:
@@ -384,18 +437,24 @@ def solver_raw(path: str | Path) -> dict:
     ``train_net``): what ``caffe train -solver`` would run."""
     path = Path(path)
     solver, where = _parse(path, SolverParameter())
+    if solver.HasField("net_param"):  # the net inline (lenet_consolidated_solver)
+        return _solver_recipe(solver, message_sections(solver.net_param, where), path, where)
     net_path = solver.net or solver.train_net
     if not net_path:
-        raise UsageError(f'{path}: give the net (net: "train_val.prototxt"); inline nets are not supported')
+        raise UsageError(f'{path}: give the net (net: "train_val.prototxt", or net_param {{ ... }})')
     beside = path.parent / net_path
     if not Path(net_path).exists() and beside.exists():  # Caffe looks from the current folder only
         log.info(
             "%s: %s is not in the current folder; using the one beside the solver, %s", path, net_path, beside
         )
         net_path = str(beside)
-    sections = net_sections(net_path)
+    return _solver_recipe(solver, net_sections(net_path), path, where)
+
+
+def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> dict:
+    """The recipe of a parsed solver and the sections of its net."""
     if "data" not in sections:
-        raise UsageError(f"{net_path}: the net has no HDF5Data or Data layer to train from")
+        raise UsageError(f"{path}: its net has no HDF5Data or Data layer to train from")
     section: dict[str, Any] = {}
     for field, _ in solver.ListFields():
         if field.name in SOLVER_FIELDS:
