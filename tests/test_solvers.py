@@ -335,3 +335,36 @@ def test_caffes_consolidated_lenet_solver_its_inline_v1_net_upgraded(tmp_path, i
     blob.data.extend([1, 2, 3, 4, 5, 6])
     (tmp_path / "old.caffemodel").write_bytes(old.SerializeToString())
     assert read_caffemodel(tmp_path / "old.caffemodel")["ip"][0].tolist() == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_caffes_flickr_style_fine_tuning_trains_from_a_folder_of_photos(tmp_path, invoke, monkeypatch):
+    """models/finetune_flickr_style: ImageData layers (a list file of photos, new_height x
+    new_width, the 227 crop and a mean file) read the photos straight, split at the last
+    space as Caffe's ImageDataLayer does; CaffeNet's layers at a small scale: the net of the
+    example with the photos resized to 64x64 and a 56 crop, three iterations."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    assert invoke("example", "photos", "data/flickr_style/photos", "--n", 12).exit_code == 0
+    photos = sorted(Path("data/flickr_style/photos").glob("*/*.jpg"))
+    named = photos[0].with_name("a photo 1.jpg")  # a space in the name: Caffe's lines split at the last space
+    photos[0].rename(named)
+    photos[0] = named
+    lines = [f"{p} {k % 3}" for k, p in enumerate(photos)]
+    Path("data/flickr_style/train.txt").write_text("\n".join(lines[:9]) + "\n")
+    Path("data/flickr_style/test.txt").write_text("\n".join(lines[9:]) + "\n")
+    text = (EXAMPLES / "models" / "finetune_flickr_style" / "train_val.prototxt").read_text()
+    text = text.replace("new_height: 256", "new_height: 64").replace("new_width: 256", "new_width: 64")
+    text = text.replace("crop_size: 227", "crop_size: 56").replace("batch_size: 50", "batch_size: 3")
+    Path("train_val.prototxt").write_text(text)
+    mean = ("mean", "data/flickr_style/train.txt", "--root", ".", "--resize", "64x64")
+    assert invoke(*mean, "-o", "data/ilsvrc12/imagenet_mean.binaryproto").exit_code == 0
+    Path("solver.prototxt").write_text(
+        'net: "train_val.prototxt"\ntest_iter: 1\ntest_interval: 3\nbase_lr: 0.001\nlr_policy: "fixed"\n'
+        'momentum: 0.9\nmax_iter: 3\ndisplay: 1\nsnapshot_prefix: "flickr"\nsolver_mode: CPU\n'
+    )
+    r = invoke("train", "solver.prototxt", "--max-memory", "0")
+    assert r.exit_code == 0, r.stderr
+    recipe = yaml.safe_load(invoke("train", "solver.prototxt", "--print-recipe").stdout)
+    want = {"path": "data/flickr_style/train.txt", "root": ".", "resize": "64x64", "color": True}
+    assert recipe["data"]["train"] == want  # paths from the current folder, as Caffe reads them

@@ -95,6 +95,7 @@ message V1LayerParameter {
   optional TanHParameter tanh_param = 37;
   optional TransformationParameter transform_param = 36;
   optional LossParameter loss_param = 42;
+  optional ImageDataParameter image_data_param = 15;
 }
 enum V1LayerParameter.LayerType {
   NONE = 0; ABSVAL = 35; ACCURACY = 1; ARGMAX = 30; BNLL = 2; CONCAT = 3; CONTRASTIVE_LOSS = 37;
@@ -215,6 +216,7 @@ message LayerParameter {
   optional ReshapeParameter reshape_param = 133;
   optional SliceParameter slice_param = 126;
   optional ContrastiveLossParameter contrastive_loss_param = 105;
+  optional ImageDataParameter image_data_param = 115;
 }
 message ArgMaxParameter {
   optional bool out_max_val = 1 [default = false];
@@ -343,6 +345,16 @@ message InnerProductParameter {
   optional bool transpose = 6 [default = false];
 }
 message InputParameter { repeated BlobShape shape = 1; }
+message ImageDataParameter {
+  optional string source = 1;
+  optional uint32 batch_size = 4 [default = 1];
+  optional uint32 rand_skip = 7 [default = 0];
+  optional bool shuffle = 8 [default = false];
+  optional uint32 new_height = 9 [default = 0];
+  optional uint32 new_width = 10 [default = 0];
+  optional bool is_color = 11 [default = true];
+  optional string root_folder = 12 [default = ""];
+}
 message ContrastiveLossParameter {
   optional float margin = 1 [default = 1.0];
   optional bool legacy_version = 2 [default = false];

@@ -140,11 +140,17 @@ def open_samples(source: Source, on_error: OnError | None = None) -> Samples:
             f"{source.path}: no store there: the recipe's data paths resolve against the current "
             f"folder ({Path.cwd()}), as Caffe's do, not against the recipe's or the solver's"
         ) from None
-    if kind == "images":  # decoded as the store commands do
+    if kind == "images":  # decoded as the store commands do (Caffe's ImageData)
+        from ..images import Channels
         from ..listfile import read_list
         from ..records import image_list_source
 
-        return Samples(None, image_list_source(read_list(source.path, on_error=on_error)), on_error)
+        listfile = read_list(source.path, root=source.root or None, on_error=on_error)
+        channels = Channels("auto" if source.color is None else ("color" if source.color else "gray"))
+        size = parse_size(source.resize) if source.resize else None
+        return Samples(None, image_list_source(listfile, channels, size), on_error)
+    if source.root or source.resize or source.color is not None:
+        raise UsageError(f"recipe data: root, resize and color go with a list of images, not {source.path}")
     return Samples(open_store(source.path), None, on_error)
 
 

@@ -67,7 +67,7 @@ LIST_FIELDS = ("coeff", "slice_point", "offset")  # repeated fields that are lis
 LAYER_KEYS = ("name", "type", "bottom", "top", "phase", "loss_weight", "param")  # every layer's
 RECIPE_ONLY = {"Scale": ("scale",), "SmoothL1Loss": ()}  # recipe layers Caffe writes otherwise
 IGNORED = ("engine",)  # Caffe's implementation choice (CAFFE or CUDNN): one engine here
-DATA_LAYERS = ("HDF5Data", "Data", "Input")
+DATA_LAYERS = ("HDF5Data", "Data", "ImageData", "Input")
 log = logging.getLogger(__name__)
 SOLVER_FIELDS = (  # SolverParameter fields the recipe's solver section takes as they are
     "base_lr",
@@ -295,11 +295,23 @@ def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
         shapes = [list(shape.dim) for shape in layer.input_param.shape]
         found["shapes"] = dict(zip(tops, shapes))
         return None, found
-    params = layer.hdf5_data_param if layer.type == "HDF5Data" else layer.data_param
+    params = {"HDF5Data": layer.hdf5_data_param, "ImageData": layer.image_data_param}.get(
+        layer.type, layer.data_param
+    )
     if not params.source:
         raise UsageError(f"{at}: give its source")
     found.update(source=params.source, batch_size=params.batch_size or 1)
-    found["shuffle"] = bool(layer.type == "HDF5Data" and params.shuffle)
+    found["shuffle"] = bool(layer.type in ("HDF5Data", "ImageData") and params.shuffle)
+    if layer.type == "ImageData":  # a list of images, decoded as Caffe's ImageDataLayer does
+        image = {"path": params.source, "root": params.root_folder or "."}  # Caffe: from the current folder
+        if params.new_height or params.new_width:
+            if not (params.new_height and params.new_width):
+                raise UsageError(f"{at}: give both new_height and new_width (Caffe's rule)")
+            image["resize"] = f"{params.new_height}x{params.new_width}"
+        image["color"] = bool(params.is_color)
+        found["source"] = image
+        if params.rand_skip:
+            raise UsageError(f"{at}: image_data_param.rand_skip is not supported")
     return _phase(layer, at, stages=True), found
 
 
@@ -702,6 +714,17 @@ def _data_message(source, batch: int, where: str):
             f"recipe {where}: the noise generator has no Caffe data layer; write a store first "
             "(dataprep noise --to hdf5)"
         )
+    if source.root or source.resize or source.color is not None:  # a list of images: ImageData
+        layer = LayerParameter(type="ImageData")
+        params = layer.image_data_param
+        params.source, params.batch_size = source.path, batch
+        if source.root and source.root != ".":
+            params.root_folder = source.root
+        if source.resize:
+            params.new_height, params.new_width = (int(v) for v in source.resize.split("x"))
+        if source.color is not None:
+            params.is_color = source.color
+        return layer
     if not Path(source.path).exists():  # not made yet: its name says which
         kind = (
             "hdf5"

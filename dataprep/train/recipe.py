@@ -43,6 +43,10 @@ class Source:
 
     path: str | None = None
     noise: NoiseSpec | None = None
+    # a list file of images (Caffe's ImageData): paths from root, resized, color or gray
+    root: str | None = None
+    resize: str | None = None  # HxW, Caffe's new_height x new_width
+    color: bool | None = None  # Caffe's is_color; None: as the files are
 
 
 @dataclass(frozen=True)
@@ -243,7 +247,12 @@ def parse_source(value: Any, path: str) -> dict:
         return {"path": value}
     if isinstance(value, dict) and set(value) == {"noise"}:
         return {"noise": value["noise"]}
-    raise UsageError(f"recipe {path}: give a store path or {{noise: {{n: ..., offset: ...}}}}")
+    if isinstance(value, dict) and "path" in value and set(value) <= {"path", "root", "resize", "color"}:
+        return dict(value)  # a list of images with its decoding (Caffe's ImageData)
+    raise UsageError(
+        f"recipe {path}: give a store path, {{path: LIST, root: DIR, resize: HxW, color: true}} or "
+        "{noise: {n: ..., offset: ...}}"
+    )
 
 
 def _net(layers: Any) -> list[dict]:
