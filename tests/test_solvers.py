@@ -368,3 +368,38 @@ def test_caffes_flickr_style_fine_tuning_trains_from_a_folder_of_photos(tmp_path
     recipe = yaml.safe_load(invoke("train", "solver.prototxt", "--print-recipe").stdout)
     want = {"path": "data/flickr_style/train.txt", "root": ".", "resize": "64x64", "color": True}
     assert recipe["data"]["train"] == want  # paths from the current folder, as Caffe reads them
+
+
+def test_snapshot_format_hdf5_writes_caffes_h5_pair_and_reads_it_back(tmp_path, invoke, monkeypatch):
+    """cifar10_full_solver's snapshot_format: HDF5: .caffemodel.h5 (data/LAYER/i, as
+    Net::ToHDF5) and .solverstate.h5 (iter, learned_net, current_step, history/k) beside
+    each .npz; the .h5 weights load back in predict and export to .caffemodel."""
+    import h5py
+
+    root = _caffe_root(tmp_path, invoke)
+    monkeypatch.chdir(root)
+    sets = ["solver.max_iter=4", "solver.test_interval=0", "solver.snapshot=0", "solver.snapshot_format=hdf5"]
+    r = invoke("train", "examples/mnist/lenet_solver.prototxt", *[a for s in sets for a in ("--set", s)])
+    assert r.exit_code == 0, r.stderr
+    weights, state = (
+        Path("examples/mnist/lenet_iter_4.caffemodel.h5"),
+        Path("examples/mnist/lenet_iter_4.solverstate.h5"),
+    )
+    assert "Snapshotting to HDF5 file" in r.stderr
+    with h5py.File(weights) as f:
+        assert f["data/conv1/0"].shape == (20, 1, 5, 5) and f["data/conv1/1"].shape == (20,)
+    with h5py.File(state) as f:
+        assert int(f["iter"][()]) == 4 and f["learned_net"][()].decode() == str(weights)
+        assert len(f["history"]) == 8  # two blobs of four layers
+    npz = np.load("examples/mnist/lenet_iter_4.npz")
+    with h5py.File(weights) as f:
+        assert np.array_equal(f["data/ip2/0"][()], npz["param/ip2/0"])
+    model = "examples/mnist/lenet_train_test.prototxt"
+    r = invoke("predict", model, "--weights", weights, "examples/mnist/mnist_test_lmdb", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert (
+        invoke(
+            "export", model, "--weights", weights, "-o", "lenet.caffemodel", "--shape", "1x28x28"
+        ).exit_code
+        == 0
+    )

@@ -122,7 +122,10 @@ def load_snapshot(path: str | Path, needs: tuple[str, ...] = ()) -> dict[str, np
 
 
 def read_weights(path: str | Path) -> dict[str, list[np.ndarray]]:
-    """Blobs by layer name from a ``.caffemodel`` or a dataprep ``.npz`` snapshot."""
+    """Blobs by layer name from a ``.caffemodel``, Caffe's HDF5 ``.caffemodel.h5`` or a
+    dataprep ``.npz`` snapshot."""
+    if str(path).endswith((".h5", ".hdf5")):
+        return read_caffemodel_h5(path)
     if str(path).endswith(".npz"):
         saved = load_snapshot(path)
         found: dict[str, dict[int, np.ndarray]] = {}
@@ -156,6 +159,52 @@ def data_layers(recipe) -> list:
     else:
         layer.type = "Input"
     return [layer]
+
+
+def read_caffemodel_h5(path: str | Path) -> dict[str, list[np.ndarray]]:
+    """Caffe's HDF5 weights (``snapshot_format: HDF5``, Net::ToHDF5): group ``data``, one
+    group per layer, its blobs as datasets ``0``, ``1``, ..."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            layers = f["data"]
+            return {
+                name: [np.asarray(layers[name][str(k)], np.float32) for k in range(len(layers[name]))]
+                for name in layers
+            }
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, KeyError) as exc:
+        raise DataprepError(f"{path}: not Caffe's HDF5 weights (a data group of layers): {exc}") from None
+
+
+def caffemodel_h5(net: Net, path: Path) -> None:
+    """The net's weights as Caffe's HDF5 snapshot writes them (every layer's blobs, shared
+    ones too, under data/LAYER/i)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        for layer in net.layers:
+            if layer.params:
+                group = data.create_group(layer.name)
+                for k, param in enumerate(layer.params):
+                    group.create_dataset(str(k), data=host(param).astype(np.float32))
+
+
+def solverstate_h5(path: Path, iteration: int, learned: Path, step: int, history: list) -> None:
+    """Caffe's ``.solverstate.h5`` (SGDSolver::SnapshotSolverStateToHDF5): the iteration,
+    the weights file, the lr step reached and each parameter's history."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("iter", data=np.int32(iteration))
+        f.create_dataset("learned_net", data=np.bytes_(str(learned)))
+        f.create_dataset("current_step", data=np.int32(step))
+        group = f.create_group("history")
+        for k, h in enumerate(history):
+            group.create_dataset(str(k), data=host(h).astype(np.float32))
 
 
 def write_caffemodel(path: Path, data: bytes) -> Path:

@@ -494,10 +494,9 @@ def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> 
         log.info(
             "%s: solver_mode %s is not a device choice here and is ignored: --device decides", path, mode
         )
-    if solver.snapshot_format == 1:  # BINARYPROTO, Caffe's default
-        section["snapshot_format"] = "caffemodel"
-    else:
-        raise UsageError(f"{path}: snapshot_format HDF5 is not supported yet: leave it out for .caffemodel")
+    # beside each .npz (what --resume reads): Caffe's .caffemodel (BINARYPROTO, its default),
+    # or its .caffemodel.h5 and .solverstate.h5 (HDF5)
+    section["snapshot_format"] = "caffemodel" if solver.snapshot_format == 1 else "hdf5"
     return {"name": sections["name"], "data": sections["data"], "net": sections["net"], "solver": section}
 
 

@@ -139,7 +139,7 @@ class Run:
     test_iter: int | None = None  # None: one pass over the validation source
     snapshot: int = 0
     snapshot_prefix: str = "snapshot"
-    snapshot_format: str = "npz"  # or caffemodel: also {prefix}_iter_N.caffemodel
+    snapshot_format: str = "npz"  # caffemodel: also {prefix}_iter_N.caffemodel; hdf5: Caffe's .h5 pair
     test_initialization: bool = True  # test at iteration 0 too (Caffe's)
     random_seed: int = 0
     device: str = "cpu"
@@ -358,8 +358,10 @@ def parse_recipe(raw: dict, name: str = "recipe") -> Recipe:
     solver = build(SolverConfig, update, "solver")
     if run.device not in ("cpu", "gpu"):
         raise UsageError(f"recipe solver.device {run.device!r}: choose cpu or gpu")
-    if run.snapshot_format not in ("npz", "caffemodel"):
-        raise UsageError(f"recipe solver.snapshot_format {run.snapshot_format!r}: choose npz or caffemodel")
+    if run.snapshot_format not in ("npz", "caffemodel", "hdf5"):
+        raise UsageError(
+            f"recipe solver.snapshot_format {run.snapshot_format!r}: choose npz, caffemodel or hdf5"
+        )
     _check_noise_ranges(data)
     net = _net(raw["net"])
     augment = build(Augment, raw["augment"], "augment") if raw.get("augment") else None

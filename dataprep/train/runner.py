@@ -24,10 +24,12 @@ from ..plotting import plot_panels, training_series
 from ..staging import Staging, release_claim, signals_held, take_claim
 from .caffemodel import (
     caffemodel_bytes,
+    caffemodel_h5,
     copy_weights,
     data_layers,
     load_snapshot,
     read_weights,
+    solverstate_h5,
     write_caffemodel,
 )
 from .inference import model_head
@@ -240,6 +242,8 @@ class Training:
         self._check_parameters()  # no non-finite snapshot is ever written
         paths = [self.snapshot(Path(f"{stem}.npz"))]
         self.say(caffe_line(f"Snapshotting to NumPy archive {paths[0]}", "sgd_solver.cpp:273"))
+        if self.recipe.run.snapshot_format == "hdf5":  # Caffe's HDF5 snapshots, beside the .npz
+            paths += self._hdf5_snapshot(stem)
         if self.recipe.run.snapshot_format == "caffemodel":
             data = caffemodel_bytes(
                 self.net, self.recipe.name, self.recipe.raw["net"], data_layers(self.recipe)
@@ -247,6 +251,17 @@ class Training:
             paths.append(write_caffemodel(Path(f"{stem}.caffemodel"), data))
             self.say(caffe_line(f"Snapshotting to binary proto file {paths[-1]}", "sgd_solver.cpp:273"))
         return paths
+
+    def _hdf5_snapshot(self, stem: str) -> list[Path]:
+        """``{stem}.caffemodel.h5`` and ``{stem}.solverstate.h5`` as Caffe writes them."""
+        weights, state = Path(f"{stem}.caffemodel.h5"), Path(f"{stem}.solverstate.h5")
+        with Staging(overwrite=True, after_interrupt=True) as staging:
+            caffemodel_h5(self.net, staging.path(weights))
+            step = sum(1 for v in self.recipe.solver.stepvalue if self.solver.iteration >= v)
+            solverstate_h5(staging.path(state), self.solver.iteration, weights, step, self.solver.history)
+        self.say(caffe_line(f"Snapshotting to HDF5 file {weights}", "sgd_solver.cpp:283"))
+        self.say(caffe_line(f"Snapshotting solver state to HDF5 file {state}", "sgd_solver.cpp:290"))
+        return [weights, state]
 
     def _restore(self, saved, path) -> None:
         for layer, i in self.net.params():
@@ -664,7 +679,7 @@ def refuse_earlier_run(prefix: str) -> None:
     """StoreExistsError when files of an earlier run carry ``prefix`` (snapshots, best,
     metrics, loss plot): a rerun would silently replace them."""
     base = Path(prefix)
-    patterns = ("_iter_*.npz", "_iter_*.caffemodel", "_best.npz", "_metrics.json", "_loss.png")
+    patterns = ("_iter_*.npz", "_iter_*.caffemodel", "_iter_*.h5", "_best.npz", "_metrics.json", "_loss.png")
     found = sorted(p for pattern in patterns for p in base.parent.glob(glob.escape(base.name) + pattern))
     if found:
         raise StoreExistsError(
