@@ -177,10 +177,10 @@ def test_a_solver_field_dataprep_lacks_is_refused_in_one_line(tmp_path, invoke):
         (_examples() / "examples/mnist/lenet_train_test.prototxt").read_text()
     )
     (tmp_path / "s.prototxt").write_text(
-        'net: "net.prototxt"\nbase_lr: 0.01\nmax_iter: 1\ntest_state { stage: "x" }\n'
+        'net: "net.prototxt"\nbase_lr: 0.01\nmax_iter: 1\ntrain_state { stage: "x" }\n'
     )
     r = invoke("train", tmp_path / "s.prototxt")
-    assert r.exit_code == 2 and "test_state: test states (stages, levels) is not supported yet" in r.stderr
+    assert r.exit_code == 2 and "train_state: a train state (stages, levels) is not supported yet" in r.stderr
 
 
 def test_caffes_hdf5_logistic_regression_example_trains_on_n_by_d_data(tmp_path, monkeypatch):
