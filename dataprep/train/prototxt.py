@@ -99,13 +99,13 @@ SOLVER_FIELDS = (  # SolverParameter fields the recipe's solver section takes as
 READ_HERE = {"net", "train_net", "net_param", "type", "solver_type", "test_iter", "random_seed", "weights"}
 READ_HERE |= {"solver_mode"}
 READ_HERE |= {"snapshot_format", "test_state"}
-IGNORED = {  # fields that change nothing dataprep computes: logged, then ignored
+SOLVER_IGNORED = {  # fields that change nothing dataprep computes: logged, then ignored
     "device_id": "the device is --device's choice",
     "layer_wise_reduce": "a multi-GPU setting",
     "test_compute_loss": "test passes always report every output, the losses included",
     "snapshot_diff": "snapshots hold the weights and the solver state, not the last gradients",
 }
-REFUSED = {  # fields whose meaning dataprep does not have yet: one line naming the field
+SOLVER_REFUSED = {  # fields whose meaning dataprep does not have yet: one line naming the field
     "train_net_param": "an inline train net",
     "test_net_param": "an inline test net",
     "test_net": "separate test nets",
@@ -471,10 +471,10 @@ def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> 
     for field, _ in solver.ListFields():
         if field.name in SOLVER_FIELDS:
             section[field.name] = _value(solver, field)
-        elif field.name in IGNORED:
-            log.info("%s: %s is ignored: %s", path, field.name, IGNORED[field.name])
-        elif field.name in REFUSED:
-            raise UsageError(f"{path}: {field.name}: {REFUSED[field.name]} is not supported yet")
+        elif field.name in SOLVER_IGNORED:
+            log.info("%s: %s is ignored: %s", path, field.name, SOLVER_IGNORED[field.name])
+        elif field.name in SOLVER_REFUSED:
+            raise UsageError(f"{path}: {field.name}: {SOLVER_REFUSED[field.name]} is not supported yet")
         elif field.name not in READ_HERE:
             raise UsageError(f"{path}: solver field {field.name} is not supported")
     section["type"] = _solver_type(solver, where)
