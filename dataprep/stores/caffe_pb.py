@@ -217,6 +217,15 @@ message LayerParameter {
   optional SliceParameter slice_param = 126;
   optional ContrastiveLossParameter contrastive_loss_param = 105;
   optional ImageDataParameter image_data_param = 115;
+  optional ClipParameter clip_param = 148;
+  optional SwishParameter swish_param = 147;
+  optional ThresholdParameter threshold_param = 128;
+  optional TileParameter tile_param = 138;
+  optional ReductionParameter reduction_param = 136;
+  optional MVNParameter mvn_param = 120;
+  optional EmbedParameter embed_param = 137;
+  optional ParameterParameter parameter_param = 145;
+  optional HingeLossParameter hinge_loss_param = 114;
 }
 message ArgMaxParameter {
   optional bool out_max_val = 1 [default = false];
@@ -345,6 +354,31 @@ message InnerProductParameter {
   optional bool transpose = 6 [default = false];
 }
 message InputParameter { repeated BlobShape shape = 1; }
+message ClipParameter { optional float min = 1; optional float max = 2; }
+message SwishParameter { optional float beta = 1 [default = 1]; }
+message ThresholdParameter { optional float threshold = 1 [default = 0]; }
+message TileParameter { optional int32 axis = 1 [default = 1]; optional int32 tiles = 2; }
+message ReductionParameter {
+  optional ReductionOp operation = 1 [default = SUM];
+  optional int32 axis = 2 [default = 0];
+  optional float coeff = 3 [default = 1.0];
+}
+enum ReductionParameter.ReductionOp { SUM = 1; ASUM = 2; SUMSQ = 3; MEAN = 4; }
+message MVNParameter {
+  optional bool normalize_variance = 1 [default = true];
+  optional bool across_channels = 2 [default = false];
+  optional float eps = 3 [default = 1e-9];
+}
+message EmbedParameter {
+  optional uint32 num_output = 1;
+  optional uint32 input_dim = 2;
+  optional bool bias_term = 3 [default = true];
+  optional FillerParameter weight_filler = 4;
+  optional FillerParameter bias_filler = 5;
+}
+message ParameterParameter { optional BlobShape shape = 1; }
+message HingeLossParameter { optional Norm norm = 1 [default = L1]; }
+enum HingeLossParameter.Norm { L1 = 1; L2 = 2; }
 message ImageDataParameter {
   optional string source = 1;
   optional uint32 batch_size = 4 [default = 1];

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import UsageError
-from .layers import LOSSES, Layer, Loss, Shape, all_params, make_layer
+from .layers import LOSSES, SOURCES, Layer, Loss, Shape, all_params, make_layer
 from .layers.base import FILLING
 from .layers.threads import one_blas_thread
 from .memory import budget, charge
@@ -257,6 +257,8 @@ def wire(specs: list[dict], first: str, target: str) -> list[dict]:
         name = str(spec.get("name") or f"{spec.get('type', 'layer')}{k}")
         head = spec.get("type") in HEADS
         bottoms = _names(spec.get("bottom")) or ([previous, target] if head else [previous])
+        if spec.get("type") in SOURCES:  # a layer that makes its top from nothing
+            bottoms = []
         tops = _names(spec.get("top")) or [name]
         wired.append({**spec, "name": name, "bottom": bottoms, "top": tops})
         if not head:

@@ -172,6 +172,37 @@ def _layer(g: _Graph, spec: dict, layer, shapes: dict) -> None:
         g.node({"Sigmoid": "Sigmoid", "TanH": "Tanh", "AbsVal": "Abs"}[kind], [x], [out], name)
     elif kind == "ELU":
         g.node("Elu", [x], [out], name, alpha=float(layer.p.get("alpha", 1.0)))
+    elif kind == "Clip":
+        low, high = g.const(f"{name}.min", layer.low), g.const(f"{name}.max", layer.high)
+        g.node("Clip", [x, low, high], [out], name)
+    elif kind == "Swish":
+        scaled, gate = g.temp(name), g.temp(name)
+        g.node(
+            "Mul", [x, g.const(f"{name}.beta", float(layer.p.get("beta", 1.0)))], [scaled], f"{name}/scale"
+        )
+        g.node("Sigmoid", [scaled], [gate], f"{name}/sigmoid")
+        g.node("Mul", [x, gate], [out], name)
+    elif kind == "Threshold":
+        above = g.temp(name)
+        g.node(
+            "Greater", [x, g.const(f"{name}.threshold", float(layer.p.get("threshold", 0.0)))], [above], name
+        )
+        g.node("Cast", [above], [out], f"{name}/float", to=g.onnx.TensorProto.FLOAT)
+    elif kind == "Tile":
+        repeats = [1] * len(shape)
+        repeats[layer.axis] = layer.tiles
+        g.node("Tile", [x, g.const(f"{name}.repeats", repeats, np.int64)], [out], name)
+    elif kind == "Reduction":
+        axes = g.const(f"{name}.axes", list(range(layer.axis, len(shape))), np.int64)
+        op = {"SUM": "ReduceSum", "ASUM": "ReduceL1", "SUMSQ": "ReduceSumSquare", "MEAN": "ReduceMean"}[
+            layer.operation
+        ]
+        reduced = g.temp(name)
+        if op == "ReduceSum":
+            g.node(op, [x, axes], [reduced], name, keepdims=0)
+        else:  # opset 17: these take their axes as an attribute
+            g.node(op, [x], [reduced], name, axes=list(range(layer.axis, len(shape))), keepdims=0)
+        g.node("Mul", [reduced, g.const(f"{name}.coeff", layer.coeff)], [out], f"{name}/coeff")
     elif kind in ("Exp", "Log", "Power"):
         scale, shift = float(layer.p.get("scale", 1.0)), float(layer.p.get("shift", 0.0))
         if kind == "Exp":  # base ^ (shift + scale x) = e ^ (ln base * (shift + scale x))

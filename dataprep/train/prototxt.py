@@ -61,6 +61,17 @@ LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "EuclideanLoss": (None, ()),
     "SigmoidCrossEntropyLoss": (None, ()),
     "ContrastiveLoss": ("contrastive_loss_param", ("margin", "legacy_version")),
+    "Clip": ("clip_param", ("min", "max")),
+    "Swish": ("swish_param", ("beta",)),
+    "Threshold": ("threshold_param", ("threshold",)),
+    "Tile": ("tile_param", ("axis", "tiles")),
+    "Split": (None, ()),
+    "Reduction": ("reduction_param", ("operation", "axis", "coeff")),
+    "MVN": ("mvn_param", ("normalize_variance", "across_channels", "eps")),
+    "Embed": ("embed_param", ("num_output", "input_dim", "bias_term", "weight_filler", "bias_filler")),
+    "Parameter": ("parameter_param", ("shape",)),
+    "MultinomialLogisticLoss": (None, ()),
+    "HingeLoss": ("hinge_loss_param", ("norm",)),
     "Accuracy": ("accuracy_param", ("top_k",)),
 }
 LIST_FIELDS = ("coeff", "slice_point", "offset")  # repeated fields that are lists; others take one value

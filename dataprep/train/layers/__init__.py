@@ -21,6 +21,19 @@ from .activations import ELU, AbsVal, Dropout, Exp, Log, Power, PReLU, ReLU, Sig
 from .base import Layer, Shape, fill
 from .convolution import Convolution
 from .deconvolution import Deconvolution
+from .extra import (
+    MVN,
+    Clip,
+    Embed,
+    HingeLoss,
+    MultinomialLogisticLoss,
+    Parameter,
+    Reduction,
+    Split,
+    Swish,
+    Threshold,
+    Tile,
+)
 from .geometry import conv_out, pool_out
 from .inner_product import Flatten, InnerProduct
 from .losses import (
@@ -66,6 +79,17 @@ LAYERS: dict[str, type[Layer]] = {
         Bias,
         SigmoidCrossEntropyLoss,
         ContrastiveLoss,
+        Clip,
+        Swish,
+        Threshold,
+        Tile,
+        Split,
+        Reduction,
+        MVN,
+        Embed,
+        Parameter,
+        MultinomialLogisticLoss,
+        HingeLoss,
         Concat,
         Slice,
         Eltwise,
@@ -75,7 +99,16 @@ LAYERS: dict[str, type[Layer]] = {
         ArgMax,
     )
 }
-LOSSES = ("EuclideanLoss", "SmoothL1Loss", "SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss")
+LOSSES = (
+    "EuclideanLoss",
+    "SmoothL1Loss",
+    "SoftmaxWithLoss",
+    "SigmoidCrossEntropyLoss",
+    "ContrastiveLoss",
+    "MultinomialLogisticLoss",
+    "HingeLoss",
+)
+SOURCES = ("Parameter",)  # layers with no bottom
 
 __all__ = [
     "LAYERS",

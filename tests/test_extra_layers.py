@@ -1,0 +1,201 @@
+"""Caffe's remaining everyday layers (issue 30): each against numerical gradients and
+against Caffe's definition computed here in plain NumPy; and in the one field table,
+prototxt in and out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_train_layers import build, check_gradients, check_param_gradients, host
+
+rng = np.random.default_rng(11)
+
+
+@pytest.fixture(params=["numpy"])
+def xp(request):
+    return np
+
+
+@pytest.mark.parametrize(
+    "spec, shape",
+    [
+        ({"type": "Clip", "min": -0.5, "max": 0.7}, (2, 3, 4)),
+        ({"type": "Swish", "beta": 1.5}, (2, 5)),
+        ({"type": "Tile", "axis": 1, "tiles": 3}, (2, 2, 3)),
+        ({"type": "Reduction", "operation": "SUM", "axis": 1}, (3, 2, 2)),
+        ({"type": "Reduction", "operation": "ASUM", "axis": 1, "coeff": 0.5}, (3, 4)),
+        ({"type": "Reduction", "operation": "SUMSQ", "axis": 0}, (3, 4)),
+        ({"type": "Reduction", "operation": "MEAN", "axis": 2}, (2, 3, 4)),
+        ({"type": "MVN"}, (2, 3, 4, 4)),
+        ({"type": "MVN", "across_channels": True}, (2, 3, 2, 2)),
+        ({"type": "MVN", "normalize_variance": False}, (2, 2, 3, 3)),
+    ],
+    ids=lambda v: (
+        v.get("type") + "-" + "-".join(f"{k}{w}" for k, w in v.items() if k != "type")
+        if isinstance(v, dict)
+        else None
+    ),
+)
+def test_each_layer_matches_numerical_gradients(xp, spec, shape):
+    x = rng.normal(size=shape)
+    if spec["type"] == "Clip":  # keep clear of the kinks, where the gradient is one-sided
+        x = np.where(np.abs(x + 0.5) < 0.05, x + 0.2, x)
+        x = np.where(np.abs(x - 0.7) < 0.05, x + 0.2, x)
+    if spec.get("operation") == "ASUM":
+        x = np.where(np.abs(x) < 0.05, 0.3, x)
+    check_gradients(spec, [x], xp)
+
+
+def _forward(spec, *bottoms):
+    layer, _ = build(spec, [b.shape for b in bottoms], np)
+    return layer, [host(t) for t in layer.forward([np.asarray(b) for b in bottoms])]
+
+
+def test_the_value_layers_are_caffes():
+    x = rng.normal(size=(3, 4))
+    _, (y,) = _forward({"type": "Clip", "min": -0.2, "max": 0.3}, x)
+    assert np.array_equal(y, np.minimum(np.maximum(x, -0.2), 0.3))
+    _, (y,) = _forward({"type": "Swish", "beta": 2.0}, x)
+    assert np.allclose(y, x / (1 + np.exp(-2 * x)))
+    layer, (y,) = _forward({"type": "Threshold", "threshold": 0.1}, x)
+    assert np.array_equal(y, (x > 0.1).astype(y.dtype)) and layer.backward([np.ones_like(x)]) == [None]
+    _, (y,) = _forward({"type": "Tile", "axis": 0, "tiles": 2}, x)
+    assert np.array_equal(y, np.tile(x, (2, 1)))
+
+
+def test_reduction_and_mvn_are_caffes():
+    x = rng.normal(size=(2, 3, 4))
+    for op, want in (
+        ("SUM", x.reshape(2, -1).sum(1)),
+        ("ASUM", np.abs(x).reshape(2, -1).sum(1)),
+        ("SUMSQ", (x**2).reshape(2, -1).sum(1)),
+        ("MEAN", x.reshape(2, -1).mean(1)),
+    ):
+        _, (y,) = _forward({"type": "Reduction", "operation": op, "axis": 1, "coeff": 2.0}, x)
+        assert y.shape == (2,) and np.allclose(y, 2 * want)
+    x = rng.normal(size=(2, 3, 4, 5))
+    _, (y,) = _forward({"type": "MVN", "eps": 1e-9}, x)
+    mean, std = x.mean(axis=(2, 3), keepdims=True), x.std(axis=(2, 3), keepdims=True)
+    assert np.allclose(y, (x - mean) / (std + 1e-9))
+
+
+def test_split_gives_the_bottom_to_each_top_and_sums_their_gradients():
+    from dataprep.train.layers import make_layer
+
+    layer = make_layer({"name": "s", "type": "Split", "top": ["a", "b", "c"]})
+    x = rng.normal(size=(2, 3))
+    assert len(layer.setup([x.shape], np, None, np.float64)) == 3
+    assert all(t is x for t in layer.forward([x]))
+    d = [rng.normal(size=x.shape) for _ in range(3)]
+    assert np.allclose(layer.backward(d)[0], d[0] + d[1] + d[2])
+
+
+def test_embed_is_a_lookup_with_its_gradient_into_the_rows_picked():
+    index = np.array([[0, 3], [3, 1]], np.float64)
+    spec = {"type": "Embed", "num_output": 4, "input_dim": 5}
+    layer, (y,) = _forward(spec, index)
+    w, b = host(layer.params[0]), host(layer.params[1])
+    assert np.allclose(y, w[index.astype(int)] + b)
+    weights = rng.normal(size=y.shape)
+
+    def loss():
+        return float((host(layer.forward([index])[0]) * weights).sum())
+
+    loss()
+    layer.backward([weights])
+    check_param_gradients(layer, loss, np, [host(g) for g in layer.grads], what="Embed")
+
+
+def test_parameter_is_a_learned_top():
+    from dataprep.train.net import Net
+
+    net = Net(
+        [
+            {"name": "p", "type": "Parameter", "shape": {"dim": [2, 3]}},
+            {"name": "r", "type": "Reduction", "bottom": "p"},
+        ],
+        {"data": (1, 1)},
+    )
+    assert net.shapes["p"] == (2, 3) and net.nodes[0].bottoms == []
+
+
+@pytest.mark.parametrize("norm", ["L1", "L2"])
+def test_the_hinge_loss_is_caffes(xp, norm):
+    x = rng.normal(size=(4, 3))
+    labels = np.array([0, 2, 1, 2], np.float64)
+    spec = {"type": "HingeLoss", "norm": norm}
+    _, (loss,) = _forward(spec, x, labels)
+    sign = -np.ones_like(x)
+    sign[np.arange(4), labels.astype(int)] = 1
+    margin = np.maximum(0, 1 - sign * x)
+    assert float(loss) == pytest.approx((margin if norm == "L1" else margin**2).sum() / 4)
+    check_gradients(spec, [x], xp, labels=labels)
+
+
+def test_the_multinomial_logistic_loss_is_caffes(xp):
+    p = rng.uniform(0.1, 1, size=(4, 3))
+    p /= p.sum(axis=1, keepdims=True)
+    labels = np.array([0, 2, 1, 1], np.float64)
+    spec = {"type": "MultinomialLogisticLoss"}
+    _, (loss,) = _forward(spec, p, labels)
+    assert float(loss) == pytest.approx(-np.log(p[np.arange(4), labels.astype(int)]).sum() / 4)
+    check_gradients(spec, [p], xp, labels=labels)
+
+
+def test_the_new_layers_go_through_prototxt_and_back(tmp_path):
+    """Each in the one field table: a prototxt of them reads as recipe layers and writes
+    back as the same LayerParameters."""
+    from google.protobuf import text_format
+
+    from dataprep.stores.caffe_pb import NetParameter
+    from dataprep.train.prototxt import layer_message, net_sections
+
+    text = """
+    name: "n"
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 4 } } }
+    layer { name: "c" type: "Clip" bottom: "data" top: "c" clip_param { min: -1 max: 1 } }
+    layer { name: "s" type: "Swish" bottom: "c" top: "s" swish_param { beta: 2 } }
+    layer { name: "t" type: "Tile" bottom: "s" top: "t" tile_param { axis: 1 tiles: 2 } }
+    layer { name: "m" type: "MVN" bottom: "t" top: "m" mvn_param { across_channels: true } }
+    layer { name: "r" type: "Reduction" bottom: "m" top: "r" reduction_param { operation: SUMSQ axis: 1 } }
+    layer { name: "h" type: "Threshold" bottom: "r" top: "h" threshold_param { threshold: 0.5 } }
+    """
+    (tmp_path / "n.prototxt").write_text(text)
+    layers = net_sections(tmp_path / "n.prototxt")["net"]
+    assert [layer["type"] for layer in layers] == ["Clip", "Swish", "Tile", "MVN", "Reduction", "Threshold"]
+    assert layers[4]["operation"] == "SUMSQ" and layers[0]["min"] == -1
+    written = NetParameter()
+    written.layer.extend(layer_message(layer, layer["bottom"], layer["top"]) for layer in layers)
+    original = text_format.Parse(text, NetParameter())
+    assert [str(a) for a in written.layer] == [str(b) for b in original.layer[1:]]
+
+
+def test_the_value_and_axis_layers_export_to_onnx_as_they_compute(tmp_path):
+    """Clip, Swish, Threshold, Tile and each Reduction in onnxruntime equal dataprep's."""
+    pytest.importorskip("onnxruntime")
+    from test_export import close, run_onnx
+
+    from dataprep.train.export import export, load_deploy
+
+    text = """
+    name: "n"
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 3 dim: 4 } } }
+    layer { name: "c" type: "Clip" bottom: "data" top: "c" clip_param { min: -1 max: 1 } }
+    layer { name: "s" type: "Swish" bottom: "c" top: "s" swish_param { beta: 2 } }
+    layer { name: "t" type: "Tile" bottom: "s" top: "t" tile_param { axis: 1 tiles: 2 } }
+    layer { name: "h" type: "Threshold" bottom: "t" top: "h" threshold_param { threshold: 0.1 } }
+    layer { name: "r1" type: "Reduction" bottom: "t" top: "r1" reduction_param { operation: SUM axis: 2 } }
+    layer { name: "r2" type: "Reduction" bottom: "t" top: "r2"
+            reduction_param { operation: ASUM axis: 1 coeff: 2 } }
+    layer { name: "r3" type: "Reduction" bottom: "t" top: "r3" reduction_param { operation: SUMSQ axis: 3 } }
+    layer { name: "r4" type: "Reduction" bottom: "t" top: "r4" reduction_param { operation: MEAN axis: 1 } }
+    """
+    (tmp_path / "n.prototxt").write_text(text)
+    (out,) = export(tmp_path / "n.prototxt", tmp_path / "n.onnx", random_init=0)
+    deploy = load_deploy(tmp_path / "n.prototxt", random_init=0)
+    x = rng.normal(size=(2, 2, 3, 4)).astype(np.float32)
+    deploy.net.forward({"data": x}, train=False)
+    got = run_onnx(out, "data", x)
+    assert sorted(got) == ["h", "r1", "r2", "r3", "r4"]
+    for name, value in got.items():
+        assert close(value, host(deploy.net.blobs[name])), name
