@@ -403,3 +403,24 @@ def test_snapshot_format_hdf5_writes_caffes_h5_pair_and_reads_it_back(tmp_path, 
         ).exit_code
         == 0
     )
+
+
+@pytest.mark.parametrize("solver", ["cifar10_full_solver", "cifar10_full_sigmoid_solver_bn"])
+def test_caffes_cifar10_full_solvers_train_as_shipped(tmp_path, invoke, monkeypatch, solver):
+    """CIFAR-10 full: LRN within channels (the plain net), BatchNorm with Sigmoid (the _bn
+    one), snapshot_format HDF5 (the plain solver): a few iterations as shipped."""
+    shutil.copytree(EXAMPLES / "examples" / "cifar10", tmp_path / "examples" / "cifar10")
+    monkeypatch.chdir(tmp_path)
+    assert invoke("example", "cifar10", ".", "--n", 60).exit_code == 0
+    assert invoke("import", "cifar10", "cifar-10-binary.tar.gz", "examples/cifar10").exit_code == 0
+    assert (
+        invoke(
+            "mean", "examples/cifar10/cifar10_train_lmdb", "-o", "examples/cifar10/mean.binaryproto"
+        ).exit_code
+        == 0
+    )
+    sets = ["solver.max_iter=4", "solver.test_interval=0", "solver.display=2", "solver.test_iter=1"]
+    r = invoke("train", f"examples/cifar10/{solver}.prototxt", *[a for s in sets for a in ("--set", s)])
+    assert r.exit_code == 0, r.stderr
+    if solver == "cifar10_full_solver":
+        assert Path("examples/cifar10/cifar10_full_iter_4.caffemodel.h5").is_file()
