@@ -143,6 +143,8 @@ OPTION_TABLE = [
     ),
     ("the preparation a model may lack", "--crop", ["predict", "extract", "visualize"]),
     ("the channel order a model may lack", "--channel-order", ["predict", "extract", "visualize"]),
+    ("what runs the net forward", "--engine", ["predict", "extract"]),
+    ("a mean a model may lack", "--mean", ["predict", "extract", "visualize"]),
 ]
 
 
