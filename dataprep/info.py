@@ -126,7 +126,8 @@ def _label_text(labels: np.ndarray) -> str:
 
 
 def make_grid(path: str | Path, count: int = 64, random: bool = False, seed: int = 0) -> np.ndarray:
-    """A montage of ``count`` samples (the first, or a seeded random pick), labels under each."""
+    """A montage of ``count`` samples (the first, or a seeded random pick), labels under each,
+    in true colours (a store in RGB order, as a CIFAR import, is turned to OpenCV's BGR)."""
     with open_store(path) as reader:
         n = len(reader)
         count = max(1, min(count, n))
@@ -136,11 +137,14 @@ def make_grid(path: str | Path, count: int = 64, random: bool = False, seed: int
             else np.arange(count)
         )
         records = [reader[int(i)] for i in indices]
+        rgb = ((reader.manifest or {}).get("preprocessing") or {}).get("channel_order") == "RGB"
     cols = math.ceil(math.sqrt(count))
     rows = math.ceil(count / cols)
     grid = np.full((rows * (CELL + TEXT_ROWS), cols * CELL, 3), 255, np.uint8)
     for k, rec in enumerate(records):
-        image = _displayable(rec.array)
+        image = _displayable(
+            rec.array[::-1] if rgb and rec.array.shape[0] == 3 else rec.array
+        )  # true colours
         h, w = image.shape[:2]
         scale = CELL / max(h, w)
         image = cv2.resize(

@@ -269,3 +269,18 @@ def test_an_old_snapshot_says_which_mean_file_it_lacks(tmp_path, invoke, monkeyp
     assert r.exit_code == 0 and np.allclose(
         [p["values"] for p in json.loads(r.stdout)["predictions"]], [p["values"] for p in want]
     )
+
+
+def test_info_grid_draws_an_rgb_store_in_true_colours(tmp_path, invoke, monkeypatch):
+    """A CIFAR import keeps RGB planes; its montage must show red as red (issue 33)."""
+    monkeypatch.chdir(tmp_path)
+    assert invoke("example", "cifar10", ".", "--n", 20).exit_code == 0
+    assert invoke("import", "cifar10", "cifar-10-binary.tar.gz", ".").exit_code == 0
+    with open_store("cifar10_train_lmdb") as store:
+        first = next(iter(store)).array  # 3 x 32 x 32, R G B
+    assert invoke("info", "cifar10_train_lmdb", "--grid", "g.png", "--count", 1).exit_code == 0
+    grid = cv2.imread("g.png").astype(float)  # BGR
+    drawn = grid[:48, :96].reshape(-1, 3).mean(axis=0)  # the cell's top half, clear of the label
+    stored = first[:, :16, :].reshape(3, -1).mean(axis=1)  # R G B planes
+    assert np.allclose(drawn, stored[::-1], atol=4), (drawn, stored)
+    assert not np.allclose(drawn, stored, atol=4)  # the old drawing, red and blue swapped
