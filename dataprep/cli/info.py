@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import common_options, json_opt, max_pixels_opt, overwrite_opt, seed_opt
+from .options import common_options, json_opt, max_pixels_opt, overwrite_opt, seed_opt, shape_opt
 
 
 @click.command("info")
@@ -22,14 +22,18 @@ from .options import common_options, json_opt, max_pixels_opt, overwrite_opt, se
 )
 @click.option("--random", is_flag=True, help="Pick the montage's samples at random (seeded).")
 @seed_opt
+@shape_opt
 @overwrite_opt
 @json_opt
 @max_pixels_opt
 @common_options
-def info_cmd(store, grid, count, random, seed, overwrite, as_json):
+def info_cmd(store, grid, count, random, seed, shape, overwrite, as_json):
     """Summarize STORE (LMDB/LevelDB folder, .h5 file or _h5.txt list): type, record count,
     data shape and dtype, encoding, label ranges (class histogram for integer labels),
-    size on disk and the first keys.
+    size on disk and the first keys. Given a model (a .npz snapshot or export, a net
+    prototxt, a recipe), print its net as Caffe logs it at set-up: each layer's tops with
+    their shapes and counts, its parameter shapes, the memory for data (--shape CxHxW where
+    the model names no input size).
 
     STORE may be left out: it is then the first store among the paths piped on standard
     input (`dataprep lmdb train.txt train_lmdb | dataprep info`), or on a terminal the
@@ -39,12 +43,20 @@ def info_cmd(store, grid, count, random, seed, overwrite, as_json):
     dataprep info train_lmdb
     dataprep info train_h5.txt --json
     dataprep info train_lmdb --grid grid.png --count 36 --random
+    dataprep info bvlc_reference_caffenet_deploy.prototxt
     """
     from ..piped import is_store, missing_source
 
     if store is None:
         store = missing_source("info", is_store, "dataprep info STORE")
     import json
+
+    if _is_model(store):  # a net: Caffe's set-up summary
+        from ..train.summary import model_summary, summary_lines
+
+        summary = model_summary(store, 1, shape)
+        click.echo(json.dumps(summary, indent=2) if as_json else "\n".join(summary_lines(summary)))
+        return
 
     from ..info import make_grid, summarize
 
@@ -94,3 +106,8 @@ def _text(s: dict) -> str:
     if s.get("grid"):
         lines.append(f"  grid: {s['grid']}")
     return "\n".join(lines)
+
+
+def _is_model(path: str) -> bool:
+    """A model rather than a store: a snapshot or export (.npz), a net prototxt, a recipe."""
+    return str(path).endswith((".npz", ".prototxt", ".yaml", ".yml"))

@@ -284,3 +284,23 @@ def test_info_grid_draws_an_rgb_store_in_true_colours(tmp_path, invoke, monkeypa
     stored = first[:, :16, :].reshape(3, -1).mean(axis=1)  # R G B planes
     assert np.allclose(drawn, stored[::-1], atol=4), (drawn, stored)
     assert not np.allclose(drawn, stored, atol=4)  # the old drawing, red and blue swapped
+
+
+def test_info_on_a_model_prints_caffes_net_summary(invoke, crop_model):
+    """The blobs' and parameters' shapes a pycaffe user prints (issue 33), for a snapshot
+    (its recorded input) and the zoo's CaffeNet (its Input layer)."""
+    folder, _ = crop_model
+    r = invoke("info", folder / "model.npz")
+    assert r.exit_code == 0, r.stderr
+    assert "  input data: 1 3 8 8 (192)" in r.stdout
+    assert (
+        "  conv1 (Convolution)  params 4x3x3x3, 4" in r.stdout
+        and "    conv1: Top shape: 1 4 6 6 (144)" in r.stdout
+    )
+    assert "Memory required for data: " in r.stdout
+    zoo = Path(__file__).parents[1] / "fixtures" / "zoo" / "bvlc_reference_caffenet_deploy.prototxt"
+    r = invoke("info", zoo, "--json")
+    summary = json.loads(r.stdout)
+    fc6 = next(layer for layer in summary["layers"] if layer["name"] == "fc6")
+    assert fc6["params"] == [[4096, 9216], [4096]] and fc6["tops"] == {"fc6": [1, 4096]}
+    assert summary["parameters"] == 60965224  # CaffeNet's 61 M
