@@ -21,6 +21,11 @@ ITERATION = re.compile(r"Iteration (\d+)")
 TRAIN_OUTPUT = re.compile(r"Train net output #(\d+): (\S+) = ([\.\deE+-]+)")
 TEST_OUTPUT = re.compile(r"Test net output #(\d+): (\S+) = ([\.\deE+-]+)")
 LEARNING_RATE = re.compile(r"lr = ([-+]?[0-9]*\.?[0-9]+([eE]?[-+]?[0-9]+)?)")
+# the forms of Caffe's logs before "Train/Test net output" (2014): read as parse_log.py of
+# that time read them, test score #0 the accuracy and #1 the loss
+OLD_TRAIN = re.compile(r"Iteration \d+, loss = ([\.\deE+-]+)")
+OLD_TEST = re.compile(r"Test score #(\d+): ([\.\deE+-]+)")
+OLD_NAMES = {"0": "accuracy", "1": "loss"}
 PREFIX = re.compile(r"^[IWEF](\d{8}|\d{4}) (\d\d):(\d\d):(\d\d)\.(\d+) ")
 
 
@@ -41,15 +46,26 @@ def line_time(line: str, year: int) -> datetime.datetime | None:
         return None
 
 
-def _output(regex: re.Pattern, row, rows: list, line: str, iteration: float, seconds: float, rate: float):
-    """parse_log.py's parse_line_for_net_output: start a row per iteration, push full ones."""
+def _found(regex: re.Pattern, line: str, old: bool) -> tuple[str, float] | None:
+    """An output a line gives: (name, value), in the current form or the 2014 one."""
     match = regex.search(line)
-    if match:
+    if not match:
+        return None
+    if not old:
+        return match.group(2), float(match.group(3))
+    if regex is OLD_TRAIN:
+        return "loss", float(match.group(1))
+    return OLD_NAMES.get(match.group(1), f"score{match.group(1)}"), float(match.group(2))
+
+
+def _output(found, row, rows: list, iteration: float, seconds: float, rate: float):
+    """parse_log.py's parse_line_for_net_output: start a row per iteration, push full ones."""
+    if found:
         if not row or row["NumIters"] != iteration:
             if row:
                 rows.append(row)
             row = OrderedDict([("NumIters", iteration), ("Seconds", seconds), ("LearningRate", rate)])
-        row[match.group(2)] = float(match.group(3))
+        row[found[0]] = found[1]
     if row and rows and len(row) == len(rows[0]):
         rows.append(row)
         row = None
@@ -72,6 +88,9 @@ def parse_log(path: str | Path) -> tuple[list[dict], list[dict]]:
     test: list = []
     train_row = test_row = None
     iteration, rate = -1.0, float("nan")
+    with open(path, errors="replace") as f:
+        old = not any("net output #" in line for line in f)  # a log of 2014's forms
+    patterns = (OLD_TRAIN, OLD_TEST) if old else (TRAIN_OUTPUT, TEST_OUTPUT)
     with open(path, errors="replace") as f:
         lines = _complete_lines(f)
         start = None
@@ -99,8 +118,8 @@ def parse_log(path: str | Path) -> tuple[list[dict], list[dict]]:
             found = LEARNING_RATE.search(line)
             if found:
                 rate = float(found.group(1))
-            train_row = _output(TRAIN_OUTPUT, train_row, train, line, iteration, seconds, rate)
-            test_row = _output(TEST_OUTPUT, test_row, test, line, iteration, seconds, rate)
+            train_row = _output(_found(patterns[0], line, old), train_row, train, iteration, seconds, rate)
+            test_row = _output(_found(patterns[1], line, old), test_row, test, iteration, seconds, rate)
     for rows in (train, test):  # fix_initial_nan_learning_rate
         if len(rows) > 1:
             rows[0]["LearningRate"] = rows[1]["LearningRate"]

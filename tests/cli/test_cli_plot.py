@@ -161,3 +161,29 @@ def test_watch_redraws_while_the_log_grows_and_ctrl_c_leaves_the_picture_complet
     assert proc.wait(30) == 130
     assert cv2.imread(str(picture)) is not None
     assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
+
+
+def test_a_2014_log_reads_its_loss_lines_and_numbered_test_scores(tmp_path):
+    """Caffe's logs before "net output #": ``Iteration N, loss = X`` and ``Test score #K: X``."""
+    log = tmp_path / "old.log"
+    log.write_text(
+        "I0616 22:00:10.680000 14079 solver.cpp:160] Solving LeNet\n"
+        "I0616 22:00:10.700000 14079 solver.cpp:247] Iteration 0, Testing net (#0)\n"
+        "I0616 22:00:11.700000 14079 solver.cpp:298]     Test score #0: 0.0871\n"
+        "I0616 22:00:11.700001 14079 solver.cpp:298]     Test score #1: 2.30571\n"
+        "I0616 22:00:11.800000 14079 solver.cpp:191] Iteration 100, loss = 0.267046\n"
+        "I0616 22:00:11.800001 14079 solver.cpp:403] Iteration 100, lr = 0.00992565\n"
+        "I0616 22:00:12.800000 14079 solver.cpp:191] Iteration 200, loss = 0.161234\n"
+        "I0616 22:00:13.000000 14079 solver.cpp:247] Iteration 200, Testing net (#0)\n"
+        "I0616 22:00:13.500000 14079 solver.cpp:298]     Test score #0: 0.9504\n"
+        "I0616 22:00:13.500001 14079 solver.cpp:298]     Test score #1: 0.163\n"
+    )
+    r = run_dataprep("plot", log, "-o", tmp_path / "c.png", "--csv", tmp_path / "t")
+    assert r.returncode == 0, r.stderr
+    train = (tmp_path / "t" / "old.log.train").read_text().splitlines()
+    test = (tmp_path / "t" / "old.log.test").read_text().splitlines()
+    assert train[0] == "NumIters,Seconds,LearningRate,loss"
+    assert [line.split(",")[0::3] for line in train[1:]] == [["100.0", "0.267046"], ["200.0", "0.161234"]]
+    assert test[0] == "NumIters,Seconds,LearningRate,accuracy,loss"
+    assert [line.split(",")[3:] for line in test[1:]] == [["0.0871", "2.30571"], ["0.9504", "0.163"]]
+    assert cv2.imread(str(tmp_path / "c.png")) is not None
