@@ -137,7 +137,7 @@ def test_a_solver_prototxt_trains_and_snapshots_caffemodels(invoke, tmp_path, mo
 @pytest.mark.parametrize(
     "change, message",
     [
-        (('type: "ReLU"', 'type: "Threshold"'), ":5: layer 'relu1': type 'Threshold' is not supported"),
+        (('type: "ReLU"', 'type: "LSTM"'), ":5: layer 'relu1': type 'LSTM' is not supported"),
         (
             ("kernel_size: 5", "kernel_size: 5 dilation: 2"),
             ":4: layer 'conv1': convolution_param.dilation is not supported",

@@ -199,3 +199,105 @@ def test_the_value_and_axis_layers_export_to_onnx_as_they_compute(tmp_path):
     assert sorted(got) == ["h", "r1", "r2", "r3", "r4"]
     for name, value in got.items():
         assert close(value, host(deploy.net.blobs[name])), name
+
+
+@pytest.mark.parametrize(
+    "pool, height, shape", [("MAX", 3, (2, 2, 7, 6)), ("AVE", 2, (2, 3, 5, 5)), ("MAX", 1, (1, 2, 4, 3))]
+)
+def test_spp_is_caffes_pyramid(xp, pool, height, shape):
+    """Level i: 2^i x 2^i bins, kernel ceil(H / bins), padding half the remainder rounded
+    up; levels flattened and concatenated (one level: the pooling as it is)."""
+    x = rng.normal(size=shape)
+    spec = {"type": "SPP", "pyramid_height": height, "pool": pool}
+    _, (y,) = _forward(spec, x)
+    n, c, h, w = shape
+    parts = []
+    for level in range(height):
+        bins = 2**level
+        kh, kw = -(-h // bins), -(-w // bins)
+        ph, pw = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+        out = np.empty((n, c, bins, bins))
+        for i in range(bins):
+            for j in range(bins):
+                r0, c0 = i * kh - ph, j * kw - pw
+                window = x[:, :, max(r0, 0) : min(r0 + kh, h), max(c0, 0) : min(c0 + kw, w)]
+                if pool == "MAX":
+                    out[:, :, i, j] = window.max(axis=(2, 3))
+                else:  # Caffe's divisor: the window's area inside the padded map
+                    area = (min(r0 + kh, h + ph) - r0) * (min(c0 + kw, w + pw) - c0)
+                    out[:, :, i, j] = window.sum(axis=(2, 3)) / area
+        parts.append(out)
+    want = parts[0] if height == 1 else np.concatenate([p.reshape(n, -1) for p in parts], axis=1)
+    assert y.shape == want.shape and np.allclose(y, want)
+    check_gradients(spec, [x], xp)
+
+
+def test_spp_refuses_a_map_too_small_for_its_pyramid_as_caffe_does():
+    with pytest.raises(Exception, match="too small for pyramid_height 3"):
+        build({"type": "SPP", "name": "spp", "pyramid_height": 3}, [(1, 1, 5, 5)], np)
+
+
+def _infogain_want(x, labels, matrix):
+    p = np.exp(x - x.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    rows = matrix[labels.astype(int)]
+    return -(rows * np.log(p)).sum() / len(x)
+
+
+def test_infogain_loss_is_caffes_with_its_matrix_as_a_bottom_or_a_file(xp, tmp_path):
+    from dataprep.stores.caffe_pb import blob_bytes
+
+    x = rng.normal(size=(5, 3))
+    labels = np.array([0, 2, 1, 1, 0], np.float64)
+    matrix = rng.uniform(0, 1, size=(3, 3))
+    spec = {"type": "InfogainLoss"}
+    _, (loss,) = _forward(spec, x, labels, matrix)
+    assert float(loss) == pytest.approx(_infogain_want(x, labels, matrix))
+    identity = _forward(spec, x, labels, np.eye(3))[1][0]  # H = I: the softmax log-loss
+    assert float(identity) == pytest.approx(float(_forward({"type": "SoftmaxWithLoss"}, x, labels)[1][0]))
+    (tmp_path / "H.binaryproto").write_bytes(blob_bytes(matrix.reshape(1, 1, 3, 3)))
+    from_file = {"type": "InfogainLoss", "source": str(tmp_path / "H.binaryproto")}
+    assert float(_forward(from_file, x, labels)[1][0]) == pytest.approx(float(loss), rel=1e-6)
+    check_gradients(from_file, [x], xp, labels=labels)
+
+
+def test_infogain_loss_names_a_matrix_of_the_wrong_size():
+    with pytest.raises(Exception, match="holds 4 values; 3 classes need 3 x 3"):
+        build({"type": "InfogainLoss", "name": "info"}, [(2, 3), (2,), (2, 2)], np)
+
+
+def test_spp_and_infogain_go_through_prototxt_and_spp_exports_to_onnx(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from test_export import close, run_onnx
+
+    from dataprep.train.export import export, load_deploy
+    from dataprep.train.prototxt import net_sections
+
+    text = """
+    name: "n"
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 8 dim: 6 } } }
+    layer { name: "spp" type: "SPP" bottom: "data" top: "spp" spp_param { pyramid_height: 3 pool: MAX } }
+    layer { name: "avg" type: "SPP" bottom: "data" top: "avg" spp_param { pyramid_height: 2 pool: AVE } }
+    """
+    (tmp_path / "n.prototxt").write_text(text)
+    layers = net_sections(tmp_path / "n.prototxt")["net"]
+    assert [(layer["type"], layer["pyramid_height"]) for layer in layers] == [("SPP", 3), ("SPP", 2)]
+    (out,) = export(tmp_path / "n.prototxt", tmp_path / "n.onnx", random_init=0)
+    deploy = load_deploy(tmp_path / "n.prototxt", random_init=0)
+    x = rng.normal(size=(2, 2, 8, 6)).astype(np.float32)
+    deploy.net.forward({"data": x}, train=False)
+    got = run_onnx(out, "data", x)
+    for name in ("spp", "avg"):
+        assert close(got[name], host(deploy.net.blobs[name])), name
+    (tmp_path / "n.prototxt").write_text(text.replace("dim: 8", "dim: 7"))  # ONNX cannot average that
+    with pytest.raises(
+        Exception, match=r"layer avg/level1 \(SPP\): the last window of a 7 input ends inside"
+    ):
+        export(tmp_path / "n.prototxt", tmp_path / "m.onnx", random_init=0)
+    info = tmp_path / "i.prototxt"
+    info.write_text(
+        'layer { name: "loss" type: "InfogainLoss" bottom: "s" bottom: "l" top: "loss" '
+        'infogain_loss_param { source: "H.binaryproto" axis: 1 } }'
+    )
+    (layer,) = net_sections(info)["net"]
+    assert layer["source"] == "H.binaryproto" and layer["axis"] == 1

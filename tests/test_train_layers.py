@@ -346,6 +346,20 @@ def test_unknown_types_and_wrong_bottoms_are_clear_errors():
             "ArgMax",
             "Silence",
             "SigmoidCrossEntropyLoss",
+            # issue 30: Caffe's examples and the remaining layers
+            "Clip",
+            "Swish",
+            "Threshold",
+            "Tile",
+            "Split",
+            "Reduction",
+            "MVN",
+            "Embed",
+            "Parameter",
+            "MultinomialLogisticLoss",
+            "HingeLoss",
+            "InfogainLoss",
+            "SPP",
         ]
     )
 

@@ -226,6 +226,8 @@ message LayerParameter {
   optional EmbedParameter embed_param = 137;
   optional ParameterParameter parameter_param = 145;
   optional HingeLossParameter hinge_loss_param = 114;
+  optional InfogainLossParameter infogain_loss_param = 116;
+  optional SPPParameter spp_param = 132;
 }
 message ArgMaxParameter {
   optional bool out_max_val = 1 [default = false];
@@ -379,6 +381,16 @@ message EmbedParameter {
 message ParameterParameter { optional BlobShape shape = 1; }
 message HingeLossParameter { optional Norm norm = 1 [default = L1]; }
 enum HingeLossParameter.Norm { L1 = 1; L2 = 2; }
+message InfogainLossParameter {
+  optional string source = 1;
+  optional int32 axis = 2 [default = 1];
+}
+message SPPParameter {
+  optional uint32 pyramid_height = 1;
+  optional PoolMethod pool = 2 [default = MAX];
+  optional Engine engine = 6 [default = DEFAULT];
+}
+enum SPPParameter.PoolMethod { MAX = 0; AVE = 1; STOCHASTIC = 2; }
 message ImageDataParameter {
   optional string source = 1;
   optional uint32 batch_size = 4 [default = 1];

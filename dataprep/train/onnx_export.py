@@ -154,6 +154,17 @@ def _layer(g: _Graph, spec: dict, layer, shapes: dict) -> None:
         )
     elif kind == "Pooling":
         _pool(g, spec, layer, x, out, shape)
+    elif kind == "SPP":  # each level a pooling, flattened, concatenated (one level: the pooling)
+        if len(layer.levels) == 1:
+            _pool(g, spec, layer.levels[0], x, out, shape)
+            return
+        flats = []
+        for pool in layer.levels:
+            pooled, flat = g.temp(pool.name), g.temp(f"{pool.name}/flat")
+            _pool(g, {**spec, "name": pool.name}, pool, x, pooled, shape)
+            g.node("Flatten", [pooled], [flat], f"{pool.name}/flatten", axis=1)
+            flats.append(flat)
+        g.node("Concat", flats, [out], name, axis=1)
     elif kind == "InnerProduct":
         if layer.axis != 1:
             raise _refuse(spec, f"axis {layer.axis}")

@@ -72,6 +72,8 @@ LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "Parameter": ("parameter_param", ("shape",)),
     "MultinomialLogisticLoss": (None, ()),
     "HingeLoss": ("hinge_loss_param", ("norm",)),
+    "InfogainLoss": ("infogain_loss_param", ("source", "axis")),
+    "SPP": ("spp_param", ("pyramid_height", "pool")),
     "Accuracy": ("accuracy_param", ("top_k",)),
 }
 LIST_FIELDS = ("coeff", "slice_point", "offset")  # repeated fields that are lists; others take one value

@@ -23,9 +23,11 @@ from .convolution import Convolution
 from .deconvolution import Deconvolution
 from .extra import (
     MVN,
+    SPP,
     Clip,
     Embed,
     HingeLoss,
+    InfogainLoss,
     MultinomialLogisticLoss,
     Parameter,
     Reduction,
@@ -90,6 +92,8 @@ LAYERS: dict[str, type[Layer]] = {
         Parameter,
         MultinomialLogisticLoss,
         HingeLoss,
+        InfogainLoss,
+        SPP,
         Concat,
         Slice,
         Eltwise,
@@ -107,6 +111,7 @@ LOSSES = (
     "ContrastiveLoss",
     "MultinomialLogisticLoss",
     "HingeLoss",
+    "InfogainLoss",
 )
 SOURCES = ("Parameter",)  # layers with no bottom
 

@@ -1,16 +1,20 @@
 """Caffe's remaining everyday layers: Clip, Swish, Threshold (value by value), Tile, Split,
-Reduction and MVN (over axes), Embed and Parameter (learned tables), and the losses
-MultinomialLogisticLoss and HingeLoss; each as Caffe's layer defines it, forward and
-backward."""
+Reduction and MVN (over axes), Embed and Parameter (learned tables), SPP (a pyramid of
+poolings), and the losses MultinomialLogisticLoss, HingeLoss and InfogainLoss; each as
+Caffe's layer defines it, forward and backward."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from ...errors import UsageError
+from ...stores.caffe_pb import blob_array
 from ...transforms import get_xp
 from .base import Layer
-from .losses import Loss, class_labels
+from .losses import Loss, _softmax, class_labels
+from .pooling import Pooling
 
 
 class Clip(Layer):
@@ -305,3 +309,124 @@ class HingeLoss(Loss):
         active = margin if self.norm == "L2" else (margin > 0)
         factor = 2 if self.norm == "L2" else 1
         return [(-factor * sign * active * top_diffs[0] / n).reshape(shape).astype(sign.dtype), None]
+
+
+class SPP(Layer):
+    """Caffe's spatial pyramid pooling: level i pools the map into 2^i x 2^i bins (kernel
+    ceil(H / bins), stride the kernel, padding half the remainder rounded up), each level
+    flattened and all concatenated along the channels; one level gives the pooling itself."""
+
+    type = "SPP"
+
+    def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
+        n, c, h, w = shapes[0]
+        height = int(self.p.get("pyramid_height", 0))
+        if height < 1:
+            raise UsageError(f"layer {self.name}: give pyramid_height 1 or more")
+        self.levels = []
+        for level in range(height):
+            bins = 2**level
+            kh, kw = -(-h // bins), -(-w // bins)
+            ph, pw = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+            if ph >= kh or pw >= kw:
+                raise UsageError(
+                    f"layer {self.name}: a {h} x {w} map is too small for pyramid_height {height} "
+                    f"(level {level}: padding {max(ph, pw)} around a kernel of {min(kh, kw)}; Caffe refuses)"
+                )
+            pool = Pooling(
+                f"{self.name}/level{level}", pool=self.p.get("pool", "MAX"),
+                kernel_h=kh, kernel_w=kw, stride_h=kh, stride_w=kw, pad_h=ph, pad_w=pw,
+            )  # fmt: skip
+            pool.setup([tuple(shapes[0])], xp, rng, dtype)
+            self.levels.append(pool)
+        return super().setup([tuple(s) for s in shapes])
+
+    def shapes(self, shapes):
+        n, c = shapes[0][:2]
+        if len(self.levels) == 1:
+            return [(n, c, 1, 1)]
+        return [(n, sum(c * 4**level for level in range(len(self.levels))))]
+
+    def forward(self, bottoms, train=True):
+        pooled = [pool.forward(bottoms, train)[0] for pool in self.levels]
+        if len(pooled) == 1:
+            return pooled
+        xp = get_xp(bottoms[0])
+        self._widths = [p[0].size for p in pooled]
+        return [xp.concatenate([p.reshape(p.shape[0], -1) for p in pooled], axis=1)]
+
+    def backward(self, top_diffs):
+        if len(self.levels) == 1:
+            return self.levels[0].backward(top_diffs)
+        dy, start, dx = top_diffs[0], 0, None
+        for pool, width in zip(self.levels, self._widths):
+            shape = (dy.shape[0], -1) + tuple(pool.shapes([pool._saved[1]])[0][2:])
+            part = pool.backward([dy[:, start : start + width].reshape(shape)])[0]
+            dx = part if dx is None else dx + part
+            start += width
+        return [dx]
+
+
+class InfogainLoss(Loss):
+    """Caffe's InfogainLoss over raw scores (it takes the softmax itself, along ``axis``):
+    -sum_k H[label, k] log p_k over the samples, divided by their count. H is the K x K
+    matrix of a third bottom or of the BlobProto file ``source``; the identity makes it
+    the softmax log-loss."""
+
+    type = "InfogainLoss"
+    n_bottoms = None
+
+    def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
+        if len(shapes) not in (2, 3):
+            raise UsageError(f"layer {self.name} (InfogainLoss) takes 2 or 3 bottoms, got {len(shapes)}")
+        self.axis = int(self.p.get("axis", 1)) % len(shapes[0])
+        classes = shapes[0][self.axis]
+        if len(shapes) == 3:
+            given = int(np.prod(shapes[2], dtype=np.int64))
+            self.matrix = None
+        else:
+            self.matrix = xp.asarray(_infogain_matrix(self.name, self.p.get("source")), dtype=dtype)
+            given = self.matrix.size
+        if given != classes * classes:
+            raise UsageError(
+                f"layer {self.name}: its infogain matrix holds {given} values; {classes} classes need "
+                f"{classes} x {classes}"
+            )
+        if self.matrix is not None:
+            self.matrix = self.matrix.reshape(classes, classes)
+        return super().setup([tuple(s) for s in shapes])
+
+    def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
+        scores, labels = bottoms[:2]
+        classes = scores.shape[self.axis]
+        flat = xp.moveaxis(scores, self.axis, -1).reshape(-1, classes)
+        matrix = self.matrix if len(bottoms) == 2 else bottoms[2].reshape(classes, classes)
+        p = _softmax(flat)
+        index = class_labels(self, labels.reshape(-1), classes)
+        rows = matrix[index]  # H[label, :] per sample
+        log_p = xp.log(xp.maximum(p, xp.finfo(p.dtype).tiny))
+        self._saved = (p, rows, scores.shape, len(bottoms))
+        return [-(rows * log_p).sum() / len(index)]
+
+    def backward(self, top_diffs):
+        xp = get_xp(top_diffs[0])
+        p, rows, shape, count = self._saved
+        d = (p * rows.sum(axis=1, keepdims=True) - rows) * (top_diffs[0] / len(p))
+        moved = list(shape[: self.axis]) + list(shape[self.axis + 1 :]) + [shape[self.axis]]
+        d = xp.moveaxis(d.reshape(moved), -1, self.axis)
+        return [xp.ascontiguousarray(d).astype(p.dtype)] + [None] * (count - 1)  # no label or H gradient
+
+
+def _infogain_matrix(name: str, source) -> np.ndarray:
+    """The H matrix of an InfogainLoss from its BlobProto file (Caffe's ``source``)."""
+    if not source:
+        raise UsageError(f"layer {name}: InfogainLoss needs a third bottom or infogain_loss_param source")
+    try:
+        data = Path(source).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"layer {name}: infogain source {source}: {exc.strerror or exc}") from None
+    try:
+        return blob_array(data)
+    except Exception:  # noqa: BLE001 - protobuf's DecodeError or a size mismatch
+        raise UsageError(f"layer {name}: infogain source {source} is not a BlobProto file") from None
