@@ -301,3 +301,51 @@ def test_spp_and_infogain_go_through_prototxt_and_spp_exports_to_onnx(tmp_path):
     )
     (layer,) = net_sections(info)["net"]
     assert layer["source"] == "H.binaryproto" and layer["axis"] == 1
+
+
+DUMMY = """
+name: "dummy"
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { shape { dim: 4 dim: 3 dim: 5 dim: 5 } shape { dim: 4 dim: 1 }
+    data_filler { type: "gaussian" std: 2 } data_filler { type: "constant" value: 1.5 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 1 } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def test_dummy_data_fills_its_tops_constants_once_and_random_ones_at_every_forward():
+    spec = {
+        "type": "DummyData",
+        "shape": [{"dim": [4, 3, 2, 2]}, {"dim": [4]}],
+        "data_filler": [{"type": "uniform", "min": 2, "max": 3}, {"type": "constant", "value": 7}],
+    }
+    layer, shapes = build({**spec, "top": ["a", "b"]}, [], np)
+    assert shapes == [(4, 3, 2, 2), (4,)]
+    first = [host(t).copy() for t in layer.forward([])]
+    second = [host(t) for t in layer.forward([])]
+    assert np.all((first[0] >= 2) & (first[0] <= 3)) and not np.array_equal(first[0], second[0])
+    assert np.array_equal(first[1], np.full(4, 7.0)) and np.array_equal(second[1], first[1])
+    # the legacy form, one filler (none: zeros) for every top
+    layer, shapes = build(
+        {"type": "DummyData", "num": [2], "channels": [3], "height": [4], "width": [5]}, [], np
+    )
+    assert shapes == [(2, 3, 4, 5)] and not host(layer.forward([])[0]).any()
+    with pytest.raises(Exception, match="2 data_filler for 1 tops"):
+        build({"type": "DummyData", "shape": {"dim": [2]}, "data_filler": [{}, {}]}, [], np)
+
+
+def test_dummy_data_goes_through_prototxt_and_back_and_caffe_time_runs_on_it(tmp_path, invoke):
+    from google.protobuf import text_format
+
+    from dataprep.stores.caffe_pb import NetParameter
+    from dataprep.train.prototxt import layer_message, net_sections
+
+    (tmp_path / "dummy.prototxt").write_text(DUMMY)
+    data = net_sections(tmp_path / "dummy.prototxt")["net"][0]
+    assert data["shape"] == [{"dim": [4, 3, 5, 5]}, {"dim": [4, 1]}]
+    assert [f["type"] for f in data["data_filler"]] == ["gaussian", "constant"]
+    original = text_format.Parse(DUMMY, NetParameter()).layer[0]
+    assert str(layer_message(data, data["bottom"], data["top"])) == str(original)
+    r = invoke("time", tmp_path / "dummy.prototxt", "--iterations", "2")  # caffe time's usual net
+    assert r.exit_code == 0, r.stderr
+    assert "data\tforward" in r.stderr and "loss\tbackward" in r.stderr and "Total Time" in r.stderr

@@ -228,6 +228,7 @@ message LayerParameter {
   optional HingeLossParameter hinge_loss_param = 114;
   optional InfogainLossParameter infogain_loss_param = 116;
   optional SPPParameter spp_param = 132;
+  optional DummyDataParameter dummy_data_param = 109;
 }
 message ArgMaxParameter {
   optional bool out_max_val = 1 [default = false];
@@ -384,6 +385,14 @@ enum HingeLossParameter.Norm { L1 = 1; L2 = 2; }
 message InfogainLossParameter {
   optional string source = 1;
   optional int32 axis = 2 [default = 1];
+}
+message DummyDataParameter {
+  repeated FillerParameter data_filler = 1;
+  repeated BlobShape shape = 6;
+  repeated uint32 num = 2;
+  repeated uint32 channels = 3;
+  repeated uint32 height = 4;
+  repeated uint32 width = 5;
 }
 message SPPParameter {
   optional uint32 pyramid_height = 1;

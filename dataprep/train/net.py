@@ -78,7 +78,7 @@ class Net:
         shapes: dict[str, Shape] = dict(inputs)
         self.nodes: list[Node] = []
         learned: set[str] = set()  # names of layers with parameters: weights are matched by name
-        for k, spec in enumerate(wire(specs, next(iter(inputs)), target)):
+        for k, spec in enumerate(wire(specs, next(iter(inputs), "data"), target)):
             name, bottoms, tops = spec["name"], spec["bottom"], spec["top"]
             layer = make_layer(spec)
             phase = spec.get("phase")

@@ -74,9 +74,11 @@ LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "HingeLoss": ("hinge_loss_param", ("norm",)),
     "InfogainLoss": ("infogain_loss_param", ("source", "axis")),
     "SPP": ("spp_param", ("pyramid_height", "pool")),
+    "DummyData": ("dummy_data_param", ("data_filler", "shape", "num", "channels", "height", "width")),
     "Accuracy": ("accuracy_param", ("top_k",)),
 }
 LIST_FIELDS = ("coeff", "slice_point", "offset")  # repeated fields that are lists; others take one value
+LIST_PARAMS = ("dummy_data_param",)  # whose repeated fields are all lists (one per top)
 LAYER_KEYS = ("name", "type", "bottom", "top", "phase", "loss_weight", "param")  # every layer's
 RECIPE_ONLY = {"Scale": ("scale",), "SmoothL1Loss": ()}  # recipe layers Caffe writes otherwise
 IGNORED = ("engine",)  # Caffe's implementation choice (CAFFE or CUDNN): one engine here
@@ -230,7 +232,7 @@ def _layer_entry(layer: Any, where: _Where) -> dict:
             if field.name not in allowed:
                 raise UsageError(f"{at}: {message_name}.{field.name} is not supported")
             value = _value(getattr(layer, message_name), field)
-            if isinstance(value, list) and field.name not in LIST_FIELDS:
+            if isinstance(value, list) and field.name not in LIST_FIELDS and message_name not in LIST_PARAMS:
                 if len(value) != 1:
                     raise UsageError(f"{at}: {message_name}.{field.name}: one value (square kernels) only")
                 value = value[0]

@@ -69,7 +69,8 @@ def bench_net(
 ) -> Bench:
     """MODEL (recipe, net prototxt or snapshot) as a net over random inputs. The input's
     C x H x W comes from a deploy net's Input layer, else from ``shape``, else from the
-    model's training (or validation) store after its crop; ``batch`` defaults to the
+    model's training (or validation) store after its crop (a net whose DummyData layers
+    make its inputs needs none); ``batch`` defaults to the
     model's own. Labels are drawn within the classifier's range; regression targets match
     the prediction's shape."""
     from .inference import model_sections
@@ -81,6 +82,10 @@ def bench_net(
     inputs = {k: tuple(v) for k, v in (sections.get("inputs") or {}).items()}
     input_name = data.get("input") or (next(iter(inputs)) if inputs else "data")
     target = data.get("target", "label")
+    if not data and not inputs and any(s.get("type") == "DummyData" for s in sections["net"]):
+        # Caffe's benchmark form: DummyData layers make every input; nothing to draw
+        net = Net(sections["net"], {}, target=target, xp=xp, rng=np.random.default_rng(seed), train=train)
+        return Bench(str(sections.get("name") or Path(path).stem), net, {}, train)
     if input_name in inputs:
         default_batch, chw = inputs[input_name][0], shape or inputs[input_name][1:]
     else:
@@ -198,7 +203,7 @@ def time_net(bench: Bench, iterations: int = 50, warmup: int = 1) -> Timing:
     return Timing(
         model=bench.name,
         phase="train" if bench.train else "test",
-        batch=len(next(iter(bench.batch.values()))),
+        batch=len(next(iter((bench.batch or net.blobs).values()))),  # DummyData's tops, if no input
         iterations=iterations,
         layers=[
             LayerTime(

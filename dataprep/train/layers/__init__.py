@@ -25,6 +25,7 @@ from .extra import (
     MVN,
     SPP,
     Clip,
+    DummyData,
     Embed,
     HingeLoss,
     InfogainLoss,
@@ -94,6 +95,7 @@ LAYERS: dict[str, type[Layer]] = {
         HingeLoss,
         InfogainLoss,
         SPP,
+        DummyData,
         Concat,
         Slice,
         Eltwise,
@@ -113,7 +115,7 @@ LOSSES = (
     "HingeLoss",
     "InfogainLoss",
 )
-SOURCES = ("Parameter",)  # layers with no bottom
+SOURCES = ("Parameter", "DummyData")  # layers with no bottom
 
 __all__ = [
     "LAYERS",

@@ -21,7 +21,8 @@ FILLING: contextvars.ContextVar[bool] = contextvars.ContextVar("filling", defaul
 
 def fill(xp: ModuleType, rng: np.random.Generator, shape: Shape, filler: dict, dtype) -> Any:
     """A parameter drawn on the CPU from ``rng`` (so CPU and GPU runs start alike) and moved
-    to ``xp``. Fillers as Caffe's: constant(value), gaussian(std), xavier and msra (fan-in);
+    to ``xp``. Fillers as Caffe's: constant(value), gaussian(std), uniform(min, max), xavier
+    and msra (fan-in);
     and two Caffe lacks, for fixed kernels: range(start, step) and values([...])."""
     kind = filler.get("type", "constant")
     fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
@@ -29,6 +30,8 @@ def fill(xp: ModuleType, rng: np.random.Generator, shape: Shape, filler: dict, d
         values = np.full(shape, filler.get("value", 0.0))
     elif kind == "gaussian":
         values = rng.normal(filler.get("mean", 0.0), filler.get("std", 1.0), shape)
+    elif kind == "uniform":
+        values = rng.uniform(filler.get("min", 0.0), filler.get("max", 1.0), shape)
     elif kind == "xavier":
         limit = math.sqrt(3.0 / fan_in)
         values = rng.uniform(-limit, limit, shape)
@@ -43,7 +46,9 @@ def fill(xp: ModuleType, rng: np.random.Generator, shape: Shape, filler: dict, d
             raise UsageError(f"filler values: {values.size} given for a blob of shape {shape}")
         values = values.reshape(shape)
     else:
-        raise UsageError(f"filler type {kind!r}: choose from constant, gaussian, xavier, msra, range, values")
+        raise UsageError(
+            f"filler type {kind!r}: choose from constant, gaussian, uniform, xavier, msra, range, values"
+        )
     return xp.asarray(values.astype(dtype))
 
 

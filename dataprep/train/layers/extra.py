@@ -1,7 +1,7 @@
 """Caffe's remaining everyday layers: Clip, Swish, Threshold (value by value), Tile, Split,
-Reduction and MVN (over axes), Embed and Parameter (learned tables), SPP (a pyramid of
-poolings), and the losses MultinomialLogisticLoss, HingeLoss and InfogainLoss; each as
-Caffe's layer defines it, forward and backward."""
+Reduction and MVN (over axes), Embed and Parameter (learned tables), DummyData (filled
+tops), SPP (a pyramid of poolings), and the losses MultinomialLogisticLoss, HingeLoss and
+InfogainLoss; each as Caffe's layer defines it, forward and backward."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from ...errors import UsageError
 from ...stores.caffe_pb import blob_array
 from ...transforms import get_xp
-from .base import Layer
+from .base import Layer, fill
 from .losses import Loss, _softmax, class_labels
 from .pooling import Pooling
 
@@ -257,6 +257,65 @@ class Parameter(Layer):
     def backward(self, top_diffs):
         self.grads[0] = top_diffs[0]
         return []
+
+
+class DummyData(Layer):
+    """Caffe's DummyData: tops of the given shapes (``shape``, or the legacy ``num``,
+    ``channels``, ``height``, ``width``) filled by ``data_filler`` (none: zeros; one: for
+    every top). Constant tops are filled once; others are drawn again at every forward, as
+    Caffe refills them, from a stream seeded by the run's seed."""
+
+    type = "DummyData"
+    n_bottoms = 0
+
+    def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
+        self.shapes_ = self._shapes()
+        fillers = _listed(self.p.get("data_filler")) or [{"type": "constant"}]
+        if len(fillers) not in (1, len(self.shapes_)):
+            raise UsageError(
+                f"layer {self.name}: {len(fillers)} data_filler for {len(self.shapes_)} tops: "
+                "give none, one, or one per top"
+            )
+        self.fillers = fillers * len(self.shapes_) if len(fillers) == 1 else fillers
+        self.rng = np.random.default_rng(rng.integers(2**63) if rng is not None else 0)
+        self.xp, self.dtype = xp, dtype
+        self.tops = [fill(xp, self.rng, s, f, dtype) for s, f in zip(self.shapes_, self.fillers)]
+        return super().setup(shapes)
+
+    def _shapes(self) -> list[tuple[int, ...]]:
+        given = [tuple(int(d) for d in (s.get("dim") or ())) for s in _listed(self.p.get("shape"))]
+        legacy = [_listed(self.p.get(k)) for k in ("num", "channels", "height", "width")]
+        if given and any(legacy) or not given and not all(legacy):
+            raise UsageError(
+                f"layer {self.name}: give shape {{ dim: ... }} per top, or num, channels, height and width"
+            )
+        if not given:
+            count = max(len(values) for values in legacy)
+            if any(len(values) not in (1, count) for values in legacy):
+                raise UsageError(
+                    f"layer {self.name}: num, channels, height and width: one value or one per top"
+                )
+            given = [tuple(int(v[i if len(v) > 1 else 0]) for v in legacy) for i in range(count)]
+        if len(given) != self.n_tops or any(not s or min(s) < 1 for s in given):
+            raise UsageError(f"layer {self.name}: {len(given)} shapes {given} for {self.n_tops} tops")
+        return given
+
+    def shapes(self, shapes):
+        return list(self.shapes_)
+
+    def forward(self, bottoms, train=True):
+        for i, (shape, filler) in enumerate(zip(self.shapes_, self.fillers)):
+            if filler.get("type", "constant") != "constant":
+                self.tops[i] = fill(self.xp, self.rng, shape, filler, self.dtype)
+        return list(self.tops)
+
+    def backward(self, top_diffs):
+        return []
+
+
+def _listed(value) -> list:
+    """A prototxt's repeated field as a list (a recipe may give one value as it is)."""
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 class MultinomialLogisticLoss(Loss):
