@@ -360,6 +360,7 @@ def test_unknown_types_and_wrong_bottoms_are_clear_errors():
             "HingeLoss",
             "InfogainLoss",
             "SPP",
+            "DummyData",
         ]
     )
 
