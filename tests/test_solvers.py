@@ -424,3 +424,55 @@ def test_caffes_cifar10_full_solvers_train_as_shipped(tmp_path, invoke, monkeypa
     assert r.exit_code == 0, r.stderr
     if solver == "cifar10_full_solver":
         assert Path("examples/cifar10/cifar10_full_iter_4.caffemodel.h5").is_file()
+
+
+def _split_lenet(root: Path) -> tuple[str, str]:
+    """lenet_train_test as the pre-2014 pair: a train net (its TRAIN data layer, no
+    Accuracy) and a test net (its TEST data layer, the Accuracy), no phase rules left."""
+    from google.protobuf import text_format
+
+    from dataprep.stores.caffe_pb import NetParameter
+
+    both = text_format.Parse((root / "examples/mnist/lenet_train_test.prototxt").read_text(), NetParameter())
+    nets = {}
+    for phase, keep in (("train", 0), ("test", 1)):
+        net = NetParameter(name=f"LeNet-{phase}")
+        for layer in both.layer:
+            if layer.include and layer.include[0].phase != keep:
+                continue
+            net.layer.add().CopyFrom(layer)
+            del net.layer[-1].include[:]
+        nets[phase] = text_format.MessageToString(net)
+    return nets["train"], nets["test"]
+
+
+@pytest.mark.parametrize("form", ["files", "inline"])
+def test_a_separate_test_net_is_tested_as_caffe_tests_it(tmp_path, invoke, monkeypatch, form):
+    """train_net + test_net files (or train_net_param + test_net_param inline): the test
+    net's data layer is the validation source, its Accuracy a TEST output."""
+    root = _caffe_root(tmp_path, invoke)
+    monkeypatch.chdir(root)
+    train, test = _split_lenet(root)
+    common = "base_lr: 0.01\nmomentum: 0.9\nlr_policy: 'fixed'\nmax_iter: 20\ntest_iter: 2\n"
+    common += "test_interval: 10\ndisplay: 10\nsnapshot_prefix: 'pair'\n"
+    if form == "files":
+        Path("train.prototxt").write_text(train)
+        Path("test.prototxt").write_text(test)
+        Path("s.prototxt").write_text(f"train_net: 'train.prototxt'\ntest_net: 'test.prototxt'\n{common}")
+    else:
+        Path("s.prototxt").write_text(f"train_net_param {{ {train} }}\ntest_net_param {{ {test} }}\n{common}")
+    r = invoke("train", "s.prototxt")
+    assert r.exit_code == 0, r.stderr
+    outputs = [line.split("] ", 1)[1].strip() for line in r.stderr.splitlines() if "Test net output" in line]
+    assert any(o.startswith("Test net output #0: accuracy = ") for o in outputs), outputs
+    assert any(o.startswith("Test net output #1: loss = ") for o in outputs), outputs
+    assert (
+        "Train net output #0: loss" in r.stderr
+        and "accuracy" not in r.stderr.split("Train net output")[1][:40]
+    )
+    # a test net whose shared layers differ from the train net's is refused in one line
+    Path("test.prototxt").write_text(test.replace("num_output: 500", "num_output: 400"))
+    Path("s.prototxt").write_text(f"train_net: 'train.prototxt'\ntest_net: 'test.prototxt'\n{common}")
+    Path("train.prototxt").write_text(train)
+    r = invoke("train", "s.prototxt")
+    assert r.exit_code == 2 and "layer 'ip1' differs between the train and the test net" in r.stderr

@@ -113,7 +113,7 @@ SOLVER_FIELDS = (  # SolverParameter fields the recipe's solver section takes as
 # seed, the weights, the device and the snapshot format
 READ_HERE = {"net", "train_net", "net_param", "type", "solver_type", "test_iter", "random_seed", "weights"}
 READ_HERE |= {"solver_mode"}
-READ_HERE |= {"snapshot_format", "test_state"}
+READ_HERE |= {"snapshot_format", "test_state", "train_net_param", "test_net", "test_net_param"}
 SOLVER_IGNORED = {  # fields that change nothing dataprep computes: logged, then ignored
     "device_id": "the device is --device's choice",
     "layer_wise_reduce": "a multi-GPU setting",
@@ -121,9 +121,6 @@ SOLVER_IGNORED = {  # fields that change nothing dataprep computes: logged, then
     "snapshot_diff": "snapshots hold the weights and the solver state, not the last gradients",
 }
 SOLVER_REFUSED = {  # fields whose meaning dataprep does not have yet: one line naming the field
-    "train_net_param": "an inline train net",
-    "test_net_param": "an inline test net",
-    "test_net": "separate test nets",
     "train_state": "a train state (stages, levels)",
 }
 
@@ -464,18 +461,69 @@ def solver_raw(path: str | Path) -> dict:
     ``train_net``): what ``caffe train -solver`` would run."""
     path = Path(path)
     solver, where = _parse(path, SolverParameter())
-    if solver.HasField("net_param"):  # the net inline (lenet_consolidated_solver)
-        return _solver_recipe(solver, message_sections(solver.net_param, where), path, where)
-    net_path = solver.net or solver.train_net
-    if not net_path:
-        raise UsageError(f'{path}: give the net (net: "train_val.prototxt", or net_param {{ ... }})')
-    beside = path.parent / net_path
-    if not Path(net_path).exists() and beside.exists():  # Caffe looks from the current folder only
+    for inline in ("net_param", "train_net_param"):  # the net inline (lenet_consolidated_solver)
+        if solver.HasField(inline):
+            sections = message_sections(getattr(solver, inline), where)
+            break
+    else:
+        net_path = solver.net or solver.train_net
+        if not net_path:
+            raise UsageError(f'{path}: give the net (net: "train_val.prototxt", or net_param {{ ... }})')
+        sections = net_sections(_net_file(net_path, path))
+    tests = [net_sections(_net_file(p, path)) for p in solver.test_net]
+    tests += [message_sections(net, where) for net in solver.test_net_param]
+    if len(tests) > 1:
+        raise UsageError(f"{path}: {len(tests)} separate test nets: one is supported (or stages: test_state)")
+    if tests:
+        _merge_test_net(sections, tests[0], path)
+    return _solver_recipe(solver, sections, path, where)
+
+
+def _net_file(name: str, solver: Path) -> str:
+    """A net file a solver names: from the current folder, as Caffe looks, else beside it."""
+    beside = solver.parent / name
+    if not Path(name).exists() and beside.exists():
         log.info(
-            "%s: %s is not in the current folder; using the one beside the solver, %s", path, net_path, beside
+            "%s: %s is not in the current folder; using the one beside the solver, %s", solver, name, beside
         )
-        net_path = str(beside)
-    return _solver_recipe(solver, net_sections(net_path), path, where)
+        return str(beside)
+    return name
+
+
+def _merge_test_net(sections: dict, test: dict, path: Path) -> None:
+    """Caffe's separate test net (``test_net``, ``test_net_param``: the pre-2014 pair of
+    files) as the one net's TEST phase: its data layer the validation source, the layers
+    only it has (the Accuracy) TEST layers, the train net's own (its loss) TRAIN ones. The
+    layers both have must be the same layers: they share their weights by name in Caffe."""
+    found = test.get("data") or {}
+    source = found.get("val") or found.get("train")
+    if not source:
+        raise UsageError(f"{path}: its test net has no HDF5Data or Data layer to test from")
+    train_layers = {layer["name"]: layer for layer in sections["net"]}
+    test_layers = {layer["name"]: layer for layer in test["net"]}
+    for name, layer in test_layers.items():
+        other = train_layers.get(name)
+        if other is not None and {**other, "phase": None} != {**layer, "phase": None}:
+            raise UsageError(
+                f"{path}: layer {name!r} differs between the train and the test net: "
+                "only their data layers and the layers one of them alone has may differ"
+            )
+    following: dict[str | None, list[dict]] = {}  # the test net's own layers, after the shared
+    anchor = None  # layer before them, so the outputs keep the test net's order (Caffe's #k)
+    for layer in test["net"]:
+        if layer["name"] in train_layers:
+            anchor = layer["name"]
+        else:
+            following.setdefault(anchor, []).append({**layer, "phase": "TEST"})
+    merged = following.get(None, [])
+    for layer in sections["net"]:
+        if layer["name"] not in test_layers and not layer.get("phase"):
+            layer["phase"] = "TRAIN"
+        merged += [layer, *following.get(layer["name"], [])]
+    sections["net"] = merged
+    data = sections.setdefault("data", {})
+    data["val"] = source
+    data["val_batch_size"] = found.get("val_batch_size") if found.get("val") else found.get("batch_size")
 
 
 def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> dict:
