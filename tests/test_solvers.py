@@ -476,3 +476,31 @@ def test_a_separate_test_net_is_tested_as_caffe_tests_it(tmp_path, invoke, monke
     Path("train.prototxt").write_text(train)
     r = invoke("train", "s.prototxt")
     assert r.exit_code == 2 and "layer 'ip1' differs between the train and the test net" in r.stderr
+
+
+def test_v1_transformation_fields_in_data_param_move_to_transform_param_as_caffe_upgrades(tmp_path, caplog):
+    """UpgradeNetDataTransformation: a V1 DATA layer's scale, mean_file, crop_size and
+    mirror (in data_param then) become its transform_param; in the current form Caffe does
+    not read them there, and a line says so."""
+    from dataprep.train.prototxt import net_sections
+
+    v1 = """
+    name: "old"
+    layers { name: "mnist" type: DATA top: "data" top: "label"
+      data_param { source: "db" backend: LMDB batch_size: 4 scale: 0.00390625 crop_size: 20 mirror: true } }
+    layers { name: "ip" type: INNER_PRODUCT bottom: "data" top: "ip" inner_product_param { num_output: 2 } }
+    """
+    (tmp_path / "v1.prototxt").write_text(v1)
+    data = net_sections(tmp_path / "v1.prototxt")["data"]
+    assert data["transform"] == {"scale": 0.00390625, "crop_size": 20, "mirror": True}
+    current = """
+    name: "new"
+    layer { name: "mnist" type: "Data" top: "data" top: "label"
+      data_param { source: "db" backend: LMDB batch_size: 4 scale: 0.00390625 } }
+    layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 2 } }
+    """
+    (tmp_path / "new.prototxt").write_text(current)
+    with caplog.at_level("WARNING"):
+        data = net_sections(tmp_path / "new.prototxt")["data"]
+    assert "transform" not in data
+    assert "data_param.scale is the pre-2015 place; Caffe ignores it in this form" in caplog.text

@@ -404,6 +404,10 @@ message ImageDataParameter {
   optional string source = 1;
   optional uint32 batch_size = 4 [default = 1];
   optional uint32 rand_skip = 7 [default = 0];
+  optional float scale = 2 [default = 1];
+  optional string mean_file = 3;
+  optional uint32 crop_size = 5 [default = 0];
+  optional bool mirror = 6 [default = false];
   optional bool shuffle = 8 [default = false];
   optional uint32 new_height = 9 [default = 0];
   optional uint32 new_width = 10 [default = 0];

@@ -81,6 +81,7 @@ LIST_FIELDS = ("coeff", "slice_point", "offset")  # repeated fields that are lis
 LIST_PARAMS = ("dummy_data_param",)  # whose repeated fields are all lists (one per top)
 LAYER_KEYS = ("name", "type", "bottom", "top", "phase", "loss_weight", "param")  # every layer's
 RECIPE_ONLY = {"Scale": ("scale",), "SmoothL1Loss": ()}  # recipe layers Caffe writes otherwise
+DEPRECATED_TRANSFORM = ("scale", "mean_file", "crop_size", "mirror")  # V1: in data_param
 IGNORED = ("engine",)  # Caffe's implementation choice (CAFFE or CUDNN): one engine here
 DATA_LAYERS = ("HDF5Data", "Data", "ImageData", "Input")
 log = logging.getLogger(__name__)
@@ -312,6 +313,8 @@ def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
     )
     if not params.source:
         raise UsageError(f"{at}: give its source")
+    if layer.type != "HDF5Data":
+        _deprecated_transform(params, "image_data_param" if layer.type == "ImageData" else "data_param", at)
     found.update(source=params.source, batch_size=params.batch_size or 1)
     found["shuffle"] = bool(layer.type in ("HDF5Data", "ImageData") and params.shuffle)
     if layer.type == "ImageData":  # a list of images, decoded as Caffe's ImageDataLayer does
@@ -325,6 +328,22 @@ def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
         if params.rand_skip:
             raise UsageError(f"{at}: image_data_param.rand_skip is not supported")
     return _phase(layer, at, stages=True), found
+
+
+def _deprecated_transform(params: Any, label: str, at: str) -> None:
+    """The V1 transformation fields left in a current-form data layer: Caffe's layer does
+    not read them there (only the V1 upgrade moves them); said in a line, not dropped silently."""
+    for name in DEPRECATED_TRANSFORM:
+        if params.HasField(name):
+            log.warning(
+                "%s: %s.%s is the pre-2015 place; Caffe ignores it in this form and so does dataprep: "
+                "give it in transform_param",
+                at,
+                params.DESCRIPTOR.name.replace("Parameter", "_param")
+                .lower()
+                .replace("imagedata", "image_data"),
+                name,
+            )
 
 
 def _beside(path: str, prototxt: Path) -> str:
@@ -393,6 +412,11 @@ def upgrade_v1(net: Any) -> Any:
         for field, value in old.ListFields():
             if field.name.endswith("_param") and field.name != "param":
                 getattr(layer, field.name).CopyFrom(value)
+        for params in (layer.data_param, layer.image_data_param):  # UpgradeNetDataTransformation
+            for name in DEPRECATED_TRANSFORM:
+                if params.HasField(name):
+                    setattr(layer.transform_param, name, getattr(params, name))
+                    params.ClearField(name)
     return upgraded
 
 
