@@ -504,3 +504,40 @@ def test_v1_transformation_fields_in_data_param_move_to_transform_param_as_caffe
         data = net_sections(tmp_path / "new.prototxt")["data"]
     assert "transform" not in data
     assert "data_param.scale is the pre-2015 place; Caffe ignores it in this form" in caplog.text
+
+
+def test_caffes_caffenet_train_val_trains_from_its_imagenet_layout(tmp_path, invoke, monkeypatch):
+    """models/bvlc_reference_caffenet as shipped (227 crops of 256 x 256 LMDB records, the
+    mean file, mirror): Caffe's root laid out with a few photos; two iterations at batch 2
+    and a test pass, and the snapshot predicts and exports to .caffemodel."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(EXAMPLES / "models" / "bvlc_reference_caffenet", "models/bvlc_reference_caffenet")
+    assert invoke("example", "photos", "photos", "--n", 6).exit_code == 0
+    photos = sorted(Path("photos").glob("*/*.jpg"))
+    Path("list.txt").write_text("".join(f"{p.resolve()} {k % 3}\n" for k, p in enumerate(photos)))
+    for split in ("train", "val"):
+        r = invoke("lmdb", "list.txt", f"examples/imagenet/ilsvrc12_{split}_lmdb", "--resize", "256x256")
+        assert r.exit_code == 0, r.stderr
+    r = invoke(
+        "mean", "examples/imagenet/ilsvrc12_train_lmdb", "-o", "data/ilsvrc12/imagenet_mean.binaryproto"
+    )
+    assert r.exit_code == 0, r.stderr
+    sets = ["solver.max_iter=2", "solver.test_iter=1", "solver.test_interval=2", "solver.display=1"]
+    sets += ["solver.snapshot=0", "data.batch_size=2", "data.val_batch_size=2"]
+    r = invoke(
+        "train",
+        "models/bvlc_reference_caffenet/solver.prototxt",
+        *[a for s in sets for a in ("--set", s)],
+        "--max-memory",
+        "0",
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "Test net output #0: accuracy" in r.stderr and "Iteration 2, loss = " in r.stderr
+    snapshot = "models/bvlc_reference_caffenet/caffenet_train_iter_2.npz"
+    r = invoke("predict", snapshot, str(photos[0]), "--top-k", "1")
+    assert r.exit_code == 0 and r.stdout.strip(), r.stderr
+    r = invoke("export", snapshot, "-o", "caffenet.caffemodel")
+    assert r.exit_code == 0, r.stderr
+    from dataprep.train.caffemodel import read_caffemodel
+
+    assert read_caffemodel("caffenet.caffemodel")["fc8"][0].shape == (1000, 4096)
