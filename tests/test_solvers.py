@@ -541,3 +541,44 @@ def test_caffes_caffenet_train_val_trains_from_its_imagenet_layout(tmp_path, inv
     from dataprep.train.caffemodel import read_caffemodel
 
     assert read_caffemodel("caffenet.caffemodel")["fc8"][0].shape == (1000, 4096)
+
+
+def test_resume_from_caffes_solver_state_restores_iteration_weights_and_both_histories(
+    tmp_path, invoke, monkeypatch
+):
+    """--resume X.solverstate.h5 (and a binaryproto X.solverstate): the iteration, the
+    weights file it names and the histories (Adam's m, then v: Caffe's order) restored,
+    in a line saying what is not in it; a state of another solver is refused by count."""
+    import h5py
+
+    from dataprep.stores.caffe_pb import SolverState, blob_message
+
+    root = _caffe_root(tmp_path, invoke)
+    monkeypatch.chdir(root)
+    solver = "examples/mnist/lenet_solver_adam.prototxt"
+    sets = ["solver.test_interval=0", "solver.snapshot=0", "solver.snapshot_format=hdf5", "solver.display=1"]
+    r = invoke("train", solver, *[a for s in [*sets, "solver.max_iter=4"] for a in ("--set", s)])
+    assert r.exit_code == 0, r.stderr
+    state = "examples/mnist/lenet_iter_4.solverstate.h5"
+    npz = np.load("examples/mnist/lenet_iter_4.npz")
+    with h5py.File(state) as f:
+        history = [f[f"history/{k}"][()] for k in range(len(f["history"]))]
+    assert len(history) == 16  # m and v of eight blobs
+    assert np.array_equal(history[0], npz["history/0"]) and np.array_equal(history[8], npz["history2/0"])
+    binary = SolverState(iter=4, learned_net="examples/mnist/lenet_iter_4.caffemodel.h5")
+    binary.history.extend(blob_message(h) for h in history)
+    Path("lenet_iter_4.solverstate").write_bytes(binary.SerializeToString())
+    weights = {}
+    for name, path in (("h5", state), ("binary", "lenet_iter_4.solverstate")):
+        more = [*sets, "solver.max_iter=6", f"solver.snapshot_prefix={name}"]
+        r = invoke("train", solver, "--resume", path, *[a for s in more for a in ("--set", s)])
+        assert r.exit_code == 0, r.stderr
+        assert f"Restoring previous solver status from {path} (Caffe's: iteration 4" in r.stderr
+        assert "Iteration 0 " not in r.stderr and "Iteration 5 (" in r.stderr  # it goes on from 4
+        weights[name] = np.load(f"{name}_iter_6.npz")["param/conv1/0"]
+    assert np.array_equal(weights["h5"], weights["binary"])
+    assert not np.array_equal(weights["h5"], npz["param/conv1/0"])
+    r = invoke(
+        "train", "examples/mnist/lenet_solver.prototxt", "--resume", state, "--set", "solver.max_iter=6"
+    )
+    assert r.exit_code == 1 and "16 histories; this net's 8 parameters with SGD need 8" in r.stderr

@@ -23,7 +23,8 @@ from .running import Settings, echo_result, progress, report_skipped
     type=click.Path(exists=True, dir_okay=False),
     default=None,
     metavar="SNAPSHOT",
-    help="Continue from a snapshot (.npz): the same result as an uninterrupted run.",
+    help="Continue from a snapshot (.npz): the same result as an uninterrupted run. Caffe's "
+    ".solverstate or .solverstate.h5 restores its iteration, weights and histories only.",
 )
 @click.option(
     "--weights",

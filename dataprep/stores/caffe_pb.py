@@ -19,6 +19,12 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 CAFFE_PROTO = """
 message BlobShape { repeated int64 dim = 1 [packed = true]; }
+message SolverState {
+  optional int32 iter = 1;
+  optional string learned_net = 2;
+  repeated BlobProto history = 3;
+  optional int32 current_step = 4 [default = 0];
+}
 message BlobProto {
   optional BlobShape shape = 7;
   repeated float data = 5 [packed = true];
@@ -538,6 +544,7 @@ BlobProto = _MESSAGES["BlobProto"]
 NetParameter = _MESSAGES["NetParameter"]
 LayerParameter = _MESSAGES["LayerParameter"]
 SolverParameter = _MESSAGES["SolverParameter"]
+SolverState = _MESSAGES["SolverState"]
 
 
 def datum_raw(image: np.ndarray, label: int = 0) -> bytes:

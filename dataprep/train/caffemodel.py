@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ..errors import DataprepError, UsageError
 from ..gpu import host
 from ..staging import Staging
-from ..stores.caffe_pb import NetParameter, blob_message, blob_to_array
+from ..stores.caffe_pb import NetParameter, SolverState, blob_message, blob_to_array
 from .net import Net
 from .prototxt import layer_message, upgrade_v1
 
@@ -205,6 +206,45 @@ def solverstate_h5(path: Path, iteration: int, learned: Path, step: int, history
         group = f.create_group("history")
         for k, h in enumerate(history):
             group.create_dataset(str(k), data=host(h).astype(np.float32))
+
+
+CAFFE_STATES = (".solverstate", ".solverstate.h5")
+
+
+def is_caffe_state(path: str | Path) -> bool:
+    """Whether ``--resume`` names Caffe's own solver state rather than a dataprep snapshot."""
+    return str(path).endswith(CAFFE_STATES)
+
+
+def read_solverstate(path: str | Path) -> tuple[int, Path, list[np.ndarray]]:
+    """(iteration, weights file, histories) of Caffe's ``.solverstate`` (SolverState
+    binaryproto) or ``.solverstate.h5``; the weights file as Caffe wrote it (relative to
+    where Caffe ran), else beside the state."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        if str(path).endswith(".h5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                iteration, learned = int(f["iter"][()]), f["learned_net"][()]
+                learned = learned.decode() if isinstance(learned, bytes) else str(learned)
+                group = f["history"]
+                history = [np.asarray(group[str(k)], np.float32) for k in range(len(group))]
+        else:
+            state = SolverState()
+            state.ParseFromString(path.read_bytes())
+            iteration, learned = state.iter, state.learned_net
+            history = [blob_to_array(blob) for blob in state.history]
+    except (OSError, KeyError, ValueError, DecodeError) as exc:
+        raise DataprepError(f"{path}: not a readable Caffe solver state ({exc})") from None
+    weights = Path(learned)
+    if not weights.is_file() and (path.parent / weights.name).is_file():
+        weights = path.parent / weights.name
+    if not weights.is_file():
+        raise DataprepError(f"{path}: the weights it names, {learned}, are not there (nor beside it)")
+    return iteration, weights, history
 
 
 def write_caffemodel(path: Path, data: bytes) -> Path:

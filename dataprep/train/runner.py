@@ -27,7 +27,9 @@ from .caffemodel import (
     caffemodel_h5,
     copy_weights,
     data_layers,
+    is_caffe_state,
     load_snapshot,
+    read_solverstate,
     read_weights,
     solverstate_h5,
     write_caffemodel,
@@ -37,7 +39,7 @@ from .loader import BatchLoader
 from .net import Net
 from .preparation import of_training
 from .recipe import Recipe
-from .solver import Solver
+from .solver import TWO_HISTORIES, Solver
 
 
 def caffe_line(message: str, where: str = "solver.cpp:239", level: str = "I") -> str:
@@ -100,7 +102,10 @@ class Training:
             refuse_earlier_run(run.snapshot_prefix)
         self.xp = array_module(run.device)
         self.rng = np.random.default_rng(run.random_seed)
-        saved = load_snapshot(resume, ("positions", "iteration", "rng")) if resume else None
+        caffe_state = resume is not None and is_caffe_state(resume)
+        saved = (
+            load_snapshot(resume, ("positions", "iteration", "rng")) if resume and not caffe_state else None
+        )
         if saved is not None:
             same_net(saved, recipe.net, resume)
         position = json.loads(str(saved["positions"])) if saved is not None else {"train": 0, "val": 0}
@@ -178,6 +183,8 @@ class Training:
             )
         if saved is not None:
             self._restore(saved, resume)
+        if caffe_state:
+            self._restore_caffe(resume)
         if tensorboard is not None:
             from .events import Events
 
@@ -258,7 +265,8 @@ class Training:
         with Staging(overwrite=True, after_interrupt=True) as staging:
             caffemodel_h5(self.net, staging.path(weights))
             step = sum(1 for v in self.recipe.solver.stepvalue if self.solver.iteration >= v)
-            solverstate_h5(staging.path(state), self.solver.iteration, weights, step, self.solver.history)
+            histories = self.solver.history + self.solver.history2  # Caffe's order: Adam's v after m
+            solverstate_h5(staging.path(state), self.solver.iteration, weights, step, histories)
         self.say(caffe_line(f"Snapshotting to HDF5 file {weights}", "sgd_solver.cpp:283"))
         self.say(caffe_line(f"Snapshotting solver state to HDF5 file {state}", "sgd_solver.cpp:290"))
         return [weights, state]
@@ -286,6 +294,34 @@ class Training:
         if "extra_metrics" in saved:
             self.extra_metrics = json.loads(str(saved["extra_metrics"]))
         self.best = json.loads(str(saved["best"]))
+
+    def _restore_caffe(self, path) -> None:
+        """Caffe's own solver state: its weights file, iteration and histories (Adam's and
+        AdaDelta's second half their second histories, Caffe's order). Nothing more is in
+        it: the loaders start at their first record and the random state from the seed."""
+        iteration, weights, history = read_solverstate(path)
+        copy_weights(self.net, read_weights(weights), weights)
+        params = self.net.params()
+        copies = 2 if self.recipe.solver.type in TWO_HISTORIES else 1
+        if len(history) != len(params) * copies:
+            raise DataprepError(
+                f"{path}: {len(history)} histories; this net's {len(params)} parameters with "
+                f"{self.recipe.solver.type} need {len(params) * copies}: a state of another net or solver"
+            )
+        arrays = [
+            self.xp.asarray(h.reshape(layer.params[i].shape).astype(layer.params[i].dtype))
+            for h, (layer, i) in zip(history, params * copies)
+        ]
+        self.solver.history, self.solver.history2 = arrays[: len(params)], arrays[len(params) :]
+        self.solver.iteration = iteration
+        self.say(
+            caffe_line(
+                f"Restoring previous solver status from {path} (Caffe's: iteration {iteration} and the "
+                "histories; the loaders start at their first record and the random state from the seed, "
+                "so the run is not bit-identical to one never stopped)",
+                "sgd_solver.cpp:318",
+            )
+        )
 
     def run(self) -> TrainResult:
         try:
