@@ -172,15 +172,54 @@ def test_iter_size_and_clip_gradients_change_what_a_prototxt_solver_trains(tmp_p
     assert not np.array_equal(weights["plain"], weights["clip"])
 
 
-def test_a_solver_field_dataprep_lacks_is_refused_in_one_line(tmp_path, invoke):
-    (tmp_path / "net.prototxt").write_text(
-        (_examples() / "examples/mnist/lenet_train_test.prototxt").read_text()
+def test_levels_and_stages_choose_layers_as_caffes_filter_net_does(tmp_path, invoke):
+    """include/exclude rules with min_level, max_level, stage and not_stage, against the
+    solver's train_state and test_state (Net::FilterNet): each layer lands in the TRAIN
+    net, the TEST net, both, or neither."""
+    import yaml
+
+    net = (_examples() / "examples/mnist/lenet_train_test.prototxt").read_text()
+    net += """
+    layer { name: "deep" type: "ReLU" bottom: "ip2" top: "deep" include { min_level: 1 } }
+    layer { name: "shallow" type: "ReLU" bottom: "ip2" top: "shallow" include { max_level: 0 } }
+    layer { name: "staged" type: "ReLU" bottom: "ip2" top: "staged" include { phase: TRAIN stage: "x" } }
+    layer { name: "unstaged" type: "ReLU" bottom: "ip2" top: "unstaged" exclude { stage: "x" } }
+    layer { name: "notx" type: "ReLU" bottom: "ip2" top: "notx" include { not_stage: "x" } }
+    """
+    (tmp_path / "net.prototxt").write_text(net)
+    common = 'net: "net.prototxt"\nbase_lr: 0.01\nmax_iter: 1\n'
+    cases = {
+        "": {"deep": "left out", "shallow": None, "staged": "left out", "unstaged": None, "notx": None},
+        'train_state { level: 1 stage: "x" }\n': {
+            "deep": "TRAIN",
+            "shallow": "TEST",
+            "staged": "TRAIN",
+            "unstaged": "TEST",
+            "notx": "TEST",
+        },
+        "train_state { level: 1 }\ntest_state { level: 1 }\n": {
+            "deep": None,
+            "shallow": "left out",
+            "staged": "left out",
+            "unstaged": None,
+            "notx": None,
+        },
+    }
+    for state, want in cases.items():
+        (tmp_path / "s.prototxt").write_text(common + state)
+        r = invoke("train", tmp_path / "s.prototxt", "--print-recipe")
+        assert r.exit_code == 0, r.stderr
+        layers = {layer["name"]: layer.get("phase") for layer in yaml.safe_load(r.stdout)["net"]}
+        got = {name: layers.get(name, "left out") for name in want}
+        assert got == want, state
+    (tmp_path / "s.prototxt").write_text(common + 'test_state { stage: "x" }\ntest_state { stage: "y" }\n')
+    net = net.replace('include { phase: TRAIN stage: "x" }', 'include { phase: TEST stage: "x" }')
+    (tmp_path / "net.prototxt").write_text(net)
+    r = invoke("train", tmp_path / "s.prototxt", "--print-recipe")
+    assert (
+        r.exit_code == 2
+        and "layer 'staged': its rules take it into some test nets and not others" in r.stderr
     )
-    (tmp_path / "s.prototxt").write_text(
-        'net: "net.prototxt"\nbase_lr: 0.01\nmax_iter: 1\ntrain_state { stage: "x" }\n'
-    )
-    r = invoke("train", tmp_path / "s.prototxt")
-    assert r.exit_code == 2 and "train_state: a train state (stages, levels) is not supported yet" in r.stderr
 
 
 def test_caffes_hdf5_logistic_regression_example_trains_on_n_by_d_data(tmp_path, monkeypatch):

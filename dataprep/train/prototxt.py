@@ -12,6 +12,7 @@ solver's ``net``, data sources) resolve against the current folder, as Caffe's d
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 from pathlib import Path
@@ -114,15 +115,12 @@ SOLVER_FIELDS = (  # SolverParameter fields the recipe's solver section takes as
 # seed, the weights, the device and the snapshot format
 READ_HERE = {"net", "train_net", "net_param", "type", "solver_type", "test_iter", "random_seed", "weights"}
 READ_HERE |= {"solver_mode"}
-READ_HERE |= {"snapshot_format", "test_state", "train_net_param", "test_net", "test_net_param"}
+READ_HERE |= {"snapshot_format", "test_state", "train_state", "train_net_param", "test_net", "test_net_param"}
 SOLVER_IGNORED = {  # fields that change nothing dataprep computes: logged, then ignored
     "device_id": "the device is --device's choice",
     "layer_wise_reduce": "a multi-GPU setting",
     "test_compute_loss": "test passes always report every output, the losses included",
     "snapshot_diff": "snapshots hold the weights and the solver state, not the last gradients",
-}
-SOLVER_REFUSED = {  # fields whose meaning dataprep does not have yet: one line naming the field
-    "train_state": "a train state (stages, levels)",
 }
 
 
@@ -190,18 +188,17 @@ def _layer_entry(layer: Any, where: _Where) -> dict:
     name, kind = layer.name, layer.type
     at = f"{where.layer(name)}: layer {name!r}"
     p = layer.power_param
+    phase = _layer_phase(layer, at)
     if kind == "Power" and p.power == 1 and p.shift == 0:  # a fixed factor: the recipe's Scale
-        return {
-            "name": name,
-            "type": "Scale",
-            "scale": _short(p.scale),
-            "bottom": list(layer.bottom),
-            "top": list(layer.top),
-        }
+        entry = {"name": name, "type": "Scale", "scale": _short(p.scale)}
+        return (
+            entry
+            | {"bottom": list(layer.bottom), "top": list(layer.top)}
+            | ({"phase": phase} if phase else {})
+        )
     if kind not in LAYER_PARAMS:
         raise UsageError(f"{at}: type {kind!r} is not supported; dataprep runs {', '.join(LAYER_PARAMS)}")
     entry: dict[str, Any] = {"name": name, "type": kind, "bottom": list(layer.bottom), "top": list(layer.top)}
-    phase = _phase(layer, at)
     if phase:
         entry["phase"] = phase
     if layer.loss_weight:
@@ -220,7 +217,7 @@ def _layer_entry(layer: Any, where: _Where) -> dict:
     for field, _ in layer.ListFields():
         if field.name.endswith("_param") and field.name != LAYER_PARAMS[kind][0]:
             raise UsageError(f"{at}: {field.name} does not belong to a {kind} layer")
-        if field.name in ("propagate_down", "blobs", "exclude"):
+        if field.name in ("propagate_down", "blobs"):
             raise UsageError(f"{at}: field {field.name} is not supported")
     message_name, allowed = LAYER_PARAMS[kind]
     if message_name and layer.HasField(message_name):
@@ -253,17 +250,73 @@ def square_windows(entry: dict, at: str) -> dict:
 
 
 def _phase(layer: Any, at: str, stages: bool = False) -> str | None:
-    """The phase of a layer's one ``include { phase: ... }`` rule, if any; with ``stages``
-    (data layers) the rule may also name one stage (``_stage`` reads it)."""
+    """The phase of a data layer's one ``include { phase: ... }`` rule, if any; the rule may
+    also name one stage (``_stage`` reads it; the solver's test_state orders them)."""
     if not layer.include:
         return None
     rule = layer.include[0]
     fields = [f.name for f, _ in rule.ListFields()]
-    allowed = (["phase"], ["phase", "stage"]) if stages else (["phase"],)
-    if len(layer.include) > 1 or layer.exclude or fields not in allowed or len(rule.stage) > 1:
-        what = "one phase, and one stage on a data layer" if stages else "one phase"
-        raise UsageError(f"{at}: include rules other than {what} are not supported")
+    if (
+        len(layer.include) > 1
+        or layer.exclude
+        or fields not in (["phase"], ["phase", "stage"])
+        or len(rule.stage) > 1
+    ):
+        raise UsageError(
+            f"{at}: include rules other than one phase, and one stage, are not supported on a data layer"
+        )
     return "TRAIN" if rule.phase == 0 else "TEST"
+
+
+@dataclasses.dataclass(frozen=True)
+class NetState:
+    """Caffe's NetState: the phase (0 TRAIN, 1 TEST), level and stages a net is built for."""
+
+    phase: int
+    level: int = 0
+    stages: tuple[str, ...] = ()
+
+
+# the states the nets being read are built for: the solver's train_state and test_states
+# (Caffe's defaults without a solver: level 0, no stages)
+NET_STATES: contextvars.ContextVar[tuple[NetState, ...]] = contextvars.ContextVar(
+    "net_states", default=(NetState(0), NetState(1))
+)
+LEFT_OUT = "left out"  # a layer no state of the run includes
+
+
+def _meets(state: NetState, rule: Any) -> bool:
+    """Caffe's Net::StateMeetsRule."""
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    return all(s in state.stages for s in rule.stage) and not any(s in state.stages for s in rule.not_stage)
+
+
+def _included(state: NetState, layer: Any) -> bool:
+    """Caffe's Net::FilterNet for one layer: any include rule met, else no exclude rule met."""
+    if layer.include:
+        return any(_meets(state, rule) for rule in layer.include)
+    return not any(_meets(state, rule) for rule in layer.exclude)
+
+
+def _layer_phase(layer: Any, at: str) -> str | None:
+    """A layer's include/exclude rules (phase, levels, stages) against the run's states:
+    in every net (None), the TRAIN or the TEST net only, or LEFT_OUT; a layer some test
+    nets take and others not is refused."""
+    if not layer.include and not layer.exclude:
+        return None
+    states = NET_STATES.get()
+    train = {_included(s, layer) for s in states if s.phase == 0} or {False}
+    test = {_included(s, layer) for s in states if s.phase == 1} or {False}
+    if len(train) > 1 or len(test) > 1:
+        raise UsageError(f"{at}: its rules take it into some test nets and not others: not supported")
+    return {(True, True): None, (True, False): "TRAIN", (False, True): "TEST"}.get(
+        (train.pop(), test.pop()), LEFT_OUT
+    )
 
 
 def _stage(layer: Any) -> str | None:
@@ -432,7 +485,9 @@ def message_sections(net: Any, where: "_Where") -> dict:
     layers, inputs = [], {}
     for layer in net.layer:
         if layer.type not in DATA_LAYERS:
-            layers.append(_layer_entry(layer, where))
+            entry = _layer_entry(layer, where)
+            if entry.get("phase") != LEFT_OUT:
+                layers.append(entry)
             continue
         phase, found = _data_layer(layer, where)
         if "shapes" in found:
@@ -485,6 +540,24 @@ def solver_raw(path: str | Path) -> dict:
     ``train_net``): what ``caffe train -solver`` would run."""
     path = Path(path)
     solver, where = _parse(path, SolverParameter())
+    token = NET_STATES.set(_states(solver))
+    try:
+        return _solver_nets(solver, path, where)
+    finally:
+        NET_STATES.reset(token)
+
+
+def _states(solver: Any) -> tuple[NetState, ...]:
+    """The states a solver builds its nets for: train_state, and each test_state (one
+    TEST state at level 0 without them), as Caffe's Solver::InitTrainNet/InitTestNets."""
+    train = solver.train_state
+    states = [NetState(0, train.level, tuple(train.stage))]
+    states += [NetState(1, t.level, tuple(t.stage)) for t in solver.test_state] or [NetState(1)]
+    return tuple(states)
+
+
+def _solver_nets(solver: Any, path: Path, where: "_Where") -> dict:
+    """The recipe of a parsed solver, its nets read for its states."""
     for inline in ("net_param", "train_net_param"):  # the net inline (lenet_consolidated_solver)
         if solver.HasField(inline):
             sections = message_sections(getattr(solver, inline), where)
@@ -560,8 +633,6 @@ def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> 
             section[field.name] = _value(solver, field)
         elif field.name in SOLVER_IGNORED:
             log.info("%s: %s is ignored: %s", path, field.name, SOLVER_IGNORED[field.name])
-        elif field.name in SOLVER_REFUSED:
-            raise UsageError(f"{path}: {field.name}: {SOLVER_REFUSED[field.name]} is not supported yet")
         elif field.name not in READ_HERE:
             raise UsageError(f"{path}: solver field {field.name} is not supported")
     section["type"] = _solver_type(solver, where)
@@ -595,10 +666,12 @@ def _test_states(solver: Any, sections: dict, path: Path) -> None:
     staged = data.pop("staged", {})
     states = list(solver.test_state)
     for state in states:
-        if state.HasField("level") or len(state.stage) != 1 or state.HasField("phase") and state.phase != 1:
+        if len(state.stage) > 1 or state.HasField("phase") and state.phase != 1:
             raise UsageError(f"{path}: test_state: only one stage per test state is supported")
-    if not states:
-        return
+    if not states or len(states) == 1 and not states[0].stage:  # none, or a level alone (the
+        return  # layers' rules chose by it)
+    if any(not state.stage for state in states):
+        raise UsageError(f"{path}: test_state: several test states each need the stage of their data layer")
     stages = [state.stage[0] for state in states]
     missing = [stage for stage in stages if stage not in staged]
     if missing:
