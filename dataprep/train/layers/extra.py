@@ -318,17 +318,21 @@ def _listed(value) -> list:
     return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _per_sample(layer: Loss, scores, labels) -> tuple:
+    """(N, the scores as N x K, each sample's class index): the classifier losses' start."""
+    n = scores.shape[0]
+    flat = scores.reshape(n, -1)
+    return n, flat, class_labels(layer, labels, flat.shape[1])
+
+
 class MultinomialLogisticLoss(Loss):
     """-sum(log(max(p[label], 1e-20))) / N over probabilities (a Softmax before it)."""
 
     type = "MultinomialLogisticLoss"
 
     def forward(self, bottoms, train=True):
-        xp = get_xp(bottoms[0])
-        p, labels = bottoms
-        n = p.shape[0]
-        flat = p.reshape(n, -1)
-        index = class_labels(self, labels, flat.shape[1])
+        xp, p = get_xp(bottoms[0]), bottoms[0]
+        n, flat, index = _per_sample(self, *bottoms)
         picked = xp.maximum(flat[xp.arange(n), index], 1e-20)
         self._saved = (flat, index, picked, p.shape)
         return [-xp.log(picked).sum() / n]
@@ -349,11 +353,8 @@ class HingeLoss(Loss):
     type = "HingeLoss"
 
     def forward(self, bottoms, train=True):
-        xp = get_xp(bottoms[0])
-        x, labels = bottoms
-        n = x.shape[0]
-        flat = x.reshape(n, -1)
-        index = class_labels(self, labels, flat.shape[1])
+        xp, x = get_xp(bottoms[0]), bottoms[0]
+        n, flat, index = _per_sample(self, *bottoms)
         sign = -xp.ones_like(flat)
         sign[xp.arange(n), index] = 1
         margin = xp.maximum(0, 1 - sign * flat)
