@@ -120,7 +120,7 @@ def _and(values: list[str]) -> str:
 def _sentence(p, target: str, names: list[str] | None) -> str:
     """The tutorial's line: "Predicted frequencies for X is 0.76 and 0.31"."""
     if p.classes is None:
-        what = {"freq": "frequencies"}.get(target, target)
+        what = {"freq": "frequencies", "label": "values"}.get(target, target)  # "label": no name known
         return f"Predicted {what} for {p.key} is {_and([f'{v:.2f}' for v in p.values])}"
     ranked = [f"{_name(c, names)} ({v:.2f})" for c, v in zip(p.classes, p.values)]
     return f"Predicted class for {p.key} is {ranked[0]}" + (

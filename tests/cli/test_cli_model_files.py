@@ -304,3 +304,18 @@ def test_info_on_a_model_prints_caffes_net_summary(invoke, crop_model):
     fc6 = next(layer for layer in summary["layers"] if layer["name"] == "fc6")
     assert fc6["params"] == [[4096, 9216], [4096]] and fc6["tops"] == {"fc6": [1, 4096]}
     assert summary["parameters"] == 60965224  # CaffeNet's 61 M
+
+
+def test_import_claims_its_class_file_before_writing_any_store(tmp_path, invoke, monkeypatch):
+    """A second backend into the same folder is refused before it writes anything, not
+    after its stores (issue 33, point 12)."""
+    monkeypatch.chdir(tmp_path)
+    assert invoke("example", "cifar10", ".", "--n", 20).exit_code == 0
+    assert invoke("import", "cifar10", "cifar-10-binary.tar.gz", "out").exit_code == 0
+    r = invoke("import", "cifar10", "cifar-10-binary.tar.gz", "out", "--to", "leveldb")
+    assert r.exit_code == 1 and "cifar10_classes.txt already exists" in r.stderr
+    assert sorted(p.name for p in Path("out").iterdir()) == [
+        "cifar10_classes.txt",
+        "cifar10_test_lmdb",
+        "cifar10_train_lmdb",
+    ]

@@ -296,3 +296,23 @@ def test_predict_names_the_top_classes_of_a_classifier(invoke, tmp_path):
     r = invoke("predict", tmp_path / "c_iter_10.npz", tmp_path / "s/val_lmdb", "--json")
     rows = json.loads(r.stdout)["predictions"]
     assert all(len(p["classes"]) == 1 and 0 <= p["values"][0] <= 1 for p in rows)
+
+
+def test_a_hand_written_regression_deploy_prototxt_predicts_values_not_a_label(invoke, trained, tmp_path):
+    """Without dataprep's preparation note the output has no name: its lines say
+    "Predicted values for", never "Predicted label for" (issue 33, point 12)."""
+    model = trained / "small_iter_30.npz"
+    assert invoke("export", model, "-o", tmp_path / "small.caffemodel").exit_code == 0
+    deploy = (tmp_path / "small_deploy.prototxt").read_text().splitlines()
+    plain = "\n".join(line for line in deploy if not line.startswith("#"))
+    (tmp_path / "deploy.prototxt").write_text(plain)
+    r = invoke(
+        "predict",
+        tmp_path / "deploy.prototxt",
+        "--weights",
+        tmp_path / "small.caffemodel",
+        trained / "test.txt",
+    )
+    assert r.exit_code == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("Predicted values for ") and " is " in first and " and " in first
