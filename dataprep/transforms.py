@@ -227,6 +227,7 @@ class AugmentSpec:
     out_size: tuple[int, int] | None = None  # output size of random-resized-crop
     mirror: bool = False
     rotate: float = 0.0  # max degrees either way
+    shift: float = 0.0  # max translation either way, a share of the height and of the width
     brightness: float = 0.0  # factor drawn from [1 - b, 1 + b]
     contrast: float = 0.0
     saturation: float = 0.0
@@ -259,6 +260,7 @@ class AugmentParams:
     crop: tuple[int, int, int, int] | None = None  # plain crop: top, left, h, w (in the padded image)
     mirror: bool = False
     rotate: float = 0.0  # degrees
+    shift: tuple[float, float] = (0.0, 0.0)  # (down, right) in pixels
     brightness: float = 1.0
     contrast: float = 1.0
     saturation: float = 1.0
@@ -289,6 +291,12 @@ def sample_params(rng: np.random.Generator, hw: tuple[int, int], spec: AugmentSp
         drawn["crop"] = (int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw)
     drawn["mirror"] = bool(spec.mirror and rng.integers(0, 2))
     drawn["rotate"] = float(rng.uniform(-spec.rotate, spec.rotate)) if spec.rotate else 0.0
+    if spec.shift:  # Keras' height/width_shift_range, of the image as cropped so far
+        sh, sw = drawn["out"] if "window" in drawn else drawn["crop"][2:] if "crop" in drawn else (h, w)
+        drawn["shift"] = (
+            float(rng.uniform(-1, 1) * spec.shift * sh),
+            float(rng.uniform(-1, 1) * spec.shift * sw),
+        )
     for name in ("brightness", "contrast", "saturation"):
         amount = getattr(spec, name)
         drawn[name] = float(rng.uniform(1 - amount, 1 + amount)) if amount else 1.0
@@ -311,6 +319,9 @@ def apply(image, params: AugmentParams, spec: AugmentSpec):
         out = crop(out, *params.crop)
     if params.rotate:
         out = affine_sample(out, rotation_matrix(params.rotate, out.shape[:2]), out.shape[:2])
+    if params.shift != (0.0, 0.0):  # content moves down and right; uncovered pixels read 0, as rotate's
+        down, right = params.shift
+        out = affine_sample(out, np.array([[1, 0, -right], [0, 1, -down]], np.float64), out.shape[:2])
     if params.mirror:
         out = mirror(out)
     if params.brightness != 1.0:

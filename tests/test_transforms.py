@@ -150,3 +150,18 @@ def test_matrix_resize_matches_opencv(xp, interpolation, flag, hw):
     ours = host(T.to_uint8(T.resize(xp.asarray(img), hw, interpolation)))
     ref = cv2.resize(img, (hw[1], hw[0]), interpolation=flag)
     assert ours.shape == ref.shape and np.abs(ours.astype(int) - ref).max() <= 1
+
+
+def test_shift_moves_the_content_and_leaves_zeros_where_nothing_came_in():
+    """augment --shift (issue 33): Keras' translation, drawn within FRAC of each side."""
+    image = np.arange(6 * 8 * 1, dtype=np.uint8).reshape(6, 8, 1) + 10
+    spec = T.AugmentSpec(shift=0.25)
+    out = T.apply(image, T.AugmentParams(shift=(2.0, -3.0)), spec)
+    assert np.array_equal(out[2:, :5], image[:4, 3:]) and not out[:2].any() and not out[:, 5:].any()
+    rng = np.random.default_rng(1)
+    draws = [T.sample_params(rng, (40, 80), spec).shift for _ in range(200)]
+    downs, rights = np.array(draws).T
+    assert np.abs(downs).max() <= 10 and np.abs(rights).max() <= 20 and np.abs(rights).max() > 15
+    cropped = T.AugmentSpec(shift=0.5, crop=(8, 8))  # a share of the crop, not of the image
+    assert all(abs(v) <= 4 for _ in range(50) for v in T.sample_params(rng, (40, 80), cropped).shift)
+    assert T.sample_params(rng, (40, 80), T.AugmentSpec(rotate=5)).shift == (0.0, 0.0)  # off: no move

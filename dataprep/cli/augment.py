@@ -48,6 +48,14 @@ from .running import echo_file_job, finish_file_job, progress, report_skipped, s
 )
 @click.option("--mirror", is_flag=True, help="Flip left-right with probability 1/2.")
 @click.option("--rotate", type=float, default=0.0, metavar="DEG", help="Rotate by up to DEG either way.")
+@click.option(
+    "--shift",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    metavar="FRAC",
+    help="Translate by up to FRAC of the height and of the width either way (Keras' "
+    "height/width_shift_range); uncovered pixels are 0, as --rotate's.",
+)
 @click.option("--brightness", type=float, default=0.0, help="Scale by a factor in [1-b, 1+b].")
 @click.option("--contrast", type=float, default=0.0, help="Contrast factor in [1-c, 1+c].")
 @click.option(
@@ -74,6 +82,7 @@ def augment_cmd(
     size,
     mirror,
     rotate,
+    shift,
     brightness,
     contrast,
     saturation,
@@ -91,7 +100,7 @@ def augment_cmd(
     variant carrying its source's labels. Outputs mirror paths as `resize` does.
 
     Variant k of list line i depends only on (--seed, i, k): the output is identical for
-    any --workers. Label-safe for float (regression) labels: --crop, --mirror,
+    any --workers. Label-safe for float (regression) labels: --crop, --mirror, --shift,
     --brightness, --contrast, --saturation, --lighting, --noise. --crop-scale and --rotate
     change scale or orientation and are refused for float labels unless --force. A rerun
     into OUT with other settings stops (--overwrite redoes all).
@@ -116,6 +125,7 @@ def augment_cmd(
         out_size=size,
         mirror=mirror,
         rotate=rotate,
+        shift=shift,
         brightness=brightness,
         contrast=contrast,
         saturation=saturation,

@@ -97,6 +97,7 @@ class Augment:
     size: str | None = None
     mirror: bool = False
     rotate: float = 0.0
+    shift: float = 0.0
     brightness: float = 0.0
     contrast: float = 0.0
     saturation: float = 0.0
@@ -120,6 +121,7 @@ class Augment:
             out_size=parse_size(self.size, "recipe augment.size") if self.size else None,
             mirror=self.mirror,
             rotate=self.rotate,
+            shift=self.shift,
             brightness=self.brightness,
             contrast=self.contrast,
             saturation=self.saturation,

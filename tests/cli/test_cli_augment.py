@@ -167,3 +167,15 @@ def test_pad_lets_crops_exceed_small_images(invoke, tmp_path):
     assert (out[0] == 7).all() and (out[:, 0] == 7).all()
     r = invoke("augment", list_path, tmp_path / "out2", "--pad", "-j", 1)
     assert r.exit_code == 2 and "--pad goes with --crop" in r.stderr
+
+
+def test_shift_is_label_safe_and_the_same_for_any_worker_count(invoke, tmp_path):
+    list_path, _ = write_images(tmp_path, 6, shape=(16, 16, 3), labels="float")
+    for j in (1, 2):
+        r = invoke(
+            "augment", list_path, tmp_path / f"o{j}", "--shift", 0.2, "--copies", 2, "--seed", 3, "-j", j
+        )
+        assert r.exit_code == 0, r.stderr  # float labels: a translation keeps what they describe
+    assert tree_bytes(tmp_path / "o1") == tree_bytes(tmp_path / "o2")
+    r = invoke("augment", list_path, tmp_path / "bad", "--shift", 1.5)
+    assert r.exit_code == 2 and "--shift" in r.stderr
