@@ -138,13 +138,21 @@ def make_grid(path: str | Path, count: int = 64, random: bool = False, seed: int
         )
         records = [reader[int(i)] for i in indices]
         rgb = ((reader.manifest or {}).get("preprocessing") or {}).get("channel_order") == "RGB"
+    return montage([picture(rec.array, rgb) for rec in records], [_label_text(rec.labels) for rec in records])
+
+
+def picture(array: np.ndarray, rgb: bool = False) -> np.ndarray:
+    """A C x H x W record as a BGR picture in true colours (``rgb``: its planes are R, G, B)."""
+    return _displayable(array[::-1] if rgb and array.shape[0] == 3 else array)
+
+
+def montage(pictures: list[np.ndarray], captions: list[str]) -> np.ndarray:
+    """BGR pictures in a near-square grid of CELL-pixel cells, each caption under its picture."""
+    count = max(1, len(pictures))
     cols = math.ceil(math.sqrt(count))
     rows = math.ceil(count / cols)
     grid = np.full((rows * (CELL + TEXT_ROWS), cols * CELL, 3), 255, np.uint8)
-    for k, rec in enumerate(records):
-        image = _displayable(
-            rec.array[::-1] if rgb and rec.array.shape[0] == 3 else rec.array
-        )  # true colours
+    for k, (image, caption) in enumerate(zip(pictures, captions)):
         h, w = image.shape[:2]
         scale = CELL / max(h, w)
         image = cv2.resize(
@@ -156,7 +164,7 @@ def make_grid(path: str | Path, count: int = 64, random: bool = False, seed: int
         grid[y : y + image.shape[0], x : x + image.shape[1]] = image
         cv2.putText(
             grid,
-            _label_text(rec.labels),
+            caption,
             (x + 2, y + CELL + TEXT_ROWS - 3),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.35,

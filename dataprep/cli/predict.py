@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import click
 
 from .options import common_options, engine_opt, json_opt, max_pixels_opt, model_options
 from .running import echo_result, progress
+
+ERRORS_MAX = 64  # cells of --errors-grid
 
 
 @click.command("predict")
@@ -30,11 +33,19 @@ from .running import echo_result, progress
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Classes per input.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows (key, values) instead of sentences.")
+@click.option(
+    "--errors-grid",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="PNG",
+    help=f"Also draw the first {ERRORS_MAX} misclassified inputs, each captioned TRUE as PREDICTED "
+    "(a classifier with ground truth).",
+)
 @engine_opt
 @json_opt
 @max_pixels_opt
 @common_options
-def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, engine, as_json):
+def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, errors_grid, engine, as_json):
     """Run MODEL (a .npz snapshot or export, a Caffe net prototxt, or a recipe) on INPUT and
     print what it predicts: "Predicted frequencies for samples/04349_0.77_0.31.jpg is 0.76
     and 0.31" for a regression, the top classes for a classifier. INPUT is one image, a
@@ -56,9 +67,12 @@ def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, e
     dataprep predict noise_regression_iter_2000.npz test.txt --labels test_labels.txt
     dataprep predict deploy.prototxt --weights model.caffemodel val_lmdb --class-names classes.txt
     dataprep predict cifar10_quick_iter_4000.npz photo.jpg --top-k 3
+    dataprep predict cifar10_quick_iter_4000.npz cifar10_test_lmdb --errors-grid wrong.png
     find photos -name '*.jpg' | dataprep predict model.npz -
     """
-    from ..train.inference import Score, open_inputs, predict, read_truth
+    from ..images import write_image
+    from ..info import montage, picture
+    from ..train.inference import Score, open_inputs, predict, read_truth, remembering
 
     if as_csv and as_json:
         raise click.UsageError("--csv and --json are exclusive")
@@ -67,11 +81,27 @@ def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, e
     # a store without labels (an HDF5 of data only) has nothing to score against
     truth = read_truth(labels) if labels else {k: v for k, v in zip(inputs.keys, inputs.labels) if len(v)}
     scorer = Score(truth) if truth else None
+    if errors_grid:
+        if not model.classifier or not truth:
+            raise click.UsageError(
+                "--errors-grid draws a classifier's mistakes: it needs ground truth labels"
+            )
+        inputs, seen = remembering(inputs)
+    wrong: list[tuple] = []  # (picture, caption) of the first misclassified inputs
     rows = []  # --json only: the other forms print as they go
     with progress(inputs.count, "predict") as update:
         for k, p in enumerate(predict(model, inputs, top_k, update, engine)):
             if scorer is not None:
                 scorer.add(p)
+            if (
+                errors_grid
+                and len(wrong) < ERRORS_MAX
+                and p.key in truth
+                and p.classes[0] != int(truth[p.key][0])
+            ):
+                rgb = not inputs.raw and model.prepare.channel_order == "RGB"
+                caption = f"{_name(int(truth[p.key][0]), names)} as {_name(p.classes[0], names)}"
+                wrong.append((picture(seen[k].transpose(2, 0, 1), rgb), caption))
             if as_json:
                 rows.append({"key": p.key, "values": p.values, "classes": p.classes})
             elif as_csv:
@@ -80,6 +110,9 @@ def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, e
                 click.echo(_csv(p, names))
             else:
                 click.echo(_sentence(p, model.target, names))
+    if errors_grid:
+        write_image(Path(errors_grid), montage(*zip(*wrong)) if wrong else montage([], []))
+        logging.getLogger("dataprep").info("%s: %d misclassified inputs drawn", errors_grid, len(wrong))
     scores = scorer.result() if scorer is not None else None
     if as_json:
         echo_result(True, {"predictions": rows, "score": scores}, [])

@@ -9,6 +9,8 @@ records of a store are used as stored plus the steps the store did not apply.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +248,26 @@ class Inputs:
     batches: Iterator[tuple[int, list[np.ndarray]]]  # (first index, H x W x C arrays)
     count: int
     raw: bool = True
+
+
+def remembering(inputs: Inputs, keep: int = 3) -> tuple[Inputs, dict[int, np.ndarray]]:
+    """``inputs`` whose raw images of the last ``keep`` batches stay readable by input
+    index (the prepare thread reads one batch ahead): pictures of chosen inputs without a
+    second read, in bounded memory."""
+    seen: dict[int, np.ndarray] = {}
+    starts: collections.deque = collections.deque()
+
+    def batches():
+        for start, images in inputs.batches:
+            seen.update(enumerate(images, start))
+            starts.append((start, len(images)))
+            if len(starts) > keep:
+                old, count = starts.popleft()
+                for index in range(old, old + count):
+                    seen.pop(index, None)
+            yield start, images
+
+    return dataclasses.replace(inputs, batches=batches()), seen
 
 
 def open_inputs(source: str | Path, model: Model, batch: int) -> Inputs:

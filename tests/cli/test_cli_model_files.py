@@ -319,3 +319,26 @@ def test_import_claims_its_class_file_before_writing_any_store(tmp_path, invoke,
         "cifar10_test_lmdb",
         "cifar10_train_lmdb",
     ]
+
+
+def test_errors_grid_draws_each_misclassified_input_with_its_true_and_predicted_class(invoke, crop_model):
+    """predict --errors-grid (issue 33, point 11): one cell per mistake, in input order."""
+    import math
+
+    folder, listfile = crop_model
+    r = invoke("predict", folder / "model.npz", listfile, "--json")
+    truth = [int(line.split()[1]) for line in Path(listfile).read_text().splitlines()]
+    rows = json.loads(r.stdout)["predictions"]  # in list order
+    mistakes = [row for row, label in zip(rows, truth) if row["classes"][0] != label]
+    assert 0 < len(mistakes) < len(rows), "the six-iteration model should be partly right"
+    grid = folder / "wrong.png"
+    r = invoke("predict", folder / "model.npz", listfile, "--errors-grid", grid, "-v")
+    assert r.exit_code == 0, r.stderr
+    assert f"{len(mistakes)} misclassified inputs drawn" in r.stderr
+    picture = cv2.imread(str(grid))
+    cols = math.ceil(math.sqrt(len(mistakes)))
+    assert picture.shape[1] == cols * 96 and picture.shape[0] == math.ceil(len(mistakes) / cols) * (96 + 14)
+    first = cv2.imread(str(Path(listfile).parent / mistakes[0]["key"]))  # 12 x 16, drawn 6x
+    assert np.array_equal(picture[:72, :96], cv2.resize(first, (96, 72), interpolation=cv2.INTER_NEAREST))
+    r = invoke("predict", folder / "model.npz", folder / "wrong.png", "--errors-grid", grid)
+    assert r.exit_code == 2 and "needs ground truth labels" in r.stderr
