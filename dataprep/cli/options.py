@@ -462,11 +462,14 @@ def image_output_options(f: Callable) -> Callable:
     )(f)
 
 
-def _model(model_path: str, weights: str | None, mean, scale, crop, resize, channels, channel_order):
+def _model(
+    model_path: str, weights: str | None, mean, mean_per_channel, scale, crop, resize, channels, channel_order
+):
     from ..train.inference import load_model
 
     options = {
         "mean": mean,
+        "mean_per_channel": mean_per_channel,
         "scale": scale,
         "crop": crop,
         "resize": resize,
@@ -483,7 +486,17 @@ def model_options(f: Callable) -> Callable:
     ``preparation.with_options``: predict, visualize, extract."""
     return bundled(
         "model",
-        ("model_path", "weights", "mean", "scale", "crop", "resize", "channels", "channel_order"),
+        (
+            "model_path",
+            "weights",
+            "mean",
+            "mean_per_channel",
+            "scale",
+            "crop",
+            "resize",
+            "channels",
+            "channel_order",
+        ),
         _model,
         [
             click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False)),
@@ -499,6 +512,12 @@ def model_options(f: Callable) -> Callable:
                 metavar="V|B,G,R|FILE",
                 help="For a model without a mean: subtract a value, one per channel, or a mean "
                 "file (a larger mean image is cut from its centre).",
+            ),
+            click.option(
+                "--mean-per-channel",
+                is_flag=True,
+                help="Reduce the --mean file to one value per channel (pycaffe's "
+                "mean.mean(1).mean(1)) instead of subtracting it pixel by pixel.",
             ),
             click.option(
                 "--scale",

@@ -311,7 +311,8 @@ def with_options(prep: Preparation, model: str, options: dict) -> Preparation:
     """The one rule: the model's own preparation is applied once; options fill in only what
     it cannot know (``resize``, ``channels``, ``channel_order``, and ``mean``, ``scale``,
     ``crop`` where it has none). An option that contradicts the model is refused in one line
-    naming both. An old snapshot's mean file not found here may be given as ``--mean``."""
+    naming both. An old snapshot's mean file not found here may be given as ``--mean``;
+    ``mean_per_channel`` reduces the given mean to one value per channel."""
     changes: dict[str, Any] = {}
     for key, option in (("resize", "--resize"), ("channels", "--gray/--color"), ("channel_order", None)):
         value = options.get(key)
@@ -327,6 +328,10 @@ def with_options(prep: Preparation, model: str, options: dict) -> Preparation:
             )
         changes[key] = value
     mean, scale, crop = options.get("mean"), options.get("scale"), options.get("crop")
+    if options.get("mean_per_channel"):
+        if mean is None:
+            raise UsageError("--mean-per-channel reduces the mean --mean gives: give --mean FILE too")
+        mean = mean_of(mean).mean(axis=(1, 2), keepdims=True)  # pycaffe's mean.mean(1).mean(1)
     if prep.unresolved is not None:
         if mean is None:
             raise DataprepError(

@@ -316,3 +316,30 @@ def test_a_hand_written_regression_deploy_prototxt_predicts_values_not_a_label(i
     assert r.exit_code == 0, r.stderr
     first = r.stdout.splitlines()[0]
     assert first.startswith("Predicted values for ") and " is " in first and " and " in first
+
+
+def test_a_larger_mean_file_is_cropped_or_reduced_per_channel(invoke, trained, tmp_path):
+    """--mean FILE of another size than the input (issue 33, point 3): cut from its centre
+    as Caffe's data layer does, or with --mean-per-channel reduced to one value per channel
+    (pycaffe's mean.mean(1).mean(1)): then it equals --mean of that value."""
+    model = trained / "small_iter_30.npz"
+    assert invoke("export", model, "-o", tmp_path / "small.caffemodel").exit_code == 0
+    lines = (tmp_path / "small_deploy.prototxt").read_text().splitlines()
+    plain = [line for line in lines if not line.startswith("#") and "mean_value" not in line]
+    (tmp_path / "deploy.prototxt").write_text("\n".join(plain))  # a scale, no mean
+    mean = np.random.default_rng(0).uniform(100, 160, (1, 20, 20)).astype(np.float32)
+    np.save(tmp_path / "mean.npy", mean)
+    base = ["predict", tmp_path / "deploy.prototxt", "--weights", tmp_path / "small.caffemodel"]
+    base += [trained / "test.txt", "--json"]
+
+    def values(*extra):
+        r = invoke(*base, *extra)
+        assert r.exit_code == 0, r.stderr
+        return np.array([p["values"] for p in json.loads(r.stdout)["predictions"]])
+
+    per_channel = values("--mean", tmp_path / "mean.npy", "--mean-per-channel")
+    assert np.allclose(per_channel, values("--mean", f"{float(mean.mean(dtype=np.float64)):.6f}"), atol=1e-4)
+    np.save(tmp_path / "centre.npy", mean[:, 2:18, 2:18])
+    assert np.allclose(values("--mean", tmp_path / "mean.npy"), values("--mean", tmp_path / "centre.npy"))
+    r = invoke(*base, "--mean-per-channel")
+    assert r.exit_code == 2 and "give --mean FILE too" in r.stderr
