@@ -44,7 +44,9 @@ def visualize_cmd(model, layer, image, out, most, channel, cols, overwrite):
     tutorial's vis_square figure; color for a first layer on color images), or with
     --image the layer's activation maps for that image, tiled the same way. Each tile is
     enlarged to a readable size; at most --max tiles are drawn (--channel picks one input
-    channel of a deep layer's kernels).
+    channel of a deep layer's kernels). A vector layer (fc6) is plotted instead: its values,
+    then the histogram of the positive ones; `--layer prob` draws a classifier's class
+    probabilities as bars (a snapshot's too, whose net ends at the scores).
 
     \b
     dataprep visualize noise_regression_iter_2000.npz --layer conv1 -o kernels.png

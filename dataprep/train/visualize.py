@@ -1,5 +1,6 @@
 """Pictures of a trained net: a layer's kernels, or its activation maps for one image,
-normalized together and tiled in a square grid (the tutorial's ``vis_square``)."""
+normalized together and tiled in a square grid (the tutorial's ``vis_square``); a vector
+layer's values as the notes plot them."""
 
 from __future__ import annotations
 
@@ -89,12 +90,46 @@ def activation_grid(blob: np.ndarray, layout: Layout = Layout()) -> np.ndarray:
     return tile(_first(blob, layout, "maps"), cols=layout.cols)
 
 
+def vector_plot(values: np.ndarray, probabilities: bool, title: str) -> np.ndarray:
+    """A vector layer for one image as pycaffe's notes draw it (BGR): class probabilities
+    as bars; other values plotted by index above the histogram of the positive ones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = 1 if probabilities else 2
+    fig, axes = plt.subplots(rows, 1, squeeze=False, figsize=(8, 2.8 * rows), dpi=100)
+    if probabilities:
+        axes[0, 0].bar(np.arange(values.size), values, width=1.0)
+        axes[0, 0].set_xlabel("class")
+        axes[0, 0].set_ylabel("probability")
+    else:
+        axes[0, 0].plot(values)
+        axes[0, 0].set_xlabel("unit")
+        positive = values[values > 0]
+        axes[1, 0].hist(positive if positive.size else values, bins=100)
+        axes[1, 0].set_xlabel("value (positive ones)" if positive.size else "value")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    plt.close(fig)
+    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR)
+
+
 def picture(model, layer: str, image: str | None = None, layout: Layout = Layout()) -> np.ndarray:
     """The kernels of ``layer`` of ``model`` (an ``inference.Model``), or with ``image``
-    that layer's activation maps for the image."""
+    that layer's activation maps for the image: tiles for maps, a plot for a vector (a
+    classifier's ``prob``, which a snapshot's net ends before, as bars)."""
     from .inference import image_inputs, run_batches
 
     names = [s["name"] for s in model.specs]
+    if layer == "prob" and layer not in names and model.classifier and image is not None:
+        _, found = next(run_batches(model, image_inputs(image, model), [model.output]))
+        scores = np.asarray(found[model.output][0], np.float64).ravel()
+        e = np.exp(scores - scores.max())
+        return vector_plot(e / e.sum(), True, f"prob ({model.output} softmax) for {image}")
     if layer not in names:
         raise UsageError(f"--layer {layer}: no such layer; the net has {', '.join(names)}")
     if image is None:
@@ -106,4 +141,7 @@ def picture(model, layer: str, image: str | None = None, layout: Layout = Layout
     spec = model.specs[names.index(layer)]
     blob = spec["top"][0]
     _, found = next(run_batches(model, image_inputs(image, model), [blob]))
-    return activation_grid(found[blob][0], layout)
+    value = np.asarray(found[blob][0])
+    if value.ndim == 1 or value.shape[1:] == (1, 1):  # fc6, fc7, prob: a vector, not maps
+        return vector_plot(value.ravel(), spec["type"] == "Softmax", f"{layer} for {image}")
+    return activation_grid(value, layout)

@@ -342,3 +342,21 @@ def test_errors_grid_draws_each_misclassified_input_with_its_true_and_predicted_
     assert np.array_equal(picture[:72, :96], cv2.resize(first, (96, 72), interpolation=cv2.INTER_NEAREST))
     r = invoke("predict", folder / "model.npz", folder / "wrong.png", "--errors-grid", grid)
     assert r.exit_code == 2 and "needs ground truth labels" in r.stderr
+
+
+def test_visualize_plots_a_vector_layer_and_a_snapshots_class_probabilities(invoke, crop_model):
+    """The notes' fc6 histogram and prob bars (issue 33, point 7): a vector layer is
+    plotted (values, then the histogram of the positive ones), and `prob`, which a
+    snapshot's net ends before, is its classifier's softmax drawn as bars."""
+    folder, listfile = crop_model
+    image = Path(listfile).parent / "img" / "0000.png"
+    out = folder / "fc.png"
+    r = invoke("visualize", folder / "model.npz", "--layer", "fc", "--image", image, "-o", out)
+    assert r.exit_code == 0, r.stderr
+    two_panels = cv2.imread(str(out))
+    r = invoke("visualize", folder / "model.npz", "--layer", "prob", "--image", image, "-o", folder / "p.png")
+    assert r.exit_code == 0, r.stderr
+    bars = cv2.imread(str(folder / "p.png"))
+    assert two_panels.shape == (560, 800, 3) and bars.shape == (280, 800, 3)
+    r = invoke("visualize", folder / "model.npz", "--layer", "prob", "-o", folder / "q.png")
+    assert r.exit_code == 2 and "no such layer" in r.stderr  # kernels of prob: there are none
