@@ -32,6 +32,12 @@ ERRORS_MAX = 64  # cells of --errors-grid
     "import's classes files) or synset_words.txt [default: the model's own, where it has them].",
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Classes per input.")
+@click.option(
+    "--oversample",
+    is_flag=True,
+    help="pycaffe's ten crops (the corners and the centre, and their mirrors) of a model "
+    "with a crop, their probabilities (or values) averaged.",
+)
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV rows (key, values) instead of sentences.")
 @click.option(
     "--errors-grid",
@@ -45,7 +51,9 @@ ERRORS_MAX = 64  # cells of --errors-grid
 @json_opt
 @max_pixels_opt
 @common_options
-def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, errors_grid, engine, as_json):
+def predict_cmd(
+    model, source, batch_size, labels, class_names, top_k, oversample, as_csv, errors_grid, engine, as_json
+):
     """Run MODEL (a .npz snapshot or export, a Caffe net prototxt, or a recipe) on INPUT and
     print what it predicts: "Predicted frequencies for samples/04349_0.77_0.31.jpg is 0.76
     and 0.31" for a regression, the top classes for a classifier. INPUT is one image, a
@@ -76,6 +84,8 @@ def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, e
 
     if as_csv and as_json:
         raise click.UsageError("--csv and --json are exclusive")
+    if oversample and not model.prepare.crop:
+        raise click.UsageError("--oversample takes ten crops: the model has no crop (crop_size)")
     inputs = open_inputs(source, model, batch_size)
     names = _class_names(class_names) or (list(model.prepare.classes) if model.prepare.classes else None)
     # a store without labels (an HDF5 of data only) has nothing to score against
@@ -90,7 +100,7 @@ def predict_cmd(model, source, batch_size, labels, class_names, top_k, as_csv, e
     wrong: list[tuple] = []  # (picture, caption) of the first misclassified inputs
     rows = []  # --json only: the other forms print as they go
     with progress(inputs.count, "predict") as update:
-        for k, p in enumerate(predict(model, inputs, top_k, update, engine)):
+        for k, p in enumerate(predict(model, inputs, top_k, update, engine, oversample)):
             if scorer is not None:
                 scorer.add(p)
             if (

@@ -356,12 +356,13 @@ def _list_inputs(listfile, model: Model, batch: int) -> Inputs:
 
 
 def run_batches(
-    model: Model, inputs: Inputs, blobs: list[str], engine: str = "native", xp=np
+    model: Model, inputs: Inputs, blobs: list[str], engine: str = "native", xp=np, oversample: bool = False
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Forward passes over the inputs, batch by batch, on ``engine`` (``engines.ENGINES``):
     (first index, the ``blobs`` asked for, by name). The next batch is read, decoded and
     prepared in a thread while the net runs on this one (OpenCV and the products release
-    the GIL)."""
+    the GIL). With ``oversample`` each input runs as its ten crops (``Preparation.windows``),
+    the blobs then N x 10 x ...."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .engines import make_engine
@@ -369,27 +370,39 @@ def run_batches(
     runner = make_engine(engine, model.folded(), blobs, xp)
     batches = iter(inputs.batches)
     with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
-        ahead = pool.submit(_prepared, model, inputs, batches)
+        ahead = pool.submit(_prepared, model, inputs, batches, oversample)
         while True:
             item = ahead.result()
             if item is None:
                 return
-            ahead = pool.submit(_prepared, model, inputs, batches)
+            ahead = pool.submit(_prepared, model, inputs, batches, oversample)
             start, data = item
-            yield start, runner.run(data, blobs)
+            found = runner.run(data, blobs)
+            if oversample:
+                found = {name: value.reshape(-1, 10, *value.shape[1:]) for name, value in found.items()}
+            yield start, found
 
 
-def _prepared(model: Model, inputs: Inputs, batches) -> tuple[int, np.ndarray] | None:
-    """The next batch as the net's input, or None at the end."""
+def _prepared(
+    model: Model, inputs: Inputs, batches, oversample: bool = False
+) -> tuple[int, np.ndarray] | None:
+    """The next batch as the net's input (each image's ten crops in a row with
+    ``oversample``), or None at the end."""
     item = next(batches, None)
     if item is None:
         return None
     start, images = item
-    prepared = [model.prepare.prepare(image, inputs.raw) for image in images]
+    prep = model.prepare
+    if oversample:
+        prepared = [prep.prepare(i, inputs.raw, at) for i in images for at in prep.windows(*i.shape[:2])]
+    else:
+        prepared = [prep.prepare(image, inputs.raw) for image in images]
     shapes = {p.shape for p in prepared}
     want = model.input_shape or prepared[0].shape
     if len(shapes) > 1 or tuple(prepared[0].shape) != tuple(want):
-        odd = next(k for k, p in enumerate(prepared) if tuple(p.shape) != tuple(want))
+        odd = next(k for k, p in enumerate(prepared) if tuple(p.shape) != tuple(want)) // (
+            10 if oversample else 1
+        )
         raise DataprepError(
             f"{inputs.keys[start + odd]}: the input is {_chw(prepared[odd].shape)} (C x H x W) after "
             f"preparation, the net takes {_chw(want)}: give --resize HxW (and --gray/--color)"
@@ -411,16 +424,28 @@ class Prediction:
 
 
 def predict(
-    model: Model, inputs: Inputs, top_k: int = 1, progress=None, engine: str = "native"
+    model: Model,
+    inputs: Inputs,
+    top_k: int = 1,
+    progress=None,
+    engine: str = "native",
+    oversample: bool = False,
 ) -> Iterator[Prediction]:
     """The net's output for every input, in input order; classifiers (trained with
-    SoftmaxWithLoss, or ending in Softmax) give their ``top_k`` classes."""
+    SoftmaxWithLoss, or ending in Softmax) give their ``top_k`` classes. ``oversample``:
+    the mean over each input's ten crops of its probabilities (or values), as pycaffe's
+    Classifier.predict."""
     classifier = model.classifier
-    for start, found in run_batches(model, inputs, [model.output], engine):
+    for start, found in run_batches(model, inputs, [model.output], engine, oversample=oversample):
         out = np.asarray(found[model.output], np.float64)
-        out = out.reshape(len(out), -1)
+        count = len(out)
+        out = out.reshape(count * (10 if oversample else 1), -1)
+        if classifier and model.specs[-1]["type"] != "Softmax":
+            out = _softmax(out)
+        if oversample:  # the crops' probabilities (or values) averaged
+            out = out.reshape(count, 10, -1).mean(axis=1)
         if classifier:
-            probabilities = out if model.specs[-1]["type"] == "Softmax" else _softmax(out)
+            probabilities = out
             top = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
         for k, row in enumerate(out):
             key = inputs.keys[start + k]

@@ -40,6 +40,9 @@ class Step:
         return self.mean is None and self.scale == 1.0
 
 
+Window = tuple[int, int, bool]  # a crop's top, left, and whether it is mirrored
+
+
 @dataclass(frozen=True)
 class Preparation:
     """Everything between an image file and the net's input, and how to read the output."""
@@ -69,25 +72,40 @@ class Preparation:
             return any(step.scale != 1.0 for step in self.steps)
         return bool(getattr(self, what))
 
-    def prepare(self, image: np.ndarray, raw: bool = True) -> np.ndarray:
+    def prepare(self, image: np.ndarray, raw: bool = True, window: Window | None = None) -> np.ndarray:
         """One H x W x C image (decoded and resized as ``decode`` does; a store's record
-        when not ``raw``) as the net's C x h x w float32 input."""
+        when not ``raw``) as the net's C x h x w float32 input: the crop at ``window`` (top,
+        left, mirrored; Caffe's TEST centre crop by default), a mean image of the record's
+        size cut at the same place, as Caffe's DataTransformer reads it."""
         x = image
         if raw and self.channel_order == "RGB" and x.shape[2] == 3:
             x = x[:, :, ::-1]  # OpenCV decodes BGR
+        h, w = x.shape[:2]
+        top = left = 0
         if self.crop:
-            h, w = x.shape[:2]
-            top, left = (h - self.crop) // 2, (w - self.crop) // 2
+            top, left = window[:2] if window else ((h - self.crop) // 2, (w - self.crop) // 2)
             x = x[top : top + self.crop, left : left + self.crop]
         x = x.astype(np.float32).transpose(2, 0, 1)
         for step in self.steps:
             if step.stored and not raw:
                 continue
             if step.mean is not None:
-                x = x - fit_mean(step.mean, x.shape)
+                same_place = step.mean.shape[1:] == (h, w) and self.crop
+                x = x - (
+                    step.mean[:, top : top + x.shape[1], left : left + x.shape[2]]
+                    if same_place
+                    else fit_mean(step.mean, x.shape)
+                )
             if step.scale != 1.0:
                 x = x * np.float32(step.scale)
-        return x
+        return np.ascontiguousarray(x[:, :, ::-1]) if window and window[2] else x
+
+    def windows(self, h: int, w: int) -> list[Window]:
+        """pycaffe's oversample: the four corner crops and the centre one, then the same
+        five mirrored."""
+        c = self.crop
+        five = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), ((h - c) // 2, (w - c) // 2)]
+        return [(top, left, mirrored) for mirrored in (False, True) for top, left in five]
 
     def check_size(self, image: np.ndarray, what: str) -> None:
         """A decoded (and resized) image that the model's images were not: one line naming

@@ -360,3 +360,34 @@ def test_visualize_plots_a_vector_layer_and_a_snapshots_class_probabilities(invo
     assert two_panels.shape == (560, 800, 3) and bars.shape == (280, 800, 3)
     r = invoke("visualize", folder / "model.npz", "--layer", "prob", "-o", folder / "q.png")
     assert r.exit_code == 2 and "no such layer" in r.stderr  # kernels of prob: there are none
+
+
+def test_oversample_averages_the_probabilities_of_pycaffes_ten_crops(invoke, crop_model):
+    """predict --oversample (issue 33, point 8): the four corner crops and the centre one,
+    then the five mirrored, each with the mean image cut at its own place (Caffe's
+    DataTransformer), the softmax of each averaged; computed here by hand."""
+    from dataprep.train.engines import make_engine
+    from dataprep.train.inference import load_model
+
+    folder, listfile = crop_model
+    image_path = Path(listfile).parent / "img" / "0003.png"
+    r = invoke("predict", folder / "model.npz", image_path, "--oversample", "--top-k", 5, "--json")
+    assert r.exit_code == 0, r.stderr
+    (row,) = json.loads(r.stdout)["predictions"]
+    got = dict(zip(row["classes"], row["values"]))
+    model = load_model(folder / "model.npz")
+    (step,) = [s for s in model.prepare.steps if s.mean is not None]
+    image = cv2.imread(str(image_path)).astype(np.float32).transpose(2, 0, 1)  # 3 x 12 x 16, BGR
+    crops = []
+    for mirrored in (False, True):
+        for top, left in ((0, 0), (0, 8), (4, 0), (4, 8), (2, 4)):
+            x = (
+                image[:, top : top + 8, left : left + 8] - step.mean[:, top : top + 8, left : left + 8]
+            ) * step.scale
+            crops.append(x[:, :, ::-1] if mirrored else x)
+    scores = make_engine("native", model.folded(), [model.output]).run(np.stack(crops), [model.output])
+    e = np.exp(scores[model.output] - scores[model.output].max(axis=1, keepdims=True))
+    want = (e / e.sum(axis=1, keepdims=True)).mean(axis=0)
+    assert np.allclose([got[c] for c in range(5)], want, atol=1e-6)
+    centre = json.loads(invoke("predict", folder / "model.npz", image_path, "--top-k", 5, "--json").stdout)
+    assert centre["predictions"][0]["values"] != row["values"]  # not the centre crop alone

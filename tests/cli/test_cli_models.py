@@ -343,3 +343,8 @@ def test_a_larger_mean_file_is_cropped_or_reduced_per_channel(invoke, trained, t
     assert np.allclose(values("--mean", tmp_path / "mean.npy"), values("--mean", tmp_path / "centre.npy"))
     r = invoke(*base, "--mean-per-channel")
     assert r.exit_code == 2 and "give --mean FILE too" in r.stderr
+
+
+def test_oversample_needs_a_model_with_a_crop(invoke, trained):
+    r = invoke("predict", trained / "small_iter_30.npz", trained / "test.txt", "--oversample")
+    assert r.exit_code == 2 and "--oversample takes ten crops: the model has no crop" in r.stderr
