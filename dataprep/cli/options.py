@@ -463,11 +463,21 @@ def image_output_options(f: Callable) -> Callable:
 
 
 def _model(
-    model_path: str, weights: str | None, mean, mean_per_channel, scale, crop, resize, channels, channel_order
+    model_path: str,
+    weights: str | None,
+    reshape_params,
+    mean,
+    mean_per_channel,
+    scale,
+    crop,
+    resize,
+    channels,
+    channel_order,
 ):
     from ..train.inference import load_model
 
     options = {
+        "reshape_params": reshape_params,
         "mean": mean,
         "mean_per_channel": mean_per_channel,
         "scale": scale,
@@ -489,6 +499,7 @@ def model_options(f: Callable) -> Callable:
         (
             "model_path",
             "weights",
+            "reshape_params",
             "mean",
             "mean_per_channel",
             "scale",
@@ -505,6 +516,12 @@ def model_options(f: Callable) -> Callable:
                 type=click.Path(exists=True, dir_okay=False),
                 default=None,
                 help="Weights: a .npz snapshot or a .caffemodel [default: MODEL's, for a snapshot].",
+            ),
+            click.option(
+                "--reshape-params",
+                is_flag=True,
+                help="Net surgery: a layer takes the blobs of its own name or of its name "
+                "without -conv, reshaped to its own shape of the same count (fc6 -> fc6-conv).",
             ),
             click.option(
                 "--mean",

@@ -54,7 +54,9 @@ class Model:
         copied = copy_weights(net, self.weights, "the weights")
         missing = [layer.name for layer in net.layers if layer.params and layer.name not in copied]
         if missing:
-            raise DataprepError(f"the weights have no blobs for layer(s) {', '.join(missing)}")
+            surgery = any(_surgery_source(m, self.weights) not in (None, m) for m in missing)
+            hint = " (net surgery: --reshape-params carries fc6's blobs into fc6-conv)" if surgery else ""
+            raise DataprepError(f"the weights have no blobs for layer(s) {', '.join(missing)}{hint}")
         return net
 
     def folded(self) -> Model:
@@ -205,7 +207,8 @@ def _with_task(prep: Preparation, sections: dict) -> Preparation:
 def load_model(path: str | Path, weights: str | Path | None = None, options: dict | None = None) -> Model:
     """MODEL and its weights, its preparation completed by ``options`` (``mean``,
     ``scale``, ``crop``, ``resize``, ``channels``, ``channel_order``) by the one rule of
-    ``preparation.with_options``."""
+    ``preparation.with_options``; ``reshape_params``: the weights carried across net
+    surgery (``carried_across``)."""
     from .caffemodel import read_weights
 
     path = Path(path)
@@ -226,15 +229,54 @@ def load_model(path: str | Path, weights: str | Path | None = None, options: dic
             "give --mean and --scale if it was trained on prepared ones",
             path,
         )
+    blobs = read_weights(weights)
+    if options.get("reshape_params"):
+        blobs = carried_across(blobs, specs)
     return Model(
         name=str(sections.get("name") or path.stem),
         specs=_inference_specs(specs),
         input=input_name,
         target=data.get("target", "label"),
         prepare=prepare,
-        weights=read_weights(weights),
+        weights=blobs,
         input_shape=tuple(inputs[input_name][1:]) if input_name in inputs else None,
         head=model_head(specs),
+    )
+
+
+SURGERY_SUFFIXES = ("-conv", "_conv")  # Caffe's net-surgery example: fc6 -> fc6-conv
+
+
+def carried_across(weights: dict[str, list[np.ndarray]], specs: list[dict]) -> dict[str, list[np.ndarray]]:
+    """Net surgery (Caffe's example by hand): each learned layer takes the blobs of its own
+    name, or of its name without ``-conv``, flattened so they load into whatever shape of
+    the same count the layer now has (an InnerProduct's 4096 x 9216 as a Convolution's
+    4096 x 256 x 6 x 6); a line per layer carried from another name or shape."""
+    carried = dict(weights)
+    for spec in specs:
+        name = spec["name"]
+        source = _surgery_source(name, weights)
+        if source is None:
+            continue
+        blobs = weights[source]
+        carried[name] = [b.reshape(-1) for b in blobs]  # copy_weights shapes a flat blob of the right count
+        if source != name or spec["type"] == "Convolution" and blobs[0].ndim != 4:
+            shapes = ", ".join("x".join(map(str, b.shape)) for b in blobs)
+            log.info(
+                "--reshape-params: layer %s takes the blobs of %s (%s), reshaped as it needs",
+                name,
+                source,
+                shapes,
+            )
+    return carried
+
+
+def _surgery_source(name: str, weights: dict) -> str | None:
+    """The weights' layer a net's layer ``name`` takes: its own, or ``fc6``'s for ``fc6-conv``."""
+    if name in weights:
+        return name
+    return next(
+        (name[: -len(s)] for s in SURGERY_SUFFIXES if name.endswith(s) and name[: -len(s)] in weights), None
     )
 
 

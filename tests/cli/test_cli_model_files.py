@@ -391,3 +391,33 @@ def test_oversample_averages_the_probabilities_of_pycaffes_ten_crops(invoke, cro
     assert np.allclose([got[c] for c in range(5)], want, atol=1e-6)
     centre = json.loads(invoke("predict", folder / "model.npz", image_path, "--top-k", 5, "--json").stdout)
     assert centre["predictions"][0]["values"] != row["values"]  # not the centre crop alone
+
+
+def test_reshape_params_carries_a_classifier_across_net_surgery(invoke, crop_model, tmp_path):
+    """Caffe's net-surgery example (issue 33, point 9): the classifier made fully
+    convolutional (fc -> fc-conv, a 3 x 3 Convolution over pool1's 3 x 3 maps) takes fc's
+    blobs with --reshape-params, and its class map at the original size is the classifier's
+    output."""
+    folder, listfile = crop_model
+    assert invoke("export", folder / "model.npz", "-o", tmp_path / "deploy.prototxt").exit_code == 0
+    text = (tmp_path / "deploy.prototxt").read_text()
+    fc = 'name: "fc"\n  type: "InnerProduct"\n  bottom: "pool1"\n  top: "fc"\n  inner_product_param {'
+    assert fc in text
+    text = text.replace(
+        fc,
+        'name: "fc-conv"\n  type: "Convolution"\n  bottom: "pool1"\n  top: "fc-conv"\n  convolution_param {',
+    )
+    text = text.replace("num_output: 5\n", "num_output: 5\n    kernel_size: 3\n").replace(
+        'bottom: "fc"\n', 'bottom: "fc-conv"\n'
+    )
+    (tmp_path / "fullconv.prototxt").write_text(text)
+    conv = ["predict", tmp_path / "fullconv.prototxt", "--weights", folder / "model.npz", listfile]
+    r = invoke(*conv)
+    assert r.exit_code == 1 and "no blobs for layer(s) fc-conv (net surgery: --reshape-params" in r.stderr
+    r = invoke(*conv, "--reshape-params", "--top-k", 5, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "layer fc-conv takes the blobs of fc (5x36, 5), reshaped as it needs" in r.stderr
+    surgery = json.loads(r.stdout)["predictions"]
+    plain = json.loads(invoke("predict", folder / "model.npz", listfile, "--top-k", 5, "--json").stdout)
+    for a, b in zip(surgery, plain["predictions"]):
+        assert a["classes"] == b["classes"] and np.allclose(a["values"], b["values"], atol=1e-6)
