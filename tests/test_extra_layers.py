@@ -349,3 +349,76 @@ def test_dummy_data_goes_through_prototxt_and_back_and_caffe_time_runs_on_it(tmp
     r = invoke("time", tmp_path / "dummy.prototxt", "--iterations", "2")  # caffe time's usual net
     assert r.exit_code == 0, r.stderr
     assert "data\tforward" in r.stderr and "loss\tbackward" in r.stderr and "Total Time" in r.stderr
+
+
+def test_a_convolution_over_a_bottom_without_spatial_axes_is_caffes_product(xp):
+    """Caffe's BaseConvolutionLayer over N x C (the age Q&A's design 2, a Convolution on
+    `prob`): an empty kernel, weights (num_output, C), y = x W^T + b (issue 33, point 4)."""
+    x = rng.normal(size=(4, 6))
+    spec = {"type": "Convolution", "num_output": 3, "kernel_size": 1}
+    layer, (y,) = _forward(spec, x)
+    w, b = (host(p) for p in layer.params)
+    assert w.shape == (3, 6) and b.shape == (3,) and y.shape == (4, 3)
+    assert np.allclose(y, x @ w.T + b)
+    check_gradients(spec, [x], xp)
+    check_gradients({**spec, "bias_term": False}, [x], xp)
+
+
+def test_the_age_qa_design_two_trains_as_written(tmp_path, invoke, monkeypatch):
+    """The expected age as a fixed Convolution (lr_mult 0, weights 0..K-1) over the
+    softmax's N x K probabilities, in prototxt: it trains and the fixed weights stay."""
+    monkeypatch.chdir(tmp_path)
+    assert (
+        invoke("noise", "--n", 60, "--size", "16x16", "--split", "50,10", "--seed", 3, "-j", 1).exit_code == 0
+    )
+    for split in ("train", "val"):
+        r = invoke(
+            "hdf5", f"{split}.txt", "--mean", 128, "--scale", 0.0078125, "--label-names", "freq", "-j", 1
+        )
+        assert r.exit_code == 0, r.stderr
+    net = """
+    name: "design2"
+    layer { name: "data" type: "HDF5Data" top: "data" top: "freq" include { phase: TRAIN }
+      hdf5_data_param { source: "train_h5.txt" batch_size: 10 } }
+    layer { name: "data" type: "HDF5Data" top: "data" top: "freq" include { phase: TEST }
+      hdf5_data_param { source: "val_h5.txt" batch_size: 10 } }
+    layer { name: "slice" type: "Slice" bottom: "freq" top: "f0" top: "f1" slice_param { axis: 1 } }
+    layer { name: "silence" type: "Silence" bottom: "f1" }
+    layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+      inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
+    layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+    layer { name: "age" type: "Convolution" bottom: "prob" top: "age" param { lr_mult: 0 }
+      convolution_param { num_output: 1 kernel_size: 1 bias_term: false
+        weight_filler { type: "constant" value: 0.1 } } }
+    layer { name: "loss" type: "EuclideanLoss" bottom: "age" bottom: "f0" top: "loss" }
+    """
+    Path = type(tmp_path)
+    Path("net.prototxt").write_text(net)
+    Path("solver.prototxt").write_text(
+        'net: "net.prototxt"\nbase_lr: 0.1\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: 20\n'
+        'display: 5\ntest_iter: 1\ntest_interval: 20\nsnapshot_prefix: "design2"\n'
+    )
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 0, r.stderr
+    saved = np.load("design2_iter_20.npz")
+    assert saved["param/age/0"].shape == (1, 10) and np.all(saved["param/age/0"] == np.float32(0.1))
+
+
+def test_a_convolution_without_spatial_axes_exports_to_onnx_as_its_product(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from test_export import close, run_onnx
+
+    from dataprep.train.export import export, load_deploy
+
+    text = """
+    name: "n"
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 6 } } }
+    layer { name: "c" type: "Convolution" bottom: "data" top: "c"
+            convolution_param { num_output: 3 kernel_size: 1 } }
+    """
+    (tmp_path / "n.prototxt").write_text(text)
+    (out,) = export(tmp_path / "n.prototxt", tmp_path / "n.onnx", random_init=0)
+    deploy = load_deploy(tmp_path / "n.prototxt", random_init=0)
+    x = rng.normal(size=(2, 6)).astype(np.float32)
+    deploy.net.forward({"data": x}, train=False)
+    assert close(run_onnx(out, "data", x)["c"], host(deploy.net.blobs["c"]))

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import UsageError
-from .layers import LOSSES, SOURCES, Layer, Loss, Shape, all_params, make_layer
+from .layers import LOSSES, SINKS, SOURCES, Layer, Loss, Shape, all_params, make_layer
 from .layers.base import FILLING
 from .layers.threads import one_blas_thread
 from .memory import budget, charge
@@ -259,9 +259,9 @@ def wire(specs: list[dict], first: str, target: str) -> list[dict]:
         bottoms = _names(spec.get("bottom")) or ([previous, target] if head else [previous])
         if spec.get("type") in SOURCES:  # a layer that makes its top from nothing
             bottoms = []
-        tops = _names(spec.get("top")) or [name]
+        tops = _names(spec.get("top")) or ([] if spec.get("type") in SINKS else [name])
         wired.append({**spec, "name": name, "bottom": bottoms, "top": tops})
-        if not head:
+        if not head and tops:
             previous = tops[0]
     return wired
 

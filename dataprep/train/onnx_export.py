@@ -139,7 +139,9 @@ def _layer(g: _Graph, spec: dict, layer, shapes: dict) -> None:
     outs = [g.write(t) for t in spec["top"]]
     out = outs[0]
     weights = [g.const(f"{name}.blob{i}", p) for i, p in enumerate(params)] if kind in WEIGHTED else []
-    if kind in ("Convolution", "Deconvolution"):
+    if kind == "Convolution" and layer.strategy == "no spatial axes":  # N x C: a product
+        g.node("Gemm", [x, *weights], [out], name, transB=1)
+    elif kind in ("Convolution", "Deconvolution"):
         (kh, kw), (sh, sw), (ph, pw) = layer.win
         op = "Conv" if kind == "Convolution" else "ConvTranspose"
         g.node(

@@ -116,10 +116,12 @@ LOSSES = (
     "InfogainLoss",
 )
 SOURCES = ("Parameter", "DummyData")  # layers with no bottom
+SINKS = ("Silence",)  # layers with no top
 
 __all__ = [
     "LAYERS",
     "LOSSES",
+    "SINKS",
     "Layer",
     "Loss",
     "Shape",

@@ -72,7 +72,10 @@ class Convolution(Layer):
     type = "Convolution"
 
     def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
-        ((n, c, h, w),) = shapes = [tuple(s) for s in shapes]
+        shapes = [tuple(s) for s in shapes]
+        if len(shapes[0]) == 2:  # N x C: no spatial axes, Caffe's weights (num_output, C)
+            return self._setup_flat(shapes, xp, rng, dtype)
+        ((n, c, h, w),) = shapes
         self.win = window(self.p, self.name)
         check_window(self.name, h, w, self.win)
         self.out, self.group = grouped_outputs(self, c)
@@ -99,7 +102,20 @@ class Convolution(Layer):
         self.full = not self.pointwise and self.stride == 1 and self.pad <= self.k - 1 and oh * ow >= h * w
         return tops
 
+    def _setup_flat(self, shapes, xp, rng, dtype):
+        """A bottom with no spatial axes (the age Q&A's Convolution over a N x 100 ``prob``):
+        Caffe's BaseConvolutionLayer then has an empty kernel, so the layer is a product
+        with its (num_output, C) weights; kernel, stride and pad have nothing to act on."""
+        self.out, self.group = grouped_outputs(self, shapes[0][1])
+        if self.group != 1:
+            raise UsageError(f"layer {self.name}: a grouped convolution over a bottom without spatial axes")
+        learned_kernel(self, xp, rng, dtype, (self.out, shapes[0][1]))
+        self.strategy, self.rect = "no spatial axes", False
+        return Layer.setup(self, shapes)
+
     def shapes(self, shapes):
+        if len(shapes[0]) == 2:
+            return [(shapes[0][0], self.out)]
         n, c, h, w = shapes[0]
         (kh, kw), (sh, sw), (ph, pw) = self.win
         return [(n, self.out, conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw))]
@@ -174,6 +190,10 @@ class Convolution(Layer):
         return cols.reshape(self.group, cols.shape[0] // self.group * self.k * self.k, -1)
 
     def forward(self, bottoms, train=True):
+        if self.strategy == "no spatial axes":
+            self._saved = bottoms[0]
+            y = bottoms[0] @ self.params[0].T
+            return [y + self.params[1] if len(self.params) > 1 else y]
         if self.rect:
             return self._forward_rect(bottoms[0], train)
         xp = get_xp(bottoms[0])
@@ -200,6 +220,12 @@ class Convolution(Layer):
         return [y]
 
     def backward(self, top_diffs):
+        if self.strategy == "no spatial axes":
+            dy, x = top_diffs[0], self._saved
+            self.grads[0] = dy.T @ x
+            if len(self.params) > 1:
+                self.grads[1] = dy.sum(axis=0)
+            return [dy @ self.params[0]]
         if self.rect:
             return self._backward_rect(top_diffs[0])
         xp = get_xp(top_diffs[0])
