@@ -362,6 +362,8 @@ def test_a_convolution_over_a_bottom_without_spatial_axes_is_caffes_product(xp):
     assert np.allclose(y, x @ w.T + b)
     check_gradients(spec, [x], xp)
     check_gradients({**spec, "bias_term": False}, [x], xp)
+    with pytest.raises(Exception, match=r"has 1 spatial axes; dataprep convolves over two .* or none"):
+        build({**spec, "name": "c"}, [(2, 3, 5)], np)
 
 
 def test_the_age_qa_design_two_trains_as_written(tmp_path, invoke, monkeypatch):

@@ -75,6 +75,11 @@ class Convolution(Layer):
         shapes = [tuple(s) for s in shapes]
         if len(shapes[0]) == 2:  # N x C: no spatial axes, Caffe's weights (num_output, C)
             return self._setup_flat(shapes, xp, rng, dtype)
+        if len(shapes[0]) != 4:
+            raise UsageError(
+                f"layer {self.name}: a bottom of shape {shapes[0]} has {len(shapes[0]) - 2} spatial axes; "
+                "dataprep convolves over two (N x C x H x W) or none (N x C)"
+            )
         ((n, c, h, w),) = shapes
         self.win = window(self.p, self.name)
         check_window(self.name, h, w, self.win)
