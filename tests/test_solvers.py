@@ -621,3 +621,28 @@ def test_resume_from_caffes_solver_state_restores_iteration_weights_and_both_his
         "train", "examples/mnist/lenet_solver.prototxt", "--resume", state, "--set", "solver.max_iter=6"
     )
     assert r.exit_code == 1 and "16 histories; this net's 8 parameters with SGD need 8" in r.stderr
+
+
+def test_debug_info_prints_caffes_per_blob_and_net_wide_lines(tmp_path, invoke, monkeypatch):
+    """debug_info: per layer the mean absolute value of each top and parameter (forward),
+    of each bottom diff and parameter diff (backward), and the net-wide L1/L2 line; with
+    base_lr 0 the weights stay, so the snapshot checks the numbers."""
+    root = _caffe_root(tmp_path, invoke)
+    monkeypatch.chdir(root)
+    sets = ["solver.max_iter=1", "solver.debug_info=true", "solver.base_lr=0", "solver.test_interval=0"]
+    sets += ["solver.snapshot=0", "solver.snapshot_prefix=dbg"]
+    r = invoke("train", "examples/mnist/lenet_solver.prototxt", *[a for s in sets for a in ("--set", s)])
+    assert r.exit_code == 0, r.stderr
+    lines = [line.split("] ", 1)[1].strip() for line in r.stderr.splitlines() if "] " in line]
+    saved = np.load("dbg_iter_1.npz")
+    conv1 = next(line for line in lines if line.startswith("[Forward] Layer conv1, param blob 0 data: "))
+    assert float(conv1.rsplit(" ", 1)[1]) == pytest.approx(np.abs(saved["param/conv1/0"]).mean(), rel=1e-4)
+    assert any(line.startswith("[Forward] Layer conv1, top blob conv1 data: ") for line in lines)
+    assert any(line.startswith("[Backward] Layer ip2, bottom blob ip1 diff: ") for line in lines)
+    assert any(line.startswith("[Backward] Layer conv1, param blob 0 diff: ") for line in lines)
+    net = next(
+        line for line in lines if line.startswith("[Backward] All net params (data, diff): L1 norm = (")
+    )
+    l1 = float(net.split("L1 norm = (")[1].split(",")[0])
+    weights = [saved[k] for k in saved.files if k.startswith("param/")]
+    assert l1 == pytest.approx(sum(np.abs(w).sum() for w in weights), rel=1e-4)

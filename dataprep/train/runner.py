@@ -444,41 +444,22 @@ class Training:
         absolute value."""
         for node in self.net.nodes:
             name = node.layer.name
-            for top in node.tops:
-                value = self.net.blobs.get(top)
-                if value is not None:
-                    self.say(
-                        caffe_line(
-                            f"    [Forward] Layer {name}, top blob {top} data: {_mean_abs(value):g}",
-                            "net.cpp:604",
-                        )
-                    )
-            for k, param in enumerate(node.layer.params):
-                self.say(
-                    caffe_line(
-                        f"    [Forward] Layer {name}, param blob {k} data: {_mean_abs(param):g}",
-                        "net.cpp:615",
-                    )
-                )
+            tops = [(top, self.net.blobs.get(top)) for top in node.tops]
+            self._debug_lines("Forward", name, "top", tops, "data", "net.cpp:604")
+            self._debug_lines("Forward", name, "param", enumerate(node.layer.params), "data", "net.cpp:615")
 
     def _debug_backward(self, node, bottom_diffs) -> None:
         name = node.layer.name
-        for bottom, diff in zip(node.bottoms, bottom_diffs):
-            if diff is not None:
-                self.say(
-                    caffe_line(
-                        f"    [Backward] Layer {name}, bottom blob {bottom} diff: {_mean_abs(diff):g}",
-                        "net.cpp:632",
-                    )
-                )
-        for k, grad in enumerate(node.layer.grads):
-            if grad is not None:
-                self.say(
-                    caffe_line(
-                        f"    [Backward] Layer {name}, param blob {k} diff: {_mean_abs(grad):g}",
-                        "net.cpp:643",
-                    )
-                )
+        bottoms = zip(node.bottoms, bottom_diffs)
+        self._debug_lines("Backward", name, "bottom", bottoms, "diff", "net.cpp:632")
+        self._debug_lines("Backward", name, "param", enumerate(node.layer.grads), "diff", "net.cpp:643")
+
+    def _debug_lines(self, direction: str, name: str, kind: str, blobs, what: str, where: str) -> None:
+        """One debug_info line per (label, array) of ``blobs``: its mean absolute value."""
+        for label, value in blobs:
+            if value is not None:
+                message = f"    [{direction}] Layer {name}, {kind} blob {label} {what}: {_mean_abs(value):g}"
+                self.say(caffe_line(message, where))
 
     def _debug_update(self) -> None:
         """Caffe's net-wide line: the L1 and L2 norms of every parameter and its gradient."""
