@@ -123,33 +123,20 @@ class Training:
             augment_seed=recipe.augment.seed if recipe.augment else 0,
             on_error=on_error,
         )
+
+        def test_loader(source, batch: int | None, start: int) -> BatchLoader:
+            """A test net's batches: in store order, never augmented."""
+            batch = batch or data.val_batch_size or data.batch_size
+            return BatchLoader(
+                source, batch, data.transform, data.input, data.target, False, run.random_seed,
+                train=False, start=start, on_error=on_error,
+            )  # fmt: skip
+
         if data.val is not None:
-            self.val_loader = BatchLoader(
-                data.val,
-                data.val_batch_size or data.batch_size,
-                data.transform,
-                data.input,
-                data.target,
-                False,
-                run.random_seed,
-                train=False,
-                start=position["val"],
-                on_error=on_error,
-            )
+            self.val_loader = test_loader(data.val, data.val_batch_size, position["val"])
+        starts = position.get("tests") or [0] * len(data.tests)
         self.extra = [  # further test nets (#1 on): (loader, test batches)
-            BatchLoader(
-                test.source,
-                test.batch_size or data.val_batch_size or data.batch_size,
-                data.transform,
-                data.input,
-                data.target,
-                False,
-                run.random_seed,
-                train=False,
-                start=(position.get("tests") or [0] * len(data.tests))[k],
-                on_error=on_error,
-            )
-            for k, test in enumerate(data.tests)
+            test_loader(test.source, test.batch_size, starts[k]) for k, test in enumerate(data.tests)
         ]
         self.extra_batches = [
             test.test_iter or max(1, -(-loader.n // loader.batch_size))
