@@ -413,7 +413,8 @@ def write_dataset(
 ) -> list[Path]:
     """Each split into ``out``: stores ``{name}_{split}_{kind}`` (HDF5: ``{name}_{split}.h5``
     with its ``_h5.txt`` list) keyed as Caffe's converters did, or with ``files`` PNGs in
-    class folders, ``{split}.txt`` lists and ``classes.txt``; every output staged."""
+    class folders and ``{split}.txt`` lists; and ``{name}_classes.txt``. Every output
+    claimed before any is written, and staged."""
 
     if kind not in STORE_KINDS:
         raise UsageError(f"--to {kind}: choose from {', '.join(STORE_KINDS)}")
@@ -436,13 +437,18 @@ def _write_dataset(name, sources, out, kind, executor, overwrite, progress) -> l
         return _write_files(name, sources, out, executor, overwrite, progress)
     if kind == "wds":  # image files are BGR to OpenCV: true color
         sources = {split: dataclasses.replace(source, bgr=True) for split, source in sources.items()}
-    writers = open_writers(
-        functools.partial(_split_writer, name, split, source, out, kind, overwrite, store_meta(source))
-        for split, source in sources.items()
-    )
-    parts = [(writer, len(source)) for writer, source in zip(writers, sources.values())]
-    results = write_stores(Chain(tuple(sources.values())), parts, executor, progress=progress)
-    return [path for result in results for path in result.outputs]  # committed together
+    from .listfile import class_lines, write_list
+
+    with Staging(overwrite) as staging:  # the class file claimed with the stores, before any is written
+        classes = staging.path(out / f"{name}_classes.txt")
+        writers = open_writers(
+            functools.partial(_split_writer, name, split, source, out, kind, overwrite, store_meta(source))
+            for split, source in sources.items()
+        )
+        parts = [(writer, len(source)) for writer, source in zip(writers, sources.values())]
+        results = write_stores(Chain(tuple(sources.values())), parts, executor, progress=progress)
+        write_list(classes, class_lines(next(iter(sources.values())).names))
+    return [*(path for result in results for path in result.outputs), out / f"{name}_classes.txt"]
 
 
 def _split_writer(name, split, source, out, kind, overwrite, meta):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -239,3 +240,18 @@ def write_list(path: str | os.PathLike, lines: Iterable[str]) -> None:
 def class_lines(names: Sequence[str]) -> list[str]:
     """The lines of a class-name file (``classes.txt``): ``index name``."""
     return [f"{k} {name}" for k, name in enumerate(names)]
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names, class 0 first, from a class-name file: ``class_lines``' own ``0
+    circles`` lines, ImageNet's ``n01440764 tench, Tinca tinca`` (the id left out), or one
+    name per line."""
+    with open(path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    heads = [line.split(None, 1) for line in lines]
+    if all(len(h) == 2 for h in heads) and (
+        [h[0] for h in heads] == [str(k) for k in range(len(heads))]
+        or all(re.fullmatch(r"n\d{8}", h[0]) for h in heads)
+    ):
+        return [h[1] for h in heads]
+    return lines

@@ -52,16 +52,12 @@ def import_cmd(dataset, src, out, kind, bgr, label, workers, overwrite, as_json)
     """
     start_workers(workers)
     from ..importers import open_dataset, write_dataset
-    from ..listfile import class_lines, write_list
     from ..parallel import make_executor
-    from ..staging import Staging, refuse_existing, remove_stale_partials, scratch_beside
+    from ..staging import remove_stale_partials, scratch_beside
 
     if label != "fine" and dataset != "cifar100":
         raise click.UsageError("--label goes with cifar100")
     out_path = Path(out)
-    classes = out_path / f"{dataset}_classes.txt"
-    if kind != "files":  # every output claimed before any is written (the stores' writers
-        refuse_existing(classes, overwrite)  # check theirs as they open)
     # an archive unpacks hidden in OUT, or beside it while OUT does not exist yet (the next
     # run removes what a kill -9 left there)
     if out_path.name:  # what a killed run left beside OUT while OUT was new
@@ -73,10 +69,5 @@ def import_cmd(dataset, src, out, kind, bgr, label, workers, overwrite, as_json)
             outputs = write_dataset(
                 dataset, sources, out_path, kind, make_executor(workers), overwrite, update
             )
-    if kind != "files":
-        names = next(iter(sources.values())).names
-        with Staging(overwrite) as staging:
-            write_list(staging.path(classes), class_lines(names))
-        outputs.append(classes)
     summary = {"outputs": [str(p) for p in outputs], "counts": {k: len(v) for k, v in sources.items()}}
     echo_result(as_json, summary, [str(p) for p in outputs])

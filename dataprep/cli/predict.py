@@ -80,6 +80,7 @@ def predict_cmd(
     """
     from ..images import write_image
     from ..info import montage, picture
+    from ..listfile import read_class_names
     from ..train.inference import Score, open_inputs, predict, read_truth, remembering
 
     if as_csv and as_json:
@@ -87,7 +88,9 @@ def predict_cmd(
     if oversample and not model.prepare.crop:
         raise click.UsageError("--oversample takes ten crops: the model has no crop (crop_size)")
     inputs = open_inputs(source, model, batch_size)
-    names = _class_names(class_names) or (list(model.prepare.classes) if model.prepare.classes else None)
+    names = (read_class_names(class_names) if class_names else None) or (
+        list(model.prepare.classes) if model.prepare.classes else None
+    )
     # a store without labels (an HDF5 of data only) has nothing to score against
     truth = read_truth(labels) if labels else {k: v for k, v in zip(inputs.keys, inputs.labels) if len(v)}
     scorer = Score(truth) if truth else None
@@ -131,25 +134,6 @@ def predict_cmd(
             logging.getLogger("dataprep").info(_score_line(scores))
         else:
             click.echo(_score_line(scores))
-
-
-def _class_names(path: str | None) -> list[str] | None:
-    """Class names, class 0 first: one per line, dataprep's own ``0 circles`` lines (what
-    ``list`` and ``import`` write), or ImageNet's ``n01440764 tench, Tinca tinca`` (the
-    id left out)."""
-    import re
-
-    if path is None:
-        return None
-    with open(path) as f:
-        lines = [line.strip() for line in f if line.strip()]
-    heads = [line.split(None, 1) for line in lines]
-    if all(len(h) == 2 for h in heads) and (
-        [h[0] for h in heads] == [str(k) for k in range(len(heads))]
-        or all(re.fullmatch(r"n\d{8}", h[0]) for h in heads)
-    ):
-        return [h[1] for h in heads]
-    return lines
 
 
 def _name(cls: int, names: list[str] | None) -> str:

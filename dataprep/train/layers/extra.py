@@ -412,15 +412,15 @@ class SPP(Layer):
         if len(pooled) == 1:
             return pooled
         xp = get_xp(bottoms[0])
-        self._widths = [p[0].size for p in pooled]
+        self._pooled = [p.shape for p in pooled]
         return [xp.concatenate([p.reshape(p.shape[0], -1) for p in pooled], axis=1)]
 
     def backward(self, top_diffs):
         if len(self.levels) == 1:
             return self.levels[0].backward(top_diffs)
         dy, start, dx = top_diffs[0], 0, None
-        for pool, width in zip(self.levels, self._widths):
-            shape = (dy.shape[0], -1) + tuple(pool.shapes([pool._saved[1]])[0][2:])
+        for pool, shape in zip(self.levels, self._pooled):
+            width = int(np.prod(shape[1:]))
             part = pool.backward([dy[:, start : start + width].reshape(shape)])[0]
             dx = part if dx is None else dx + part
             start += width
