@@ -139,8 +139,8 @@ def test_a_solver_prototxt_trains_and_snapshots_caffemodels(invoke, tmp_path, mo
     [
         (('type: "ReLU"', 'type: "LSTM"'), ":5: layer 'relu1': type 'LSTM' is not supported"),
         (
-            ("kernel_size: 5", "kernel_size: 5 dilation: 2"),
-            ":4: layer 'conv1': convolution_param.dilation is not supported",
+            ("num_output: 192", "num_output: 192 transpose: true"),
+            ":13: layer 'fc4': inner_product_param.transpose is not supported",
         ),
         (("kernel_size: 5", "kernel_sise: 5"), 'has no field named "kernel_sise"'),
         (("include { phase: TEST }", 'include { stage: "x" }'), "include rules other than one phase"),

@@ -4,6 +4,8 @@ prototxt in and out."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from test_train_layers import build, check_gradients, check_param_gradients, host
@@ -362,8 +364,105 @@ def test_a_convolution_over_a_bottom_without_spatial_axes_is_caffes_product(xp):
     assert np.allclose(y, x @ w.T + b)
     check_gradients(spec, [x], xp)
     check_gradients({**spec, "bias_term": False}, [x], xp)
-    with pytest.raises(Exception, match=r"has 1 spatial axes; dataprep convolves over two .* or none"):
-        build({**spec, "name": "c"}, [(2, 3, 5)], np)
+    check_gradients({**spec, "num_output": 4, "group": 2}, [x], xp)
+
+
+def _reference_convolution(x, w, b, axis, stride, pad, dilation, group):
+    """Caffe's convolution written out from its definition: per image (the axes before
+    ``axis``), output channel and output position, the sum over the group's input channels
+    and the kernel's taps of the zero-padded input."""
+    lead, (c, *sizes) = x.shape[:axis], x.shape[axis:]
+    o, per, *kernel = w.shape
+    xs = x.reshape(-1, c, *sizes)
+    padded = np.pad(xs, [(0, 0), (0, 0), *((q, q) for q in pad)])
+    out = [
+        (n + 2 * q - d * (k - 1) - 1) // s + 1 for n, q, d, k, s in zip(sizes, pad, dilation, kernel, stride)
+    ]
+    y = np.zeros((len(xs), o, *out))
+    for at in itertools.product(*(range(m) for m in out)):
+        for taps in itertools.product(*(range(k) for k in kernel)):
+            src = tuple(a * s + t * d for a, s, t, d in zip(at, stride, taps, dilation))
+            for g in range(group):
+                inputs = padded[(slice(None), slice(g * per, (g + 1) * per), *src)]  # (images, per)
+                outs = slice(g * (o // group), (g + 1) * (o // group))
+                y[(slice(None), outs, *at)] += inputs @ w[(outs, slice(None), *taps)].T
+    y += b.reshape(1, -1, *(1,) * len(out))
+    return y.reshape(*lead, o, *out)
+
+
+ND_CASES = [  # (bottom shape, convolution_param), each a form of Caffe's BaseConvolutionLayer
+    ((2, 3, 9), {"kernel_size": 3, "stride": 2, "pad": 1}),  # one spatial axis
+    ((2, 2, 5, 4, 6), {"kernel_size": [3, 2, 3], "stride": [1, 2, 1], "pad": [1, 0, 1]}),  # three
+    ((2, 4, 7, 7), {"kernel_size": 3, "dilation": 2, "pad": 2, "group": 2}),  # dilated, grouped
+    ((2, 3, 2, 6, 5), {"kernel_size": 3, "axis": 2, "pad": 1}),  # the images before axis 2
+    ((2, 3, 6, 5), {"kernel_h": 3, "kernel_w": 1, "stride_h": 2}),  # rectangular
+    ((3, 2, 4), {"kernel_size": 1, "axis": 2}),  # N x T x C: no spatial axes after axis 2
+]
+
+
+@pytest.mark.parametrize(
+    "shape, param", ND_CASES, ids=lambda v: None if isinstance(v, dict) else "x".join(map(str, v))
+)
+def test_the_convolution_is_caffes_over_any_spatial_axes_dilation_and_axis(xp, shape, param):
+    """Issue 33, point 4: Convolution over N-D blobs with Caffe's ``axis``, against Caffe's
+    definition written out and numerical gradients."""
+    x = rng.normal(size=shape)
+    spec = {"type": "Convolution", "num_output": 4, **param}
+    layer, (y,) = _forward(spec, x)
+    w, b = (host(p) for p in layer.params)
+    axis = param.get("axis", 1)
+    d = len(shape) - axis - 1
+
+    def per_axis(key, default):
+        value = param.get(key, param.get(f"{key}_h", default) if d == 2 else default)
+        if f"{key}_h" in param:
+            return [param[f"{key}_h"], param.get(f"{key}_w", default)]
+        return value if isinstance(value, list) else [value] * d
+
+    want = _reference_convolution(
+        x,
+        w,
+        b,
+        axis,
+        per_axis("stride", 1),
+        per_axis("pad", 0),
+        per_axis("dilation", 1),
+        param.get("group", 1),
+    )
+    assert w.shape == (4, shape[axis] // param.get("group", 1), *w.shape[2:]) and len(w.shape) == 2 + d
+    assert y.shape == want.shape and np.allclose(y, want)
+    check_gradients(spec, [x], xp)
+
+
+@pytest.mark.parametrize("shape, param", ND_CASES[:4], ids=["1d", "3d", "dilated", "axis2"])
+def test_the_deconvolution_is_the_convolutions_transpose_over_any_axes(xp, shape, param):
+    """<conv(x), y> = <x, deconv(y)> with the same weights and no bias, as Caffe defines
+    Deconvolution; and its numerical gradients."""
+    x = rng.normal(size=shape)
+    conv, (cx,) = _forward({"type": "Convolution", "num_output": 4, "bias_term": False, **param}, x)
+    y = rng.normal(size=cx.shape)
+    deconv, _ = build(
+        {"type": "Deconvolution", "num_output": shape[param.get("axis", 1)], "bias_term": False, **param},
+        [y.shape],
+        np,
+    )
+    deconv.params[0] = conv.params[0]
+    (dy,) = deconv.forward([y])
+    cut = tuple(slice(0, n) for n in dy.shape)  # a strided deconvolution may stop short of x's last row
+    assert np.isclose((cx * y).sum(), (x[cut] * host(dy)).sum())
+    check_gradients({"type": "Deconvolution", "num_output": 2, **param}, [y], xp)
+
+
+def test_convolution_geometry_is_refused_where_caffe_stops():
+    for shape, param, message in [
+        ((2, 3, 5), {"kernel_h": 3, "kernel_w": 3}, "kernel_h and kernel_w are for 2-D"),
+        ((2, 3, 5, 5, 5), {"kernel_size": [3, 3]}, "kernel given 2 times for 3 spatial axes"),
+        ((2, 3, 5), {"kernel_size": 7}, "kernel 7 larger than its 5 input"),
+        ((2, 3, 5), {"kernel_size": 3, "dilation": 0}, "give kernel, stride and dilation 1 or more"),
+        ((2, 3), {"kernel_size": 1, "axis": 2}, "axis 2 of a 2-axis bottom"),
+    ]:
+        with pytest.raises(Exception, match=message):
+            build({"type": "Convolution", "name": "c", "num_output": 2, **param}, [shape], np)
 
 
 def test_the_age_qa_design_two_trains_as_written(tmp_path, invoke, monkeypatch):
@@ -406,21 +505,86 @@ def test_the_age_qa_design_two_trains_as_written(tmp_path, invoke, monkeypatch):
     assert saved["param/age/0"].shape == (1, 10) and np.all(saved["param/age/0"] == np.float32(0.1))
 
 
-def test_a_convolution_without_spatial_axes_exports_to_onnx_as_its_product(tmp_path):
+def test_a_one_d_convolution_net_trains_from_hdf5_and_exports(tmp_path, invoke, monkeypatch):
+    """N x 2 x 32 signals in HDF5 (Caffe's N-D HDF5Data), a 1-D and a dilated 1-D
+    convolution, through `train` with a prototxt solver: the loss falls, and the saved
+    model's kernels are 1-D (num_output x channels x k)."""
+    import h5py
+
+    monkeypatch.chdir(tmp_path)
+    signals = np.random.default_rng(0).normal(size=(64, 2, 32)).astype(np.float32)
+    target = signals[:, :1, 3:29].mean(axis=2) - signals[:, 1:, :8].mean(axis=2)
+    with h5py.File("train.h5", "w") as f:
+        f["data"], f["target"] = signals, target.astype(np.float32)
+    Path = type(tmp_path)
+    Path("train_h5.txt").write_text("train.h5\n")
+    Path("net.prototxt").write_text(
+        """
+    layer { name: "data" type: "HDF5Data" top: "data" top: "target"
+      hdf5_data_param { source: "train_h5.txt" batch_size: 16 } }
+    layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+      convolution_param { num_output: 4 kernel_size: 5 pad: 2 weight_filler { type: "xavier" } } }
+    layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+      convolution_param { num_output: 4 kernel_size: 3 dilation: 4 stride: 2
+        weight_filler { type: "xavier" } } }
+    layer { name: "fc" type: "InnerProduct" bottom: "conv2" top: "fc"
+      inner_product_param { num_output: 1 weight_filler { type: "xavier" } } }
+    layer { name: "loss" type: "EuclideanLoss" bottom: "fc" bottom: "target" top: "loss" }
+    """
+    )
+    Path("solver.prototxt").write_text(
+        'net: "net.prototxt"\nbase_lr: 0.02\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: 60\n'
+        'display: 10\nsnapshot_prefix: "signal"\nrandom_seed: 1\n'
+    )
+    r = invoke("train", "solver.prototxt")
+    assert r.exit_code == 0, r.stderr
+    losses = [
+        float(line.rsplit("=", 1)[1].split()[0])
+        for line in r.stderr.splitlines()
+        if "Train net output" in line
+    ]
+    assert len(losses) >= 5 and losses[-1] < 0.5 * losses[0]
+    saved = np.load("signal_iter_60.npz")
+    assert saved["param/conv1/0"].shape == (4, 2, 5) and saved["param/conv2/0"].shape == (4, 4, 3)
+
+
+@pytest.mark.parametrize(
+    "dims, param, kind",
+    [
+        ((1, 6), "kernel_size: 1", "Convolution"),  # no spatial axes: Gemm
+        ((1, 3, 2, 4), "kernel_size: 1 axis: 3", "Convolution"),  # N x T x S x C
+        ((1, 3, 9), "kernel_size: 3 stride: 2 pad: 1", "Convolution"),
+        ((1, 2, 5, 4, 6), "kernel_size: 3 kernel_size: 2 kernel_size: 3 pad: 1 pad: 0 pad: 1", "Convolution"),
+        ((1, 4, 7, 7), "kernel_size: 3 dilation: 2 pad: 2 group: 2", "Convolution"),
+        ((1, 3, 2, 6, 5), "kernel_size: 3 axis: 2 pad: 1", "Convolution"),
+        ((1, 2, 4, 3, 5), "kernel_size: 3 stride: 2 pad: 1", "Deconvolution"),
+        ((1, 4, 5, 5), "kernel_size: 3 dilation: 2 stride: 2 group: 2", "Deconvolution"),
+    ],
+    ids=["gemm", "gemm-axis3", "1d", "3d", "dilated", "axis2", "deconv-3d", "deconv-dilated"],
+)
+def test_convolutions_of_any_geometry_go_through_prototxt_and_export_to_onnx(tmp_path, dims, param, kind):
+    """Repeated kernel_size/pad (one per axis), dilation and axis read from prototxt,
+    written back the same, and computed by onnxruntime as by the native engine."""
     pytest.importorskip("onnxruntime")
+    from google.protobuf import text_format
     from test_export import close, run_onnx
 
+    from dataprep.stores.caffe_pb import NetParameter
     from dataprep.train.export import export, load_deploy
+    from dataprep.train.prototxt import layer_message, net_sections
 
-    text = """
-    name: "n"
-    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 6 } } }
-    layer { name: "c" type: "Convolution" bottom: "data" top: "c"
-            convolution_param { num_output: 3 kernel_size: 1 } }
-    """
+    shape = " ".join(f"dim: {d}" for d in dims)
+    data = f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ {shape} }} }} }}'
+    conv = f'layer {{ name: "c" type: "{kind}" bottom: "data" top: "c" '
+    conv += f"convolution_param {{ num_output: 4 {param} }} }}"
+    text = f'name: "n"\n{data}\n{conv}\n'
     (tmp_path / "n.prototxt").write_text(text)
+    entry = net_sections(tmp_path / "n.prototxt")["net"][-1]
+    original = text_format.Parse(text, NetParameter()).layer[1]
+    assert str(layer_message(entry, entry["bottom"], entry["top"])) == str(original)
     (out,) = export(tmp_path / "n.prototxt", tmp_path / "n.onnx", random_init=0)
     deploy = load_deploy(tmp_path / "n.prototxt", random_init=0)
-    x = rng.normal(size=(2, 6)).astype(np.float32)
+    x = rng.normal(size=(2, *dims[1:])).astype(np.float32)
     deploy.net.forward({"data": x}, train=False)
-    assert close(run_onnx(out, "data", x)["c"], host(deploy.net.blobs["c"]))
+    got = run_onnx(out, "data", x)["c"]
+    assert got.shape == host(deploy.net.blobs["c"]).shape and close(got, host(deploy.net.blobs["c"]))

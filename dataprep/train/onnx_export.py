@@ -128,6 +128,38 @@ def _channel_view(array: np.ndarray, ndim: int, axis: int = 1) -> np.ndarray:
     return array.reshape(array.shape + (1,) * (ndim - axis - array.ndim))
 
 
+def _conv(g: _Graph, spec: dict, layer, x: str, weights: list[str], out: str, shape) -> None:
+    """Conv or ConvTranspose over the layer's spatial axes (Gemm with none); a channel
+    ``axis`` past 1 folds the axes before it into the batch and back."""
+    geo, name = layer.geo, spec["name"]
+    if geo.axis == 0:
+        raise _refuse(spec, "channel axis 0 (the batch axis)")
+    src, dst = x, out
+    if geo.axis != 1:
+        src, dst = g.temp(f"{name}/images"), g.temp(name)
+        images = g.const(g.temp(f"{name}.images"), [-1, *geo.images(shape)[1:]], np.int64)
+        g.node("Reshape", [x, images], [src], f"{name}/images")
+    if not geo.kernel:  # N x C: a product
+        if spec["type"] != "Convolution":
+            raise _refuse(spec, "a Deconvolution without spatial axes")
+        g.node("Gemm", [src, *weights], [dst], name, transB=1)
+    else:
+        g.node(
+            "Conv" if spec["type"] == "Convolution" else "ConvTranspose",
+            [src, *weights],
+            [dst],
+            name,
+            kernel_shape=list(geo.kernel),
+            strides=list(geo.stride),
+            pads=[*geo.pad, *geo.pad],
+            dilations=list(geo.dilation),
+            group=layer.group,
+        )
+    if dst != out:
+        top = g.const(g.temp(f"{name}.shape"), [-1, *layer.shapes([shape])[0][1:]], np.int64)
+        g.node("Reshape", [dst, top], [out], f"{name}/shape")
+
+
 def _layer(g: _Graph, spec: dict, layer, shapes: dict) -> None:
     kind, name = spec["type"], spec["name"]
     ins = [g.read(b) for b in spec["bottom"]]
@@ -139,21 +171,8 @@ def _layer(g: _Graph, spec: dict, layer, shapes: dict) -> None:
     outs = [g.write(t) for t in spec["top"]]
     out = outs[0]
     weights = [g.const(f"{name}.blob{i}", p) for i, p in enumerate(params)] if kind in WEIGHTED else []
-    if kind == "Convolution" and layer.strategy == "no spatial axes":  # N x C: a product
-        g.node("Gemm", [x, *weights], [out], name, transB=1)
-    elif kind in ("Convolution", "Deconvolution"):
-        (kh, kw), (sh, sw), (ph, pw) = layer.win
-        op = "Conv" if kind == "Convolution" else "ConvTranspose"
-        g.node(
-            op,
-            [x, *weights],
-            [out],
-            name,
-            kernel_shape=[kh, kw],
-            strides=[sh, sw],
-            pads=[ph, pw, ph, pw],
-            group=layer.group,
-        )
+    if kind in ("Convolution", "Deconvolution"):
+        _conv(g, spec, layer, x, weights, out, shape)
     elif kind == "Pooling":
         _pool(g, spec, layer, x, out, shape)
     elif kind == "SPP":  # each level a pooling, flattened, concatenated (one level: the pooling)

@@ -25,7 +25,10 @@ from ..errors import UsageError
 from ..stores.caffe_pb import NetParameter, SolverParameter
 
 # layer type -> (its parameter message in LayerParameter, the fields dataprep runs)
-_CONV = ("num_output", "bias_term", "pad", "kernel_size", "stride", "group", "weight_filler", "bias_filler")
+_CONV = (
+    "num_output", "bias_term", "pad", "kernel_size", "stride", "dilation", "group", "axis", "weight_filler",
+    "bias_filler",
+)  # fmt: skip
 _HW = ("kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w")  # see square_windows
 LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "Convolution": ("convolution_param", _CONV + _HW),
@@ -79,11 +82,12 @@ LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "Accuracy": ("accuracy_param", ("top_k",)),
 }
 LIST_FIELDS = ("coeff", "slice_point", "offset")  # repeated fields that are lists; others take one value
+PER_AXIS = ("kernel_size", "stride", "pad", "dilation")  # one value, or a list of one per spatial axis
 LIST_PARAMS = ("dummy_data_param",)  # whose repeated fields are all lists (one per top)
 LAYER_KEYS = ("name", "type", "bottom", "top", "phase", "loss_weight", "param")  # every layer's
 RECIPE_ONLY = {"Scale": ("scale",), "SmoothL1Loss": ()}  # recipe layers Caffe writes otherwise
 DEPRECATED_TRANSFORM = ("scale", "mean_file", "crop_size", "mirror")  # V1: in data_param
-IGNORED = ("engine",)  # Caffe's implementation choice (CAFFE or CUDNN): one engine here
+IGNORED = ("engine", "force_nd_im2col")  # Caffe's implementation choices: one engine here, the same values
 DATA_LAYERS = ("HDF5Data", "Data", "ImageData", "Input")
 log = logging.getLogger(__name__)
 SOLVER_FIELDS = (  # SolverParameter fields the recipe's solver section takes as they are
@@ -228,9 +232,9 @@ def _layer_entry(layer: Any, where: _Where) -> dict:
                 raise UsageError(f"{at}: {message_name}.{field.name} is not supported")
             value = _value(getattr(layer, message_name), field)
             if isinstance(value, list) and field.name not in LIST_FIELDS and message_name not in LIST_PARAMS:
-                if len(value) != 1:
-                    raise UsageError(f"{at}: {message_name}.{field.name}: one value (square kernels) only")
-                value = value[0]
+                if len(value) != 1 and field.name not in PER_AXIS:
+                    raise UsageError(f"{at}: {message_name}.{field.name}: give one value")
+                value = value[0] if len(value) == 1 else value
             entry[field.name] = value
     return square_windows(entry, at)
 

@@ -8,7 +8,7 @@ import numpy as np
 from ...errors import UsageError
 from ...transforms import get_xp
 from .base import Layer, positive_outputs
-from .geometry import check_window, conv_out, padded_windows, scatter_windows, square, window, windows
+from .geometry import columns, spatial, uncolumns, windows
 from .threads import CHUNK, copy_in_parts, run_parts
 
 COLUMNS = 2048  # a product needs about this many columns to run near BLAS's rate here
@@ -50,7 +50,7 @@ def learned_kernel(layer: Layer, xp, rng, dtype, shape: tuple[int, ...]) -> None
 
 
 class Convolution(Layer):
-    """Caffe's convolution: weights (num_output, channels / group, k, k), then the bias.
+    """Caffe's convolution: weights (num_output, channels / group, *kernel), then the bias.
 
     Each product is W (groups x outputs x C k k / groups) times the im2col columns of some
     images. How the columns are made is chosen at setup (``strategy``):
@@ -61,6 +61,10 @@ class Convolution(Layer):
       (LeNet's 8 x 8 maps: 64 columns, far too few for BLAS to run well).
     * ``pointwise``: a 1 x 1 kernel with stride 1 and no padding is a product on the
       input itself, with no im2col.
+    * ``general``: every other geometry Caffe's BaseConvolutionLayer takes (unequal
+      kernel_h and kernel_w, dilation, one or three spatial axes, a channel ``axis`` other
+      than 1) as one im2col of the whole batch; ``no spatial axes`` (an N x C bottom, the
+      age Q&A's design 2 over ``prob``) is its empty-kernel case, a product.
 
     The columns are the exact windows, as Caffe's im2col makes them (reading whole padded
     rows instead, and dropping the extra columns after the product, cost 15% more product
@@ -73,30 +77,30 @@ class Convolution(Layer):
 
     def setup(self, shapes, xp=np, rng=None, dtype=np.float32):
         shapes = [tuple(s) for s in shapes]
-        if len(shapes[0]) == 2:  # N x C: no spatial axes, Caffe's weights (num_output, C)
-            return self._setup_flat(shapes, xp, rng, dtype)
-        if len(shapes[0]) != 4:
+        self.geo = geo = spatial(self.p, self.name, shapes[0])
+        num, c, *sizes = geo.images(shapes[0])
+        if min(geo.out(tuple(sizes)), default=1) < 1:
+            padded = f" (padded by {'x'.join(map(str, geo.pad))})" if any(geo.pad) else ""
             raise UsageError(
-                f"layer {self.name}: a bottom of shape {shapes[0]} has {len(shapes[0]) - 2} spatial axes; "
-                "dataprep convolves over two (N x C x H x W) or none (N x C)"
+                f"layer {self.name}: kernel {'x'.join(map(str, geo.kernel))} larger than its "
+                f"{'x'.join(map(str, sizes))} input{padded}"
             )
-        ((n, c, h, w),) = shapes
-        self.win = window(self.p, self.name)
-        check_window(self.name, h, w, self.win)
         self.out, self.group = grouped_outputs(self, c)
-        (kh, kw), _, _ = self.win
-        learned_kernel(self, xp, rng, dtype, (self.out, c // self.group, kh, kw))
+        learned_kernel(self, xp, rng, dtype, (self.out, c // self.group, *geo.kernel))
         tops = super().setup(shapes)
-        self.rect = square(self.win) is None  # kernel_h != kernel_w and the like: the plain path
-        if self.rect:  # im2col over a strided view, one product per group for the batch
-            self.strategy = "rectangular"
+        tuned = geo.axis == 1 and len(geo.kernel) == 2 and geo.dilation == (1, 1)
+        if not tuned or len({*zip(geo.kernel, geo.stride, geo.pad)}) != 1:
+            # kernel_h != kernel_w, dilation, 1-D or 3-D, axis: im2col of the batch at once
+            self.general, self.strategy = True, "general" if geo.kernel else "no spatial axes"
             return tops
-        self.k, self.stride, self.pad = square(self.win)
+        self.general = False
+        self.k, self.stride, self.pad = geo.kernel[0], geo.stride[0], geo.pad[0]
         self.pointwise = (self.k, self.stride, self.pad) == (1, 1, 0)
         _, _, oh, ow = tops[0]
+        h, w = sizes
         per_image = oh * ow * c * self.k * self.k * np.dtype(dtype).itemsize
-        self.m = images_per_product(n, oh * ow, per_image, xp is np)
-        self.keep = n * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
+        self.m = images_per_product(num, oh * ow, per_image, xp is np)
+        self.keep = num * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
         # the data gradient of a stride-1 layer whose output is as large as its input ("same"
         # padding) as a convolution of the padded top gradient with the flipped kernels: one
@@ -107,54 +111,38 @@ class Convolution(Layer):
         self.full = not self.pointwise and self.stride == 1 and self.pad <= self.k - 1 and oh * ow >= h * w
         return tops
 
-    def _setup_flat(self, shapes, xp, rng, dtype):
-        """A bottom with no spatial axes (the age Q&A's Convolution over a N x 100 ``prob``):
-        Caffe's BaseConvolutionLayer then has an empty kernel, so the layer is a product
-        with its (num_output, C) weights; kernel, stride and pad have nothing to act on."""
-        self.out, self.group = grouped_outputs(self, shapes[0][1])
-        if self.group != 1:
-            raise UsageError(f"layer {self.name}: a grouped convolution over a bottom without spatial axes")
-        learned_kernel(self, xp, rng, dtype, (self.out, shapes[0][1]))
-        self.strategy, self.rect = "no spatial axes", False
-        return Layer.setup(self, shapes)
-
     def shapes(self, shapes):
-        if len(shapes[0]) == 2:
-            return [(shapes[0][0], self.out)]
-        n, c, h, w = shapes[0]
-        (kh, kw), (sh, sw), (ph, pw) = self.win
-        return [(n, self.out, conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw))]
+        shape, axis = tuple(shapes[0]), self.geo.axis
+        return [(*shape[:axis], self.out, *self.geo.out(shape[axis + 1 :]))]
 
-    def _forward_rect(self, x, train):
+    def _forward_general(self, x):
+        """Any geometry (Caffe's BaseConvolutionLayer): the images before ``axis`` as one
+        batch, its im2col over every spatial axis, one product per group."""
         xp = get_xp(x)
-        n, c, _, _ = x.shape
-        _, _, oh, ow = self.shapes([x.shape])[0]
-        g = self.group
-        view = padded_windows(x, self.win, (oh, ow))  # (N, C, OH, OW, kh, kw)
-        cols = xp.ascontiguousarray(view.reshape(n, g, c // g, oh * ow, -1).transpose(1, 2, 4, 0, 3))
-        cols = cols.reshape(g, -1, n * oh * ow)  # (groups, C/g * kh * kw, N * OH * OW)
-        weights = self.params[0].reshape(g, self.out // g, -1)
-        y = xp.matmul(weights, cols).reshape(self.out, n, oh, ow).transpose(1, 0, 2, 3)
+        geo, g = self.geo, self.group
+        num, c, *sizes = geo.images(x.shape)
+        cols = columns(x.reshape(num, c, *sizes), geo, geo.out(tuple(sizes)), g)
+        y = xp.matmul(self.params[0].reshape(g, self.out // g, -1), cols).reshape(self.out, num, -1)
         if len(self.params) > 1:
-            y = y + self.params[1].reshape(1, -1, 1, 1)
+            y += self.params[1].reshape(-1, 1, 1)
         self._saved = (cols, x.shape)
-        return [xp.ascontiguousarray(y)]
+        return [xp.ascontiguousarray(y.transpose(1, 0, 2)).reshape(self.shapes([x.shape])[0])]
 
-    def _backward_rect(self, dy):
+    def _backward_general(self, dy):
         xp = get_xp(dy)
-        cols, (n, c, h, w) = self._saved
-        g, (kh, kw) = self.group, self.win[0]
-        _, _, oh, ow = dy.shape
-        d = dy.transpose(1, 0, 2, 3).reshape(g, self.out // g, -1)
+        cols, shape = self._saved
+        geo, g = self.geo, self.group
+        num, c, *sizes = geo.images(shape)
+        d = xp.ascontiguousarray(dy.reshape(num, self.out, -1).transpose(1, 0, 2)).reshape(
+            g, self.out // g, -1
+        )
         self.grads[0] = xp.matmul(d, cols.transpose(0, 2, 1)).reshape(self.params[0].shape)
         if len(self.params) > 1:
-            self.grads[1] = dy.sum(axis=(0, 2, 3))
+            self.grads[1] = d.reshape(self.out, -1).sum(axis=1)
         if not self.propagate:
             return [None]
-        weights = self.params[0].reshape(g, self.out // g, -1)
-        dcols = xp.matmul(weights.transpose(0, 2, 1), d).reshape(g, c // g, kh, kw, n, oh, ow)
-        windows_diff = dcols.transpose(4, 0, 1, 5, 6, 2, 3).reshape(n, c, oh, ow, kh, kw)
-        return [scatter_windows(windows_diff, self.win, (n, c, h, w), (oh, ow))]
+        dcols = xp.matmul(self.params[0].reshape(g, self.out // g, -1).transpose(0, 2, 1), d)
+        return [uncolumns(dcols, geo, (num, c, *sizes), geo.out(tuple(sizes))).reshape(shape)]
 
     def _parts(self, n: int) -> tuple[list[slice], int]:
         """Fixed parts of the batch for the threads (whole products, about CHUNK images),
@@ -195,12 +183,8 @@ class Convolution(Layer):
         return cols.reshape(self.group, cols.shape[0] // self.group * self.k * self.k, -1)
 
     def forward(self, bottoms, train=True):
-        if self.strategy == "no spatial axes":
-            self._saved = bottoms[0]
-            y = bottoms[0] @ self.params[0].T
-            return [y + self.params[1] if len(self.params) > 1 else y]
-        if self.rect:
-            return self._forward_rect(bottoms[0], train)
+        if self.general:
+            return self._forward_general(bottoms[0])
         xp = get_xp(bottoms[0])
         x = bottoms[0]
         n, _, oh, ow = self.shapes([x.shape])[0]
@@ -225,14 +209,8 @@ class Convolution(Layer):
         return [y]
 
     def backward(self, top_diffs):
-        if self.strategy == "no spatial axes":
-            dy, x = top_diffs[0], self._saved
-            self.grads[0] = dy.T @ x
-            if len(self.params) > 1:
-                self.grads[1] = dy.sum(axis=0)
-            return [dy @ self.params[0]]
-        if self.rect:
-            return self._backward_rect(top_diffs[0])
+        if self.general:
+            return self._backward_general(top_diffs[0])
         xp = get_xp(top_diffs[0])
         view, (n, c, h, w), kept = self._saved
         p, g = self.pad, self.group
