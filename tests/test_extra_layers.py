@@ -588,3 +588,106 @@ def test_convolutions_of_any_geometry_go_through_prototxt_and_export_to_onnx(tmp
     deploy.net.forward({"data": x}, train=False)
     got = run_onnx(out, "data", x)["c"]
     assert got.shape == host(deploy.net.blobs["c"]).shape and close(got, host(deploy.net.blobs["c"]))
+
+
+def test_filter_keeps_the_selected_items_and_sends_gradients_back_to_them(xp):
+    """Caffe's Filter: items where the selector (N x 1) is non-zero, in order, from each
+    bottom but the last; the backward puts each kept item's diff back at its place and zeros
+    elsewhere, and gives the selector none."""
+    x, labels = rng.normal(size=(5, 3, 2)), np.arange(5.0)
+    selector = np.array([[0.0], [2.0], [0.0], [-1.0], [1.0]])
+    spec = {"type": "Filter", "name": "f", "top": ["fx", "fl"]}
+    layer, shapes = build(spec, [x.shape, labels.shape, selector.shape], xp)
+    assert shapes == [(5, 3, 2), (5,)]  # as Caffe's first reshape
+    fx, fl = layer.forward([xp.asarray(x), xp.asarray(labels), xp.asarray(selector)])
+    assert np.array_equal(host(fx), x[[1, 3, 4]]) and np.array_equal(host(fl), [1.0, 3.0, 4.0])
+    dx, dl, ds = layer.backward([xp.ones_like(fx) * 2, xp.ones_like(fl)])
+    assert ds is None and np.array_equal(host(dl), [0, 1, 0, 1, 1])
+    assert np.array_equal(host(dx)[[1, 3, 4]], np.full((3, 3, 2), 2.0)) and not host(dx)[[0, 2]].any()
+    # a batch with nothing selected: SoftmaxWithLoss's loss is 0, as Caffe's normalizer is at least 1
+    loss, _ = build({"type": "SoftmaxWithLoss", "name": "l"}, [(5, 2), (5,)], xp)
+    empty = layer.forward([xp.asarray(x.reshape(5, -1)[:, :2]), xp.asarray(labels), xp.zeros((5, 1))])
+    assert host(empty[0]).shape == (0, 2) and float(loss.forward(empty)[0]) == 0.0
+    assert host(loss.backward([xp.asarray(1.0)])[0]).shape == (0, 2)
+    for shapes, message in [
+        ([(5, 3), (5, 2)], "its axes past the first must be 1"),
+        ([(5, 3), (4,)], "each bottom's first axis must be the selector's 4"),
+        ([(5,)], "Filter takes the bottoms to filter, then the selector"),
+    ]:
+        with pytest.raises(Exception, match=message):
+            build({"type": "Filter", "name": "f", "top": ["a"] * max(1, len(shapes) - 1)}, shapes, np)
+
+
+FILTER_NET = """
+layer { name: "data" type: "HDF5Data" top: "data" top: "both"
+  hdf5_data_param { source: "train_h5.txt" batch_size: 20 } }
+layer { name: "cut" type: "Slice" bottom: "both" top: "label" top: "keep" slice_param { axis: 1 } }
+layer { name: "filter" type: "Filter" bottom: "data" bottom: "label" bottom: "keep"
+  top: "kept" top: "kept_label" }
+layer { name: "fc" type: "InnerProduct" bottom: "kept" top: "fc"
+  inner_product_param { num_output: 2 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "kept_label" top: "loss" }
+"""
+
+
+def test_a_filtered_net_trains_on_the_selected_items_only(tmp_path, invoke, monkeypatch):
+    """A multi-task net's habit: the loss sees only the items a selector keeps. Here the
+    items not kept carry labels that contradict the kept ones; trained through `train`, the
+    model learns the kept items' rule."""
+    import h5py
+
+    monkeypatch.chdir(tmp_path)
+    r = np.random.default_rng(2)
+    data = r.normal(size=(200, 4)).astype(np.float32)
+    keep = (r.random(200) < 0.3).astype(np.float32)  # the majority contradicts the kept items
+    label = np.where(keep > 0, data[:, 0] > 0, data[:, 0] <= 0).astype(np.float32)  # the rest: the opposite
+    with h5py.File("train.h5", "w") as f:
+        f["data"], f["label"] = data, np.stack([label, keep], axis=1)
+    Path = type(tmp_path)
+    Path("train_h5.txt").write_text("train.h5\n")
+    Path("solver.prototxt").write_text(
+        'net: "net.prototxt"\nbase_lr: 0.5\nlr_policy: "fixed"\nmax_iter: 100\ndisplay: 50\n'
+        'snapshot_prefix: "filtered"\nrandom_seed: 1\n'
+    )
+    Path("net.prototxt").write_text(FILTER_NET.replace('top: "both"', 'top: "label" top: "keep"'))
+    refused = invoke("train", "solver.prototxt")  # Caffe would read one dataset per top
+    assert (
+        refused.exit_code == 2
+        and "3 tops: dataprep's data layers give the data and one label" in refused.stderr
+    )
+    Path("net.prototxt").write_text(FILTER_NET)
+    result = invoke("train", "solver.prototxt")
+    assert result.exit_code == 0, result.stderr
+    saved = np.load("filtered_iter_100.npz")
+    w, b = saved["param/fc/0"], saved["param/fc/1"]
+    predicted = (data @ w.T + b).argmax(axis=1)
+    kept = keep > 0
+    assert (predicted[kept] == label[kept]).mean() > 0.9  # unfiltered, the majority rule would win
+
+
+def test_filter_goes_through_prototxt_and_exports_to_onnx_as_compress(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from google.protobuf import text_format
+    from test_export import run_onnx
+
+    from dataprep.stores.caffe_pb import NetParameter
+    from dataprep.train.export import export, load_deploy
+    from dataprep.train.prototxt import layer_message, net_sections
+
+    text = """
+    name: "n"
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 } } }
+    layer { name: "cut" type: "Slice" bottom: "data" top: "first" top: "rest" slice_param { slice_point: 1 } }
+    layer { name: "on" type: "Threshold" bottom: "first" top: "on" threshold_param { threshold: 0 } }
+    layer { name: "f" type: "Filter" bottom: "rest" bottom: "on" top: "kept" }
+    """
+    (tmp_path / "n.prototxt").write_text(text)
+    entry = net_sections(tmp_path / "n.prototxt")["net"][-1]
+    original = text_format.Parse(text, NetParameter()).layer[-1]
+    assert str(layer_message(entry, entry["bottom"], entry["top"])) == str(original)
+    (out,) = export(tmp_path / "n.prototxt", tmp_path / "n.onnx", random_init=0)
+    x = np.array([[1, 2, 3], [-1, 4, 5], [0.5, 6, 7]], np.float32)
+    deploy = load_deploy(tmp_path / "n.prototxt", random_init=0)
+    deploy.net.forward({"data": x}, train=False)
+    assert np.array_equal(host(deploy.net.blobs["kept"]), [[2, 3], [6, 7]])
+    assert np.array_equal(run_onnx(out, "data", x)["kept"], [[2, 3], [6, 7]])

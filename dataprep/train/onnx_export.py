@@ -315,6 +315,12 @@ def _layer(g: _Graph, spec: dict, layer, shapes: dict) -> None:
         edges = [0, *layer.points, shape[layer.axis]]
         sizes = g.const(g.temp(f"{name}.split"), np.diff(edges), np.int64)
         g.node("Split", [x, sizes], outs, name, axis=layer.axis)
+    elif kind == "Filter":  # the items where the selector is non-zero: Compress on axis 0
+        flat, keep = g.temp(f"{name}/selector"), g.temp(f"{name}/keep")
+        g.node("Reshape", [ins[-1], g.const(g.temp(f"{name}.flat"), [-1], np.int64)], [flat], f"{name}/flat")
+        g.node("Cast", [flat], [keep], f"{name}/keep", to=g.onnx.TensorProto.BOOL)
+        for k, (bottom, top) in enumerate(zip(ins, outs)):
+            g.node("Compress", [bottom, keep], [top], f"{name}/{k}", axis=0)
     elif kind == "Eltwise":
         if layer.operation == "SUM":
             terms = []

@@ -69,6 +69,7 @@ LAYER_PARAMS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "Swish": ("swish_param", ("beta",)),
     "Threshold": ("threshold_param", ("threshold",)),
     "Tile": ("tile_param", ("axis", "tiles")),
+    "Filter": (None, ()),
     "Split": (None, ()),
     "Reduction": ("reduction_param", ("operation", "axis", "coeff")),
     "MVN": ("mvn_param", ("normalize_variance", "across_channels", "eps")),
@@ -350,6 +351,11 @@ def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
     at = f"{where.layer(layer.name)}: layer {layer.name!r}"
     tops = list(layer.top)
     found: dict[str, Any] = {"input": tops[0]}
+    if len(tops) > 2 and layer.type != "Input":
+        raise UsageError(
+            f"{at}: {len(tops)} tops: dataprep's data layers give the data and one label top (an HDF5 "
+            "file's label datasets come together as its columns: a Slice layer cuts them apart)"
+        )
     if len(tops) > 1:
         found["target"] = tops[1]
     if layer.HasField("transform_param"):

@@ -51,7 +51,7 @@ from .losses import (
 )
 from .normalization import LRN, BatchNorm, Bias, Scale
 from .pooling import Pooling
-from .structure import ArgMax, Concat, Crop, Eltwise, Reshape, Silence, Slice
+from .structure import ArgMax, Concat, Crop, Eltwise, Filter, Reshape, Silence, Slice
 
 LAYERS: dict[str, type[Layer]] = {
     cls.type: cls
@@ -99,6 +99,7 @@ LAYERS: dict[str, type[Layer]] = {
         Concat,
         Slice,
         Eltwise,
+        Filter,
         Reshape,
         Crop,
         Silence,

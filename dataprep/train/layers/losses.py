@@ -192,14 +192,15 @@ class SoftmaxWithLoss(Loss):
         self._labels = class_labels(self, labels, logits.shape[1])
         n = logits.shape[0]
         picked = self._p[xp.arange(n), self._labels]
-        return [-xp.log(xp.maximum(picked, xp.finfo(logits.dtype).tiny)).sum() / n]
+        # Caffe's normalizer is at least 1: an empty batch (all filtered out) has loss 0
+        return [-xp.log(xp.maximum(picked, xp.finfo(logits.dtype).tiny)).sum() / max(n, 1)]
 
     def backward(self, top_diffs):
         xp = get_xp(self._p)
         n = self._p.shape[0]
         d = self._p.copy()
         d[xp.arange(n), self._labels] -= 1
-        return [top_diffs[0] * d / n, None]
+        return [top_diffs[0] * d / max(n, 1), None]
 
 
 class Accuracy(Loss):

@@ -78,6 +78,50 @@ class Slice(Layer):
         return [get_xp(top_diffs[0]).concatenate(top_diffs, axis=self.axis)]
 
 
+class Filter(Layer):
+    """Caffe's Filter: the items (first axis) of each bottom but the last where the last
+    bottom, the selector (N or N x 1 x ...), is non-zero, in their order; the tops' first
+    axis changes from batch to batch. The gradient goes back to the items kept, zeros to
+    the rest; none to the selector, as in Caffe."""
+
+    type = "Filter"
+    n_bottoms = None
+
+    def shapes(self, shapes):
+        shapes = [tuple(s) for s in shapes]
+        if len(shapes) < 2 or self.n_tops != len(shapes) - 1:
+            raise UsageError(
+                f"layer {self.name}: Filter takes the bottoms to filter, then the selector, "
+                "and one top per bottom filtered"
+            )
+        *kept, selector = shapes
+        if any(d != 1 for d in selector[1:]):
+            raise UsageError(
+                f"layer {self.name}: selector of shape {selector}: its axes past the first must be 1"
+            )
+        if any(s[:1] != selector[:1] for s in kept):
+            raise UsageError(
+                f"layer {self.name}: each bottom's first axis must be the selector's {selector[0]}"
+            )
+        return kept  # as Caffe's first reshape: every item, until a selector is seen
+
+    def forward(self, bottoms, train=True):
+        xp = get_xp(bottoms[0])
+        *kept, selector = bottoms
+        self._items = xp.flatnonzero(selector.reshape(len(selector), -1)[:, 0])
+        self._shapes = [b.shape for b in kept]
+        return [b[self._items] for b in kept]
+
+    def backward(self, top_diffs):
+        xp = get_xp(top_diffs[0])
+        diffs = []
+        for shape, d in zip(self._shapes, top_diffs):
+            full = xp.zeros(shape, d.dtype)
+            full[self._items] = d
+            diffs.append(full)
+        return [*diffs, None]
+
+
 class Eltwise(Layer):
     """Element by element over bottoms of one shape: SUM (with ``coeff`` per bottom), PROD
     or MAX (the gradient to the bottom Caffe's mask picks)."""
