@@ -358,6 +358,7 @@ def test_unknown_types_and_wrong_bottoms_are_clear_errors():
             "Parameter",
             "MultinomialLogisticLoss",
             "HingeLoss",
+            "Filter",
             "InfogainLoss",
             "SPP",
             "DummyData",
