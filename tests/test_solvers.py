@@ -517,6 +517,38 @@ def test_a_separate_test_net_is_tested_as_caffe_tests_it(tmp_path, invoke, monke
     assert r.exit_code == 2 and "layer 'ip1' differs between the train and the test net" in r.stderr
 
 
+def test_several_separate_test_nets_each_test_their_own_source(tmp_path, invoke, monkeypatch):
+    """Two test_net files (the test set and the training set, as lenet_consolidated_solver
+    does with stages), each with its own test_iter: Caffe's "Testing net (#0)" and "(#1)",
+    each net's outputs counted from #0, the second over the training LMDB."""
+    root = _caffe_root(tmp_path, invoke)
+    monkeypatch.chdir(root)
+    train, test = _split_lenet(root)
+    on_train = test.replace("mnist_test_lmdb", "mnist_train_lmdb")
+    assert on_train != test
+    Path("train.prototxt").write_text(train)
+    Path("test.prototxt").write_text(test)
+    Path("test_on_train.prototxt").write_text(on_train)
+    Path("s.prototxt").write_text(
+        "train_net: 'train.prototxt'\ntest_net: 'test.prototxt'\ntest_net: 'test_on_train.prototxt'\n"
+        "test_iter: 2\ntest_iter: 1\nbase_lr: 0.01\nmomentum: 0.9\nlr_policy: 'fixed'\nmax_iter: 10\n"
+        "test_interval: 10\ndisplay: 10\nsnapshot_prefix: 'three'\n"
+    )
+    r = invoke("train", "s.prototxt", "--print-recipe")
+    assert r.exit_code == 0, r.stderr
+    assert "mnist_train_lmdb" in r.stdout.split("tests:")[1] and "test_iter: 1" in r.stdout.split("tests:")[1]
+    r = invoke("train", "s.prototxt")
+    assert r.exit_code == 0, r.stderr
+    lines = [line.split("] ", 1)[1].strip() for line in r.stderr.splitlines() if "] " in line]
+    second = lines.index("Iteration 10, Testing net (#1)")
+    assert "Iteration 10, Testing net (#0)" in lines[:second]
+    assert any(o.startswith("Test net output #0: accuracy = ") for o in lines[second:])
+    # a further test net with other layers than test net #0 is refused in one line
+    Path("test_on_train.prototxt").write_text(on_train.replace("num_output: 500", "num_output: 400"))
+    r = invoke("train", "s.prototxt")
+    assert r.exit_code == 2 and "test net #1 differs from test net #0 in more than its data layer" in r.stderr
+
+
 def test_v1_transformation_fields_in_data_param_move_to_transform_param_as_caffe_upgrades(tmp_path, caplog):
     """UpgradeNetDataTransformation: a V1 DATA layer's scale, mean_file, crop_size and
     mirror (in data_param then) become its transform_param; in the current form Caffe does

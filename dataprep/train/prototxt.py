@@ -579,11 +579,36 @@ def _solver_nets(solver: Any, path: Path, where: "_Where") -> dict:
         sections = net_sections(_net_file(net_path, path))
     tests = [net_sections(_net_file(p, path)) for p in solver.test_net]
     tests += [message_sections(net, where) for net in solver.test_net_param]
-    if len(tests) > 1:
-        raise UsageError(f"{path}: {len(tests)} separate test nets: one is supported (or stages: test_state)")
+    if len(tests) > 1 and any(state.stage for state in solver.test_state):
+        raise UsageError(f"{path}: several separate test nets and test_state stages: give one or the other")
     if tests:
         _merge_test_net(sections, tests[0], path)
+    for k, test in enumerate(tests[1:], 1):  # each a further test net (data.tests), in Caffe's order
+        sections["data"].setdefault("tests", []).append(_further_test_net(tests[0], test, k, path))
     return _solver_recipe(solver, sections, path, where)
+
+
+def _test_source(test: dict, path: Path) -> tuple[Any, Any]:
+    """(source, batch size) of a separate test net's data layer."""
+    found = test.get("data") or {}
+    if found.get("val"):
+        return found["val"], found.get("val_batch_size")
+    if not found.get("train"):
+        raise UsageError(f"{path}: its test net has no HDF5Data or Data layer to test from")
+    return found["train"], found.get("batch_size")
+
+
+def _further_test_net(first: dict, test: dict, k: int, path: Path) -> dict:
+    """Test net #k of several separate ones: its own data layer, the same other layers as
+    test net #0 (the net tests each source as it tests the first)."""
+    layers = lambda net: [{**layer, "phase": None} for layer in net["net"]]  # noqa: E731
+    if layers(test) != layers(first):
+        raise UsageError(
+            f"{path}: test net #{k} differs from test net #0 in more than its data layer: "
+            "dataprep tests several sources through one test net"
+        )
+    source, batch_size = _test_source(test, path)
+    return {"source": source, "batch_size": batch_size}
 
 
 def _net_file(name: str, solver: Path) -> str:
@@ -602,10 +627,7 @@ def _merge_test_net(sections: dict, test: dict, path: Path) -> None:
     files) as the one net's TEST phase: its data layer the validation source, the layers
     only it has (the Accuracy) TEST layers, the train net's own (its loss) TRAIN ones. The
     layers both have must be the same layers: they share their weights by name in Caffe."""
-    found = test.get("data") or {}
-    source = found.get("val") or found.get("train")
-    if not source:
-        raise UsageError(f"{path}: its test net has no HDF5Data or Data layer to test from")
+    source, batch_size = _test_source(test, path)
     train_layers = {layer["name"]: layer for layer in sections["net"]}
     test_layers = {layer["name"]: layer for layer in test["net"]}
     for name, layer in test_layers.items():
@@ -629,8 +651,7 @@ def _merge_test_net(sections: dict, test: dict, path: Path) -> None:
         merged += [layer, *following.get(layer["name"], [])]
     sections["net"] = merged
     data = sections.setdefault("data", {})
-    data["val"] = source
-    data["val_batch_size"] = found.get("val_batch_size") if found.get("val") else found.get("batch_size")
+    data["val"], data["val_batch_size"] = source, batch_size
 
 
 def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> dict:
@@ -649,6 +670,9 @@ def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> 
     if solver.test_iter:
         section["test_iter"] = int(solver.test_iter[0])
     _test_states(solver, sections, path)
+    for k, test in enumerate(sections["data"].get("tests", []), 1):  # test_iter per test net
+        if "test_iter" not in test and k < len(solver.test_iter):
+            test["test_iter"] = int(solver.test_iter[k])
     if solver.random_seed >= 0:
         section["random_seed"] = int(solver.random_seed)
     if solver.weights:  # the weights Caffe starts from (an init .caffemodel)
