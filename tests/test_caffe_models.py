@@ -143,7 +143,7 @@ def test_a_solver_prototxt_trains_and_snapshots_caffemodels(invoke, tmp_path, mo
             ":13: layer 'fc4': inner_product_param.transpose is not supported",
         ),
         (("kernel_size: 5", "kernel_sise: 5"), 'has no field named "kernel_sise"'),
-        (("include { phase: TEST }", 'include { stage: "x" }'), "include rules other than one phase"),
+        (("include { phase: TEST }", 'include { stage: "x" }'), "none of the net's data layers is in it"),
     ],
 )
 def test_prototxt_dataprep_cannot_run_is_refused_with_the_line(

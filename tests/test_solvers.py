@@ -222,6 +222,63 @@ def test_levels_and_stages_choose_layers_as_caffes_filter_net_does(tmp_path, inv
     )
 
 
+def test_levels_and_stages_choose_the_data_layers_of_each_net(tmp_path, invoke):
+    """Data layers filtered as every other layer (Net::FilterNet per state): TRAIN data
+    chosen by train_state's stage, test nets' by level and by several stages; a data layer
+    without rules feeds every net, as in Caffe."""
+    import yaml
+
+    def data_layer(source, rule):
+        return (
+            f'layer {{ name: "d_{source}" type: "HDF5Data" top: "data" top: "label" {rule} '
+            f'hdf5_data_param {{ source: "{source}.txt" batch_size: 4 }} }}\n'
+        )
+
+    net = (
+        data_layer("small", 'include { phase: TRAIN not_stage: "big" }')
+        + data_layer("big", 'include { phase: TRAIN stage: "big" }')
+        + data_layer("quick", "include { phase: TEST max_level: 0 }")
+        + data_layer("full", "include { phase: TEST min_level: 1 }")
+        + data_layer("both", 'include { phase: TEST stage: "a" stage: "b" }')
+        + 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+        + "inner_product_param { num_output: 2 } }\n"
+        + 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }\n'
+    )
+    (tmp_path / "net.prototxt").write_text(net)
+    common = 'net: "net.prototxt"\nbase_lr: 0.01\nmax_iter: 1\n'
+    cases = {
+        "test_iter: 1\n": ("small.txt", "quick.txt"),
+        'train_state { stage: "big" }\ntest_iter: 1\ntest_state { level: 1 }\n': ("big.txt", "full.txt"),
+    }
+    for state, (train, val) in cases.items():
+        (tmp_path / "s.prototxt").write_text(common + state)
+        r = invoke("train", tmp_path / "s.prototxt", "--print-recipe")
+        assert r.exit_code == 0, r.stderr
+        data = yaml.safe_load(r.stdout)["data"]
+        assert (data["train"], data["val"], "tests" in data) == (train, val, False), state
+    # three test states; #2 at level 1 with stages a and b takes "full" and "both": refused
+    three = "test_iter: 1\ntest_state { }\ntest_iter: 2\ntest_state { level: 1 }\ntest_iter: 3\n"
+    (tmp_path / "s.prototxt").write_text(common + three + 'test_state { level: 1 stage: "a" stage: "b" }\n')
+    r = invoke("train", tmp_path / "s.prototxt", "--print-recipe")
+    assert r.exit_code == 2 and "test net #2 takes 2 data layers" in r.stderr, r.stderr
+    net = net.replace(
+        "include { phase: TEST min_level: 1 }", 'include { phase: TEST min_level: 1 not_stage: "a" }'
+    )
+    (tmp_path / "net.prototxt").write_text(net)
+    r = invoke("train", tmp_path / "s.prototxt", "--print-recipe")
+    assert r.exit_code == 0, r.stderr
+    data = yaml.safe_load(r.stdout)["data"]
+    sources = [t["source"]["path"] for t in data["tests"]]
+    assert data["val"] == "quick.txt" and sources == ["full.txt", "both.txt"]
+    assert [t["test_iter"] for t in data["tests"]] == [2, 3]
+    # no rules: the one data layer feeds the TRAIN net and the test net
+    (tmp_path / "net.prototxt").write_text(data_layer("all", "") + net.split("\n", 5)[-1])
+    (tmp_path / "s.prototxt").write_text(common + "test_iter: 1\n")
+    r = invoke("train", tmp_path / "s.prototxt", "--print-recipe")
+    data = yaml.safe_load(r.stdout)["data"]
+    assert r.exit_code == 0 and data["train"] == data["val"] == "all.txt"
+
+
 def test_caffes_hdf5_logistic_regression_example_trains_on_n_by_d_data(tmp_path, monkeypatch):
     """examples/hdf5_classification: HDF5Data of N x 4 floats, as the example's notebook
     writes them, into a logistic regression; its accuracy rises."""

@@ -254,25 +254,6 @@ def square_windows(entry: dict, at: str) -> dict:
     return entry
 
 
-def _phase(layer: Any, at: str, stages: bool = False) -> str | None:
-    """The phase of a data layer's one ``include { phase: ... }`` rule, if any; the rule may
-    also name one stage (``_stage`` reads it; the solver's test_state orders them)."""
-    if not layer.include:
-        return None
-    rule = layer.include[0]
-    fields = [f.name for f, _ in rule.ListFields()]
-    if (
-        len(layer.include) > 1
-        or layer.exclude
-        or fields not in (["phase"], ["phase", "stage"])
-        or len(rule.stage) > 1
-    ):
-        raise UsageError(
-            f"{at}: include rules other than one phase, and one stage, are not supported on a data layer"
-        )
-    return "TRAIN" if rule.phase == 0 else "TEST"
-
-
 @dataclasses.dataclass(frozen=True)
 class NetState:
     """Caffe's NetState: the phase (0 TRAIN, 1 TEST), level and stages a net is built for."""
@@ -324,11 +305,6 @@ def _layer_phase(layer: Any, at: str) -> str | None:
     )
 
 
-def _stage(layer: Any) -> str | None:
-    """The stage a data layer's include rule names (Caffe's test_state chooses it)."""
-    return layer.include[0].stage[0] if layer.include and layer.include[0].stage else None
-
-
 PREPARATION_NOTE = "# dataprep preparation: "  # what transform_param cannot say (dataprep export)
 
 
@@ -346,8 +322,8 @@ def _preparation_note(path: Path) -> dict:
     return {}
 
 
-def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
-    """(phase, what the data section takes) of an HDF5Data, Data or Input layer."""
+def _data_layer(layer: Any, where: _Where) -> dict:
+    """What the data section takes of an HDF5Data, Data or Input layer."""
     at = f"{where.layer(layer.name)}: layer {layer.name!r}"
     tops = list(layer.top)
     found: dict[str, Any] = {"input": tops[0]}
@@ -370,7 +346,7 @@ def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
     if layer.type == "Input":
         shapes = [list(shape.dim) for shape in layer.input_param.shape]
         found["shapes"] = dict(zip(tops, shapes))
-        return None, found
+        return found
     params = {"HDF5Data": layer.hdf5_data_param, "ImageData": layer.image_data_param}.get(
         layer.type, layer.data_param
     )
@@ -390,7 +366,7 @@ def _data_layer(layer: Any, where: _Where) -> tuple[str | None, dict]:
         found["source"] = image
         if params.rand_skip:
             raise UsageError(f"{at}: image_data_param.rand_skip is not supported")
-    return _phase(layer, at, stages=True), found
+    return found
 
 
 def _deprecated_transform(params: Any, label: str, at: str) -> None:
@@ -483,6 +459,34 @@ def upgrade_v1(net: Any) -> Any:
     return upgraded
 
 
+def _data_states(layer: Any, where: "_Where") -> tuple[bool, list[int]]:
+    """Whether the TRAIN net takes a data layer, and which test nets (by number) do: its
+    include/exclude rules (phase, levels, stages) against the run's states, as Caffe's
+    FilterNet builds each net: a layer without rules feeds every net."""
+    states = NET_STATES.get()
+    taken = [state for state in states if _included(state, layer)]
+    tests = [k for k, state in enumerate(s for s in states if s.phase == 1) if state in taken]
+    return any(state.phase == 0 for state in taken), tests
+
+
+def _test_sources(data: dict) -> None:
+    """Test net #0's data layer as ``val``, the further test nets' as ``tests``, in the
+    order of the run's test states; a test net without a data layer of its own is refused
+    where there are several."""
+    found = data.pop("by_test_net", {})
+    if not found:
+        return
+    count = sum(state.phase == 1 for state in NET_STATES.get())
+    if count > 1 and len(found) < count:
+        missing = min(set(range(count)) - set(found))
+        raise UsageError(f"test net #{missing} (its test_state) takes none of the net's data layers")
+    if 0 in found:
+        data["val"], data["val_batch_size"] = found[0]["source"], found[0]["batch_size"]
+    data["tests"] = [found[k] for k in range(1, count)]
+    if not data["tests"]:
+        del data["tests"]
+
+
 def message_sections(net: Any, where: "_Where") -> dict:
     """``net_sections`` of a parsed NetParameter (a file's, or a solver's inline net)."""
     path = where.path
@@ -499,31 +503,36 @@ def message_sections(net: Any, where: "_Where") -> dict:
             if entry.get("phase") != LEFT_OUT:
                 layers.append(entry)
             continue
-        phase, found = _data_layer(layer, where)
+        found = _data_layer(layer, where)
         if "shapes" in found:
             inputs.update(found["shapes"])
             if "transform" in found:  # a deploy net's preparation (dataprep export writes it)
                 data["transform"] = found["transform"]
             continue
-        split = "val" if phase == "TEST" else "train"
-        stage = _stage(layer)
-        if stage is not None:  # a test net chosen by stage: the solver's test_state orders them
-            if split != "val":
-                raise UsageError(f"{where.layer(layer.name)}: a stage on a TRAIN data layer is not supported")
-            data.setdefault("staged", {})[stage] = {
+        train, tests = _data_states(layer, where)
+        taken = [("the TRAIN net", "train" in data and train)] + [
+            (f"test net #{k}", k in data.get("by_test_net", {})) for k in tests
+        ]
+        for net_name, twice in taken:
+            if twice:
+                raise UsageError(
+                    f"{where.layer(layer.name)}: {net_name} takes 2 data layers (their include/exclude "
+                    "rules): give each net one"
+                )
+        for k in tests:  # the test nets it feeds (Caffe's FilterNet for each test state)
+            data.setdefault("by_test_net", {})[k] = {
                 "source": found["source"],
                 "batch_size": found["batch_size"],
             }
-            continue
-        data[split] = found["source"]
-        data["val_batch_size" if split == "val" else "batch_size"] = found["batch_size"]
-        if split == "train":
+        if train:
             noted = SHUFFLE_NOTE.split(" (")[0] in path.read_text(errors="replace")  # see recipe_prototxt
+            data.update(train=found["source"], batch_size=found["batch_size"])
             data.update(shuffle=found["shuffle"] or noted, input=found["input"])
             if "target" in found:
                 data["target"] = found["target"]
             if "transform" in found:
                 data["transform"] = found["transform"]
+    _test_sources(data)
     for k, shape in enumerate(net.input_shape):  # the deprecated NetParameter inputs
         inputs[net.input[k]] = list(shape.dim)
     if net.input_dim:  # older still: four input_dim values per input (ResNet-50's header)
@@ -579,8 +588,8 @@ def _solver_nets(solver: Any, path: Path, where: "_Where") -> dict:
         sections = net_sections(_net_file(net_path, path))
     tests = [net_sections(_net_file(p, path)) for p in solver.test_net]
     tests += [message_sections(net, where) for net in solver.test_net_param]
-    if len(tests) > 1 and any(state.stage for state in solver.test_state):
-        raise UsageError(f"{path}: several separate test nets and test_state stages: give one or the other")
+    if len(tests) > 1 and len(solver.test_state) > 1:
+        raise UsageError(f"{path}: several separate test nets and several test_state: give one or the other")
     if tests:
         _merge_test_net(sections, tests[0], path)
     for k, test in enumerate(tests[1:], 1):  # each a further test net (data.tests), in Caffe's order
@@ -669,10 +678,12 @@ def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> 
     section["type"] = _solver_type(solver, where)
     if solver.test_iter:
         section["test_iter"] = int(solver.test_iter[0])
-    _test_states(solver, sections, path)
-    for k, test in enumerate(sections["data"].get("tests", []), 1):  # test_iter per test net
-        if "test_iter" not in test and k < len(solver.test_iter):
-            test["test_iter"] = int(solver.test_iter[k])
+    _test_iters(solver, sections)
+    if solver.test_iter and "val" not in sections["data"]:
+        raise UsageError(
+            f"{path}: test_iter asks for a test net, and none of the net's data layers is in it (their "
+            "include/exclude rules); Caffe would stop at its first layer: give it a TEST data layer"
+        )
     if solver.random_seed >= 0:
         section["random_seed"] = int(solver.random_seed)
     if solver.weights:  # the weights Caffe starts from (an init .caffemodel)
@@ -692,32 +703,12 @@ def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> 
     return {"name": sections["name"], "data": sections["data"], "net": sections["net"], "solver": section}
 
 
-def _test_states(solver: Any, sections: dict, path: Path) -> None:
-    """Caffe's test_state: one test net per state, chosen by its stage among the net's TEST
-    data layers; the first becomes ``data.val``, the others ``data.tests`` with their own
-    test_iter."""
-    data = sections["data"]
-    staged = data.pop("staged", {})
-    states = list(solver.test_state)
-    for state in states:
-        if len(state.stage) > 1 or state.HasField("phase") and state.phase != 1:
-            raise UsageError(f"{path}: test_state: only one stage per test state is supported")
-    if not states or len(states) == 1 and not states[0].stage:  # none, or a level alone (the
-        return  # layers' rules chose by it)
-    if any(not state.stage for state in states):
-        raise UsageError(f"{path}: test_state: several test states each need the stage of their data layer")
-    stages = [state.stage[0] for state in states]
-    missing = [stage for stage in stages if stage not in staged]
-    if missing:
-        raise UsageError(f"{path}: test_state stage {missing[0]!r}: no TEST data layer of the net has it")
-    iters = list(solver.test_iter) + [0] * len(stages)
-    first = staged[stages[0]]
-    data["val"], data["val_batch_size"] = first["source"], first["batch_size"]
-    data["tests"] = [
-        {"source": staged[stage]["source"], "stage": stage, "batch_size": staged[stage]["batch_size"]}
-        | ({"test_iter": int(iters[k])} if iters[k] else {})
-        for k, stage in enumerate(stages[1:], 1)
-    ]
+def _test_iters(solver: Any, sections: dict) -> None:
+    """Each further test net's ``test_iter`` (Caffe's, one per test net in order); test net
+    #0's is the solver section's."""
+    for k, test in enumerate(sections["data"].get("tests", []), 1):
+        if "test_iter" not in test and k < len(solver.test_iter):
+            test["test_iter"] = int(solver.test_iter[k])
 
 
 def _solver_type(solver: Any, where: _Where) -> str:
