@@ -466,6 +466,44 @@ def test_caffes_flickr_style_fine_tuning_trains_from_a_folder_of_photos(tmp_path
     assert recipe["data"]["train"] == want  # paths from the current folder, as Caffe reads them
 
 
+def test_imagedata_decodes_in_the_workers_with_the_same_batches_for_any_count(tmp_path, invoke, monkeypatch):
+    """ImageData's photos decoded by the executor's workers (-j 2) or in the loader (-j 1):
+    the same shuffled epochs, the same skipped photo, the same weights; and a resume from a
+    snapshot mid-epoch gives the uninterrupted run's weights."""
+    monkeypatch.chdir(tmp_path)
+    assert invoke("example", "photos", "photos", "--n", 12).exit_code == 0
+    photos = sorted(Path("photos").glob("*/*.jpg"))
+    photos[5].write_bytes(b"not a jpeg")
+    Path("train.txt").write_text("".join(f"{p} {k % 3}\n" for k, p in enumerate(photos)))
+    Path("net.prototxt").write_text(
+        """
+    layer { name: "data" type: "ImageData" top: "data" top: "label"
+      transform_param { mirror: true crop_size: 12 scale: 0.00390625 }
+      image_data_param { source: "train.txt" batch_size: 5 new_height: 16 new_width: 16 shuffle: true } }
+    layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+      inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+    layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+    """
+    )
+    for prefix in ("one", "two"):
+        Path(f"{prefix}.prototxt").write_text(
+            'net: "net.prototxt"\nbase_lr: 0.01\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: 8\n'
+            f'display: 4\nsnapshot: 4\nsnapshot_prefix: "{prefix}"\nrandom_seed: 3\n'
+        )
+    r1 = invoke("train", "one.prototxt", "-j", 1, "--skip-bad")
+    r2 = invoke("train", "two.prototxt", "-j", 2, "--skip-bad")
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.stderr + r2.stderr
+    for r in (r1, r2):
+        assert str(photos[5]) in r.stderr and "skipped 1" in r.stderr.lower()
+    one, two = np.load("one_iter_8.npz"), np.load("two_iter_8.npz")
+    assert np.array_equal(one["param/ip/0"], two["param/ip/0"])
+    for f in Path(".").glob("two_iter_8*"):
+        f.unlink()
+    r = invoke("train", "two.prototxt", "-j", 2, "--skip-bad", "--resume", "two_iter_4.npz")
+    assert r.exit_code == 0, r.stderr
+    assert np.array_equal(np.load("two_iter_8.npz")["param/ip/0"], one["param/ip/0"])
+
+
 def test_snapshot_format_hdf5_writes_caffes_h5_pair_and_reads_it_back(tmp_path, invoke, monkeypatch):
     """cifar10_full_solver's snapshot_format: HDF5: .caffemodel.h5 (data/LAYER/i, as
     Net::ToHDF5) and .solverstate.h5 (iter, learned_net, current_step, history/k) beside

@@ -57,6 +57,15 @@ from .running import Settings, echo_result, progress, report_skipped
     metavar="FILE",
     help="Also write the full Caffe-form log to FILE, whatever -q says (appended to on --resume).",
 )
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    show_default="all cores",
+    help="Processes decoding an image list (ImageData) ahead of the net, this one included; "
+    "the batches are identical for any value.",
+)
 @skip_bad_opt
 @overwrite_opt
 @json_opt
@@ -73,6 +82,7 @@ def train_cmd(
     caffemodel,
     device,
     tensorboard,
+    workers,
     skip_bad,
     overwrite,
     as_json,
@@ -132,7 +142,9 @@ def train_cmd(
         with progress(recipe.run.max_iter, "train", unit="iter", closing=False) as update:
             on_error = OnError(skip_bad)
             bars = functools.partial(progress, unit="batch", closing=False)  # each test pass
-            result = train(recipe, say, update, resume, weights, on_error, overwrite, bars, tensorboard)
+            result = train(
+                recipe, say, update, resume, weights, on_error, overwrite, bars, tensorboard, workers
+            )
     finally:
         if log_file is not None:
             log_file.close()

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import DataprepError, ImageError, OnError, UsageError
 from ..images import describe_shape, parse_size
+from ..records import ImageListSource
 from ..transforms import AugmentSpec, apply, caffe_transform, sample_params
 from .recipe import Source, Transform
 
@@ -154,6 +155,62 @@ def open_samples(source: Source, on_error: OnError | None = None) -> Samples:
     return Samples(open_store(source.path), None, on_error)
 
 
+@dataclass(frozen=True)
+class _Decode:
+    """The executor's task for an image list: decode the images at ``order[start:stop]``
+    (in a worker process), each as (image, labels) or the ImageError it raised."""
+
+    records: Any
+    order: np.ndarray
+
+    def __call__(self, start: int, stop: int) -> list[Any]:
+        out: list[Any] = []
+        for index in self.order[start:stop]:
+            try:
+                record = self.records.record(int(index))
+            except ImageError as exc:
+                out.append(exc)
+                continue
+            out.append((record.image, np.asarray(record.labels, np.float64)))
+        return out
+
+
+class _Decoded:
+    """An image list's samples in an epoch's order, decoded ahead by the executor's workers
+    (Caffe's ImageData decodes in its prefetch thread; here off this process's GIL too).
+    A bad image follows the samples' ``on_error`` as when read in place."""
+
+    def __init__(self, samples: Samples, workers: int) -> None:
+        from ..parallel import make_executor
+
+        self.samples, self.executor = samples, make_executor(workers, len(samples))
+        self.epoch, self.next_offset, self.stream = -1, 0, None
+
+    def take(self, drawn: list[tuple[int, int]], offsets: list[int], order_of) -> list[tuple]:
+        """The samples ``drawn`` ((epoch, index) at epoch ``offsets``), in order."""
+        from ..parallel import ordered_map
+
+        out = []
+        for (epoch, index), offset in zip(drawn, offsets):
+            if epoch != self.epoch or offset != self.next_offset:  # a new epoch (or a resume)
+                self.close()
+                order = order_of(epoch)[offset:]
+                self.stream = ordered_map(_Decode(self.samples.records, order), len(order), self.executor)
+                self.epoch = epoch
+            item = next(self.stream)
+            self.next_offset = offset + 1
+            if isinstance(item, ImageError):
+                self.samples._damaged_at(index, item)
+                item = self.samples._stand_in(index)
+            out.append(item)
+        return out
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()  # stops the workers
+            self.stream = None
+
+
 def load_mean(transform: Transform) -> np.ndarray | None:
     """The mean a transform subtracts: a C x H x W image (mean_file) or values per channel."""
     if transform.mean_file and transform.mean_value:
@@ -200,11 +257,14 @@ class BatchLoader:
         augment: AugmentSpec | None = None,
         augment_seed: int = 0,
         on_error: OnError | None = None,
+        workers: int = 1,
     ) -> None:
         self.samples = open_samples(source, on_error)
         self.n = len(self.samples)
         if self.n == 0:
             raise UsageError(f"recipe data: {source.path or 'the generator'} holds no samples")
+        listed = isinstance(self.samples.records, ImageListSource)
+        self._decoded = _Decoded(self.samples, workers) if listed and workers > 1 else None
         self.batch_size, self.transform = batch_size, transform
         self.names = (input_name, target_name)
         self.shuffle, self.seed, self.train = shuffle, seed, train
@@ -248,12 +308,19 @@ class BatchLoader:
             out.append((epoch, int(self._perm[offset])))
         return out
 
+    def _read(self, start: int, drawn: list[tuple[int, int]]) -> list[tuple]:
+        """The drawn samples: decoded ahead by the workers (an image list), or read here."""
+        if self._decoded is None:
+            return self.samples.read([i for _, i in drawn])
+        offsets = [position % self.n for position in range(start, start + len(drawn))]
+        return self._decoded.take(drawn, offsets, self._order)
+
     def _make(self, start: int) -> dict[str, np.ndarray]:
         drawn = self._indices(start)
         rng = np.random.default_rng([self.seed, start, 1])  # crops and mirrors, repeatable
         t = self.transform
         images, labels = [], []
-        for (epoch, index), (image, label) in zip(drawn, self.samples.read([i for _, i in drawn])):
+        for (epoch, index), (image, label) in zip(drawn, self._read(start, drawn)):
             if self.augment is not None:  # drawn per (seed, epoch, index): a run repeats
                 params = sample_params(
                     np.random.default_rng([self.augment_seed, epoch, index]), image.shape[:2], self.augment
@@ -297,4 +364,6 @@ class BatchLoader:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        if self._decoded is not None:
+            self._decoded.close()
         self.samples.close()

@@ -269,6 +269,9 @@ NET_STATES: contextvars.ContextVar[tuple[NetState, ...]] = contextvars.ContextVa
     "net_states", default=(NetState(0), NetState(1))
 )
 LEFT_OUT = "left out"  # a layer no state of the run includes
+# whether the solver being read makes test nets (Caffe makes one per test_iter, or per test
+# net file): only then does a data layer without rules feed them too
+TESTED: contextvars.ContextVar[bool] = contextvars.ContextVar("tested", default=False)
 
 
 def _meets(state: NetState, rule: Any) -> bool:
@@ -462,8 +465,10 @@ def upgrade_v1(net: Any) -> Any:
 def _data_states(layer: Any, where: "_Where") -> tuple[bool, list[int]]:
     """Whether the TRAIN net takes a data layer, and which test nets (by number) do: its
     include/exclude rules (phase, levels, stages) against the run's states, as Caffe's
-    FilterNet builds each net: a layer without rules feeds every net."""
+    FilterNet builds each net: a layer without rules feeds every net the solver makes."""
     states = NET_STATES.get()
+    if not layer.include and not layer.exclude and not TESTED.get():
+        return True, []
     taken = [state for state in states if _included(state, layer)]
     tests = [k for k, state in enumerate(s for s in states if s.phase == 1) if state in taken]
     return any(state.phase == 0 for state in taken), tests
@@ -560,9 +565,11 @@ def solver_raw(path: str | Path) -> dict:
     path = Path(path)
     solver, where = _parse(path, SolverParameter())
     token = NET_STATES.set(_states(solver))
+    tested = TESTED.set(bool(solver.test_iter or solver.test_net or solver.test_net_param))
     try:
         return _solver_nets(solver, path, where)
     finally:
+        TESTED.reset(tested)
         NET_STATES.reset(token)
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from ..errors import DataprepError, OnError, StoreExistsError, UsageError
 from ..gpu import array_module, host
+from ..parallel import default_workers
 from ..plotting import plot_panels, training_series
 from ..staging import Staging, release_claim, signals_held, take_claim
 from .caffemodel import (
@@ -82,8 +83,10 @@ class Training:
         overwrite: bool = False,
         bars: Callable[[int, str], ContextManager[Callable[[int], object]]] | None = None,
         tensorboard: str | Path | None = None,
+        workers: int | None = None,
     ) -> None:
         self.recipe, self.say, self.progress = recipe, say, progress
+        self.workers = default_workers() if workers is None else workers  # decoding an image list
         self.events = self.train_loader = self.val_loader = None
         self.extra: list = []
         self.bars = bars or _no_bar  # a bar for each test pass (on a terminal)
@@ -122,6 +125,7 @@ class Training:
             augment=recipe.augment.spec() if recipe.augment else None,
             augment_seed=recipe.augment.seed if recipe.augment else 0,
             on_error=on_error,
+            workers=self.workers,
         )
 
         def test_loader(source, batch: int | None, start: int) -> BatchLoader:
@@ -129,7 +133,7 @@ class Training:
             batch = batch or data.val_batch_size or data.batch_size
             return BatchLoader(
                 source, batch, data.transform, data.input, data.target, False, run.random_seed,
-                train=False, start=start, on_error=on_error,
+                train=False, start=start, on_error=on_error, workers=self.workers,
             )  # fmt: skip
 
         if data.val is not None:
@@ -574,13 +578,17 @@ def train(
     overwrite: bool = False,
     bars: Callable[[int, str], ContextManager[Callable[[int], object]]] | None = None,
     tensorboard: str | Path | None = None,
+    workers: int | None = None,
 ) -> TrainResult:
     """Train ``recipe``'s net (from a snapshot with ``resume``, or starting from the layers
     of ``weights`` that share a name); ``say`` receives each log line, in Caffe's form;
     damaged records follow ``on_error``. An earlier run's outputs under the same
     ``snapshot_prefix`` are refused unless ``overwrite`` (a resumed run extends its own);
-    ``bars(total, desc)`` draws each test pass; ``tensorboard`` names a folder for event files."""
-    return Training(recipe, say, progress, resume, weights, on_error, overwrite, bars, tensorboard).run()
+    ``bars(total, desc)`` draws each test pass; ``tensorboard`` names a folder for event files;
+    ``workers`` processes decode an image list (default: all cores; the same batches for any)."""
+    return Training(
+        recipe, say, progress, resume, weights, on_error, overwrite, bars, tensorboard, workers
+    ).run()
 
 
 def _mean_abs(value) -> float:
