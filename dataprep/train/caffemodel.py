@@ -140,11 +140,14 @@ def read_weights(path: str | Path) -> dict[str, list[np.ndarray]]:
 
 def data_layers(recipe) -> list:
     """The train net's data layer as Caffe would read the recipe's training source:
-    HDF5Data for HDF5, Data for LMDB or LevelDB, Input for a generator or an image list."""
+    HDF5Data for HDF5, Data for LMDB or LevelDB, Input for a generator or an image list;
+    none for a net whose DummyData layers make its inputs (they are in the net)."""
     from ..stores import source_kind
     from ..stores.caffe_pb import LayerParameter
 
     data = recipe.data
+    if data.train is None:
+        return []
     layer = LayerParameter(name=data.input, top=[data.input, data.target])
     path = data.train.path
     kind = source_kind(path) if path else None  # a training source: a store or a list of images

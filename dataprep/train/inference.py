@@ -149,6 +149,8 @@ def _of_recipe(recipe) -> Preparation:
     from .preparation import of_training
 
     data = recipe.data
+    if data.train is None:  # a net that makes its inputs (DummyData): only what it declares
+        return _declared(recipe.raw)
     try:
         samples = open_samples(data.train)
     except DataprepError:

@@ -237,6 +237,23 @@ def _check_augment(spec: AugmentSpec, image: np.ndarray) -> None:
         )
 
 
+class SelfFed:
+    """The batches of a net whose DummyData layers make its inputs: nothing to read, the
+    layers' own batch size."""
+
+    samples = None
+    position = 0
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = self.n = batch_size
+
+    def next(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
 class BatchLoader:
     """Endless batches ``{input: N x C x H x W float32, target: N x k (or N) float32}`` from
     a source, in epochs; each epoch's order comes from ``default_rng([seed, epoch])`` when

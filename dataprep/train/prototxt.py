@@ -672,8 +672,10 @@ def _merge_test_net(sections: dict, test: dict, path: Path) -> None:
 
 def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> dict:
     """The recipe of a parsed solver and the sections of its net."""
-    if "data" not in sections:
-        raise UsageError(f"{path}: its net has no HDF5Data or Data layer to train from")
+    fed = any(layer["type"] == "DummyData" for layer in sections["net"])  # makes its own inputs
+    if "data" not in sections and not fed:
+        raise UsageError(f"{path}: its net has no HDF5Data, Data, ImageData or DummyData layer to train from")
+    sections.setdefault("data", {})
     section: dict[str, Any] = {}
     for field, _ in solver.ListFields():
         if field.name in SOLVER_FIELDS:
@@ -686,7 +688,7 @@ def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> 
     if solver.test_iter:
         section["test_iter"] = int(solver.test_iter[0])
     _test_iters(solver, sections)
-    if solver.test_iter and "val" not in sections["data"]:
+    if solver.test_iter and "val" not in sections["data"] and not fed:
         raise UsageError(
             f"{path}: test_iter asks for a test net, and none of the net's data layers is in it (their "
             "include/exclude rules); Caffe would stop at its first layer: give it a TEST data layer"

@@ -73,7 +73,7 @@ class TestNet:
 
 @dataclass(frozen=True)
 class Data:
-    train: Source
+    train: Source | None = None  # None: the net's DummyData layers make its inputs
     val: Source | None = None
     batch_size: int = 50
     val_batch_size: int | None = None
@@ -366,6 +366,8 @@ def parse_recipe(raw: dict, name: str = "recipe") -> Recipe:
         )
     _check_noise_ranges(data)
     net = _net(raw["net"])
+    if data.train is None and not self_fed(net):
+        raise UsageError("recipe data.train: missing (a net without one makes its inputs with DummyData)")
     augment = build(Augment, raw["augment"], "augment") if raw.get("augment") else None
     if augment is not None:
         if augment.seed is None:
@@ -378,8 +380,13 @@ def parse_recipe(raw: dict, name: str = "recipe") -> Recipe:
     return Recipe(str(raw.get("name", name)), data, net, solver, run, augment, raw)
 
 
+def self_fed(net: list[dict]) -> bool:
+    """Whether a net makes its own inputs (a DummyData layer): it trains with no source."""
+    return any(layer.get("type") == "DummyData" for layer in net)
+
+
 def _check_noise_ranges(data: Data) -> None:
-    train, val = data.train.noise, data.val.noise if data.val else None
+    train, val = data.train.noise if data.train else None, data.val.noise if data.val else None
     if train and val and train.seed == val.seed and train.size == val.size:
         if train.offset < val.offset + val.n and val.offset < train.offset + train.n:
             raise UsageError(

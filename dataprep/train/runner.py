@@ -36,7 +36,7 @@ from .caffemodel import (
     write_caffemodel,
 )
 from .inference import model_head
-from .loader import BatchLoader
+from .loader import BatchLoader, SelfFed
 from .net import Net
 from .preparation import of_training
 from .recipe import Recipe
@@ -88,7 +88,9 @@ class Training:
         self.recipe, self.say, self.progress = recipe, say, progress
         self.workers = default_workers() if workers is None else workers  # decoding an image list
         self.events = self.train_loader = self.val_loader = None
-        self.extra: list = []
+        self.extra: list = []  # further test nets (#1 on): their loaders, test batches, metrics
+        self.extra_batches: list[int] = []
+        self.extra_metrics: list[dict] = []  # {"iteration", "net", outputs...}
         self.bars = bars or _no_bar  # a bar for each test pass (on a terminal)
         self.prefix = Path(recipe.run.snapshot_prefix)
         claim_prefix(self.prefix)  # one run per prefix for its whole life
@@ -112,6 +114,9 @@ class Training:
         if saved is not None:
             same_net(saved, recipe.net, resume)
         position = json.loads(str(saved["positions"])) if saved is not None else {"train": 0, "val": 0}
+        if data.train is None:  # DummyData makes the inputs (caffe time's nets, trained)
+            self._setup_self_fed(resume, weights, saved, caffe_state, tensorboard)
+            return
         self.train_loader = BatchLoader(
             data.train,
             data.batch_size,
@@ -146,22 +151,44 @@ class Training:
             test.test_iter or max(1, -(-loader.n // loader.batch_size))
             for test, loader in zip(data.tests, self.extra)
         ]
-        self.extra_metrics: list[dict] = []  # {"iteration", "net", outputs...} of test nets #1 on
         self.first = self.train_loader.next()
-        shapes = {name: tuple(array.shape) for name, array in self.first.items()}
-        self.net = Net(recipe.net, shapes, target=data.target, xp=self.xp, rng=self.rng)
-        for message, where in setup_lines(self.net):
-            self.say(caffe_line(message, where))
-        self.solver = Solver(recipe.solver)
+        self._setup_net()
         samples = self.train_loader.samples
         self.preparation = of_training(
             samples.preprocessing(),
             data.transform,
             self.train_loader.record_shape[:2],
-            shapes[data.input][1:],
+            self.net.shapes[data.input][1:],
             model_head(recipe.net),
             samples.labels(),
         )
+        self._setup_rest(resume, weights, saved, caffe_state, tensorboard)
+
+    def _setup_self_fed(self, resume, weights, saved, caffe_state, tensorboard) -> None:
+        """A net whose DummyData layers make its inputs: no loaders (a test net too when
+        the solver tests), the batch size of the layers' first top."""
+        recipe = self.recipe
+        self.first = {}
+        self._setup_net()
+        first = next(node for node in self.net.nodes if node.layer.type == "DummyData")
+        shape = self.net.shapes[first.tops[0]]
+        self.train_loader = SelfFed(shape[0] if shape else 1)
+        if recipe.run.test_iter:
+            self.val_loader = SelfFed(self.train_loader.batch_size)
+        self.preparation = of_training({}, recipe.data.transform, None, shape[1:], model_head(recipe.net), {})
+        self._setup_rest(resume, weights, saved, caffe_state, tensorboard)
+
+    def _setup_net(self) -> None:
+        """The net over the first batch's shapes, and Caffe's set-up lines."""
+        shapes = {name: tuple(array.shape) for name, array in self.first.items()}
+        self.net = Net(self.recipe.net, shapes, target=self.recipe.data.target, xp=self.xp, rng=self.rng)
+        for message, where in setup_lines(self.net):
+            self.say(caffe_line(message, where))
+        self.solver = Solver(self.recipe.solver)
+
+    def _setup_rest(self, resume, weights, saved, caffe_state, tensorboard) -> None:
+        """What follows the net: weights or a snapshot restored, events, the test passes."""
+        run = self.recipe.run
         self.result = TrainResult(0, 0.0, float("nan"))
         self.curve: list[tuple[int, float]] = []  # (iteration, train loss) at each display
         self.best: dict | None = None
@@ -183,7 +210,12 @@ class Training:
         self._iteration_rng = self.rng.bit_generator.state
         val = self.val_loader
         self.test_batches = run.test_iter or (max(1, -(-val.n // val.batch_size)) if val else 0)
-        if val is not None and run.test_iter and run.test_iter * val.batch_size > val.n:
+        if (
+            val is not None
+            and val.samples is not None
+            and run.test_iter
+            and run.test_iter * val.batch_size > val.n
+        ):
             self.say(caffe_line(_cycling(run.test_iter, val.batch_size, val.n), "solver.cpp:60", "W"))
 
     def close(self) -> None:
@@ -530,11 +562,13 @@ class Training:
         signal_point("before-test", it)
         if not self._tested(it, 0):
             self._test_first(it, self._test_net(it, 0, self.val_loader, self.test_batches))
+            self._iteration_rng = self.rng.bit_generator.state  # a test's DummyData draws from it
         for k, (loader, batches) in enumerate(zip(self.extra, self.extra_batches), 1):
             if not self._tested(it, k):
                 self.extra_metrics.append(
                     {"iteration": it, "net": k, **self._test_net(it, k, loader, batches)}
                 )
+                self._iteration_rng = self.rng.bit_generator.state
 
     def _test_first(self, it: int, outputs: dict[str, float]) -> None:
         self.result.test = dict(outputs)

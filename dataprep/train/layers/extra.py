@@ -263,7 +263,8 @@ class DummyData(Layer):
     """Caffe's DummyData: tops of the given shapes (``shape``, or the legacy ``num``,
     ``channels``, ``height``, ``width``) filled by ``data_filler`` (none: zeros; one: for
     every top). Constant tops are filled once; others are drawn again at every forward, as
-    Caffe refills them, from a stream seeded by the run's seed."""
+    Caffe refills them, from the net's generator (the run's seed; a snapshot records its
+    state, so a resumed run draws what the uninterrupted one drew)."""
 
     type = "DummyData"
     n_bottoms = 0
@@ -277,7 +278,7 @@ class DummyData(Layer):
                 "give none, one, or one per top"
             )
         self.fillers = fillers * len(self.shapes_) if len(fillers) == 1 else fillers
-        self.rng = np.random.default_rng(rng.integers(2**63) if rng is not None else 0)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
         self.xp, self.dtype = xp, dtype
         self.tops = [fill(xp, self.rng, s, f, dtype) for s, f in zip(self.shapes_, self.fillers)]
         return super().setup(shapes)
