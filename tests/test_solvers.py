@@ -542,7 +542,8 @@ def test_snapshot_format_hdf5_writes_caffes_h5_pair_and_reads_it_back(tmp_path, 
 @pytest.mark.parametrize("solver", ["cifar10_full_solver", "cifar10_full_sigmoid_solver_bn"])
 def test_caffes_cifar10_full_solvers_train_as_shipped(tmp_path, invoke, monkeypatch, solver):
     """CIFAR-10 full: LRN within channels (the plain net), BatchNorm with Sigmoid (the _bn
-    one), snapshot_format HDF5 (the plain solver): a few iterations as shipped."""
+    one), snapshot_format HDF5 (the plain solver): a few iterations as shipped; then, as
+    train_full.sh does, cifar10_full_solver_lr1 resumed from the HDF5 solver state."""
     shutil.copytree(EXAMPLES / "examples" / "cifar10", tmp_path / "examples" / "cifar10")
     monkeypatch.chdir(tmp_path)
     assert invoke("example", "cifar10", ".", "--n", 60).exit_code == 0
@@ -558,6 +559,18 @@ def test_caffes_cifar10_full_solvers_train_as_shipped(tmp_path, invoke, monkeypa
     assert r.exit_code == 0, r.stderr
     if solver == "cifar10_full_solver":
         assert Path("examples/cifar10/cifar10_full_iter_4.caffemodel.h5").is_file()
+        # train_full.sh's second stage: the _lr1 solver from the first stage's HDF5 solver state
+        sets[0] = "solver.max_iter=6"
+        r = invoke(
+            "train",
+            "examples/cifar10/cifar10_full_solver_lr1.prototxt",
+            "--resume",
+            "examples/cifar10/cifar10_full_iter_4.solverstate.h5",
+            *[a for s in sets for a in ("--set", s)],
+        )
+        assert r.exit_code == 0, r.stderr
+        assert "Iteration 4, lr = 0.0001" in r.stderr
+        assert Path("examples/cifar10/cifar10_full_iter_6.caffemodel.h5").is_file()
 
 
 def _split_lenet(root: Path) -> tuple[str, str]:
