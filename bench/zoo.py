@@ -4,11 +4,12 @@ running the same net exported with `dataprep export` (the baseline a user would 
 Run: python bench/zoo.py [--n 32] [--repeat 3]. For each zoo net (random weights: the
 speed does not depend on them) it writes N color photos of the net's input size and a
 list, exports the net to .caffemodel and .onnx, then times, interleaved, median of
---repeat rounds: the whole `predict` command on the native engine and with `--engine
-onnxruntime`, the whole `extract` command (the last pooling layer's features into an
-LMDB), and a script that decodes the same files with OpenCV and runs onnxruntime on them
-in batches of 10 (its imports and session included, as a command's are). Prints images
-per second and dataprep's ratios to that script.
+--repeat rounds: the whole `predict` command on the native engine, with `--engine
+onnxruntime`, and on the exported .onnx as MODEL (batches of 10, as the script's); the
+whole `extract` command (the last pooling layer's features into an LMDB); and a script
+that decodes the same files with OpenCV and runs onnxruntime on them in batches of 10 (its
+imports and session included, as a command's are). Prints images per second and
+dataprep's ratios to that script.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def photos(folder: Path, n: int, side: int) -> Path:
 def main() -> None:
     args = scratch_args(__doc__, n=32, repeat=3)
     print(
-        f"{'net':<34} {'predict':>12} {'predict ort':>12} {'extract':>12} {'script':>12}"
-        "   native/script  ort/script  extract/script"
+        f"{'net':<34} {'predict':>12} {'predict ort':>12} {'predict .onnx':>12} {'extract':>12} "
+        f"{'script':>12}   native/script  ort/script  .onnx/script  extract/script"
     )
     with scratch_dir("zoo-bench-", args.dir) as base:
         for net, (side, layer) in NETS.items():
@@ -82,6 +83,10 @@ def main() -> None:
                     "--engine",
                     "onnxruntime",
                 ),
+                # the exported graph as MODEL: opened by onnxruntime while the command starts
+                "predict_onnx": dataprep(
+                    "predict", work / "m.onnx", images, "-q", "--json", "--batch-size", 10
+                ),
                 "extract": dataprep(
                     "extract", prototxt, "--weights", weights, "--layer", layer, images, work / "f", "-q"
                 ),
@@ -95,9 +100,10 @@ def main() -> None:
                     walls[name].append(measure(cmd)["wall"])
             rate = {name: args.n / statistics.median(w) for name, w in walls.items()}
             print(
-                f"{net:<34} {rate['predict']:9.1f}/s {rate['predict_ort']:9.1f}/s {rate['extract']:9.1f}/s "
-                f"{rate['ort']:9.1f}/s   {rate['predict'] / rate['ort']:12.2f}x "
-                f"{rate['predict_ort'] / rate['ort']:10.2f}x {rate['extract'] / rate['ort']:14.2f}x"
+                f"{net:<34} {rate['predict']:9.1f}/s {rate['predict_ort']:9.1f}/s "
+                f"{rate['predict_onnx']:9.1f}/s {rate['extract']:9.1f}/s {rate['ort']:9.1f}/s   "
+                f"{rate['predict'] / rate['ort']:12.2f}x {rate['predict_ort'] / rate['ort']:10.2f}x "
+                f"{rate['predict_onnx'] / rate['ort']:10.2f}x {rate['extract'] / rate['ort']:14.2f}x"
             )
 
 

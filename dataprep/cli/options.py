@@ -118,11 +118,10 @@ max_memory_opt = click.option(
 engine_opt = click.option(
     "--engine",
     type=click.Choice(["native", "onnxruntime"]),
-    default="native",
-    show_default=True,
+    default=None,
     help="What runs the net: dataprep's layers (NumPy, or CuPy on a GPU), or onnxruntime over "
     "the graph export writes (the onnx extra; the same preparation, outputs within float32 "
-    "tolerance).",
+    "tolerance) [default: native; onnxruntime for an .onnx MODEL].",
 )
 
 
@@ -462,6 +461,19 @@ def image_output_options(f: Callable) -> Callable:
     )(f)
 
 
+def _open_early(ctx, param, path: str | None) -> str | None:
+    """An exported ONNX MODEL starts opening in onnxruntime as soon as it is parsed (it is
+    the first argument), while the rest of the command line and the imports proceed."""
+    if path and path.endswith(".onnx") and os.path.isfile(path):
+        try:
+            from ..train.engines import open_onnx
+
+            open_onnx(path)
+        except ImportError:  # said, in its own words, when the model is loaded
+            pass
+    return path
+
+
 def _model(
     model_path: str,
     weights: str | None,
@@ -510,7 +522,9 @@ def model_options(f: Callable) -> Callable:
         ),
         _model,
         [
-            click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False)),
+            click.argument(
+                "model_path", metavar="MODEL", type=click.Path(dir_okay=False), callback=_open_early
+            ),
             click.option(
                 "--weights",
                 type=click.Path(exists=True, dir_okay=False),

@@ -11,10 +11,39 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingPackage, UsageError
+from ..errors import DataprepError, MissingPackage, UsageError
 from ..gpu import host
 
 ENGINES = ("native", "onnxruntime")
+_OPENING: dict[str, Any] = {}  # path of an .onnx MODEL -> the future of its session
+
+
+def open_onnx(path: str) -> Any:
+    """The future of an onnxruntime session of the ONNX file ``path``, opened in a thread
+    (half a second for a 240 MB graph, mostly without the GIL): started as soon as the
+    command line names the file, so the command's imports and its first inputs overlap it."""
+    if path not in _OPENING:
+        from concurrent.futures import ThreadPoolExecutor
+
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingPackage(f"an ONNX MODEL ({path})", "onnx", "onnxruntime") from None
+
+        def opened():
+            settings = ort.SessionOptions()
+            settings.log_severity_level = 3
+            try:
+                return ort.InferenceSession(path, settings, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime's own exception types: a damaged graph
+                raise DataprepError(
+                    f"{path}: onnxruntime cannot open it: {str(exc).splitlines()[0]}"
+                ) from None
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="onnxruntime")
+        _OPENING[path] = pool.submit(opened)
+        pool.shutdown(wait=False)  # its one thread ends with the task; nothing waits for it here
+    return _OPENING[path]
 
 
 class NativeEngine:
@@ -47,19 +76,26 @@ class OnnxEngine:
             import onnxruntime as ort
         except ImportError:
             raise MissingPackage("--engine onnxruntime", "onnx", "onnxruntime and onnx") from None
+        self.model, self.blobs, self.session, self._ort = model, list(blobs), None, ort
+        if model.session is not None:  # an exported graph as MODEL: its outputs are what it has
+            self.chw = tuple(model.input_shape)
+            have = [spec["top"][0] for spec in model.specs]
+            missing = [b for b in self.blobs if b not in have]
+            if missing:
+                raise UsageError(
+                    f"{missing[0]}: not an output of {model.name}.onnx (it has {', '.join(have)})"
+                )
+
+    def _open(self, chw: tuple[int, ...]) -> None:
+        """The graph of the model's layers for inputs of ``chw``, exported and opened."""
         from .export import Deploy
         from .onnx_export import onnx_model
         from .preparation import Preparation
 
-        self.model, self.blobs, self.session = model, list(blobs), None
-        self._ort, self._onnx_model, self._deploy = ort, onnx_model, Deploy
-        self._identity = Preparation()
-
-    def _open(self, chw: tuple[int, ...]) -> None:
         model = self.model
         net = model.net(1, chw)
-        deploy = self._deploy(model.name, model.specs, model.input, tuple(chw), self._identity, net)
-        graph = self._onnx_model(deploy, extra_outputs=self.blobs, check=False)
+        deploy = Deploy(model.name, model.specs, model.input, tuple(chw), Preparation(), net)
+        graph = onnx_model(deploy, extra_outputs=self.blobs, check=False)
         options = self._ort.SessionOptions()
         options.log_severity_level = 3
         self.session = self._ort.InferenceSession(
@@ -68,14 +104,32 @@ class OnnxEngine:
         self.chw = tuple(chw)
 
     def run(self, data: np.ndarray, blobs: list[str]) -> dict[str, np.ndarray]:
-        if self.session is None or tuple(data.shape[1:]) != self.chw:
+        if self.model.session is not None:  # opened while the first inputs were decoded
+            if tuple(data.shape[1:]) != self.chw:
+                raise UsageError(
+                    f"{self.model.name}.onnx takes {'x'.join(map(str, self.chw))} inputs: check --resize"
+                )
+            self.session = self.session or self.model.session.result()
+        elif self.session is None or tuple(data.shape[1:]) != self.chw:
             self._open(data.shape[1:])
         values = self.session.run(list(blobs), {self.model.input: np.ascontiguousarray(data, np.float32)})
         return dict(zip(blobs, values))
 
 
-def make_engine(name: str, model, blobs: list[str], xp=np):
-    """The engine ``name`` (ENGINES) for ``model``, to hand back ``blobs``."""
+def engine_name(name: str | None, model) -> str:
+    """``--engine`` resolved: given, or onnxruntime for an ONNX MODEL and native otherwise;
+    an ONNX MODEL runs on onnxruntime only."""
+    if model.session is not None:
+        if name == "native":
+            raise UsageError("an .onnx MODEL runs on onnxruntime: leave out --engine native")
+        return "onnxruntime"
+    return name or "native"
+
+
+def make_engine(name: str | None, model, blobs: list[str], xp=np):
+    """The engine ``name`` (ENGINES; None: ``engine_name``'s choice) for ``model``, to hand
+    back ``blobs``."""
+    name = engine_name(name, model)
     if name == "native":
         return NativeEngine(model, xp)
     if name == "onnxruntime":

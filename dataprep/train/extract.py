@@ -24,11 +24,14 @@ def extract_features(
     backend: str = "lmdb",
     overwrite: bool = False,
     progress: Callable[[int], object] | None = None,
-    engine: str = "native",
+    engine: str | None = None,
 ) -> list[Path]:
     """Write ``layer``'s outputs for ``inputs`` to the store ``out``, computed by
     ``engine`` (recorded in the manifest: a store's bytes never depend on what happens
     to be installed); returns its path."""
+    from .engines import engine_name
+
+    engine = engine_name(engine, model)
     spec = next((s for s in model.specs if s["name"] == layer), None)
     if spec is None:
         raise DataprepError(f"no layer {layer!r} in the net ({', '.join(s['name'] for s in model.specs)})")

@@ -14,18 +14,18 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import yaml
 
 from ..errors import DataprepError, UsageError
 from ..scan import DEFAULT_EXTENSIONS as IMAGE_EXTENSIONS
-from .layers import LOSSES
-from .net import HEADS, Net, wire
 from .preparation import Preparation, of_legacy, of_record, transform_step, with_options
-from .prototxt import is_prototxt, net_sections
-from .recipe import Transform, build
+
+if TYPE_CHECKING:  # the net, Caffe's files and recipes are imported where a model needs them:
+    from .net import Net  # an .onnx MODEL needs none of them (predict's start-up)
+    from .recipe import Transform
 
 log = logging.getLogger("dataprep")
 
@@ -43,10 +43,12 @@ class Model:
     weights: dict[str, list[np.ndarray]]
     input_shape: tuple[int, ...] | None = None  # C x H x W where the model says (deploy nets)
     head: str | None = None  # the loss the net was trained with: how to read its output
+    session: Any = None  # MODEL.onnx: a future of its onnxruntime session; else None
 
     def net(self, batch: int, shape: tuple[int, ...], xp=np) -> Net:
         """The net for batches of ``batch`` inputs of shape C x H x W, weights loaded."""
         from .caffemodel import copy_weights
+        from .net import Net
 
         net = Net(
             self.specs, {self.input: (batch, *shape)}, target=self.target, xp=xp, train=False, fill=False
@@ -66,6 +68,8 @@ class Model:
 
         from .fold import fold_batchnorm
 
+        if self.session is not None:  # an ONNX graph: onnxruntime fuses what it can itself
+            return self
         specs, weights = fold_batchnorm(self.specs, self.weights)
         return dataclasses.replace(self, specs=specs, weights=weights)
 
@@ -81,10 +85,15 @@ class Model:
 
 def _inference_specs(specs: list[dict]) -> list[dict]:
     """The net's layers that run at test time and need no target."""
+    from .net import HEADS  # the layers, imported where a net is read (an .onnx MODEL needs none)
+
     return [s for s in specs if s.get("type") not in HEADS and s.get("phase") != "TRAIN"]
 
 
 def model_head(specs: list[dict]) -> str | None:
+    """The loss a net was trained with (a deploy classifier's: its Softmax's)."""
+    from .layers import LOSSES
+
     heads = [s["type"] for s in specs if s.get("type") in LOSSES]
     if heads:
         return heads[0]
@@ -117,6 +126,8 @@ def model_sections(path: str | Path) -> tuple[dict, dict | None]:
         if raw.get("inputs"):  # an exported deploy net's input shape
             sections["inputs"] = raw["inputs"]
         return sections, saved
+    from .prototxt import is_prototxt, net_sections
+
     if is_prototxt(path):
         return net_sections(path), None
     from .recipe import load_recipe
@@ -128,6 +139,8 @@ def read_model(path: str | Path) -> ModelFile:
     """MODEL's sections and preparation: a snapshot's by value (an old snapshot's by the
     paths it recorded), a prototxt's from its transform_param and dataprep's note, a
     recipe's from its training store and ``data.transform``."""
+    from .prototxt import is_prototxt
+
     path = Path(path)
     sections, saved = model_sections(path)
     if saved is not None:
@@ -171,6 +184,8 @@ def _of_recipe(recipe) -> Preparation:
 
 
 def _transform(sections: dict) -> Transform:
+    from .recipe import Transform, build
+
     return build(Transform, (sections.get("data") or {}).get("transform") or {}, "data.transform")
 
 
@@ -200,6 +215,8 @@ def _declared(sections: dict) -> Preparation:
 def _with_task(prep: Preparation, sections: dict) -> Preparation:
     import dataclasses
 
+    from .net import wire
+
     data = sections.get("data") or {}
     head = model_head(wire(sections["net"], data.get("input", "data"), data.get("target", "label")))
     task = None if head is None else ("classifier" if head == "SoftmaxWithLoss" else "regression")
@@ -211,14 +228,18 @@ def load_model(path: str | Path, weights: str | Path | None = None, options: dic
     ``scale``, ``crop``, ``resize``, ``channels``, ``channel_order``) by the one rule of
     ``preparation.with_options``; ``reshape_params``: the weights carried across net
     surgery (``carried_across``)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return _onnx_model(path, weights, options or {})
     from .caffemodel import read_weights
 
-    path = Path(path)
     found = read_model(path)
     sections = found.sections
     weights = weights or found.snapshot
     if weights is None:
         raise UsageError(f"{path} holds no weights: give --weights (a .npz snapshot or a .caffemodel)")
+    from .net import wire
+
     data = sections.get("data") or {}
     specs = wire(sections["net"], data.get("input", "data"), data.get("target", "label"))
     inputs = sections.get("inputs") or {}
@@ -243,6 +264,74 @@ def load_model(path: str | Path, weights: str | Path | None = None, options: dic
         weights=blobs,
         input_shape=tuple(inputs[input_name][1:]) if input_name in inputs else None,
         head=model_head(specs),
+    )
+
+
+ONNX_FILLS = ("resize", "channels")  # what an exported graph may lack; it does the rest itself
+
+
+def _onnx_model(path: Path, weights, options: dict) -> Model:
+    """A graph ``dataprep export -o X.onnx`` wrote, as MODEL: its metadata says how images
+    are decoded for it (channels, resize, the stored size); the graph itself reorders the
+    channels, crops, subtracts the mean and scales, and ends in the classifier's ``prob``.
+    onnxruntime opens it in a thread (``session``: a future, ``engines.open_onnx``) while
+    the command reads and decodes the first inputs."""
+    import json
+
+    from .engines import open_onnx
+    from .onnx_export import read_metadata
+
+    if weights is not None:
+        raise UsageError(f"{path} holds its weights: leave out --weights")
+    given = sorted(k for k, v in options.items() if v and k not in ONNX_FILLS)
+    if given:
+        raise UsageError(
+            f"--{given[0].replace('_', '-')}: {path} does its own preparation in the graph: "
+            "leave the option out"
+        )
+    try:
+        noted = read_metadata(path).get("dataprep.preparation")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise DataprepError(f"{path}: not an ONNX file ({exc})") from None
+    if noted is None:
+        raise UsageError(f"{path}: no dataprep preparation in its metadata (export it with dataprep export)")
+    meta = json.loads(noted)
+
+    session = open_onnx(str(path))  # started by the command line's MODEL, or now
+    fill = {k: options.get(k) for k in ONNX_FILLS if options.get(k) is not None}
+    prepare = with_options(
+        Preparation(
+            channels=meta.get("channels") or "auto",
+            channel_order="BGR",  # what OpenCV decodes and the graph takes
+            resize=tuple(meta["resize"]) if meta.get("resize") else None,
+            interpolation=meta.get("interpolation") or "linear",
+            image_size=tuple(meta["image_size"]) if meta.get("image_size") else None,
+            input_shape=tuple(meta["shape"]),
+            task=meta.get("task"),
+            classes=tuple(meta["classes"]) if meta.get("classes") else None,
+            label_names=tuple(meta["label_names"]) if meta.get("label_names") else None,
+        ),
+        str(path),
+        fill,
+    )
+    outputs = list(meta["outputs"])
+    classifier = meta.get("task") == "classifier"
+    output = "prob" if classifier and "prob" in outputs else outputs[-1]
+    return Model(
+        name=path.stem,
+        specs=[  # the graph's outputs, as layers of one top; the one predict reads last
+            {"name": o, "type": "Softmax" if o == "prob" else "Output", "top": [o]}
+            for o in [*(o for o in outputs if o != output), output]
+        ],
+        input=meta.get("input") or "data",
+        target="label",
+        prepare=prepare,
+        weights={},
+        input_shape=tuple(meta["shape"]),
+        head="SoftmaxWithLoss" if classifier else None,
+        session=session,
     )
 
 
@@ -400,7 +489,7 @@ def _list_inputs(listfile, model: Model, batch: int) -> Inputs:
 
 
 def run_batches(
-    model: Model, inputs: Inputs, blobs: list[str], engine: str = "native", xp=np, oversample: bool = False
+    model: Model, inputs: Inputs, blobs: list[str], engine: str | None = None, xp=np, oversample: bool = False
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Forward passes over the inputs, batch by batch, on ``engine`` (``engines.ENGINES``):
     (first index, the ``blobs`` asked for, by name). The next batch is read, decoded and
@@ -472,7 +561,7 @@ def predict(
     inputs: Inputs,
     top_k: int = 1,
     progress=None,
-    engine: str = "native",
+    engine: str | None = None,
     oversample: bool = False,
 ) -> Iterator[Prediction]:
     """The net's output for every input, in input order; classifiers (trained with

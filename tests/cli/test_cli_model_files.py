@@ -122,6 +122,41 @@ def test_every_form_of_the_model_gives_the_same_answers_in_another_folder(crop_m
     assert np.allclose(prob, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), atol=1e-6)
 
 
+def test_predict_and_extract_run_an_exported_onnx_graph_as_the_model(crop_model):
+    """`predict exported.onnx` (issue 27): the graph as MODEL, on onnxruntime, its
+    preparation read from its metadata: the snapshot's answers; extract writes the graph's
+    output and records the engine; what an .onnx MODEL cannot take is refused in one line."""
+    pytest.importorskip("onnxruntime")
+    folder, listfile = crop_model
+    want = _predictions(_run("predict", "model.npz", listfile, "--json", cwd=folder))
+    r = _run("export", "model.npz", "-o", "graph.onnx", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    for extra in ([], ["--batch-size", "7"], ["--engine", "onnxruntime"]):
+        got = _predictions(_run("predict", "graph.onnx", listfile, "--json", *extra, cwd=folder))
+        assert [(k, c) for k, _, c in got] == [(k, c) for k, _, c in want]
+        assert np.allclose([v for _, v, _ in got], [v for _, v, _ in want], atol=1e-5)
+    r = _run("extract", "graph.onnx", listfile, "feats", "--layer", "fc", "--json", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    with open_store(folder / "feats") as store:
+        assert store.manifest["features"]["engine"] == "onnxruntime"
+        first = next(iter(store.iter_range(0, 1)))
+        assert first.array.shape == (5, 1, 1)
+    (folder / "foreign.onnx").write_bytes(b"\x08\x07")  # a ModelProto with an IR version only
+    (folder / "broken.onnx").write_bytes(b"not a protobuf at all \xff\xff")
+    for args, message in [
+        (["graph.onnx", "--weights", "model.npz"], "holds its weights: leave out --weights"),
+        (["graph.onnx", "--mean", "128"], "--mean: graph.onnx does its own preparation in the graph"),
+        (["graph.onnx", "--engine", "native"], "an .onnx MODEL runs on onnxruntime"),
+        (["foreign.onnx"], "no dataprep preparation in its metadata"),
+        (["broken.onnx"], "broken.onnx: not an ONNX file"),
+    ]:
+        r = _run("predict", *args, listfile, cwd=folder)
+        assert r.returncode in (1, 2) and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = _run("extract", "graph.onnx", listfile, "feats2", "--layer", "conv1", cwd=folder)
+    assert r.returncode != 0 and "no layer 'conv1' in the net (fc, prob)" in r.stderr
+
+
 def test_the_deploy_prototxt_is_caffes_form_and_matches_the_caffemodel(crop_model):
     from google.protobuf import text_format
 

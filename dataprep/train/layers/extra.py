@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UsageError
-from ...stores.caffe_pb import blob_array
 from ...transforms import get_xp
 from .base import Layer, fill
 from .losses import Loss, _softmax, class_labels
@@ -483,6 +482,8 @@ def _infogain_matrix(name: str, source) -> np.ndarray:
     """The H matrix of an InfogainLoss from its BlobProto file (Caffe's ``source``)."""
     if not source:
         raise UsageError(f"layer {name}: InfogainLoss needs a third bottom or infogain_loss_param source")
+    from ...stores.caffe_pb import blob_array  # the stores' protobuf: only where a net reads a file
+
     try:
         data = Path(source).read_bytes()
     except OSError as exc:
