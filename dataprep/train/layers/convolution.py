@@ -33,6 +33,11 @@ def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True) -> i
     return -(-n // groups)
 
 
+def _sizes(values: tuple[int, ...]) -> str:
+    """A kernel's (or padding's) sizes as users write them: ``5`` when all equal, ``5x3``."""
+    return str(values[0]) if len(set(values)) == 1 else "x".join(map(str, values))
+
+
 def grouped_outputs(layer: Layer, channels: int) -> tuple[int, int]:
     """A convolution's (num_output, group); UsageError when either does not divide by group."""
     out, group = positive_outputs(layer), int(layer.p.get("group", 1))
@@ -80,9 +85,9 @@ class Convolution(Layer):
         self.geo = geo = spatial(self.p, self.name, shapes[0])
         num, c, *sizes = geo.images(shapes[0])
         if min(geo.out(tuple(sizes)), default=1) < 1:
-            padded = f" (padded by {'x'.join(map(str, geo.pad))})" if any(geo.pad) else ""
+            padded = f" (padded by {_sizes(geo.pad)})" if any(geo.pad) else ""
             raise UsageError(
-                f"layer {self.name}: kernel {'x'.join(map(str, geo.kernel))} larger than its "
+                f"layer {self.name}: kernel {_sizes(geo.kernel)} larger than its "
                 f"{'x'.join(map(str, sizes))} input{padded}"
             )
         self.out, self.group = grouped_outputs(self, c)
