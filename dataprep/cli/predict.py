@@ -54,8 +54,8 @@ ERRORS_MAX = 64  # cells of --errors-grid
 def predict_cmd(
     model, source, batch_size, labels, class_names, top_k, oversample, as_csv, errors_grid, engine, as_json
 ):
-    """Run MODEL (a .npz snapshot or export, a Caffe net prototxt, or a recipe) on INPUT and
-    print what it predicts: "Predicted frequencies for samples/04349_0.77_0.31.jpg is 0.76
+    """Run MODEL (a .npz snapshot or export, a Caffe net prototxt, a recipe, or an .onnx graph
+    `dataprep export` wrote, which runs on onnxruntime) on INPUT and print what it predicts: "Predicted frequencies for samples/04349_0.77_0.31.jpg is 0.76
     and 0.31" for a regression, the top classes for a classifier. INPUT is one image, a
     folder (a store, or else its images, recursively and sorted), a list file (`path
     [labels...]`; - reads one on stdin) or a store. With ground truth (--labels, or labels
@@ -77,6 +77,7 @@ def predict_cmd(
     dataprep predict cifar10_quick_iter_4000.npz photo.jpg --top-k 3
     dataprep predict cifar10_quick_iter_4000.npz cifar10_test_lmdb --errors-grid wrong.png
     find photos -name '*.jpg' | dataprep predict model.npz -
+    dataprep predict model.onnx photos.txt --batch-size 10
     """
     from ..images import write_image
     from ..info import montage, picture
