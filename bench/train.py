@@ -142,8 +142,12 @@ def time_caffenet(batch: int, iterations: int) -> float:
 
 
 def layer_split(name: str, shape: tuple[int, ...], batch: int, iterations: int):
-    """The net of the recipe (or the zoo's CaffeNet) timed in this process, by layer."""
+    """The net of the recipe (or the zoo's CaffeNet) timed in this process, by layer, with
+    the malloc settings every dataprep command runs with (``heap.keep_freed_memory``)."""
+    from dataprep.heap import keep_freed_memory
     from dataprep.train.timing import bench_net, time_net
+
+    keep_freed_memory()
 
     model = CAFFENET if name == "caffenet" else ROOT / "recipes" / f"{name}.yaml"
     bench = bench_net(model, batch, "train", shape)

@@ -55,8 +55,9 @@ def predict_cmd(
     model, source, batch_size, labels, class_names, top_k, oversample, as_csv, errors_grid, engine, as_json
 ):
     """Run MODEL (a .npz snapshot or export, a Caffe net prototxt, a recipe, or an .onnx graph
-    `dataprep export` wrote, which runs on onnxruntime) on INPUT and print what it predicts: "Predicted frequencies for samples/04349_0.77_0.31.jpg is 0.76
-    and 0.31" for a regression, the top classes for a classifier. INPUT is one image, a
+    `dataprep export` wrote, which runs on onnxruntime) on INPUT and print what it predicts:
+    "Predicted frequencies for samples/04349_0.77_0.31.jpg is 0.76 and 0.31" for a
+    regression, the top classes for a classifier. INPUT is one image, a
     folder (a store, or else its images, recursively and sorted), a list file (`path
     [labels...]`; - reads one on stdin) or a store. With ground truth (--labels, or labels
     in the list or store) a last line gives the mean absolute error or the accuracy.
@@ -79,8 +80,6 @@ def predict_cmd(
     find photos -name '*.jpg' | dataprep predict model.npz -
     dataprep predict model.onnx photos.txt --batch-size 10
     """
-    from ..images import write_image
-    from ..info import montage, picture
     from ..listfile import read_class_names
     from ..train.inference import Score, open_inputs, predict, read_truth, remembering
 
@@ -113,6 +112,8 @@ def predict_cmd(
                 and p.key in truth
                 and p.classes[0] != int(truth[p.key][0])
             ):
+                from ..info import picture  # the drawing modules only where a grid is drawn
+
                 rgb = not inputs.raw and model.prepare.channel_order == "RGB"
                 caption = f"{_name(int(truth[p.key][0]), names)} as {_name(p.classes[0], names)}"
                 wrong.append((picture(seen[k].transpose(2, 0, 1), rgb), caption))
@@ -125,6 +126,9 @@ def predict_cmd(
             else:
                 click.echo(_sentence(p, model.target, names))
     if errors_grid:
+        from ..images import write_image
+        from ..info import montage
+
         write_image(Path(errors_grid), montage(*zip(*wrong)) if wrong else montage([], []))
         logging.getLogger("dataprep").info("%s: %d misclassified inputs drawn", errors_grid, len(wrong))
     scores = scorer.result() if scorer is not None else None

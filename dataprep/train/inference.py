@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import yaml
 
 from ..errors import DataprepError, UsageError
 from ..scan import DEFAULT_EXTENSIONS as IMAGE_EXTENSIONS
@@ -121,6 +120,8 @@ def model_sections(path: str | Path) -> tuple[dict, dict | None]:
     path = Path(path)
     if str(path).endswith(".npz"):
         saved = load_snapshot(path, ("recipe",))
+        import yaml
+
         raw = yaml.safe_load(str(saved["recipe"]))
         sections = {"name": raw.get("name", path.stem), "net": raw["net"], "data": raw.get("data", {})}
         if raw.get("inputs"):  # an exported deploy net's input shape
@@ -144,6 +145,8 @@ def read_model(path: str | Path) -> ModelFile:
     path = Path(path)
     sections, saved = model_sections(path)
     if saved is not None:
+        import yaml
+
         fields = (yaml.safe_load(str(saved["preparation"])) or {}) if "preparation" in saved else {}
         if fields.get("version"):
             return ModelFile(sections, of_record(fields, saved), path)
