@@ -122,3 +122,10 @@ def mnist_files(
             (folder / (name + ".gz" if zipped else name)).write_bytes(gzip.compress(raw) if zipped else raw)
         made[prefix] = (images, labels)
     return made
+
+
+def train_losses(log: str) -> list[float]:
+    """The value of every ``Train net output`` line of a `train` log, in order."""
+    return [
+        float(line.rsplit("=", 1)[1].split()[0]) for line in log.splitlines() if "Train net output" in line
+    ]

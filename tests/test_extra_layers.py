@@ -8,6 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers import train_losses
 from test_train_layers import build, check_gradients, check_param_gradients, host
 
 rng = np.random.default_rng(11)
@@ -538,11 +539,7 @@ def test_a_one_d_convolution_net_trains_from_hdf5_and_exports(tmp_path, invoke, 
     )
     r = invoke("train", "solver.prototxt")
     assert r.exit_code == 0, r.stderr
-    losses = [
-        float(line.rsplit("=", 1)[1].split()[0])
-        for line in r.stderr.splitlines()
-        if "Train net output" in line
-    ]
+    losses = train_losses(r.stderr)
     assert len(losses) >= 5 and losses[-1] < 0.5 * losses[0]
     saved = np.load("signal_iter_60.npz")
     assert saved["param/conv1/0"].shape == (4, 2, 5) and saved["param/conv2/0"].shape == (4, 4, 3)
@@ -722,11 +719,7 @@ def test_a_net_that_makes_its_inputs_with_dummydata_trains_tests_and_resumes_exa
         )
     r = invoke("train", "whole.prototxt")
     assert r.exit_code == 0, r.stderr
-    losses = [
-        float(line.rsplit("=", 1)[1].split()[0])
-        for line in r.stderr.splitlines()
-        if "Train net output" in line
-    ]
+    losses = train_losses(r.stderr)
     assert losses[-1] < 0.2 * losses[0]
     assert "Iteration 20, Testing net (#0)" in r.stderr and "Test net output #0: loss = " in r.stderr
     r = invoke("train", "split.prototxt", "--set", "solver.max_iter=20")

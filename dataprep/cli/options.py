@@ -197,18 +197,20 @@ def _executor(attr: str) -> Callable:
     return callback
 
 
+def workers_count(help_text: str) -> Callable:
+    """``-j``/``--workers``: processes, this one included, all cores by default."""
+    return click.option(
+        "-j", "--workers", type=click.IntRange(min=1), default=None, show_default="all cores", help=help_text
+    )
+
+
 def workers_opt(f: Callable) -> Callable:
     """``--workers``, and where they run: ``--executor local|dask`` with ``--scheduler``."""
     return _apply(
         [
-            click.option(
-                "-j",
-                "--workers",
-                type=click.IntRange(min=1),
-                default=None,
-                show_default="all cores",
-                help="Processes sharing the work, this one included (with --executor dask and "
-                "no --scheduler: the local cluster's). Output is identical for any value.",
+            workers_count(
+                "Processes sharing the work, this one included (with --executor dask and "
+                "no --scheduler: the local cluster's). Output is identical for any value."
             ),
             click.option(
                 "--executor",

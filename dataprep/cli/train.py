@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from .options import common_options, json_opt, max_memory_opt, max_pixels_opt, overwrite_opt, skip_bad_opt
+from .options import (
+    common_options,
+    json_opt,
+    max_memory_opt,
+    max_pixels_opt,
+    overwrite_opt,
+    skip_bad_opt,
+    workers_count,
+)
 from .running import Settings, echo_result, progress, report_skipped
 
 
@@ -57,14 +65,9 @@ from .running import Settings, echo_result, progress, report_skipped
     metavar="FILE",
     help="Also write the full Caffe-form log to FILE, whatever -q says (appended to on --resume).",
 )
-@click.option(
-    "-j",
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    show_default="all cores",
-    help="Processes decoding an image list (ImageData) ahead of the net, this one included; "
-    "the batches are identical for any value.",
+@workers_count(
+    "Processes decoding an image list (ImageData) ahead of the net, this one included; "
+    "the batches are identical for any value."
 )
 @skip_bad_opt
 @overwrite_opt
