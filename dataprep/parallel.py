@@ -566,9 +566,13 @@ def ordered_map(
     An interrupt swallowed on its way (one landing in a finalizer) still stops the map at
     the next chunk."""
     size = chunk_size or default_chunk_size(n, executor.workers, executor.chunk_cap)
-    for results in executor.map_chunks(task, chunk_bounds(n, size)):
-        if INTERRUPTED.is_set():
-            raise KeyboardInterrupt
-        if progress is not None:  # before handing them out: a consumer that stops after
-            progress(len(results))  # the last item never resumes this generator
-        yield from results
+    chunks = executor.map_chunks(task, chunk_bounds(n, size))
+    try:
+        for results in chunks:
+            if INTERRUPTED.is_set():
+                raise KeyboardInterrupt
+            if progress is not None:  # before handing them out: a consumer that stops after
+                progress(len(results))  # the last item never resumes this generator
+            yield from results
+    finally:  # the workers stop when this map is closed or abandoned, not when the garbage
+        chunks.close()  # collector gets to the generator (its pipes' descriptors long reused)
