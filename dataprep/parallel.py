@@ -325,8 +325,9 @@ def _stop(procs: list, jobs: list[Connection], results: list[Connection], gracef
         if not graceful:
             proc.terminate()  # nothing is read from it again, so a half-sent reply is harmless
         proc.join()
-    for conn in results:
-        conn.close()
+    for conn in results:  # a map abandoned by its consumer ends when the garbage collector
+        with contextlib.suppress(OSError):  # gets to it: a pipe already gone is no error then
+            conn.close()
 
 
 # Dask's periodic housekeeping, eased on the clusters dataprep starts: a sampling profiler
