@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import UsageError
+from ..heap import keep_freed_memory
 from .layers import LOSSES, SINKS, SOURCES, Layer, Loss, Shape, all_params, make_layer
 from .layers.base import FILLING
 from .layers.threads import one_blas_thread
@@ -59,6 +60,8 @@ class Net:
     ) -> None:
         """``train``: the memory estimate counts gradients and solver histories too;
         ``fill``: parameters from their fillers (else zeros, for weights loaded next)."""
+        if xp is np:  # the process runs a net from now on: its passes reuse the heap's pages
+            keep_freed_memory(nets=True)
         self.xp = xp
         self.inputs = dict(inputs)
         token = FILLING.set(fill)
