@@ -502,10 +502,11 @@ def run_batches(
     from concurrent.futures import ThreadPoolExecutor
 
     from .engines import make_engine
+    from .layers.threads import quick_switches
 
     runner = make_engine(engine, model.folded(), blobs, xp)
     batches = iter(inputs.batches)
-    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool, quick_switches():
         ahead = pool.submit(_prepared, model, inputs, batches, oversample)
         while True:
             item = ahead.result()

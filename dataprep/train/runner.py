@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
-import sys
 import threading
 import time
 import warnings
@@ -37,6 +36,7 @@ from .caffemodel import (
     write_caffemodel,
 )
 from .inference import model_head
+from .layers.threads import quick_switches
 from .loader import BatchLoader, SelfFed
 from .net import Net
 from .preparation import of_training
@@ -63,23 +63,6 @@ class TrainResult:
     outputs: list[Path] = field(default_factory=list)
     snapshot: Path | None = None  # the last one
     final: Path | None = None  # the model to use: the best with keep_best, else the last snapshot
-
-
-SWITCH_SECONDS = 0.0005  # how long a thread runs Python before another may take the GIL
-
-
-@contextlib.contextmanager
-def _quick_switches() -> Iterator[None]:
-    """Python's thread switch interval at 0.5 ms while training: the loader's thread runs
-    Python beside the layer threads, and at the default 5 ms a layer waiting for the GIL
-    between two NumPy calls can wait that long (LeNet: 51.5 -> 53.4 iter/s, 7 interleaved
-    pairs of 300-iteration runs, the faster in 6)."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_SECONDS)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
 
 
 def _text(value) -> np.ndarray:
@@ -366,7 +349,7 @@ class Training:
 
     def run(self) -> TrainResult:
         try:
-            with warnings.catch_warnings(), _quick_switches():  # non-finite values are checked,
+            with warnings.catch_warnings(), quick_switches():  # non-finite values are checked,
                 warnings.simplefilter("ignore", RuntimeWarning)  # never warned raw
                 return self._loop()
         except KeyboardInterrupt:  # keep what was learned: a snapshot to --resume from
