@@ -7,6 +7,7 @@ blobs asked for by their Caffe names.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -15,14 +16,25 @@ from ..errors import DataprepError, MissingPackage, UsageError
 from ..gpu import host
 
 ENGINES = ("native", "onnxruntime")
-_OPENING: dict[str, Any] = {}  # path of an .onnx MODEL -> the future of its session
+_OPENING: dict[tuple, Any] = {}  # an .onnx MODEL (path, size, mtime) -> the future of its session
+
+
+def _file_key(path: str) -> tuple:
+    """``path`` as it is now: a file rewritten since (re-exported) is another key."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (os.path.abspath(path),)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
 def open_onnx(path: str) -> Any:
     """The future of an onnxruntime session of the ONNX file ``path``, opened in a thread
     (half a second for a 240 MB graph, mostly without the GIL): started as soon as the
-    command line names the file, so the command's imports and its first inputs overlap it."""
-    if path not in _OPENING:
+    command line names the file, so the command's imports and its first inputs overlap it;
+    the model's load takes it (``onnx_session``)."""
+    key = _file_key(path)
+    if key not in _OPENING:
         from concurrent.futures import ThreadPoolExecutor
 
         try:
@@ -41,9 +53,16 @@ def open_onnx(path: str) -> Any:
                 ) from None
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="onnxruntime")
-        _OPENING[path] = pool.submit(opened)
+        _OPENING[key] = pool.submit(opened)
         pool.shutdown(wait=False)  # its one thread ends with the task; nothing waits for it here
-    return _OPENING[path]
+    return _OPENING[key]
+
+
+def onnx_session(path: str) -> Any:
+    """The session future ``open_onnx`` started for the file as it is now, taken: each load
+    gets its own, and nothing holds a session past the model that uses it."""
+    open_onnx(path)
+    return _OPENING.pop(_file_key(path))
 
 
 class NativeEngine:

@@ -277,11 +277,11 @@ def _onnx_model(path: Path, weights, options: dict) -> Model:
     """A graph ``dataprep export -o X.onnx`` wrote, as MODEL: its metadata says how images
     are decoded for it (channels, resize, the stored size); the graph itself reorders the
     channels, crops, subtracts the mean and scales, and ends in the classifier's ``prob``.
-    onnxruntime opens it in a thread (``session``: a future, ``engines.open_onnx``) while
+    onnxruntime opens it in a thread (``session``: a future, ``engines.onnx_session``) while
     the command reads and decodes the first inputs."""
     import json
 
-    from .engines import open_onnx
+    from .engines import onnx_session
     from .onnx_export import read_metadata
 
     if weights is not None:
@@ -302,7 +302,7 @@ def _onnx_model(path: Path, weights, options: dict) -> Model:
         raise UsageError(f"{path}: no dataprep preparation in its metadata (export it with dataprep export)")
     meta = json.loads(noted)
 
-    session = open_onnx(str(path))  # started by the command line's MODEL, or now
+    session = onnx_session(str(path))  # started by the command line's MODEL, or now
     fill = {k: options.get(k) for k in ONNX_FILLS if options.get(k) is not None}
     prepare = with_options(
         Preparation(

@@ -462,7 +462,12 @@ def upgrade_v1(net: Any) -> Any:
     return upgraded
 
 
-def _data_states(layer: Any, where: "_Where") -> tuple[bool, list[int]]:
+def self_fed(net: list[dict]) -> bool:
+    """Whether a net makes its own inputs (a DummyData layer): it trains with no source."""
+    return any(layer.get("type") == "DummyData" for layer in net)
+
+
+def _data_states(layer: Any) -> tuple[bool, list[int]]:
     """Whether the TRAIN net takes a data layer, and which test nets (by number) do: its
     include/exclude rules (phase, levels, stages) against the run's states, as Caffe's
     FilterNet builds each net: a layer without rules feeds every net the solver makes."""
@@ -514,7 +519,7 @@ def message_sections(net: Any, where: "_Where") -> dict:
             if "transform" in found:  # a deploy net's preparation (dataprep export writes it)
                 data["transform"] = found["transform"]
             continue
-        train, tests = _data_states(layer, where)
+        train, tests = _data_states(layer)
         taken = [("the TRAIN net", "train" in data and train)] + [
             (f"test net #{k}", k in data.get("by_test_net", {})) for k in tests
         ]
@@ -672,7 +677,7 @@ def _merge_test_net(sections: dict, test: dict, path: Path) -> None:
 
 def _solver_recipe(solver: Any, sections: dict, path: Path, where: "_Where") -> dict:
     """The recipe of a parsed solver and the sections of its net."""
-    fed = any(layer["type"] == "DummyData" for layer in sections["net"])  # makes its own inputs
+    fed = self_fed(sections["net"])
     if "data" not in sections and not fed:
         raise UsageError(f"{path}: its net has no HDF5Data, Data, ImageData or DummyData layer to train from")
     sections.setdefault("data", {})

@@ -21,7 +21,7 @@ from ..errors import DataprepError, UsageError
 from ..images import parse_size
 from ..transforms import AugmentSpec, parse_area_range
 from .layers import LAYERS
-from .prototxt import is_prototxt, layer_keys, solver_raw, square_windows
+from .prototxt import is_prototxt, layer_keys, self_fed, solver_raw, square_windows
 from .solver import SolverConfig
 
 
@@ -378,11 +378,6 @@ def parse_recipe(raw: dict, name: str = "recipe") -> Recipe:
         except DataprepError as exc:
             raise UsageError(str(exc)) from None
     return Recipe(str(raw.get("name", name)), data, net, solver, run, augment, raw)
-
-
-def self_fed(net: list[dict]) -> bool:
-    """Whether a net makes its own inputs (a DummyData layer): it trains with no source."""
-    return any(layer.get("type") == "DummyData" for layer in net)
 
 
 def _check_noise_ranges(data: Data) -> None:

@@ -456,3 +456,24 @@ def test_reshape_params_carries_a_classifier_across_net_surgery(invoke, crop_mod
     plain = json.loads(invoke("predict", folder / "model.npz", listfile, "--top-k", 5, "--json").stdout)
     for a, b in zip(surgery, plain["predictions"]):
         assert a["classes"] == b["classes"] and np.allclose(a["values"], b["values"], atol=1e-6)
+
+
+def test_an_onnx_model_rewritten_in_place_is_read_afresh_in_one_process(crop_model, invoke, tmp_path):
+    """The session opened early for an .onnx MODEL is taken by that command's load and keyed
+    by the file as it is: re-exporting other weights to the same path, then predicting again
+    in the same process, gives the new graph's answers, never the old session's."""
+    pytest.importorskip("onnxruntime")
+    folder, listfile = crop_model
+    graph = tmp_path / "g.onnx"
+    assert invoke("export", folder / "model.npz", "-o", tmp_path / "m.caffemodel").exit_code == 0
+    deploy = tmp_path / "m_deploy.prototxt"
+
+    def answers(seed: int) -> list:
+        r = invoke("export", deploy, "--random-init", seed, "-o", graph, "--overwrite")
+        assert r.exit_code == 0, r.stderr
+        r = invoke("predict", graph, listfile, "--json")
+        assert r.exit_code == 0, r.stderr
+        return [p["values"] for p in json.loads(r.stdout)["predictions"]]
+
+    first, second, again = answers(1), answers(2), answers(1)
+    assert first != second and np.allclose(first, again)

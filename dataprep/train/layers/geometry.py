@@ -115,10 +115,9 @@ class Spatial:
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
 
     def out(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
-        """A convolution's output size per spatial axis (rounds down)."""
-        return tuple(
-            (n + 2 * p - e) // s + 1 for n, p, e, s in zip(sizes, self.pad, self.extents(), self.stride)
-        )
+        """A convolution's output size per spatial axis (rounds down; a dilated kernel spans
+        its extent)."""
+        return tuple(conv_out(n, e, s, p) for n, p, e, s in zip(sizes, self.pad, self.extents(), self.stride))
 
     def images(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """``shape`` as (images, channels, *spatial): the axes before ``axis`` as one."""
