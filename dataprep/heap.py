@@ -18,6 +18,7 @@ import sys
 _M_TRIM_THRESHOLD = -1  # from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
+MMAP_COUNT = 65536  # glibc's default number of separately mapped blocks
 TRIM_BYTES = 64 << 20
 MMAP_BYTES = 32 << 20  # glibc's largest; larger blocks are still mapped and unmapped on their own
 NET_TRIM_BYTES = 1 << 30  # a net's freed blobs kept for its next pass (its working set)
@@ -39,4 +40,6 @@ def keep_freed_memory(nets: bool = False) -> bool:
         return False
     if nets:
         return bool(mallopt(_M_TRIM_THRESHOLD, NET_TRIM_BYTES)) and bool(mallopt(_M_MMAP_MAX, 0))
-    return bool(mallopt(_M_TRIM_THRESHOLD, TRIM_BYTES)) and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_BYTES))
+    # an image loop maps its largest blocks again (a worker forked from a training process too)
+    settings = ((_M_TRIM_THRESHOLD, TRIM_BYTES), (_M_MMAP_THRESHOLD, MMAP_BYTES), (_M_MMAP_MAX, MMAP_COUNT))
+    return all([bool(mallopt(option, value)) for option, value in settings])

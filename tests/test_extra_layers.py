@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 from helpers import train_losses
-from test_train_layers import build, check_gradients, check_param_gradients, host
+from test_train_layers import build, check_gradients, check_param_gradients, host, numeric_grad
 
 rng = np.random.default_rng(11)
 
@@ -600,6 +600,18 @@ def test_filter_keeps_the_selected_items_and_sends_gradients_back_to_them(xp):
     assert np.array_equal(host(fx), x[[1, 3, 4]]) and np.array_equal(host(fl), [1.0, 3.0, 4.0])
     dx, dl, ds = layer.backward([xp.ones_like(fx) * 2, xp.ones_like(fl)])
     assert ds is None and np.array_equal(host(dl), [0, 1, 0, 1, 1])
+    weights = np.random.default_rng(3).normal(size=(3, 3, 2))  # the numerical gradient of sum(fx * R)
+
+    def loss():
+        return float(
+            (
+                host(layer.forward([xp.asarray(x), xp.asarray(labels), xp.asarray(selector)])[0]) * weights
+            ).sum()
+        )
+
+    loss()
+    got = host(layer.backward([xp.asarray(weights), xp.zeros(3)])[0])
+    assert np.allclose(got, numeric_grad(loss, x), atol=1e-6)
     assert np.array_equal(host(dx)[[1, 3, 4]], np.full((3, 3, 2), 2.0)) and not host(dx)[[0, 2]].any()
     # a batch with nothing selected: SoftmaxWithLoss's loss is 0, as Caffe's normalizer is at least 1
     loss, _ = build({"type": "SoftmaxWithLoss", "name": "l"}, [(5, 2), (5,)], xp)
