@@ -11,17 +11,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-import cv2
 import numpy as np
 
 from .errors import ImageError, UsageError
 
+# OpenCV's flag names: OpenCV is imported where an image is first decoded, encoded or
+# resized, not with this module (`mean` of raw records never loads it)
 INTERPOLATIONS = {
-    "nearest": cv2.INTER_NEAREST,
-    "linear": cv2.INTER_LINEAR,
-    "cubic": cv2.INTER_CUBIC,
-    "area": cv2.INTER_AREA,
-    "lanczos": cv2.INTER_LANCZOS4,
+    "nearest": "INTER_NEAREST",
+    "linear": "INTER_LINEAR",
+    "cubic": "INTER_CUBIC",
+    "area": "INTER_AREA",
+    "lanczos": "INTER_LANCZOS4",
 }
 
 ENCODINGS = {"jpg": ".jpg", "png": ".png"}
@@ -41,6 +42,13 @@ def parse_size(text: str, option: str = "size") -> tuple[int, int]:
     if min(size) < 1:
         raise UsageError(f"{option} {text!r}: sides must be at least 1")
     return size
+
+
+def interpolation_flag(name: str) -> int:
+    """OpenCV's flag for one of INTERPOLATIONS."""
+    import cv2
+
+    return getattr(cv2, INTERPOLATIONS[name])
 
 
 def describe_shape(shape: tuple[int, ...], layout: str = "HWC") -> str:
@@ -250,6 +258,8 @@ def _decode(data: bytes | np.ndarray, channels: str) -> tuple[np.ndarray, bool]:
     """The decoded H x W x C image, and whether its pixels are the file's own decode
     (False after a channel conversion: such pixels must be re-encoded, never passed
     through as the file's bytes)."""
+    import cv2
+
     buf = np.frombuffer(data, np.uint8) if isinstance(data, bytes) else data
     _check_pixels(buf)  # from the header, before a decoder allocates the pixels
     try:
@@ -347,6 +357,8 @@ class Channels:
 
 def encode(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
     """Encode an H x W x C image as ``jpg`` or ``png`` bytes."""
+    import cv2
+
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpg" else []
     ok, buf = cv2.imencode(ENCODINGS[fmt], image, params)
     if not ok:
@@ -356,9 +368,11 @@ def encode(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
 
 def resize(image: np.ndarray, size: tuple[int, int], interpolation: str = "linear") -> np.ndarray:
     """Exact resize to ``(H, W)``, squashing the aspect ratio as convert_imageset does."""
+    import cv2
+
     if image.shape[:2] == tuple(size):
         return image
-    out = cv2.resize(image, (size[1], size[0]), interpolation=INTERPOLATIONS[interpolation])
+    out = cv2.resize(image, (size[1], size[0]), interpolation=interpolation_flag(interpolation))
     return as_hwc(out)
 
 
@@ -370,6 +384,8 @@ def partial_path(dest: Path) -> Path:
 def write_image(dest: Path, image: np.ndarray, quality: int = 95) -> None:
     """Encode by ``dest``'s extension and write it complete or not at all: a temporary
     sibling is renamed into place, so a file that exists is a finished one."""
+    import cv2
+
     ext = dest.suffix.lower() or ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext in (".jpg", ".jpeg") else []
     ok, data = cv2.imencode(ext, image, params)

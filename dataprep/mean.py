@@ -99,7 +99,7 @@ class ListArrays:
 
 
 class ChunkSum(NamedTuple):
-    total: np.ndarray | None  # uint64 for uint8 data, float64 otherwise
+    total: np.ndarray | None  # uint16 or uint64 for uint8 data, float64 otherwise
     count: int
     shape: tuple[int, ...] | None
     first_key: str
@@ -149,7 +149,9 @@ class _SumTask:
                 total += native
             count += 1
         if run is not None:
-            total += run
+            # a chunk's worth fits uint16: a quarter of the bytes to send, within the pipe's
+            # buffer, so a worker does not wait on a busy parent to take its result
+            total = run if count <= _U16_RUN else total + run
         if hwc:
             total = np.ascontiguousarray(total.transpose(2, 0, 1))
         return ChunkSum(total, count, shape, first, None)
@@ -221,7 +223,8 @@ def compute_mean(
             if part.shape is None:
                 continue
             if shape is None:
-                shape, first, total = part.shape, part.first_key, part.total
+                shape, first = part.shape, part.first_key
+                total = part.total.astype(np.uint64 if part.total.dtype.kind == "u" else np.float64)
             elif part.shape != shape:
                 raise _mixed(f"{part.first_key}: {_hw(part.shape)}, but {first} is {_hw(shape)}", per_channel)
             else:

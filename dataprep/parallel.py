@@ -139,6 +139,16 @@ def _take_settings(given: dict) -> None:
     images.MAX_PIXELS = given["max_pixels"]
 
 
+def one_opencv_thread() -> None:
+    """One OpenCV thread in this process, now or (through OpenCV's own variable) when it is
+    first imported: a command that never decodes an image never pays OpenCV's import."""
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.setNumThreads(1)
+    else:
+        os.environ["OPENCV_FOR_THREADS_NUM"] = "1"
+
+
 def _worker_main(
     task: Task, jobs: Connection, results: Connection, inherited: list[Connection], given: dict
 ) -> None:
@@ -150,11 +160,9 @@ def _worker_main(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     for conn in inherited:  # a fork's copies of the parent's pipe ends: with them open, a
         conn.close()  # killed parent would never send this worker EOF
-    import cv2
-
     from .heap import keep_freed_memory
 
-    cv2.setNumThreads(1)  # one OpenCV thread per worker process: no oversubscription
+    one_opencv_thread()  # one per worker process: no oversubscription
     keep_freed_memory()  # a forked worker has it already; a spawned one needs it
     _take_settings(given)
     while True:
@@ -212,9 +220,7 @@ class ProcessExecutor(Executor):
     def map_chunks(self, task: Task, bounds: list[tuple[int, int]]) -> Iterator[list[Any]]:
         if not bounds:
             return
-        import cv2
-
-        cv2.setNumThreads(1)  # this process works on chunks too: one OpenCV thread each
+        one_opencv_thread()  # this process works on chunks too: one OpenCV thread each
         ctx = _context(self.start_method)
         n = len(bounds)
         children = max(1, min(self.workers - 1, n - 1))
@@ -384,12 +390,10 @@ def _run_chunk(task: Task, start: int, stop: int, given: dict) -> list[Any]:
     with one OpenCV thread and the malloc settings the local workers have: Dask's nanny
     starts workers with MALLOC_TRIM_THRESHOLD_=65536, which made every image's buffers
     fault in again (a 64-photo chunk took 0.29 s there against 0.15 s locally)."""
-    import cv2
-
     from .heap import keep_freed_memory
 
     keep_freed_memory()
-    cv2.setNumThreads(1)
+    one_opencv_thread()
     _take_settings(given)
     return task(start, stop)
 

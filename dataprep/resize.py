@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import OnError, UsageError
 from .filejob import FileTask, Item, JobResult, OutputOptions, file_job
-from .images import INTERPOLATIONS, as_hwc
+from .images import as_hwc, interpolation_flag
 from .parallel import Executor
 
 
@@ -68,7 +68,7 @@ def resize_image(image: np.ndarray, spec: ResizeSpec) -> np.ndarray:
     h, w = image.shape[:2]
     interpolation = spec.interpolation or ("area" if out_h * out_w <= h * w else "cubic")
     if (out_h, out_w) != (h, w):
-        image = as_hwc(cv2.resize(image, (out_w, out_h), interpolation=INTERPOLATIONS[interpolation]))
+        image = as_hwc(cv2.resize(image, (out_w, out_h), interpolation=interpolation_flag(interpolation)))
     return center_crop(image, spec.crop) if spec.crop else image
 
 

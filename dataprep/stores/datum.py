@@ -252,8 +252,9 @@ def datum_array(datum, gray: bool = False) -> np.ndarray:
         except ValueError:
             raise StoreError("encoded Datum holds undecodable image bytes") from None
         return image.transpose(2, 0, 1)  # a view: consumers that sum or copy need no extra pass
-    if datum.data:
-        return np.frombuffer(datum.data, np.uint8).reshape(datum.channels, datum.height, datum.width)
+    data = datum.data  # each read of a bytes field copies it out of the message
+    if data:
+        return np.frombuffer(data, np.uint8).reshape(datum.channels, datum.height, datum.width)
     return np.asarray(datum.float_data, np.float32).reshape(datum.channels, datum.height, datum.width)
 
 
@@ -304,16 +305,18 @@ class DatumReader(StoreReader):
     def keys(self) -> list[str]:
         return [os.fsdecode(k) for k in self.raw_keys()]
 
-    def raw_values(self, start: int, stop: int) -> Iterator[tuple[bytes, bytes]]:
-        """Serialized ``(key, value)`` pairs ``start..stop-1`` (for checksums and raw copies)."""
+    def raw_values(self, start: int, stop: int) -> Iterator[tuple[bytes, bytes | memoryview]]:
+        """Serialized ``(key, value)`` pairs ``start..stop-1`` (for checksums and parsing); a
+        value may be a view that is valid only until the next pair is asked for."""
         keys = self.raw_keys()
         if start >= stop or start >= len(keys):
             return iter(())
         return self._kv.items_from(keys[start], min(stop, len(keys)) - start)
 
     def encoded(self) -> bool:
-        first = next(iter(self.raw_values(0, 1)), None)
-        return bool(first and self._datum(*first).encoded)
+        for key, value in self.raw_values(0, 1):  # parsed while its view is valid
+            return bool(self._datum(key, value).encoded)
+        return False
 
     def all_labels(self) -> np.ndarray:
         if self._labels is not None:

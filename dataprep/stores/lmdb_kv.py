@@ -228,15 +228,17 @@ class LmdbReadKV:
         with _damage_named(self._key[0]), self.env.begin() as txn:
             return list(txn.cursor().iternext(keys=True, values=False))
 
-    def items_from(self, key: bytes, count: int) -> Iterator[tuple[bytes, bytes]]:
-        with _damage_named(self._key[0]), self.env.begin(buffers=False) as txn:
+    def items_from(self, key: bytes, count: int) -> Iterator[tuple[bytes, bytes | memoryview]]:
+        """``count`` pairs from ``key`` on; each value is a view of the map, valid until the
+        next pair is asked for (no copy of a record that is parsed and dropped)."""
+        with _damage_named(self._key[0]), self.env.begin(buffers=True) as txn:
             cursor = txn.cursor()
             if not cursor.set_key(key):
                 raise StoreError(f"key {key!r} not found")
-            for n, item in enumerate(cursor.iternext()):
+            for n, (k, value) in enumerate(cursor.iternext()):
                 if n == count:
                     break
-                yield item
+                yield bytes(k), value
 
     def close(self) -> None:
         entry = _OPEN.get(self._key)
