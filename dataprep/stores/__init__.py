@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import partial
+import importlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,22 +11,40 @@ import numpy as np
 from ..errors import StoreError, UsageError
 from ..staging import add_inputs
 from .base import StoredRecord, StoreReader, StoreWriter
-from .datum import DatumReader, DatumWriter
-from .hdf5 import Hdf5Reader, Hdf5Writer
-from .wds import WdsReader, WdsWriter, prefix_of
 
-STORES: dict[str, Callable[..., StoreWriter]] = {
-    "hdf5": Hdf5Writer,
-    "lmdb": partial(DatumWriter, backend="lmdb"),
-    "leveldb": partial(DatumWriter, backend="leveldb"),
-    "wds": WdsWriter,
+# The backends load when a store of their kind is opened or written, not with this package:
+# finding out what a path holds (predict) never pays for protobuf or h5py.
+BACKENDS = {
+    "hdf5": ("hdf5", "Hdf5"),
+    "lmdb": ("datum", "Datum"),
+    "leveldb": ("datum", "Datum"),
+    "wds": ("wds", "Wds"),
 }
+
+
+def _backend(kind: str, role: str) -> type:
+    module, prefix = BACKENDS[kind]
+    return getattr(importlib.import_module(f".{module}", __name__), prefix + role)
+
+
+def _writer(kind: str) -> Callable[..., StoreWriter]:
+    def make(*args, **kwargs) -> StoreWriter:
+        if kind in ("lmdb", "leveldb"):
+            kwargs["backend"] = kind
+        return _backend(kind, "Writer")(*args, **kwargs)
+
+    return make
+
+
+STORES: dict[str, Callable[..., StoreWriter]] = {kind: _writer(kind) for kind in BACKENDS}
 
 __all__ = ["STORES", "StoreReader", "StoreWriter", "StoredRecord", "open_store", "source_kind", "store_kind"]
 
 
 def store_kind(path: str | Path) -> str:
     """``hdf5``, ``lmdb``, ``leveldb`` or ``wds`` from what is at ``path``."""
+    from .wds import prefix_of
+
     path = Path(path)
     if prefix_of(path) is not None:
         return "wds"
@@ -75,8 +93,8 @@ def open_store(path: str | Path, transform: Callable[[np.ndarray], Any] | None =
     list, WebDataset shards by their prefix or manifest); also a PyTorch map-style dataset
     whose items are ``(transform(array), labels)``."""
     kind = store_kind(path)
-    readers = {"hdf5": Hdf5Reader, "wds": WdsReader}
-    reader = readers[kind](path) if kind in readers else DatumReader(path, backend=kind)
+    reader_type = _backend(kind, "Reader")
+    reader = reader_type(path, backend=kind) if kind in ("lmdb", "leveldb") else reader_type(path)
     reader.transform = transform
     add_inputs(path, *reader.files_on_disk())  # no output of the running command may replace it
     return reader
