@@ -7,6 +7,7 @@ blobs asked for by their Caffe names.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -71,7 +72,7 @@ class NativeEngine:
     name = "native"
 
     def __init__(self, model, xp=np) -> None:
-        self.model, self.xp = model, xp
+        self.model, self.xp = model.folded(), xp
         self.nets: dict[tuple, Any] = {}
 
     def run(self, data: np.ndarray, blobs: list[str]) -> dict[str, np.ndarray]:
@@ -106,21 +107,43 @@ class OnnxEngine:
                 )
 
     def _open(self, chw: tuple[int, ...]) -> None:
-        """The graph of the model's layers for inputs of ``chw``, exported and opened."""
+        """The graph of the model's layers for inputs of ``chw``: kept from an earlier
+        command with the same model (``graph_cache``), or exported now, and opened."""
+        from .graph_cache import cached_graph, forget
+
+        model = self.model
+        parts = {
+            "name": model.name,
+            "specs": model.specs,
+            "input": model.input,
+            "chw": list(chw),
+            "outputs": self.blobs,
+            "weights": getattr(model.weights, "identity", None),
+        }
+        build = functools.partial(self._graph, chw)
+        graph = cached_graph(parts, build) if parts["weights"] is not None else build()
+        options = self._ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = self._ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        except Exception:  # onnxruntime's own types: a kept file damaged since
+            if isinstance(graph, bytes):
+                raise
+            forget(graph)
+            self.session = self._ort.InferenceSession(build(), options, providers=["CPUExecutionProvider"])
+        self.chw = tuple(chw)
+
+    def _graph(self, chw: tuple[int, ...]) -> bytes:
+        """The serialized graph of the model's layers (BatchNorm folded as the native engine
+        runs them) for inputs of ``chw``, the asked-for blobs among its outputs."""
         from .export import Deploy
         from .onnx_export import onnx_model
         from .preparation import Preparation
 
-        model = self.model
+        model = self.model.folded()
         net = model.net(1, chw)
         deploy = Deploy(model.name, model.specs, model.input, tuple(chw), Preparation(), net)
-        graph = onnx_model(deploy, extra_outputs=self.blobs, check=False)
-        options = self._ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = self._ort.InferenceSession(
-            graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
-        self.chw = tuple(chw)
+        return onnx_model(deploy, extra_outputs=self.blobs, check=False).SerializeToString()
 
     def run(self, data: np.ndarray, blobs: list[str]) -> dict[str, np.ndarray]:
         if self.model.session is not None:  # opened while the first inputs were decoded

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class Model:
     input: str
     target: str
     prepare: Preparation
-    weights: dict[str, list[np.ndarray]]
+    weights: Mapping[str, list[np.ndarray]]  # StoredWeights: read at first use
     input_shape: tuple[int, ...] | None = None  # C x H x W where the model says (deploy nets)
     head: str | None = None  # the loss the net was trained with: how to read its output
     session: Any = None  # MODEL.onnx: a future of its onnxruntime session; else None
@@ -80,6 +80,33 @@ class Model:
     def output(self) -> str:
         """The blob the net's last layer writes (before its losses)."""
         return self.specs[-1].get("top", [self.specs[-1]["name"]])[0] if self.specs else self.input
+
+
+class StoredWeights(Mapping):
+    """A weights file's blobs by layer name, read at first use: an engine that finds the
+    model's graph built already (``graph_cache``) never reads them."""
+
+    def __init__(
+        self, path: str | Path, read: Callable[[], dict[str, list[np.ndarray]]], how: str = ""
+    ) -> None:
+        from .graph_cache import file_identity
+
+        self.identity = [*file_identity(path), how]  # the file as it is now, and how it is read
+        self._read, self._blobs = read, None
+
+    def _loaded(self) -> dict[str, list[np.ndarray]]:
+        if self._blobs is None:
+            self._blobs = self._read()
+        return self._blobs
+
+    def __getitem__(self, layer: str) -> list[np.ndarray]:
+        return self._loaded()[layer]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
 
 
 def _inference_specs(specs: list[dict]) -> list[dict]:
@@ -255,9 +282,10 @@ def load_model(path: str | Path, weights: str | Path | None = None, options: dic
             "give --mean and --scale if it was trained on prepared ones",
             path,
         )
-    blobs = read_weights(weights)
     if options.get("reshape_params"):
-        blobs = carried_across(blobs, specs)
+        blobs = StoredWeights(weights, lambda: carried_across(read_weights(weights), specs), "reshape_params")
+    else:
+        blobs = StoredWeights(weights, lambda: read_weights(weights))
     return Model(
         name=str(sections.get("name") or path.stem),
         specs=_inference_specs(specs),
@@ -504,7 +532,7 @@ def run_batches(
     from .engines import make_engine
     from .layers.threads import quick_switches
 
-    runner = make_engine(engine, model.folded(), blobs, xp)
+    runner = make_engine(engine, model, blobs, xp)
     batches = iter(inputs.batches)
     with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool, quick_switches():
         ahead = pool.submit(_prepared, model, inputs, batches, oversample)

@@ -421,7 +421,8 @@ def test_a_caffemodel_blob_claiming_more_values_than_it_holds_is_named(tmp_path,
     blob.data.extend([1.0, 2.0, 3.0, 4.0])
     (tmp_path / "w.caffemodel").write_bytes(net.SerializeToString())
     recipe = write_recipe(tmp_path)
-    r = invoke("predict", recipe, "--weights", tmp_path / "w.caffemodel", tmp_path / "x.txt")
+    images, _ = write_images(tmp_path, 2, shape=(16, 16))  # the weights are read at the first batch
+    r = invoke("predict", recipe, "--weights", tmp_path / "w.caffemodel", images)
     assert r.exit_code == 1 and "layer fc: a blob of shape (100000000, 100000000)" in r.stderr
     assert "holds 4 values: a damaged .caffemodel" in r.stderr
 

@@ -1,0 +1,121 @@
+"""The onnxruntime engine's kept graphs (graph_cache): a later command with the same model
+opens the kept file without reading the weights or building anything; a changed weights
+file, a damaged kept file or DATAPREP_CACHE=off never give a stale answer."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+TINY = """name: "tiny"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 12 dim: 12 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"""
+
+
+@pytest.fixture
+def tiny(invoke, tmp_path):
+    """A deploy prototxt, two .caffemodel files of different weights, and 6 images."""
+    from helpers import write_images
+
+    (tmp_path / "tiny.prototxt").write_text(TINY)
+    for seed in (0, 1):
+        out = tmp_path / f"w{seed}.caffemodel"
+        assert invoke("export", tmp_path / "tiny.prototxt", "--random-init", seed, "-o", out).exit_code == 0
+    list_path, _ = write_images(tmp_path / "img", 6, shape=(12, 12, 3))
+    return tmp_path, list_path
+
+
+def _predict(invoke, folder: Path, images: Path, engine: str = "onnxruntime") -> list[list[float]]:
+    r = invoke(
+        "predict", folder / "tiny.prototxt", "--weights", folder / "m.caffemodel", images,
+        "--json", "--engine", engine, "--top-k", 5, "--scale", 0.004,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    return [p["values"] for p in json.loads(r.stdout)["predictions"]]
+
+
+def _kept() -> list[Path]:
+    return sorted((Path(os.environ["DATAPREP_CACHE"]) / "onnx").glob("*.onnx"))
+
+
+def test_a_kept_graph_serves_the_next_command_without_weights_or_building(invoke, tiny, monkeypatch):
+    from dataprep.train import caffemodel, engines
+
+    folder, images = tiny
+    (folder / "m.caffemodel").write_bytes((folder / "w0.caffemodel").read_bytes())
+    first = _predict(invoke, folder, images)
+    assert len(_kept()) == 1
+    assert np.allclose(first, _predict(invoke, folder, images, "native"), atol=1e-5)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("built or read again")
+
+    with monkeypatch.context() as m:
+        m.setattr(engines.OnnxEngine, "_graph", refuse)
+        m.setattr(caffemodel, "read_caffemodel", refuse)
+        assert _predict(invoke, folder, images) == first  # the kept graph, weights unread
+    assert len(_kept()) == 1
+
+
+def test_changed_weights_build_a_new_graph(invoke, tiny):
+    folder, images = tiny
+    weights = folder / "m.caffemodel"
+    weights.write_bytes((folder / "w0.caffemodel").read_bytes())
+    first = _predict(invoke, folder, images)
+    os.replace(folder / "w1.caffemodel", weights)  # the same path, other weights
+    second = _predict(invoke, folder, images)
+    assert not np.allclose(first, second, atol=1e-4)
+    assert np.allclose(second, _predict(invoke, folder, images, "native"), atol=1e-5)
+    assert len(_kept()) == 2
+
+
+def test_a_damaged_kept_graph_is_built_again(invoke, tiny):
+    folder, images = tiny
+    (folder / "m.caffemodel").write_bytes((folder / "w0.caffemodel").read_bytes())
+    first = _predict(invoke, folder, images)
+    (kept,) = _kept()
+    kept.write_bytes(b"not a graph")
+    assert np.allclose(_predict(invoke, folder, images), first, atol=1e-6)
+    assert not kept.exists()  # dropped; the next command keeps a sound one
+    _predict(invoke, folder, images)
+    assert _kept() == [kept] and kept.stat().st_size > 100
+
+
+def test_off_or_unwritable_keeps_nothing_and_still_answers(invoke, tiny, monkeypatch, tmp_path):
+    folder, images = tiny
+    (folder / "m.caffemodel").write_bytes((folder / "w0.caffemodel").read_bytes())
+    want = _predict(invoke, folder, images, "native")
+    monkeypatch.setenv("DATAPREP_CACHE", "off")
+    assert np.allclose(_predict(invoke, folder, images), want, atol=1e-5)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("DATAPREP_CACHE", str(blocker))  # onnx/ cannot be made under a file
+    assert np.allclose(_predict(invoke, folder, images), want, atol=1e-5)
+    assert not (blocker.parent / "onnx").exists()
+
+
+def test_the_least_recently_used_graphs_go_past_the_limit(invoke, tiny, monkeypatch):
+    from dataprep.train import graph_cache
+
+    folder, images = tiny
+    weights = folder / "m.caffemodel"
+    weights.write_bytes((folder / "w0.caffemodel").read_bytes())
+    _predict(invoke, folder, images)
+    (old,) = _kept()
+    size = old.stat().st_size
+    monkeypatch.setattr(graph_cache, "KEEP_BYTES", size)  # room for one
+    os.replace(folder / "w1.caffemodel", weights)
+    _predict(invoke, folder, images)
+    (new,) = _kept()
+    assert new != old
