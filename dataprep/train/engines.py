@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,8 +38,6 @@ def open_onnx(path: str) -> Any:
     the model's load takes it (``onnx_session``)."""
     key = _file_key(path)
     if key not in _OPENING:
-        from concurrent.futures import ThreadPoolExecutor
-
         try:
             import onnxruntime as ort
         except ImportError:
@@ -53,10 +53,23 @@ def open_onnx(path: str) -> Any:
                     f"{path}: onnxruntime cannot open it: {str(exc).splitlines()[0]}"
                 ) from None
 
-        pool = ThreadPoolExecutor(1, thread_name_prefix="onnxruntime")
-        _OPENING[key] = pool.submit(opened)
-        pool.shutdown(wait=False)  # its one thread ends with the task; nothing waits for it here
+        _OPENING[key] = in_thread(opened)
     return _OPENING[key]
+
+
+def in_thread(task: Callable[..., Any], *args: Any) -> Future:
+    """The future of ``task(*args)``, run in a daemon thread: an interrupted command exits
+    without waiting for a session to open or a graph to be built."""
+    future: Future = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(task(*args))
+        except BaseException as exc:  # handed to whoever takes the result
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="onnxruntime", daemon=True).start()
+    return future
 
 
 def onnx_session(path: str) -> Any:
@@ -97,6 +110,16 @@ class OnnxEngine:
         except ImportError:
             raise MissingPackage("--engine onnxruntime", "onnx", "onnxruntime and onnx") from None
         self.model, self.blobs, self.session, self._ort = model, list(blobs), None, ort
+        self._opening: tuple[tuple, Future] | None = None
+        if model.session is None and model.input_shape:
+            # a kept graph opens while the first inputs are decoded; one to build is built
+            # at the first batch, on this thread (in a thread beside the decoding, the
+            # export's Python took SqueezeNet's 1.8 s to 11 s)
+            from .graph_cache import kept
+
+            chw = tuple(model.input_shape)
+            if kept(self._parts(chw)):
+                self._opening = (chw, in_thread(self._opened, chw))
         if model.session is not None:  # an exported graph as MODEL: its outputs are what it has
             self.chw = tuple(model.input_shape)
             have = [spec["top"][0] for spec in model.specs]
@@ -106,13 +129,28 @@ class OnnxEngine:
                     f"{missing[0]}: not an output of {model.name}.onnx (it has {', '.join(have)})"
                 )
 
-    def _open(self, chw: tuple[int, ...]) -> None:
-        """The graph of the model's layers for inputs of ``chw``: kept from an earlier
-        command with the same model (``graph_cache``), or exported now, and opened."""
+    def _opened(self, chw: tuple[int, ...]) -> Any:
+        """A session of the graph of the model's layers for inputs of ``chw``: kept from an
+        earlier command with the same model (``graph_cache``), or exported now."""
         from .graph_cache import cached_graph, forget
 
+        parts = self._parts(chw)
+        build = functools.partial(self._graph, chw)
+        graph = cached_graph(parts, build) if parts["weights"] is not None else build()
+        options = self._ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            return self._ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        except Exception:  # onnxruntime's own types: a kept file damaged since
+            if isinstance(graph, bytes):
+                raise
+            forget(graph)
+            return self._ort.InferenceSession(build(), options, providers=["CPUExecutionProvider"])
+
+    def _parts(self, chw: tuple[int, ...]) -> dict:
+        """What the graph for inputs of ``chw`` is built from (``graph_cache``'s key)."""
         model = self.model
-        parts = {
+        return {
             "name": model.name,
             "specs": model.specs,
             "input": model.input,
@@ -120,18 +158,6 @@ class OnnxEngine:
             "outputs": self.blobs,
             "weights": getattr(model.weights, "identity", None),
         }
-        build = functools.partial(self._graph, chw)
-        graph = cached_graph(parts, build) if parts["weights"] is not None else build()
-        options = self._ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self.session = self._ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        except Exception:  # onnxruntime's own types: a kept file damaged since
-            if isinstance(graph, bytes):
-                raise
-            forget(graph)
-            self.session = self._ort.InferenceSession(build(), options, providers=["CPUExecutionProvider"])
-        self.chw = tuple(chw)
 
     def _graph(self, chw: tuple[int, ...]) -> bytes:
         """The serialized graph of the model's layers (BatchNorm folded as the native engine
@@ -153,7 +179,10 @@ class OnnxEngine:
                 )
             self.session = self.session or self.model.session.result()
         elif self.session is None or tuple(data.shape[1:]) != self.chw:
-            self._open(data.shape[1:])
+            chw = tuple(data.shape[1:])
+            opening, self._opening = self._opening, None
+            self.session = opening[1].result() if opening and opening[0] == chw else self._opened(chw)
+            self.chw = chw
         values = self.session.run(list(blobs), {self.model.input: np.ascontiguousarray(data, np.float32)})
         return dict(zip(blobs, values))
 

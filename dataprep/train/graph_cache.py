@@ -57,6 +57,13 @@ def graph_key(parts: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def kept(parts: dict) -> str | None:
+    """The path of the graph built from ``parts`` where it is kept, else None."""
+    folder = cache_dir()
+    path = folder / f"{graph_key(parts)}.onnx" if folder is not None else None
+    return str(path) if path is not None and path.is_file() else None
+
+
 def cached_graph(parts: dict, build: Callable[[], bytes]) -> str | bytes:
     """The graph built from ``parts``: the path of the kept file, or the serialized graph
     from ``build`` (then kept). Where the cache is off or cannot be written, the bytes."""
