@@ -33,7 +33,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from dataprep.blas import choose_kernels
+
+choose_kernels()  # the OpenBLAS kernels the commands use: before NumPy loads them
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(Path(__file__).parent))

@@ -1,0 +1,49 @@
+"""OpenBLAS's kernels (blas.py): Zen's on an AMD CPU with AVX-512, chosen by every command
+before NumPy loads, never over the user's choice or once NumPy has chosen."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dataprep.cli import main
+
+AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\n"
+INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\n"
+OLD_AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2\n\n"
+
+
+def _chosen(cpuinfo: str, tmp_path, before: str = "", env: dict | None = None) -> str:
+    """OPENBLAS_CORETYPE after choose_kernels in a fresh interpreter (``before`` runs first)."""
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    code = (
+        f"{before}\nfrom dataprep.blas import choose_kernels\nchoose_kernels({str(path)!r})\n"
+        "import os\nprint(os.environ.get('OPENBLAS_CORETYPE', '-'))"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**base, **(env or {})}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize(("cpuinfo", "want"), [(AMD, "Zen"), (INTEL, "-"), (OLD_AMD, "-")])
+def test_zen_kernels_only_on_amd_with_avx512(tmp_path, cpuinfo, want):
+    assert _chosen(cpuinfo, tmp_path) == want
+
+
+def test_the_users_choice_and_a_loaded_numpy_are_left_alone(tmp_path):
+    assert _chosen(AMD, tmp_path, env={"OPENBLAS_CORETYPE": "SkylakeX"}) == "SkylakeX"
+    assert _chosen(AMD, tmp_path, before="import numpy") == "-"
+
+
+def test_every_command_chooses_before_it_runs(invoke, monkeypatch):
+    calls = []
+    monkeypatch.setattr(main, "choose_kernels", lambda: calls.append(1))
+    assert invoke("info", "--help").exit_code == 0
+    assert calls == [1]
