@@ -227,6 +227,7 @@ class _Shard:
         self.filled = 0
         self.count = 0
         self.keys: list[str] = []
+        self.key_chars = 0  # summed as keys come: the space check runs at every flush
         self.checksums: list[str] = []
 
     def add(self, key: str, payload: Hdf5Payload, columns: Callable[[np.ndarray], dict]) -> None:
@@ -237,6 +238,7 @@ class _Shard:
         self.filled += 1
         self.count += 1
         self.keys.append(key)
+        self.key_chars += len(key)
         if self.filled == self.buffer_rows:
             self.flush()
 
@@ -256,7 +258,7 @@ class _Shard:
         new_chunks = -(-(start + self.filled) // chunk) - -(-start // chunk)  # each allocated whole
         labels = sum(b[0].nbytes for b in self.label_buffer.values())
         need = new_chunks * chunk * self.buffer[0].nbytes + self.filled * labels
-        keys = sum(len(k) for k in self.keys) + 8 * self.count  # the keys and sums written at close
+        keys = self.key_chars + 8 * self.count  # the keys and sums written at close
         check_space(self.tmp, need + keys + (64 << 10))  # and HDF5's own headers
         start = self.data.shape[0]
         for ds, buf in [
