@@ -33,10 +33,11 @@ import sys
 import time
 from pathlib import Path
 
-from dataprep.blas import choose_kernels
+# first: importing dataprep chooses OpenBLAS's kernels as every command does (blas.py)
+from dataprep import blas  # noqa: F401
 
-choose_kernels()  # the OpenBLAS kernels the commands use: before NumPy loads them
-import numpy as np  # noqa: E402
+# isort: split
+import numpy as np
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(Path(__file__).parent))

@@ -13,7 +13,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .blas import choose_kernels
+
 __version__ = "0.1.0"
+
+# OpenBLAS's kernels for this CPU, before NumPy loads them: every process that imports
+# dataprep first (the commands, their workers, a script) computes with the same ones
+choose_kernels()
 
 _LAZY = {
     "open_store": "dataprep.stores",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# first: importing dataprep chooses OpenBLAS's kernels as every command does (blas.py)
+from dataprep import blas  # noqa: F401
+
+# isort: split
 import pytest
 from click.testing import CliRunner
 from helpers import write_images

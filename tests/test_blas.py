@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from dataprep.cli import main
+from dataprep import blas
 
 AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\n"
 INTEL = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\n"
@@ -20,8 +21,10 @@ def _chosen(cpuinfo: str, tmp_path, before: str = "", env: dict | None = None) -
     """OPENBLAS_CORETYPE after choose_kernels in a fresh interpreter (``before`` runs first)."""
     path = tmp_path / "cpuinfo"
     path.write_text(cpuinfo)
+    module = Path(blas.__file__)  # loaded alone: importing the package would choose by this CPU
     code = (
-        f"{before}\nfrom dataprep.blas import choose_kernels\nchoose_kernels({str(path)!r})\n"
+        f"{before}\nimport importlib.util as u\ns = u.spec_from_file_location('blas', {str(module)!r})\n"
+        f"m = u.module_from_spec(s)\ns.loader.exec_module(m)\nm.choose_kernels({str(path)!r})\n"
         "import os\nprint(os.environ.get('OPENBLAS_CORETYPE', '-'))"
     )
     base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
@@ -42,8 +45,12 @@ def test_the_users_choice_and_a_loaded_numpy_are_left_alone(tmp_path):
     assert _chosen(AMD, tmp_path, before="import numpy") == "-"
 
 
-def test_every_command_chooses_before_it_runs(invoke, monkeypatch):
+def test_importing_dataprep_chooses(monkeypatch):
+    import importlib
+
+    import dataprep
+
     calls = []
-    monkeypatch.setattr(main, "choose_kernels", lambda: calls.append(1))
-    assert invoke("info", "--help").exit_code == 0
+    monkeypatch.setattr(blas, "choose_kernels", lambda: calls.append(1))
+    importlib.reload(dataprep)  # what every command and worker runs first
     assert calls == [1]

@@ -451,9 +451,24 @@ def test_small_images_are_batched_and_large_ones_go_image_by_image():
     assert images_per_product(64, 672, 67_200) == 4  # LeNet's conv1
     assert images_per_product(50, 2304, 230_400) == 1  # the tutorial's conv1: enough columns
     assert images_per_product(32, 837, 8_035_200) == 1  # CaffeNet's conv2: too many bytes
-    assert images_per_product(7, 10, 100) == 7  # never more images than the batch
+    assert images_per_product(7, 10, 100) == 4  # a whole batch as two products: two cores
+    assert images_per_product(32, 49, 19_600) == 16  # ResNet-50's 7 x 7 maps at batch 32
+    assert images_per_product(1, 10, 100) == 1  # never more images than the batch
     assert images_per_product(13, 700, 100) == 3  # 5 groups of 3 made 6: two cores share them evenly
     assert images_per_product(64, 96, 192_000, cpu=False) == 64  # a GPU takes the batch
+
+
+def test_convolution_parts_share_the_batch_evenly():
+    """Parts of about CHUNK images, an even number of about equal size: a batch of 10 in
+    parts of 8 and 2 left one core idle for most of a layer."""
+    sizes = {}
+    for name, shape in (("image", (10, 3, 60, 60)), ("batched", (10, 8, 7, 7)), ("many", (100, 3, 32, 32))):
+        layer = make_layer({"name": name, "type": "Convolution", "num_output": 4, "kernel_size": 3, "pad": 1})
+        layer.setup([shape], np, np.random.default_rng(0), np.float32)
+        parts, m = layer._parts(shape[0])
+        assert all(p.start % m == 0 for p in parts) and parts[-1].stop == shape[0]
+        sizes[name] = [p.stop - p.start for p in parts]
+    assert sizes == {"image": [5, 5], "batched": [5, 5], "many": [8] * 12 + [4]}
 
 
 def test_lrn_within_channel_is_caffes_composition(xp):

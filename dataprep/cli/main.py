@@ -11,7 +11,6 @@ import sys
 import click
 
 from .. import __version__
-from ..blas import choose_kernels
 from ..errors import DataprepError, UsageError
 from ..heap import keep_freed_memory
 from ..staging import command_inputs
@@ -224,7 +223,6 @@ def cli(ctx: click.Context) -> None:
         log.propagate = False
     Settings.apply(ctx)
     keep_freed_memory()  # image loops reuse freed buffers instead of faulting in new pages
-    choose_kernels()  # before NumPy loads OpenBLAS
     # Ctrl-C and a kill (SIGTERM) unwind alike, so writers remove their partial outputs
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -19,17 +19,17 @@ COLUMN_BYTES = 4 << 20  # and its columns should stay in the caches (CaffeNet co
 def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True) -> int:
     """How many images one product covers: one when an image's ``columns`` are enough,
     else enough images for about COLUMNS columns but not past COLUMN_BYTES of columns
-    (``nbytes`` per image), the batch split into an even number of equal groups (two
-    cores share them evenly). A GPU takes the whole batch at once. The count follows from
-    the shapes alone, so sums do not depend on the core count."""
+    (``nbytes`` per image), the batch split into an even number of equal groups, at least
+    two (two cores share them evenly: as one product, ResNet-50's 7 x 7 layers ran on one
+    core at batch 32). A GPU takes the whole batch at once. The count follows from the
+    shapes alone, so sums do not depend on the core count."""
     if not cpu:
         return n
     m = min(n, -(-COLUMNS // columns), max(1, COLUMN_BYTES // nbytes))
     if m == 1:
         return 1
     groups = -(-n // m)
-    if groups > 1:
-        groups += groups % 2
+    groups += groups % 2
     return -(-n // groups)
 
 
@@ -150,11 +150,15 @@ class Convolution(Layer):
         return [uncolumns(dcols, geo, (num, c, *sizes), geo.out(tuple(sizes))).reshape(shape)]
 
     def _parts(self, n: int) -> tuple[list[slice], int]:
-        """Fixed parts of the batch for the threads (whole products, about CHUNK images),
-        and the images per product."""
+        """Fixed parts of the batch for the threads (whole products, about CHUNK images, an
+        even number of parts of about equal size: a batch of 10 in parts of 8 and 2 kept one
+        core idle most of a layer), and the images per product."""
         m = min(self.m, n)
-        size = m * max(1, CHUNK // m)
-        return [slice(a, min(a + size, n)) for a in range(0, n, size)] if m < n else [slice(0, n)], m
+        products = -(-n // m)
+        count = -(-products // max(1, CHUNK // m))
+        count = min(products, count + count % 2)
+        size = m * -(-products // count)
+        return [slice(a, min(a + size, n)) for a in range(0, n, size)], m
 
     def _view(self, x):
         """A view (N, C, k, k, OH, OW) of the padded input whose copy over some images is
