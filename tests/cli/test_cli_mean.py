@@ -72,6 +72,27 @@ def test_no_drift_on_large_sums():
     assert result.channels == [("gray", 254.5)]
 
 
+def test_a_chunk_sum_is_exact_past_uint16():
+    """A chunk's uint8 sum is kept in uint16 for up to 257 images (and sent back so, a
+    quarter of the bytes); more images in one chunk widen it, never wrap it."""
+    from dataprep.mean import _SumTask
+
+    class Bright:
+        shareable = True
+
+        def __len__(self):
+            return 600
+
+        def arrays(self, start, stop, damaged=None):
+            for i in range(start, stop):
+                yield str(i), np.full((1, 2, 2), 255, np.uint8)
+
+    (small,) = _SumTask(Bright())(0, 128)
+    (large,) = _SumTask(Bright())(0, 600)
+    assert small.total.dtype == np.uint16 and (small.total == 128 * 255).all()
+    assert large.total.dtype == np.uint64 and (large.total == 600 * 255).all()
+
+
 def test_list_source_with_resize_and_gray(invoke, tmp_path):
     list_path, _ = write_images(tmp_path, 6, sizes=[(10, 12, 3), (7, 9, 3)] * 3)
     r = invoke("mean", list_path, "--resize", "4x5", "--gray", "--json", "-o", tmp_path / "m.bp", "-j", 1)
