@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,18 +23,16 @@ BACKENDS = {
 }
 
 
-def _backend(kind: str, role: str) -> type:
+def _backend(kind: str, role: str) -> Callable[..., Any]:
+    """The ``role`` (Reader or Writer) class of ``kind``'s backend, imported now; Datum
+    stores are told which key-value store they live in."""
     module, prefix = BACKENDS[kind]
-    return getattr(importlib.import_module(f".{module}", __name__), prefix + role)
+    found = getattr(importlib.import_module(f".{module}", __name__), prefix + role)
+    return partial(found, backend=kind) if module == "datum" else found
 
 
 def _writer(kind: str) -> Callable[..., StoreWriter]:
-    def make(*args, **kwargs) -> StoreWriter:
-        if kind in ("lmdb", "leveldb"):
-            kwargs["backend"] = kind
-        return _backend(kind, "Writer")(*args, **kwargs)
-
-    return make
+    return lambda *args, **kwargs: _backend(kind, "Writer")(*args, **kwargs)
 
 
 STORES: dict[str, Callable[..., StoreWriter]] = {kind: _writer(kind) for kind in BACKENDS}
@@ -93,8 +92,7 @@ def open_store(path: str | Path, transform: Callable[[np.ndarray], Any] | None =
     list, WebDataset shards by their prefix or manifest); also a PyTorch map-style dataset
     whose items are ``(transform(array), labels)``."""
     kind = store_kind(path)
-    reader_type = _backend(kind, "Reader")
-    reader = reader_type(path, backend=kind) if kind in ("lmdb", "leveldb") else reader_type(path)
+    reader = _backend(kind, "Reader")(path)
     reader.transform = transform
     add_inputs(path, *reader.files_on_disk())  # no output of the running command may replace it
     return reader

@@ -44,10 +44,8 @@ def open_onnx(path: str) -> Any:
             raise MissingPackage(f"an ONNX MODEL ({path})", "onnx", "onnxruntime") from None
 
         def opened():
-            settings = ort.SessionOptions()
-            settings.log_severity_level = 3
             try:
-                return ort.InferenceSession(path, settings, providers=["CPUExecutionProvider"])
+                return cpu_session(ort, path)
             except Exception as exc:  # onnxruntime's own exception types: a damaged graph
                 raise DataprepError(
                     f"{path}: onnxruntime cannot open it: {str(exc).splitlines()[0]}"
@@ -55,6 +53,14 @@ def open_onnx(path: str) -> Any:
 
         _OPENING[key] = in_thread(opened)
     return _OPENING[key]
+
+
+def cpu_session(ort, graph: str | bytes) -> Any:
+    """An onnxruntime session of ``graph`` (a path or serialized bytes) on the CPU, quiet
+    but for errors."""
+    settings = ort.SessionOptions()
+    settings.log_severity_level = 3
+    return ort.InferenceSession(graph, settings, providers=["CPUExecutionProvider"])
 
 
 def in_thread(task: Callable[..., Any], *args: Any) -> Future:
@@ -118,7 +124,8 @@ class OnnxEngine:
             from .graph_cache import kept
 
             chw = tuple(model.input_shape)
-            if kept(self._parts(chw)):
+            parts = self._parts(chw)
+            if parts["weights"] is not None and kept(parts):
                 self._opening = (chw, in_thread(self._opened, chw))
         if model.session is not None:  # an exported graph as MODEL: its outputs are what it has
             self.chw = tuple(model.input_shape)
@@ -137,15 +144,13 @@ class OnnxEngine:
         parts = self._parts(chw)
         build = functools.partial(self._graph, chw)
         graph = cached_graph(parts, build) if parts["weights"] is not None else build()
-        options = self._ort.SessionOptions()
-        options.log_severity_level = 3
         try:
-            return self._ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            return cpu_session(self._ort, graph)
         except Exception:  # onnxruntime's own types: a kept file damaged since
             if isinstance(graph, bytes):
                 raise
             forget(graph)
-            return self._ort.InferenceSession(build(), options, providers=["CPUExecutionProvider"])
+            return cpu_session(self._ort, build())
 
     def _parts(self, chw: tuple[int, ...]) -> dict:
         """What the graph for inputs of ``chw`` is built from (``graph_cache``'s key)."""
