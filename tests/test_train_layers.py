@@ -406,11 +406,10 @@ def test_each_convolution_strategy_matches_numerical_gradients(
     check_gradients(spec, [rng.normal(size=shape)], xp)
 
 
-@pytest.mark.parametrize("spec, shape, columns, strategy", STRATEGIES)
-def test_convolution_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, shape, columns, strategy):
-    from dataprep.train.layers import convolution, threads
+def thread_count_bytes(monkeypatch, spec: dict, shape: tuple[int, ...]) -> list[list[bytes]]:
+    """A convolution's top, data gradient and parameter gradients with 1, 2 and 3 cores."""
+    from dataprep.train.layers import threads
 
-    monkeypatch.setattr(convolution, "COLUMNS", columns)
     data = np.random.default_rng(5).normal(size=shape).astype(np.float32)
     results = []
     for cores in (1, 2, 3):
@@ -423,7 +422,85 @@ def test_convolution_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, 
         (dx,) = layer.backward([np.random.default_rng(2).normal(size=tops[0]).astype(np.float32)])
         results.append([y.tobytes(), dx.tobytes()] + [g.tobytes() for g in layer.grads])
     threads._POOL.clear()
+    return results
+
+
+@pytest.mark.parametrize("spec, shape, columns, strategy", STRATEGIES)
+def test_convolution_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, shape, columns, strategy):
+    from dataprep.train.layers import convolution
+
+    monkeypatch.setattr(convolution, "COLUMNS", columns)
+    results = thread_count_bytes(monkeypatch, spec, shape)
     assert results[0] == results[1] == results[2]
+
+
+# Winograd's F(2x2, 3x3), ``winograd.pays`` made true for small shapes: an odd output (a
+# half tile), no padding with groups, padding 2 without a bias, more images than a product
+WINOGRAD = [
+    ({"num_output": 3, "kernel_size": 3, "pad": 1}, (3, 2, 5, 7)),
+    ({"num_output": 4, "kernel_size": 3, "group": 2}, (2, 4, 6, 6)),
+    ({"num_output": 2, "kernel_size": 3, "pad": 2, "bias_term": False}, (2, 3, 4, 5)),
+    ({"num_output": 3, "kernel_size": 3, "pad": 1}, (40, 2, 4, 4)),
+]
+
+
+@pytest.fixture
+def tiled(monkeypatch):
+    from dataprep.train.layers import winograd
+
+    monkeypatch.setattr(winograd, "pays", lambda *_: True)
+
+
+@pytest.mark.parametrize("spec, shape", WINOGRAD)
+def test_winograd_matches_numerical_gradients(xp, tiled, spec, shape):
+    spec = {"type": "Convolution", **spec}
+    assert build(spec, [shape], np)[0].strategy.startswith("winograd")
+    check_gradients(spec, [rng.normal(size=shape)], xp)
+
+
+@pytest.mark.parametrize("spec, shape", WINOGRAD)
+def test_winograd_agrees_with_im2col_in_float32(monkeypatch, spec, shape):
+    from dataprep.train.layers import winograd
+
+    data = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    results = {}
+    for chosen in (False, True):
+        monkeypatch.setattr(winograd, "pays", lambda *_, chosen=chosen: chosen)
+        layer = make_layer({"type": "Convolution", **spec})
+        tops = layer.setup([shape], np, np.random.default_rng(0), np.float32)
+        assert layer.strategy.startswith("winograd") == chosen
+        layer.params[0] = np.random.default_rng(1).normal(size=layer.params[0].shape).astype(np.float32)
+        y = layer.forward([data])[0]
+        (dx,) = layer.backward([np.random.default_rng(2).normal(size=tops[0]).astype(np.float32)])
+        results[chosen] = [y, dx, *layer.grads]
+    for im2col, tiles in zip(results[False], results[True]):
+        assert tiles.dtype == np.float32
+        assert np.allclose(tiles, im2col, rtol=1e-5, atol=1e-5 * np.abs(im2col).max())
+
+
+@pytest.mark.parametrize("spec, shape", WINOGRAD)
+def test_winograd_bytes_do_not_depend_on_the_thread_count(monkeypatch, tiled, spec, shape):
+    results = thread_count_bytes(monkeypatch, spec, shape)
+    assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize(
+    "shape, outputs, group, strategy",
+    [
+        ((32, 256, 13, 13), 384, 1, "winograd, batch of 8"),  # CaffeNet's conv3 in training
+        ((32, 384, 13, 13), 256, 2, "winograd, batch of 8"),  # its conv5: 192 and 128 per group
+        ((10, 64, 56, 56), 64, 1, "winograd, batch of 1"),  # ResNet-50's first 3 x 3, in predict
+        ((10, 512, 7, 7), 512, 1, "batch of 3"),  # 7 x 7: a third of the tiles wasted
+        ((10, 64, 13, 13), 256, 1, "batch of 5"),  # SqueezeNet's fire9: few channels, short rows
+        ((1, 256, 13, 13), 384, 1, "image"),  # one image: 49 tiles, too few for a product
+    ],
+)
+def test_winograd_is_chosen_where_it_pays(shape, outputs, group, strategy):
+    layer = make_layer(
+        {"type": "Convolution", "num_output": outputs, "kernel_size": 3, "pad": 1, "group": group}
+    )
+    layer.setup([shape], np, np.random.default_rng(0), np.float32)
+    assert layer.strategy == strategy
 
 
 def test_inner_product_bytes_do_not_depend_on_the_thread_count(monkeypatch):

@@ -7,6 +7,7 @@ import numpy as np
 
 from ...errors import UsageError
 from ...transforms import get_xp
+from . import winograd
 from .base import Layer, positive_outputs
 from .geometry import columns, spatial, uncolumns, windows
 from .threads import CHUNK, copy_in_parts, run_parts
@@ -14,18 +15,19 @@ from .threads import CHUNK, copy_in_parts, run_parts
 COLUMNS = 2048  # a product needs about this many columns to run near BLAS's rate here
 KEEP_BYTES = 16 << 20  # a batch's columns up to this size are kept for the backward pass
 COLUMN_BYTES = 4 << 20  # and its columns should stay in the caches (CaffeNet conv2 slowed past)
+TILES = 384  # a Winograd product needs about this many tiles (88 GFLOP/s at 196, 94 at 392)
 
 
-def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True) -> int:
+def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True, target: int | None = None) -> int:
     """How many images one product covers: one when an image's ``columns`` are enough,
-    else enough images for about COLUMNS columns but not past COLUMN_BYTES of columns
+    else enough images for about ``target`` (COLUMNS) columns but not past COLUMN_BYTES of columns
     (``nbytes`` per image), the batch split into an even number of equal groups, at least
     two (two cores share them evenly: as one product, ResNet-50's 7 x 7 layers ran on one
     core at batch 32). A GPU takes the whole batch at once. The count follows from the
     shapes alone, so sums do not depend on the core count."""
     if not cpu:
         return n
-    m = min(n, -(-COLUMNS // columns), max(1, COLUMN_BYTES // nbytes))
+    m = min(n, -(-(target or COLUMNS) // columns), max(1, COLUMN_BYTES // nbytes))
     if m == 1:
         return 1
     groups = -(-n // m)
@@ -66,6 +68,10 @@ class Convolution(Layer):
       (LeNet's 8 x 8 maps: 64 columns, far too few for BLAS to run well).
     * ``pointwise``: a 1 x 1 kernel with stride 1 and no padding is a product on the
       input itself, with no im2col.
+    * ``winograd``: a stride-1 3 x 3 kernel where ``winograd.pays`` (many channels, maps
+      of 12 x 12 or more): the forward, the data gradient and the weight gradient as
+      Winograd's F(2x2, 3x3) (``winograd.py``), 16 multiplies per two-by-two outputs where
+      im2col makes 36.
     * ``general``: every other geometry Caffe's BaseConvolutionLayer takes (unequal
       kernel_h and kernel_w, dilation, one or three spatial axes, a channel ``axis`` other
       than 1) as one im2col of the whole batch; ``no spatial axes`` (an N x C bottom, the
@@ -107,6 +113,13 @@ class Convolution(Layer):
         self.m = images_per_product(num, oh * ow, per_image, xp is np)
         self.keep = num * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
+        self.winograd = (self.k, self.stride) == (3, 1) and self.pad <= 2
+        if self.winograd:  # the tiles of some images side by side, whatever their bytes
+            tiles = winograd.tiles(h, self.pad)[1] * winograd.tiles(w, self.pad)[1]
+            m = images_per_product(num, tiles, 1, xp is np, TILES)
+            self.winograd = winograd.pays(min(c, self.out) // self.group, min(oh, ow), m * tiles)
+        if self.winograd:
+            self.m, self.keep, self.strategy = m, False, f"winograd, batch of {m}"
         # the data gradient of a stride-1 layer whose output is as large as its input ("same"
         # padding) as a convolution of the padded top gradient with the flipped kernels: one
         # im2col copy and one product, where col2im takes one product and k*k scatter-adds
@@ -197,11 +210,23 @@ class Convolution(Layer):
         xp = get_xp(bottoms[0])
         x = bottoms[0]
         n, _, oh, ow = self.shapes([x.shape])[0]
+        y = xp.empty((n, self.out, oh, ow), x.dtype)
+        parts, m = self._parts(n)
+        if self.winograd:
+            u = winograd.kernels(self.params[0], self.group)
+            bias = self.params[1] if len(self.params) > 1 else None
+
+            def tiled(_, part):
+                for a in range(part.start, part.stop, m):
+                    images = slice(a, min(a + m, part.stop))
+                    winograd.convolve(x[images], u, self.pad, y[images], bias)
+
+            run_parts(parts, tiled)
+            self._saved = (x, None, {})  # the weight gradient makes its columns
+            return [y]
         view = self._view(x)
         weights = self.params[0].reshape(self.group, self.out // self.group, -1)
         bias = self.params[1].reshape(1, -1, 1, 1) if len(self.params) > 1 else 0
-        y = xp.empty((n, self.out, oh, ow), x.dtype)
-        parts, m = self._parts(n)
         kept: dict[int, object] = {}
 
         def convolve(_, part):
@@ -214,14 +239,17 @@ class Convolution(Layer):
                 xp.add(full.reshape(self.out, -1, oh, ow).transpose(1, 0, 2, 3), bias, out=y[images])
 
         run_parts(parts, convolve)
-        self._saved = (view, x.shape, kept)
+        self._saved = (x, view, kept)
         return [y]
 
     def backward(self, top_diffs):
         if self.general:
             return self._backward_general(top_diffs[0])
+        if self.winograd:
+            return self._backward_winograd(top_diffs[0])
         xp = get_xp(top_diffs[0])
-        view, (n, c, h, w), kept = self._saved
+        x, view, kept = self._saved
+        n, c, h, w = x.shape
         p, g = self.pad, self.group
         dy = top_diffs[0]
         weights = self.params[0].reshape(g, self.out // g, -1)
@@ -233,7 +261,7 @@ class Convolution(Layer):
         full = self.full and self.propagate
         if full:  # written whole, image by image: no padding, no zeroing
             dx = xp.empty((n, c, h, w), dy.dtype)
-            flipped = self._flipped(weights)
+            flipped = self._turned(weights).reshape(g, c // g, -1)
         else:
             dx = xp.empty((n, c, h + 2 * p, w + 2 * p), dy.dtype) if self.propagate else None  # padded
 
@@ -263,13 +291,47 @@ class Convolution(Layer):
             return [dx]
         return [dx[:, :, p : p + h, p : p + w]]
 
-    def _flipped(self, weights):
-        """The kernels for the data gradient: per group (C / groups) x (outputs / groups * k * k),
-        each kernel turned 180 degrees."""
+    def _backward_winograd(self, dy):
+        """Winograd's backward, part by part: the weight gradient G^T (sum of A dy A^T times
+        (B^T x B)^T) G, 16 products with the images' tiles as the inner dimension; the data
+        gradient a Winograd convolution of the top gradient, padded by 2 - pad, with the
+        turned kernels."""
+        xp = get_xp(dy)
+        x = self._saved[0]
+        n, c = x.shape[:2]
+        g, p = self.group, self.pad
+        parts, m = self._parts(n)
+        du = xp.empty((len(parts), 16, g, self.out // g, c // g), dy.dtype)
+        db = xp.empty((len(parts), self.out), dy.dtype)
+        dx = xp.empty_like(x) if self.propagate else None
+        turned = winograd.kernels(self._turned(self.params[0]), g) if self.propagate else None
+
+        def back(index, part):
+            db[index] = dy[part].sum(axis=(0, 2, 3))
+            for a in range(part.start, part.stop, m):
+                images = slice(a, min(a + m, part.stop))
+                tiles = winograd.inputs(x[images], p, g).transpose(0, 1, 3, 2)
+                product = xp.matmul(winograd.top_gradients(dy[images], g), tiles)
+                if a == part.start:
+                    du[index] = product
+                else:
+                    du[index] += product
+                if dx is not None:
+                    winograd.convolve(dy[images], turned, 2 - p, dx[images])
+
+        run_parts(parts, back)
+        self.grads[0] = winograd.kernel_gradients(du.sum(axis=0))
+        if len(self.params) > 1:
+            self.grads[1] = db.sum(axis=0)
+        return [dx]
+
+    def _turned(self, weights):
+        """The kernels of the data gradient as a convolution's weights (C, outputs / groups,
+        k, k): each kernel turned 180 degrees, outputs and channels swapped in each group."""
         xp = get_xp(weights)
         g, k = self.group, self.k
         per = weights.reshape(g, self.out // g, -1, k, k)[:, :, :, ::-1, ::-1]
-        return xp.ascontiguousarray(per.transpose(0, 2, 1, 3, 4)).reshape(g, per.shape[2], -1)
+        return xp.ascontiguousarray(per.transpose(0, 2, 1, 3, 4)).reshape(-1, self.out // g, k, k)
 
     def _full_dgrad(self, d, flipped, hw: tuple[int, int]):
         """Some images' data gradient (m x C x H x W) from their top gradient ``d`` (O x m
