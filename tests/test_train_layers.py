@@ -184,6 +184,25 @@ def test_convolution_forward_matches_a_plain_loop(xp):
     assert np.allclose(y, want)
 
 
+@pytest.mark.parametrize(
+    "k, stride, pad, shape",
+    [
+        (3, 2, 0, (2, 3, 32, 32)),  # CIFAR-10's: the last window clipped
+        (3, 2, 0, (1, 2, 113, 113)),  # SqueezeNet's pool1: no clipping
+        (3, 2, 1, (2, 3, 7, 6)),
+        (2, 2, 0, (3, 2, 7, 9)),
+        (3, 1, 1, (1, 2, 5, 5)),
+        (5, 3, 2, (2, 2, 11, 13)),
+        (2, 1, 0, (1, 1, 2, 3)),
+    ],
+)
+def test_inference_max_pooling_is_trainings(xp, k, stride, pad, shape):
+    """Inference's separable MAX (rows, then columns) gives the training path's values."""
+    layer, _ = build({"type": "Pooling", "kernel_size": k, "stride": stride, "pad": pad}, [shape], xp)
+    x = xp.asarray(rng.normal(size=shape))
+    assert np.array_equal(host(layer.forward([x], False)[0]), host(layer.forward([x], True)[0]))
+
+
 def test_pooling_forward_matches_caffes_rules(xp):
     x = rng.normal(size=(1, 1, 7, 7))
     layer, (top,) = build({"type": "Pooling", "kernel_size": 3, "stride": 2}, [x.shape], xp)

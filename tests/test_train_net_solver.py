@@ -87,6 +87,34 @@ def test_backward_through_the_graph_matches_numerical_gradients():
             assert analytic[index] == pytest.approx((plus - minus) / 2e-6, rel=1e-4, abs=1e-7), layer.name
 
 
+def test_inference_relu_writes_over_its_bottom_but_never_over_an_input():
+    """An in-place ReLU (top = bottom) reuses its bottom's memory in inference, as Caffe's;
+    in training it keeps a new blob, and a ReLU on an input blob never writes over the
+    caller's array."""
+    specs = [
+        {"name": "relu0", "type": "ReLU", "bottom": "data", "top": "data"},
+        {"name": "ip", "type": "InnerProduct", "num_output": 3, "bottom": "data", "top": "ip"},
+        {"name": "relu1", "type": "ReLU", "bottom": "ip", "top": "ip"},
+    ]
+    net = Net(specs, {"data": (2, 4)}, xp=np, rng=np.random.default_rng(1))
+    data = np.random.default_rng(2).normal(size=(2, 4)).astype(np.float32)
+    before = data.copy()
+    ip = net.layers[1]
+    ip.params[0][...] = np.random.default_rng(3).normal(size=ip.params[0].shape)
+    net.forward({"data": data}, train=False)
+    want = np.maximum(np.maximum(before, 0) @ ip.params[0].T + ip.params[1], 0)
+    assert np.array_equal(data, before)  # the caller's input untouched
+    assert np.allclose(net.blobs["ip"], want)
+    assert [layer.in_place for layer in net.layers] == [False, False, True]
+    ip_forward = ip.forward
+    outputs = []
+    ip.forward = lambda bottoms, train=True: outputs.append(ip_forward(bottoms, train)[0]) or outputs[-1:]
+    net.forward({"data": data}, train=False)
+    assert net.blobs["ip"] is outputs[-1]  # written over in place
+    net.forward({"data": data}, train=True)
+    assert net.blobs["ip"] is not outputs[-1] and outputs[-1].min() < 0  # training keeps the bottom
+
+
 def test_phases_and_defaults():
     net = small_net()
     assert [n.bottoms for n in net.nodes][:2] == [["data"], ["conv"]]  # the previous top by default

@@ -102,6 +102,7 @@ class Net:
                 if top not in bottoms:  # an in-place layer writes over its bottom
                     charge(name, _nbytes(shape, dtype), "blob")
             layer.propagate = any(b not in inputs for b in bottoms)
+            layer.in_place = tops == bottoms and layer.propagate
             shapes.update(zip(tops, top_shapes))
             weight = float(spec.get("loss_weight", 1.0 if layer.type in LOSSES else 0.0))
             self.nodes.append(Node(layer, bottoms, tops, phase, weight))

@@ -15,7 +15,8 @@ from .threads import in_parts
 
 class ReLU(Layer):
     """max(x, 0); the gradient passes where the output is positive. Threaded by chunks: on
-    the first layers it is a pass over the largest blobs."""
+    the first layers it is a pass over the largest blobs. In inference an in-place ReLU
+    (Caffe's usual ``top: "conv1"`` over ``bottom: "conv1"``) writes over its bottom."""
 
     type = "ReLU"
 
@@ -26,7 +27,7 @@ class ReLU(Layer):
         if self.slope:  # leaky: x where positive, slope * x elsewhere
             self._x = x
             return [xp.where(x > 0, x, x * self.slope)]
-        y = xp.empty_like(x)
+        y = x if self.in_place and not train else xp.empty_like(x)
         in_parts(x, lambda _, part: xp.maximum(x[part], 0, out=y[part]))
         self._y = y
         return [y]
