@@ -164,8 +164,8 @@ RECIPES = Path(__file__).parents[1] / "recipes"
 
 @pytest.mark.parametrize("name", ["noise_regression", "noise_classes", "caffenet", "lenet", "cifar10_quick"])
 def test_recipes_round_trip_through_caffe_prototxt(invoke, tmp_path, monkeypatch, name):
-    from dataprep.train.net import wire
     from dataprep.train.recipe import load_recipe
+    from dataprep.train.wiring import wire
 
     # the recipes leave test_iter out (one pass); the validation stores are not here to
     # count, so the count comes as the shipped twin has it

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from dataprep.train.fold import fold_batchnorm
-from dataprep.train.net import Net, wire
+from dataprep.train.net import Net
+from dataprep.train.wiring import wire
 
 CHAIN = [
     {"name": "conv1", "type": "Convolution", "num_output": 4, "kernel_size": 3, "bias_term": False},

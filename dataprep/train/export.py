@@ -16,9 +16,9 @@ import yaml
 from ..errors import UsageError
 from ..staging import Staging, add_inputs
 from .inference import read_model
-from .layers import LOSSES
-from .net import Net, wire
+from .net import Net
 from .preparation import Preparation, with_options
+from .wiring import HEADS, wire
 
 FORMATS = (".onnx", ".caffemodel", ".npz", ".prototxt")
 RANDOM_FILLERS = {"weight_filler": {"type": "xavier"}, "bias_filler": {"type": "gaussian", "std": 0.01}}
@@ -63,9 +63,7 @@ def deploy_specs(sections: dict) -> tuple[list[dict], str]:
     inputs = sections.get("inputs") or {}
     input_name = data.get("input") or (next(iter(inputs)) if inputs else "data")
     specs = wire(sections["net"], input_name, data.get("target", "label"))
-    kept = [
-        spec for spec in specs if spec["type"] not in (*LOSSES, "Accuracy") and spec.get("phase") != "TRAIN"
-    ]
+    kept = [spec for spec in specs if spec["type"] not in HEADS and spec.get("phase") != "TRAIN"]
     return [{k: v for k, v in spec.items() if k not in ("phase", "loss_weight")} for spec in kept], input_name
 
 

@@ -21,10 +21,11 @@ import numpy as np
 from ..errors import DataprepError, UsageError
 from ..scan import DEFAULT_EXTENSIONS as IMAGE_EXTENSIONS
 from .preparation import Preparation, of_legacy, of_record, transform_step, with_options
+from .wiring import HEADS, LOSSES, wire
 
 if TYPE_CHECKING:  # the net, Caffe's files and recipes are imported where a model needs them:
     from .net import Net  # an .onnx MODEL needs none of them (predict's start-up)
-    from .recipe import Transform
+    from .schema import Transform
 
 log = logging.getLogger("dataprep")
 
@@ -63,8 +64,6 @@ class Model:
     def folded(self) -> Model:
         """This model with each Convolution -> BatchNorm -> Scale chain folded into the
         Convolution (``fold.fold_batchnorm``): the same outputs, fewer passes."""
-        import dataclasses
-
         from .fold import fold_batchnorm
 
         if self.session is not None:  # an ONNX graph: onnxruntime fuses what it can itself
@@ -111,15 +110,11 @@ class StoredWeights(Mapping):
 
 def _inference_specs(specs: list[dict]) -> list[dict]:
     """The net's layers that run at test time and need no target."""
-    from .net import HEADS  # the layers, imported where a net is read (an .onnx MODEL needs none)
-
     return [s for s in specs if s.get("type") not in HEADS and s.get("phase") != "TRAIN"]
 
 
 def model_head(specs: list[dict]) -> str | None:
     """The loss a net was trained with (a deploy classifier's: its Softmax's)."""
-    from .layers import LOSSES
-
     heads = [s["type"] for s in specs if s.get("type") in LOSSES]
     if heads:
         return heads[0]
@@ -142,10 +137,10 @@ class ModelFile:
 def model_sections(path: str | Path) -> tuple[dict, dict | None]:
     """MODEL's sections (``name``, ``net``, ``data``, a deploy net's ``inputs``, an exported
     prototxt's ``preparation`` note) and, for a snapshot, its arrays."""
-    from .caffemodel import load_snapshot
-
     path = Path(path)
     if str(path).endswith(".npz"):
+        from .caffemodel import load_snapshot
+
         saved = load_snapshot(path, ("recipe",))
         import yaml
 
@@ -214,7 +209,7 @@ def _of_recipe(recipe) -> Preparation:
 
 
 def _transform(sections: dict) -> Transform:
-    from .recipe import Transform, build
+    from .schema import Transform, build
 
     return build(Transform, (sections.get("data") or {}).get("transform") or {}, "data.transform")
 
@@ -222,8 +217,6 @@ def _transform(sections: dict) -> Transform:
 def _declared(sections: dict) -> Preparation:
     """A prototxt's or recipe's preparation: its transform, and what an exported deploy
     prototxt's note adds (channels, channel order, resize, the task)."""
-    import dataclasses
-
     transform = _transform(sections)
     step = transform_step(transform)
     note = sections.get("preparation") or {}
@@ -243,10 +236,6 @@ def _declared(sections: dict) -> Preparation:
 
 
 def _with_task(prep: Preparation, sections: dict) -> Preparation:
-    import dataclasses
-
-    from .net import wire
-
     data = sections.get("data") or {}
     head = model_head(wire(sections["net"], data.get("input", "data"), data.get("target", "label")))
     task = None if head is None else ("classifier" if head == "SoftmaxWithLoss" else "regression")
@@ -261,15 +250,11 @@ def load_model(path: str | Path, weights: str | Path | None = None, options: dic
     path = Path(path)
     if path.suffix == ".onnx":
         return _onnx_model(path, weights, options or {})
-    from .caffemodel import read_weights
-
     found = read_model(path)
     sections = found.sections
     weights = weights or found.snapshot
     if weights is None:
         raise UsageError(f"{path} holds no weights: give --weights (a .npz snapshot or a .caffemodel)")
-    from .net import wire
-
     data = sections.get("data") or {}
     specs = wire(sections["net"], data.get("input", "data"), data.get("target", "label"))
     inputs = sections.get("inputs") or {}
@@ -283,9 +268,11 @@ def load_model(path: str | Path, weights: str | Path | None = None, options: dic
             path,
         )
     if options.get("reshape_params"):
-        blobs = StoredWeights(weights, lambda: carried_across(read_weights(weights), specs), "reshape_params")
+        blobs = StoredWeights(
+            weights, lambda: carried_across(_read_weights(weights), specs), "reshape_params"
+        )
     else:
-        blobs = StoredWeights(weights, lambda: read_weights(weights))
+        blobs = StoredWeights(weights, lambda: _read_weights(weights))
     return Model(
         name=str(sections.get("name") or path.stem),
         specs=_inference_specs(specs),
@@ -296,6 +283,13 @@ def load_model(path: str | Path, weights: str | Path | None = None, options: dic
         input_shape=tuple(inputs[input_name][1:]) if input_name in inputs else None,
         head=model_head(specs),
     )
+
+
+def _read_weights(path: str | Path) -> dict[str, list[np.ndarray]]:
+    """A weights file's blobs, with Caffe's formats imported only now (a kept graph needs none)."""
+    from .caffemodel import read_weights
+
+    return read_weights(path)
 
 
 ONNX_FILLS = ("resize", "channels")  # what an exported graph may lack; it does the rest itself

@@ -211,17 +211,6 @@ class _Decoded:
             self.stream = None
 
 
-def load_mean(transform: Transform) -> np.ndarray | None:
-    """The mean a transform subtracts: a C x H x W image (mean_file) or values per channel."""
-    if transform.mean_file and transform.mean_value:
-        raise UsageError("recipe data.transform: mean_file and mean_value are exclusive")
-    if transform.mean_file:
-        from ..stores.means import read_mean_file
-
-        return read_mean_file(transform.mean_file)
-    return np.asarray(transform.mean_value, np.float32) if transform.mean_value else None
-
-
 def _check_augment(spec: AugmentSpec, image: np.ndarray) -> None:
     """Refuse what the images cannot take: color operations on gray images, a crop larger
     than the image without ``pad``."""
@@ -285,7 +274,7 @@ class BatchLoader:
         self.batch_size, self.transform = batch_size, transform
         self.names = (input_name, target_name)
         self.shuffle, self.seed, self.train = shuffle, seed, train
-        self.mean = load_mean(transform)
+        self.mean = transform.mean()
         self.augment, self.augment_seed = augment, augment_seed
         first = self.samples.read([0])[0][0]
         self.record_shape = first.shape  # H x W x C as stored, before augmentation and crop

@@ -18,13 +18,13 @@ import numpy as np
 
 from ..errors import UsageError
 from ..heap import keep_freed_memory
-from .layers import LOSSES, SINKS, SOURCES, Layer, Loss, Shape, all_params, make_layer
+from .layers import Layer, Loss, Shape, all_params, make_layer
 from .layers.base import FILLING
 from .layers.threads import one_blas_thread
 from .memory import budget, charge
+from .wiring import LOSSES, wire
 
 PHASES = ("TRAIN", "TEST")
-HEADS = (*LOSSES, "Accuracy")  # layers that compare with the target: losses and metrics
 Timer = Callable[[Layer, str, float], object]
 
 
@@ -250,27 +250,3 @@ class Net:
 
 def _nbytes(shape, dtype) -> int:
     return int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
-
-
-def wire(specs: list[dict], first: str, target: str) -> list[dict]:
-    """Each layer entry with its name, bottoms and tops made explicit: left out, the name is
-    the type and position, the bottom is the previous layer's top (a loss or metric also
-    takes ``target``) and the top is the name; ``first`` is what the first layer reads."""
-    wired, previous = [], first
-    for k, spec in enumerate(specs):
-        name = str(spec.get("name") or f"{spec.get('type', 'layer')}{k}")
-        head = spec.get("type") in HEADS
-        bottoms = _names(spec.get("bottom")) or ([previous, target] if head else [previous])
-        if spec.get("type") in SOURCES:  # a layer that makes its top from nothing
-            bottoms = []
-        tops = _names(spec.get("top")) or ([] if spec.get("type") in SINKS else [name])
-        wired.append({**spec, "name": name, "bottom": bottoms, "top": tops})
-        if not head and tops:
-            previous = tops[0]
-    return wired
-
-
-def _names(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]

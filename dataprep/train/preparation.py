@@ -220,9 +220,7 @@ def mean_of(given: Any) -> np.ndarray | None:
 
 def transform_step(transform) -> Step | None:
     """A recipe's ``data.transform`` (Caffe's transform_param) as a step, its mean read now."""
-    from .loader import load_mean
-
-    mean = load_mean(transform)
+    mean = transform.mean()
     if mean is None and transform.scale == 1.0:
         return None
     return Step(mean_of(mean), float(transform.scale))

@@ -852,7 +852,7 @@ def recipe_prototxt(recipe) -> tuple[str, str]:
         if transform:
             _fill(layer.transform_param, transform)
         net.layer.append(layer)
-    from .net import wire
+    from .wiring import wire
 
     for entry in wire(recipe.raw["net"], data.input, data.target):
         if entry["type"] in CAFFE_LACKS:

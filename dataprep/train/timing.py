@@ -16,8 +16,8 @@ from types import ModuleType
 import numpy as np
 
 from ..errors import DataprepError, UsageError
-from .layers import LOSSES
 from .net import Net
+from .wiring import HEADS, wire
 
 
 @dataclass
@@ -74,7 +74,6 @@ def bench_net(
     model's own. Labels are drawn within the classifier's range; regression targets match
     the prediction's shape."""
     from .inference import model_sections
-    from .net import wire
 
     train = phase == "train"
     sections, _ = model_sections(path)
@@ -95,11 +94,7 @@ def bench_net(
         chw = shape or store_shape(path, data, train)
     n = int(batch or default_batch)
     specs = wire(sections["net"], input_name, target)
-    heads = [
-        s
-        for s in specs
-        if s["type"] in (*LOSSES, "Accuracy") and s.get("phase") != ("TEST" if train else "TRAIN")
-    ]
+    heads = [s for s in specs if s["type"] in HEADS and s.get("phase") != ("TEST" if train else "TRAIN")]
     shapes = {name: (n, *s[1:]) for name, s in inputs.items()}
     shapes[input_name] = (n, *chw)
     if heads:

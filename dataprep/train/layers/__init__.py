@@ -106,23 +106,9 @@ LAYERS: dict[str, type[Layer]] = {
         ArgMax,
     )
 }
-LOSSES = (
-    "EuclideanLoss",
-    "SmoothL1Loss",
-    "SoftmaxWithLoss",
-    "SigmoidCrossEntropyLoss",
-    "ContrastiveLoss",
-    "MultinomialLogisticLoss",
-    "HingeLoss",
-    "InfogainLoss",
-)
-SOURCES = ("Parameter", "DummyData")  # layers with no bottom
-SINKS = ("Silence",)  # layers with no top
 
 __all__ = [
     "LAYERS",
-    "LOSSES",
-    "SINKS",
     "Layer",
     "Loss",
     "Shape",
