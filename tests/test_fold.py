@@ -95,3 +95,51 @@ def test_the_onnxruntime_engine_gives_the_native_outputs(invoke, tmp_path):
         )
         for x, y in zip(a, b):
             assert np.allclose(x.array, y.array, atol=1e-4)
+
+
+def test_a_forward_only_pass_drops_what_no_later_layer_reads():
+    """``keep``: the outputs of an ordinary pass, the kept blobs only, and no layer holding
+    a blob for a backward pass (so a pass reuses its own freed memory)."""
+    from dataprep.train.caffemodel import copy_weights
+
+    rng = np.random.default_rng(0)
+    specs = wire(CHAIN, "data", "label")
+    net = Net(specs, {"data": (2, 3, 9, 9)}, train=False)
+    copy_weights(net, _weights(net, rng), "w")
+    x = rng.normal(size=(2, 3, 9, 9)).astype(np.float32)
+    net.forward({"data": x}, train=False)
+    want = {name: blob.copy() for name, blob in net.blobs.items()}
+    assert net.layers[0]._saved is not None  # kept for a backward pass
+    net.forward({"data": x}, train=False, keep=["bn2", "fc"])
+    assert set(net.blobs) == {"bn2", "fc"}
+    assert all(np.array_equal(net.blobs[name], want[name]) for name in ("bn2", "fc"))
+    assert all(getattr(layer, "_saved", None) is None for layer in net.layers)
+
+
+def test_the_native_engine_runs_a_large_batch_in_steps(monkeypatch):
+    """Passes of a power of two images whose blobs fit STEP_BYTES, the last one padded:
+    the outputs of one whole pass."""
+    from dataprep.train import engines
+    from dataprep.train.caffemodel import copy_weights
+    from dataprep.train.inference import Model
+    from dataprep.train.preparation import Preparation
+
+    rng = np.random.default_rng(1)
+    specs = wire([s for s in CHAIN if s["type"] not in ("BatchNorm", "Scale")], "data", "label")
+    specs[0]["bias_term"] = True
+    net = Net(specs, {"data": (1, 3, 9, 9)}, train=False)
+    weights = _weights(net, rng)
+    model = Model("m", specs, "data", "label", Preparation(), weights, input_shape=(3, 9, 9))
+    x = rng.normal(size=(7, 3, 9, 9)).astype(np.float32)
+    whole = engines.NativeEngine(model).run(x, ["fc", "conv1"])
+    per_image = sum(int(np.prod(s)) * 4 for s in net.shapes.values())
+    monkeypatch.setattr(engines, "STEP_BYTES", 3 * per_image)  # 3 images fit: steps of 2
+    engine = engines.NativeEngine(model)
+    parts = engine.run(x, ["fc", "conv1"])
+    assert engine.step((3, 9, 9)) == 2 and list(engine.nets) == [(2, 3, 9, 9)]
+    for blob in ("fc", "conv1"):
+        assert parts[blob].shape == whole[blob].shape == (7, *net.shapes[blob][1:])
+        assert np.allclose(parts[blob], whole[blob], rtol=1e-5, atol=1e-5)
+    copy_weights(net, weights, "w")
+    net.forward({"data": x[6:]}, train=False)
+    assert np.allclose(parts["fc"][6], net.blobs["fc"][0], rtol=1e-5, atol=1e-5)  # the padded step

@@ -85,21 +85,52 @@ def onnx_session(path: str) -> Any:
     return _OPENING.pop(_file_key(path))
 
 
+STEP_BYTES = 512 << 20  # the blobs one forward pass of the native engine may hold
+
+
 class NativeEngine:
-    """dataprep's layers, one net per batch shape (weights loaded once per shape)."""
+    """dataprep's layers, one net per batch shape (weights loaded once per shape), each
+    batch in forward-only passes over steps of images (``step``)."""
 
     name = "native"
 
     def __init__(self, model, xp=np) -> None:
         self.model, self.xp = model.folded(), xp
         self.nets: dict[tuple, Any] = {}
+        self.steps: dict[tuple, int] = {}
+
+    def step(self, chw: tuple[int, ...]) -> int:
+        """Images per pass: a power of two whose blobs fit STEP_BYTES (ResNet-50, 63 MB of
+        blobs an image: 8; SqueezeNet 16; CaffeNet 128). Fresh pages cost this machine
+        about 1.6 ms a MB: ResNet-50 on 32 photos took 8.4 s in one pass, 3.2 s in passes
+        of 8; SqueezeNet 563 ms in one, 359 in two. Padded to a whole step, a last short
+        part reuses the same net."""
+        if chw not in self.steps:
+            from .net import Net
+
+            shapes = Net(self.model.specs, {self.model.input: (1, *chw)}, train=False, fill=False).shapes
+            per_image = sum(int(np.prod(s)) * np.dtype(np.float32).itemsize for s in shapes.values())
+            self.steps[chw] = 1 << max(0, (STEP_BYTES // max(per_image, 1)).bit_length() - 1)
+        return self.steps[chw]
 
     def run(self, data: np.ndarray, blobs: list[str]) -> dict[str, np.ndarray]:
+        step = self.step(tuple(data.shape[1:]))
+        if len(data) <= step:
+            return self._pass(data, blobs)
+        found = []
+        for start in range(0, len(data), step):
+            part = data[start : start + step]
+            if len(part) < step:
+                part = np.concatenate([part, np.zeros((step - len(part), *part.shape[1:]), part.dtype)])
+            found.append(self._pass(part, blobs))
+        return {blob: np.concatenate([f[blob] for f in found])[: len(data)] for blob in blobs}
+
+    def _pass(self, data: np.ndarray, blobs: list[str]) -> dict[str, np.ndarray]:
         key = data.shape
         if key not in self.nets:
             self.nets = {key: self.model.net(len(data), data.shape[1:], self.xp)}
         net = self.nets[key]
-        net.forward({self.model.input: data}, train=False)
+        net.forward({self.model.input: data}, train=False, keep=blobs)
         return {blob: host(net.blobs[blob]) for blob in blobs}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import numpy as np
 
@@ -156,15 +156,27 @@ class Net:
         return [node for node in self.nodes if node.phase in (None, phase)]
 
     def forward(
-        self, batch: dict[str, Any], train: bool = True, timer: Timer | None = None
+        self,
+        batch: dict[str, Any],
+        train: bool = True,
+        timer: Timer | None = None,
+        keep: Collection[str] | None = None,
     ) -> dict[str, float]:
         """Run the net on a batch (input blob name -> array); returns every loss and metric
-        (scalar tops) by top name. ``timer(layer, "forward", seconds)`` sees each layer's time."""
+        (scalar tops) by top name. ``timer(layer, "forward", seconds)`` sees each layer's time.
+
+        With ``keep`` (the blobs wanted afterwards) the pass is forward only: every other
+        blob is dropped after its last reader and each layer forgets what it kept for a
+        backward pass, so the pass reuses its own freed memory. Each new page costs this
+        machine about 10 us (2.5 ms a MB): ResNet-50's predict on 32 photos in one batch
+        touched 2.5 GB and spent 3 to 6 s in the kernel."""
         self.relink()
         self.blobs = {name: self.xp.asarray(batch[name]) for name in self.inputs}
         outputs: dict[str, float] = {}
+        active = self._active(train)
+        last = {b: i for i, node in enumerate(active) for b in node.bottoms} if keep is not None else {}
         with one_blas_thread(self.xp):
-            for node in self._active(train):
+            for i, node in enumerate(active):
                 started = self.clock(timer)
                 tops = node.layer.forward([self.blobs[b] for b in node.bottoms], train)
                 if timer:
@@ -173,6 +185,11 @@ class Net:
                     self.blobs[name] = value
                     if isinstance(node.layer, Loss):
                         outputs[name] = float(value)
+                if keep is not None:
+                    node.layer.forget()
+                    for b in node.bottoms:
+                        if last[b] == i and b not in keep and b not in node.tops:
+                            del self.blobs[b]
         self._train = train
         return outputs
 

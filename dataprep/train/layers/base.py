@@ -103,6 +103,29 @@ class Layer:
     def forward(self, bottoms: list, train: bool = True) -> list:
         raise NotImplementedError
 
+    # where forward passes keep what their backward needs (blobs among it)
+    STATE = (
+        "_saved",
+        "_x",
+        "_y",
+        "_mask",
+        "_p",
+        "_s",
+        "_bottoms",
+        "_inner",
+        "_diff",
+        "_grad",
+        "_items",
+        "_index",
+    )
+
+    def forget(self) -> None:
+        """Drop what the last forward pass kept for a backward one (``STATE``): a
+        forward-only pass frees each blob after its last reader."""
+        for name in self.STATE:
+            if name in self.__dict__:
+                setattr(self, name, None)
+
     def backward(self, top_diffs: list) -> list:
         raise NotImplementedError
 
