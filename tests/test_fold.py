@@ -143,3 +143,25 @@ def test_the_native_engine_runs_a_large_batch_in_steps(monkeypatch):
     copy_weights(net, weights, "w")
     net.forward({"data": x[6:]}, train=False)
     assert np.allclose(parts["fc"][6], net.blobs["fc"][0], rtol=1e-5, atol=1e-5)  # the padded step
+
+
+def test_a_forward_only_pass_runs_only_the_layers_its_blobs_need():
+    """Features of conv1 (after its in-place ReLU, as Caffe's blob holds them) run conv1
+    and relu1 alone: the layers after them never run."""
+    from dataprep.train.caffemodel import copy_weights
+
+    rng = np.random.default_rng(2)
+    specs = wire([s for s in CHAIN if s["type"] not in ("BatchNorm", "Scale")], "data", "label")
+    net = Net(specs, {"data": (2, 3, 9, 9)}, train=False)
+    copy_weights(net, {k: v for k, v in _weights(net, rng).items()}, "w")
+    x = rng.normal(size=(2, 3, 9, 9)).astype(np.float32)
+    net.forward({"data": x}, train=False)
+    want = net.blobs["conv1"].copy()
+    ran = []
+    for layer in net.layers:
+        layer.forward = (lambda f, name: lambda *a, **k: ran.append(name) or f(*a, **k))(
+            layer.forward, layer.name
+        )
+    net.forward({"data": x}, train=False, keep=["conv1"])
+    assert ran == ["conv1", "relu1"]
+    assert want.min() >= 0 and np.array_equal(net.blobs["conv1"], want)
