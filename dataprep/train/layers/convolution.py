@@ -222,7 +222,7 @@ class Convolution(Layer):
                     winograd.convolve(x[images], u, self.pad, y[images], bias)
 
             run_parts(parts, tiled)
-            self._saved = (x, None, {})  # the weight gradient makes its columns
+            self._saved = (x, None, {})  # the backward transforms the tiles again
             return [y]
         view = self._view(x)
         weights = self.params[0].reshape(self.group, self.out // self.group, -1)
