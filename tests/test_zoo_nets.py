@@ -56,6 +56,38 @@ def test_zoo_nets_build_run_forward_and_backward_with_the_published_shapes(name,
     assert first.grads[0] is not None and np.abs(first.grads[0]).sum() > 0  # reached the first layer
 
 
+def _arrays(value):
+    """The NumPy arrays in a layer attribute's value (tuples, lists and dicts opened)."""
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _arrays(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _arrays(item)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["bvlc_reference_caffenet_deploy.prototxt", "bvlc_googlenet_deploy.prototxt", "resnet50_deploy.prototxt"],
+)
+def test_a_forward_only_pass_leaves_no_blob_held_by_a_layer(name):
+    """After ``forward(keep=...)`` no layer holds an array of the batch's blobs (its state
+    for a backward pass forgotten, ``Layer.STATE``): each blob is freed after its reader."""
+    net = zoo_net(name)
+    x = np.random.default_rng(1).normal(size=net.inputs["data"]).astype(np.float32)
+    last = net.nodes[-1].tops[0]
+    net.forward({"data": x}, train=False, keep=[last])
+    assert set(net.blobs) == {last}
+    for layer in net.layers:
+        params = {id(p) for p in layer.params}
+        held = [
+            a.shape for v in vars(layer).values() for a in _arrays(v) if id(a) not in params and a.size > 64
+        ]
+        assert not held, f"{layer.name} ({layer.type}) holds arrays of shapes {held}"
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in ZOO.glob("*.prototxt")))
 def test_zoo_layers_write_back_as_the_prototxt_had_them(name):
     """Each layer read from the file and written again by to-prototxt's writer reads back
