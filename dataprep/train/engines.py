@@ -101,7 +101,7 @@ class NativeEngine:
 
     def step(self, chw: tuple[int, ...]) -> int:
         """Images per pass: a power of two whose blobs fit STEP_BYTES (ResNet-50, 63 MB of
-        blobs an image: 8; SqueezeNet 16; CaffeNet 128). Fresh pages cost this machine
+        blobs an image: 8; SqueezeNet 16; CaffeNet 64). Fresh pages cost this machine
         about 1.6 ms a MB: ResNet-50 on 32 photos took 8.4 s in one pass, 3.2 s in passes
         of 8; SqueezeNet 563 ms in one, 359 in two. Padded to a whole step, a last short
         part reuses the same net."""
