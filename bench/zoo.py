@@ -7,7 +7,7 @@ list, exports the net to .caffemodel and .onnx, then times, interleaved, median 
 --repeat rounds: the whole `predict` command on the native engine, with `--engine
 onnxruntime` (its graph kept from the first run, which is timed apart: graph_cache), and
 on the exported .onnx as MODEL (both in batches of 10, as the script's; the native engine
-in its default batches of 100, which its products prefer); the
+in its default batches of 100, which it runs in forward-only steps whose blobs fit 512 MB); the
 whole `extract` command (the last pooling layer's features into an LMDB); and a script
 that decodes the same files with OpenCV and runs onnxruntime on them in batches of 10 (its
 imports and session included, as a command's are). Prints images per second and
