@@ -165,3 +165,18 @@ def test_a_forward_only_pass_runs_only_the_layers_its_blobs_need():
     net.forward({"data": x}, train=False, keep=["conv1"])
     assert ran == ["conv1", "relu1"]
     assert want.min() >= 0 and np.array_equal(net.blobs["conv1"], want)
+
+
+def test_a_forward_only_pass_takes_a_blob_read_twice_by_one_layer():
+    """Eltwise PROD of a blob with itself: the blob is its last reader's twice, dropped once."""
+    specs = [
+        {"name": "ip", "type": "InnerProduct", "num_output": 3, "bottom": "data", "top": "ip"},
+        {"name": "sq", "type": "Eltwise", "operation": "PROD", "bottom": ["ip", "ip"], "top": "sq"},
+    ]
+    net = Net(specs, {"data": (2, 4)}, rng=np.random.default_rng(1))
+    x = np.random.default_rng(2).normal(size=(2, 4)).astype(np.float32)
+    net.forward({"data": x}, train=False)
+    want = net.blobs["sq"].copy()
+    assert np.allclose(want, net.blobs["ip"] ** 2)
+    net.forward({"data": x}, train=False, keep=["sq"])
+    assert set(net.blobs) == {"sq"} and np.array_equal(net.blobs["sq"], want)
