@@ -59,9 +59,7 @@ class Layer:
     n_bottoms: int | None = 1  # None: any number
     n_tops = 1  # the tops the net gives it (make_layer sets it from the entry)
     propagate = True  # the net turns it off where the bottom is an input: no diff to compute
-    in_place = (
-        False  # the net sets it where the top is the bottom (not an input): inference may write over it
-    )
+    in_place = False  # the net sets it where the top is its bottom: inference may write over it
 
     def __init__(self, name: str, **params: Any) -> None:
         self.name = name

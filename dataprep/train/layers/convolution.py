@@ -113,13 +113,13 @@ class Convolution(Layer):
         self.m = images_per_product(num, oh * ow, per_image, xp is np)
         self.keep = num * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
-        self.winograd = (self.k, self.stride) == (3, 1) and self.pad <= 2
-        if self.winograd:  # the tiles of some images side by side, whatever their bytes
+        self.winograd = False
+        if (self.k, self.stride) == (3, 1) and self.pad <= 2:
             tiles = winograd.tiles(h, self.pad)[1] * winograd.tiles(w, self.pad)[1]
-            m = images_per_product(num, tiles, 1, xp is np, TILES)
+            m = images_per_product(num, tiles, 1, xp is np, TILES)  # tiles side by side, whatever their bytes
             self.winograd = winograd.pays(min(c, self.out) // self.group, min(oh, ow), m * tiles)
-        if self.winograd:
-            self.m, self.keep, self.strategy = m, False, f"winograd, batch of {m}"
+            if self.winograd:
+                self.m, self.keep, self.strategy = m, False, f"winograd, batch of {m}"
         # the data gradient of a stride-1 layer whose output is as large as its input ("same"
         # padding) as a convolution of the padded top gradient with the flipped kernels: one
         # im2col copy and one product, where col2im takes one product and k*k scatter-adds
