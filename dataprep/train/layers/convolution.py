@@ -77,6 +77,11 @@ class Convolution(Layer):
       than 1) as one im2col of the whole batch; ``no spatial axes`` (an N x C bottom, the
       age Q&A's design 2 over ``prob``) is its empty-kernel case, a product.
 
+    The backward of a stride-1 layer whose output is as large as its input makes one
+    im2col, of the padded top gradient: times the flipped kernels it is the data gradient,
+    and where outputs are no more than channels, times the input's channels the weight
+    gradient (``_top_columns``), so the input's columns are not made again.
+
     The columns are the exact windows, as Caffe's im2col makes them (reading whole padded
     rows instead, and dropping the extra columns after the product, cost 15% more product
     on CaffeNet's 27 x 27 and 13 x 13 maps than the shorter copies save). The products run
