@@ -409,6 +409,8 @@ STRATEGIES = [
     # outputs no more than channels: the weight gradient from the top gradient's columns too
     ({"num_output": 2, "kernel_size": 3, "pad": 2}, (2, 3, 6, 6), 8, "image"),
     ({"num_output": 2, "kernel_size": 5, "pad": 2}, (3, 3, 6, 5), 64, "batch of 2"),
+    # more than twice as many outputs as channels: col2im
+    ({"num_output": 5, "kernel_size": 3, "pad": 1}, (2, 2, 5, 5), 8, "image"),
 ]
 
 
@@ -424,8 +426,9 @@ def test_each_convolution_strategy_matches_numerical_gradients(
     assert layer.strategy == strategy
     k, pad = spec["kernel_size"], spec.get("pad", 0)
     same = spec.get("stride", 1) == 1 and k > 1 and 2 * pad >= k - 1  # the output as large as the input
-    assert layer.full == same  # the data gradient as a full convolution
-    assert layer.shared == (same and spec["num_output"] <= shape[1])  # and dW from its columns
+    outputs = spec["num_output"]
+    assert layer.full == (same and outputs <= 2 * shape[1])  # the data gradient as a full convolution
+    assert layer.shared == (same and outputs <= shape[1])  # and dW from its columns
     check_gradients(spec, [rng.normal(size=shape)], xp)
 
 

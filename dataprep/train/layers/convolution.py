@@ -130,8 +130,19 @@ class Convolution(Layer):
         # im2col copy and one product, where col2im takes one product and k*k scatter-adds
         # (CIFAR-10 quick's forward-backward 131.6 -> 106.4 ms). An unpadded layer would
         # multiply over the zeros around its smaller output (LeNet's conv2: 2.25x the
-        # products, 20.6 -> 25.4 ms), so it keeps col2im.
-        self.full = not self.pointwise and self.stride == 1 and self.pad <= self.k - 1 and oh * ow >= h * w
+        # products, 20.6 -> 25.4 ms), so it keeps col2im; so does a layer with more than twice
+        # as many outputs as channels, whose top gradient's columns outweigh col2im's adds
+        # (the im2col writes and the product reads O k k rows, col2im's product writes and
+        # its adds read and write C k k: CaffeNet's conv2, 128 over 48 per group, backward
+        # 222 -> 192 ms; GoogLeNet's 5 x 5, 16 -> 32, 5.4 -> 4.8 ms; CIFAR-10 quick's conv3,
+        # 32 -> 64, 12.5 -> 13.9 ms)
+        self.full = (
+            not self.pointwise
+            and self.stride == 1
+            and self.pad <= self.k - 1
+            and oh * ow >= h * w
+            and self.out <= 2 * c
+        )
         # and its weight gradient from the same columns, times the input's channels, with no
         # im2col of the input, where the top's columns are no more than the input's would be
         # (CIFAR-10 quick's conv2 backward 26 -> 22 ms; CaffeNet's conv2, with 2.7 times the
