@@ -112,6 +112,7 @@ rng = np.random.default_rng(3)
         ({"type": "TanH"}, (3, 5)),
         ({"type": "LRN", "local_size": 5, "alpha": 0.5, "beta": 0.75}, (2, 7, 3, 3)),
         ({"type": "LRN", "local_size": 4, "alpha": 0.5, "beta": 0.75, "k": 2.0}, (2, 6, 2, 3)),
+        ({"type": "LRN", "local_size": 5, "alpha": 0.5, "beta": 0.75}, (2, 2, 3, 3)),  # fewer channels
         (
             {"type": "LRN", "local_size": 3, "alpha": 0.5, "beta": 0.75, "norm_region": "WITHIN_CHANNEL"},
             (2, 3, 5, 4),
@@ -273,6 +274,19 @@ def test_output_sizes_follow_caffe_for_the_tutorial_net():
     assert conv_out(24, 3, 1, 2) == 26 and pool_out(26, 3, 2, 0) == 13
     assert conv_out(13, 3, 1, 1) == 13 and pool_out(13, 3, 2, 0) == 6
     assert pool_out(6, 3, 2, 1) == 4 and pool_out(5, 2, 2, 1) == 3  # last window starts inside
+
+
+@pytest.mark.parametrize("size, channels", [(5, 7), (4, 6), (5, 2), (1, 3)])
+def test_lrn_across_channels_is_caffes_formula(xp, size, channels):
+    """y = x / (k + alpha / n * sum of x^2 over the channels c - (n-1)/2 .. c + n/2) ^ beta,
+    written plainly, for odd and even windows and for fewer channels than the window."""
+    x = rng.normal(size=(3, channels, 2, 3))
+    spec = {"type": "LRN", "local_size": size, "alpha": 0.7, "beta": 0.75, "k": 1.5}
+    layer, _ = build(spec, [x.shape], xp)
+    lo = (size - 1) // 2
+    sums = np.stack([(x[:, max(0, c - lo) : c - lo + size] ** 2).sum(axis=1) for c in range(channels)], 1)
+    want = x / (1.5 + 0.7 / size * sums) ** 0.75
+    assert np.allclose(host(layer.forward([xp.asarray(x)])[0]), want, rtol=1e-12)
 
 
 def test_dropout_scales_in_training_and_passes_through_in_testing(xp):
