@@ -420,7 +420,6 @@ STRATEGIES = [
     ({"num_output": 4, "kernel_size": 3, "pad": 1, "group": 2}, (4, 4, 5, 5), 64, "batch of 2"),
     ({"num_output": 3, "kernel_size": 3, "pad": 2}, (2, 2, 6, 6), 8, "image"),  # output larger
     ({"num_output": 3, "kernel_size": 3}, (2, 2, 6, 6), 8, "image"),  # smaller output: col2im
-    # outputs no more than channels: the weight gradient from the top gradient's columns too
     ({"num_output": 2, "kernel_size": 3, "pad": 2}, (2, 3, 6, 6), 8, "image"),
     ({"num_output": 2, "kernel_size": 5, "pad": 2}, (3, 3, 6, 5), 64, "batch of 2"),
     # more than twice as many outputs as channels: col2im
@@ -441,8 +440,8 @@ def test_each_convolution_strategy_matches_numerical_gradients(
     k, pad = spec["kernel_size"], spec.get("pad", 0)
     same = spec.get("stride", 1) == 1 and k > 1 and 2 * pad >= k - 1  # the output as large as the input
     outputs = spec["num_output"]
-    assert layer.full == (same and outputs <= 2 * shape[1])  # the data gradient as a full convolution
-    assert layer.shared == (same and outputs <= shape[1])  # and dW from its columns
+    # both gradients from the top gradient's columns: the data gradient as a full convolution
+    assert layer.full == (same and outputs <= 2 * shape[1])
     check_gradients(spec, [rng.normal(size=shape)], xp)
 
 

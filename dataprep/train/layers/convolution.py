@@ -77,10 +77,10 @@ class Convolution(Layer):
       than 1) as one im2col of the whole batch; ``no spatial axes`` (an N x C bottom, the
       age Q&A's design 2 over ``prob``) is its empty-kernel case, a product.
 
-    The backward of a stride-1 layer whose output is as large as its input makes one
-    im2col, of the padded top gradient: times the flipped kernels it is the data gradient,
-    and where outputs are no more than channels, times the input's channels the weight
-    gradient (``_top_columns``), so the input's columns are not made again.
+    The backward of a stride-1 layer whose output is as large as its input (and whose
+    outputs are at most twice its channels) makes one im2col, of the padded top gradient:
+    times the flipped kernels it is the data gradient, times the input's channels the
+    weight gradient (``_top_columns``), so the input's columns are not made again.
 
     The columns are the exact windows, as Caffe's im2col makes them (reading whole padded
     rows instead, and dropping the extra columns after the product, cost 15% more product
@@ -134,8 +134,8 @@ class Convolution(Layer):
         # as many outputs as channels, whose top gradient's columns outweigh col2im's adds
         # (the im2col writes and the product reads O k k rows, col2im's product writes and
         # its adds read and write C k k: CaffeNet's conv2, 128 over 48 per group, backward
-        # 222 -> 192 ms; GoogLeNet's 5 x 5, 16 -> 32, 5.4 -> 4.8 ms; CIFAR-10 quick's conv3,
-        # 32 -> 64, 12.5 -> 13.9 ms)
+        # 222 -> 192 ms by col2im; at twice, a wash: CIFAR-10 quick's conv3, 32 -> 64, 12.5
+        # against 13.9 ms by col2im, GoogLeNet's 5 x 5, 16 -> 32, 5.4 against 4.8)
         self.full = (
             not self.pointwise
             and self.stride == 1
@@ -143,11 +143,9 @@ class Convolution(Layer):
             and oh * ow >= h * w
             and self.out <= 2 * c
         )
-        # and its weight gradient from the same columns, times the input's channels, with no
-        # im2col of the input, where the top's columns are no more than the input's would be
-        # (CIFAR-10 quick's conv2 backward 26 -> 22 ms; CaffeNet's conv2, with 2.7 times the
-        # outputs, 229 -> 247 ms)
-        self.shared = self.full and self.out <= c
+        # Its weight gradient comes from the same columns, times the input's channels, with no
+        # im2col of the input (backward: CIFAR-10 quick's conv2 26 -> 22 ms, its conv3 14.6 ->
+        # 13.8 ms, ResNet-50's 512 -> 512 at 7 x 7 60 -> 48 ms).
         return tops
 
     def shapes(self, shapes):
@@ -249,7 +247,7 @@ class Convolution(Layer):
         weights = self.params[0].reshape(self.group, self.out // self.group, -1)
         bias = self.params[1].reshape(1, -1, 1, 1) if len(self.params) > 1 else 0
         kept: dict[int, object] = {}
-        keep = train and self.keep and not (self.shared and self.propagate)  # the backward makes its own
+        keep = train and self.keep and not (self.full and self.propagate)  # the backward makes its own
 
         def convolve(_, part):
             for a in range(part.start, part.stop, m):
@@ -277,11 +275,10 @@ class Convolution(Layer):
         weights = self.params[0].reshape(g, self.out // g, -1)
         parts, m = self._parts(n)
         full = self.full and self.propagate
-        shared = full and self.shared
         # per part, dW transposed (groups, C / groups * k * k, outputs / groups): the product
         # cols @ dy^T runs 1.15 to 1.45x faster here than dy @ cols^T (outputs are few); or,
         # from the top gradient's columns, turned (groups, outputs / groups * k * k, C / groups)
-        rows, across = (weights.shape[1] * self.k * self.k, c // g) if shared else weights.shape[:0:-1]
+        rows, across = (weights.shape[1] * self.k * self.k, c // g) if full else weights.shape[:0:-1]
         dw = xp.empty((len(parts), g, rows, across), dy.dtype)
         db = xp.empty((len(parts), self.out), dy.dtype)
         if full:  # written whole, image by image: no padding, no zeroing
@@ -302,18 +299,17 @@ class Convolution(Layer):
                 if full:
                     dcols = self._top_columns(d, (h, w))
                     dx[images] = xp.matmul(flipped, dcols).reshape(c, -1, h, w).transpose(1, 0, 2, 3)
-                    if shared:
-                        dw[index] += xp.matmul(dcols, self._channels(x[images]).transpose(0, 2, 1))
-                        continue
+                    dw[index] += xp.matmul(dcols, self._channels(x[images]).transpose(0, 2, 1))
+                    continue
                 d = d.reshape(g, self.out // g, -1)
                 # dW[g]^T += cols[g] @ dy[g]^T, summed part by part
                 cols = kept.pop(a) if a in kept else self._columns(view, images)
                 dw[index] += xp.matmul(cols, d.transpose(0, 2, 1))
-                if dx is not None and not full:
+                if dx is not None:
                     self._col2im(dx, images, xp.matmul(weights.transpose(0, 2, 1), d))
 
         run_parts(parts, back)
-        if shared:  # (g, O/g, k - 1 - i, k - 1 - j, C/g) -> Caffe's (O, C/g, i, j)
+        if full:  # (g, O/g, k - 1 - i, k - 1 - j, C/g) -> Caffe's (O, C/g, i, j)
             k = self.k
             turned = dw.sum(axis=0).reshape(g, self.out // g, k, k, c // g)[:, :, ::-1, ::-1]
             grad = turned.transpose(0, 1, 4, 2, 3)
