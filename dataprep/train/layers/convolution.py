@@ -13,7 +13,7 @@ from .geometry import columns, spatial, uncolumns, windows
 from .threads import CHUNK, copy_in_parts, run_parts
 
 COLUMNS = 2048  # a product needs about this many columns to run near BLAS's rate here
-KEEP_BYTES = 24 << 20  # a batch's columns up to this size are kept for the backward pass (CIFAR conv3)
+KEEP_BYTES = 16 << 20  # a batch's columns up to this size are kept for the backward pass (LeNet's conv2)
 COLUMN_BYTES = 4 << 20  # and its columns should stay in the caches (CaffeNet conv2 slowed past)
 TILES = 384  # a Winograd product needs about this many tiles (88 GFLOP/s at 196, 94 at 392)
 

@@ -55,9 +55,9 @@ class LRN(Layer):
         x = bottoms[0]
         if self.pool is not None:
             scale = 1 + self.alpha * self.pool.forward([x * x], train)[0]
-            y = x * scale ** (-self.beta)
-            self._saved = (x, scale, y)
-            return [y]
+            powered = scale ** (-self.beta)
+            self._saved = (x, scale, powered)
+            return [x * powered]
         xp = get_xp(x)
         half = (self.size - 1) // 2
         scale, powered, y = xp.empty_like(x), xp.empty_like(x), xp.empty_like(x)
@@ -76,11 +76,10 @@ class LRN(Layer):
 
     def backward(self, top_diffs):
         dy = top_diffs[0]
-        if self.pool is not None:  # dP = -beta * alpha * dy * y / scale, back through the pooling
-            x, scale, y = self._saved
-            (gathered,) = self.pool.backward([dy * y / scale])
-            return [dy * scale ** (-self.beta) - 2 * self.alpha * self.beta * x * gathered]
         x, scale, powered = self._saved
+        if self.pool is not None:  # dP = -beta * alpha * dy * y / scale, back through the pooling
+            (gathered,) = self.pool.backward([dy * x * powered / scale])
+            return [dy * powered - 2 * self.alpha * self.beta * x * gathered]
         xp = get_xp(dy)
         half = (self.size - 1) // 2
         dx = xp.empty_like(dy)
