@@ -524,7 +524,7 @@ def run_batches(
     from concurrent.futures import ThreadPoolExecutor
 
     from .engines import make_engine
-    from .layers.threads import quick_switches
+    from .gil import quick_switches
 
     runner = make_engine(engine, model, blobs, xp)
     batches = iter(inputs.batches)

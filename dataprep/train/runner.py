@@ -35,8 +35,8 @@ from .caffemodel import (
     solverstate_h5,
     write_caffemodel,
 )
+from .gil import quick_switches
 from .inference import model_head
-from .layers.threads import quick_switches
 from .loader import BatchLoader, SelfFed
 from .net import Net
 from .preparation import of_training

@@ -10,7 +10,6 @@ one thread per part meanwhile. On a GPU a part is the whole batch: the device qu
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from types import ModuleType
@@ -99,20 +98,3 @@ def in_parts(x, work: Callable[[int, slice], object]) -> None:
 def copy_in_parts(dst, src) -> None:
     """``dst[...] = src`` split over the batch (first) axis."""
     in_parts(dst, lambda _, part: dst.__setitem__(part, src[part]))
-
-
-SWITCH_SECONDS = 0.0005  # how long a thread runs Python before another may take the GIL
-
-
-@contextmanager
-def quick_switches() -> Iterator[None]:
-    """Python's thread switch interval at 0.5 ms while a net runs beside a thread that
-    prepares its inputs in Python (the training loader, predict's decoding): at the default
-    5 ms a layer waiting for the GIL between two NumPy calls can wait that long (LeNet:
-    51.5 -> 53.4 iter/s, 7 interleaved pairs of 300-iteration runs, the faster in 6)."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_SECONDS)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
