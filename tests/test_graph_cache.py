@@ -119,3 +119,30 @@ def test_the_least_recently_used_graphs_go_past_the_limit(invoke, tiny, monkeypa
     _predict(invoke, folder, images)
     (new,) = _kept()
     assert new != old
+
+
+def test_a_kept_graph_runs_without_importing_the_layers(invoke, tiny):
+    """Start-up: the onnxruntime engine on a kept graph loads neither the layers nor the
+    export (their imports were a tenth of SqueezeNet's whole `predict`)."""
+    import subprocess
+    import sys
+
+    folder, images = tiny
+    (folder / "m.caffemodel").write_bytes((folder / "w0.caffemodel").read_bytes())
+    first = _predict(invoke, folder, images)  # builds and keeps the graph
+    code = (
+        "import sys; from dataprep.cli.main import cli\n"
+        "try: cli(sys.argv[1:])\n"
+        "except SystemExit as e: assert not e.code, e.code\n"
+        "heavy = ('dataprep.train.layers', 'dataprep.train.onnx_export', 'onnx')\n"
+        "print([m for m in heavy if m in sys.modules])"
+    )
+    args = [folder / "tiny.prototxt", "--weights", folder / "m.caffemodel", images, "-q"]
+    args += ["--engine", "onnxruntime", "--top-k", "5", "--scale", "0.004", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, "predict", *map(str, args)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    *answer, imported = done.stdout.strip().splitlines()
+    assert imported == "[]"
+    assert [p["values"] for p in json.loads("\n".join(answer))["predictions"]] == first
