@@ -26,6 +26,16 @@ class Square:
 
 
 @dataclass(frozen=True)
+class Stamped:
+    """A chunk's start time and ``size`` bytes: a result larger than a pipe holds."""
+
+    size: int
+
+    def __call__(self, start: int, stop: int) -> list[tuple[float, bytes]]:
+        return [(time.monotonic(), bytes(self.size))]
+
+
+@dataclass(frozen=True)
 class FailAt:
     index: int
 

@@ -8,17 +8,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import DieAt, FailAt, Square
+from helpers import DieAt, FailAt, Square, Stamped
 
 from dataprep.errors import DataprepError
 from dataprep.parallel import (
     QUEUE_SECONDS,
     InlineExecutor,
     ProcessExecutor,
+    _grow_pipe,
     _queue_depth,
+    _worker_main,
     chunk_bounds,
     make_executor,
     ordered_map,
+    settings,
 )
 
 # Workers are plain forks in a command's process and come from a fork server where threads
@@ -145,3 +148,36 @@ def test_a_worker_stopped_while_starting_never_runs_the_parents_code(tmp_path):
     # as copies of the parent: dozens of "done" lines and KeyboardInterrupt tracebacks
     assert run.returncode == 0 and run.stdout.split() == ["done"], run.stdout[-500:] + run.stderr[-2000:]
     assert "KeyboardInterrupt" not in run.stderr
+
+
+def test_a_worker_computes_on_while_a_large_result_waits_to_be_read():
+    """A result larger than the pipe does not hold its worker: the next chunk starts while
+    the parent, busy writing, has read nothing yet (sent inline, a worker of `lmdb --resize`
+    sat idle half the run)."""
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("fork")
+    job_r, job_w = ctx.Pipe(duplex=False)
+    res_r, res_w = ctx.Pipe(duplex=False)
+    _grow_pipe(res_r)
+    task = Stamped(4 << 20)  # 4 MB: four times the result pipe
+    proc = ctx.Process(target=_worker_main, args=(task, job_r, res_w, [job_w, res_r], settings()))
+    proc.start()
+    job_r.close()
+    res_w.close()
+    try:
+        job_w.send((0, 1))
+        job_w.send((1, 2))
+        time.sleep(0.5)  # busy: nothing read
+        read_at = time.monotonic()
+        replies = [res_r.recv(), res_r.recv()]
+        assert [r[0] for r in replies] == ["ok", "ok"]
+        first, second = (r[1][0][0] for r in replies)
+        assert first < second < read_at - 0.3  # the second chunk ran before the first was read
+        job_w.send(None)
+        proc.join(10)
+        assert proc.exitcode == 0
+    finally:
+        if proc.is_alive():
+            proc.terminate()
