@@ -304,7 +304,7 @@ def _onnx_model(path: Path, weights, options: dict) -> Model:
     import json
 
     from .engines import onnx_session
-    from .onnx_export import read_metadata
+    from .onnx_metadata import read_metadata
 
     if weights is not None:
         raise UsageError(f"{path} holds its weights: leave out --weights")

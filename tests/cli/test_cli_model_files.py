@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -135,6 +136,17 @@ def test_predict_and_extract_run_an_exported_onnx_graph_as_the_model(crop_model)
         got = _predictions(_run("predict", "graph.onnx", listfile, "--json", *extra, cwd=folder))
         assert [(k, c) for k, _, c in got] == [(k, c) for k, _, c in want]
         assert np.allclose([v for _, v, _ in got], [v for _, v, _ in want], atol=1e-5)
+    # start-up: the graph's metadata is read without the exporter, the layers or onnx
+    code = (
+        "import sys; from dataprep.cli.main import cli\n"
+        "try: cli(sys.argv[1:])\n"
+        "except SystemExit as e: assert not e.code, e.code\n"
+        "heavy = ('dataprep.train.layers', 'dataprep.train.onnx_export', 'onnx')\n"
+        "print([m for m in heavy if m in sys.modules], file=sys.stderr)"
+    )
+    args = ["predict", "graph.onnx", str(listfile), "--json", "-q"]
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=folder, capture_output=True, text=True)
+    assert _predictions(r) == got and r.stderr.strip().splitlines()[-1] == "[]", r.stderr
     r = _run("extract", "graph.onnx", listfile, "feats", "--layer", "fc", "--json", cwd=folder)
     assert r.returncode == 0, r.stderr
     with open_store(folder / "feats") as store:
