@@ -97,3 +97,13 @@ def test_decoding_scales_16_bits_applies_exif_orientation_and_drops_alpha():
     out = io.BytesIO()
     Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(out, "JPEG", exif=exif.tobytes())
     assert decode(out.getvalue(), "color").shape == (20, 10, 3)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_planar_bytes_are_the_pixels_in_channel_order(channels):
+    """A raw Datum's C x H x W bytes, for any channel count and a non-contiguous view."""
+    from dataprep.images import planar_bytes
+
+    image = np.random.default_rng(channels).integers(0, 256, (6, 9, channels), dtype=np.uint8)
+    for view in (image, image[:, ::-2], image[1:5]):
+        assert planar_bytes(view) == np.ascontiguousarray(view.transpose(2, 0, 1)).tobytes()

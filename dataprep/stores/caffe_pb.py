@@ -549,12 +549,14 @@ SolverState = _MESSAGES["SolverState"]
 
 def datum_raw(image: np.ndarray, label: int = 0) -> bytes:
     """A raw Datum of an H x W x C uint8 image: pixels in C x H x W order, as CVMatToDatum."""
+    from ..images import planar_bytes
+
     height, width, channels = image.shape
     datum = Datum(
         channels=channels,
         height=height,
         width=width,
-        data=np.ascontiguousarray(image.transpose(2, 0, 1)).tobytes(),
+        data=planar_bytes(image),
         label=label,
         encoded=False,
     )
