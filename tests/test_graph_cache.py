@@ -146,3 +146,25 @@ def test_a_kept_graph_runs_without_importing_the_layers(invoke, tiny):
     *answer, imported = done.stdout.strip().splitlines()
     assert imported == "[]"
     assert [p["values"] for p in json.loads("\n".join(answer))["predictions"]] == first
+
+
+def test_the_process_waits_for_a_session_being_opened_before_it_exits(tmp_path):
+    """A command that stops (a usage error, Ctrl-C) while onnxruntime still creates a session
+    in its thread must not end under it: onnxruntime then aborts the process (SIGABRT, exit
+    134, seen for SqueezeNet's `predict m.onnx --mean 128`, which must exit 2). The thread is
+    waited for: its task finishes after the main thread is done."""
+    import subprocess
+    import sys
+
+    done = tmp_path / "done"
+    code = (
+        "import sys, time; from dataprep.train.engines import in_thread\n"
+        "def slow():\n"
+        "    time.sleep(0.5)\n"
+        "    open(sys.argv[1], 'w').write('opened')\n"
+        "in_thread(slow)\n"
+        "sys.exit(2)"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(done)], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert done.read_text() == "opened"

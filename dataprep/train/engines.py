@@ -64,8 +64,10 @@ def cpu_session(ort, graph: str | bytes) -> Any:
 
 
 def in_thread(task: Callable[..., Any], *args: Any) -> Future:
-    """The future of ``task(*args)``, run in a daemon thread: an interrupted command exits
-    without waiting for a session to open or a graph to be built."""
+    """The future of ``task(*args)``, run in a thread the interpreter waits for at exit: one
+    still creating an onnxruntime session when the process ends aborts it (SIGABRT, "terminate
+    called without an active exception") where a usage error exits 2 and Ctrl-C 130. The
+    tasks are bounded: opening a kept or given graph (half a second for CaffeNet's)."""
     future: Future = Future()
 
     def work() -> None:
@@ -74,7 +76,7 @@ def in_thread(task: Callable[..., Any], *args: Any) -> Future:
         except BaseException as exc:  # handed to whoever takes the result
             future.set_exception(exc)
 
-    threading.Thread(target=work, name="onnxruntime", daemon=True).start()
+    threading.Thread(target=work, name="onnxruntime").start()
     return future
 
 
