@@ -16,6 +16,8 @@ COLUMNS = 2048  # a product needs about this many columns to run near BLAS's rat
 KEEP_BYTES = 16 << 20  # a batch's columns up to this size are kept for the backward pass (LeNet's conv2)
 COLUMN_BYTES = 4 << 20  # and its columns should stay in the caches (CaffeNet conv2 slowed past)
 TILES = 384  # a Winograd product needs about this many tiles (88 GFLOP/s at 196, 94 at 392)
+LAST_WIDTH = 16  # channels-last columns for outputs this narrow or narrower (see ``channels_last``)
+LAST_DEPTH = 1024  # and columns this deep or shallower (C k k)
 
 
 def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True, target: int | None = None) -> int:
@@ -33,6 +35,25 @@ def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True, targ
     groups = -(-n // m)
     groups += groups % 2
     return -(-n // groups)
+
+
+def channels_last(channels: int, k: int, ow: int, group: int) -> bool:
+    """Whether a layer's im2col copies pixels with their channels (N H W, k, k C) rather than
+    rows of output width (C, k, k, N H W): the runs copied are k C floats long instead of
+    OW. Chosen where k C is at least four times OW, on narrow maps and shallow columns, from
+    single-core A/B runs here (forward of 8 images, ms, NCHW -> NHWC): CIFAR-10 quick's conv2
+    (32 -> 32, 16 x 16) 1.98 -> 1.64, its conv3 (8 x 8) 0.80 -> 0.59, LeNet's conv2 (20 -> 50,
+    8 x 8) 0.46 -> 0.34; a loss with three channels (CIFAR-10 quick's conv1, 0.59 -> 0.74),
+    and none that holds on 3 x 3 kernels (SqueezeNet's 13 x 13 layers 2.57 -> 2.43 and 2.66
+    -> 2.66, GoogLeNet's 96 -> 208 at 14 x 14 6.1 -> 6.8): there the product's other
+    orientation costs what the longer runs save."""
+    return (
+        group == 1
+        and k >= 5
+        and ow <= LAST_WIDTH
+        and k * channels >= 4 * ow
+        and k * k * channels <= LAST_DEPTH
+    )
 
 
 def _sizes(values: tuple[int, ...]) -> str:
@@ -68,6 +89,12 @@ class Convolution(Layer):
       (LeNet's 8 x 8 maps: 64 columns, far too few for BLAS to run well).
     * ``pointwise``: a 1 x 1 kernel with stride 1 and no padding is a product on the
       input itself, with no im2col.
+    * ``channels last`` (with ``image`` or ``batch of M``): the columns as a row per output
+      pixel, (i, j, c) along it, copied from a pixels-major (N, H, W, C) padded input in
+      runs of k C floats rather than rows of OW, for 5 x 5 kernels over narrow maps
+      (``channels_last``); the products are oriented with the pixels as their rows.
+      CIFAR-10 quick's conv2 and conv3, forward/backward ms: 13.2/21.4 -> 9.9/18.0 and
+      6.4/13.8 -> 4.4/11.2 in its `time`.
     * ``winograd``: a stride-1 3 x 3 kernel where ``winograd.pays`` (many channels, maps
       of 12 x 12 or more): the forward, the data gradient and the weight gradient as
       Winograd's F(2x2, 3x3) (``winograd.py``), 16 multiplies per two-by-two outputs where
@@ -118,6 +145,9 @@ class Convolution(Layer):
         self.m = images_per_product(num, oh * ow, per_image, xp is np)
         self.keep = num * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
+        self.last = not self.pointwise and channels_last(c, self.k, ow, self.group)
+        if self.last:
+            self.strategy += ", channels last"
         self.winograd = False
         if (self.k, self.stride) == (3, 1) and self.pad <= 2:
             tiles = winograd.tiles(h, self.pad)[1] * winograd.tiles(w, self.pad)[1]
@@ -125,6 +155,7 @@ class Convolution(Layer):
             self.winograd = winograd.pays(min(c, self.out) // self.group, min(oh, ow), m * tiles)
             if self.winograd:
                 self.m, self.keep, self.strategy = m, False, f"winograd, batch of {m}"
+                self.last = False
         # the data gradient of a stride-1 layer whose output is as large as its input ("same"
         # padding) as a convolution of the padded top gradient with the flipped kernels: one
         # im2col copy and one product, where col2im takes one product and k*k scatter-adds
@@ -200,19 +231,32 @@ class Convolution(Layer):
         k, s, p = self.k, self.stride, self.pad
         if self.pointwise:
             return x
+        _, _, oh, ow = self.shapes([x.shape])[0]
+        if self.last:  # (N, OH, OW, k, k C): a window's row of pixels with their channels
+            padded = xp.zeros((n, h + 2 * p, w + 2 * p, c), x.dtype)
+            copy_in_parts(padded[:, p : p + h, p : p + w], x.transpose(0, 2, 3, 1))
+            st = padded.strides
+            return xp.lib.stride_tricks.as_strided(
+                padded, (n, oh, ow, k, k * c), (st[0], st[1] * s, st[2] * s, st[1], st[3])
+            )
         padded = x
         if p:
             padded = xp.zeros((n, c, h + 2 * p, w + 2 * p), x.dtype)
             copy_in_parts(padded[:, :, p : p + h, p : p + w], x)
-        _, _, oh, ow = self.shapes([x.shape])[0]
         return windows(padded, k, k, s, oh, ow).transpose(0, 1, 4, 5, 2, 3)
 
     def _columns(self, view, images: slice):
         """The im2col matrix of some images: (groups, C / groups * k * k, images * OH * OW),
-        the images' columns side by side (a view of the input for one pointwise image)."""
+        the images' columns side by side (a view of the input for one pointwise image); for
+        a channels-last layer (1, images * OH * OW, k * k * C), a row per output pixel, its
+        (i, j, c) ordered as ``_kernels`` orders the weights."""
         xp = get_xp(view)
         part = view[images]
         m = len(part)
+        if self.last:
+            cols = xp.empty(part.shape, part.dtype)
+            cols[...] = part
+            return cols.reshape(1, -1, part.shape[3] * part.shape[4])
         if self.pointwise and m == 1:
             return part.reshape(self.group, -1, part[0, 0].size)
         if self.pointwise:  # (m, C, H, W) -> (C, m, H, W)
@@ -244,7 +288,7 @@ class Convolution(Layer):
             self._saved = (x, None, {})  # the backward transforms the tiles again
             return [y]
         view = self._view(x)
-        weights = self.params[0].reshape(self.group, self.out // self.group, -1)
+        weights = self._kernels(self.params[0])
         bias = self.params[1].reshape(1, -1, 1, 1) if len(self.params) > 1 else 0
         kept: dict[int, object] = {}
         keep = train and self.keep and not (self.full and self.propagate)  # the backward makes its own
@@ -255,6 +299,11 @@ class Convolution(Layer):
                 cols = self._columns(view, images)
                 if keep:
                     kept[a] = cols
+                if self.last:  # a row per pixel times the kernels: (m OH OW, O), oriented as
+                    # BLAS runs it fastest (the kernels' side as the rows: 1.4x the time)
+                    out = xp.matmul(cols[0], weights[0].T)
+                    xp.add(out.reshape(-1, oh, ow, self.out).transpose(0, 3, 1, 2), bias, out=y[images])
+                    continue
                 full = xp.matmul(weights, cols)
                 xp.add(full.reshape(self.out, -1, oh, ow).transpose(1, 0, 2, 3), bias, out=y[images])
 
@@ -272,7 +321,7 @@ class Convolution(Layer):
         n, c, h, w = x.shape
         p, g = self.pad, self.group
         dy = top_diffs[0]
-        weights = self.params[0].reshape(g, self.out // g, -1)
+        weights = self._kernels(self.params[0])
         parts, m = self._parts(n)
         full = self.full and self.propagate
         # per part, dW transposed (groups, C / groups * k * k, outputs / groups): the product
@@ -283,7 +332,7 @@ class Convolution(Layer):
         db = xp.empty((len(parts), self.out), dy.dtype)
         if full:  # written whole, image by image: no padding, no zeroing
             dx = xp.empty((n, c, h, w), dy.dtype)
-            flipped = self._turned(weights).reshape(g, c // g, -1)
+            flipped = self._kernels(self._turned(self.params[0]), c)
         else:
             dx = xp.empty((n, c, h + 2 * p, w + 2 * p), dy.dtype) if self.propagate else None  # padded
 
@@ -294,25 +343,39 @@ class Convolution(Layer):
                 dx[part] = 0
             for a in range(part.start, part.stop, m):
                 images = slice(a, min(a + m, part.stop))
+                if full and self.last:  # (m H W, k k O): rows of pixels, as the forward's
+                    dcols = self._top_columns(dy[images], (h, w))[0]
+                    dx[images] = xp.matmul(dcols, flipped[0].T).reshape(-1, h, w, c).transpose(0, 3, 1, 2)
+                    dw[index, 0] += xp.matmul(dcols.T, self._channels(x[images])[0])
+                    continue
                 d = xp.empty((self.out, images.stop - a) + dy.shape[2:], dy.dtype)
                 d[...] = dy[images].transpose(1, 0, 2, 3)
                 if full:
                     dcols = self._top_columns(d, (h, w))
                     dx[images] = xp.matmul(flipped, dcols).reshape(c, -1, h, w).transpose(1, 0, 2, 3)
-                    dw[index] += xp.matmul(dcols, self._channels(x[images]).transpose(0, 2, 1))
+                    dw[index] += xp.matmul(dcols, self._channels(x[images]))
                     continue
                 d = d.reshape(g, self.out // g, -1)
                 # dW[g]^T += cols[g] @ dy[g]^T, summed part by part
                 cols = kept.pop(a) if a in kept else self._columns(view, images)
-                dw[index] += xp.matmul(cols, d.transpose(0, 2, 1))
+                if self.last:  # (k k C, m OH OW) times the top gradient's pixels' rows
+                    pixels = xp.empty((images.stop - a,) + dy.shape[2:] + (self.out,), dy.dtype)
+                    pixels[...] = dy[images].transpose(0, 2, 3, 1)
+                    dw[index, 0] += xp.matmul(cols[0].T, pixels.reshape(-1, self.out))
+                else:
+                    dw[index] += xp.matmul(cols, d.transpose(0, 2, 1))
                 if dx is not None:
                     self._col2im(dx, images, xp.matmul(weights.transpose(0, 2, 1), d))
 
         run_parts(parts, back)
-        if full:  # (g, O/g, k - 1 - i, k - 1 - j, C/g) -> Caffe's (O, C/g, i, j)
-            k = self.k
+        k = self.k
+        if full and self.last:  # (k - 1 - i, k - 1 - j, O, C) -> Caffe's (O, C, i, j)
+            grad = dw.sum(axis=0).reshape(k, k, self.out, c)[::-1, ::-1].transpose(2, 3, 0, 1)
+        elif full:  # (g, O/g, k - 1 - i, k - 1 - j, C/g) -> Caffe's (O, C/g, i, j)
             turned = dw.sum(axis=0).reshape(g, self.out // g, k, k, c // g)[:, :, ::-1, ::-1]
             grad = turned.transpose(0, 1, 4, 2, 3)
+        elif self.last:  # (i, j, C) x O -> (O, C, i, j)
+            grad = dw.sum(axis=0).reshape(k, k, c, self.out).transpose(3, 2, 0, 1)
         else:
             grad = dw.sum(axis=0).transpose(0, 2, 1)
         self.grads[0] = xp.ascontiguousarray(grad).reshape(self.params[0].shape)
@@ -364,6 +427,16 @@ class Convolution(Layer):
         per = weights.reshape(g, self.out // g, -1, k, k)[:, :, :, ::-1, ::-1]
         return xp.ascontiguousarray(per.transpose(0, 2, 1, 3, 4)).reshape(-1, self.out // g, k, k)
 
+    def _kernels(self, weights, rows: int | None = None):
+        """Weights (rows, C / groups, k, k) as each product's left-hand side: (groups, rows /
+        groups, C / groups * k * k), or for channels-last columns (1, rows, k * k * C) in
+        their (i, j, c) order. ``rows``: the outputs, or the channels of turned kernels."""
+        xp = get_xp(weights)
+        rows = rows or self.out
+        if self.last:
+            return xp.ascontiguousarray(weights.transpose(0, 2, 3, 1)).reshape(1, rows, -1)
+        return weights.reshape(self.group, rows // self.group, -1)
+
     def _top_columns(self, d, hw: tuple[int, int]):
         """The columns a stride-1 backward needs (groups, outputs / groups * k * k, m * H * W)
         from some images' top gradient ``d`` (O x m x OH x OW): the im2col of ``d`` padded
@@ -371,11 +444,24 @@ class Convolution(Layer):
         sums the same terms); times the input's channels, the weight gradient with its
         kernel offsets turned, so no im2col of the input is made again (dW[o, c, i, j] sums
         dy[o, y, x] x[c, y + i - pad, x + j - pad], and column (o, a, b) of the padded
-        gradient holds dy[o, Y + a - q, X + b - q] at input (Y, X): i = k - 1 - a)."""
+        gradient holds dy[o, Y + a - q, X + b - q] at input (Y, X): i = k - 1 - a). For a
+        channels-last layer ``d`` is the images' own (m, O, OH, OW) and the columns are (1,
+        m * H * W, k * k * O), a row per pixel, (a, b, o) along it."""
         xp = get_xp(d)
         k, q, g = self.k, self.k - 1 - self.pad, self.group
-        o, m, oh, ow = d.shape
         h, w = hw
+        if self.last:  # from (m, O, OH, OW): rows (a, b, o), as _columns makes them
+            m, o, oh, ow = d.shape
+            padded = xp.zeros((m, oh + 2 * q, ow + 2 * q, o), d.dtype)
+            padded[:, q : q + oh, q : q + ow] = d.transpose(0, 2, 3, 1)
+            s = padded.strides
+            view = xp.lib.stride_tricks.as_strided(
+                padded, (m, h, w, k, k * o), (s[0], s[1], s[2], s[1], s[3])
+            )
+            cols = xp.empty(view.shape, d.dtype)
+            cols[...] = view
+            return cols.reshape(1, -1, k * k * o)
+        o, m, oh, ow = d.shape
         padded = xp.zeros((o, m, oh + 2 * q, ow + 2 * q), d.dtype)
         padded[:, :, q : q + oh, q : q + ow] = d
         s = padded.strides
@@ -387,12 +473,17 @@ class Convolution(Layer):
         return cols.reshape(g, o // g * k * k, m * h * w)
 
     def _channels(self, x):
-        """Some images (m, C, H, W) as (groups, C / groups, m * H * W): a weight gradient's
-        right-hand side in a full backward."""
+        """Some images (m, C, H, W) as (groups, m * H * W, C / groups): a weight gradient's
+        right-hand side in a full backward (channels last: rows of pixels, contiguous)."""
         xp = get_xp(x)
-        flat = xp.empty((x.shape[1], x.shape[0]) + x.shape[2:], x.dtype)
+        m, c = x.shape[:2]
+        if self.last:
+            flat = xp.empty((m,) + x.shape[2:] + (c,), x.dtype)
+            flat[...] = x.transpose(0, 2, 3, 1)
+            return flat.reshape(1, -1, c)
+        flat = xp.empty((c, m) + x.shape[2:], x.dtype)
         flat[...] = x.transpose(1, 0, 2, 3)
-        return flat.reshape(self.group, x.shape[1] // self.group, -1)
+        return flat.reshape(self.group, c // self.group, -1).transpose(0, 2, 1)
 
     def _col2im(self, dx, images: slice, dcols) -> None:
         """Add some images' column gradients (groups, C / groups * k * k, images * OH * OW)
@@ -405,7 +496,9 @@ class Convolution(Layer):
             dx[images] = dcols.reshape(c, m, *dx.shape[2:]).transpose(1, 0, 2, 3)
             return
         _, _, oh, ow = self.shapes([(m, c, dx.shape[2] - 2 * self.pad, dx.shape[3] - 2 * self.pad)])[0]
-        dcols = dcols.reshape(c, k, k, m, oh, ow)
+        # rows (c, i, j), or (i, j, c) for channels-last columns
+        dcols = dcols.reshape(k, k, c, m, oh, ow) if self.last else dcols.reshape(c, k, k, m, oh, ow)
         for i in range(k):
             for j in range(k):
-                dx[images, :, i : i + s * oh : s, j : j + s * ow : s] += dcols[:, i, j].transpose(1, 0, 2, 3)
+                offset = dcols[i, j] if self.last else dcols[:, i, j]
+                dx[images, :, i : i + s * oh : s, j : j + s * ow : s] += offset.transpose(1, 0, 2, 3)
