@@ -424,12 +424,13 @@ STRATEGIES = [
     ({"num_output": 2, "kernel_size": 5, "pad": 2}, (3, 3, 6, 5), 64, "batch of 2"),
     # more than twice as many outputs as channels: col2im
     ({"num_output": 5, "kernel_size": 3, "pad": 1}, (2, 2, 5, 5), 8, "image"),
-    # channels-last columns (runs of k C floats): full, stride 2, unpadded and wide (col2im)
+    # channels-last columns (runs of k C floats) with the top gradient's columns; not with
+    # col2im (stride 2, unpadded, more than twice the outputs)
     ({"num_output": 3, "kernel_size": 5, "pad": 2}, (3, 4, 4, 4), 8, "image, channels last"),
-    ({"num_output": 3, "kernel_size": 5, "stride": 2, "pad": 2}, (3, 4, 6, 6), 8, "image, channels last"),
-    ({"num_output": 3, "kernel_size": 5}, (2, 4, 7, 7), 64, "image, channels last"),
-    ({"num_output": 9, "kernel_size": 5, "pad": 2}, (2, 4, 4, 4), 8, "image, channels last"),
     ({"num_output": 3, "kernel_size": 5, "pad": 2}, (6, 4, 3, 3), 27, "batch of 3, channels last"),
+    ({"num_output": 3, "kernel_size": 5, "stride": 2, "pad": 2}, (3, 4, 6, 6), 8, "image"),
+    ({"num_output": 3, "kernel_size": 5}, (2, 4, 7, 7), 64, "image"),
+    ({"num_output": 9, "kernel_size": 5, "pad": 2}, (2, 4, 4, 4), 8, "image"),
 ]
 
 
@@ -484,7 +485,7 @@ def test_convolution_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, 
     [
         ({"num_output": 32, "kernel_size": 5, "pad": 2}, (100, 32, 16, 16), True),  # CIFAR-10 quick conv2
         ({"num_output": 64, "kernel_size": 5, "pad": 2}, (100, 32, 8, 8), True),  # its conv3
-        ({"num_output": 50, "kernel_size": 5}, (64, 20, 12, 12), True),  # LeNet's conv2
+        ({"num_output": 50, "kernel_size": 5}, (64, 20, 12, 12), False),  # LeNet's conv2: col2im
         ({"num_output": 32, "kernel_size": 5, "pad": 2}, (100, 3, 32, 32), False),  # three channels
         ({"num_output": 128, "kernel_size": 5, "pad": 2}, (10, 48, 27, 27), False),  # wide maps
         ({"num_output": 256, "kernel_size": 3, "pad": 1}, (10, 64, 13, 13), False),  # 3 x 3
@@ -506,16 +507,20 @@ def test_channels_last_columns_where_they_pay_and_the_same_values(monkeypatch, s
     data = np.random.default_rng(5).normal(size=small).astype(np.float32)
     results = {}
     for chosen in (False, True):
-        monkeypatch.setattr(convolution, "channels_last", lambda *_, chosen=chosen: chosen)
-        layer = make_layer({"type": "Convolution", **spec})
-        tops = layer.setup([small], np, np.random.default_rng(0), np.float32)
-        assert layer.last == chosen
-        y = layer.forward([data])[0]
-        (dx,) = layer.backward([np.random.default_rng(2).normal(size=tops[0]).astype(np.float32)])
-        results[chosen] = [y, dx, *layer.grads]
-    for planar, last_ in zip(results[False], results[True]):
-        assert last_.dtype == np.float32 and last_.shape == planar.shape
-        assert np.allclose(last_, planar, rtol=1e-5, atol=1e-5 * np.abs(planar).max())
+        for propagate in (True, False):  # a first layer computes no data gradient
+            monkeypatch.setattr(convolution, "channels_last", lambda *_, chosen=chosen: chosen)
+            layer = make_layer({"type": "Convolution", **spec})
+            tops = layer.setup([small], np, np.random.default_rng(0), np.float32)
+            layer.propagate = propagate
+            assert layer.last == chosen
+            y = layer.forward([data])[0]
+            (dx,) = layer.backward([np.random.default_rng(2).normal(size=tops[0]).astype(np.float32)])
+            assert (dx is None) == (not propagate)
+            results[chosen, propagate] = [y, *([dx] if propagate else []), *layer.grads]
+    for propagate in (True, False):
+        for planar, last_ in zip(results[False, propagate], results[True, propagate]):
+            assert last_.dtype == np.float32 and last_.shape == planar.shape
+            assert np.allclose(last_, planar, rtol=1e-5, atol=1e-5 * np.abs(planar).max())
 
 
 # Winograd's F(2x2, 3x3), ``winograd.pays`` made true for small shapes: an odd output (a

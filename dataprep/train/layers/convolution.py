@@ -92,7 +92,8 @@ class Convolution(Layer):
     * ``channels last`` (with ``image`` or ``batch of M``): the columns as a row per output
       pixel, (i, j, c) along it, copied from a pixels-major (N, H, W, C) padded input in
       runs of k C floats rather than rows of OW, for 5 x 5 kernels over narrow maps
-      (``channels_last``); the products are oriented with the pixels as their rows.
+      (``channels_last``), where the backward takes the top gradient's columns too; the
+      products are oriented with the pixels as their rows.
       CIFAR-10 quick's conv2 and conv3, forward/backward ms: 13.2/21.4 -> 9.9/18.0 and
       6.4/13.8 -> 4.4/11.2 in its `time`.
     * ``winograd``: a stride-1 3 x 3 kernel where ``winograd.pays`` (many channels, maps
@@ -145,9 +146,6 @@ class Convolution(Layer):
         self.m = images_per_product(num, oh * ow, per_image, xp is np)
         self.keep = num * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
-        self.last = not self.pointwise and channels_last(c, self.k, ow, self.group)
-        if self.last:
-            self.strategy += ", channels last"
         self.winograd = False
         if (self.k, self.stride) == (3, 1) and self.pad <= 2:
             tiles = winograd.tiles(h, self.pad)[1] * winograd.tiles(w, self.pad)[1]
@@ -155,7 +153,6 @@ class Convolution(Layer):
             self.winograd = winograd.pays(min(c, self.out) // self.group, min(oh, ow), m * tiles)
             if self.winograd:
                 self.m, self.keep, self.strategy = m, False, f"winograd, batch of {m}"
-                self.last = False
         # the data gradient of a stride-1 layer whose output is as large as its input ("same"
         # padding) as a convolution of the padded top gradient with the flipped kernels: one
         # im2col copy and one product, where col2im takes one product and k*k scatter-adds
@@ -177,6 +174,11 @@ class Convolution(Layer):
         # Its weight gradient comes from the same columns, times the input's channels, with no
         # im2col of the input (backward: CIFAR-10 quick's conv2 26 -> 22 ms, its conv3 14.6 ->
         # 13.8 ms, ResNet-50's 512 -> 512 at 7 x 7 60 -> 48 ms).
+        # Channels-last columns only with that backward: LeNet's unpadded conv2, whose data
+        # gradient is col2im, ran its backward 5.1 -> 5.5 ms with them, its forward the same.
+        self.last = self.full and not self.winograd and channels_last(c, self.k, ow, self.group)
+        if self.last:
+            self.strategy += ", channels last"
         return tops
 
     def shapes(self, shapes):
@@ -496,9 +498,7 @@ class Convolution(Layer):
             dx[images] = dcols.reshape(c, m, *dx.shape[2:]).transpose(1, 0, 2, 3)
             return
         _, _, oh, ow = self.shapes([(m, c, dx.shape[2] - 2 * self.pad, dx.shape[3] - 2 * self.pad)])[0]
-        # rows (c, i, j), or (i, j, c) for channels-last columns
-        dcols = dcols.reshape(k, k, c, m, oh, ow) if self.last else dcols.reshape(c, k, k, m, oh, ow)
+        dcols = dcols.reshape(c, k, k, m, oh, ow)
         for i in range(k):
             for j in range(k):
-                offset = dcols[i, j] if self.last else dcols[:, i, j]
-                dx[images, :, i : i + s * oh : s, j : j + s * ow : s] += offset.transpose(1, 0, 2, 3)
+                dx[images, :, i : i + s * oh : s, j : j + s * ow : s] += dcols[:, i, j].transpose(1, 0, 2, 3)
