@@ -46,7 +46,8 @@ def channels_last(channels: int, k: int, ow: int, group: int) -> bool:
     8 x 8) 0.46 -> 0.34; a loss with three channels (CIFAR-10 quick's conv1, 0.59 -> 0.74),
     and none that holds on 3 x 3 kernels (SqueezeNet's 13 x 13 layers 2.57 -> 2.43 and 2.66
     -> 2.66, GoogLeNet's 96 -> 208 at 14 x 14 6.1 -> 6.8): there the product's other
-    orientation costs what the longer runs save."""
+    orientation costs what the longer runs save. ``setup`` takes it only with the backward
+    that shares the top gradient's columns."""
     return (
         group == 1
         and k >= 5
