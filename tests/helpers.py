@@ -139,3 +139,38 @@ def train_losses(log: str) -> list[float]:
     return [
         float(line.rsplit("=", 1)[1].split()[0]) for line in log.splitlines() if "Train net output" in line
     ]
+
+
+LMDB_PAGE = 4096
+
+
+def lmdb_pages(data: bytes) -> dict[str, list[int]]:
+    """Page numbers by LMDB page type (P_BRANCH 1, P_LEAF 2, P_OVERFLOW 4)."""
+    found: dict[str, list[int]] = {}
+    for number in range(2, len(data) // LMDB_PAGE):
+        at = number * LMDB_PAGE
+        if struct.unpack_from("<Q", data, at)[0] != number:
+            continue  # an overflow page's continuation
+        flags = struct.unpack_from("<H", data, at + 10)[0]
+        for bit, name in ((1, "branch"), (2, "leaf"), (4, "overflow")):
+            if flags & bit:
+                found.setdefault(name, []).append(number)
+    return found
+
+
+def damage_lmdb(data: bytearray, where: str) -> None:
+    """Damage an LMDB file's bytes in place, keeping its size: both meta pages, the first
+    branch page, the first overflow page, or (``leaf``) a node's overflow page number."""
+    pages = lmdb_pages(bytes(data))
+    if where == "meta":  # both meta pages name a root past the file
+        for meta in (0, 1):
+            struct.pack_into("<Q", data, meta * LMDB_PAGE + 128, len(data) // LMDB_PAGE + 1000)
+    elif where == "branch":
+        data[pages["branch"][0] * LMDB_PAGE + 16 : pages["branch"][0] * LMDB_PAGE + 32] = b"\xff" * 16
+    elif where == "overflow":
+        data[pages["overflow"][0] * LMDB_PAGE : pages["overflow"][0] * LMDB_PAGE + 16] = b"\xff" * 16
+    else:  # a leaf node's overflow page number far past the file: reading it is a SIGBUS
+        at = pages["leaf"][0] * LMDB_PAGE
+        node = at + struct.unpack_from("<H", data, at + 16)[0]
+        key_size = struct.unpack_from("<H", data, node + 6)[0]
+        struct.pack_into("<Q", data, node + 8 + key_size, 1 << 28)

@@ -42,6 +42,9 @@ COMMANDS = {
     "train": "Train a recipe's net (YAML, or Caffe's solver prototxt) with Caffe's log lines and snapshots.",
 }
 
+# commands whose first argument is the store they read
+READS_FIRST = {"mean", "info", "verify", "convert"}
+
 log = logging.getLogger("dataprep")
 
 
@@ -67,6 +70,11 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] in READS_FIRST:
+            _walk_ahead(args[1:])
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
@@ -124,6 +132,16 @@ class LazyGroup(click.Group):
         finally:
             _close_executors()
             _restore_process_hooks(hooks)
+
+
+def _walk_ahead(args: list[str]) -> None:
+    """Start the page walk of the LMDB folder a command will read (its first argument, when
+    no option comes before it), while the command's modules load: the walk is most of the
+    opening of a store (25 ms of `mean`'s 0.25 s on 1500 records) and needs only a core."""
+    if args and not args[0].startswith("-") and os.path.isfile(os.path.join(args[0], "data.mdb")):
+        from ..lmdb_walk import walk_ahead
+
+        walk_ahead(args[0])
 
 
 def caffe_order_hint(exc: click.UsageError) -> str | None:

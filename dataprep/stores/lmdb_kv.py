@@ -11,6 +11,7 @@ from typing import Iterator
 import lmdb
 
 from ..errors import StoreError
+from ..lmdb_walk import abandon_walks, walk_checked
 from ..staging import describe_bytes
 
 INITIAL_MAP_SIZE = 1 << 30  # a sparse file while writing; truncated to the used pages at close
@@ -144,52 +145,6 @@ def _damage_named(path: str) -> Iterator[None]:
         raise StoreError(f"{path}: damaged ({exc})") from None
 
 
-_WALKED: set[tuple] = set()  # (path, size, mtime) of stores walked in this process or its parent
-
-
-def walk_checked(path: Path, env) -> None:
-    """Walk every page of the store once, in a forked child, before this process reads it:
-    a damaged page can point LMDB outside the file, and that read is a SIGBUS that Python
-    cannot recover from. The child touches each value's first and last byte (overflow
-    pages too); its death by a signal, or an LMDB error, becomes one StoreError naming the
-    store (``--skip-bad`` does not hide it: a damaged page is not a damaged record). Each
-    (path, size, mtime) is walked once per process tree."""
-    import signal
-
-    stat = (path / "data.mdb").stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key in _WALKED:
-        return
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: walk, say what LMDB said, and leave without cleanup
-        os.close(read)
-        code = 0
-        try:
-            with env.begin(buffers=True) as txn:
-                for _, value in txn.cursor():
-                    if len(value):
-                        value[0], value[len(value) - 1]
-        except lmdb.Error as exc:
-            os.write(write, str(exc).encode()[:500])
-            code = 3
-        except BaseException:
-            code = 4
-        os._exit(code)
-    os.close(write)
-    with os.fdopen(read, "rb") as said:
-        message = said.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        name = signal.Signals(os.WTERMSIG(status)).name
-        raise StoreError(
-            f"{path}: damaged (reading its pages ended in {name}: a page points outside the file)"
-        )
-    if os.WEXITSTATUS(status) == 3:
-        raise StoreError(f"{path}: damaged ({message})")
-    _WALKED.add(key)
-
-
 class LmdbReadKV:
     """Read-only access (MDB_RDONLY, no lock file writes) to an LMDB directory. Readers of
     the same store in one process share its environment (LMDB allows one per process)."""
@@ -215,6 +170,7 @@ class LmdbReadKV:
                 _refuse_truncated(Path(path), env)
                 walk_checked(Path(path), env)
             except StoreError:
+                abandon_walks(Path(path))
                 env.close()
                 raise
             _OPEN[self._key] = [env, 0]

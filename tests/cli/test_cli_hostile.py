@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from helpers import mnist_files, run_dataprep, write_images
+from helpers import damage_lmdb, mnist_files, run_dataprep, write_images
 from test_cli_faults import small_disk  # noqa: F401  (a fixture)
 from test_cli_train import write_recipe
 
@@ -52,38 +52,6 @@ def test_a_second_run_on_a_snapshot_prefix_is_refused_naming_the_first(tmp_path)
 
 # 2. a damaged LMDB page is one line, never a signal
 
-PAGE = 4096
-
-
-def _pages(data: bytes) -> dict[str, list[int]]:
-    """Page numbers by LMDB page type (P_BRANCH 1, P_LEAF 2, P_OVERFLOW 4)."""
-    found: dict[str, list[int]] = {}
-    for number in range(2, len(data) // PAGE):
-        at = number * PAGE
-        if struct.unpack_from("<Q", data, at)[0] != number:
-            continue  # an overflow page's continuation
-        flags = struct.unpack_from("<H", data, at + 10)[0]
-        for bit, name in ((1, "branch"), (2, "leaf"), (4, "overflow")):
-            if flags & bit:
-                found.setdefault(name, []).append(number)
-    return found
-
-
-def _damage(data: bytearray, where: str) -> None:
-    pages = _pages(bytes(data))
-    if where == "meta":  # both meta pages name a root past the file
-        for meta in (0, 1):
-            struct.pack_into("<Q", data, meta * PAGE + 128, len(data) // PAGE + 1000)
-    elif where == "branch":
-        data[pages["branch"][0] * PAGE + 16 : pages["branch"][0] * PAGE + 32] = b"\xff" * 16
-    elif where == "overflow":
-        data[pages["overflow"][0] * PAGE : pages["overflow"][0] * PAGE + 16] = b"\xff" * 16
-    else:  # a leaf node's overflow page number far past the file: reading it is a SIGBUS
-        at = pages["leaf"][0] * PAGE
-        node = at + struct.unpack_from("<H", data, at + 16)[0]
-        key_size = struct.unpack_from("<H", data, node + 6)[0]
-        struct.pack_into("<Q", data, node + 8 + key_size, 1 << 28)
-
 
 @pytest.fixture(scope="module")
 def lmdb_store(tmp_path_factory):
@@ -110,7 +78,7 @@ def lmdb_store(tmp_path_factory):
 def test_a_damaged_lmdb_page_is_one_line_not_a_signal(lmdb_store, tmp_path, where, command):
     shutil.copytree(lmdb_store / "db", tmp_path / "c")
     data = bytearray((tmp_path / "c" / "data.mdb").read_bytes())
-    _damage(data, where)
+    damage_lmdb(data, where)
     (tmp_path / "c" / "data.mdb").write_bytes(bytes(data))  # the same size
     recipe = {
         "data": {"train": "c", "batch_size": 10},
