@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import os
 import signal
 import sys
+import threading
 
 import click
 
@@ -257,5 +259,28 @@ def _quiet_interrupts(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+def main() -> None:
+    """The console entry point: the command, then an exit without the interpreter's
+    teardown (freeing every object and module, 25 ms of a 0.25 s `mean`) once what an exit
+    must do is done: threads joined as the interpreter joins them, atexit callbacks run, the
+    standard streams flushed. Every output is complete before a command returns."""
+    try:
+        cli()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter's exit calls first
+    if shutdown is None or not isinstance(code, (int, type(None))):
+        raise SystemExit(code)
+    shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: as the interpreter's exit
+            code = code or 120
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    cli()
+    main()

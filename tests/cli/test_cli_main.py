@@ -230,3 +230,42 @@ def test_training_draws_a_bar_for_each_test_pass_on_a_terminal(tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     drawn = run_on_terminal("train", "r.yaml", cwd=tmp_path)
     assert "test at 0:" in drawn and "/4 batch" in drawn and "train:" in drawn and "/2 iter" in drawn
+
+
+EXIT_SCRIPT = """
+import atexit, sys, threading, time
+from pathlib import Path
+from dataprep.cli.main import main
+
+out = Path(sys.argv[1])
+class Finalized:
+    def __del__(self):
+        (out / "finalized").write_text("the interpreter's teardown ran")
+kept = Finalized()
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+def late():
+    time.sleep(0.3)
+    (out / "thread").write_text("joined")
+threading.Thread(target=late).start()
+sys.stdout.write("buffered " * 1000)  # left in the buffer until the exit flushes it
+sys.argv = ["dataprep", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("args, code", [(["--version"], 0), (["mean", "missing"], 2)])
+def test_the_entry_point_exits_without_the_teardown_once_exit_work_is_done(tmp_path, args, code):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == code, result.stderr
+    assert result.stdout.startswith("buffered " * 1000)  # flushed
+    assert (__version__ in result.stdout) == (code == 0)
+    assert (tmp_path / "thread").exists() and (tmp_path / "atexit").exists()  # joined, run
+    assert not (tmp_path / "finalized").exists()  # no teardown
