@@ -4,6 +4,7 @@ start the walk before it loads anything else (``walk_ahead``)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from pathlib import Path
@@ -89,16 +90,12 @@ def walk_ahead(path: str | os.PathLike) -> None:
     environment, so that it runs on another core while the command imports and sets up;
     the reader that opens the store waits for its verdict (``walk_checked``). Walks not
     waited for are stopped at exit. A path that is no LMDB folder is left alone."""
-    import atexit
-
     try:
         key = _walk_key(Path(path))
     except OSError:
         return
     if key in _WALKED or key in _AHEAD:
         return
-    if not _AHEAD:
-        atexit.register(abandon_walks)
     _AHEAD[key] = _Walk(Path(path))
 
 
@@ -106,6 +103,9 @@ def abandon_walks(path: Path | None = None) -> None:
     """Stop the walks started ahead (of ``path`` only, when given)."""
     for key in [k for k in _AHEAD if path is None or k[0] == str(path.resolve())]:
         _AHEAD.pop(key).abandon()
+
+
+atexit.register(abandon_walks)
 
 
 def walk_checked(path: Path, env) -> None:
