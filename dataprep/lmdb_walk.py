@@ -89,7 +89,8 @@ def walk_ahead(path: str | os.PathLike) -> None:
     """Start the page walk of the LMDB folder ``path`` now, in a child with its own
     environment, so that it runs on another core while the command imports and sets up;
     the reader that opens the store waits for its verdict (``walk_checked``). Walks not
-    waited for are stopped at exit. A path that is no LMDB folder is left alone."""
+    waited for are stopped when the CLI command ends, or at exit. A path that is no LMDB
+    folder is left alone."""
     try:
         key = _walk_key(Path(path))
     except OSError:

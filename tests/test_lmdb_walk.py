@@ -106,3 +106,9 @@ def test_the_cli_walks_ahead_the_store_a_command_reads_first(store, monkeypatch,
     invoke("mean", str(store), "-o", str(store.parent / "m.binaryproto"))
     invoke("verify", str(store.parent))  # no LMDB folder
     assert started == [str(store)] * 2
+
+
+def test_a_walk_the_command_did_not_wait_for_is_stopped_when_it_ends(store, walks, invoke):
+    result = invoke("info", str(store), "--no-such-option")
+    assert result.exit_code == 2
+    assert walks == ["own env"] and not lmdb_walk._AHEAD  # started, then stopped and reaped

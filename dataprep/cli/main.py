@@ -133,6 +133,7 @@ class LazyGroup(click.Group):
             ) from None
         finally:
             _close_executors()
+            _abandon_walks()
             _restore_process_hooks(hooks)
 
 
@@ -162,6 +163,15 @@ def _close_executors() -> None:
     parallel = sys.modules.get("dataprep.parallel")
     if parallel is not None:
         parallel.close_executors()
+
+
+def _abandon_walks() -> None:
+    """Stop the page walks started ahead that the command did not wait for (it ended before
+    opening its store: a usage error, --help); a process that runs commands in-process
+    keeps no walking child."""
+    walks = sys.modules.get("dataprep.lmdb_walk")
+    if walks is not None:
+        walks.abandon_walks()
 
 
 def _process_hooks() -> tuple:
