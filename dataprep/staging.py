@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -77,6 +76,8 @@ def remove(path: Path) -> None:
 
 def _host() -> str:
     """This machine's name as it may appear in a file name."""
+    import socket  # 5 ms of imports, for staging on shared folders only
+
     return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
 
 

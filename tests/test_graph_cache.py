@@ -87,9 +87,8 @@ def test_a_damaged_kept_graph_is_built_again(invoke, tiny):
     (kept,) = _kept()
     kept.write_bytes(b"not a graph")
     assert np.allclose(_predict(invoke, folder, images), first, atol=1e-6)
-    assert not kept.exists()  # dropped; the next command keeps a sound one
-    _predict(invoke, folder, images)
-    assert _kept() == [kept] and kept.stat().st_size > 100
+    assert _kept() == [kept] and kept.stat().st_size > 100  # dropped, built again and kept
+    assert np.allclose(_predict(invoke, folder, images), first, atol=1e-6)
 
 
 def test_off_or_unwritable_keeps_nothing_and_still_answers(invoke, tiny, monkeypatch, tmp_path):
@@ -119,6 +118,56 @@ def test_the_least_recently_used_graphs_go_past_the_limit(invoke, tiny, monkeypa
     _predict(invoke, folder, images)
     (new,) = _kept()
     assert new != old
+    # the dropped graph's hint went with it
+    assert [h.read_text().strip() for h in _hints()] == [new.name]
+
+
+def _hints() -> list[Path]:
+    return sorted((Path(os.environ["DATAPREP_CACHE"]) / "onnx").glob("*.hint"))
+
+
+def test_the_next_command_opens_its_kept_graph_from_its_command_line(invoke, tiny, monkeypatch):
+    """The kept graph's key needs the model's layers; the hint left by the last command with
+    the same files and options starts onnxruntime on the graph before the model is read."""
+    from dataprep.train import engines, inference
+
+    folder, images = tiny
+    (folder / "m.caffemodel").write_bytes((folder / "w0.caffemodel").read_bytes())
+    first = _predict(invoke, folder, images)
+    (kept,) = _kept()
+    opening_at_load = []
+    load_model = inference.load_model
+
+    def watched(*args, **kwargs):
+        opening_at_load.append([key[0] for key in engines._OPENING])
+        return load_model(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "load_model", watched)
+    assert _predict(invoke, folder, images) == first
+    assert opening_at_load == [[str(kept)]]
+    assert not engines._OPENING  # the engine took the session opened for it
+    # another command line (another option) has no hint yet: nothing opens before the model
+    r = invoke(
+        "predict", folder / "tiny.prototxt", "--weights", folder / "m.caffemodel", images,
+        "--json", "--engine", "onnxruntime", "--scale", 0.005,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert opening_at_load[-1] == []
+
+
+def test_a_wrong_hint_costs_an_opening_not_an_answer(invoke, tiny):
+    folder, images = tiny
+    weights = folder / "m.caffemodel"
+    weights.write_bytes((folder / "w0.caffemodel").read_bytes())
+    _predict(invoke, folder, images)
+    (graph0,) = _kept()
+    os.replace(folder / "w1.caffemodel", weights)  # other weights: another graph, another hint
+    second = _predict(invoke, folder, images)
+    (graph1,) = set(_kept()) - {graph0}
+    (hint1,) = [h for h in _hints() if h.read_text().strip() == graph1.name]
+    hint1.write_text(graph0.name + "\n")  # names the other weights' graph
+    assert _predict(invoke, folder, images) == second
+    assert hint1.read_text().strip() == graph1.name  # set right for the next command
 
 
 def test_a_kept_graph_runs_without_importing_the_layers(invoke, tiny):

@@ -14,9 +14,8 @@ from __future__ import annotations
 import io
 import json
 import re
-import tarfile
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -35,6 +34,9 @@ from .base import (
     shards_of,
     write_error,
 )
+
+if TYPE_CHECKING:
+    import tarfile
 
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -123,6 +125,8 @@ class WdsWriter(StoreWriter):
     def _next_shard(self) -> None:
         if self._tar is not None:
             self._tar.close()
+        import tarfile  # 8 ms of imports: loaded by writers only, not when a path is looked at
+
         name = shard_name(self.path, len(self._shards))
         self._tar = tarfile.open(self._staging.path(name), "w", format=tarfile.USTAR_FORMAT)
         self._shards.append(name.name)
@@ -130,6 +134,8 @@ class WdsWriter(StoreWriter):
 
     def _add(self, name: str, data: bytes) -> int:
         """Add one member; returns where its data starts in the shard."""
+        import tarfile
+
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = len(data), 0o644, 0  # mtime 0: identical runs, identical bytes
         self._tar.addfile(info, io.BytesIO(data))

@@ -149,17 +149,19 @@ class OnnxEngine:
         except ImportError:
             raise MissingPackage("--engine onnxruntime", "onnx", "onnxruntime and onnx") from None
         self.model, self.blobs, self.session, self._ort = model, list(blobs), None, ort
-        self._opening: tuple[tuple, Future] | None = None
+        self._opening: tuple[tuple, str, Future] | None = None
         if model.session is None and model.input_shape:
-            # a kept graph opens while the first inputs are decoded; one to build is built
-            # at the first batch, on this thread (in a thread beside the decoding, the
-            # export's Python took SqueezeNet's 1.8 s to 11 s)
+            # a kept graph opens while the first inputs are decoded (since the command line
+            # where it hinted this graph); one to build is built at the first batch, on this
+            # thread (in a thread beside the decoding, the export's Python took SqueezeNet's
+            # 1.8 s to 11 s)
             from .graph_cache import kept
 
             chw = tuple(model.input_shape)
             parts = self._parts(chw)
-            if parts["weights"] is not None and kept(parts):
-                self._opening = (chw, in_thread(self._opened, chw))
+            graph = kept(parts) if parts["weights"] is not None else None
+            if graph is not None:
+                self._opening = (chw, graph, onnx_session(graph))
         if model.session is not None:  # an exported graph as MODEL: its outputs are what it has
             self.chw = tuple(model.input_shape)
             have = [spec["top"][0] for spec in model.specs]
@@ -178,12 +180,36 @@ class OnnxEngine:
         build = functools.partial(self._graph, chw)
         graph = cached_graph(parts, build) if parts["weights"] is not None else build()
         try:
-            return cpu_session(self._ort, graph)
+            session = cpu_session(self._ort, graph)
         except Exception:  # onnxruntime's own types: a kept file damaged since
             if isinstance(graph, bytes):
                 raise
             forget(graph)
             return cpu_session(self._ort, build())
+        if isinstance(graph, str):
+            self._used(graph)
+        return session
+
+    def _taken(self, opening: tuple[tuple, str, Future]) -> Any:
+        """The session of the kept graph opened ahead (``__init__``); a file damaged since
+        is dropped and the graph built again."""
+        chw, graph, future = opening
+        try:
+            session = future.result()
+        except DataprepError:
+            from .graph_cache import forget
+
+            forget(graph)
+            return self._opened(chw)
+        self._used(graph)
+        return session
+
+    def _used(self, graph: str) -> None:
+        """The kept ``graph`` used now; the next command with this command line opens it
+        from its start."""
+        from .graph_cache import used
+
+        used(graph, self.model.hint)
 
     def _parts(self, chw: tuple[int, ...]) -> dict:
         """What the graph for inputs of ``chw`` is built from (``graph_cache``'s key)."""
@@ -219,7 +245,7 @@ class OnnxEngine:
         elif self.session is None or tuple(data.shape[1:]) != self.chw:
             chw = tuple(data.shape[1:])
             opening, self._opening = self._opening, None
-            self.session = opening[1].result() if opening and opening[0] == chw else self._opened(chw)
+            self.session = self._taken(opening) if opening and opening[0] == chw else self._opened(chw)
             self.chw = chw
         values = self.session.run(list(blobs), {self.model.input: np.ascontiguousarray(data, np.float32)})
         return dict(zip(blobs, values))

@@ -5,7 +5,12 @@ onnx, a native net for the shapes, the protobuf copies) took CaffeNet 2.5 s, whe
 onnxruntime opens the built file in 0.4 s. A graph is found again by everything it was
 built from: the layers, the input shape, the outputs asked for, the weights file as it is
 now (path, size, modification time) and dataprep's own source files; a change to any of
-them builds a new graph, so a cached one is never stale. Graphs live in ``$DATAPREP_CACHE``
+them builds a new graph, so a cached one is never stale. The key needs the model's layers,
+so the model must be read before its graph is found; a hint, keyed by what the command
+line names (the model and weights files as they are now, the options), says which graph
+the last such command used, so onnxruntime can open it while the model is read. The engine
+still finds its graph by the key and uses the hinted one only where they agree: a wrong
+hint costs an opening, never an answer. Graphs live in ``$DATAPREP_CACHE``
 (default ``$XDG_CACHE_HOME/dataprep``, else ``~/.cache/dataprep``), at most ``KEEP_BYTES``
 of them, the least recently used dropped first; ``DATAPREP_CACHE=off`` keeps none.
 """
@@ -64,6 +69,44 @@ def kept(parts: dict) -> str | None:
     return str(path) if path is not None and path.is_file() else None
 
 
+def _hint_path(request: dict) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    text = json.dumps(request, sort_keys=True, default=str)
+    return folder / f"{hashlib.sha256(text.encode()).hexdigest()}.hint"
+
+
+def hinted(request: dict) -> str | None:
+    """The kept graph the last command with ``request`` (JSON-able: what its command line
+    names) used, where it is still kept; else None."""
+    hint = _hint_path(request)
+    try:
+        name = hint.read_text().strip() if hint is not None else ""
+    except OSError:
+        return None
+    graph = hint.with_name(name) if name.endswith(".onnx") else None
+    return str(graph) if graph is not None and graph.is_file() else None
+
+
+def used(graph: str, request: dict | None = None) -> None:
+    """Note that the kept ``graph`` was used now (the last to be dropped) by a command with
+    ``request`` (``hinted``); a cache that cannot be written keeps no hint."""
+    with contextlib.suppress(OSError):  # dropped by another command just now
+        os.utime(graph)
+    hint = _hint_path(request) if request is not None else None
+    if hint is None or hinted(request) == graph:
+        return
+    tmp = hint.with_name(f".{hint.name}.{uuid.uuid4().hex}.partial")
+    try:
+        tmp.write_text(Path(graph).name + "\n")
+        os.replace(tmp, hint)
+    except OSError as exc:
+        log.debug("hint not kept in %s: %s", hint.parent, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def cached_graph(parts: dict, build: Callable[[], bytes]) -> str | bytes:
     """The graph built from ``parts``: the path of the kept file, or the serialized graph
     from ``build`` (then kept). Where the cache is off or cannot be written, the bytes."""
@@ -113,3 +156,7 @@ def _trim(folder: Path, keep: Path) -> None:
         if p != keep:
             p.unlink(missing_ok=True)
             total -= size
+    for hint in folder.glob("*.hint"):  # and the hints that name a dropped graph
+        with contextlib.suppress(OSError):
+            if not (folder / hint.read_text().strip()).is_file():
+                hint.unlink()

@@ -44,6 +44,7 @@ class Model:
     input_shape: tuple[int, ...] | None = None  # C x H x W where the model says (deploy nets)
     head: str | None = None  # the loss the net was trained with: how to read its output
     session: Any = None  # MODEL.onnx: a future of its onnxruntime session; else None
+    hint: dict | None = None  # what the command line named: its kept graph's hint (graph_cache)
 
     def net(self, batch: int, shape: tuple[int, ...], xp=np) -> Net:
         """The net for batches of ``batch`` inputs of shape C x H x W, weights loaded."""
