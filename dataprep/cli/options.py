@@ -122,8 +122,9 @@ engine_opt = click.option(
     default=None,
     help="What runs the net: dataprep's layers (NumPy, or CuPy on a GPU), or onnxruntime over "
     "the graph export writes (the onnx extra; the same preparation, outputs within float32 "
-    "tolerance; the graph is kept in $DATAPREP_CACHE, default ~/.cache/dataprep, for the next "
-    "command with the same model and weights file; DATAPREP_CACHE=off keeps none) "
+    "tolerance; the graph, and a prototxt's parse, are kept in $DATAPREP_CACHE, default "
+    "~/.cache/dataprep, for the next command with the same model and weights file; "
+    "DATAPREP_CACHE=off keeps none) "
     "[default: native; onnxruntime for an .onnx MODEL].",
 )
 

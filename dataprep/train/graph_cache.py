@@ -18,6 +18,7 @@ of them, the least recently used dropped first; ``DATAPREP_CACHE=off`` keeps non
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -32,15 +33,22 @@ CACHE_ENV = "DATAPREP_CACHE"
 KEEP_BYTES = 4 << 30  # about sixteen CaffeNets
 
 
-def cache_dir() -> Path | None:
-    """Where graphs are kept; None when ``DATAPREP_CACHE=off``."""
+def cache_root() -> Path | None:
+    """Where dataprep keeps what commands reuse (these graphs; parsed prototxts:
+    ``prototxt_cache``); None when ``DATAPREP_CACHE=off``."""
     given = os.environ.get(CACHE_ENV)
     if given == "off":
         return None
     if given:
-        return Path(given) / "onnx"
+        return Path(given)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dataprep" / "onnx"
+    return Path(base) / "dataprep"
+
+
+def cache_dir() -> Path | None:
+    """Where graphs are kept; None when ``DATAPREP_CACHE=off``."""
+    root = cache_root()
+    return root / "onnx" if root is not None else None
 
 
 def file_identity(path: str | Path) -> list:
@@ -49,23 +57,40 @@ def file_identity(path: str | Path) -> list:
     return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
 
 
-def _code_identity() -> list:
-    """dataprep's source files as they are now: a changed exporter or layer builds anew."""
+@functools.lru_cache(maxsize=1)
+def code_identity() -> tuple:
+    """dataprep's source files as they are now (read once a process): a changed exporter,
+    layer or parser builds anew."""
     package = Path(__file__).resolve().parents[1]
-    return [file_identity(p)[1:] + [str(p.relative_to(package))] for p in sorted(package.rglob("*.py"))]
+    return tuple(file_identity(p)[1:] + [str(p.relative_to(package))] for p in sorted(package.rglob("*.py")))
 
 
-def graph_key(parts: dict) -> str:
-    """The cache's name for the graph built from ``parts`` (JSON-able: layers, shapes,
-    outputs, the weights' ``file_identity``) by this dataprep."""
-    text = json.dumps({**parts, "code": _code_identity()}, sort_keys=True, default=str)
+def key_of(parts: dict) -> str:
+    """A kept file's name for what it was made from (``parts``, JSON-able) by this dataprep."""
+    text = json.dumps({**parts, "code": code_identity()}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def keep_file(path: Path, data: bytes) -> bool:
+    """Write ``path`` whole or not at all (commands may share the cache); False where the
+    cache cannot be written."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.debug("not kept in %s: %s", path.parent, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return False
+    return True
 
 
 def kept(parts: dict) -> str | None:
     """The path of the graph built from ``parts`` where it is kept, else None."""
     folder = cache_dir()
-    path = folder / f"{graph_key(parts)}.onnx" if folder is not None else None
+    path = folder / f"{key_of(parts)}.onnx" if folder is not None else None
     return str(path) if path is not None and path.is_file() else None
 
 
@@ -95,16 +120,8 @@ def used(graph: str, request: dict | None = None) -> None:
     with contextlib.suppress(OSError):  # dropped by another command just now
         os.utime(graph)
     hint = _hint_path(request) if request is not None else None
-    if hint is None or hinted(request) == graph:
-        return
-    tmp = hint.with_name(f".{hint.name}.{uuid.uuid4().hex}.partial")
-    try:
-        tmp.write_text(Path(graph).name + "\n")
-        os.replace(tmp, hint)
-    except OSError as exc:
-        log.debug("hint not kept in %s: %s", hint.parent, exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    if hint is not None and hinted(request) != graph:
+        keep_file(hint, f"{Path(graph).name}\n".encode())
 
 
 def cached_graph(parts: dict, build: Callable[[], bytes]) -> str | bytes:
@@ -113,7 +130,7 @@ def cached_graph(parts: dict, build: Callable[[], bytes]) -> str | bytes:
     folder = cache_dir()
     if folder is None:
         return build()
-    path = folder / f"{graph_key(parts)}.onnx"
+    path = folder / f"{key_of(parts)}.onnx"
     if path.is_file():
         try:
             os.utime(path)  # used now: the last to be dropped
@@ -121,15 +138,7 @@ def cached_graph(parts: dict, build: Callable[[], bytes]) -> str | bytes:
         except OSError:  # dropped by another command just now
             pass
     graph = build()
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(graph)
-        os.replace(tmp, path)  # whole or not at all: commands may share the cache
-    except OSError as exc:
-        log.debug("graph not kept in %s: %s", folder, exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    if not keep_file(path, graph):
         return graph
     _trim(folder, keep=path)
     return str(path)
@@ -140,23 +149,29 @@ def forget(path: str) -> None:
     Path(path).unlink(missing_ok=True)
 
 
-def _trim(folder: Path, keep: Path) -> None:
-    """Drop the least recently used graphs past KEEP_BYTES (never ``keep``, just written)."""
-    graphs = []
-    for p in folder.glob("*.onnx"):
+def trim(folder: Path, pattern: str, limit: int, keep: Path) -> None:
+    """Drop the least recently used files of ``pattern`` in ``folder`` past ``limit`` bytes
+    (never ``keep``, just written)."""
+    found = []
+    for p in folder.glob(pattern):
         try:
             st = p.stat()
         except OSError:
             continue
-        graphs.append((st.st_mtime_ns, st.st_size, p))
-    total = sum(size for _, size, _ in graphs)
-    for _, size, p in sorted(graphs, key=lambda g: g[0]):
-        if total <= KEEP_BYTES:
+        found.append((st.st_mtime_ns, st.st_size, p))
+    total = sum(size for _, size, _ in found)
+    for _, size, p in sorted(found, key=lambda f: f[0]):
+        if total <= limit:
             break
         if p != keep:
             p.unlink(missing_ok=True)
             total -= size
-    for hint in folder.glob("*.hint"):  # and the hints that name a dropped graph
+
+
+def _trim(folder: Path, keep: Path) -> None:
+    """Drop the least recently used graphs past KEEP_BYTES, and the hints that name them."""
+    trim(folder, "*.onnx", KEEP_BYTES, keep)
+    for hint in folder.glob("*.hint"):
         with contextlib.suppress(OSError):
             if not (folder / hint.read_text().strip()).is_file():
                 hint.unlink()

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import DataprepError, UsageError
 from ..scan import DEFAULT_EXTENSIONS as IMAGE_EXTENSIONS
 from .preparation import Preparation, of_legacy, of_record, transform_step, with_options
+from .prototxt_cache import is_prototxt
 from .wiring import HEADS, LOSSES, wire
 
 if TYPE_CHECKING:  # the net, Caffe's files and recipes are imported where a model needs them:
@@ -150,9 +151,9 @@ def model_sections(path: str | Path) -> tuple[dict, dict | None]:
         if raw.get("inputs"):  # an exported deploy net's input shape
             sections["inputs"] = raw["inputs"]
         return sections, saved
-    from .prototxt import is_prototxt, net_sections
-
     if is_prototxt(path):
+        from .prototxt_cache import net_sections
+
         return net_sections(path), None
     from .recipe import load_recipe
 
@@ -163,8 +164,6 @@ def read_model(path: str | Path) -> ModelFile:
     """MODEL's sections and preparation: a snapshot's by value (an old snapshot's by the
     paths it recorded), a prototxt's from its transform_param and dataprep's note, a
     recipe's from its training store and ``data.transform``."""
-    from .prototxt import is_prototxt
-
     path = Path(path)
     sections, saved = model_sections(path)
     if saved is not None:

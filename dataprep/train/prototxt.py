@@ -750,10 +750,6 @@ def _solver_type(solver: Any, where: _Where) -> str:
     return names[kind.upper()]
 
 
-def is_prototxt(path: str | Path) -> bool:
-    return str(path).endswith((".prototxt", ".pt"))
-
-
 def _set(message: Any, key: str, value: Any) -> None:
     """Set a field from a recipe value: lists for repeated fields, mappings for messages,
     names for enums."""

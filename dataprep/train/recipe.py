@@ -20,7 +20,8 @@ from ..errors import DataprepError, UsageError
 from ..images import parse_size
 from ..transforms import AugmentSpec, parse_area_range
 from .layers import LAYERS
-from .prototxt import is_prototxt, layer_keys, self_fed, solver_raw, square_windows
+from .prototxt import layer_keys, self_fed, solver_raw, square_windows
+from .prototxt_cache import is_prototxt
 from .schema import Transform, build
 from .solver import SolverConfig
 

@@ -1,0 +1,79 @@
+"""A net prototxt's sections (``prototxt.net_sections``), kept between commands.
+
+Protobuf's text format parses in Python: GoogLeNet's deploy net took 49 ms, and importing
+the parser and Caffe's messages 26 ms more, in every `predict` of a prototxt model; the
+kept sections load in under a millisecond. They are found again as the onnxruntime
+engine's graphs are (``graph_cache``): by the file as it is now (path, size, modification
+time) and dataprep's own source files, so an edited prototxt is parsed again. What the
+parse said (the pre-2015 form upgraded, a field Caffe ignores) is said again each time.
+They live beside the graphs, in ``$DATAPREP_CACHE/prototxt`` (``DATAPREP_CACHE=off``
+keeps none), at most ``KEEP_BYTES`` of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from .graph_cache import cache_root, file_identity, keep_file, key_of, trim
+
+KEEP_BYTES = 64 << 20  # GoogLeNet's deploy net keeps 33 KB
+PARSER_LOG = "dataprep.train.prototxt"  # the logger the parse speaks through
+
+
+def is_prototxt(path: str | Path) -> bool:
+    """Whether ``path`` names a prototxt (a net or a solver), by its name: no parser loaded."""
+    return str(path).endswith((".prototxt", ".pt"))
+
+
+def net_sections(path: str | Path) -> dict:
+    """``prototxt.net_sections`` of ``path``: kept from an earlier command, or parsed now
+    (and kept)."""
+    root = cache_root()
+    try:
+        kept = root / "prototxt" / f"{key_of({'prototxt': file_identity(path)})}.json" if root else None
+    except OSError:  # no such file: the parser says so
+        kept = None
+    if kept is None:
+        return _parsed(path)[0]
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        found = json.loads(kept.read_text())
+        sections, said = found["sections"], found["said"]
+        with contextlib.suppress(OSError):
+            os.utime(kept)  # used now: the last to be dropped
+        for level, message in said:
+            logging.getLogger(PARSER_LOG).log(level, "%s", message)
+        return sections
+    sections, said = _parsed(path)
+    text = json.dumps({"sections": sections, "said": said})
+    if json.loads(text)["sections"] == sections and keep_file(kept, text.encode()):  # JSON keeps it all
+        trim(kept.parent, "*.json", KEEP_BYTES, kept)
+    return sections
+
+
+class _Said(logging.Handler):
+    """What the parser logs, as (level, message) pairs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.said: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.said.append((record.levelno, record.getMessage()))
+
+
+def _parsed(path: str | Path) -> tuple[dict, list[tuple[int, str]]]:
+    """The sections of ``path`` parsed now, and what the parser said meanwhile (it is said as
+    well)."""
+    from .prototxt import net_sections as parse
+
+    said = _Said()
+    logger = logging.getLogger(PARSER_LOG)
+    logger.addHandler(said)
+    try:
+        return parse(path), said.said
+    finally:
+        logger.removeHandler(said)
