@@ -419,18 +419,22 @@ STRATEGIES = [
     # stride 1: the data gradient as a full convolution, grouped and without padding too
     ({"num_output": 4, "kernel_size": 3, "pad": 1, "group": 2}, (4, 4, 5, 5), 64, "batch of 2"),
     ({"num_output": 3, "kernel_size": 3, "pad": 2}, (2, 2, 6, 6), 8, "image"),  # output larger
-    ({"num_output": 3, "kernel_size": 3}, (2, 2, 6, 6), 8, "image"),  # smaller output: col2im
+    # smaller output: col2im, over whole padded rows where the outputs are narrow (16 or less)
+    ({"num_output": 3, "kernel_size": 3}, (2, 2, 6, 6), 8, "image, col2im by rows"),
+    ({"num_output": 2, "kernel_size": 3}, (1, 1, 20, 19), 8, "image"),  # 17 wide: rows of 17
+    ({"num_output": 4, "kernel_size": 3, "group": 2}, (5, 2, 7, 5), 24, "batch of 2, col2im by rows"),
     ({"num_output": 2, "kernel_size": 3, "pad": 2}, (2, 3, 6, 6), 8, "image"),
     ({"num_output": 2, "kernel_size": 5, "pad": 2}, (3, 3, 6, 5), 64, "batch of 2"),
     # more than twice as many outputs as channels: col2im
-    ({"num_output": 5, "kernel_size": 3, "pad": 1}, (2, 2, 5, 5), 8, "image"),
+    ({"num_output": 5, "kernel_size": 3, "pad": 1}, (2, 2, 5, 5), 8, "image, col2im by rows"),
+    ({"num_output": 3, "kernel_size": 3, "pad": 1}, (1, 1, 17, 18), 8, "image"),  # 18 wide
     # channels-last columns (runs of k C floats) with the top gradient's columns; not with
     # col2im (stride 2, unpadded, more than twice the outputs)
     ({"num_output": 3, "kernel_size": 5, "pad": 2}, (3, 4, 4, 4), 8, "image, channels last"),
     ({"num_output": 3, "kernel_size": 5, "pad": 2}, (6, 4, 3, 3), 27, "batch of 3, channels last"),
     ({"num_output": 3, "kernel_size": 5, "stride": 2, "pad": 2}, (3, 4, 6, 6), 8, "image"),
-    ({"num_output": 3, "kernel_size": 5}, (2, 4, 7, 7), 64, "image"),
-    ({"num_output": 9, "kernel_size": 5, "pad": 2}, (2, 4, 4, 4), 8, "image"),
+    ({"num_output": 3, "kernel_size": 5}, (2, 4, 7, 7), 64, "image, col2im by rows"),
+    ({"num_output": 9, "kernel_size": 5, "pad": 2}, (2, 4, 4, 4), 8, "image, col2im by rows"),
 ]
 
 
@@ -478,6 +482,43 @@ def test_convolution_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, 
     monkeypatch.setattr(convolution, "COLUMNS", columns)
     results = thread_count_bytes(monkeypatch, spec, shape)
     assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize(
+    "spec, shape, rows",
+    [
+        ({"num_output": 50, "kernel_size": 5}, (64, 20, 12, 12), True),  # LeNet's conv2: 8 wide
+        ({"num_output": 48, "kernel_size": 5, "pad": 2}, (10, 16, 14, 14), True),  # GoogLeNet's 5 x 5
+        ({"num_output": 256, "kernel_size": 5, "pad": 2, "group": 2}, (32, 96, 27, 27), False),  # 27 wide
+        ({"num_output": 20, "kernel_size": 5}, (64, 1, 28, 28), False),  # LeNet's conv1: 24 wide
+        ({"num_output": 4, "kernel_size": 3, "stride": 2}, (2, 3, 9, 9), False),  # stride 2
+    ],
+)
+def test_col2im_by_rows_where_outputs_are_narrow_and_the_same_values(monkeypatch, spec, shape, rows):
+    """Narrow stride-1 layers that keep col2im add their data gradient over whole padded rows
+    (``Convolution._col2im_rows``): what col2im gives, to float32 rounding (the product is
+    wider, so blocked by BLAS another way)."""
+    from dataprep.train.layers import convolution
+
+    layer = make_layer({"type": "Convolution", **spec})
+    layer.setup([shape], np, np.random.default_rng(0), np.float32)
+    assert layer.rows == rows and layer.strategy.endswith("col2im by rows") == rows
+    if not rows:
+        return
+    small = (3, *shape[1:])
+    data = np.random.default_rng(5).normal(size=small).astype(np.float32)
+    top = np.random.default_rng(2).normal(size=layer.shapes([small])[0]).astype(np.float32)
+    results = {}
+    for width in (0, convolution.ROWS_WIDTH):  # 0: no layer takes rows
+        monkeypatch.setattr(convolution, "ROWS_WIDTH", width)
+        layer = make_layer({"type": "Convolution", **spec})
+        layer.setup([small], np, np.random.default_rng(0), np.float32)
+        assert layer.rows == bool(width)
+        layer.forward([data])
+        results[width] = [layer.backward([top])[0], *layer.grads]
+    for plain, by_rows in zip(*results.values()):
+        assert by_rows.shape == plain.shape
+        assert np.allclose(by_rows, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
 
 
 @pytest.mark.parametrize(
@@ -580,7 +621,7 @@ def test_winograd_bytes_do_not_depend_on_the_thread_count(monkeypatch, tiled, sp
         ((32, 384, 13, 13), 256, 2, "winograd, batch of 8"),  # its conv5: 192 and 128 per group
         ((10, 64, 56, 56), 64, 1, "winograd, batch of 1"),  # ResNet-50's first 3 x 3, in predict
         ((10, 512, 7, 7), 512, 1, "batch of 3"),  # 7 x 7: a third of the tiles wasted
-        ((10, 64, 13, 13), 256, 1, "batch of 5"),  # SqueezeNet's fire9: few channels, short rows
+        ((10, 64, 13, 13), 256, 1, "batch of 5, col2im by rows"),  # SqueezeNet's fire9: few channels
         ((1, 256, 13, 13), 384, 1, "image"),  # one image: 49 tiles, too few for a product
     ],
 )
