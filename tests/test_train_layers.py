@@ -484,6 +484,15 @@ def test_convolution_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, 
     assert results[0] == results[1] == results[2]
 
 
+def taken(spec: dict, shape: tuple[int, ...], attr: str, suffix: str, want: bool) -> bool:
+    """Whether a convolution of ``shape`` takes the strategy its ``attr`` names (its name then
+    ends in ``suffix``), checked against ``want``."""
+    layer = make_layer({"type": "Convolution", **spec})
+    layer.setup([shape], np, np.random.default_rng(0), np.float32)
+    assert getattr(layer, attr) == want and layer.strategy.endswith(suffix) == want
+    return want
+
+
 @pytest.mark.parametrize(
     "spec, shape, rows",
     [
@@ -500,21 +509,18 @@ def test_col2im_by_rows_where_outputs_are_narrow_and_the_same_values(monkeypatch
     wider, so blocked by BLAS another way)."""
     from dataprep.train.layers import convolution
 
-    layer = make_layer({"type": "Convolution", **spec})
-    layer.setup([shape], np, np.random.default_rng(0), np.float32)
-    assert layer.rows == rows and layer.strategy.endswith("col2im by rows") == rows
-    if not rows:
+    if not taken(spec, shape, "rows", "col2im by rows", rows):
         return
     small = (3, *shape[1:])
     data = np.random.default_rng(5).normal(size=small).astype(np.float32)
-    top = np.random.default_rng(2).normal(size=layer.shapes([small])[0]).astype(np.float32)
     results = {}
     for width in (0, convolution.ROWS_WIDTH):  # 0: no layer takes rows
         monkeypatch.setattr(convolution, "ROWS_WIDTH", width)
         layer = make_layer({"type": "Convolution", **spec})
-        layer.setup([small], np, np.random.default_rng(0), np.float32)
+        (shape_top,) = layer.setup([small], np, np.random.default_rng(0), np.float32)
         assert layer.rows == bool(width)
         layer.forward([data])
+        top = np.random.default_rng(2).normal(size=shape_top).astype(np.float32)
         results[width] = [layer.backward([top])[0], *layer.grads]
     for plain, by_rows in zip(*results.values()):
         assert by_rows.shape == plain.shape
@@ -539,10 +545,7 @@ def test_channels_last_columns_where_they_pay_and_the_same_values(monkeypatch, s
     and so blocked by BLAS, another way)."""
     from dataprep.train.layers import convolution
 
-    layer = make_layer({"type": "Convolution", **spec})
-    layer.setup([shape], np, np.random.default_rng(0), np.float32)
-    assert layer.last == last and layer.strategy.endswith("channels last") == last
-    if not last:
+    if not taken(spec, shape, "last", "channels last", last):
         return
     small = (4, *shape[1:])
     data = np.random.default_rng(5).normal(size=small).astype(np.float32)
