@@ -156,6 +156,8 @@ def test_the_next_command_opens_its_kept_graph_from_its_command_line(invoke, tin
 
 
 def test_a_wrong_hint_costs_an_opening_not_an_answer(invoke, tiny):
+    from dataprep.train import engines
+
     folder, images = tiny
     weights = folder / "m.caffemodel"
     weights.write_bytes((folder / "w0.caffemodel").read_bytes())
@@ -168,6 +170,7 @@ def test_a_wrong_hint_costs_an_opening_not_an_answer(invoke, tiny):
     hint1.write_text(graph0.name + "\n")  # names the other weights' graph
     assert _predict(invoke, folder, images) == second
     assert hint1.read_text().strip() == graph1.name  # set right for the next command
+    assert not engines._OPENING  # the session opened for nothing is not kept
 
 
 def test_a_kept_graph_runs_without_importing_the_layers(invoke, tiny):

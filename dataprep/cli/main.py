@@ -134,6 +134,7 @@ class LazyGroup(click.Group):
         finally:
             _close_executors()
             _abandon_walks()
+            _drop_openings()
             _restore_process_hooks(hooks)
 
 
@@ -172,6 +173,15 @@ def _abandon_walks() -> None:
     walks = sys.modules.get("dataprep.lmdb_walk")
     if walks is not None:
         walks.abandon_walks()
+
+
+def _drop_openings() -> None:
+    """Drop the onnxruntime sessions opened ahead that the command did not take (it ended
+    first, or a kept graph's hint named another graph): a process that runs commands
+    in-process keeps none."""
+    engines = sys.modules.get("dataprep.train.engines")
+    if engines is not None:
+        engines.drop_openings()
 
 
 def _process_hooks() -> tuple:

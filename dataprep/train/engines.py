@@ -87,6 +87,12 @@ def onnx_session(path: str) -> Any:
     return _OPENING.pop(_file_key(path))
 
 
+def drop_openings() -> None:
+    """Forget the sessions opened ahead and not taken; their threads finish (a bounded
+    opening) and the sessions go with them."""
+    _OPENING.clear()
+
+
 STEP_BYTES = 512 << 20  # the blobs one forward pass of the native engine may hold
 
 
