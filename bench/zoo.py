@@ -1,7 +1,7 @@
 """`dataprep predict` and `dataprep extract` on the model zoo's nets, against onnxruntime
 running the same net exported with `dataprep export` (the baseline a user would pick).
 
-Run: python bench/zoo.py [--n 32] [--repeat 3]. For each zoo net (random weights: the
+Run: python bench/zoo.py [--n 32] [--repeat 5]. For each zoo net (random weights: the
 speed does not depend on them) it writes N color photos of the net's input size and a
 list, exports the net to .caffemodel and .onnx, then times, interleaved, median of
 --repeat rounds: the whole `predict` command on the native engine, with `--engine
@@ -10,8 +10,8 @@ on the exported .onnx as MODEL (both in batches of 10, as the script's; the nati
 in its default batches of 100, which it runs in forward-only steps whose blobs fit 512 MB); the
 whole `extract` command (the last pooling layer's features into an LMDB); and a script
 that decodes the same files with OpenCV and runs onnxruntime on them in batches of 10 (its
-imports and session included, as a command's are). Prints images per second and
-dataprep's ratios to that script.
+imports and session included, as a command's are). Prints images per second (from the
+medians) and dataprep's ratios to that script, each the median of the rounds' own ratios.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def photos(folder: Path, n: int, side: int) -> Path:
 
 
 def main() -> None:
-    args = scratch_args(__doc__, n=32, repeat=3)
+    args = scratch_args(__doc__, n=32, repeat=5)
     print(
         f"{'net':<34} {'predict':>12} {'predict ort':>12} {'predict .onnx':>12} {'extract':>12} "
         f"{'script':>12}   native/script  ort/script  .onnx/script  extract/script"
@@ -106,11 +106,17 @@ def main() -> None:
                         shutil.rmtree(work / "f", ignore_errors=True)
                     walls[name].append(measure(cmd)["wall"])
             rate = {name: args.n / statistics.median(w) for name, w in walls.items()}
+            # each ratio the median of the rounds' own (a round runs every command in turn), so
+            # the machine's drift between rounds does not enter it
+            ratio = {
+                name: statistics.median(script / own for script, own in zip(walls["ort"], w))
+                for name, w in walls.items()
+            }
             print(
                 f"{net:<34} {rate['predict']:9.1f}/s {rate['predict_ort']:9.1f}/s "
                 f"{rate['predict_onnx']:9.1f}/s {rate['extract']:9.1f}/s {rate['ort']:9.1f}/s   "
-                f"{rate['predict'] / rate['ort']:12.2f}x {rate['predict_ort'] / rate['ort']:10.2f}x "
-                f"{rate['predict_onnx'] / rate['ort']:10.2f}x {rate['extract'] / rate['ort']:14.2f}x"
+                f"{ratio['predict']:12.2f}x {ratio['predict_ort']:10.2f}x "
+                f"{ratio['predict_onnx']:10.2f}x {ratio['extract']:14.2f}x"
                 f"   (predict ort's first run, building the graph: {first:.2f} s)"
             )
 
