@@ -38,7 +38,9 @@ def test_the_next_load_takes_the_kept_sections(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(prototxt, "net_sections", lambda p: pytest.fail(f"{p} parsed again"))
         assert prototxt_cache.net_sections(path) == first
-    path.write_text(DEPLOY.replace("num_output: 4", "num_output: 6"))  # edited: parsed anew
+    before = path.stat()
+    path.write_text(DEPLOY.replace("num_output: 4", "num_output: 6"))  # edited: parsed anew,
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # its size and time as they were
     edited = prototxt_cache.net_sections(path)
     assert edited["net"][0]["num_output"] == 6
     assert len(_kept()) == 2

@@ -2,10 +2,10 @@
 
 Protobuf's text format parses in Python: GoogLeNet's deploy net took 49 ms, and importing
 the parser and Caffe's messages 26 ms more, in every `predict` of a prototxt model; the
-kept sections load in under a millisecond. They are found again as the onnxruntime
-engine's graphs are (``graph_cache``): by the file as it is now (path, size, modification
-time) and dataprep's own source files, so an edited prototxt is parsed again. What the
-parse said (the pre-2015 form upgraded, a field Caffe ignores) is said again each time.
+kept sections load in under a millisecond. They are found again by the file's path and
+contents (read and hashed: 0.1 ms for GoogLeNet's) and dataprep's own source files, so an
+edited prototxt is parsed again whatever its size and time stamp say. What the parse said
+(the pre-2015 form upgraded, a field Caffe ignores) is said again each time.
 They live beside the graphs, in ``$DATAPREP_CACHE/prototxt`` (``DATAPREP_CACHE=off``
 keeps none), at most ``KEEP_BYTES`` of them.
 """
@@ -13,12 +13,13 @@ keeps none), at most ``KEEP_BYTES`` of them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 
-from .graph_cache import cache_root, file_identity, keep_file, key_of, trim
+from .graph_cache import cache_root, keep_file, key_of, trim
 
 KEEP_BYTES = 64 << 20  # GoogLeNet's deploy net keeps 33 KB
 PARSER_LOG = "dataprep.train.prototxt"  # the logger the parse speaks through
@@ -33,10 +34,7 @@ def net_sections(path: str | Path) -> dict:
     """``prototxt.net_sections`` of ``path``: kept from an earlier command, or parsed now
     (and kept)."""
     root = cache_root()
-    try:
-        kept = root / "prototxt" / f"{key_of({'prototxt': file_identity(path)})}.json" if root else None
-    except OSError:  # no such file: the parser says so
-        kept = None
+    kept = _kept_path(root, path) if root is not None else None
     if kept is None:
         return _parsed(path)[0]
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
@@ -48,10 +46,23 @@ def net_sections(path: str | Path) -> dict:
             logging.getLogger(PARSER_LOG).log(level, "%s", message)
         return sections
     sections, said = _parsed(path)
-    text = json.dumps({"sections": sections, "said": said})
-    if json.loads(text)["sections"] == sections and keep_file(kept, text.encode()):  # JSON keeps it all
-        trim(kept.parent, "*.json", KEEP_BYTES, kept)
+    record = json.dumps({"sections": sections, "said": said})
+    # kept only if JSON gives it all back and the file did not change while it was parsed
+    if json.loads(record)["sections"] == sections and _kept_path(root, path) == kept:
+        if keep_file(kept, record.encode()):
+            trim(kept.parent, "*.json", KEEP_BYTES, kept)
     return sections
+
+
+def _kept_path(root: Path, path: str | Path) -> Path | None:
+    """Where the sections of ``path`` as it is now are kept; None where it cannot be read
+    (the parser says why)."""
+    try:
+        contents = Path(path).read_bytes()
+    except OSError:
+        return None
+    name = {"prototxt": os.path.abspath(path), "sha256": hashlib.sha256(contents).hexdigest()}
+    return root / "prototxt" / f"{key_of(name)}.json"
 
 
 class _Said(logging.Handler):
