@@ -171,6 +171,9 @@ def test_a_wrong_hint_costs_an_opening_not_an_answer(invoke, tiny):
     assert _predict(invoke, folder, images) == second
     assert hint1.read_text().strip() == graph1.name  # set right for the next command
     assert not engines._OPENING  # the session opened for nothing is not kept
+    for damage in ("../../elsewhere.onnx", "", "\x00"):  # a damaged hint names nothing
+        hint1.write_text(damage)
+        assert _predict(invoke, folder, images) == second
 
 
 def test_a_kept_graph_runs_without_importing_the_layers(invoke, tiny):

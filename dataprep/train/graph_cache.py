@@ -95,6 +95,7 @@ def kept(parts: dict) -> str | None:
 
 
 def _hint_path(request: dict) -> Path | None:
+    """Where the hint for ``request`` is kept; None when ``DATAPREP_CACHE=off``."""
     folder = cache_dir()
     if folder is None:
         return None
@@ -110,7 +111,7 @@ def hinted(request: dict) -> str | None:
         name = hint.read_text().strip() if hint is not None else ""
     except OSError:
         return None
-    graph = hint.with_name(name) if name.endswith(".onnx") else None
+    graph = hint.with_name(name) if name.endswith(".onnx") and Path(name).name == name else None
     return str(graph) if graph is not None and graph.is_file() else None
 
 
