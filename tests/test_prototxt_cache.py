@@ -64,7 +64,9 @@ def test_a_damaged_kept_file_is_parsed_again(tmp_path):
     path.write_text(DEPLOY)
     first = prototxt_cache.net_sections(path)
     (kept,) = _kept()
-    for damage in ("{not json", '{"sections": 1}', "[]"):
+    damages = ["{not json", '{"sections": 1}', "[]", '{"sections": 1, "said": []}']
+    damages += ['{"sections": {}, "said": [[20]]}', '{"sections": {}, "said": [["INFO", 3]]}']
+    for damage in damages:
         kept.write_text(damage)
         assert prototxt_cache.net_sections(path) == first
         assert kept.read_text() != damage  # kept sound again

@@ -40,6 +40,10 @@ def net_sections(path: str | Path) -> dict:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         found = json.loads(kept.read_text())
         sections, said = found["sections"], found["said"]
+        if not isinstance(sections, dict) or not all(
+            isinstance(level, int) and isinstance(message, str) for level, message in said
+        ):
+            raise ValueError("not sections")  # damaged: parsed again
         with contextlib.suppress(OSError):
             os.utime(kept)  # used now: the last to be dropped
         for level, message in said:
