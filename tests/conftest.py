@@ -15,7 +15,8 @@ from dataprep.cli.main import cli
 
 @pytest.fixture(autouse=True)
 def _graph_cache(tmp_path_factory, monkeypatch):
-    """Each test keeps onnxruntime graphs (graph_cache) in a folder of its own, never in ~/.cache."""
+    """Each test keeps onnxruntime graphs and parsed prototxts (graph_cache, prototxt_cache) in a
+    folder of its own, never in ~/.cache."""
     monkeypatch.setenv("DATAPREP_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
