@@ -41,7 +41,7 @@ import numpy as np
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from common import dataprep, scratch_dir  # noqa: E402
+from common import dataprep, measure, scratch_dir  # noqa: E402
 
 # BVLC Caffe (CPU) rebuilt against the system's OpenBLAS 0.3.21 (AVX-512 kernels) on this
 # machine kind, 2026-12-07 (../shared/PERF_NOTES.md, issue 27): `caffe train` rates of the
@@ -120,18 +120,11 @@ def train_round(
         f"solver.snapshot_prefix=out/run{round_}",
     ]
     cmd = dataprep("train", ROOT / "recipes" / f"{name}.yaml", *[a for s in settings for a in ("--set", s)])
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     log = folder / "train.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = log.read_text()
-    if proc.returncode:
-        raise RuntimeError(stderr[-2000:])
-    rates = [(int(it), float(r)) for it, r in RATE.findall(stderr) if int(it) > 0]
+    peak = measure(cmd, cwd=folder, log=log)["peak_mb"]
+    rates = [(int(it), float(r)) for it, r in RATE.findall(log.read_text()) if int(it) > 0]
     seconds = sum(display / r for _, r in rates) / (display * len(rates))
-    return seconds, max(r for _, r in rates), usage.ru_maxrss / 1024
+    return seconds, max(r for _, r in rates), peak
 
 
 def time_caffenet(batch: int, iterations: int) -> float:
