@@ -19,7 +19,7 @@ from ..errors import DataprepError, MissingPackage, UsageError
 from ..gpu import host
 
 ENGINES = ("native", "onnxruntime")
-_OPENING: dict[tuple, Any] = {}  # an .onnx MODEL (path, size, mtime) -> the future of its session
+_OPENING: dict[tuple, Any] = {}  # an .onnx file (path, size, mtime) -> the future of its session
 
 
 def _file_key(path: str) -> tuple:

@@ -13,13 +13,10 @@ keeps none), at most ``KEEP_BYTES`` of them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 from pathlib import Path
-
-from .graph_cache import cache_root, keep_file, key_of, trim
 
 KEEP_BYTES = 64 << 20  # GoogLeNet's deploy net keeps 33 KB
 PARSER_LOG = "dataprep.train.prototxt"  # the logger the parse speaks through
@@ -33,6 +30,8 @@ def is_prototxt(path: str | Path) -> bool:
 def net_sections(path: str | Path) -> dict:
     """``prototxt.net_sections`` of ``path``: kept from an earlier command, or parsed now
     (and kept)."""
+    from .graph_cache import cache_root, keep_file, trim  # here: ``is_prototxt`` loads nothing
+
     root = cache_root()
     kept = _kept_path(root, path) if root is not None else None
     if kept is None:
@@ -61,6 +60,10 @@ def net_sections(path: str | Path) -> dict:
 def _kept_path(root: Path, path: str | Path) -> Path | None:
     """Where the sections of ``path`` as it is now are kept; None where it cannot be read
     (the parser says why)."""
+    import hashlib
+
+    from .graph_cache import key_of
+
     try:
         contents = Path(path).read_bytes()
     except OSError:

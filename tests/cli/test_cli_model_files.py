@@ -137,12 +137,14 @@ def test_predict_and_extract_run_an_exported_onnx_graph_as_the_model(crop_model)
         assert [(k, c) for k, _, c in got] == [(k, c) for k, _, c in want]
         assert np.allclose([v for _, v, _ in got], [v for _, v, _ in want], atol=1e-5)
     # start-up: the graph's metadata is read without the exporter, the layers or onnx; and
-    # neither tar (WebDataset writers') nor sockets (staging on shared folders) are loaded
+    # neither tar (WebDataset writers'), sockets (staging on shared folders) nor the caches of
+    # prototxt models (hashlib's OpenSSL) are loaded
     code = (
         "import sys; from dataprep.cli.main import cli\n"
         "try: cli(sys.argv[1:])\n"
         "except SystemExit as e: assert not e.code, e.code\n"
-        "heavy = ('dataprep.train.layers', 'dataprep.train.onnx_export', 'onnx', 'tarfile', 'socket')\n"
+        "heavy = ('dataprep.train.layers', 'dataprep.train.onnx_export', 'onnx', 'tarfile', 'socket',\n"
+        "         'dataprep.train.graph_cache')\n"
         "print([m for m in heavy if m in sys.modules], file=sys.stderr)"
     )
     args = ["predict", "graph.onnx", str(listfile), "--json", "-q"]
