@@ -25,6 +25,21 @@ def xp(request):
     return cupy
 
 
+@pytest.fixture(params=["loops", "arrays", pytest.param("cupy", marks=[pytest.mark.gpu])])
+def pool_xp(request, monkeypatch):
+    """Pooling's three paths: NumPy through the compiled loops, NumPy through the array code
+    (the code CuPy runs), and CuPy."""
+    from dataprep.train.layers import threads
+
+    monkeypatch.setattr(threads, "COMPILED", request.param == "loops")
+    if request.param != "cupy":
+        return np
+    cupy = pytest.importorskip("cupy")
+    if cupy.cuda.runtime.getDeviceCount() == 0:
+        pytest.skip("needs a CUDA device")
+    return cupy
+
+
 def host(a):
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
@@ -247,7 +262,8 @@ def caffe_pooling(x, method, k, s, p):
     "k, s, p, h, w",
     [(3, 2, 0, 48, 48), (3, 2, 0, 13, 13), (3, 2, 1, 7, 6), (2, 3, 0, 8, 11), (3, 1, 1, 5, 4)],
 )
-def test_pooling_matches_caffes_loops_forward_and_backward(xp, method, k, s, p, h, w):
+def test_pooling_matches_caffes_loops_forward_and_backward(pool_xp, method, k, s, p, h, w):
+    xp = pool_xp
     # a batch larger than the core count, so the threaded parts meet; ReLU-like ties
     x = np.maximum(np.round(rng.normal(size=(5, 3, h, w)), 1), 0)
     layer, (top,) = build(
@@ -399,11 +415,84 @@ def test_unknown_types_and_wrong_bottoms_are_clear_errors():
     )
 
 
-def test_max_pooling_ties_go_to_the_first_in_scan_order(xp):
+def test_max_pooling_ties_go_to_the_first_in_scan_order(pool_xp):
+    xp = pool_xp
     layer, _ = build({"type": "Pooling", "kernel_size": 3, "stride": 1}, [(1, 1, 3, 3)], xp)
     layer.forward([xp.zeros((1, 1, 3, 3))])  # all equal, as after a ReLU
     dx = host(layer.backward([xp.ones((1, 1, 1, 1))])[0])
     assert dx[0, 0, 0, 0] == 1 and dx.sum() == 1
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "k, s, p, shape",
+    [
+        (3, 2, 0, (4, 3, 32, 32)),  # CIFAR-10 quick's pool1: the last window clipped
+        (3, 2, 0, (3, 2, 27, 27)),  # CaffeNet's pool2
+        (3, 2, 1, (2, 3, 7, 6)),
+        (2, 2, 0, (3, 2, 7, 9)),
+        (3, 1, 1, (2, 2, 5, 5)),
+        (5, 3, 2, (2, 2, 11, 13)),
+        (17, 1, 0, (1, 2, 18, 19)),  # 289 offsets: two bytes each
+    ],
+)
+def test_pooling_loops_give_the_array_codes_bytes(monkeypatch, method, dtype, k, s, p, shape):
+    """Training's pooling through the compiled loops and through the array code (what CuPy
+    runs): the same top and data gradient, byte for byte (MAX's ties after a ReLU, AVE's
+    sums in the same order)."""
+    from dataprep.train.layers import threads
+
+    x = np.maximum(np.round(rng.normal(size=shape), 1), 0).astype(dtype)
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(threads, "COMPILED", enabled)
+        layer = make_layer({"type": "Pooling", "pool": method, "kernel_size": k, "stride": s, "pad": p})
+        (top,) = layer.setup([shape], np, None, dtype)
+        y = layer.forward([x])[0]
+        assert (layer._saved[2] is not None) == enabled  # the loops ran
+        dy = np.random.default_rng(4).normal(size=top).astype(dtype)
+        results.append((y.tobytes(), layer.backward([dy])[0].tobytes()))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (64, 32, 24, 24)])
+def test_relu_backward_loop_gives_the_array_codes_bytes(monkeypatch, shape):
+    """ReLU's backward through the compiled loop and the array code: the same bytes, the
+    signed zeros of masked negative gradients and the NaN of a masked infinite one too."""
+    from dataprep.train.layers import threads
+
+    x = np.random.default_rng(7).normal(size=shape).astype(np.float32)
+    dy = np.random.default_rng(8).normal(size=shape).astype(np.float32)
+    dy.flat[:3] = [np.inf, -np.inf, np.nan]
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(threads, "COMPILED", enabled)
+        layer = make_layer({"type": "ReLU"})
+        layer.setup([shape], np, None, np.float32)
+        layer.forward([x])
+        dx = layer.backward([dy])[0]
+        results.append(dx.tobytes())
+    assert results[0] == results[1]
+    assert np.signbit(dx[(x <= 0) & (dy < 0)]).all() and (dx[x > 0] == dy[x > 0]).all()
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+def test_pooling_loops_bytes_do_not_depend_on_the_thread_count(monkeypatch, method):
+    from dataprep.train.layers import threads
+
+    x = np.maximum(np.random.default_rng(5).normal(size=(24, 16, 48, 48)), 0).astype(np.float32)
+    results = []
+    for cores in (1, 2, 3):
+        monkeypatch.setattr(threads, "CORES", cores)
+        threads._POOL.clear()
+        layer = make_layer({"type": "Pooling", "pool": method, "kernel_size": 3, "stride": 2})
+        (top,) = layer.setup([x.shape], np, None, np.float32)
+        y = layer.forward([x])[0]
+        dy = np.random.default_rng(6).normal(size=top).astype(np.float32)
+        results.append((y.tobytes(), layer.backward([dy])[0].tobytes()))
+    threads._POOL.clear()
+    assert results[0] == results[1] == results[2]
 
 
 # Convolution strategies: each has its own gradient check and gives the same bytes for any

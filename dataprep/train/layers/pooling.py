@@ -8,7 +8,7 @@ from ...errors import UsageError
 from ...transforms import get_xp
 from .base import Layer
 from .geometry import check_window, padded_windows, pool_out, scatter_windows, square, window
-from .threads import in_parts
+from .threads import compiled_loops, in_parts
 
 
 class Pooling(Layer):
@@ -186,8 +186,41 @@ class Pooling(Layer):
             reduce(rows, y[part], col_taps, 3)
 
         in_parts(x, pool)
-        self._saved = (None, x.shape)
+        self._saved = (None, x.shape, None)
         return [y]
+
+    def _offsets(self):
+        """The type of the kernel offsets MAX keeps for the backward pass: one byte up to
+        16 x 16 windows."""
+        return np.uint8 if self.k * self.k <= 256 else np.uint16
+
+    def _forward_compiled(self, x, loops):
+        """Training's pooling as one compiled loop per plane (``compiled``): MAX keeps the
+        offset of each output's maximum (N, C, OH, OW) for the backward pass."""
+        x = np.ascontiguousarray(x)
+        n, c, h, w = x.shape
+        y = np.empty(self.shapes([x.shape])[0], x.dtype)
+        k, s, p = self.k, self.stride, self.pad
+        arg = None
+        if self.method == "MAX":
+            arg = np.empty(y.shape, self._offsets())
+            in_parts(x, lambda _, part: loops.max_pool(x[part], k, s, p, y[part], arg[part]))
+        else:
+            areas = self._areas(h, w, *y.shape[2:]).astype(x.dtype)
+            in_parts(x, lambda _, part: loops.ave_pool(x[part], k, s, p, areas, y[part]))
+        self._saved = (arg, x.shape, loops)
+        return [y]
+
+    def _backward_compiled(self, dy, arg, shape, loops):
+        dy = np.ascontiguousarray(dy)
+        dx = np.empty(shape, dy.dtype)
+        k, s, p = self.k, self.stride, self.pad
+        if arg is not None:
+            in_parts(dx, lambda _, part: loops.max_unpool(dy[part], arg[part], k, s, p, dx[part]))
+            return [dx]
+        areas = self._areas(*shape[2:], *dy.shape[2:]).astype(dy.dtype)
+        in_parts(dx, lambda _, part: loops.ave_unpool(dy[part], areas, k, s, p, dx[part]))
+        return [dx]
 
     def forward(self, bottoms, train=True):
         if self.whole:
@@ -198,6 +231,9 @@ class Pooling(Layer):
             return self._forward_max_separable(bottoms[0])
         xp = get_xp(bottoms[0])
         x = bottoms[0]
+        loops = compiled_loops(xp) if train else None  # inference loads no Numba
+        if loops:
+            return self._forward_compiled(x, loops)
         n, c, h, w = x.shape
         s = self.stride
         oh, ow, hq, wq = self._geometry(h, w)
@@ -205,7 +241,7 @@ class Pooling(Layer):
         phases = xp.empty((s * s, n, c, hq, wq), x.dtype)
         flat = phases.reshape(s * s, -1)
         grid = xp.empty(n * c * hq * wq, x.dtype)
-        arg = xp.zeros(grid.shape, xp.uint8) if self.method == "MAX" and train else None
+        arg = xp.zeros(grid.shape, self._offsets()) if self.method == "MAX" and train else None
         y = xp.empty((n, c, oh, ow), x.dtype)
 
         def pool(_, part):
@@ -225,7 +261,7 @@ class Pooling(Layer):
                     # scan order (Caffe's rule, which matters for a ReLU's many zeros)
                     better = (values > head).view(xp.uint8)
                     xp.maximum(
-                        arg[lo : lo + len(values)], better * xp.uint8(o), out=arg[lo : lo + len(values)]
+                        arg[lo : lo + len(values)], better * arg.dtype.type(o), out=arg[lo : lo + len(values)]
                     )
                 xp.maximum(head, values, out=head)
             y[part] = grid[lo:hi].reshape(-1, c, hq, wq)[:, :, :oh, :ow]
@@ -233,7 +269,7 @@ class Pooling(Layer):
         in_parts(x, pool)
         if self.method == "AVE":
             y /= xp.asarray(self._areas(h, w, oh, ow), dtype=x.dtype)
-        self._saved = (arg, x.shape)
+        self._saved = (arg, x.shape, None)
         return [y]
 
     def backward(self, top_diffs):
@@ -243,7 +279,9 @@ class Pooling(Layer):
             return self._backward_rect(top_diffs[0])
         xp = get_xp(top_diffs[0])
         dy = top_diffs[0]
-        arg, (n, c, h, w) = self._saved
+        arg, (n, c, h, w), loops = self._saved
+        if loops:
+            return self._backward_compiled(dy, arg, (n, c, h, w), loops)
         s = self.stride
         oh, ow, hq, wq = self._geometry(h, w)
         if self.method == "AVE":

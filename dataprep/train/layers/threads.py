@@ -24,6 +24,7 @@ PART = 1 << 20  # elements per part of elementwise work (4 MB of float32): NumPy
 # dominates smaller parts (LeNet's pool1 in parts of 8 images: 1.2 ms for a 0.07 ms pass)
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _POOL: list[tuple[ThreadPoolExecutor, Any]] = []
+COMPILED = True  # False: the array code on the CPU too (the tests' second path)
 
 
 def chunks(xp: ModuleType, n: int, size: int) -> list[slice]:
@@ -31,6 +32,17 @@ def chunks(xp: ModuleType, n: int, size: int) -> list[slice]:
     if xp is not np:
         return [slice(0, n)]
     return [slice(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def compiled_loops(xp: ModuleType) -> ModuleType | None:
+    """The loops Numba compiles (``compiled``) for NumPy arrays, imported at their first use
+    (commands that train nothing never load Numba); None on a GPU, whose kernels are the
+    array code, or where they are switched off."""
+    if xp is not np or not COMPILED:
+        return None
+    from . import compiled
+
+    return compiled
 
 
 def _pool() -> tuple[ThreadPoolExecutor, Any]:

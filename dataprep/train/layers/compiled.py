@@ -1,0 +1,164 @@
+"""Loops compiled by Numba for the passes NumPy would make many times over memory.
+
+Max pooling for training, with the position of each maximum kept for the backward pass,
+is in array code a pass per kernel offset over the whole blob (compare, record, keep the
+larger), and its backward a pass per offset more. Inside a net the blobs come from memory,
+not the caches: CaffeNet's pool1 took 67 to 71 ms so, 16 to 17 ms as one loop per plane.
+
+Only the CPU runs these (``threads.compiled_loops``); CuPy runs the array code, which the tests also run on
+NumPy against these loops, byte for byte. Each loop is compiled once per install (Numba's
+cache beside this file, or its user cache where that is read-only) and loaded at its first
+use, so commands that never train a net never import Numba (0.15 s and about 110 MB).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def _split(plane, s, p, wq, phases):  # pragma: no cover - compiled
+    """A plane (H, W) into its s * s phases (rows and columns by their remainder after the
+    padding), each laid out flat with rows of ``wq``; what ``phases`` held elsewhere stays."""
+    h, w = plane.shape
+    for u in range(s):
+        y0 = (u - p) % s  # the first image row in phase row u
+        r0, rows = (y0 + p) // s, (h - y0 + s - 1) // s
+        for v in range(s):
+            x0 = (v - p) % s
+            c0, cols = (x0 + p) // s, (w - x0 + s - 1) // s
+            into = phases[u * s + v]
+            for t in range(rows):
+                base = (r0 + t) * wq + c0
+                for z in range(cols):
+                    into[base + z] = plane[y0 + t * s, x0 + z * s]
+
+
+@njit(cache=True)
+def _grid(h, w, k, s, p, oh, ow):  # pragma: no cover - compiled
+    """A phase's rows and columns (HQ, WQ): the padded plane, with every window, is (HQ s,
+    WQ s), as ``Pooling._geometry`` has it."""
+    return -(-max(s * (oh - 1) + k, p + h) // s), -(-max(s * (ow - 1) + k, p + w) // s)
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def max_pool(x, k, s, p, y, arg):  # pragma: no cover - compiled
+    """MAX pooling of x (N, C, H, W) into y (N, C, OH, OW), with each maximum's kernel
+    offset (i * k + j, the first in scan order: Caffe's rule) in ``arg``. Per plane, over
+    the phases (``_split``) each offset reads one contiguous run for every output at once;
+    the padding and the windows past the input (Caffe's sizes round up) read -inf."""
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    hq, wq = _grid(h, w, k, s, p, oh, ow)
+    phases = np.empty((s * s, hq * wq + wq), x.dtype)  # a row more: the last offsets read past
+    span = oh * wq  # outputs laid out on the phases' grid: wq - ow columns are dropped
+    best = np.empty(span, x.dtype)
+    at = np.empty(span, arg.dtype)
+    for a in range(n):
+        for b in range(c):
+            phases[...] = -np.inf
+            _split(x[a, b], s, p, wq, phases)
+            for i in range(k):
+                for j in range(k):
+                    read = phases[(i % s) * s + j % s]
+                    shift = (i // s) * wq + j // s
+                    if i == 0 and j == 0:
+                        for e in range(span):
+                            best[e] = read[shift + e]
+                            at[e] = 0
+                        continue
+                    offset = i * k + j  # stored as arg's type
+                    for e in range(span):
+                        value = read[shift + e]
+                        old = best[e]
+                        larger = value > old  # strict: the first maximum stays
+                        at[e] = offset if larger else at[e]
+                        best[e] = np.maximum(old, value)  # NaN spreads, as np.maximum
+            for r in range(oh):
+                for q in range(ow):
+                    y[a, b, r, q] = best[r * wq + q]
+                    arg[a, b, r, q] = at[r * wq + q]
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def ave_pool(x, k, s, p, areas, y):  # pragma: no cover - compiled
+    """AVE pooling of x (N, C, H, W) into y (N, C, OH, OW): each window summed over the
+    phases in scan order, the padding read as zeros, then divided by Caffe's ``areas``
+    (OH, OW): the array code's sums and quotients, bit for bit."""
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    hq, wq = _grid(h, w, k, s, p, oh, ow)
+    phases = np.empty((s * s, hq * wq + wq), x.dtype)
+    span = oh * wq
+    total = np.empty(span, x.dtype)
+    for a in range(n):
+        for b in range(c):
+            phases[...] = 0
+            _split(x[a, b], s, p, wq, phases)
+            for i in range(k):
+                for j in range(k):
+                    read = phases[(i % s) * s + j % s]
+                    shift = (i // s) * wq + j // s
+                    if i == 0 and j == 0:
+                        for e in range(span):
+                            total[e] = read[shift + e]
+                        continue
+                    for e in range(span):
+                        total[e] += read[shift + e]
+            for r in range(oh):
+                for q in range(ow):
+                    y[a, b, r, q] = total[r * wq + q] / areas[r, q]
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def max_unpool(dy, arg, k, s, p, dx):  # pragma: no cover - compiled
+    """MAX pooling's backward: each output's gradient added to the input its maximum came
+    from. Outputs are taken last to first, so each input sums its gradients in the order
+    of their kernel offsets, as the array code does (float sums depend on the order)."""
+    n, c, h, w = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    for a in range(n):
+        for b in range(c):
+            into = dx[a, b]
+            into[...] = 0
+            for r in range(oh - 1, -1, -1):
+                for q in range(ow - 1, -1, -1):
+                    o = arg[a, b, r, q]
+                    row, col = r * s - p + o // k, q * s - p + o % k
+                    if 0 <= row < h and 0 <= col < w:
+                        into[row, col] += dy[a, b, r, q]
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def ave_unpool(dy, areas, k, s, p, dx):  # pragma: no cover - compiled
+    """AVE pooling's backward: each output's gradient over its area added to every input of
+    its window, outputs last to first so each input sums in kernel-offset order (as
+    ``max_unpool``)."""
+    n, c, h, w = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    for a in range(n):
+        for b in range(c):
+            into = dx[a, b]
+            into[...] = 0
+            for r in range(oh - 1, -1, -1):
+                for q in range(ow - 1, -1, -1):
+                    share = dy[a, b, r, q] / areas[r, q]
+                    for i in range(k):
+                        row = r * s - p + i
+                        if not 0 <= row < h:
+                            continue
+                        for j in range(k):
+                            col = q * s - p + j
+                            if 0 <= col < w:
+                                into[row, col] += share
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def relu_backward(dy, y, dx):  # pragma: no cover - compiled
+    """ReLU's backward in one pass: the gradient times whether the output is positive (the
+    array code's compare and product make two, the product casting the mask), the same
+    bytes: -0.0 for a negative gradient masked, NaN for an infinite one."""
+    top, out, into = dy.reshape(-1), y.reshape(-1), dx.reshape(-1)
+    for e in range(top.size):
+        into[e] = top[e] * (out[e] > 0)
