@@ -666,24 +666,30 @@ WINOGRAD = [
 ]
 
 
-@pytest.fixture
-def tiled(monkeypatch):
+@pytest.fixture(params=["tiled backward", "im2col backward"])
+def tiled(monkeypatch, request):
+    """Winograd's forward, with its own backward or im2col's (``transformed_backward``)."""
     from dataprep.train.layers import winograd
 
     monkeypatch.setattr(winograd, "pays", lambda *_: True)
+    monkeypatch.setattr(winograd, "transformed_backward", lambda: request.param == "tiled backward")
+    return request.param == "tiled backward"
 
 
 @pytest.mark.parametrize("spec, shape", WINOGRAD)
 def test_winograd_matches_numerical_gradients(xp, tiled, spec, shape):
     spec = {"type": "Convolution", **spec}
-    assert build(spec, [shape], np)[0].strategy.startswith("winograd")
+    layer = build(spec, [shape], np)[0]
+    assert layer.strategy.startswith("winograd") and ("; backward" in layer.strategy) != tiled
     check_gradients(spec, [rng.normal(size=shape)], xp)
 
 
 @pytest.mark.parametrize("spec, shape", WINOGRAD)
-def test_winograd_agrees_with_im2col_in_float32(monkeypatch, spec, shape):
+@pytest.mark.parametrize("transformed", [True, False])
+def test_winograd_agrees_with_im2col_in_float32(monkeypatch, spec, shape, transformed):
     from dataprep.train.layers import winograd
 
+    monkeypatch.setattr(winograd, "transformed_backward", lambda: transformed)
     data = np.random.default_rng(5).normal(size=shape).astype(np.float32)
     results = {}
     for chosen in (False, True):
@@ -717,12 +723,43 @@ def test_winograd_bytes_do_not_depend_on_the_thread_count(monkeypatch, tiled, sp
         ((1, 256, 13, 13), 384, 1, "image"),  # one image: 49 tiles, too few for a product
     ],
 )
-def test_winograd_is_chosen_where_it_pays(shape, outputs, group, strategy):
+def test_winograd_is_chosen_where_it_pays(monkeypatch, shape, outputs, group, strategy):
+    from dataprep.train.layers import winograd
+
+    monkeypatch.setattr(winograd, "transformed_backward", lambda: True)
     layer = make_layer(
         {"type": "Convolution", "num_output": outputs, "kernel_size": 3, "pad": 1, "group": group}
     )
     layer.setup([shape], np, np.random.default_rng(0), np.float32)
     assert layer.strategy == strategy
+
+
+@pytest.mark.parametrize(
+    "blas, transformed",
+    [
+        ([{"internal_api": "openblas", "architecture": "SkylakeX"}], False),  # Intel's AVX-512
+        ([{"internal_api": "openblas", "architecture": "SapphireRapids"}], False),
+        ([{"internal_api": "openblas", "architecture": "Zen"}], True),  # AMD, dataprep's choice there
+        ([{"internal_api": "openblas", "architecture": "Haswell"}], True),
+        ([{"internal_api": "mkl"}], True),
+    ],
+)
+def test_winograds_backward_follows_the_blas_kernels(monkeypatch, blas, transformed):
+    """Where OpenBLAS runs full-width AVX-512 kernels the backward is im2col's (the strategy
+    names it, and the layer still matches im2col's results); elsewhere Winograd's."""
+    import threadpoolctl
+
+    from dataprep.train.layers import winograd
+
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: blas)
+    winograd.transformed_backward.cache_clear()
+    try:
+        assert winograd.transformed_backward() == transformed
+        layer = make_layer({"type": "Convolution", "num_output": 384, "kernel_size": 3, "pad": 1})
+        layer.setup([(32, 256, 13, 13)], np, np.random.default_rng(0), np.float32)
+        assert layer.strategy == "winograd, batch of 8" + ("" if transformed else "; backward batch of 2")
+    finally:
+        winograd.transformed_backward.cache_clear()
 
 
 def test_inner_product_bytes_do_not_depend_on_the_thread_count(monkeypatch):

@@ -101,7 +101,8 @@ class Convolution(Layer):
     * ``winograd``: a stride-1 3 x 3 kernel where ``winograd.pays`` (many channels, maps
       of 12 x 12 or more): the forward, the data gradient and the weight gradient as
       Winograd's F(2x2, 3x3) (``winograd.py``), 16 multiplies per two-by-two outputs where
-      im2col makes 36.
+      im2col makes 36; the backward im2col's where OpenBLAS's products run at full AVX-512
+      width (``winograd.transformed_backward``: the strategy then names both).
     * ``general``: every other geometry Caffe's BaseConvolutionLayer takes (unequal
       kernel_h and kernel_w, dilation, one or three spatial axes, a channel ``axis`` other
       than 1) as one im2col of the whole batch; ``no spatial axes`` (an N x C bottom, the
@@ -150,13 +151,17 @@ class Convolution(Layer):
         self.m = images_per_product(num, oh * ow, per_image, xp is np)
         self.keep = num * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
-        self.winograd = False
+        self.winograd = self.tiled_backward = False
         if (self.k, self.stride) == (3, 1) and self.pad <= 2:
             tiles = winograd.tiles(h, self.pad)[1] * winograd.tiles(w, self.pad)[1]
             m = images_per_product(num, tiles, 1, xp is np, TILES)  # tiles side by side, whatever their bytes
             self.winograd = winograd.pays(min(c, self.out) // self.group, min(oh, ow), m * tiles)
             if self.winograd:
-                self.m, self.keep, self.strategy = m, False, f"winograd, batch of {m}"
+                # the backward in Winograd's domain too, or im2col's (``transformed_backward``)
+                self.tiled_backward = xp is not np or winograd.transformed_backward()
+                self.tiles_m, self.keep = m, False
+                backward = "" if self.tiled_backward else f"; backward {self.strategy}"
+                self.strategy = f"winograd, batch of {m}{backward}"
         # the data gradient of a stride-1 layer whose output is as large as its input ("same"
         # padding) as a convolution of the padded top gradient with the flipped kernels: one
         # im2col copy and one product, where col2im takes one product and k*k scatter-adds
@@ -180,13 +185,13 @@ class Convolution(Layer):
         # 13.8 ms, ResNet-50's 512 -> 512 at 7 x 7 60 -> 48 ms).
         # Channels-last columns only with that backward: LeNet's unpadded conv2, whose data
         # gradient is col2im, ran its backward 5.1 -> 5.5 ms with them, its forward the same.
-        self.last = self.full and not self.winograd and channels_last(c, self.k, ow, self.group)
+        self.last = self.full and not self.winograd and channels_last(c, self.k, ow, self.group)  # k >= 5
         if self.last:
             self.strategy += ", channels last"
         # col2im over whole padded rows (``_col2im_rows``) where a stride-1 layer keeps col2im
         # and its outputs are narrow: LeNet's conv2 (8 wide), backward 6.5 to 7.3 -> 5.1 to
         # 5.6 ms in its `time`; on CaffeNet's 27 x 27 the wider product cost 3% more
-        plain = not (self.full or self.winograd or self.pointwise)
+        plain = not (self.full or self.tiled_backward or self.pointwise)
         self.rows = plain and self.stride == 1 and ow <= ROWS_WIDTH
         if self.rows:
             self.strategy += ", col2im by rows"
@@ -225,11 +230,12 @@ class Convolution(Layer):
         dcols = xp.matmul(self.params[0].reshape(g, self.out // g, -1).transpose(0, 2, 1), d)
         return [uncolumns(dcols, geo, (num, c, *sizes), geo.out(tuple(sizes))).reshape(shape)]
 
-    def _parts(self, n: int) -> tuple[list[slice], int]:
+    def _parts(self, n: int, per: int | None = None) -> tuple[list[slice], int]:
         """Fixed parts of the batch for the threads (whole products, about CHUNK images, an
         even number of parts of about equal size: a batch of 10 in parts of 8 and 2 kept one
-        core idle most of a layer), and the images per product."""
-        m = min(self.m, n)
+        core idle most of a layer), and the images per product (``per``: Winograd's, else
+        im2col's)."""
+        m = min(per or self.m, n)
         products = -(-n // m)
         count = -(-products // max(1, CHUNK // m))
         count = min(products, count + count % 2)
@@ -287,8 +293,8 @@ class Convolution(Layer):
         x = bottoms[0]
         n, _, oh, ow = self.shapes([x.shape])[0]
         y = xp.empty((n, self.out, oh, ow), x.dtype)
-        parts, m = self._parts(n)
         if self.winograd:
+            parts, m = self._parts(n, self.tiles_m)
             u = winograd.kernels(self.params[0], self.group)
             bias = self.params[1] if len(self.params) > 1 else None
 
@@ -298,8 +304,9 @@ class Convolution(Layer):
                     winograd.convolve(x[images], u, self.pad, y[images], bias)
 
             run_parts(parts, tiled)
-            self._saved = (x, None, {})  # the backward transforms the tiles again
+            self._saved = (x, None, {})  # the backward transforms the tiles again, or makes columns
             return [y]
+        parts, m = self._parts(n)
         view = self._view(x)
         weights = self._kernels(self.params[0])
         bias = self.params[1].reshape(1, -1, 1, 1) if len(self.params) > 1 else 0
@@ -327,10 +334,12 @@ class Convolution(Layer):
     def backward(self, top_diffs):
         if self.general:
             return self._backward_general(top_diffs[0])
-        if self.winograd:
+        if self.tiled_backward:
             return self._backward_winograd(top_diffs[0])
         xp = get_xp(top_diffs[0])
         x, view, kept = self._saved
+        if view is None and not self.full:  # after Winograd's forward
+            view = self._view(x)
         n, c, h, w = x.shape
         p, g = self.pad, self.group
         dy = top_diffs[0]
@@ -409,7 +418,7 @@ class Convolution(Layer):
         x = self._saved[0]
         n, c = x.shape[:2]
         g, p = self.group, self.pad
-        parts, m = self._parts(n)
+        parts, m = self._parts(n, self.tiles_m)
         du = xp.empty((len(parts), 16, g, self.out // g, c // g), dy.dtype)
         db = xp.empty((len(parts), self.out), dy.dtype)
         dx = xp.empty_like(x) if self.propagate else None

@@ -10,6 +10,8 @@ products one batched matmul over the 16 tile positions.
 
 from __future__ import annotations
 
+import functools
+
 from ...transforms import get_xp
 
 # Winograd's G for F(2, 3): a 3-tap kernel to its 4 transformed taps
@@ -31,6 +33,27 @@ def pays(channels: int, side: int, tiles: int) -> bool:
     (the transforms' rows are short on small maps: 64 channels ran 1.1x slower at 13 x 13
     and 1.6x faster at 56 x 56; 16 to 48 channels never gained)."""
     return side >= 12 and tiles >= 192 and channels >= (64 if side >= 28 else 96)
+
+
+FULL_WIDTH = ("SkylakeX", "Cooperlake", "SapphireRapids")  # OpenBLAS's full-width AVX-512 kernels
+
+
+@functools.lru_cache(maxsize=1)
+def transformed_backward() -> bool:
+    """Whether the backward runs in the transformed domain as well as the forward. Not where
+    OpenBLAS runs its full-width AVX-512 kernels (Intel's cores): there im2col's products
+    run fast enough that its backward beats the transforms' passes (backward ms in the
+    net, Winograd -> im2col: CaffeNet's conv4 88 -> 72 and conv5 67 -> 50, the tutorial
+    net's conv2 62 -> 57 and conv3 30 -> 23.5), while Winograd's forward still wins (the
+    tutorial net's conv2 33.4 -> 26.7). On AMD's Zen 4 with the Zen kernels Winograd's
+    backward won (im2col -> Winograd: CaffeNet's conv3 113.5 -> 81.5, conv4 92.7 -> 71.5);
+    other BLAS libraries and kernels keep it too."""
+    from threadpoolctl import threadpool_info
+
+    return not any(
+        info.get("internal_api") == "openblas" and info.get("architecture") in FULL_WIDTH
+        for info in threadpool_info()
+    )
 
 
 def kernels(w, group: int = 1):
