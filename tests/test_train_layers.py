@@ -764,8 +764,11 @@ def test_winograds_backward_follows_the_blas_kernels(monkeypatch, blas, transfor
 
 def test_inner_product_bytes_do_not_depend_on_the_thread_count(monkeypatch):
     from dataprep.train.layers import threads
+    from dataprep.train.layers.inner_product import _halves, _parts
 
-    data = np.random.default_rng(5).normal(size=(70, 3, 4, 5)).astype(np.float32)
+    data = np.random.default_rng(5).normal(size=(70, 3, 8, 10)).astype(np.float32)
+    work = 70 * 240 * 90
+    assert len(_halves(np, 90, work)) == 2 and len(_parts(np, 90, work)) == 4  # the parts meet
     results = []
     for cores in (1, 2):
         monkeypatch.setattr(threads, "CORES", cores)
@@ -773,8 +776,12 @@ def test_inner_product_bytes_do_not_depend_on_the_thread_count(monkeypatch):
         layer = make_layer({"type": "InnerProduct", "num_output": 90})
         layer.setup([data.shape], np, np.random.default_rng(0), np.float32)
         y = layer.forward([data])[0]
-        (dx,) = layer.backward([np.random.default_rng(2).normal(size=y.shape).astype(np.float32)])
-        assert np.allclose(y, data.reshape(70, -1) @ layer.params[0].T + layer.params[1], atol=1e-5)
+        dy = np.random.default_rng(2).normal(size=y.shape).astype(np.float32)
+        (dx,) = layer.backward([dy])
+        w, flat = layer.params[0], data.reshape(70, -1)
+        assert np.allclose(y, flat @ w.T + layer.params[1], atol=1e-4)
+        assert np.allclose(dx.reshape(70, -1), dy @ w, atol=1e-4)
+        assert np.allclose(layer.grads[0], dy.T @ flat, atol=1e-3)
         results.append([y.tobytes(), dx.tobytes()] + [g.tobytes() for g in layer.grads])
     threads._POOL.clear()
     assert results[0] == results[1]
