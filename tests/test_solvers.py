@@ -92,6 +92,42 @@ def test_each_solver_follows_caffes_rule_over_two_steps(kind, cfg):
     assert np.allclose(layer.params[0], caffe_rule(kind, cfg), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["SGD", "Nesterov"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {},
+        {"weight_decay": 0.0005},
+        {"weight_decay": 0.1, "regularization_type": "L1"},
+        {"iter_size": 3, "weight_decay": 0.01, "momentum": 0.95},
+        {"iter_size": 2, "momentum": 0.0},
+    ],
+)
+def test_sgd_loop_gives_the_array_codes_bytes(monkeypatch, kind, dtype, cfg):
+    """SGD's and Nesterov's compiled one-pass update and the array code (what CuPy runs):
+    the same weights and history, byte for byte, over three steps, with a learning-rate
+    multiplier."""
+    from dataprep.train.layers import compiled, threads
+
+    rng = np.random.default_rng(9)
+    w0 = rng.normal(size=(30, 40)).astype(dtype)
+    w0[0, :3] = 0  # L1's sign of zero
+    grads = [rng.normal(size=w0.shape).astype(dtype) for _ in range(3)]
+    calls = []
+    monkeypatch.setattr(compiled, "sgd_update", lambda *a, f=compiled.sgd_update: calls.append(1) or f(*a))
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(threads, "COMPILED", enabled)
+        solver = Solver(SolverConfig(type=kind, base_lr=0.05, **cfg))
+        layer = _layer(w0, lr_mult=2.0)
+        for g in grads:
+            layer.grads = [g]
+            solver.step([(layer, 0)])
+        results.append((layer.params[0].tobytes(), solver.history[0].tobytes()))
+    assert len(calls) == 3 and results[0] == results[1]
+
+
 def test_clipping_scales_every_gradient_by_their_global_norm_and_says_so():
     said = []
     solver = Solver(SolverConfig(type="SGD", base_lr=1.0, momentum=0.0, clip_gradients=0.5))

@@ -217,6 +217,53 @@ def test_hdf5_shards_by_count_and_bytes(tmp_path):
     assert (tmp_path / "b_h5.txt").read_text().split() == [f"b_00{i}.h5" for i in range(4)]
 
 
+@pytest.mark.parametrize("kind", ["hdf5 shards", "lmdb", "leveldb", "lmdb float labels"])
+def test_records_by_index_are_those_of_the_ranges(tmp_path, kind):
+    """``iter_indices`` (a shuffled training batch: LMDB and LevelDB read it in one
+    transaction, HDF5 by runs of neighbours) gives the records ``iter_range`` gives, the base
+    class's run-by-run way too, and still stops at a damaged record, naming it."""
+    from dataprep.errors import RecordError
+    from dataprep.stores.base import StoreReader
+
+    list_path, _ = write_images(tmp_path, 10, labels="float" if "float" in kind else "int")
+    source = list_source(str(list_path))
+    if kind == "hdf5 shards":
+        dest = tmp_path / "t_h5.txt"
+        writer = Hdf5Writer(tmp_path / "t.h5", shard_rows=4, expected=10, meta=store_meta(source))
+    else:
+        dest = tmp_path / "db"
+        extra = {"labels_path": tmp_path / "db_labels"} if "float" in kind else {}
+        writer = STORES[kind.split()[0]](dest, meta=store_meta(source), **extra)
+    write_store(source, writer, InlineExecutor())
+    wanted = [0, 2, 3, 4, 7, 9]  # runs and single records, across the HDF5 shards
+    with open_store(dest) as store:
+        every = list(store)
+        for reader in (store.iter_indices, lambda idx: StoreReader.iter_indices(store, idx)):
+            got = list(reader(wanted))
+            assert [i for i, _ in got] == wanted
+            for i, rec in got:
+                assert rec.key == every[i].key and np.array_equal(rec.array, every[i].array)
+                assert np.array_equal(rec.labels, every[i].labels)
+        damaged = every[4].key
+    if kind == "hdf5 shards":
+        with h5py.File(tmp_path / "t_001.h5", "r+") as f:
+            f["data"][0, 0, 0, 0] += 1
+    elif kind.startswith("lmdb"):
+        with lmdb.open(str(dest)) as env, env.begin(write=True) as txn:
+            key = damaged.encode()
+            value = bytearray(txn.get(key))
+            value[-5] ^= 1
+            txn.put(key, bytes(value))
+    else:
+        db = plyvel.DB(str(dest))
+        value = bytearray(db.get(damaged.encode()))
+        value[-5] ^= 1
+        db.put(damaged.encode(), bytes(value))
+        db.close()
+    with open_store(dest) as store, pytest.raises(RecordError, match=damaged.split("_", 1)[-1]):
+        list(store.iter_indices(wanted))
+
+
 def test_writers_refuse_to_overwrite(tmp_path):
     list_path, _ = write_images(tmp_path, 3)
     build("lmdb", list_path, tmp_path / "db")

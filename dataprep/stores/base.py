@@ -42,6 +42,21 @@ def checksum(*buffers: bytes | memoryview) -> str:
     return f"{crc:08x}"
 
 
+def index_runs(indices: list[int]) -> Iterator[tuple[int, int]]:
+    """Sorted indices as [start, stop) runs, so neighbouring records are read in one range."""
+    start = prev = None
+    for i in indices:
+        if start is None:
+            start = prev = i
+        elif i == prev + 1:
+            prev = i
+        else:
+            yield start, prev + 1
+            start = prev = i
+    if start is not None:
+        yield start, prev + 1
+
+
 def mismatch(path: str | os.PathLike, key: str) -> RecordError:
     """A record whose bytes differ from the manifest's checksum: bit rot, an edit."""
     return RecordError(f"{path}: record {key}: checksum mismatch")
@@ -215,6 +230,13 @@ class StoreReader(ABC):
         """Records ``start..stop-1`` in order: workers split a store by index ranges. Each is
         checked against the manifest's checksum where there is one (``check``): a damaged
         record stops the reader instead of passing on into a new store, a mean or a net."""
+
+    def iter_indices(self, indices: list[int], check: bool = True) -> Iterator[tuple[int, StoredRecord]]:
+        """``(index, record)`` for sorted, distinct ``indices`` (a shuffled training batch),
+        checked as ``iter_range`` checks them. Here a range per run of neighbours; backends
+        that find a record by its key read them all in one transaction or read."""
+        for start, stop in index_runs(indices):
+            yield from enumerate(self.iter_range(start, stop, check), start)
 
     def iter_sound(
         self, start: int, stop: int, damaged: list[RecordError]

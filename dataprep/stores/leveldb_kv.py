@@ -62,5 +62,12 @@ class LevelDbReadKV:
     def items_from(self, key: bytes, count: int) -> Iterator[tuple[bytes, bytes]]:
         yield from itertools.islice(self.db.iterator(start=key), count)
 
+    def values_of(self, keys: list[bytes]) -> Iterator[bytes]:
+        for key in keys:
+            value = self.db.get(key)
+            if value is None:
+                raise StoreError(f"key {key!r} not found")
+            yield value
+
     def close(self) -> None:
         self.db.close()

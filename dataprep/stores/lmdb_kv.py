@@ -196,6 +196,16 @@ class LmdbReadKV:
                     break
                 yield bytes(k), value
 
+    def values_of(self, keys: list[bytes]) -> Iterator[bytes | memoryview]:
+        """The values of ``keys`` in one transaction, each a view of the map valid until the
+        next is asked for."""
+        with _damage_named(self._key[0]), self.env.begin(buffers=True) as txn:
+            cursor = txn.cursor()
+            for key in keys:
+                if not cursor.set_key(key):
+                    raise StoreError(f"key {key!r} not found")
+                yield cursor.value()
+
     def close(self) -> None:
         entry = _OPEN.get(self._key)
         if entry is None:

@@ -10,13 +10,14 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..errors import DataprepError, ImageError, OnError, UsageError
 from ..images import describe_shape, parse_size
 from ..records import ImageListSource
+from ..stores.base import index_runs
 from ..transforms import AugmentSpec, apply, caffe_transform, sample_params
 from .recipe import Source, Transform
 
@@ -53,14 +54,14 @@ class Samples:
                     continue
                 found[i] = (record.image, np.asarray(record.labels, np.float64))
             return found
-        for start, stop in _runs(ordered):
+        if not self.on_error.skip:  # the whole batch in one transaction or read
+            for i, rec in self.reader.iter_indices(ordered):
+                found[i] = _sample(rec)
+            return found
+        for start, stop in index_runs(ordered):
             damaged: list[DataprepError] = []
-            if self.on_error.skip:
-                records = self.reader.iter_sound(start, stop, damaged)
-            else:
-                records = enumerate(self.reader.iter_range(start, stop), start)
-            for i, rec in records:  # images as H x W x C; other arrays (N x D HDF5 data) as they are
-                found[i] = (rec.array.transpose(1, 2, 0) if rec.array.ndim == 3 else rec.array, rec.labels)
+            for i, rec in self.reader.iter_sound(start, stop, damaged):
+                found[i] = _sample(rec)
             for i, exc in zip(sorted(set(range(start, stop)) - found.keys()), damaged):
                 self._damaged_at(i, exc)
         return found
@@ -101,19 +102,10 @@ class Samples:
             self.reader.close()
 
 
-def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
-    """Sorted indices as [start, stop) runs, so neighbouring records are read in one range."""
-    start = prev = None
-    for i in indices:
-        if start is None:
-            start = prev = i
-        elif i == prev + 1:
-            prev = i
-        else:
-            yield start, prev + 1
-            start = prev = i
-    if start is not None:
-        yield start, prev + 1
+def _sample(rec) -> tuple[np.ndarray, np.ndarray]:
+    """A stored record as a sample: an image as H x W x C; other arrays (N x D HDF5 data) as
+    they are."""
+    return (rec.array.transpose(1, 2, 0) if rec.array.ndim == 3 else rec.array, rec.labels)
 
 
 def open_samples(source: Source, on_error: OnError | None = None) -> Samples:

@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import UsageError
 from ..transforms import get_xp as xp_of
 from .layers import Layer
+from .layers.threads import compiled_loops
 
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam")
 LR_POLICIES = ("fixed", "step", "multistep", "inv", "poly", "exp", "sigmoid")
@@ -107,6 +108,16 @@ class Solver:
             xp = xp_of(w)
             decay = cfg.weight_decay * layer.decay_mult[i]
             local = rate * layer.lr_mult[i]
+            loops = compiled_loops(xp) if cfg.type in ("SGD", "Nesterov") else None
+            if loops and all(a.flags.c_contiguous for a in (w, grad, history)):
+                kind = w.dtype.type  # the scalars rounded as NumPy rounds them against the arrays
+                scale = kind(1 / cfg.iter_size if cfg.iter_size > 1 else 1)
+                l1 = cfg.regularization_type == "L1"
+                nesterov = kind(1 + cfg.momentum if cfg.type == "Nesterov" else 0)
+                loops.sgd_update(
+                    w, grad, history, scale, kind(decay), l1, kind(local), kind(cfg.momentum), nesterov
+                )
+                continue
             # in place, each operation Caffe's and in its order: the same bytes as
             # out-of-place arithmetic, without a full-size temporary per term
             if cfg.iter_size > 1 or decay:

@@ -123,6 +123,21 @@ def test_every_form_of_the_model_gives_the_same_answers_in_another_folder(crop_m
     assert np.allclose(prob, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), atol=1e-6)
 
 
+def test_native_predict_loads_no_numba(crop_model):
+    """Numba (0.15 s and about 110 MB) loads where a net trains: inference's pooling runs
+    the array code, so `predict` on the native engine never imports it."""
+    folder, listfile = crop_model
+    code = (
+        "import sys; from dataprep.cli.main import cli\n"
+        "try: cli(sys.argv[1:])\n"
+        "except SystemExit as e: assert not e.code, e.code\n"
+        "print('numba' in sys.modules, 'dataprep.train.layers.pooling' in sys.modules, file=sys.stderr)"
+    )
+    args = ["predict", "model.npz", str(listfile), "--json", "-q"]
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=folder, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == "False True", r.stderr
+
+
 def test_predict_and_extract_run_an_exported_onnx_graph_as_the_model(crop_model):
     """`predict exported.onnx` (issue 27): the graph as MODEL, on onnxruntime, its
     preparation read from its metadata: the snapshot's answers; extract writes the graph's
