@@ -509,21 +509,21 @@ STRATEGIES = [
     ({"num_output": 4, "kernel_size": 3, "pad": 1, "group": 2}, (4, 4, 5, 5), 64, "batch of 2"),
     ({"num_output": 3, "kernel_size": 3, "pad": 2}, (2, 2, 6, 6), 8, "image"),  # output larger
     # smaller output: col2im, over whole padded rows where the outputs are narrow (16 or less)
-    ({"num_output": 3, "kernel_size": 3}, (2, 2, 6, 6), 8, "image, col2im by rows"),
+    ({"num_output": 3, "kernel_size": 3}, (2, 2, 6, 6), 8, "image"),
     ({"num_output": 2, "kernel_size": 3}, (1, 1, 20, 19), 8, "image"),  # 17 wide: rows of 17
-    ({"num_output": 4, "kernel_size": 3, "group": 2}, (5, 2, 7, 5), 24, "batch of 2, col2im by rows"),
+    ({"num_output": 4, "kernel_size": 3, "group": 2}, (5, 2, 7, 5), 24, "batch of 2"),
     ({"num_output": 2, "kernel_size": 3, "pad": 2}, (2, 3, 6, 6), 8, "image"),
     ({"num_output": 2, "kernel_size": 5, "pad": 2}, (3, 3, 6, 5), 64, "batch of 2"),
     # more than twice as many outputs as channels: col2im
-    ({"num_output": 5, "kernel_size": 3, "pad": 1}, (2, 2, 5, 5), 8, "image, col2im by rows"),
+    ({"num_output": 5, "kernel_size": 3, "pad": 1}, (2, 2, 5, 5), 8, "image"),
     ({"num_output": 3, "kernel_size": 3, "pad": 1}, (1, 1, 17, 18), 8, "image"),  # 18 wide
     # channels-last columns (runs of k C floats) with the top gradient's columns; not with
     # col2im (stride 2, unpadded, more than twice the outputs)
     ({"num_output": 3, "kernel_size": 5, "pad": 2}, (3, 4, 4, 4), 8, "image, channels last"),
     ({"num_output": 3, "kernel_size": 5, "pad": 2}, (6, 4, 3, 3), 27, "batch of 3, channels last"),
     ({"num_output": 3, "kernel_size": 5, "stride": 2, "pad": 2}, (3, 4, 6, 6), 8, "image"),
-    ({"num_output": 3, "kernel_size": 5}, (2, 4, 7, 7), 64, "image, col2im by rows"),
-    ({"num_output": 9, "kernel_size": 5, "pad": 2}, (2, 4, 4, 4), 8, "image, col2im by rows"),
+    ({"num_output": 3, "kernel_size": 5}, (2, 4, 7, 7), 64, "image"),
+    ({"num_output": 9, "kernel_size": 5, "pad": 2}, (2, 4, 4, 4), 8, "image"),
 ]
 
 
@@ -583,37 +583,34 @@ def taken(spec: dict, shape: tuple[int, ...], attr: str, suffix: str, want: bool
 
 
 @pytest.mark.parametrize(
-    "spec, shape, rows",
+    "spec, shape",
     [
-        ({"num_output": 50, "kernel_size": 5}, (64, 20, 12, 12), True),  # LeNet's conv2: 8 wide
-        ({"num_output": 48, "kernel_size": 5, "pad": 2}, (10, 16, 14, 14), True),  # GoogLeNet's 5 x 5
-        ({"num_output": 256, "kernel_size": 5, "pad": 2, "group": 2}, (32, 96, 27, 27), False),  # 27 wide
-        ({"num_output": 20, "kernel_size": 5}, (64, 1, 28, 28), False),  # LeNet's conv1: 24 wide
-        ({"num_output": 4, "kernel_size": 3, "stride": 2}, (2, 3, 9, 9), False),  # stride 2
+        ({"num_output": 50, "kernel_size": 5}, (6, 20, 12, 12)),  # LeNet's conv2
+        ({"num_output": 12, "kernel_size": 5, "pad": 2, "group": 2}, (3, 4, 9, 9)),  # CaffeNet's conv2's kind
+        ({"num_output": 4, "kernel_size": 3, "stride": 2, "pad": 1}, (3, 3, 9, 8)),  # stride 2
+        ({"num_output": 5, "kernel_size": 11, "stride": 4}, (2, 3, 27, 27)),  # CaffeNet's conv1's kind
     ],
 )
-def test_col2im_by_rows_where_outputs_are_narrow_and_the_same_values(monkeypatch, spec, shape, rows):
-    """Narrow stride-1 layers that keep col2im add their data gradient over whole padded rows
-    (``Convolution._col2im_rows``): what col2im gives, to float32 rounding (the product is
-    wider, so blocked by BLAS another way)."""
-    from dataprep.train.layers import convolution
+def test_col2im_loop_gives_the_array_codes_bytes(monkeypatch, spec, shape):
+    """A layer that keeps col2im adds its data gradient back through the compiled loop
+    (``compiled.col2im``) or the array code's k * k strided adds (what CuPy runs): the same
+    bytes, for the data gradient and every parameter's."""
+    from dataprep.train.layers import compiled, threads
 
-    if not taken(spec, shape, "rows", "col2im by rows", rows):
-        return
-    small = (3, *shape[1:])
-    data = np.random.default_rng(5).normal(size=small).astype(np.float32)
-    results = {}
-    for width in (0, convolution.ROWS_WIDTH):  # 0: no layer takes rows
-        monkeypatch.setattr(convolution, "ROWS_WIDTH", width)
+    data = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    calls = []
+    monkeypatch.setattr(compiled, "col2im", lambda *a, f=compiled.col2im: calls.append(1) or f(*a))
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(threads, "COMPILED", enabled)
         layer = make_layer({"type": "Convolution", **spec})
-        (shape_top,) = layer.setup([small], np, np.random.default_rng(0), np.float32)
-        assert layer.rows == bool(width)
+        (top,) = layer.setup([shape], np, np.random.default_rng(0), np.float32)
+        assert not layer.full
+        layer.params[0] = np.random.default_rng(1).normal(size=layer.params[0].shape).astype(np.float32)
         layer.forward([data])
-        top = np.random.default_rng(2).normal(size=shape_top).astype(np.float32)
-        results[width] = [layer.backward([top])[0], *layer.grads]
-    for plain, by_rows in zip(*results.values()):
-        assert by_rows.shape == plain.shape
-        assert np.allclose(by_rows, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
+        dx = layer.backward([np.random.default_rng(2).normal(size=top).astype(np.float32)])[0]
+        results.append([dx.tobytes()] + [g.tobytes() for g in layer.grads])
+    assert calls and results[0] == results[1]
 
 
 @pytest.mark.parametrize(
@@ -719,7 +716,7 @@ def test_winograd_bytes_do_not_depend_on_the_thread_count(monkeypatch, tiled, sp
         ((32, 384, 13, 13), 256, 2, "winograd, batch of 8"),  # its conv5: 192 and 128 per group
         ((10, 64, 56, 56), 64, 1, "winograd, batch of 1"),  # ResNet-50's first 3 x 3, in predict
         ((10, 512, 7, 7), 512, 1, "batch of 3"),  # 7 x 7: a third of the tiles wasted
-        ((10, 64, 13, 13), 256, 1, "batch of 5, col2im by rows"),  # SqueezeNet's fire9: few channels
+        ((10, 64, 13, 13), 256, 1, "batch of 5"),  # SqueezeNet's fire9: few channels
         ((1, 256, 13, 13), 384, 1, "image"),  # one image: 49 tiles, too few for a product
     ],
 )

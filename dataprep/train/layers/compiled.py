@@ -155,6 +155,26 @@ def ave_unpool(dy, areas, k, s, p, dx):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
+def col2im(dcols, s, dx):  # pragma: no cover - compiled
+    """Convolution's col2im: column gradients (C, k, k, m, OH, OW) added onto the padded
+    images' gradient (m, C, H + 2 pad, W + 2 pad), per image and channel while its plane
+    sits in the caches; each input sums its terms in kernel-offset order, as the array
+    code's k * k strided adds do (CaffeNet's conv2, a group of one image: 0.80 -> 0.54 ms)."""
+    c, k = dcols.shape[0], dcols.shape[1]
+    m, oh, ow = dcols.shape[3], dcols.shape[4], dcols.shape[5]
+    for n in range(m):
+        for ch in range(c):
+            plane = dx[n, ch]
+            for i in range(k):
+                for j in range(k):
+                    terms = dcols[ch, i, j, n]
+                    for y in range(oh):
+                        row, src = plane[y * s + i], terms[y]
+                        for x in range(ow):
+                            row[x * s + j] += src[x]
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
 def relu_backward(dy, y, dx):  # pragma: no cover - compiled
     """ReLU's backward in one pass: the gradient times whether the output is positive (the
     array code's compare and product make two, the product casting the mask), the same

@@ -10,7 +10,7 @@ from ...transforms import get_xp
 from . import winograd
 from .base import Layer, positive_outputs
 from .geometry import columns, spatial, uncolumns, windows
-from .threads import CHUNK, copy_in_parts, run_parts
+from .threads import CHUNK, compiled_loops, copy_in_parts, run_parts
 
 COLUMNS = 2048  # a product needs about this many columns to run near BLAS's rate here
 KEEP_BYTES = 16 << 20  # a batch's columns up to this size are kept for the backward pass (LeNet's conv2)
@@ -18,7 +18,6 @@ COLUMN_BYTES = 4 << 20  # and its columns should stay in the caches (CaffeNet co
 TILES = 384  # a Winograd product needs about this many tiles (88 GFLOP/s at 196, 94 at 392)
 LAST_WIDTH = 16  # channels-last columns for outputs this narrow or narrower (see ``channels_last``)
 LAST_DEPTH = 1024  # and columns this deep or shallower (C k k)
-ROWS_WIDTH = 16  # col2im over whole padded rows for stride-1 outputs this narrow or narrower
 
 
 def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True, target: int | None = None) -> int:
@@ -112,8 +111,10 @@ class Convolution(Layer):
     outputs are at most twice its channels) makes one im2col, of the padded top gradient:
     times the flipped kernels it is the data gradient, times the input's channels the
     weight gradient (``_top_columns``), so the input's columns are not made again. Other
-    layers add the data gradient's columns back by col2im; stride-1 ones with narrow
-    outputs (``col2im by rows``) over whole padded rows (``_col2im_rows``).
+    layers add the data gradient's columns back by col2im: on the CPU a compiled loop
+    (``compiled.col2im``; LeNet's conv2, backward of the layer alone, 4.0 to 4.5 ms with
+    the array code's adds over whole padded rows, since removed, 3.4 to 3.75 ms with it),
+    on a GPU k * k strided adds.
 
     The columns are the exact windows, as Caffe's im2col makes them (reading whole padded
     rows instead, and dropping the extra columns after the product, cost 15% more product
@@ -188,13 +189,6 @@ class Convolution(Layer):
         self.last = self.full and not self.winograd and channels_last(c, self.k, ow, self.group)  # k >= 5
         if self.last:
             self.strategy += ", channels last"
-        # col2im over whole padded rows (``_col2im_rows``) where a stride-1 layer keeps col2im
-        # and its outputs are narrow: LeNet's conv2 (8 wide), backward 6.5 to 7.3 -> 5.1 to
-        # 5.6 ms in its `time`; on CaffeNet's 27 x 27 the wider product cost 3% more
-        plain = not (self.full or self.tiled_backward or self.pointwise)
-        self.rows = plain and self.stride == 1 and ow <= ROWS_WIDTH
-        if self.rows:
-            self.strategy += ", col2im by rows"
         return tops
 
     def shapes(self, shapes):
@@ -355,8 +349,8 @@ class Convolution(Layer):
         if full:  # written whole, image by image: no padding, no zeroing
             dx = xp.empty((n, c, h, w), dy.dtype)
             flipped = self._kernels(self._turned(self.params[0]), c)
-        else:  # padded, and one row more for ``_col2im_rows``
-            dx = xp.empty((n, c, h + 2 * p + self.rows, w + 2 * p), dy.dtype) if self.propagate else None
+        else:  # padded
+            dx = xp.empty((n, c, h + 2 * p, w + 2 * p), dy.dtype) if self.propagate else None
 
         def back(index, part):
             dw[index] = 0
@@ -386,9 +380,7 @@ class Convolution(Layer):
                     dw[index, 0] += xp.matmul(cols[0].T, pixels.reshape(-1, self.out))
                 else:
                     dw[index] += xp.matmul(cols, d.transpose(0, 2, 1))
-                if dx is not None and self.rows:
-                    self._col2im_rows(dx, images, weights, dy[images])
-                elif dx is not None:
+                if dx is not None:
                     self._col2im(dx, images, xp.matmul(weights.transpose(0, 2, 1), d))
 
         run_parts(parts, back)
@@ -509,26 +501,6 @@ class Convolution(Layer):
         flat[...] = x.transpose(1, 0, 2, 3)
         return flat.reshape(self.group, c // self.group, -1).transpose(0, 2, 1)
 
-    def _col2im_rows(self, dx, images: slice, weights, dy) -> None:
-        """``_col2im`` of some images' top gradient ``dy`` (m, O, OH, OW) with the columns made
-        for whole padded rows: the gradient widened with zeros to the padded width W, so that
-        each kernel offset's add is one run of OH W floats per image and channel instead of
-        OH runs of OW (LeNet's conv2: one run of 96, not 8 of 8). The widened columns' gradient
-        is zero, so what runs past a row's end adds nothing; past the image's end lies the
-        extra row of ``dx``."""
-        xp = get_xp(dy)
-        m, o, oh, ow = dy.shape
-        c, k, g, wp = dx.shape[1], self.k, self.group, dx.shape[3]
-        wide = xp.zeros((o, m, oh, wp), dy.dtype)
-        wide[..., :ow] = dy.transpose(1, 0, 2, 3)
-        dcols = xp.matmul(weights.transpose(0, 2, 1), wide.reshape(g, o // g, -1))
-        dcols = dcols.reshape(c, k, k, m, oh * wp)
-        flat = dx[images].reshape(m, c, -1)
-        for i in range(k):
-            for j in range(k):
-                at = i * wp + j
-                flat[:, :, at : at + oh * wp] += dcols[:, i, j].transpose(1, 0, 2)
-
     def _col2im(self, dx, images: slice, dcols) -> None:
         """Add some images' column gradients (groups, C / groups * k * k, images * OH * OW)
         back onto their padded images: one add per kernel offset, never one per pixel; a
@@ -541,6 +513,10 @@ class Convolution(Layer):
             return
         _, _, oh, ow = self.shapes([(m, c, dx.shape[2] - 2 * self.pad, dx.shape[3] - 2 * self.pad)])[0]
         dcols = dcols.reshape(c, k, k, m, oh, ow)
+        loops = compiled_loops(get_xp(dx))
+        if loops:
+            loops.col2im(dcols, s, dx[images])
+            return
         for i in range(k):
             for j in range(k):
                 dx[images, :, i : i + s * oh : s, j : j + s * ow : s] += dcols[:, i, j].transpose(1, 0, 2, 3)
