@@ -456,6 +456,36 @@ def test_pooling_loops_give_the_array_codes_bytes(monkeypatch, method, dtype, k,
     assert results[0] == results[1]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "spec, shape",
+    [
+        ({"local_size": 5, "alpha": 0.0001, "beta": 0.75}, (8, 96, 13, 13)),  # CaffeNet's norm1's kind
+        ({"local_size": 4, "alpha": 0.5, "beta": 0.75, "k": 2.0}, (2, 6, 2, 3)),  # even: lopsided
+        ({"local_size": 5, "alpha": 0.5, "beta": 0.75}, (2, 2, 3, 3)),  # fewer channels than the window
+    ],
+)
+def test_lrn_loops_give_the_array_codes_bytes(monkeypatch, dtype, spec, shape):
+    """LRN across channels through the compiled loops (the scale, the data gradient) and
+    through the array code (what CuPy runs): the same top and data gradient, byte for byte."""
+    from dataprep.train.layers import compiled, threads
+
+    x = np.random.default_rng(7).normal(size=shape).astype(dtype)
+    dy = np.random.default_rng(8).normal(size=shape).astype(dtype)
+    calls = []
+    monkeypatch.setattr(
+        compiled, "lrn_backward", lambda *a, f=compiled.lrn_backward: calls.append(1) or f(*a)
+    )
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(threads, "COMPILED", enabled)
+        layer = make_layer({"type": "LRN", **spec})
+        layer.setup([shape], np, None, dtype)
+        y = layer.forward([x])[0]
+        results.append((y.tobytes(), layer.backward([dy])[0].tobytes()))
+    assert calls and results[0] == results[1]
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (64, 32, 24, 24)])
 def test_relu_backward_loop_gives_the_array_codes_bytes(monkeypatch, shape):
     """ReLU's backward through the compiled loop and the array code: the same bytes, the

@@ -175,6 +175,53 @@ def col2im(dcols, s, dx):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
+def lrn_scale(x, lo, hi, factor, k, scale):  # pragma: no cover - compiled
+    """LRN's scale across channels, k + factor * (the sum of x^2 over channels c + lo ..
+    c + hi), per image while its channels sit in the caches; each sum starts at the
+    channel's own square and adds the others in the array code's order (its pass per
+    offset over the whole blob made nine)."""
+    n, c = x.shape[0], x.shape[1]
+    for a in range(n):
+        planes, out = x[a].reshape(c, -1), scale[a].reshape(c, -1)
+        for ch in range(c):
+            own, into = planes[ch], out[ch]
+            for e in range(own.size):
+                into[e] = own[e] * own[e]
+            for d in range(lo, hi + 1):
+                if d != 0 and 0 <= ch + d < c:
+                    other = planes[ch + d]
+                    for e in range(own.size):
+                        into[e] += other[e] * other[e]
+            for e in range(own.size):
+                into[e] = into[e] * factor + k
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def lrn_backward(dy, x, scale, powered, lo, hi, factor, dx):  # pragma: no cover - compiled
+    """LRN's data gradient across channels: dy * powered + factor * x * (the sum over
+    channels c + lo .. c + hi of dy x powered / scale), per image in the caches, in the
+    array code's order."""
+    n, c = x.shape[0], x.shape[1]
+    inner = np.empty((c, x[0, 0].size), x.dtype)
+    for a in range(n):
+        top, bottom = dy[a].reshape(c, -1), x[a].reshape(c, -1)
+        sc, pw, into = scale[a].reshape(c, -1), powered[a].reshape(c, -1), dx[a].reshape(c, -1)
+        for ch in range(c):
+            for e in range(inner.shape[1]):
+                inner[ch, e] = top[ch, e] * bottom[ch, e] * pw[ch, e] / sc[ch, e]
+        for ch in range(c):
+            out = into[ch]
+            out[:] = inner[ch]
+            for d in range(lo, hi + 1):
+                if d != 0 and 0 <= ch + d < c:
+                    other = inner[ch + d]
+                    for e in range(out.size):
+                        out[e] += other[e]
+            for e in range(out.size):
+                out[e] = top[ch, e] * pw[ch, e] + out[e] * bottom[ch, e] * factor
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
 def relu_backward(dy, y, dx):  # pragma: no cover - compiled
     """ReLU's backward in one pass: the gradient times whether the output is positive (the
     array code's compare and product make two, the product casting the mask), the same

@@ -7,7 +7,7 @@ import numpy as np
 from ...errors import UsageError
 from ...transforms import get_xp
 from .base import Layer
-from .threads import in_parts
+from .threads import compiled_loops, in_parts
 
 
 class LRN(Layer):
@@ -60,13 +60,20 @@ class LRN(Layer):
             return [x * powered]
         xp = get_xp(x)
         half = (self.size - 1) // 2
+        loops = compiled_loops(xp) if train else None  # inference loads no Numba
+        if loops:  # the scale in one pass: CaffeNet's norm1 forward 5.2 -> 3.6 ms, alone
+            x = xp.ascontiguousarray(x)
+            factor, k = x.dtype.type(self.alpha / self.size), x.dtype.type(self.kconst)
         scale, powered, y = xp.empty_like(x), xp.empty_like(x), xp.empty_like(x)
 
         def normalize(_, part):
-            squares = x[part] * x[part]
-            self._channel_sums(squares, scale[part], -half, self.size - 1 - half)
-            scale[part] *= self.alpha / self.size
-            scale[part] += self.kconst
+            if loops:
+                loops.lrn_scale(x[part], -half, self.size - 1 - half, factor, k, scale[part])
+            else:
+                squares = x[part] * x[part]
+                self._channel_sums(squares, scale[part], -half, self.size - 1 - half)
+                scale[part] *= self.alpha / self.size
+                scale[part] += self.kconst
             xp.power(scale[part], -self.beta, out=powered[part])
             xp.multiply(x[part], powered[part], out=y[part])
 
@@ -83,6 +90,17 @@ class LRN(Layer):
         xp = get_xp(dy)
         half = (self.size - 1) // 2
         dx = xp.empty_like(dy)
+        loops = compiled_loops(xp)
+        if loops:  # one pass: CaffeNet's norm1 backward 5.3 -> 2.6 ms, alone
+            dy, x = xp.ascontiguousarray(dy), xp.ascontiguousarray(x)
+            factor = dy.dtype.type(-2 * self.alpha * self.beta / self.size)
+            lo = -(self.size - 1 - half)
+
+            def loop(_, part):
+                loops.lrn_backward(dy[part], x[part], scale[part], powered[part], lo, half, factor, dx[part])
+
+            in_parts(dy, loop)
+            return [dx]
 
         def gather(_, part):  # dy * scale^-beta - 2 alpha beta / n * x * (sum of dy y / scale
             # over the channels whose window holds this one: the window mirrored)
