@@ -40,7 +40,7 @@ class ReLU(Layer):
         y = self._y
         dx = xp.empty_like(dy)
         loops = compiled_loops(xp)
-        if loops:  # one pass: tutorial net's relu1 (42 MB) 13.5 -> 8 ms on one core
+        if loops:  # one pass: a 118 MB blob on one core 38 -> 23 ms
             dy, y = xp.ascontiguousarray(dy), xp.ascontiguousarray(y)
             in_parts(dy, lambda _, part: loops.relu_backward(dy[part], y[part], dx[part]))
         else:
