@@ -123,19 +123,28 @@ def test_every_form_of_the_model_gives_the_same_answers_in_another_folder(crop_m
     assert np.allclose(prob, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), atol=1e-6)
 
 
-def test_native_predict_loads_no_numba(crop_model):
-    """Numba (0.15 s and about 110 MB) loads where a net trains: inference's pooling runs
-    the array code, so `predict` on the native engine never imports it."""
-    folder, listfile = crop_model
+def _loaded(
+    folder: Path, args: list[str], modules: tuple[str, ...]
+) -> tuple[subprocess.CompletedProcess, list]:
+    """The command run in a fresh interpreter, and which of ``modules`` it loaded."""
     code = (
         "import sys; from dataprep.cli.main import cli\n"
         "try: cli(sys.argv[1:])\n"
         "except SystemExit as e: assert not e.code, e.code\n"
-        "print('numba' in sys.modules, 'dataprep.train.layers.pooling' in sys.modules, file=sys.stderr)"
+        f"import json; print(json.dumps([m for m in {modules!r} if m in sys.modules]), file=sys.stderr)"
     )
-    args = ["predict", "model.npz", str(listfile), "--json", "-q"]
     r = subprocess.run([sys.executable, "-c", code, *args], cwd=folder, capture_output=True, text=True)
-    assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == "False True", r.stderr
+    assert r.returncode == 0, r.stderr
+    return r, json.loads(r.stderr.strip().splitlines()[-1])
+
+
+def test_native_predict_loads_no_numba(crop_model):
+    """Numba (0.15 s and about 100 MB) loads where a net trains: inference's pooling runs
+    the array code, so `predict` on the native engine never imports it."""
+    folder, listfile = crop_model
+    args = ["predict", "model.npz", str(listfile), "--json", "-q"]
+    _, loaded = _loaded(folder, args, ("numba", "dataprep.train.layers.pooling"))
+    assert loaded == ["dataprep.train.layers.pooling"]
 
 
 def test_predict_and_extract_run_an_exported_onnx_graph_as_the_model(crop_model):
@@ -154,17 +163,10 @@ def test_predict_and_extract_run_an_exported_onnx_graph_as_the_model(crop_model)
     # start-up: the graph's metadata is read without the exporter, the layers or onnx; and
     # neither tar (WebDataset writers'), sockets (staging on shared folders) nor the caches of
     # prototxt models (hashlib's OpenSSL) are loaded
-    code = (
-        "import sys; from dataprep.cli.main import cli\n"
-        "try: cli(sys.argv[1:])\n"
-        "except SystemExit as e: assert not e.code, e.code\n"
-        "heavy = ('dataprep.train.layers', 'dataprep.train.onnx_export', 'onnx', 'tarfile', 'socket',\n"
-        "         'dataprep.train.graph_cache')\n"
-        "print([m for m in heavy if m in sys.modules], file=sys.stderr)"
-    )
+    heavy = ("dataprep.train.layers", "dataprep.train.onnx_export", "onnx", "tarfile", "socket")
     args = ["predict", "graph.onnx", str(listfile), "--json", "-q"]
-    r = subprocess.run([sys.executable, "-c", code, *args], cwd=folder, capture_output=True, text=True)
-    assert _predictions(r) == got and r.stderr.strip().splitlines()[-1] == "[]", r.stderr
+    r, loaded = _loaded(folder, args, (*heavy, "dataprep.train.graph_cache"))
+    assert _predictions(r) == got and loaded == [], r.stderr
     r = _run("extract", "graph.onnx", listfile, "feats", "--layer", "fc", "--json", cwd=folder)
     assert r.returncode == 0, r.stderr
     with open_store(folder / "feats") as store:

@@ -36,86 +36,72 @@ def _split(plane, s, p, wq, phases):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _grid(h, w, k, s, p, oh, ow):  # pragma: no cover - compiled
-    """A phase's rows and columns (HQ, WQ): the padded plane, with every window, is (HQ s,
-    WQ s), as ``Pooling._geometry`` has it."""
-    return -(-max(s * (oh - 1) + k, p + h) // s), -(-max(s * (ow - 1) + k, p + w) // s)
+def _phases(x, k, s, p, y):  # pragma: no cover - compiled
+    """For pooling x into y: a buffer for a plane's phases, each a row more than the padded
+    plane needs (the last offsets read past it), their row width WQ, and the span of the
+    outputs laid out on that grid (WQ - OW columns of each row are dropped)."""
+    h, w, oh, ow = x.shape[2], x.shape[3], y.shape[2], y.shape[3]
+    hq = -(-max(s * (oh - 1) + k, p + h) // s)  # as Pooling._geometry
+    wq = -(-max(s * (ow - 1) + k, p + w) // s)
+    return np.empty((s * s, hq * wq + wq), x.dtype), wq, oh * wq
+
+
+@njit(cache=True)
+def _tap(phases, i, j, s, wq):  # pragma: no cover - compiled
+    """Kernel offset (i, j): the phase it reads, and where the outputs' run starts in it."""
+    return phases[(i % s) * s + j % s], (i // s) * wq + j // s
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def max_pool(x, k, s, p, y, arg):  # pragma: no cover - compiled
-    """MAX pooling of x (N, C, H, W) into y (N, C, OH, OW), with each maximum's kernel
-    offset (i * k + j, the first in scan order: Caffe's rule) in ``arg``. Per plane, over
-    the phases (``_split``) each offset reads one contiguous run for every output at once;
-    the padding and the windows past the input (Caffe's sizes round up) read -inf."""
-    n, c, h, w = x.shape
-    oh, ow = y.shape[2], y.shape[3]
-    hq, wq = _grid(h, w, k, s, p, oh, ow)
-    phases = np.empty((s * s, hq * wq + wq), x.dtype)  # a row more: the last offsets read past
-    span = oh * wq  # outputs laid out on the phases' grid: wq - ow columns are dropped
-    best = np.empty(span, x.dtype)
+def pool(x, ave, k, s, p, areas, y, arg):  # pragma: no cover - compiled
+    """Pooling of x (N, C, H, W) into y (N, C, OH, OW). MAX keeps each maximum's kernel
+    offset (i * k + j, the first in scan order: Caffe's rule) in ``arg``; AVE (``ave``;
+    ``arg`` unwritten) sums each window in scan order and divides by Caffe's ``areas``
+    (OH, OW): the array code's values, bit for bit. Per plane, over the phases (``_split``)
+    each offset reads one contiguous run for every output at once (``_tap``); the padding
+    and the windows past the input (Caffe's sizes round up) read -inf for MAX, 0 for AVE."""
+    n, c, oh, ow = y.shape
+    phases, wq, span = _phases(x, k, s, p, y)
+    best = np.empty(span, x.dtype)  # the maxima, or the sums
     at = np.empty(span, arg.dtype)
     for a in range(n):
         for b in range(c):
-            phases[...] = -np.inf
+            phases[...] = 0 if ave else -np.inf
             _split(x[a, b], s, p, wq, phases)
             for i in range(k):
                 for j in range(k):
-                    read = phases[(i % s) * s + j % s]
-                    shift = (i // s) * wq + j // s
+                    read, shift = _tap(phases, i, j, s, wq)
                     if i == 0 and j == 0:
                         for e in range(span):
                             best[e] = read[shift + e]
                             at[e] = 0
-                        continue
-                    offset = i * k + j  # stored as arg's type
-                    for e in range(span):
-                        value = read[shift + e]
-                        old = best[e]
-                        larger = value > old  # strict: the first maximum stays
-                        at[e] = offset if larger else at[e]
-                        best[e] = np.maximum(old, value)  # NaN spreads, as np.maximum
-            for r in range(oh):
-                for q in range(ow):
-                    y[a, b, r, q] = best[r * wq + q]
-                    arg[a, b, r, q] = at[r * wq + q]
-
-
-@njit(nogil=True, cache=True, boundscheck=False)
-def ave_pool(x, k, s, p, areas, y):  # pragma: no cover - compiled
-    """AVE pooling of x (N, C, H, W) into y (N, C, OH, OW): each window summed over the
-    phases in scan order, the padding read as zeros, then divided by Caffe's ``areas``
-    (OH, OW): the array code's sums and quotients, bit for bit."""
-    n, c, h, w = x.shape
-    oh, ow = y.shape[2], y.shape[3]
-    hq, wq = _grid(h, w, k, s, p, oh, ow)
-    phases = np.empty((s * s, hq * wq + wq), x.dtype)
-    span = oh * wq
-    total = np.empty(span, x.dtype)
-    for a in range(n):
-        for b in range(c):
-            phases[...] = 0
-            _split(x[a, b], s, p, wq, phases)
-            for i in range(k):
-                for j in range(k):
-                    read = phases[(i % s) * s + j % s]
-                    shift = (i // s) * wq + j // s
-                    if i == 0 and j == 0:
+                    elif ave:
                         for e in range(span):
-                            total[e] = read[shift + e]
-                        continue
-                    for e in range(span):
-                        total[e] += read[shift + e]
+                            best[e] += read[shift + e]
+                    else:
+                        offset = i * k + j  # stored as arg's type
+                        for e in range(span):
+                            value = read[shift + e]
+                            old = best[e]
+                            larger = value > old  # strict: the first maximum stays
+                            at[e] = offset if larger else at[e]
+                            best[e] = np.maximum(old, value)  # NaN spreads, as np.maximum
             for r in range(oh):
                 for q in range(ow):
-                    y[a, b, r, q] = total[r * wq + q] / areas[r, q]
+                    if ave:
+                        y[a, b, r, q] = best[r * wq + q] / areas[r, q]
+                    else:
+                        y[a, b, r, q] = best[r * wq + q]
+                        arg[a, b, r, q] = at[r * wq + q]
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def max_unpool(dy, arg, k, s, p, dx):  # pragma: no cover - compiled
-    """MAX pooling's backward: each output's gradient added to the input its maximum came
-    from. Outputs are taken last to first, so each input sums its gradients in the order
-    of their kernel offsets, as the array code does (float sums depend on the order)."""
+def unpool(dy, ave, arg, areas, k, s, p, dx):  # pragma: no cover - compiled
+    """Pooling's backward: MAX (``arg``: the maxima's offsets) adds each output's gradient
+    to the input its maximum came from; AVE (``ave``; ``arg`` unread) adds it over the
+    window's area (``areas``) to every input of its window. Outputs are taken last to
+    first, so each input sums its gradients in the order of their kernel offsets, as the
+    array code does (float sums depend on the order)."""
     n, c, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
     for a in range(n):
@@ -124,34 +110,18 @@ def max_unpool(dy, arg, k, s, p, dx):  # pragma: no cover - compiled
             into[...] = 0
             for r in range(oh - 1, -1, -1):
                 for q in range(ow - 1, -1, -1):
-                    o = arg[a, b, r, q]
-                    row, col = r * s - p + o // k, q * s - p + o % k
-                    if 0 <= row < h and 0 <= col < w:
-                        into[row, col] += dy[a, b, r, q]
-
-
-@njit(nogil=True, cache=True, boundscheck=False)
-def ave_unpool(dy, areas, k, s, p, dx):  # pragma: no cover - compiled
-    """AVE pooling's backward: each output's gradient over its area added to every input of
-    its window, outputs last to first so each input sums in kernel-offset order (as
-    ``max_unpool``)."""
-    n, c, h, w = dx.shape
-    oh, ow = dy.shape[2], dy.shape[3]
-    for a in range(n):
-        for b in range(c):
-            into = dx[a, b]
-            into[...] = 0
-            for r in range(oh - 1, -1, -1):
-                for q in range(ow - 1, -1, -1):
-                    share = dy[a, b, r, q] / areas[r, q]
-                    for i in range(k):
-                        row = r * s - p + i
-                        if not 0 <= row < h:
-                            continue
-                        for j in range(k):
-                            col = q * s - p + j
-                            if 0 <= col < w:
-                                into[row, col] += share
+                    if not ave:
+                        o = arg[a, b, r, q]
+                        row, col = r * s - p + o // k, q * s - p + o % k
+                        if 0 <= row < h and 0 <= col < w:
+                            into[row, col] += dy[a, b, r, q]
+                    else:
+                        share = dy[a, b, r, q] / areas[r, q]
+                        for i in range(k):
+                            for j in range(k):
+                                row, col = r * s - p + i, q * s - p + j
+                                if 0 <= row < h and 0 <= col < w:
+                                    into[row, col] += share
 
 
 @njit(nogil=True, cache=True, boundscheck=False)

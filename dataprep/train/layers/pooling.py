@@ -201,25 +201,21 @@ class Pooling(Layer):
         n, c, h, w = x.shape
         y = np.empty(self.shapes([x.shape])[0], x.dtype)
         k, s, p = self.k, self.stride, self.pad
-        arg = None
-        if self.method == "MAX":
-            arg = np.empty(y.shape, self._offsets())
-            in_parts(x, lambda _, part: loops.max_pool(x[part], k, s, p, y[part], arg[part]))
-        else:
-            areas = self._areas(h, w, *y.shape[2:]).astype(x.dtype)
-            in_parts(x, lambda _, part: loops.ave_pool(x[part], k, s, p, areas, y[part]))
-        self._saved = (arg, x.shape, loops)
+        ave = self.method == "AVE"
+        areas = self._areas(h, w, *y.shape[2:]).astype(x.dtype)
+        arg = np.empty(y.shape, np.uint8 if ave else self._offsets())  # AVE's unwritten
+        in_parts(x, lambda _, part: loops.pool(x[part], ave, k, s, p, areas, y[part], arg[part]))
+        self._saved = (None if ave else arg, x.shape, loops)
         return [y]
 
     def _backward_compiled(self, dy, arg, shape, loops):
         dy = np.ascontiguousarray(dy)
         dx = np.empty(shape, dy.dtype)
         k, s, p = self.k, self.stride, self.pad
-        if arg is not None:
-            in_parts(dx, lambda _, part: loops.max_unpool(dy[part], arg[part], k, s, p, dx[part]))
-            return [dx]
+        ave = arg is None
         areas = self._areas(*shape[2:], *dy.shape[2:]).astype(dy.dtype)
-        in_parts(dx, lambda _, part: loops.ave_unpool(dy[part], areas, k, s, p, dx[part]))
+        arg = np.empty(dy.shape, np.uint8) if ave else arg  # unread
+        in_parts(dx, lambda _, part: loops.unpool(dy[part], ave, arg[part], areas, k, s, p, dx[part]))
         return [dx]
 
     def forward(self, bottoms, train=True):
