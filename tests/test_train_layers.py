@@ -713,7 +713,8 @@ def test_winograd_matches_numerical_gradients(xp, tiled, spec, shape):
 
 @pytest.mark.parametrize("spec, shape", WINOGRAD)
 @pytest.mark.parametrize("transformed", [True, False])
-def test_winograd_agrees_with_im2col_in_float32(monkeypatch, spec, shape, transformed):
+@pytest.mark.parametrize("propagate", [True, False])  # False: a first layer, no data gradient
+def test_winograd_agrees_with_im2col_in_float32(monkeypatch, spec, shape, transformed, propagate):
     from dataprep.train.layers import winograd
 
     monkeypatch.setattr(winograd, "transformed_backward", lambda: transformed)
@@ -722,12 +723,14 @@ def test_winograd_agrees_with_im2col_in_float32(monkeypatch, spec, shape, transf
     for chosen in (False, True):
         monkeypatch.setattr(winograd, "pays", lambda *_, chosen=chosen: chosen)
         layer = make_layer({"type": "Convolution", **spec})
+        layer.propagate = propagate
         tops = layer.setup([shape], np, np.random.default_rng(0), np.float32)
         assert layer.strategy.startswith("winograd") == chosen
         layer.params[0] = np.random.default_rng(1).normal(size=layer.params[0].shape).astype(np.float32)
         y = layer.forward([data])[0]
         (dx,) = layer.backward([np.random.default_rng(2).normal(size=tops[0]).astype(np.float32)])
-        results[chosen] = [y, dx, *layer.grads]
+        assert (dx is None) != propagate
+        results[chosen] = [y, *([dx] if propagate else []), *layer.grads]
     for im2col, tiles in zip(results[False], results[True]):
         assert tiles.dtype == np.float32
         assert np.allclose(tiles, im2col, rtol=1e-5, atol=1e-5 * np.abs(im2col).max())

@@ -1,14 +1,18 @@
 """Loops compiled by Numba for the passes NumPy would make many times over memory.
 
-Max pooling for training, with the position of each maximum kept for the backward pass,
-is in array code a pass per kernel offset over the whole blob (compare, record, keep the
-larger), and its backward a pass per offset more. Inside a net the blobs come from memory,
-not the caches: CaffeNet's pool1 took 67 to 71 ms so, 16 to 17 ms as one loop per plane.
+In array code, max pooling for training (the position of each maximum kept for the
+backward pass) is a pass per kernel offset over the whole blob (compare, record, keep the
+larger), and its backward a pass per offset more; inside a net the blobs come from memory,
+not the caches (CaffeNet's pool1 took 67 to 71 ms so, 16 to 17 ms as one loop per plane).
+The same holds for ReLU's backward, col2im, LRN and the SGD updates: here each is one loop
+per plane, image or parameter, the arithmetic in the array code's order, so the bytes are
+the same.
 
-Only the CPU runs these (``threads.compiled_loops``); CuPy runs the array code, which the tests also run on
-NumPy against these loops, byte for byte. Each loop is compiled once per install (Numba's
-cache beside this file, or its user cache where that is read-only) and loaded at its first
-use, so commands that never train a net never import Numba (0.15 s and about 110 MB).
+Only the CPU runs these (``threads.compiled_loops``); CuPy runs the array code, which the
+tests also run on NumPy against these loops, byte for byte. Each loop is compiled once per
+install (Numba's cache beside this file, or its user cache where that is read-only, about
+4 s in all) and loaded at its first use, so commands that train no net never import Numba
+(0.15 s and about 100 MB).
 """
 
 from __future__ import annotations

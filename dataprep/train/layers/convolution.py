@@ -332,14 +332,14 @@ class Convolution(Layer):
             return self._backward_winograd(top_diffs[0])
         xp = get_xp(top_diffs[0])
         x, view, kept = self._saved
-        if view is None and not self.full:  # after Winograd's forward
-            view = self._view(x)
         n, c, h, w = x.shape
         p, g = self.pad, self.group
         dy = top_diffs[0]
         weights = self._kernels(self.params[0])
         parts, m = self._parts(n)
         full = self.full and self.propagate
+        if view is None and not full:  # after Winograd's forward: the input's columns
+            view = self._view(x)
         # per part, dW transposed (groups, C / groups * k * k, outputs / groups): the product
         # cols @ dy^T runs 1.15 to 1.45x faster here than dy @ cols^T (outputs are few); or,
         # from the top gradient's columns, turned (groups, outputs / groups * k * k, C / groups)

@@ -209,6 +209,8 @@ class Pooling(Layer):
         return [y]
 
     def _backward_compiled(self, dy, arg, shape, loops):
+        """The compiled forward's backward (``compiled.unpool``): MAX's gradients to their
+        maxima, AVE's over each window."""
         dy = np.ascontiguousarray(dy)
         dx = np.empty(shape, dy.dtype)
         k, s, p = self.k, self.stride, self.pad
