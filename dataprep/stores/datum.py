@@ -342,7 +342,7 @@ class DatumReader(StoreReader):
         labels = self._labels.iter_range(start, stop, check) if self._labels is not None else None
         sums = self._sums() if check else None
         for i, (key, value) in enumerate(self.raw_values(start, stop), start):
-            yield self._record(i, key, value, sums, labels and next(labels))
+            yield self._record(i, key, value, sums, None if labels is None else next(labels))
 
     def iter_indices(self, indices: list[int], check: bool = True) -> Iterator[tuple[int, StoredRecord]]:
         """The records at sorted ``indices``, each found by its key in one transaction: a
@@ -352,7 +352,7 @@ class DatumReader(StoreReader):
         labels = self._labels.iter_indices(indices, check) if self._labels is not None else None
         sums = self._sums() if check else None
         for i, value in zip(indices, self._kv.values_of([keys[i] for i in indices])):
-            yield i, self._record(i, keys[i], value, sums, labels and next(labels)[1])
+            yield i, self._record(i, keys[i], value, sums, None if labels is None else next(labels)[1])
 
     def _record(self, i: int, key: bytes, value, sums, labels: StoredRecord | None) -> StoredRecord:
         """Record ``i`` from its serialized Datum, checked against the manifest's checksum;
