@@ -486,6 +486,24 @@ def test_lrn_loops_give_the_array_codes_bytes(monkeypatch, dtype, spec, shape):
     assert calls and results[0] == results[1]
 
 
+def test_loops_compile_where_no_cache_can_be_written(monkeypatch):
+    """Where Numba finds no folder to keep compiled code (a read-only install and home),
+    it refuses ``cache=True``; the loops are then compiled in the process instead."""
+    from numba.core import caching
+
+    from dataprep.train.layers import compiled
+
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+
+    def twice(x):
+        return x * 2
+
+    with pytest.raises(RuntimeError, match="no locator"):  # what the fallback is for
+        compiled.njit(cache=True)(twice)
+    loop = compiled._loop(nogil=True)(twice)
+    assert loop(np.arange(3.0)).tolist() == [0.0, 2.0, 4.0]
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (64, 32, 24, 24)])
 def test_relu_backward_loop_gives_the_array_codes_bytes(monkeypatch, shape):
     """ReLU's backward through the compiled loop and the array code: the same bytes, the

@@ -21,7 +21,21 @@ import numpy as np
 from numba import njit
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+def _loop(**options):
+    """``njit`` with the compiled code kept in Numba's cache (beside this file, or in the
+    user's cache folder), or, where neither can be written (Numba refuses the function
+    then), compiled afresh in each process that uses it."""
+
+    def compile_(func):
+        try:
+            return njit(cache=True, **options)(func)
+        except RuntimeError:  # "no locator available": nowhere to keep it
+            return njit(**options)(func)
+
+    return compile_
+
+
+@_loop(nogil=True, boundscheck=False)
 def _split(plane, s, p, wq, phases):  # pragma: no cover - compiled
     """A plane (H, W) into its s * s phases (rows and columns by their remainder after the
     padding), each laid out flat with rows of ``wq``; what ``phases`` held elsewhere stays."""
@@ -39,7 +53,7 @@ def _split(plane, s, p, wq, phases):  # pragma: no cover - compiled
                     into[base + z] = plane[y0 + t * s, x0 + z * s]
 
 
-@njit(cache=True)
+@_loop()
 def _phases(x, k, s, p, y):  # pragma: no cover - compiled
     """For pooling x into y: a buffer for a plane's phases, each a row more than the padded
     plane needs (the last offsets read past it), their row width WQ, and the span of the
@@ -50,13 +64,13 @@ def _phases(x, k, s, p, y):  # pragma: no cover - compiled
     return np.empty((s * s, hq * wq + wq), x.dtype), wq, oh * wq
 
 
-@njit(cache=True)
+@_loop()
 def _tap(phases, i, j, s, wq):  # pragma: no cover - compiled
     """Kernel offset (i, j): the phase it reads, and where the outputs' run starts in it."""
     return phases[(i % s) * s + j % s], (i // s) * wq + j // s
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@_loop(nogil=True, boundscheck=False)
 def pool(x, ave, k, s, p, areas, y, arg):  # pragma: no cover - compiled
     """Pooling of x (N, C, H, W) into y (N, C, OH, OW). MAX keeps each maximum's kernel
     offset (i * k + j, the first in scan order: Caffe's rule) in ``arg``; AVE (``ave``;
@@ -99,7 +113,7 @@ def pool(x, ave, k, s, p, areas, y, arg):  # pragma: no cover - compiled
                         arg[a, b, r, q] = at[r * wq + q]
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@_loop(nogil=True, boundscheck=False)
 def unpool(dy, ave, arg, areas, k, s, p, dx):  # pragma: no cover - compiled
     """Pooling's backward: MAX (``arg``: the maxima's offsets) adds each output's gradient
     to the input its maximum came from; AVE (``ave``; ``arg`` unread) adds it over the
@@ -128,7 +142,7 @@ def unpool(dy, ave, arg, areas, k, s, p, dx):  # pragma: no cover - compiled
                                     into[row, col] += share
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@_loop(nogil=True, boundscheck=False)
 def col2im(dcols, s, dx):  # pragma: no cover - compiled
     """Convolution's col2im: column gradients (C, k, k, m, OH, OW) added onto the padded
     images' gradient (m, C, H + 2 pad, W + 2 pad), per image and channel while its plane
@@ -148,7 +162,7 @@ def col2im(dcols, s, dx):  # pragma: no cover - compiled
                             row[x * s + j] += src[x]
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@_loop(nogil=True, boundscheck=False)
 def lrn_scale(x, lo, hi, factor, k, scale):  # pragma: no cover - compiled
     """LRN's scale across channels, k + factor * (the sum of x^2 over channels c + lo ..
     c + hi), per image while its channels sit in the caches; each sum starts at the
@@ -170,7 +184,7 @@ def lrn_scale(x, lo, hi, factor, k, scale):  # pragma: no cover - compiled
                 into[e] = into[e] * factor + k
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@_loop(nogil=True, boundscheck=False)
 def lrn_backward(dy, x, scale, powered, lo, hi, factor, dx):  # pragma: no cover - compiled
     """LRN's data gradient across channels: dy * powered + factor * x * (the sum over
     channels c + lo .. c + hi of dy x powered / scale), per image in the caches, in the
@@ -195,7 +209,7 @@ def lrn_backward(dy, x, scale, powered, lo, hi, factor, dx):  # pragma: no cover
                 out[e] = top[ch, e] * pw[ch, e] + out[e] * bottom[ch, e] * factor
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@_loop(nogil=True, boundscheck=False)
 def relu_backward(dy, y, dx):  # pragma: no cover - compiled
     """ReLU's backward in one pass: the gradient times whether the output is positive (the
     array code's compare and product make two, the product casting the mask), the same
@@ -205,7 +219,7 @@ def relu_backward(dy, y, dx):  # pragma: no cover - compiled
         into[e] = top[e] * (out[e] > 0)
 
 
-@njit(nogil=True, cache=True, boundscheck=False)
+@_loop(nogil=True, boundscheck=False)
 def sgd_update(w, grad, history, scale, decay, l1, local, momentum, nesterov):  # pragma: no cover - compiled
     """Caffe's SGD or Nesterov update of one parameter in one pass: normalize (``scale``: 1
     / iter_size, or 1), regularize (``decay`` times the weight, or its sign with ``l1``),
