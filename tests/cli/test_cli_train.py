@@ -262,6 +262,45 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(invoke, tmp_path):
     assert r.exit_code == 2 and "a snapshot of another net" in r.stderr
 
 
+@pytest.mark.parametrize("costly", [False, True])
+def test_the_loader_makes_cheap_batches_in_the_consumer_with_the_same_batches(monkeypatch, costly):
+    """Batches that take under SYNC_SHARE of the time between them are made by the consumer
+    once WATCHED have been handed out (the thread stops); costly ones stay in the thread.
+    The batches are the same as a loader that never chooses gives, past the choice too."""
+    import time
+
+    from dataprep.train import loader as loaders
+    from dataprep.train.recipe import NoiseSpec, Source, Transform
+
+    source = Source(noise=NoiseSpec(n=50, size="8x8", seed=3))
+    make = loaders.BatchLoader._make
+
+    def slow(self, start):  # a batch costing 10 ms of the thread's CPU time, a fifth of the pause
+        began = time.thread_time()
+        while costly and time.thread_time() - began < 0.01:
+            pass
+        return make(self, start)
+
+    monkeypatch.setattr(loaders.BatchLoader, "_make", slow)
+
+    def batches(share: float) -> tuple[list, bool]:
+        monkeypatch.setattr(loaders, "SYNC_SHARE", share)
+        loader = loaders.BatchLoader(source, 16, Transform(), "data", "freq", True, 4, start=8)
+        try:
+            out = []
+            for _ in range(loaders.WATCHED + 6):
+                out.append(loader.next())
+                time.sleep(0.05)  # the consumer's pass
+            return out, loader._thread is None
+        finally:
+            loader.close()
+
+    chosen, by_consumer = batches(loaders.SYNC_SHARE)
+    plain, never = batches(0.0)  # no batch is that cheap: the thread throughout
+    assert by_consumer == (not costly) and not never
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(chosen, plain) for k in ("data", "freq"))
+
+
 def test_online_augmentation_repeats_per_seed_epoch_and_index(tmp_path):
     from dataprep.train.loader import BatchLoader
     from dataprep.train.recipe import Augment, NoiseSpec, Source, Transform
