@@ -350,7 +350,8 @@ class BatchLoader:
             while not self._stop.is_set():
                 started = time.thread_time()  # its own work, not its waits for the GIL and a core
                 batch = self._make(start)
-                self._making.append(time.thread_time() - started)
+                if self._handed is not None:  # until the choice: the list stays short
+                    self._making.append(time.thread_time() - started)
                 start += self.batch_size
                 while not self._stop.is_set():
                     try:

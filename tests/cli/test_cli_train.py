@@ -291,6 +291,7 @@ def test_the_loader_makes_cheap_batches_in_the_consumer_with_the_same_batches(mo
             for _ in range(loaders.WATCHED + 6):
                 out.append(loader.next())
                 time.sleep(0.05)  # the consumer's pass
+            assert len(loader._making) <= loaders.WATCHED + 2 + loaders.PREFETCH + 1  # not one per batch
             return out, loader._thread is None
         finally:
             loader.close()
