@@ -203,7 +203,7 @@ class Pooling(Layer):
         k, s, p = self.k, self.stride, self.pad
         ave = self.method == "AVE"
         areas = self._areas(h, w, *y.shape[2:]).astype(x.dtype)
-        arg = np.empty(y.shape, np.uint8 if ave else self._offsets())  # AVE's unwritten
+        arg = np.empty((len(x), 0, 0, 0) if ave else y.shape, self._offsets())  # AVE keeps none
         in_parts(x, lambda _, part: loops.pool(x[part], ave, k, s, p, areas, y[part], arg[part]))
         self._saved = (None if ave else arg, x.shape, loops)
         return [y]
@@ -216,7 +216,7 @@ class Pooling(Layer):
         k, s, p = self.k, self.stride, self.pad
         ave = arg is None
         areas = self._areas(*shape[2:], *dy.shape[2:]).astype(dy.dtype)
-        arg = np.empty(dy.shape, np.uint8) if ave else arg  # unread
+        arg = np.empty((len(dy), 0, 0, 0), np.uint8) if ave else arg  # AVE reads none
         in_parts(dx, lambda _, part: loops.unpool(dy[part], ave, arg[part], areas, k, s, p, dx[part]))
         return [dx]
 
