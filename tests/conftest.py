@@ -6,11 +6,53 @@ from __future__ import annotations
 from dataprep import blas  # noqa: F401
 
 # isort: split
+import contextlib
+import faulthandler
+import os
+import signal
+
 import pytest
 from click.testing import CliRunner
 from helpers import write_images
 
 from dataprep.cli.main import cli
+
+# A child process that hangs prints every thread's stack when the guard below aborts it.
+os.environ["PYTHONFAULTHANDLER"] = "1"
+# seconds: eight times the slowest test; past it a test is hung, not slow (the variable: for
+# the guard's own test)
+HANG = float(os.environ.get("DATAPREP_TEST_HANG", 180))
+
+
+@pytest.fixture(autouse=True)
+def _hang_guard():
+    """A test still running after HANG seconds fails instead of holding CI to its limit:
+    its child processes are aborted (SIGABRT: each prints its threads' stacks into the output
+    the test reads, so the test's wait returns and its assertion shows them); a test that
+    still runs HANG seconds later, or had no children, fails where it waits, with this
+    process's stacks. A timer signal, not a thread: a thread would change what the commands
+    under test see (``parallel.fork_safe``)."""
+    import psutil
+
+    alarms = []
+
+    def hung(signum, frame) -> None:
+        alarms.append(signum)
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.send_signal(signal.SIGABRT)
+        if children and len(alarms) == 1:
+            return  # the alarm repeats: HANG seconds on, the test fails if it still waits
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        faulthandler.dump_traceback(all_threads=True)  # into the test's captured stderr
+        pytest.fail(f"hung: still running after {HANG * len(alarms):g} s (its stacks: captured stderr)")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, HANG, HANG)
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(autouse=True)

@@ -54,3 +54,39 @@ def test_importing_dataprep_chooses(monkeypatch):
     monkeypatch.setattr(blas, "choose_kernels", lambda: calls.append(1))
     importlib.reload(dataprep)  # what every command and worker runs first
     assert calls == [1]
+
+
+LAYER_BYTES = """
+import numpy as np
+from dataprep.train.layers import make_layer, threads
+
+data = np.random.default_rng(5).normal(size=(70, 3, 8, 10)).astype(np.float32)
+specs = [
+    {"type": "InnerProduct", "num_output": 90},
+    {"type": "Convolution", "num_output": 40, "kernel_size": 3},
+]
+for spec in specs:
+    out = []
+    for cores in (1, 2):
+        threads.CORES = cores
+        threads._POOL.clear()
+        layer = make_layer(spec)
+        layer.setup([data.shape], np, np.random.default_rng(0), np.float32)
+        with threads.one_blas_thread(np):
+            y = layer.forward([data])[0]
+            dy = np.random.default_rng(2).normal(size=y.shape).astype(np.float32)
+            (dx,) = layer.backward([dy])
+        out.append([y.tobytes(), dx.tobytes()] + [g.tobytes() for g in layer.grads])
+    print(spec["type"], out[0] == out[1])
+"""
+
+
+@pytest.mark.parametrize("kernels", ["Haswell", "SkylakeX"])
+def test_layer_bytes_do_not_depend_on_the_core_count_under_either_kernels(kernels):
+    """OpenBLAS's Haswell kernels (chosen on AMD's Zen 4, and on CPUs without AVX-512) give
+    other bytes with two BLAS threads than with one; the layers' parts use one each, on one
+    core too (a process pinned to one core sees two BLAS threads no more)."""
+    env = {**os.environ, "OPENBLAS_CORETYPE": kernels}
+    out = subprocess.run([sys.executable, "-c", LAYER_BYTES], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["InnerProduct True", "Convolution True"]

@@ -346,21 +346,28 @@ class BatchLoader:
 
     def _fill(self) -> None:
         start = self.position
-        try:
-            while not self._stop.is_set():
-                started = time.thread_time()  # its own work, not its waits for the GIL and a core
-                batch = self._make(start)
-                if self._handed is not None:  # until the choice: the list stays short
-                    self._making.append(time.thread_time() - started)
-                start += self.batch_size
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as exc:  # reported to the consumer, which raises it
-            self._queue.put(exc)
+        while not self._stop.is_set():
+            started = time.thread_time()  # its own work, not its waits for the GIL and a core
+            try:
+                made: dict[str, np.ndarray] | BaseException = self._make(start)
+            except BaseException as exc:  # reported to the consumer, which raises it
+                made = exc
+            if self._handed is not None:  # until the choice: the list stays short
+                self._making.append(time.thread_time() - started)
+            start += self.batch_size
+            if not self._hand_over(made) or isinstance(made, BaseException):
+                return
+
+    def _hand_over(self, made: dict[str, np.ndarray] | BaseException) -> bool:
+        """Put ``made`` in the queue, waiting while it is full; False once told to stop (an
+        error made ahead too: a consumer that stops the thread never waits on a full queue)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(made, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def next(self) -> dict[str, np.ndarray]:
         """The next batch: from the reader thread (waiting when it is behind), or, once

@@ -302,6 +302,38 @@ def test_the_loader_makes_cheap_batches_in_the_consumer_with_the_same_batches(mo
     assert all(np.array_equal(a[k], b[k]) for a, b in zip(chosen, plain) for k in ("data", "freq"))
 
 
+def test_an_error_made_ahead_neither_hangs_the_loaders_choice_nor_comes_early(monkeypatch):
+    """The thread, reading ahead, meets a bad batch while the queue is full; the consumer then
+    stops the thread (its choice): it must not wait on the thread's hand-over forever, and
+    the error comes when the consumer reaches that batch itself."""
+    import time
+
+    from dataprep.train import loader as loaders
+    from dataprep.train.recipe import NoiseSpec, Source, Transform
+
+    make, bad = loaders.BatchLoader._make, loaders.WATCHED + 2 + loaders.PREFETCH  # 4th ahead of the choice
+
+    def failing(self, start):
+        if start == bad * 4:
+            raise ValueError(f"bad batch at {start}")
+        return make(self, start)
+
+    monkeypatch.setattr(loaders.BatchLoader, "_make", failing)
+    monkeypatch.setattr(loaders, "SYNC_SHARE", 1e9)  # every batch counts as cheap: the consumer's
+    loader = loaders.BatchLoader(
+        Source(noise=NoiseSpec(n=50, size="8x8", seed=3)), 4, Transform(), "data", "freq", True, 4
+    )
+    try:
+        for _ in range(bad):
+            loader.next()
+            time.sleep(0.02)  # the thread fills the queue and meets the bad batch meanwhile
+        assert loader._thread is None  # chosen: the consumer makes the batches
+        with pytest.raises(ValueError, match=f"bad batch at {bad * 4}"):
+            loader.next()
+    finally:
+        loader.close()
+
+
 def test_online_augmentation_repeats_per_seed_epoch_and_index(tmp_path):
     from dataprep.train.loader import BatchLoader
     from dataprep.train.recipe import Augment, NoiseSpec, Source, Transform

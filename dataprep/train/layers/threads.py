@@ -49,7 +49,8 @@ def _pool() -> tuple[ThreadPoolExecutor, Any]:
     if not _POOL:
         from threadpoolctl import ThreadpoolController
 
-        threads = ThreadPoolExecutor(CORES - 1, thread_name_prefix="dataprep-layers")
+        # no thread starts before a submit: with one core, none does
+        threads = ThreadPoolExecutor(max(1, CORES - 1), thread_name_prefix="dataprep-layers")
         _POOL.append((threads, ThreadpoolController()))
     return _POOL[0]
 
@@ -59,8 +60,9 @@ def one_blas_thread(xp: ModuleType) -> Iterator[None]:
     """BLAS limited to one thread on the CPU, for a whole pass of a net: the layers split
     their products over the layer threads themselves. A multi-threaded BLAS call between
     them would leave OpenBLAS's threads spinning on the cores the layer threads need
-    (LeNet ran at 24 ms per iteration with one BLAS thread, 34 ms without)."""
-    if xp is not np or CORES < 2:
+    (LeNet ran at 24 ms per iteration with one BLAS thread, 34 ms without). With one core
+    too: a product's bytes may depend on BLAS's thread count (OpenBLAS's Haswell kernels)."""
+    if xp is not np:
         yield
         return
     with _pool()[1].limit(limits=1, user_api="blas"):
@@ -71,7 +73,7 @@ def run_parts(parts: list[slice], work: Callable[[int, slice], object]) -> None:
     """``work(index, part)`` for every part; on the CPU the calling thread and the pool's
     threads take the parts in turn from one queue (one dispatch per call, not per part),
     with a one-thread BLAS each."""
-    if len(parts) < 2 or CORES < 2:
+    if len(parts) < 2:
         for index, part in enumerate(parts):
             work(index, part)
         return
@@ -82,6 +84,8 @@ def run_parts(parts: list[slice], work: Callable[[int, slice], object]) -> None:
         for index, part in todo:
             work(index, part)
 
+    # one BLAS thread per part whatever the core count: a product's bytes may depend on
+    # BLAS's threads (OpenBLAS's Haswell kernels), and must not on the cores
     with blas.limit(limits=1, user_api="blas"):
         helpers = [pool.submit(drain) for _ in range(min(CORES, len(parts)) - 1)]
         try:
