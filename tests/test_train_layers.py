@@ -582,6 +582,7 @@ def test_each_convolution_strategy_matches_numerical_gradients(
     from dataprep.train.layers import convolution
 
     monkeypatch.setattr(convolution, "COLUMNS", columns)
+    monkeypatch.setattr(convolution, "DIRECT_DEPTH", 0)  # im2col's strategies (direct: below)
     spec = {"type": "Convolution", **spec}
     layer, _ = build(spec, [shape], np)
     assert layer.strategy == strategy
@@ -617,8 +618,116 @@ def test_convolution_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, 
     from dataprep.train.layers import convolution
 
     monkeypatch.setattr(convolution, "COLUMNS", columns)
+    monkeypatch.setattr(convolution, "DIRECT_DEPTH", 0)  # im2col's strategies (direct: below)
     results = thread_count_bytes(monkeypatch, spec, shape)
     assert results[0] == results[1] == results[2]
+
+
+# stride 1, one group, C k k of 25 or less: direct on the CPU (LeNet's conv1 first)
+DIRECT = [
+    ({"num_output": 20, "kernel_size": 5}, (6, 1, 28, 28)),  # LeNet's conv1
+    ({"num_output": 3, "kernel_size": 3, "pad": 1}, (3, 1, 9, 11)),
+    ({"num_output": 2, "kernel_size": 3, "pad": 2}, (2, 2, 6, 7)),  # output larger than input
+    ({"num_output": 4, "kernel_size": 5, "pad": 1, "bias_term": False}, (5, 1, 8, 6)),
+    ({"num_output": 2, "kernel_size": 2}, (3, 6, 5, 5)),  # C k k = 24
+]
+
+
+def direct_layer(spec: dict, shape: tuple[int, ...], dtype, propagate: bool):
+    """A convolution set up as ``spec`` with random weights and bias, and its data gradient
+    on or off (off: a first layer)."""
+    layer = make_layer({"type": "Convolution", **spec})
+    layer.setup([shape], np, np.random.default_rng(0), dtype)
+    for i, param in enumerate(layer.params):
+        layer.params[i] = np.random.default_rng(i + 1).normal(0, 0.5, param.shape).astype(dtype)
+    layer.propagate = propagate
+    return layer
+
+
+@pytest.mark.parametrize("spec, shape", DIRECT)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("propagate", [False, True])
+def test_direct_convolution_matches_im2cols(monkeypatch, spec, shape, dtype, propagate):
+    """The direct strategy (``compiled.convolve_direct``, and ``convolve_weights`` for a first
+    layer) against im2col's (the compiled loops off): the same top and gradients to
+    rounding; with a data gradient the backward is im2col's."""
+    from dataprep.train.layers import compiled, threads
+
+    calls = []
+    for name in ("convolve_direct", "convolve_weights"):
+        monkeypatch.setattr(
+            compiled, name, lambda *a, f=getattr(compiled, name), n=name: calls.append(n) or f(*a)
+        )
+    x = np.random.default_rng(5).normal(size=shape).astype(dtype)
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(threads, "COMPILED", enabled)
+        layer = direct_layer(spec, shape, dtype, propagate)
+        assert (layer.strategy == "direct") == enabled
+        y = layer.forward([x])[0]
+        dy = np.random.default_rng(2).normal(size=y.shape).astype(dtype)
+        (dx,) = layer.backward([dy])
+        assert (dx is None) == (not propagate)
+        results.append([y, dx, *layer.grads])
+    assert "convolve_direct" in calls and ("convolve_weights" in calls) == (not propagate)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    for got, want in zip(*results):
+        if want is not None:
+            scale = np.abs(want).max()  # sums of thousands of terms: to rounding of the largest
+            assert got.dtype == want.dtype and np.allclose(got, want, rtol=0, atol=tolerance * scale)
+
+
+@pytest.mark.parametrize("spec, shape", DIRECT[1:4])
+def test_direct_weight_gradient_matches_numerical_gradients(spec, shape):
+    layer = direct_layer(spec, shape, np.float64, propagate=False)
+    assert layer.strategy == "direct"
+    x = np.random.default_rng(5).normal(size=shape)
+    weights = np.random.default_rng(7).normal(size=layer.shapes([shape])[0])
+
+    def loss():
+        return float((layer.forward([x])[0] * weights).sum())
+
+    loss()
+    assert layer.backward([weights]) == [None]
+    check_param_gradients(layer, loss, np, list(layer.grads), 1e-6, "direct convolution")
+
+
+@pytest.mark.parametrize("spec, shape", DIRECT[:2])
+@pytest.mark.parametrize("propagate", [False, True])
+def test_direct_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, shape, propagate):
+    from dataprep.train.layers import threads
+
+    x = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    results = []
+    for cores in (1, 2, 3):
+        monkeypatch.setattr(threads, "CORES", cores)
+        threads._POOL.clear()
+        layer = direct_layer(spec, shape, np.float32, propagate)
+        y = layer.forward([x])[0]
+        (dx,) = layer.backward([np.random.default_rng(2).normal(size=y.shape).astype(np.float32)])
+        results.append(
+            [y.tobytes(), None if dx is None else dx.tobytes()] + [g.tobytes() for g in layer.grads]
+        )
+    threads._POOL.clear()
+    assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize(
+    "spec, shape, want",
+    [
+        ({"num_output": 20, "kernel_size": 5}, (64, 1, 28, 28), True),  # LeNet's conv1
+        ({"num_output": 8, "kernel_size": 5, "stride": 2}, (4, 1, 28, 28), False),  # stride 2
+        ({"num_output": 32, "kernel_size": 5, "pad": 2}, (4, 3, 32, 32), False),  # C k k = 75
+        ({"num_output": 4, "kernel_size": 3, "group": 2}, (4, 2, 9, 9), False),  # groups
+        ({"num_output": 4, "kernel_size": 1}, (4, 3, 9, 9), False),  # pointwise: a product
+    ],
+)
+def test_direct_is_chosen_for_shallow_stride_1_layers_only(monkeypatch, spec, shape, want):
+    from dataprep.train.layers import threads
+
+    taken(spec, shape, "direct", "direct", want)
+    monkeypatch.setattr(threads, "COMPILED", False)  # the compiled loops off: im2col's
+    taken(spec, shape, "direct", "direct", False)
 
 
 def taken(spec: dict, shape: tuple[int, ...], attr: str, suffix: str, want: bool) -> bool:
@@ -713,9 +822,11 @@ WINOGRAD = [
 
 @pytest.fixture(params=["tiled backward", "im2col backward"])
 def tiled(monkeypatch, request):
-    """Winograd's forward, with its own backward or im2col's (``transformed_backward``)."""
-    from dataprep.train.layers import winograd
+    """Winograd's forward, with its own backward or im2col's (``transformed_backward``), on
+    layers shallow enough to be direct otherwise."""
+    from dataprep.train.layers import convolution, winograd
 
+    monkeypatch.setattr(convolution, "DIRECT_DEPTH", 0)
     monkeypatch.setattr(winograd, "pays", lambda *_: True)
     monkeypatch.setattr(winograd, "transformed_backward", lambda: request.param == "tiled backward")
     return request.param == "tiled backward"
@@ -733,8 +844,9 @@ def test_winograd_matches_numerical_gradients(xp, tiled, spec, shape):
 @pytest.mark.parametrize("transformed", [True, False])
 @pytest.mark.parametrize("propagate", [True, False])  # False: a first layer, no data gradient
 def test_winograd_agrees_with_im2col_in_float32(monkeypatch, spec, shape, transformed, propagate):
-    from dataprep.train.layers import winograd
+    from dataprep.train.layers import convolution, winograd
 
+    monkeypatch.setattr(convolution, "DIRECT_DEPTH", 0)  # im2col's and Winograd's, not direct
     monkeypatch.setattr(winograd, "transformed_backward", lambda: transformed)
     data = np.random.default_rng(5).normal(size=shape).astype(np.float32)
     results = {}

@@ -162,6 +162,103 @@ def col2im(dcols, s, dx):  # pragma: no cover - compiled
                             row[x * s + j] += src[x]
 
 
+LANES = 16  # a sum's partial sums kept apart, so its adds run as vectors
+
+
+@_loop(nogil=True, boundscheck=False)
+def _sum(values, lanes):  # pragma: no cover - compiled
+    """The sum of ``values`` in a fixed order: LANES partial sums over runs of LANES (as
+    vectors: a run of scalar adds per tap cost LeNet's conv1 a third of its backward), then
+    they and the tail in turn."""
+    lanes[:] = 0
+    whole = len(values) // LANES * LANES
+    for start in range(0, whole, LANES):
+        for lane in range(LANES):
+            lanes[lane] += values[start + lane]
+    total = values.dtype.type(0)
+    for lane in range(LANES):
+        total += lanes[lane]
+    for e in range(whole, len(values)):
+        total += values[e]
+    return total
+
+
+@_loop(nogil=True, boundscheck=False)
+def _flat_planes(x, pad, k, planes):  # pragma: no cover - compiled
+    """Images (m, C, H, W) into ``planes`` (m, C, (H + 2 pad) (W + 2 pad) + k), each its
+    padded plane laid out flat (the zeros around it, and k past its end, left as they are):
+    a stride-1 kernel tap is then one run over the flat plane, shifted."""
+    m, c, h, w = x.shape
+    wp = w + 2 * pad
+    for n in range(m):
+        for ch in range(c):
+            for r in range(h):
+                base = (r + pad) * wp + pad
+                for col in range(w):
+                    planes[n, ch, base + col] = x[n, ch, r, col]
+
+
+@_loop(nogil=True, boundscheck=False)
+def convolve_direct(x, w, bias, pad, y):  # pragma: no cover - compiled
+    """A stride-1 convolution of few input channels, direct: each output plane summed tap
+    by tap over the flat padded planes (runs of OH x (W + 2 pad), whose last 2 pad - k + 1
+    columns of each row are dropped), then the bias added. Where C k k is small, im2col's
+    product has K = C k k (LeNet's conv1: 25) and runs far below BLAS's rate."""
+    m, c, h, wd = x.shape
+    out, _, k, _ = w.shape
+    oh, ow = y.shape[2], y.shape[3]
+    wp = wd + 2 * pad
+    run = oh * wp
+    planes = np.zeros((1, c, (h + 2 * pad) * wp + k), x.dtype)
+    acc = np.empty(run, x.dtype)
+    for n in range(m):
+        _flat_planes(x[n : n + 1], pad, k, planes)
+        for o in range(out):
+            acc[:] = 0
+            for ch in range(c):
+                for i in range(k):
+                    for j in range(k):
+                        tap = w[o, ch, i, j]
+                        src = planes[0, ch, i * wp + j : i * wp + j + run]
+                        for e in range(run):
+                            acc[e] += tap * src[e]
+            b = bias[o]
+            for r in range(oh):
+                for col in range(ow):
+                    y[n, o, r, col] = acc[r * wp + col] + b
+
+
+@_loop(nogil=True, boundscheck=False)
+def convolve_weights(x, dy, pad, dw):  # pragma: no cover - compiled
+    """The weight gradient of ``convolve_direct`` (O, C, k, k), over some images: per tap a
+    run of partial sums over the images' flat planes (the top gradient laid out as the
+    forward's runs, zeros in the dropped columns), summed last."""
+    m, c, h, wd = x.shape
+    out, _, k, _ = dw.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    wp = wd + 2 * pad
+    run = oh * wp
+    planes = np.zeros((m, c, (h + 2 * pad) * wp + k), x.dtype)
+    _flat_planes(x, pad, k, planes)
+    grads = np.zeros((m, out, run), dy.dtype)
+    for n in range(m):
+        for o in range(out):
+            for r in range(oh):
+                for col in range(ow):
+                    grads[n, o, r * wp + col] = dy[n, o, r, col]
+    acc, lanes = np.empty(run, dy.dtype), np.empty(LANES, dy.dtype)
+    for o in range(out):
+        for ch in range(c):
+            for i in range(k):
+                for j in range(k):
+                    acc[:] = 0
+                    for n in range(m):
+                        g, src = grads[n, o], planes[n, ch, i * wp + j : i * wp + j + run]
+                        for e in range(run):
+                            acc[e] += g[e] * src[e]
+                    dw[o, ch, i, j] = _sum(acc, lanes)
+
+
 @_loop(nogil=True, boundscheck=False)
 def lrn_scale(x, lo, hi, factor, k, scale):  # pragma: no cover - compiled
     """LRN's scale across channels, k + factor * (the sum of x^2 over channels c + lo ..

@@ -7,7 +7,7 @@ import numpy as np
 
 from ...errors import UsageError
 from ...transforms import get_xp
-from . import winograd
+from . import threads, winograd
 from .base import Layer, positive_outputs
 from .geometry import columns, spatial, uncolumns, windows
 from .threads import CHUNK, compiled_loops, copy_in_parts, run_parts
@@ -18,6 +18,7 @@ COLUMN_BYTES = 4 << 20  # and its columns should stay in the caches (CaffeNet co
 TILES = 384  # a Winograd product needs about this many tiles (88 GFLOP/s at 196, 94 at 392)
 LAST_WIDTH = 16  # channels-last columns for outputs this narrow or narrower (see ``channels_last``)
 LAST_DEPTH = 1024  # and columns this deep or shallower (C k k)
+DIRECT_DEPTH = 25  # a stride-1 layer's columns this shallow (C k k): direct, on the CPU (``direct``)
 
 
 def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True, target: int | None = None) -> int:
@@ -55,6 +56,14 @@ def channels_last(channels: int, k: int, ow: int, group: int) -> bool:
         and k * channels >= 4 * ow
         and k * k * channels <= LAST_DEPTH
     )
+
+
+def direct(xp, depth: int, stride: int, group: int) -> bool:
+    """Whether a layer convolves directly (``compiled.convolve_direct``): on the CPU with
+    the compiled loops on, stride 1, one group, and columns ``depth`` (C k k) of at most
+    DIRECT_DEPTH. Decided from the shapes, so the bytes do not depend on the machine's
+    cores."""
+    return xp is np and threads.COMPILED and stride == 1 and group == 1 and depth <= DIRECT_DEPTH
 
 
 def _sizes(values: tuple[int, ...]) -> str:
@@ -102,6 +111,12 @@ class Convolution(Layer):
       Winograd's F(2x2, 3x3) (``winograd.py``), 16 multiplies per two-by-two outputs where
       im2col makes 36; the backward im2col's where OpenBLAS's products run at full AVX-512
       width (``winograd.transformed_backward``: the strategy then names both).
+    * ``direct``: a stride-1 layer whose columns would be DIRECT_DEPTH deep or shallower
+      (C k k: LeNet's conv1, one channel, 5 x 5), on the CPU: im2col's products there have
+      K = 25 and run far below BLAS's rate, so the forward sums tap by tap in a compiled
+      loop (``compiled.convolve_direct``), and so does the weight gradient of a first
+      layer (no data gradient; otherwise the backward is im2col's). LeNet's conv1 at batch
+      64, forward and backward ms: BEFORE_AFTER.
     * ``general``: every other geometry Caffe's BaseConvolutionLayer takes (unequal
       kernel_h and kernel_w, dilation, one or three spatial axes, a channel ``axis`` other
       than 1) as one im2col of the whole batch; ``no spatial axes`` (an N x C bottom, the
@@ -153,7 +168,10 @@ class Convolution(Layer):
         self.keep = num * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
         self.winograd = self.tiled_backward = False
-        if (self.k, self.stride) == (3, 1) and self.pad <= 2:
+        self.direct = not self.pointwise and direct(xp, c * self.k * self.k, self.stride, self.group)
+        if self.direct:
+            self.strategy, self.keep = "direct", False
+        elif (self.k, self.stride) == (3, 1) and self.pad <= 2:
             tiles = winograd.tiles(h, self.pad)[1] * winograd.tiles(w, self.pad)[1]
             m = images_per_product(num, tiles, 1, xp is np, TILES)  # tiles side by side, whatever their bytes
             self.winograd = winograd.pays(min(c, self.out) // self.group, min(oh, ow), m * tiles)
@@ -186,7 +204,9 @@ class Convolution(Layer):
         # 13.8 ms, ResNet-50's 512 -> 512 at 7 x 7 60 -> 48 ms).
         # Channels-last columns only with that backward: LeNet's unpadded conv2, whose data
         # gradient is col2im, ran its backward 5.1 -> 5.5 ms with them, its forward the same.
-        self.last = self.full and not self.winograd and channels_last(c, self.k, ow, self.group)  # k >= 5
+        self.last = (
+            self.full and not self.winograd and not self.direct and channels_last(c, self.k, ow, self.group)
+        )  # k >= 5
         if self.last:
             self.strategy += ", channels last"
         return tops
@@ -300,6 +320,14 @@ class Convolution(Layer):
             run_parts(parts, tiled)
             self._saved = (x, None, {})  # the backward transforms the tiles again, or makes columns
             return [y]
+        loops = compiled_loops(xp) if self.direct else None
+        if loops is not None:
+            parts, _ = self._parts(n, 1)
+            w = self.params[0]
+            bias = self.params[1] if len(self.params) > 1 else xp.zeros(self.out, x.dtype)
+            run_parts(parts, lambda _, part: loops.convolve_direct(x[part], w, bias, self.pad, y[part]))
+            self._saved = (x, None, {})  # the backward makes its own columns, if it needs them
+            return [y]
         parts, m = self._parts(n)
         view = self._view(x)
         weights = self._kernels(self.params[0])
@@ -331,6 +359,9 @@ class Convolution(Layer):
         if self.tiled_backward:
             return self._backward_winograd(top_diffs[0])
         xp = get_xp(top_diffs[0])
+        loops = compiled_loops(xp) if self.direct and not self.propagate else None
+        if loops is not None:
+            return self._backward_direct(top_diffs[0], loops)
         x, view, kept = self._saved
         n, c, h, w = x.shape
         p, g = self.pad, self.group
@@ -434,6 +465,29 @@ class Convolution(Layer):
         if len(self.params) > 1:
             self.grads[1] = db.sum(axis=0)
         return [dx]
+
+    def _backward_direct(self, dy, loops):
+        """A first layer's weight gradient, direct (``compiled.convolve_weights``), part by
+        part, the parts' sums added in part order."""
+        xp = get_xp(dy)
+        x = self._saved[0]
+        n, _, _, w = x.shape
+        # parts as large as the top gradient's flat copy allows (COLUMN_BYTES), at most
+        # halves: each part's per-tap sums cost a pass (LeNet's conv1 in eighths 2.0 ms, 1.8)
+        flat = self.out * dy.shape[2] * (w + 2 * self.pad) * dy.itemsize
+        parts, _ = self._parts(n, max(1, min(-(-n // 2), COLUMN_BYTES // flat)))
+        dw = xp.empty((len(parts), *self.params[0].shape), dy.dtype)
+        db = xp.empty((len(parts), self.out), dy.dtype)
+
+        def back(index, part):
+            db[index] = dy[part].sum(axis=(0, 2, 3))
+            loops.convolve_weights(x[part], dy[part], self.pad, dw[index])
+
+        run_parts(parts, back)
+        self.grads[0] = dw.sum(axis=0)
+        if len(self.params) > 1:
+            self.grads[1] = db.sum(axis=0)
+        return [None]
 
     def _turned(self, weights):
         """The kernels of the data gradient as a convolution's weights (C, outputs / groups,
