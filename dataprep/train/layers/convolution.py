@@ -18,7 +18,8 @@ COLUMN_BYTES = 4 << 20  # and its columns should stay in the caches (CaffeNet co
 TILES = 384  # a Winograd product needs about this many tiles (88 GFLOP/s at 196, 94 at 392)
 LAST_WIDTH = 16  # channels-last columns for outputs this narrow or narrower (see ``channels_last``)
 LAST_DEPTH = 1024  # and columns this deep or shallower (C k k)
-DIRECT_DEPTH = 25  # a stride-1 layer's columns this shallow (C k k): direct, on the CPU (``direct``)
+DIRECT_DEPTH = 75  # a stride-1 layer's columns this shallow (C k k): its forward direct on the CPU
+WEIGHTS_DEPTH = 25  # and a first layer's weight gradient too where this shallow (see ``direct``)
 
 
 def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True, target: int | None = None) -> int:
@@ -59,10 +60,9 @@ def channels_last(channels: int, k: int, ow: int, group: int) -> bool:
 
 
 def direct(xp, depth: int, stride: int, group: int) -> bool:
-    """Whether a layer convolves directly (``compiled.convolve_direct``): on the CPU with
+    """Whether a layer's forward is direct (``compiled.convolve_direct``): on the CPU with
     the compiled loops on, stride 1, one group, and columns ``depth`` (C k k) of at most
-    DIRECT_DEPTH. Decided from the shapes, so the bytes do not depend on the machine's
-    cores."""
+    DIRECT_DEPTH. Decided from the shapes, so the bytes do not depend on the core count."""
     return xp is np and threads.COMPILED and stride == 1 and group == 1 and depth <= DIRECT_DEPTH
 
 
@@ -112,11 +112,15 @@ class Convolution(Layer):
       im2col makes 36; the backward im2col's where OpenBLAS's products run at full AVX-512
       width (``winograd.transformed_backward``: the strategy then names both).
     * ``direct``: a stride-1 layer whose columns would be DIRECT_DEPTH deep or shallower
-      (C k k: LeNet's conv1, one channel, 5 x 5), on the CPU: im2col's products there have
-      K = 25 and run far below BLAS's rate, so the forward sums tap by tap in a compiled
-      loop (``compiled.convolve_direct``), and so does the weight gradient of a first
-      layer (no data gradient; otherwise the backward is im2col's). LeNet's conv1 at batch
-      64, forward and backward ms: BEFORE_AFTER.
+      (C k k: LeNet's conv1, one channel, 5 x 5, and CIFAR-10 quick's, three), on the CPU in
+      training: im2col's products there have K = C k k and run far below BLAS's rate, so the
+      forward sums tap by tap over the flat padded planes in a compiled loop
+      (``compiled.convolve_direct``; CIFAR-10 quick's conv1 9.1 -> 7.5 ms). Inference keeps
+      im2col's, as it keeps pooling's array code: `predict` loads no Numba. A first layer
+      (no data gradient) WEIGHTS_DEPTH deep or shallower takes its weight gradient so too
+      (``compiled.convolve_weights``); deeper ones, and every data gradient, im2col's
+      (CIFAR-10 quick's conv1 direct: 9.5 -> 16.6 ms). LeNet's conv1 at batch 64, forward and
+      backward ms: 1.6 to 2.0 and 2.4 to 2.8 -> 1.2 and 1.7 to 1.9.
     * ``general``: every other geometry Caffe's BaseConvolutionLayer takes (unequal
       kernel_h and kernel_w, dilation, one or three spatial axes, a channel ``axis`` other
       than 1) as one im2col of the whole batch; ``no spatial axes`` (an N x C bottom, the
@@ -168,7 +172,8 @@ class Convolution(Layer):
         self.keep = num * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
         self.winograd = self.tiled_backward = False
-        self.direct = not self.pointwise and direct(xp, c * self.k * self.k, self.stride, self.group)
+        self.depth = c * self.k * self.k
+        self.direct = not self.pointwise and direct(xp, self.depth, self.stride, self.group)
         if self.direct:
             self.strategy, self.keep = "direct", False
         elif (self.k, self.stride) == (3, 1) and self.pad <= 2:
@@ -320,7 +325,7 @@ class Convolution(Layer):
             run_parts(parts, tiled)
             self._saved = (x, None, {})  # the backward transforms the tiles again, or makes columns
             return [y]
-        loops = compiled_loops(xp) if self.direct else None
+        loops = compiled_loops(xp) if self.direct and train else None  # inference: im2col's
         if loops is not None:
             parts, _ = self._parts(n, 1)
             w = self.params[0]
@@ -359,7 +364,8 @@ class Convolution(Layer):
         if self.tiled_backward:
             return self._backward_winograd(top_diffs[0])
         xp = get_xp(top_diffs[0])
-        loops = compiled_loops(xp) if self.direct and not self.propagate else None
+        weights = self.direct and not self.propagate and self.depth <= WEIGHTS_DEPTH
+        loops = compiled_loops(xp) if weights else None
         if loops is not None:
             return self._backward_direct(top_diffs[0], loops)
         x, view, kept = self._saved
