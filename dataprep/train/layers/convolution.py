@@ -18,8 +18,7 @@ COLUMN_BYTES = 4 << 20  # and its columns should stay in the caches (CaffeNet co
 TILES = 384  # a Winograd product needs about this many tiles (88 GFLOP/s at 196, 94 at 392)
 LAST_WIDTH = 16  # channels-last columns for outputs this narrow or narrower (see ``channels_last``)
 LAST_DEPTH = 1024  # and columns this deep or shallower (C k k)
-DIRECT_DEPTH = 75  # a stride-1 layer's columns this shallow (C k k): its forward direct on the CPU
-WEIGHTS_DEPTH = 25  # and a first layer's weight gradient too where this shallow (see ``direct``)
+DIRECT_DEPTH = 25  # a stride-1 layer's columns this shallow (C k k): direct on the CPU (``direct``)
 
 
 def images_per_product(n: int, columns: int, nbytes: int, cpu: bool = True, target: int | None = None) -> int:
@@ -112,15 +111,16 @@ class Convolution(Layer):
       im2col makes 36; the backward im2col's where OpenBLAS's products run at full AVX-512
       width (``winograd.transformed_backward``: the strategy then names both).
     * ``direct``: a stride-1 layer whose columns would be DIRECT_DEPTH deep or shallower
-      (C k k: LeNet's conv1, one channel, 5 x 5, and CIFAR-10 quick's, three), on the CPU in
-      training: im2col's products there have K = C k k and run far below BLAS's rate, so the
-      forward sums tap by tap over the flat padded planes in a compiled loop
-      (``compiled.convolve_direct``; CIFAR-10 quick's conv1 9.1 -> 7.5 ms). Inference keeps
-      im2col's, as it keeps pooling's array code: `predict` loads no Numba. A first layer
-      (no data gradient) WEIGHTS_DEPTH deep or shallower takes its weight gradient so too
-      (``compiled.convolve_weights``); deeper ones, and every data gradient, im2col's
-      (CIFAR-10 quick's conv1 direct: 9.5 -> 16.6 ms). LeNet's conv1 at batch 64, forward and
-      backward ms: 1.6 to 2.0 and 2.4 to 2.8 -> 1.2 and 1.7 to 1.9.
+      (C k k: LeNet's conv1, one channel, 5 x 5), on the CPU in training: im2col's products
+      there have K = 25 and run far below BLAS's rate, so the forward sums tap by tap over
+      the flat padded planes in a compiled loop (``compiled.convolve_direct``), and so does
+      a first layer's weight gradient (``compiled.convolve_weights``; with a data gradient
+      the backward is im2col's). LeNet's conv1 at batch 64, forward and backward ms: 1.4 to
+      1.6 and 2.1 to 2.3 -> 0.8 to 1.0 and 1.5 to 1.6. Not for CIFAR-10 quick's conv1 (C k k
+      75): its forward 9.1 -> 7.5 ms, but its weight gradient direct 9.5 -> 16.6, and
+      im2col's after a direct forward makes the padded input again (the forward-backward
+      no faster). Inference keeps im2col's, as it keeps pooling's array code: `predict`
+      loads no Numba.
     * ``general``: every other geometry Caffe's BaseConvolutionLayer takes (unequal
       kernel_h and kernel_w, dilation, one or three spatial axes, a channel ``axis`` other
       than 1) as one im2col of the whole batch; ``no spatial axes`` (an N x C bottom, the
@@ -172,8 +172,7 @@ class Convolution(Layer):
         self.keep = num * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
         self.winograd = self.tiled_backward = False
-        self.depth = c * self.k * self.k
-        self.direct = not self.pointwise and direct(xp, self.depth, self.stride, self.group)
+        self.direct = not self.pointwise and direct(xp, c * self.k * self.k, self.stride, self.group)
         if self.direct:
             self.strategy, self.keep = "direct", False
         elif (self.k, self.stride) == (3, 1) and self.pad <= 2:
@@ -364,8 +363,7 @@ class Convolution(Layer):
         if self.tiled_backward:
             return self._backward_winograd(top_diffs[0])
         xp = get_xp(top_diffs[0])
-        weights = self.direct and not self.propagate and self.depth <= WEIGHTS_DEPTH
-        loops = compiled_loops(xp) if weights else None
+        loops = compiled_loops(xp) if self.direct and not self.propagate else None
         if loops is not None:
             return self._backward_direct(top_diffs[0], loops)
         x, view, kept = self._saved
