@@ -432,6 +432,8 @@ def test_max_pooling_ties_go_to_the_first_in_scan_order(pool_xp):
         (3, 2, 0, (3, 2, 27, 27)),  # CaffeNet's pool2
         (3, 2, 1, (2, 3, 7, 6)),
         (2, 2, 0, (3, 2, 7, 9)),
+        (2, 2, 0, (2, 20, 24, 24)),  # LeNet's pool1: windows that tile the input (``pool_tiles``)
+        (3, 3, 0, (2, 2, 9, 12)),
         (3, 1, 1, (2, 2, 5, 5)),
         (5, 3, 2, (2, 2, 11, 13)),
         (17, 1, 0, (1, 2, 18, 19)),  # 289 offsets: two bytes each
