@@ -477,7 +477,7 @@ class Convolution(Layer):
         x = self._saved[0]
         n, _, _, w = x.shape
         # parts as large as the top gradient's flat copy allows (COLUMN_BYTES), at most
-        # halves: each part's per-tap sums cost a pass (LeNet's conv1 in eighths 2.0 ms, 1.8)
+        # halves: each part's per-tap sums cost a pass (LeNet's conv1 in eighths 2.0 ms, in halves 1.8)
         flat = self.out * dy.shape[2] * (w + 2 * self.pad) * dy.itemsize
         parts, _ = self._parts(n, max(1, min(-(-n // 2), COLUMN_BYTES // flat)))
         dw = xp.empty((len(parts), *self.params[0].shape), dy.dtype)
