@@ -625,6 +625,41 @@ def test_convolution_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, 
     assert results[0] == results[1] == results[2]
 
 
+def test_a_first_layers_weight_gradient_in_larger_products_matches(monkeypatch):
+    """A first layer (no data gradient) whose columns were not kept makes its weight
+    gradient in products of ``m_weights`` images (more columns than the forward's): the
+    gradient of the layer with a data gradient to rounding, the same bytes on any core count."""
+    from dataprep.train.layers import convolution, threads
+
+    monkeypatch.setattr(convolution, "COLUMNS", 64)
+    monkeypatch.setattr(convolution, "WEIGHT_COLUMNS", 192)
+    monkeypatch.setattr(convolution, "KEEP_BYTES", 0)  # the columns made again in the backward
+    asked = []  # the images per product each backward's parts were made for
+    parts = convolution.Convolution._parts
+    monkeypatch.setattr(
+        convolution.Convolution, "_parts", lambda self, n, per=None: asked.append(per) or parts(self, n, per)
+    )
+    shape = (12, 3, 8, 8)  # C k k = 27: not direct
+    x = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    runs = []
+    for cores, propagate in ((2, True), (1, False), (2, False), (3, False)):
+        monkeypatch.setattr(threads, "CORES", cores)
+        threads._POOL.clear()
+        layer = make_layer({"type": "Convolution", "num_output": 4, "kernel_size": 3, "pad": 1})
+        (top,) = layer.setup([shape], np, np.random.default_rng(0), np.float32)
+        layer.propagate = propagate
+        assert (layer.m, layer.m_weights) == (1, 3) and layer.strategy == "image"
+        layer.forward([x])
+        layer.backward([np.random.default_rng(2).normal(size=top).astype(np.float32)])
+        runs.append(layer.grads)
+    threads._POOL.clear()
+    assert asked == [None, None] + [None, 3] * 3  # forward, backward: with a data gradient, then without
+    plain, *first = runs
+    for got, want in zip(first[0], plain):
+        assert np.allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    assert len({tuple(g.tobytes() for g in grads) for grads in first}) == 1  # any core count
+
+
 # stride 1, one group, C k k of 25 or less: direct on the CPU (LeNet's conv1 first)
 DIRECT = [
     ({"num_output": 20, "kernel_size": 5}, (6, 1, 28, 28)),  # LeNet's conv1

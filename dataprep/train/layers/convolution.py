@@ -18,6 +18,10 @@ COLUMN_BYTES = 4 << 20  # and its columns should stay in the caches (CaffeNet co
 TILES = 384  # a Winograd product needs about this many tiles (88 GFLOP/s at 196, 94 at 392)
 LAST_WIDTH = 16  # channels-last columns for outputs this narrow or narrower (see ``channels_last``)
 LAST_DEPTH = 1024  # and columns this deep or shallower (C k k)
+# a first layer's weight-gradient product wants more columns: its result (C k k x outputs)
+# is small, so BLAS's packing weighs on each product (CIFAR-10 quick's conv1 backward, ms:
+# 2 images a product 9.5 to 10.0, 8 images 7.7 to 7.8, 13 8.2 to 8.5, 25 9.4 to 9.7)
+WEIGHT_COLUMNS = 8192
 DIRECT_DEPTH = 25  # a stride-1 layer's columns this shallow (C k k): direct on the CPU (``direct``)
 
 
@@ -169,6 +173,7 @@ class Convolution(Layer):
         h, w = sizes
         per_image = oh * ow * c * self.k * self.k * np.dtype(dtype).itemsize
         self.m = images_per_product(num, oh * ow, per_image, xp is np)
+        self.m_weights = images_per_product(num, oh * ow, per_image, xp is np, WEIGHT_COLUMNS)
         self.keep = num * per_image <= KEEP_BYTES  # the forward's columns serve the backward too
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
         self.winograd = self.tiled_backward = False
@@ -371,7 +376,8 @@ class Convolution(Layer):
         p, g = self.pad, self.group
         dy = top_diffs[0]
         weights = self._kernels(self.params[0])
-        parts, m = self._parts(n)
+        # a first layer whose columns were not kept: larger products for its weight gradient
+        parts, m = self._parts(n, self.m_weights if not (self.propagate or kept) else None)
         full = self.full and self.propagate
         if view is None and not full:  # after Winograd's forward: the input's columns
             view = self._view(x)
