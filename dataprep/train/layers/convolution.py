@@ -143,7 +143,8 @@ class Convolution(Layer):
     rows instead, and dropping the extra columns after the product, cost 15% more product
     on CaffeNet's 27 x 27 and 13 x 13 maps than the shorter copies save). The products run
     on the layer threads, over fixed parts of the batch; weight gradients are summed part
-    by part.
+    by part. A first layer (no data gradient) whose forward kept no columns makes its
+    weight gradient's in larger products (``m_weights``: WEIGHT_COLUMNS columns).
     """
 
     type = "Convolution"
