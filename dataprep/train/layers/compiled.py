@@ -113,17 +113,13 @@ def pool(x, ave, k, s, p, areas, y, arg):  # pragma: no cover - compiled
                         arg[a, b, r, q] = at[r * wq + q]
 
 
-@_loop(nogil=True, boundscheck=False)
-def _tile2(top, bottom, q, ave):  # pragma: no cover - compiled
-    """A 2 x 2 window's maximum and its offset (or its sum, offset 0), in scan order."""
-    best, at = top[2 * q], 0
-    for offset, value in ((1, top[2 * q + 1]), (2, bottom[2 * q]), (3, bottom[2 * q + 1])):
-        if ave:
-            best += value
-        else:
-            at = offset if value > best else at  # strict: the first maximum stays
-            best = np.maximum(best, value)  # NaN spreads, as np.maximum
-    return best, at
+@_loop(nogil=True)
+def _step(best, at, value, offset, ave):  # pragma: no cover - compiled
+    """A window's running sum (AVE), or its maximum and that maximum's offset: the first in
+    scan order stays (strict), and NaN spreads (as np.maximum), as ``pool``'s runs do."""
+    if ave:
+        return best + value, at
+    return np.maximum(best, value), (offset if value > best else at)
 
 
 @_loop(nogil=True, boundscheck=False)
@@ -139,19 +135,17 @@ def pool_tiles(x, ave, k, areas, y, arg):  # pragma: no cover - compiled
             plane = x[a, b]
             for r in range(oh):
                 for q in range(ow):
+                    best, at = plane[r * k, q * k], 0
                     if k == 2:
-                        best, at = _tile2(plane[2 * r], plane[2 * r + 1], q, ave)
+                        top, bottom = plane[2 * r], plane[2 * r + 1]
+                        best, at = _step(best, at, top[2 * q + 1], 1, ave)
+                        best, at = _step(best, at, bottom[2 * q], 2, ave)
+                        best, at = _step(best, at, bottom[2 * q + 1], 3, ave)
                     else:
-                        best, at = plane[r * k, q * k], 0
                         for i in range(k):
                             row = plane[r * k + i]
                             for j in range(1 if i == 0 else 0, k):
-                                value = row[q * k + j]
-                                if ave:
-                                    best += value
-                                else:
-                                    at = i * k + j if value > best else at
-                                    best = np.maximum(best, value)
+                                best, at = _step(best, at, row[q * k + j], i * k + j, ave)
                     if ave:
                         y[a, b, r, q] = best / areas[r, q]
                     else:
