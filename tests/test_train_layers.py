@@ -3,6 +3,10 @@ backward pass against numerical gradients (float64), on NumPy and (with a GPU) C
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -781,6 +785,145 @@ def taken(spec: dict, shape: tuple[int, ...], attr: str, suffix: str, want: bool
     return want
 
 
+# stride 1, one group, k >= 5, outputs in whole vectors: blocked on the CPU (CIFAR-10
+# quick's layers): three channels (the data gradient's lanes padded), widths that split
+# into uneven blocks, 48 and 64 outputs (a block of one vector, two blocks of two), no
+# padding, the largest padding (k - 1), a 7 x 7 kernel over 20 channels
+BLOCKED = [
+    ({"num_output": 32, "kernel_size": 5, "pad": 2}, (3, 3, 12, 11)),  # CIFAR-10 quick's conv1
+    ({"num_output": 32, "kernel_size": 5, "pad": 2}, (5, 16, 7, 9)),
+    ({"num_output": 64, "kernel_size": 5, "pad": 2}, (3, 8, 5, 5)),
+    ({"num_output": 48, "kernel_size": 5, "bias_term": False}, (2, 6, 9, 10)),
+    ({"num_output": 16, "kernel_size": 5, "pad": 4}, (2, 5, 6, 7)),
+    ({"num_output": 16, "kernel_size": 7, "pad": 3}, (2, 20, 8, 8)),
+]
+
+
+def blocked_run(layer, x, dy) -> list:
+    """A layer's top, data gradient (None for a first layer) and parameter gradients."""
+    y = layer.forward([x])[0]
+    (dx,) = layer.backward([dy])
+    return [y, dx, *layer.grads]
+
+
+@pytest.mark.parametrize("spec, shape", BLOCKED)
+@pytest.mark.parametrize("propagate", [True, False])
+def test_blocked_convolution_matches_the_float64_layer(monkeypatch, spec, shape, propagate):
+    """The blocked strategy (``blocked.py``) against the float64 layer (im2col's, checked
+    against numerical gradients above): the top, the data gradient and the parameter
+    gradients to float32 rounding; inference keeps im2col's (`predict` loads no Numba)."""
+    from dataprep.train.layers import blocked
+
+    calls = []
+    for name in ("forward", "backward"):
+        monkeypatch.setattr(
+            blocked, name, lambda *a, f=getattr(blocked, name), n=name: calls.append(n) or f(*a)
+        )
+    x = np.random.default_rng(5).normal(size=shape)
+    runs = {}
+    for dtype in (np.float64, np.float32):
+        layer = direct_layer(spec, shape, np.float64, propagate)
+        params = [p.astype(dtype) for p in layer.params]
+        layer = direct_layer(spec, shape, dtype, propagate)
+        layer.params[:] = params
+        assert (layer.strategy == "blocked") == (dtype == np.float32)
+        dy = np.random.default_rng(2).normal(size=layer.shapes([shape])[0])
+        runs[dtype] = blocked_run(layer, x.astype(dtype), dy.astype(dtype))
+    assert set(calls) == {"forward", "backward"}  # a call per part
+    before = len(calls)
+    got, want = runs[np.float32], runs[np.float64]
+    assert (got[1] is None) == (not propagate)
+    for a, b in zip(got, want):
+        if b is not None:
+            assert a.dtype == np.float32 and a.shape == b.shape
+            assert np.allclose(a, b, rtol=0, atol=2e-6 * np.abs(b).max())
+    inferred = layer.forward([x.astype(np.float32)], train=False)[0]
+    assert len(calls) == before and np.allclose(inferred, got[0], rtol=0, atol=1e-5 * np.abs(got[0]).max())
+
+
+@pytest.mark.parametrize("spec, shape", BLOCKED[:2])
+@pytest.mark.parametrize("propagate", [False, True])
+def test_blocked_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, shape, propagate):
+    from dataprep.train.layers import threads
+
+    x = np.random.default_rng(5).normal(size=(19, *shape[1:])).astype(np.float32)  # three parts
+    results = []
+    for cores in (1, 2, 3):
+        monkeypatch.setattr(threads, "CORES", cores)
+        threads._POOL.clear()
+        layer = direct_layer(spec, x.shape, np.float32, propagate)
+        assert layer.strategy == "blocked"
+        dy = np.random.default_rng(2).normal(size=layer.shapes([x.shape])[0]).astype(np.float32)
+        results.append([None if r is None else r.tobytes() for r in blocked_run(layer, x, dy)])
+    threads._POOL.clear()
+    assert results[0] == results[1] == results[2]
+
+
+@pytest.mark.parametrize(
+    "spec, shape, want",
+    [
+        ({"num_output": 32, "kernel_size": 5, "pad": 2}, (100, 3, 32, 32), True),  # CIFAR-10 quick's conv1
+        ({"num_output": 32, "kernel_size": 5, "pad": 2}, (100, 32, 16, 16), True),  # conv2
+        ({"num_output": 64, "kernel_size": 5, "pad": 2}, (100, 32, 8, 8), True),  # conv3
+        ({"num_output": 50, "kernel_size": 5}, (64, 20, 12, 12), False),  # LeNet's conv2: 50 outputs
+        ({"num_output": 20, "kernel_size": 5}, (64, 1, 28, 28), False),  # LeNet's conv1: direct
+        ({"num_output": 32, "kernel_size": 5, "stride": 2, "pad": 2}, (4, 8, 16, 16), False),
+        ({"num_output": 32, "kernel_size": 5, "pad": 2, "group": 2}, (4, 8, 16, 16), False),
+        ({"num_output": 32, "kernel_size": 5, "pad": 5}, (4, 8, 16, 16), False),  # pad >= k
+        ({"num_output": 256, "kernel_size": 3, "pad": 1}, (10, 64, 13, 13), False),  # 3 x 3
+    ],
+)
+def test_blocked_is_chosen_for_wide_stride_1_kernels_in_whole_vectors(monkeypatch, spec, shape, want):
+    from dataprep.train.layers import threads
+
+    taken(spec, shape, "blocked", "blocked", want)
+    layer = make_layer({"type": "Convolution", **spec})
+    layer.setup([shape], np, np.random.default_rng(0), np.float64)
+    assert not layer.blocked  # float32 only
+    monkeypatch.setattr(threads, "COMPILED", False)  # the compiled loops off: im2col's
+    taken(spec, shape, "blocked", "blocked", False)
+
+
+def test_blocked_convolution_without_avx512(tmp_path):
+    """Where the CPU has no AVX-512 (16 vector registers: blocks of 2 pixels), the same
+    kernels give the float64 layer's values: Numba built for Haswell in a subprocess."""
+    code = """
+import numpy as np
+from dataprep.train.layers import blocked, make_layer, microkernel
+assert microkernel.PIXELS == 2, microkernel.PIXELS
+rng = np.random.default_rng(0)
+x, dy = rng.normal(size=(3, 16, 7, 9)), rng.normal(size=(3, 48, 7, 9))
+layers = []
+for dtype in (np.float64, np.float32):
+    layer = make_layer({"type": "Convolution", "num_output": 48, "kernel_size": 5, "pad": 2})
+    layer.setup([x.shape], np, np.random.default_rng(1), dtype)
+    layer.params[1][:] = rng.normal(size=48)
+    layers.append(layer)
+layers[1].params[:] = [p.astype(np.float32) for p in layers[0].params]
+assert layers[1].strategy == "blocked"
+runs = []
+for layer in layers:
+    dtype = layer.params[0].dtype
+    runs.append([layer.forward([x.astype(dtype)])[0], *layer.backward([dy.astype(dtype)]), *layer.grads])
+for want, got in zip(*runs):
+    assert np.allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+print("ok")
+"""
+    haswell = ",".join(
+        "+" + f
+        for f in "64bit avx avx2 bmi bmi2 cmov cx16 f16c fma fxsr lzcnt mmx movbe popcnt sse sse2 sse3 "
+        "sse4.1 sse4.2 ssse3 xsave".split()
+    )
+    env = {
+        **os.environ,
+        "NUMBA_CPU_NAME": "haswell",
+        "NUMBA_CPU_FEATURES": haswell,
+        "NUMBA_CACHE_DIR": str(tmp_path),
+    }
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 @pytest.mark.parametrize(
     "spec, shape",
     [
@@ -830,6 +973,7 @@ def test_channels_last_columns_where_they_pay_and_the_same_values(monkeypatch, s
     and so blocked by BLAS, another way)."""
     from dataprep.train.layers import convolution
 
+    monkeypatch.setattr(convolution, "BLOCKED_KERNEL", 99)  # im2col's in training too (blocked: below)
     if not taken(spec, shape, "last", "channels last", last):
         return
     small = (4, *shape[1:])
