@@ -70,22 +70,22 @@ def direct(xp, depth: int, stride: int, group: int) -> bool:
     return xp is np and threads.COMPILED and stride == 1 and group == 1 and depth <= DIRECT_DEPTH
 
 
-def blocked(xp, dtype, outputs: int, k: int, stride: int, pad: int, group: int) -> bool:
+def blocked(xp, dtype, outputs: int, k: int, pad: int, group: int) -> bool:
     """Whether a layer trains by ``blocked.py`` (register blocks, no im2col): on the CPU with
-    the compiled loops on, float32, stride 1, padding below the kernel (the data gradient
-    pads the top gradient by k - 1 - pad), one group, a kernel of BLOCKED_KERNEL or wider and
+    the compiled loops on, float32, padding below the kernel (the data gradient pads the
+    top gradient by k - 1 - pad), a kernel of BLOCKED_KERNEL or wider and each group's
     outputs in whole vectors of 16 (a padded vector's lanes are work thrown away: LeNet's
-    conv2, 50 outputs, backward 3.8 -> 4.3 to 4.8 ms). From the shapes alone, so the bytes do
-    not depend on the core count."""
+    conv2, 50 outputs, backward 3.8 -> 4.3 to 4.8 ms). A strided layer's backward is
+    im2col's (blocked, CaffeNet's conv1, 11 x 11 stride 4, took 51 ms against 46, the
+    tutorial net's, 5 x 5 stride 2, 17.7 against 12.5). From the shapes alone, so the bytes
+    do not depend on the core count."""
     return (
         xp is np
         and threads.COMPILED
         and np.dtype(dtype) == np.float32
-        and stride == 1
         and pad < k
-        and group == 1
         and k >= BLOCKED_KERNEL
-        and outputs % 16 == 0
+        and outputs // group % 16 == 0
     )
 
 
@@ -207,9 +207,7 @@ class Convolution(Layer):
         self.strategy = "pointwise" if self.pointwise else ("image" if self.m == 1 else f"batch of {self.m}")
         self.winograd = self.tiled_backward = False
         self.direct = not self.pointwise and direct(xp, c * self.k * self.k, self.stride, self.group)
-        self.blocked = not self.direct and blocked(
-            xp, dtype, self.out, self.k, self.stride, self.pad, self.group
-        )
+        self.blocked = not self.direct and blocked(xp, dtype, self.out, self.k, self.pad, self.group)
         if self.direct or self.blocked:
             self.strategy, self.keep = "direct" if self.direct else "blocked", False
         elif (self.k, self.stride) == (3, 1) and self.pad <= 2:
@@ -401,7 +399,7 @@ class Convolution(Layer):
             return self._backward_general(top_diffs[0])
         if self.tiled_backward:
             return self._backward_winograd(top_diffs[0])
-        if self.blocked:
+        if self.blocked and self.stride == 1:  # a strided layer's backward is im2col's
             return self._backward_blocked(top_diffs[0])
         xp = get_xp(top_diffs[0])
         loops = compiled_loops(xp) if self.direct and not self.propagate else None
@@ -540,9 +538,11 @@ class Convolution(Layer):
         from . import blocked as blocks
 
         parts, _ = self._parts(len(x), 1)
-        kernels = blocks.kernels(self.params[0])
-        bias = blocks.bias_vector(self.params[1] if len(self.params) > 1 else None, self.out, x.dtype)
-        run_parts(parts, lambda _, part: blocks.forward(x[part], kernels, bias, self.pad, y[part]))
+        kernels = blocks.kernels(self.params[0], self.group)
+        bias = self.params[1] if len(self.params) > 1 else None
+        bias = blocks.bias_vector(bias, self.out, self.group, x.dtype)
+        geometry = self.k, self.pad, self.stride, self.group
+        run_parts(parts, lambda _, part: blocks.forward(x[part], kernels, bias, *geometry, y[part]))
         self._saved = (x, None, {})
         return y
 
@@ -553,11 +553,10 @@ class Convolution(Layer):
 
         x = self._saved[0]
         parts, _ = self._parts(len(x), 1)
-        c = x.shape[1]
-        dw = np.zeros((len(parts), self.k, self.k, c, blocks.lanes(self.out)), dy.dtype)
+        dw = blocks.gradient_sums(len(parts), x.shape[1], self.out, self.k, self.group, dy.dtype)
         db = np.empty((len(parts), self.out), dy.dtype)
         dx = np.empty_like(x) if self.propagate else np.empty((0,) * 4, dy.dtype)
-        turned = blocks.turned(self.params[0]) if self.propagate else np.empty((0, 0, 0, 1), dy.dtype)
+        turned = blocks.turned(self.params[0], self.group) if self.propagate else np.empty(0, dy.dtype)
 
         def back(index, part):
             db[index] = dy[part].sum(axis=(0, 2, 3))
