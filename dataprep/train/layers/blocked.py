@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .compiled import _loop
-from .microkernel import LANES, PIXELS, VECTORS, fma_block
+from .microkernel import LANES, VECTORS, fma_block, most_pixels
 
 
 def lanes(count: int) -> int:
@@ -131,7 +131,7 @@ def _rows(a, group, b, bias, k, s, init, rows):  # pragma: no cover - compiled
             for r in range(oh):
                 x0 = 0
                 while x0 < ow:
-                    p = _share(ow - x0, PIXELS)
+                    p = _share(ow - x0, most_pixels(v))
                     at, aa = (r * ow + x0) * op + g * outputs + o0, (r * wp + x0) * s * c + g * per
                     fma_block(
                         p, v, af, aa, b, ba, yf, at, bias, g * outputs + o0, one, two, three, s * c, op, init
@@ -196,7 +196,7 @@ def backward(x, dy, wf, pad, dwt, dx):  # pragma: no cover - compiled
                         for j in range(taps):
                             t0 = 0
                             while t0 < run:  # a block: P taps' channels (of the group) by outputs
-                                p = _share(run - t0, PIXELS)
+                                p = _share(run - t0, most_pixels(v))
                                 at = ((((g * k + i) * k + j) * per) + t0) * spaced + o0
                                 xa = ((r0 + i) * wp + j) * c + g * per + t0
                                 fma_block(

@@ -19,7 +19,7 @@ editing this file, touch that one.
 from __future__ import annotations
 
 from llvmlite import binding, ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils, config
 from numba.extending import intrinsic
 
@@ -33,6 +33,14 @@ _FEATURES = (
 # 10 x 2, 4 x 4, 6 x 4 and 16 x 1 up to 1.4x slower); with 16 registers (AVX2: each sum two
 # halves) 2
 PIXELS = 8 if "+avx512f" in _FEATURES else 2
+
+
+@njit(inline="always")
+def most_pixels(vectors: int) -> int:  # pragma: no cover - compiled where it is used
+    """The pixels a block of ``vectors`` may take: as many sums as PIXELS x VECTORS (a block
+    of one vector, 16 outputs, takes 16 pixels: each weight vector read serves twice the
+    sums)."""
+    return PIXELS * VECTORS // vectors
 
 _F32 = ir.FloatType()
 _VEC = ir.VectorType(_F32, LANES)
@@ -103,7 +111,7 @@ def fma_block(
 ):
     """fma_block(pixels, vectors, a, a_at, b, b_at, y, y_at, z, z_at, (n1, a1, b1), (n2, a2,
     b2), (n3, a3, b3), ap, yp, init): ``_nest`` over float32 arrays from the given offsets, a
-    block of ``pixels`` (1 to PIXELS) by ``vectors`` (1 to VECTORS) sums."""
+    block of ``pixels`` (1 to ``most_pixels(vectors)``) by ``vectors`` (1 to VECTORS) sums."""
     loop = types.UniTuple(types.intp, 3)
     signature = types.void(
         types.intp, types.intp, a, types.intp, b, types.intp, y, types.intp, z, types.intp,
@@ -122,8 +130,8 @@ def fma_block(
         choose = builder.switch(
             builder.add(builder.mul(pixels, ir.Constant(pixels.type, VECTORS)), vectors), done
         )
-        for p in range(1, PIXELS + 1):
-            for v in range(1, VECTORS + 1):
+        for v in range(1, VECTORS + 1):
+            for p in range(1, most_pixels(v) + 1):
                 case = builder.append_basic_block(f"block.{p}x{v}")
                 choose.add_case(ir.Constant(pixels.type, p * VECTORS + v), case)
                 builder.position_at_end(case)
