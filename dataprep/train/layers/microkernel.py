@@ -42,6 +42,7 @@ def most_pixels(vectors: int) -> int:  # pragma: no cover - compiled where it is
     sums)."""
     return PIXELS * VECTORS // vectors
 
+
 _F32 = ir.FloatType()
 _VEC = ir.VectorType(_F32, LANES)
 _I32 = ir.IntType(32)
