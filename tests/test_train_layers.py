@@ -436,7 +436,7 @@ def test_max_pooling_ties_go_to_the_first_in_scan_order(pool_xp):
         (3, 2, 0, (3, 2, 27, 27)),  # CaffeNet's pool2
         (3, 2, 1, (2, 3, 7, 6)),
         (2, 2, 0, (3, 2, 7, 9)),
-        (2, 2, 0, (2, 20, 24, 24)),  # LeNet's pool1: windows that tile the input (``pool_tiles``)
+        (2, 2, 0, (2, 20, 24, 24)),  # LeNet's pool1: windows that tile the input (``pool_windows``)
         (3, 3, 0, (2, 2, 9, 12)),
         (3, 1, 1, (2, 2, 5, 5)),
         (5, 3, 2, (2, 2, 11, 13)),
@@ -459,6 +459,28 @@ def test_pooling_loops_give_the_array_codes_bytes(monkeypatch, method, dtype, k,
         assert (layer._saved[2] is not None) == enabled  # the loops ran
         dy = np.random.default_rng(4).normal(size=top).astype(dtype)
         results.append((y.tobytes(), layer.backward([dy])[0].tobytes()))
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("k, s, p", [(3, 2, 0), (2, 2, 0), (3, 2, 1)])
+def test_max_pooling_loops_spread_nan_and_keep_infinities_as_the_array_code(monkeypatch, k, s, p):
+    """NaN, +inf and -inf in MAX pooling's input: the compiled loops' tops and maxima's
+    gradients are the array code's bytes (NaN spreads as np.maximum's does)."""
+    from dataprep.train.layers import threads
+
+    x = np.random.default_rng(3).normal(size=(2, 3, 11, 12)).astype(np.float32)
+    x.flat[::7] = np.nan
+    x.flat[3::11] = np.inf
+    x.flat[5::13] = -np.inf
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(threads, "COMPILED", enabled)
+        layer = make_layer({"type": "Pooling", "pool": "MAX", "kernel_size": k, "stride": s, "pad": p})
+        (top,) = layer.setup([x.shape], np, None, np.float32)
+        y = layer.forward([x])[0]
+        dy = np.random.default_rng(4).normal(size=top).astype(np.float32)
+        results.append((y.tobytes(), layer.backward([dy])[0].tobytes()))
+        assert np.isnan(y).any() and np.isinf(y).any()
     assert results[0] == results[1]
 
 

@@ -204,8 +204,8 @@ class Pooling(Layer):
         ave = self.method == "AVE"
         areas = self._areas(h, w, *y.shape[2:]).astype(x.dtype)
         arg = np.empty((len(x), 0, 0, 0) if ave else y.shape, self._offsets())  # AVE keeps none
-        if k == s and not p and not (h % k or w % k):  # the windows tile the input
-            in_parts(x, lambda _, part: loops.pool_tiles(x[part], ave, k, areas, y[part], arg[part]))
+        if not p:  # each window where it lies
+            in_parts(x, lambda _, part: loops.pool_windows(x[part], ave, k, s, areas, y[part], arg[part]))
         else:
             in_parts(x, lambda _, part: loops.pool(x[part], ave, k, s, p, areas, y[part], arg[part]))
         self._saved = (None if ave else arg, x.shape, loops)
