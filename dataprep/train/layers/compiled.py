@@ -127,65 +127,63 @@ def _step(best, at, value, offset, ave):  # pragma: no cover - compiled
 
 
 @_loop(nogil=True, boundscheck=False)
-def _window(plane, r0, c0, k, ave, h, w):  # pragma: no cover - compiled
+def _window(x, a, b, r0, c0, k, ave):  # pragma: no cover - compiled
     """One window from (r0, c0), the part inside the plane (Caffe's sizes round up: the
     last windows may reach past it), in scan order: the sum, or the maximum and its offset."""
-    best, at = plane[r0, c0], 0
+    h, w = x.shape[2], x.shape[3]
+    best, at = x[a, b, r0, c0], 0
     for i in range(min(k, h - r0)):
-        row = plane[r0 + i]
         for j in range(1 if i == 0 else 0, min(k, w - c0)):
-            best, at = _step(best, at, row[c0 + j], i * k + j, ave)
+            best, at = _step(best, at, x[a, b, r0 + i, c0 + j], i * k + j, ave)
     return best, at
 
 
 @_loop(nogil=True, boundscheck=False, inline="always")
-def _windows(plane, k, s, ave, areas, out, offsets):  # pragma: no cover - compiled
-    """``pool_windows`` of one plane; inlined where ``ave`` is a constant, so each method's
-    runs have no branch on it (CIFAR-10 quick's pool1, half the batch on one core: 3.4 ms
-    with the flag tested per window, 2.9 without)."""
-    h, w = plane.shape
-    oh, ow = out.shape
-    inside_h, inside_w = min(oh, (h - k) // s + 1), min(ow, (w - k) // s + 1)  # whole windows
+def _windows(x, a, b, k, s, ave, areas, y, arg, inside_h, inside_w):  # pragma: no cover - compiled
+    """``pool_windows`` of plane (a, b); inlined where ``ave`` is a constant, so each
+    method's runs have no branch on it (CIFAR-10 quick's pool1, half the batch on one core:
+    3.4 ms with the flag tested per window, 2.9 without)."""
+    oh, ow = y.shape[2], y.shape[3]
     for r in range(oh):
         first = 0
         if r < inside_h and k == 2:
-            one, two = plane[r * s], plane[r * s + 1]
+            r0 = r * s
             for q in range(inside_w):
                 col = q * s
-                best, at = one[col], 0
-                best, at = _step(best, at, one[col + 1], 1, ave)
-                best, at = _step(best, at, two[col], 2, ave)
-                best, at = _step(best, at, two[col + 1], 3, ave)
-                _put(out, offsets, r, q, best, at, areas, ave)
+                best, at = x[a, b, r0, col], 0
+                best, at = _step(best, at, x[a, b, r0, col + 1], 1, ave)
+                best, at = _step(best, at, x[a, b, r0 + 1, col], 2, ave)
+                best, at = _step(best, at, x[a, b, r0 + 1, col + 1], 3, ave)
+                _put(y, arg, a, b, r, q, best, at, areas, ave)
             first = inside_w
         elif r < inside_h and k == 3:
-            one, two, three = plane[r * s], plane[r * s + 1], plane[r * s + 2]
+            r0 = r * s
             for q in range(inside_w):
                 col = q * s
-                best, at = one[col], 0
-                best, at = _step(best, at, one[col + 1], 1, ave)
-                best, at = _step(best, at, one[col + 2], 2, ave)
-                best, at = _step(best, at, two[col], 3, ave)
-                best, at = _step(best, at, two[col + 1], 4, ave)
-                best, at = _step(best, at, two[col + 2], 5, ave)
-                best, at = _step(best, at, three[col], 6, ave)
-                best, at = _step(best, at, three[col + 1], 7, ave)
-                best, at = _step(best, at, three[col + 2], 8, ave)
-                _put(out, offsets, r, q, best, at, areas, ave)
+                best, at = x[a, b, r0, col], 0
+                best, at = _step(best, at, x[a, b, r0, col + 1], 1, ave)
+                best, at = _step(best, at, x[a, b, r0, col + 2], 2, ave)
+                best, at = _step(best, at, x[a, b, r0 + 1, col], 3, ave)
+                best, at = _step(best, at, x[a, b, r0 + 1, col + 1], 4, ave)
+                best, at = _step(best, at, x[a, b, r0 + 1, col + 2], 5, ave)
+                best, at = _step(best, at, x[a, b, r0 + 2, col], 6, ave)
+                best, at = _step(best, at, x[a, b, r0 + 2, col + 1], 7, ave)
+                best, at = _step(best, at, x[a, b, r0 + 2, col + 2], 8, ave)
+                _put(y, arg, a, b, r, q, best, at, areas, ave)
             first = inside_w
         for q in range(first, ow):  # any other kernel, and the windows past the plane
-            best, at = _window(plane, r * s, q * s, k, ave, h, w)
-            _put(out, offsets, r, q, best, at, areas, ave)
+            best, at = _window(x, a, b, r * s, q * s, k, ave)
+            _put(y, arg, a, b, r, q, best, at, areas, ave)
 
 
 @_loop(nogil=True, inline="always")
-def _put(out, offsets, r, q, best, at, areas, ave):  # pragma: no cover - compiled
+def _put(y, arg, a, b, r, q, best, at, areas, ave):  # pragma: no cover - compiled
     """An output: the window's mean, or its maximum and that maximum's offset."""
     if ave:
-        out[r, q] = best / areas[r, q]
+        y[a, b, r, q] = best / areas[r, q]
     else:
-        out[r, q] = best
-        offsets[r, q] = at
+        y[a, b, r, q] = best
+        arg[a, b, r, q] = at
 
 
 @_loop(nogil=True, boundscheck=False)
@@ -193,17 +191,21 @@ def pool_windows(x, ave, k, s, areas, y, arg):  # pragma: no cover - compiled
     """``pool`` without padding: each window read where it lies, with no phases to lay out
     and fill per plane. A row's windows that lie inside the plane go in one run (2 x 2 and
     3 x 3 unrolled), then the few that reach past it (Caffe's sizes round up). The same
-    scan order and rules, so the same bytes. MAX forward ms, the layer on two cores,
-    ``pool`` -> this: CIFAR-10 quick's pool1 4.9 -> 3.4, CaffeNet's pool1 12.8 -> 9.0 and
-    pool2 9.4 -> 6.1, the tutorial net's pool1 13.8 -> 11.3; LeNet's pool1 (2 x 2 tiles,
-    which had a loop of their own) 0.53 -> 0.66."""
-    n, c = y.shape[:2]
+    scan order and rules, so the same bytes. Indexed from the blob, not through views of
+    planes and rows: each view costs reference counts (LeNet's pool2, 8 x 8 planes, half
+    its batch on one core: 0.26 ms with views, 0.10 without). MAX forward ms, the layer on
+    two cores, ``pool`` -> this: CIFAR-10 quick's pool1 4.5 -> 3.0, CaffeNet's pool1 12.1
+    -> 7.0 and pool2 8.4 -> 4.8, the tutorial net's pool1 12.5 -> 9.8, LeNet's pool1
+    (whose 2 x 2 tiles had a loop of their own) 0.50 -> 0.41."""
+    n, c, oh, ow = y.shape
+    h, w = x.shape[2], x.shape[3]
+    inside = min(oh, (h - k) // s + 1), min(ow, (w - k) // s + 1)  # rows, columns of whole windows
     for a in range(n):
         for b in range(c):
             if ave:
-                _windows(x[a, b], k, s, True, areas, y[a, b], arg[0, 0])
+                _windows(x, a, b, k, s, True, areas, y, arg, inside[0], inside[1])
             else:
-                _windows(x[a, b], k, s, False, areas, y[a, b], arg[a, b])
+                _windows(x, a, b, k, s, False, areas, y, arg, inside[0], inside[1])
 
 
 @_loop(nogil=True, boundscheck=False)
@@ -212,27 +214,32 @@ def unpool(dy, ave, arg, areas, k, s, p, dx):  # pragma: no cover - compiled
     to the input its maximum came from; AVE (``ave``; ``arg`` unread) adds it over the
     window's area (``areas``) to every input of its window. Outputs are taken last to
     first, so each input sums its gradients in the order of their kernel offsets, as the
-    array code does (float sums depend on the order)."""
+    array code does (float sums depend on the order). Offsets to rows and columns by table,
+    not division (MAX backward, two cores: CIFAR-10 quick's pool1 2.2 -> 1.9 ms, CaffeNet's
+    pool1 5.8 -> 4.6)."""
     n, c, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
+    down, across = (
+        np.arange(k * k) // k,
+        np.arange(k * k) % k,
+    )  # an offset's row and column: no division per output
     for a in range(n):
         for b in range(c):
-            into = dx[a, b]
-            into[...] = 0
+            dx[a, b] = 0
             for r in range(oh - 1, -1, -1):
                 for q in range(ow - 1, -1, -1):
                     if not ave:
                         o = arg[a, b, r, q]
-                        row, col = r * s - p + o // k, q * s - p + o % k
+                        row, col = r * s - p + down[o], q * s - p + across[o]
                         if 0 <= row < h and 0 <= col < w:
-                            into[row, col] += dy[a, b, r, q]
+                            dx[a, b, row, col] += dy[a, b, r, q]
                     else:
                         share = dy[a, b, r, q] / areas[r, q]
                         for i in range(k):
                             for j in range(k):
                                 row, col = r * s - p + i, q * s - p + j
                                 if 0 <= row < h and 0 <= col < w:
-                                    into[row, col] += share
+                                    dx[a, b, row, col] += share
 
 
 @_loop(nogil=True, boundscheck=False)
