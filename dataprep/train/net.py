@@ -17,7 +17,7 @@ from typing import Any, Callable, Collection
 import numpy as np
 
 from ..errors import UsageError
-from ..heap import keep_freed_memory
+from ..heap import fault_in, keep_freed_memory
 from .layers import Layer, Loss, Shape, all_params, make_layer
 from .layers.base import FILLING
 from .layers.threads import one_blas_thread
@@ -60,8 +60,8 @@ class Net:
     ) -> None:
         """``train``: the memory estimate counts gradients and solver histories too;
         ``fill``: parameters from their fillers (else zeros, for weights loaded next)."""
-        if xp is np:  # the process runs a net from now on: its passes reuse the heap's pages
-            keep_freed_memory(nets=True)
+        # the process runs a net from now on: its passes reuse the heap's pages
+        kept = xp is np and keep_freed_memory(nets=True)
         self.xp = xp
         self.inputs = dict(inputs)
         token = FILLING.set(fill)
@@ -73,6 +73,9 @@ class Net:
         finally:
             FILLING.reset(token)
         memory.warn_available()
+        if kept and train:  # a pass's blobs, their gradients and the weights' gradients
+            blobs = sum(_nbytes(shape, dtype) for shape in self.shapes.values())
+            fault_in(2 * blobs + sum(layer.params[i].nbytes for layer, i in self.params()))
 
     def _build(self, specs, inputs, target, xp, rng, dtype) -> None:
         self.links: list[tuple[Layer, int, Layer, int]] = []  # (user, index, owner, index)
