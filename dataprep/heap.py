@@ -7,7 +7,8 @@ thresholds keep up to 64 MB of freed memory for reuse instead; memory
 still does not grow with the number of images. A net's blobs and columns are freed and
 allocated again every iteration: blocks up to 32 MB (glibc's largest threshold) come from
 the heap too, not from a fresh mapping (CaffeNet's forward-backward: a third of the page
-faults, the whole `time` command 5% faster).
+faults, the whole `time` command 5% faster). A training net faults its pass's memory in
+at set-up (``fault_in``).
 """
 
 from __future__ import annotations
