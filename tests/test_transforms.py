@@ -165,3 +165,22 @@ def test_shift_moves_the_content_and_leaves_zeros_where_nothing_came_in():
     cropped = T.AugmentSpec(shift=0.5, crop=(8, 8))  # a share of the crop, not of the image
     assert all(abs(v) <= 4 for _ in range(50) for v in T.sample_params(rng, (40, 80), cropped).shift)
     assert T.sample_params(rng, (40, 80), T.AugmentSpec(rotate=5)).shift == (0.0, 0.0)  # off: no move
+
+
+@pytest.mark.parametrize("mean", [None, "image", "channels"])
+@pytest.mark.parametrize("scale", [1.0, 0.00390625])
+def test_a_batch_transformed_whole_gives_the_images_bytes(mean, scale):
+    """``caffe_transform`` of N x H x W x C (the loader's batch where nothing is drawn per
+    image): the per-image results stacked, byte for byte; crops and mirrors refused."""
+    from dataprep.transforms import caffe_transform
+
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 256, (5, 7, 6, 3), dtype=np.uint8)
+    m = {None: None, "image": rng.normal(100, 20, (3, 7, 6)), "channels": [104.0, 117.0, 123.0]}[mean]
+    whole = caffe_transform(batch, 0, True, m, scale, train=False)
+    one_by_one = np.stack([caffe_transform(image, 0, True, m, scale, train=False) for image in batch])
+    assert whole.dtype == np.float32 and whole.tobytes() == one_by_one.tobytes()
+    with pytest.raises(ValueError):
+        caffe_transform(batch, 4, False, m, scale, train=True, rng=rng)
+    with pytest.raises(ValueError):
+        caffe_transform(batch, 0, True, m, scale, train=True, rng=rng)

@@ -325,24 +325,35 @@ class BatchLoader:
         drawn = self._indices(start)
         rng = np.random.default_rng([self.seed, start, 1])  # crops and mirrors, repeatable
         t = self.transform
-        images, labels = [], []
-        for (epoch, index), (image, label) in zip(drawn, self._read(start, drawn)):
-            if self.augment is not None:  # drawn per (seed, epoch, index): a run repeats
-                params = sample_params(
-                    np.random.default_rng([self.augment_seed, epoch, index]), image.shape[:2], self.augment
-                )
-                image = apply(image, params, self.augment)
-            if image.ndim != 3:  # not an image (HDF5Data of any dimensionality): as stored, as in Caffe
-                images.append(np.asarray(image, np.float32))
-            else:
-                images.append(
-                    caffe_transform(image, t.crop_size, t.mirror, self.mean, t.scale, self.train, rng)
-                )
-            labels.append(label)
+        read = self._read(start, drawn)
+        labels = [label for _, label in read]
+        whole = (  # nothing drawn per image: the batch transformed in one pass
+            self.augment is None
+            and not t.crop_size
+            and not (t.mirror and self.train)
+            and all(image.ndim == 3 and image.shape == read[0][0].shape for image, _ in read)
+        )
+        if whole:
+            stacked = np.stack([image for image, _ in read])
+            batch = caffe_transform(stacked, 0, t.mirror, self.mean, t.scale, self.train)
+        else:
+            images = []
+            for (epoch, index), (image, _) in zip(drawn, read):
+                if self.augment is not None:  # drawn per (seed, epoch, index): a run repeats
+                    drawing = np.random.default_rng([self.augment_seed, epoch, index])
+                    params = sample_params(drawing, image.shape[:2], self.augment)
+                    image = apply(image, params, self.augment)
+                if image.ndim != 3:  # not an image (HDF5Data of any dimensionality): as stored, as in Caffe
+                    images.append(np.asarray(image, np.float32))
+                else:
+                    images.append(
+                        caffe_transform(image, t.crop_size, t.mirror, self.mean, t.scale, self.train, rng)
+                    )
+            batch = np.stack(images)
         target = np.stack(labels).astype(np.float32)
         if target.shape[1] == 1:
             target = target[:, 0]
-        return {self.names[0]: np.stack(images).astype(np.float32, copy=False), self.names[1]: target}
+        return {self.names[0]: batch.astype(np.float32, copy=False), self.names[1]: target}
 
     def _fill(self) -> None:
         start = self.position
