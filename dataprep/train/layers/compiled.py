@@ -146,7 +146,7 @@ def _windows(x, a, b, k, s, ave, areas, y, arg, inside_h, inside_w):  # pragma: 
     oh, ow = y.shape[2], y.shape[3]
     for r in range(oh):
         first = 0
-        if r < inside_h and k == 2:
+        if r < inside_h and k == 2:  # unrolled apart: one loop for both ran 2 to 6 times slower
             r0 = r * s
             for q in range(inside_w):
                 col = q * s
