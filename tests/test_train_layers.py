@@ -868,6 +868,27 @@ def test_blocked_convolution_matches_the_float64_layer(monkeypatch, spec, shape,
     assert len(calls) == before and np.allclose(inferred, got[0], rtol=0, atol=1e-5 * np.abs(got[0]).max())
 
 
+def test_blocked_convolution_reads_views_of_other_blobs():
+    """A bottom and a top gradient that are views (a Slice's channels, every other channel
+    of a larger gradient): the blocked layer gives the float64 layer's values."""
+    rng = np.random.default_rng(0)
+    x, dy = rng.normal(size=(3, 12, 9, 9)), rng.normal(size=(3, 32, 9, 9))
+    spec = {"num_output": 16, "kernel_size": 5, "pad": 2}
+    runs = []
+    for dtype in (np.float64, np.float32):
+        layer = direct_layer(spec, (3, 8, 9, 9), dtype, propagate=True)
+        if runs:
+            layer.params[:] = [p.astype(dtype) for p in runs[0][0]]
+        assert (layer.strategy == "blocked") == (dtype == np.float32)
+        view, gradient = x.astype(dtype)[:, 2:10], dy.astype(dtype)[:, ::2]
+        assert not view.flags.c_contiguous and not gradient.flags.c_contiguous
+        top = layer.forward([view])[0]
+        (dx,) = layer.backward([gradient])
+        runs.append(([p.copy() for p in layer.params], top, dx, *layer.grads))
+    for want, got in zip(runs[0][1:], runs[1][1:]):
+        assert np.allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("spec, shape", BLOCKED[:2])
 @pytest.mark.parametrize("propagate", [False, True])
 def test_blocked_bytes_do_not_depend_on_the_thread_count(monkeypatch, spec, shape, propagate):
