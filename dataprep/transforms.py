@@ -182,15 +182,9 @@ def caffe_transform(
     A batch (N x H x W x C, to N x C x H x W) where nothing is cropped or drawn: the same
     values as image by image, in one pass (LeNet's loader: 64 calls an iteration)."""
     xp = get_xp(image)
-    if image.ndim == 4:
-        if crop_size or (mirror_flag and train):
-            raise ValueError("a batch is transformed whole only without crops and mirrors")
-        out = image.astype(xp.float32).transpose(0, 3, 1, 2)
-        if mean is not None:
-            m = xp.asarray(mean, dtype=xp.float32)
-            out = out - (m if m.ndim == 3 else m.reshape(-1, 1, 1))
-        return out * scale if scale != 1.0 else out
-    h, w = image.shape[:2]
+    if image.ndim == 4 and (crop_size or (mirror_flag and train)):
+        raise ValueError("a batch is transformed whole only without crops and mirrors")
+    h, w = image.shape[-3:-1]
     top = left = 0
     if crop_size:
         if train:
@@ -199,11 +193,11 @@ def caffe_transform(
             top, left = (h - crop_size) // 2, (w - crop_size) // 2
         image = crop(image, top, left, crop_size, crop_size)
     flip = bool(mirror_flag and train and rng.integers(0, 2))
-    out = image.astype(xp.float32).transpose(2, 0, 1)
+    out = xp.moveaxis(image.astype(xp.float32), -1, -3)  # (N x) C x H x W
     if mean is not None:
         m = xp.asarray(mean, dtype=xp.float32)
         if m.ndim == 3:
-            m = m[:, top : top + out.shape[1], left : left + out.shape[2]]
+            m = m[:, top : top + out.shape[-2], left : left + out.shape[-1]]
         else:
             m = m.reshape(-1, 1, 1)
         out = out - m

@@ -219,10 +219,8 @@ def unpool(dy, ave, arg, areas, k, s, p, dx):  # pragma: no cover - compiled
     pool1 5.8 -> 4.6)."""
     n, c, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
-    down, across = (
-        np.arange(k * k) // k,
-        np.arange(k * k) % k,
-    )  # an offset's row and column: no division per output
+    # an offset's row and column, by table: no division per output
+    down, across = np.arange(k * k) // k, np.arange(k * k) % k
     for a in range(n):
         for b in range(c):
             dx[a, b] = 0

@@ -145,11 +145,12 @@ class Convolution(Layer):
       im2col's after a direct forward makes the padded input again (the forward-backward
       no faster). Inference keeps im2col's, as it keeps pooling's array code: `predict`
       loads no Numba.
-    * ``blocked``: a stride-1 layer with a 5 x 5 or wider kernel, one group and outputs in
-      whole vectors of 16 (``blocked``: CIFAR-10 quick's three layers), float32 on the CPU
-      in training: no im2col; each block of 8 pixels by 32 outputs is summed in registers
-      straight from a padded channels-last copy of the image (``blocked.py``), the data and
-      weight gradients likewise. CIFAR-10 quick's layers, forward and backward ms (two
+    * ``blocked``: a layer with a 5 x 5 or wider kernel whose outputs per group fill
+      vectors of 16 (``blocked``: CIFAR-10 quick's three layers, CaffeNet's conv1 and
+      conv2), float32 on the CPU in training: no im2col; each block of 8 pixels by 32
+      outputs is summed in registers straight from a padded channels-last copy of the image
+      (``blocked.py``), the data and weight gradients likewise for stride 1 (a strided
+      layer's backward is im2col's). CIFAR-10 quick's layers, forward and backward ms (two
       cores, 15 interleaved rounds): conv1 8.9/7.2 -> 3.7/3.7, conv2 12.0/20.4 -> 5.2/10.5,
       conv3 4.4/10.5 -> 2.5-2.7/5.3-5.4; its forward-backward 85 -> 57 ms. Inference keeps
       im2col's, as for ``direct``.
@@ -560,7 +561,7 @@ class Convolution(Layer):
 
         def back(index, part):
             db[index] = dy[part].sum(axis=(0, 2, 3))
-            blocks.backward(x[part], dy[part], turned, self.pad, dw[index], dx[part] if dx.size else dx)
+            blocks.backward(x[part], dy[part], turned, self.pad, dw[index], dx[part])  # empty: none
 
         run_parts(parts, back)
         self.grads[0] = blocks.weight_gradient(dw.sum(axis=0), self.out)
